@@ -1,0 +1,83 @@
+//! Reading neural-network weight files as data, never as code.
+//!
+//! Three formats, told apart by their first bytes rather than their extension:
+//! - safetensors;
+//! - PyTorch's zip checkpoint (`torch.save` since 1.6);
+//! - PyTorch's legacy checkpoint (a bare run of pickles, as older `.pth` files are).
+//!
+//! PyTorch files are read by an allow-listed unpickler ([`pickle`]) that accepts tensor rebuilds,
+//! storages, `OrderedDict` and plain containers, and refuses any other global by name before
+//! anything is executed. Tensors come out dense and row-major whatever their strides in the file;
+//! floats are widened to `f32`.
+
+mod error;
+mod pickle;
+mod pytorch;
+pub mod safetensors;
+mod tensor;
+
+use std::path::Path;
+
+pub use error::{Result, WeightsError};
+pub use tensor::{DType, Tensor, TensorMap, Values};
+
+/// The container formats graft reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Safetensors,
+    PytorchZip,
+    PytorchLegacy,
+}
+
+impl Format {
+    /// Recognizes a format from a file's first bytes.
+    pub fn sniff(bytes: &[u8]) -> Option<Format> {
+        if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
+            Some(Format::PytorchZip)
+        } else if bytes.first() == Some(&0x80) {
+            Some(Format::PytorchLegacy)
+        } else if bytes.len() >= 9 && bytes[8] == b'{' {
+            Some(Format::Safetensors)
+        } else {
+            None
+        }
+    }
+}
+
+/// Reads every tensor of a weight file.
+pub fn read(path: &Path) -> Result<TensorMap> {
+    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io { path: path.to_owned(), source })?;
+    read_bytes(path, &bytes)
+}
+
+/// Reads every tensor from a weight file's bytes; `path` names it in errors.
+pub fn read_bytes(path: &Path, bytes: &[u8]) -> Result<TensorMap> {
+    match Format::sniff(bytes) {
+        Some(Format::Safetensors) => safetensors::parse(path, bytes),
+        Some(Format::PytorchZip) => pytorch::parse_zip(path, bytes),
+        Some(Format::PytorchLegacy) => pytorch::parse_legacy(path, bytes),
+        None if bytes.is_empty() => Err(WeightsError::Truncated { path: path.to_owned(), what: "the file is empty".into() }),
+        None => Err(WeightsError::NotWeights {
+            path: path.to_owned(),
+            reason: "it is neither safetensors nor a PyTorch checkpoint (zip or legacy pickle)".into(),
+        }),
+    }
+}
+
+/// Writes tensors as a safetensors file (floats as F32, integers as I64), atomically: the file
+/// appears whole or not at all.
+pub fn write_safetensors(path: &Path, tensors: &TensorMap) -> Result<()> {
+    let write_error = |source| WeightsError::Write { path: path.to_owned(), source };
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".partial");
+    let temporary = std::path::PathBuf::from(temporary);
+    std::fs::write(&temporary, safetensors::serialize(tensors)).map_err(write_error)?;
+    std::fs::rename(&temporary, path).map_err(write_error)
+}
+
+/// Converts any supported weight file into safetensors; returns the tensors written.
+pub fn convert(input: &Path, output: &Path) -> Result<TensorMap> {
+    let tensors = read(input)?;
+    write_safetensors(output, &tensors)?;
+    Ok(tensors)
+}

@@ -1,0 +1,681 @@
+//! An allow-listed unpickler: a pickle virtual machine that builds only plain values, tensor
+//! references and storage references, and refuses every other global before anything runs.
+//!
+//! Python's own unpickler calls whatever `module.name` a pickle names; that is how a `.pth` file
+//! can run `os.system`. This one knows a short list of globals (below) and answers any other with
+//! [`WeightsError::ForbiddenGlobal`]. Nothing here executes anything: `REDUCE` on an allowed
+//! global is interpreted by hand.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::Path;
+use std::rc::Rc;
+
+use crate::error::{Result, WeightsError};
+use crate::tensor::DType;
+
+/// The globals a state dict needs, and nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Global {
+    OrderedDict,
+    /// `torch._utils._rebuild_tensor_v2` and `_rebuild_tensor`.
+    RebuildTensor,
+    /// `torch._utils._rebuild_parameter` and `_rebuild_parameter_with_state`.
+    RebuildParameter,
+    /// `torch.FloatStorage` and friends: names a storage's element type.
+    Storage(DType),
+    /// `_codecs.encode`: how protocol 2 spells a `bytes` object.
+    CodecsEncode,
+}
+
+fn allowed_global(module: &str, name: &str) -> Option<Global> {
+    Some(match (module, name) {
+        ("collections", "OrderedDict") => Global::OrderedDict,
+        ("torch._utils", "_rebuild_tensor_v2" | "_rebuild_tensor") => Global::RebuildTensor,
+        ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => Global::RebuildParameter,
+        ("_codecs", "encode") => Global::CodecsEncode,
+        ("torch", storage) => Global::Storage(match storage {
+            "FloatStorage" => DType::F32,
+            "DoubleStorage" => DType::F64,
+            "HalfStorage" => DType::F16,
+            "BFloat16Storage" => DType::BF16,
+            "LongStorage" => DType::I64,
+            "IntStorage" => DType::I32,
+            "ShortStorage" => DType::I16,
+            "CharStorage" => DType::I8,
+            "ByteStorage" => DType::U8,
+            "BoolStorage" => DType::Bool,
+            _ => return None,
+        }),
+        _ => return None,
+    })
+}
+
+/// A reference to a storage, resolved by the container format (zip entry or legacy trailer).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StorageRef {
+    pub dtype: DType,
+    pub key: String,
+    /// Element offset into the root storage (legacy views only; 0 otherwise).
+    pub view_offset: usize,
+}
+
+/// A tensor as the pickle describes it: a strided view into a storage.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TensorRef {
+    pub storage: StorageRef,
+    pub offset: usize,
+    pub shape: Vec<usize>,
+    pub strides: Vec<usize>,
+}
+
+/// A value on the unpickler's stack. Plain values keep their payloads so a pickle is read
+/// faithfully, even where graft only needs the tensors.
+#[allow(dead_code)]
+#[derive(Debug, Clone)]
+pub(crate) enum Value {
+    None,
+    Bool(bool),
+    Int(i128),
+    Float(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+    Tuple(Rc<Vec<Value>>),
+    List(Rc<RefCell<Vec<Value>>>),
+    Dict(Rc<RefCell<Vec<(Value, Value)>>>),
+    Global(Global),
+    Storage(StorageRef),
+    Tensor(TensorRef),
+}
+
+impl Value {
+    fn kind(&self) -> &'static str {
+        match self {
+            Value::None => "None",
+            Value::Bool(_) => "bool",
+            Value::Int(_) => "int",
+            Value::Float(_) => "float",
+            Value::Str(_) => "str",
+            Value::Bytes(_) => "bytes",
+            Value::Tuple(_) => "tuple",
+            Value::List(_) => "list",
+            Value::Dict(_) => "dict",
+            Value::Global(_) => "global",
+            Value::Storage(_) => "storage",
+            Value::Tensor(_) => "tensor",
+        }
+    }
+
+    fn items(&self) -> Option<Vec<Value>> {
+        match self {
+            Value::Tuple(items) => Some(items.as_ref().clone()),
+            Value::List(items) => Some(items.borrow().clone()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn as_usize(&self) -> Option<usize> {
+        match self {
+            Value::Int(v) => usize::try_from(*v).ok(),
+            _ => None,
+        }
+    }
+}
+
+enum Slot {
+    Mark,
+    Value(Value),
+}
+
+/// Runs one pickle from `data[*position..]`, stopping at its `STOP`; `position` is left just after it.
+pub(crate) fn unpickle(path: &Path, data: &[u8], position: &mut usize) -> Result<Value> {
+    Machine { path, data, position: *position, stack: Vec::new(), memo: HashMap::new() }.run().map(|(value, end)| {
+        *position = end;
+        value
+    })
+}
+
+struct Machine<'a> {
+    path: &'a Path,
+    data: &'a [u8],
+    position: usize,
+    stack: Vec<Slot>,
+    memo: HashMap<u32, Value>,
+}
+
+impl<'a> Machine<'a> {
+    fn error(&self, reason: impl Into<String>) -> WeightsError {
+        WeightsError::Pickle { path: self.path.to_owned(), offset: self.position, reason: reason.into() }
+    }
+
+    fn take(&mut self, count: usize) -> Result<&'a [u8]> {
+        let end = self.position.checked_add(count).filter(|end| *end <= self.data.len()).ok_or_else(|| {
+            WeightsError::Truncated { path: self.path.to_owned(), what: format!("pickle ends inside an opcode at byte {}", self.position) }
+        })?;
+        let bytes = &self.data[self.position..end];
+        self.position = end;
+        Ok(bytes)
+    }
+
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
+    }
+
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+
+    fn u64_len(&mut self) -> Result<usize> {
+        let value = u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes"));
+        usize::try_from(value).map_err(|_| self.error("length overflows"))
+    }
+
+    fn line(&mut self) -> Result<&'a str> {
+        let rest = &self.data[self.position..];
+        let end = rest.iter().position(|b| *b == b'\n').ok_or_else(|| WeightsError::Truncated {
+            path: self.path.to_owned(),
+            what: "pickle ends inside a text opcode".into(),
+        })?;
+        let line = std::str::from_utf8(&rest[..end]).map_err(|_| self.error("text opcode is not UTF-8"))?;
+        self.position += end + 1;
+        Ok(line)
+    }
+
+    fn utf8(&self, bytes: &[u8]) -> Result<String> {
+        String::from_utf8(bytes.to_vec()).map_err(|_| self.error("string is not UTF-8"))
+    }
+
+    fn push(&mut self, value: Value) {
+        self.stack.push(Slot::Value(value));
+    }
+
+    fn pop(&mut self) -> Result<Value> {
+        match self.stack.pop() {
+            Some(Slot::Value(value)) => Ok(value),
+            Some(Slot::Mark) => Err(self.error("unexpected MARK on the stack")),
+            None => Err(self.error("stack underflow")),
+        }
+    }
+
+    fn top(&self) -> Result<&Value> {
+        match self.stack.last() {
+            Some(Slot::Value(value)) => Ok(value),
+            _ => Err(self.error("expected a value on top of the stack")),
+        }
+    }
+
+    fn pop_to_mark(&mut self) -> Result<Vec<Value>> {
+        let mark = self
+            .stack
+            .iter()
+            .rposition(|slot| matches!(slot, Slot::Mark))
+            .ok_or_else(|| self.error("no MARK on the stack"))?;
+        let items = self.stack.split_off(mark + 1);
+        self.stack.pop();
+        Ok(items.into_iter().map(|slot| match slot {
+            Slot::Value(value) => value,
+            Slot::Mark => unreachable!("the last mark was found above"),
+        }).collect())
+    }
+
+    fn global(&self, module: &str, name: &str) -> Result<Value> {
+        allowed_global(module, name).map(Value::Global).ok_or_else(|| WeightsError::ForbiddenGlobal {
+            path: self.path.to_owned(),
+            module: module.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+
+    fn memo_get(&self, index: u32) -> Result<Value> {
+        self.memo.get(&index).cloned().ok_or_else(|| self.error(format!("memo entry {index} is empty")))
+    }
+
+    fn memo_put(&mut self, index: u32) -> Result<()> {
+        let value = self.top()?.clone();
+        self.memo.insert(index, value);
+        Ok(())
+    }
+
+    fn set_items(&mut self, dict: &Value, items: Vec<Value>) -> Result<()> {
+        let Value::Dict(entries) = dict else {
+            return Err(self.error(format!("SETITEM on a {}", dict.kind())));
+        };
+        if items.len() % 2 != 0 {
+            return Err(self.error("SETITEMS with an odd number of items"));
+        }
+        let mut entries = entries.borrow_mut();
+        let mut items = items.into_iter();
+        while let (Some(key), Some(value)) = (items.next(), items.next()) {
+            entries.push((key, value));
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, list: &Value, items: Vec<Value>) -> Result<()> {
+        match list {
+            Value::List(entries) => {
+                entries.borrow_mut().extend(items);
+                Ok(())
+            }
+            other => Err(self.error(format!("APPEND on a {}", other.kind()))),
+        }
+    }
+
+    fn int_from_le(&self, bytes: &[u8]) -> Result<i128> {
+        if bytes.len() > 16 {
+            return Err(self.error(format!("integer of {} bytes is too large", bytes.len())));
+        }
+        if bytes.is_empty() {
+            return Ok(0);
+        }
+        let negative = bytes[bytes.len() - 1] & 0x80 != 0;
+        let mut buffer = if negative { [0xffu8; 16] } else { [0u8; 16] };
+        buffer[..bytes.len()].copy_from_slice(bytes);
+        Ok(i128::from_le_bytes(buffer))
+    }
+
+    /// Interprets `callable(*args)` for the allowed globals.
+    fn reduce(&self, callable: Value, args: Value) -> Result<Value> {
+        let Value::Global(global) = callable else {
+            return Err(self.error(format!("REDUCE on a {}, not a global", callable.kind())));
+        };
+        let args = args.items().ok_or_else(|| self.error("REDUCE arguments are not a tuple"))?;
+        match global {
+            Global::OrderedDict => {
+                let entries = match args.first() {
+                    None => Vec::new(),
+                    Some(pairs) => pairs
+                        .items()
+                        .ok_or_else(|| self.error("OrderedDict argument is not a list"))?
+                        .into_iter()
+                        .map(|pair| match pair.items().as_deref() {
+                            Some([key, value]) => Ok((key.clone(), value.clone())),
+                            _ => Err(self.error("OrderedDict item is not a pair")),
+                        })
+                        .collect::<Result<_>>()?,
+                };
+                Ok(Value::Dict(Rc::new(RefCell::new(entries))))
+            }
+            Global::RebuildTensor => {
+                let [storage, offset, shape, strides, ..] = args.as_slice() else {
+                    return Err(self.error("_rebuild_tensor needs (storage, offset, size, stride)"));
+                };
+                let Value::Storage(storage) = storage else {
+                    return Err(self.error(format!("_rebuild_tensor on a {}, not a storage", storage.kind())));
+                };
+                let dims = |value: &Value, what: &str| {
+                    value
+                        .items()
+                        .and_then(|items| items.iter().map(Value::as_usize).collect::<Option<Vec<_>>>())
+                        .ok_or_else(|| self.error(format!("tensor {what} is not a tuple of integers")))
+                };
+                let shape = dims(shape, "size")?;
+                let strides = dims(strides, "stride")?;
+                if shape.len() != strides.len() {
+                    return Err(self.error(format!("tensor size {shape:?} and stride {strides:?} differ in rank")));
+                }
+                let offset = offset.as_usize().ok_or_else(|| self.error("tensor offset is not an integer"))?;
+                Ok(Value::Tensor(TensorRef { storage: storage.clone(), offset, shape, strides }))
+            }
+            Global::RebuildParameter => match args.first() {
+                Some(tensor @ Value::Tensor(_)) => Ok(tensor.clone()),
+                _ => Err(self.error("_rebuild_parameter without a tensor")),
+            },
+            Global::CodecsEncode => match args.first() {
+                // `bytes` pickled at protocol 2: the text holds one character per byte (latin-1).
+                Some(Value::Str(text)) => Ok(Value::Bytes(text.chars().map(|c| c as u32 as u8).collect())),
+                _ => Err(self.error("_codecs.encode without a string")),
+            },
+            Global::Storage(_) => Err(self.error("storage types cannot be called")),
+        }
+    }
+
+    /// `('storage', storage_type, key, location, numel[, view_metadata])`.
+    fn persistent_load(&self, pid: Value) -> Result<Value> {
+        let items = pid.items().ok_or_else(|| self.error("persistent id is not a tuple"))?;
+        match items.as_slice() {
+            [Value::Str(tag), Value::Global(Global::Storage(dtype)), key, _location, _numel, rest @ ..] if tag == "storage" => {
+                let key = match key {
+                    Value::Str(key) => key.clone(),
+                    Value::Int(key) => key.to_string(),
+                    other => return Err(self.error(format!("storage key is a {}", other.kind()))),
+                };
+                let view_offset = match rest.first() {
+                    None | Some(Value::None) => 0,
+                    Some(view) => match view.items().as_deref() {
+                        Some([_view_key, offset, _size]) => {
+                            offset.as_usize().ok_or_else(|| self.error("storage view offset is not an integer"))?
+                        }
+                        _ => return Err(self.error("storage view metadata is not (key, offset, size)")),
+                    },
+                };
+                Ok(Value::Storage(StorageRef { dtype: *dtype, key, view_offset }))
+            }
+            _ => Err(self.error("persistent id is not a ('storage', type, key, location, numel) tuple")),
+        }
+    }
+
+    fn run(mut self) -> Result<(Value, usize)> {
+        loop {
+            let opcode = self.u8()?;
+            match opcode {
+                0x80 => {
+                    let protocol = self.u8()?;
+                    if protocol > 5 {
+                        return Err(self.error(format!("unknown pickle protocol {protocol}")));
+                    }
+                }
+                0x95 => {
+                    self.take(8)?; // FRAME: a length hint only.
+                }
+                b'.' => {
+                    let value = self.pop()?;
+                    return Ok((value, self.position));
+                }
+                b'(' => self.stack.push(Slot::Mark),
+                b'0' => {
+                    self.stack.pop().ok_or_else(|| self.error("POP on an empty stack"))?;
+                }
+                b'1' => {
+                    self.pop_to_mark()?;
+                }
+                b'2' => {
+                    let value = self.top()?.clone();
+                    self.push(value);
+                }
+                b'N' => self.push(Value::None),
+                0x88 => self.push(Value::Bool(true)),
+                0x89 => self.push(Value::Bool(false)),
+                b'J' => {
+                    let value = i32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes"));
+                    self.push(Value::Int(value as i128));
+                }
+                b'K' => {
+                    let value = self.u8()?;
+                    self.push(Value::Int(value as i128));
+                }
+                b'M' => {
+                    let value = self.u16()?;
+                    self.push(Value::Int(value as i128));
+                }
+                0x8a => {
+                    let length = self.u8()? as usize;
+                    let bytes = self.take(length)?;
+                    let value = self.int_from_le(bytes)?;
+                    self.push(Value::Int(value));
+                }
+                0x8b => {
+                    let length = self.u32()? as usize;
+                    let bytes = self.take(length)?;
+                    let value = self.int_from_le(bytes)?;
+                    self.push(Value::Int(value));
+                }
+                b'I' => {
+                    let line = self.line()?;
+                    let value = match line {
+                        "00" => Value::Bool(false),
+                        "01" => Value::Bool(true),
+                        text => Value::Int(text.parse().map_err(|_| self.error(format!("bad INT `{text}`")))?),
+                    };
+                    self.push(value);
+                }
+                b'L' => {
+                    let line = self.line()?;
+                    let value = line.trim_end_matches('L').parse().map_err(|_| self.error(format!("bad LONG `{line}`")))?;
+                    self.push(Value::Int(value));
+                }
+                b'G' => {
+                    let value = f64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes"));
+                    self.push(Value::Float(value));
+                }
+                b'F' => {
+                    let line = self.line()?;
+                    let value = line.parse().map_err(|_| self.error(format!("bad FLOAT `{line}`")))?;
+                    self.push(Value::Float(value));
+                }
+                b'X' => {
+                    let length = self.u32()? as usize;
+                    let bytes = self.take(length)?;
+                    let text = self.utf8(bytes)?;
+                    self.push(Value::Str(text));
+                }
+                0x8c => {
+                    let length = self.u8()? as usize;
+                    let bytes = self.take(length)?;
+                    let text = self.utf8(bytes)?;
+                    self.push(Value::Str(text));
+                }
+                0x8d => {
+                    let length = self.u64_len()?;
+                    let bytes = self.take(length)?;
+                    let text = self.utf8(bytes)?;
+                    self.push(Value::Str(text));
+                }
+                b'V' => {
+                    let text = self.line()?.to_owned();
+                    self.push(Value::Str(text));
+                }
+                b'T' => {
+                    let length = self.u32()? as usize;
+                    let bytes = self.take(length)?.to_vec();
+                    self.push(Value::Str(bytes.iter().map(|b| *b as char).collect()));
+                }
+                b'U' => {
+                    let length = self.u8()? as usize;
+                    let bytes = self.take(length)?.to_vec();
+                    self.push(Value::Str(bytes.iter().map(|b| *b as char).collect()));
+                }
+                b'S' => {
+                    let line = self.line()?;
+                    let text = line.trim_matches(|c| c == '\'' || c == '"').to_owned();
+                    self.push(Value::Str(text));
+                }
+                b'B' => {
+                    let length = self.u32()? as usize;
+                    let bytes = self.take(length)?.to_vec();
+                    self.push(Value::Bytes(bytes));
+                }
+                b'C' => {
+                    let length = self.u8()? as usize;
+                    let bytes = self.take(length)?.to_vec();
+                    self.push(Value::Bytes(bytes));
+                }
+                0x8e | 0x96 => {
+                    let length = self.u64_len()?;
+                    let bytes = self.take(length)?.to_vec();
+                    self.push(Value::Bytes(bytes));
+                }
+                b')' => self.push(Value::Tuple(Rc::new(Vec::new()))),
+                b't' => {
+                    let items = self.pop_to_mark()?;
+                    self.push(Value::Tuple(Rc::new(items)));
+                }
+                0x85..=0x87 => {
+                    let count = (opcode - 0x84) as usize;
+                    let mut items = Vec::with_capacity(count);
+                    for _ in 0..count {
+                        items.push(self.pop()?);
+                    }
+                    items.reverse();
+                    self.push(Value::Tuple(Rc::new(items)));
+                }
+                b']' => self.push(Value::List(Rc::new(RefCell::new(Vec::new())))),
+                b'l' => {
+                    let items = self.pop_to_mark()?;
+                    self.push(Value::List(Rc::new(RefCell::new(items))));
+                }
+                b'}' => self.push(Value::Dict(Rc::new(RefCell::new(Vec::new())))),
+                b'd' => {
+                    let items = self.pop_to_mark()?;
+                    let dict = Value::Dict(Rc::new(RefCell::new(Vec::new())));
+                    self.set_items(&dict, items)?;
+                    self.push(dict);
+                }
+                b'a' => {
+                    let item = self.pop()?;
+                    let list = self.top()?.clone();
+                    self.append(&list, vec![item])?;
+                }
+                b'e' => {
+                    let items = self.pop_to_mark()?;
+                    let list = self.top()?.clone();
+                    self.append(&list, items)?;
+                }
+                b's' => {
+                    let value = self.pop()?;
+                    let key = self.pop()?;
+                    let dict = self.top()?.clone();
+                    self.set_items(&dict, vec![key, value])?;
+                }
+                b'u' => {
+                    let items = self.pop_to_mark()?;
+                    let dict = self.top()?.clone();
+                    self.set_items(&dict, items)?;
+                }
+                b'p' => {
+                    let line = self.line()?;
+                    let index = line.parse().map_err(|_| self.error(format!("bad PUT `{line}`")))?;
+                    self.memo_put(index)?;
+                }
+                b'q' => {
+                    let index = self.u8()? as u32;
+                    self.memo_put(index)?;
+                }
+                b'r' => {
+                    let index = self.u32()?;
+                    self.memo_put(index)?;
+                }
+                0x94 => {
+                    let index = self.memo.len() as u32;
+                    self.memo_put(index)?;
+                }
+                b'g' => {
+                    let line = self.line()?;
+                    let index = line.parse().map_err(|_| self.error(format!("bad GET `{line}`")))?;
+                    let value = self.memo_get(index)?;
+                    self.push(value);
+                }
+                b'h' => {
+                    let index = self.u8()? as u32;
+                    let value = self.memo_get(index)?;
+                    self.push(value);
+                }
+                b'j' => {
+                    let index = self.u32()?;
+                    let value = self.memo_get(index)?;
+                    self.push(value);
+                }
+                b'c' => {
+                    let module = self.line()?.to_owned();
+                    let name = self.line()?.to_owned();
+                    let value = self.global(&module, &name)?;
+                    self.push(value);
+                }
+                0x93 => {
+                    let name = self.pop()?;
+                    let module = self.pop()?;
+                    let (Value::Str(module), Value::Str(name)) = (module, name) else {
+                        return Err(self.error("STACK_GLOBAL needs two strings"));
+                    };
+                    let value = self.global(&module, &name)?;
+                    self.push(value);
+                }
+                b'i' => {
+                    // INST names its class inline; it is never a tensor or a container.
+                    let module = self.line()?.to_owned();
+                    let name = self.line()?.to_owned();
+                    self.global(&module, &name)?;
+                    return Err(self.error(format!("INST of `{module}.{name}` is not supported")));
+                }
+                b'R' => {
+                    let args = self.pop()?;
+                    let callable = self.pop()?;
+                    let value = self.reduce(callable, args)?;
+                    self.push(value);
+                }
+                0x81 => {
+                    let args = self.pop()?;
+                    let class = self.pop()?;
+                    match class {
+                        Value::Global(Global::OrderedDict) => {
+                            let value = self.reduce(class, args)?;
+                            self.push(value);
+                        }
+                        other => return Err(self.error(format!("NEWOBJ of a {}", other.kind()))),
+                    }
+                }
+                b'b' => {
+                    // BUILD sets an object's state. An OrderedDict's state is its `_metadata`
+                    // (per-module version numbers); a tensor's is Python attributes. Neither
+                    // changes the weights, so both are dropped.
+                    let _state = self.pop()?;
+                    let kind = self.top()?.kind();
+                    if !matches!(kind, "dict" | "tensor") {
+                        return Err(self.error(format!("BUILD on a {kind}")));
+                    }
+                }
+                b'Q' => {
+                    let pid = self.pop()?;
+                    let value = self.persistent_load(pid)?;
+                    self.push(value);
+                }
+                b'P' => return Err(self.error("text persistent ids (PERSID) are not used by PyTorch")),
+                other => return Err(self.error(format!("unsupported pickle opcode 0x{other:02x}"))),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(bytes: &[u8]) -> Result<Value> {
+        let mut position = 0;
+        unpickle(Path::new("test.pth"), bytes, &mut position)
+    }
+
+    #[test]
+    fn refuses_os_system_before_calling_anything() {
+        // cos\nsystem\n(S'touch /tmp/pwned'\ntR.  — the classic payload, protocol 0.
+        let payload = b"cos\nsystem\n(S'touch /tmp/pwned'\ntR.";
+        let error = run(payload).unwrap_err();
+        assert!(matches!(&error, WeightsError::ForbiddenGlobal { module, name, .. } if module == "os" && name == "system"), "{error}");
+        assert!(error.to_string().contains("`os.system`"), "{error}");
+    }
+
+    #[test]
+    fn refuses_stack_global_of_builtins_eval() {
+        // protocol 4: SHORT_BINUNICODE 'builtins', SHORT_BINUNICODE 'eval', STACK_GLOBAL
+        let mut payload = vec![0x80, 4, 0x8c, 8];
+        payload.extend(b"builtins");
+        payload.extend([0x8c, 4]);
+        payload.extend(b"eval");
+        payload.extend([0x93, b'.']);
+        assert!(matches!(run(&payload), Err(WeightsError::ForbiddenGlobal { .. })));
+    }
+
+    #[test]
+    fn plain_containers_and_big_integers() {
+        // {'a': [1, 2.5, True], 'b': (None,)} plus LONG1 of the 10-byte legacy magic number.
+        let mut payload = vec![0x80, 2, b'}', b'q', 0, b'(', b'X', 1, 0, 0, 0, b'a', b']', b'(', b'K', 1, b'G'];
+        payload.extend(2.5f64.to_be_bytes());
+        payload.extend([0x88, b'e', b'X', 1, 0, 0, 0, b'b', b'N', 0x85, b'u', b'.']);
+        let Value::Dict(entries) = run(&payload).unwrap() else { panic!("not a dict") };
+        let entries = entries.borrow();
+        assert_eq!(entries.len(), 2);
+        assert!(matches!(&entries[0].1, Value::List(items) if items.borrow().len() == 3));
+
+        let magic = [0x80, 2, 0x8a, 10, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, b'.'];
+        assert!(matches!(run(&magic).unwrap(), Value::Int(0x1950a86a20f9469cfc6c)));
+    }
+
+    #[test]
+    fn truncated_pickle_is_reported_as_truncated() {
+        assert!(matches!(run(&[0x80, 2, b'X', 9, 0, 0, 0, b'a']), Err(WeightsError::Truncated { .. })));
+    }
+}

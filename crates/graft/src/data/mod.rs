@@ -1,0 +1,3 @@
+//! Data: decoding and preprocessing images for a teacher.
+
+pub mod image;

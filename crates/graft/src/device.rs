@@ -1,0 +1,33 @@
+//! Choosing the compute device: burn picks the backend at run time from the device.
+
+use burn::tensor::Device;
+
+use crate::error::{GraftError, Result};
+
+/// The backends graft was built with, by the name `--device` takes.
+pub fn available() -> Vec<&'static str> {
+    let mut names = vec!["flex"];
+    if cfg!(feature = "tch") {
+        names.push("libtorch");
+    }
+    if cfg!(feature = "cuda") {
+        names.push("cuda");
+    }
+    names
+}
+
+/// The device for a backend name: `flex` (pure Rust, the default), `libtorch`, `cuda`.
+pub fn parse(name: &str) -> Result<Device> {
+    match name {
+        "flex" | "cpu" => Ok(Device::flex()),
+        #[cfg(feature = "tch")]
+        #[allow(deprecated)] // burn 0.22 marks libtorch deprecated; graft keeps it for its speed.
+        "libtorch" | "tch" => Ok(Device::libtorch()),
+        #[cfg(feature = "cuda")]
+        "cuda" => Ok(Device::cuda(0)),
+        other => Err(GraftError::Invalid(format!(
+            "unknown device `{other}`; this build of graft has: {}",
+            available().join(", ")
+        ))),
+    }
+}

@@ -1,0 +1,15 @@
+//! graft: transfer learning on burn.
+//!
+//! A pretrained *teacher* ([`models::Teacher`]) is cut into named blocks; what is frozen in front
+//! of the cut is computed once, what is behind it is trained with a new head into a *student*.
+//! Weight files are read as data by [`graft_weights`], never executed.
+
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod models;
+pub mod predict;
+pub mod weights;
+
+pub use burn;
+pub use error::{GraftError, Result};
