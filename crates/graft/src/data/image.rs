@@ -9,6 +9,16 @@ use image::imageops::FilterType;
 use crate::error::{GraftError, Result};
 use crate::models::zoo::Preprocessing;
 
+/// File extensions graft decodes.
+pub const IMAGE_EXTENSIONS: [&str; 9] = ["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp", "ppm"];
+
+/// Whether a path looks like an image by its extension (case-insensitive).
+pub fn is_image_path(path: &Path) -> bool {
+    path.extension()
+        .and_then(|extension| extension.to_str())
+        .is_some_and(|extension| IMAGE_EXTENSIONS.contains(&extension.to_ascii_lowercase().as_str()))
+}
+
 /// Decodes an image file of any colour mode into 8-bit RGB (greyscale is replicated, alpha dropped).
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     let reader = image::ImageReader::open(path).map_err(|source| GraftError::Io { path: path.to_owned(), source })?;

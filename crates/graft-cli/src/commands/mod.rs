@@ -1,0 +1,48 @@
+//! One file per command.
+
+pub mod convert;
+pub mod embed;
+pub mod predict;
+pub mod teachers;
+
+use std::path::PathBuf;
+
+use graft::models::{Teacher, WeightOptions, load_teacher};
+
+use crate::cli::TeacherArgs;
+use crate::settings::Settings;
+
+/// Loads the teacher the arguments name, logging what was loaded.
+pub fn teacher(args: &TeacherArgs, settings: &Settings) -> anyhow::Result<Teacher> {
+    let options = WeightOptions {
+        weights: args.weights.clone(),
+        cache_dir: settings.cache_dir.clone(),
+        offline: settings.offline,
+        allow_partial: args.allow_partial,
+    };
+    let (teacher, report) = load_teacher(&args.teacher, &options, &settings.device)?;
+    settings.log(format!("teacher {}: {report} (weights sha256 {})", teacher.card.name, &teacher.weights_sha256[..12.min(teacher.weights_sha256.len())]));
+    Ok(teacher)
+}
+
+/// Expands folders into the image files inside them (sorted), keeping files as given.
+pub fn expand_images(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(input)
+                .map_err(|error| anyhow::anyhow!("cannot list `{}`: {error}", input.display()))?
+                .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+                .filter(|path| path.is_file() && graft::data::image::is_image_path(path))
+                .collect();
+            files.sort();
+            if files.is_empty() {
+                anyhow::bail!("`{}` holds no image files", input.display());
+            }
+            out.extend(files);
+        } else {
+            out.push(input.clone());
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,15 @@
+//! `graft teachers`: the zoo.
+
+use graft::models::zoo::cards;
+
+use crate::settings::Settings;
+
+pub fn run(settings: &Settings) -> anyhow::Result<()> {
+    println!("{:<20} {:>5}  {:<10} description", "name", "input", "weights");
+    for card in cards() {
+        let cached = settings.cache_dir.join("weights").join(card.source.file_name).is_file();
+        let status = if card.bundled { "bundled" } else if cached { "cached" } else { "download" };
+        println!("{:<20} {:>5}  {:<10} {}", card.name, card.preprocessing.input_size, status, card.description);
+    }
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! Resolving settings in one place: CLI flag > environment > default.
+
+use std::path::PathBuf;
+
+use graft::burn::tensor::Device;
+
+use crate::cli::GlobalArgs;
+
+/// The settings a command runs with.
+#[derive(Debug)]
+pub struct Settings {
+    pub device_name: String,
+    pub device: Device,
+    pub cache_dir: PathBuf,
+    pub offline: bool,
+    pub quiet: bool,
+}
+
+impl Settings {
+    pub fn resolve(global: &GlobalArgs) -> anyhow::Result<Settings> {
+        let env_flag = |name: &str| std::env::var(name).is_ok_and(|value| !matches!(value.as_str(), "" | "0" | "false"));
+        let cache_dir = match &global.cache_dir {
+            Some(dir) => dir.clone(),
+            None => default_cache_dir(),
+        };
+        Ok(Settings {
+            device: graft::device::parse(&global.device)?,
+            device_name: global.device.clone(),
+            cache_dir,
+            offline: global.offline || env_flag("GRAFT_OFFLINE") || env_flag("HF_HUB_OFFLINE"),
+            quiet: global.quiet,
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "device = {}\ncache_dir = {}\noffline = {}\nquiet = {}",
+            self.device_name,
+            self.cache_dir.display(),
+            self.offline,
+            self.quiet
+        )
+    }
+
+    /// Prints a log line to stderr unless `--quiet`.
+    pub fn log(&self, message: impl AsRef<str>) {
+        if !self.quiet {
+            eprintln!("{}", message.as_ref());
+        }
+    }
+}
+
+fn default_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|dir| !dir.is_empty()) {
+        return PathBuf::from(dir).join("graft");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".cache").join("graft"),
+        None => std::env::temp_dir().join("graft-cache"),
+    }
+}
