@@ -256,3 +256,28 @@ pub struct WeightFile {
     pub path: PathBuf,
     pub sha256: String,
 }
+
+/// The number of learnable values in a module: every float parameter except batch-norm running
+/// statistics (which burn's `num_params` counts too).
+pub fn count_parameters<M: Module>(module: &M) -> usize {
+    struct Counter {
+        position: Position,
+        count: usize,
+    }
+    impl ModuleVisitor for Counter {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.position.enter(name, container_type);
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.position.exit();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if !self.position.path.last().is_some_and(|name| name.starts_with("running_")) {
+                self.count += param.lazy_shape().num_elements();
+            }
+        }
+    }
+    let mut counter = Counter { position: Position::default(), count: 0 };
+    module.visit(&mut counter);
+    counter.count
+}
