@@ -10,19 +10,24 @@ pub fn available() -> Vec<&'static str> {
     if cfg!(feature = "tch") {
         names.push("libtorch");
     }
+    if cfg!(feature = "wgpu") {
+        names.push("wgpu");
+    }
     if cfg!(feature = "cuda") {
         names.push("cuda");
     }
     names
 }
 
-/// The device for a backend name: `flex` (pure Rust, the default), `libtorch`, `cuda`.
+/// The device for a backend name: `flex` (pure Rust, the default), `libtorch`, `wgpu`, `cuda`.
 pub fn parse(name: &str) -> Result<Device> {
     match name {
         "flex" | "cpu" => Ok(Device::flex()),
         #[cfg(feature = "tch")]
         #[allow(deprecated)] // burn 0.22 marks libtorch deprecated; graft keeps it for its speed.
         "libtorch" | "tch" => Ok(Device::libtorch()),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
         #[cfg(feature = "cuda")]
         "cuda" => Ok(Device::cuda(0)),
         other => Err(GraftError::Invalid(format!(
