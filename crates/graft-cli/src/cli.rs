@@ -40,14 +40,22 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Classify images with a pretrained teacher (ImageNet classes).
+    /// Train a student on a labelled image folder, CSV manifest or IDX files.
+    Train(TrainArgs),
+    /// Score a trained student on a labelled data set.
+    Eval(EvalArgs),
+    /// Train a small student on the bundled Fashion-MNIST sample, offline, and report it.
+    Demo(DemoArgs),
+    /// Train deep, mid, full and from-scratch students under the same budget and compare them.
+    Compare(CompareArgs),
+    /// Classify images with a pretrained teacher (ImageNet classes), or with a student (`--student RUN`).
     Predict(PredictArgs),
     /// Print a teacher's pooled feature vector for each image.
     Embed(EmbedArgs),
     /// Convert a weight file (safetensors, PyTorch zip or legacy .pth) to safetensors.
     Convert(ConvertArgs),
-    /// List the teachers graft knows.
-    Teachers,
+    /// List the teachers graft knows (with `--blocks`, each one's block names).
+    Teachers(TeachersArgs),
 }
 
 /// Which teacher and which weights.
@@ -70,6 +78,14 @@ pub struct TeacherArgs {
 pub struct PredictArgs {
     #[command(flatten)]
     pub teacher: TeacherArgs,
+
+    /// A trained student's run directory: predict its classes instead of ImageNet's.
+    #[arg(long, conflicts_with_all = ["weights"])]
+    pub student: Option<PathBuf>,
+
+    /// Print CSV rows `path,label,probability` (with `--student` or a teacher).
+    #[arg(long, conflicts_with = "json")]
+    pub csv: bool,
 
     /// Image files, or folders of images.
     #[arg(required = true)]
@@ -112,4 +128,184 @@ pub struct ConvertArgs {
     pub input: PathBuf,
     /// The safetensors file to write.
     pub output: PathBuf,
+}
+
+/// How to train: strategy, head, optimisation, data handling.
+#[derive(Debug, Args, Clone)]
+pub struct TrainingArgs {
+    /// deep (frozen teacher, new head), mid (last blocks too), full (everything), scratch
+    /// (random init, a baseline), or auto (graft measures and picks).
+    #[arg(long, default_value = "deep")]
+    pub strategy: String,
+
+    /// With `mid`: how many trailing blocks to train.
+    #[arg(long)]
+    pub unfreeze: Option<usize>,
+
+    /// With `mid`: train from this block on (see `graft teachers --blocks`).
+    #[arg(long)]
+    pub unfreeze_from: Option<String>,
+
+    /// The new head: `linear` or `mlp`.
+    #[arg(long, default_value = "linear")]
+    pub head: String,
+
+    /// Hidden width of the `mlp` head.
+    #[arg(long, default_value_t = 256)]
+    pub hidden: usize,
+
+    /// `adamw` or `sgd` (Nesterov momentum).
+    #[arg(long, default_value = "adamw")]
+    pub optimizer: String,
+
+    /// Peak learning rate of the head (after warm-up; cosine decay to 0).
+    #[arg(long, default_value_t = 1e-3)]
+    pub learning_rate: f64,
+
+    /// Unfrozen teacher blocks learn at this fraction of the head's rate.
+    #[arg(long, default_value_t = 0.1)]
+    pub backbone_lr_factor: f64,
+
+    #[arg(long, default_value_t = 1e-4)]
+    pub weight_decay: f64,
+
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+
+    #[arg(long, default_value_t = 1)]
+    pub warmup_epochs: usize,
+
+    #[arg(long, default_value_t = 0.1)]
+    pub label_smoothing: f32,
+
+    /// Weight the loss by inverse class frequency (for unbalanced data).
+    #[arg(long)]
+    pub class_weights: bool,
+
+    /// Stop when validation accuracy has not improved for this many epochs.
+    #[arg(long)]
+    pub patience: Option<usize>,
+
+    /// Augmentation (random resized crop, flip, colour jitter): `auto` (on for mid/full), `on`, `off`.
+    #[arg(long, default_value = "auto")]
+    pub augment: String,
+
+    /// Augmented views cached per training image when part of the teacher is frozen.
+    #[arg(long, default_value_t = 2)]
+    pub views: usize,
+
+    /// Train only the head for this many epochs first, then the unfrozen blocks too.
+    #[arg(long, default_value_t = 0)]
+    pub gradual_unfreeze: usize,
+
+    /// Fraction of each class held out for validation when the data has no validation set.
+    #[arg(long, default_value_t = 0.2)]
+    pub validation_fraction: f64,
+
+    /// Use at most this many training images per class.
+    #[arg(long)]
+    pub per_class: Option<usize>,
+
+    /// Input size for the teacher (default: the teacher's own); smaller is faster for small images.
+    #[arg(long)]
+    pub image_size: Option<usize>,
+
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub teacher: TeacherArgs,
+
+    /// DIR/<class>/<images>, DIR/{train,val,test}/<class>/..., a CSV `path,label`, or IDX files.
+    #[arg(long)]
+    pub data: PathBuf,
+
+    /// The run directory to write (student.safetensors, graft.json, metrics.jsonl, report.html).
+    #[arg(long)]
+    pub out: PathBuf,
+
+    /// Continue an interrupted run from `OUT/checkpoint`.
+    #[arg(long)]
+    pub resume: bool,
+
+    #[command(flatten)]
+    pub training: TrainingArgs,
+
+    /// Print the run summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The run directory of a trained student.
+    pub run: PathBuf,
+
+    /// Labelled data to score on (any form `train --data` takes; its `test/` part if it has one).
+    #[arg(long)]
+    pub data: PathBuf,
+
+    /// Print JSON (accuracy, top_k, per_class, confusion, ...).
+    #[arg(long)]
+    pub json: bool,
+
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where to write the demo's run directory.
+    #[arg(long, default_value = "graft-demo-run")]
+    pub out: PathBuf,
+
+    /// deep, mid or full.
+    #[arg(long, default_value = "deep")]
+    pub strategy: String,
+}
+
+#[derive(Debug, Args)]
+pub struct TeachersArgs {
+    /// Also list each teacher's block names (what `--unfreeze-from` takes).
+    #[arg(long)]
+    pub blocks: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    #[command(flatten)]
+    pub teacher: TeacherArgs,
+
+    /// Labelled data, as `train --data` takes it.
+    #[arg(long)]
+    pub data: PathBuf,
+
+    /// Where each strategy's run directory and the comparison report go.
+    #[arg(long, default_value = "graft-compare")]
+    pub out: PathBuf,
+
+    /// Strategies to compare, in order.
+    #[arg(long, value_delimiter = ',', default_value = "deep,mid,full,scratch")]
+    pub strategies: Vec<String>,
+
+    /// Also score each student on this labelled test data (or the data's own `test/` part).
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub training: TrainingArgs,
+
+    /// Print the table as JSON.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -2,6 +2,7 @@
 
 mod cli;
 mod commands;
+mod progress;
 mod settings;
 
 use clap::Parser;
@@ -26,9 +27,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         eprintln!("{}", settings.describe());
     }
     match &cli.command {
+        Command::Train(args) => commands::train::run(args, &settings),
+        Command::Eval(args) => commands::eval::run(args, &settings),
+        Command::Demo(args) => commands::demo::run(args, &settings),
+        Command::Compare(args) => commands::compare::run(args, &settings),
         Command::Predict(args) => commands::predict::run(args, &settings),
         Command::Embed(args) => commands::embed::run(args, &settings),
         Command::Convert(args) => commands::convert::run(args, &settings),
-        Command::Teachers => commands::teachers::run(&settings),
+        Command::Teachers(args) => commands::teachers::run(args, &settings),
     }
 }

@@ -7,8 +7,12 @@
 pub mod data;
 pub mod device;
 pub mod error;
+mod fsutil;
 pub mod models;
 pub mod predict;
+pub mod report;
+pub mod rng;
+pub mod train;
 pub mod weights;
 
 pub use burn;

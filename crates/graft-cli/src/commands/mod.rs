@@ -1,9 +1,13 @@
 //! One file per command.
 
+pub mod compare;
 pub mod convert;
+pub mod demo;
 pub mod embed;
+pub mod eval;
 pub mod predict;
 pub mod teachers;
+pub mod train;
 
 use std::path::PathBuf;
 

@@ -1,24 +1,65 @@
-//! `graft predict`: top-k ImageNet classes from a teacher.
+//! `graft predict`: top-k classes from a teacher (ImageNet) or from a trained student.
 
+use graft::data::dataset::ItemSource;
 use graft::models::zoo::imagenet_labels;
-use graft::predict::predict_images;
+use graft::predict::{Prediction, predict_images, top_k};
+use graft::train::evaluate::predict_sources;
+use graft::train::load_run;
 
 use crate::cli::PredictArgs;
+use crate::progress::CliReporter;
 use crate::settings::Settings;
 
 pub fn run(args: &PredictArgs, settings: &Settings) -> anyhow::Result<()> {
     let images = super::expand_images(&args.images)?;
-    let teacher = super::teacher(&args.teacher, settings)?;
-    let predictions = predict_images(&teacher, &images, args.top, imagenet_labels(), args.batch_size, &settings.device)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&predictions)?);
-        return Ok(());
-    }
-    for prediction in &predictions {
-        println!("{}", prediction.path.display());
-        for (rank, class) in prediction.top.iter().enumerate() {
-            println!("  {:>2}. {:<32} {:>6.2}%  (class {})", rank + 1, class.label, class.probability * 100.0, class.class_index);
+    let predictions = match &args.student {
+        Some(run) => {
+            let loaded = load_run(run, &settings.device)?;
+            let sources: Vec<ItemSource> = images.iter().cloned().map(ItemSource::File).collect();
+            let reporter = CliReporter::new(settings.quiet);
+            let (probabilities, skipped) = predict_sources(&loaded, &sources, args.batch_size, &settings.cache_dir, &settings.device, &reporter)?;
+            for bad in &skipped {
+                settings.log(format!("skipped {}: {}", bad.name, bad.reason));
+            }
+            if probabilities.iter().all(Option::is_none) {
+                anyhow::bail!("none of the {} images could be read", images.len());
+            }
+            images
+                .iter()
+                .zip(probabilities)
+                .filter_map(|(path, row)| row.map(|row| Prediction { path: path.clone(), top: top_k(&row, args.top, &loaded.config.classes) }))
+                .collect()
+        }
+        None => {
+            let teacher = super::teacher(&args.teacher, settings)?;
+            predict_images(&teacher, &images, args.top, imagenet_labels(), args.batch_size, &settings.device)?
+        }
+    };
+    print_predictions(&predictions, args.json, args.csv)
+}
+
+fn print_predictions(predictions: &[Prediction], json: bool, csv: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(predictions)?);
+    } else if csv {
+        println!("path,rank,class_index,label,probability");
+        for prediction in predictions {
+            for (rank, class) in prediction.top.iter().enumerate() {
+                println!("{},{},{},{},{}", csv_field(&prediction.path.display().to_string()), rank + 1, class.class_index, csv_field(&class.label), class.probability);
+            }
+        }
+    } else {
+        for prediction in predictions {
+            println!("{}", prediction.path.display());
+            for (rank, class) in prediction.top.iter().enumerate() {
+                println!("  {:>2}. {:<32} {:>6.2}%  (class {})", rank + 1, class.label, class.probability * 100.0, class.class_index);
+            }
         }
     }
     Ok(())
+}
+
+/// Quotes a CSV field when it holds a comma, quote or newline.
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text.to_owned() }
 }

@@ -1,3 +1,5 @@
-//! Data: decoding and preprocessing images for a teacher.
+//! Data: data sets on disk, decoding, preprocessing and augmentation.
 
+pub mod augment;
+pub mod dataset;
 pub mod image;

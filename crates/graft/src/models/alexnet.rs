@@ -94,6 +94,24 @@ impl AlexNet {
         self.fc8.forward(features)
     }
 
+    pub fn freeze_block(mut self, index: usize) -> Self {
+        match index {
+            0 => self.conv1 = self.conv1.freeze(),
+            1 => self.conv2 = self.conv2.freeze(),
+            2 => self.conv3 = self.conv3.freeze(),
+            3 => self.conv4 = self.conv4.freeze(),
+            4 => self.conv5 = self.conv5.freeze(),
+            5 => self.fc6 = self.fc6.freeze(),
+            _ => self.fc7 = self.fc7.freeze(),
+        }
+        self
+    }
+
+    pub fn freeze_classifier(mut self) -> Self {
+        self.fc8 = self.fc8.freeze();
+        self
+    }
+
     pub fn feature_dim(&self) -> usize {
         HIDDEN
     }

@@ -191,6 +191,26 @@ impl EfficientNetLite {
         self._fc.forward(self._dropout.forward(features))
     }
 
+    /// Freezes block `index` (see [`Self::block_names`]): no gradients, batch norm on its statistics.
+    pub fn freeze_block(mut self, index: usize) -> Self {
+        if index == 0 {
+            self._conv_stem = self._conv_stem.freeze();
+            self._bn0 = self._bn0.freeze();
+        } else if index <= self._blocks.len() {
+            self._blocks = super::layers::freeze_at(self._blocks, index - 1);
+        } else {
+            self._conv_head = self._conv_head.freeze();
+            self._bn1 = self._bn1.freeze();
+        }
+        self
+    }
+
+    /// Freezes the ImageNet classifier, which a student replaces.
+    pub fn freeze_classifier(mut self) -> Self {
+        self._fc = self._fc.freeze();
+        self
+    }
+
     pub fn feature_dim(&self) -> usize {
         HEAD_CHANNELS
     }

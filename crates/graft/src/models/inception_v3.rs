@@ -345,6 +345,33 @@ impl InceptionV3 {
         self.fc.forward(self.dropout.forward(features))
     }
 
+    pub fn freeze_block(mut self, index: usize) -> Self {
+        match index {
+            0 => self.conv2d_1a_3x3 = self.conv2d_1a_3x3.freeze(),
+            1 => self.conv2d_2a_3x3 = self.conv2d_2a_3x3.freeze(),
+            2 => self.conv2d_2b_3x3 = self.conv2d_2b_3x3.freeze(),
+            3 => self.conv2d_3b_1x1 = self.conv2d_3b_1x1.freeze(),
+            4 => self.conv2d_4a_3x3 = self.conv2d_4a_3x3.freeze(),
+            5 => self.mixed_5b = self.mixed_5b.freeze(),
+            6 => self.mixed_5c = self.mixed_5c.freeze(),
+            7 => self.mixed_5d = self.mixed_5d.freeze(),
+            8 => self.mixed_6a = self.mixed_6a.freeze(),
+            9 => self.mixed_6b = self.mixed_6b.freeze(),
+            10 => self.mixed_6c = self.mixed_6c.freeze(),
+            11 => self.mixed_6d = self.mixed_6d.freeze(),
+            12 => self.mixed_6e = self.mixed_6e.freeze(),
+            13 => self.mixed_7a = self.mixed_7a.freeze(),
+            14 => self.mixed_7b = self.mixed_7b.freeze(),
+            _ => self.mixed_7c = self.mixed_7c.freeze(),
+        }
+        self
+    }
+
+    pub fn freeze_classifier(mut self) -> Self {
+        self.fc = self.fc.freeze();
+        self
+    }
+
     pub fn feature_dim(&self) -> usize {
         2048
     }

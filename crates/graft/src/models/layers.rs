@@ -1,5 +1,6 @@
 //! Small constructors shared by the teacher files, so each architecture reads as its paper does.
 
+use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
@@ -74,4 +75,9 @@ pub fn relu6(x: Tensor<4>) -> Tensor<4> {
 pub fn global_average(x: Tensor<4>) -> Tensor<2> {
     let [batch, channels, _, _] = x.dims();
     x.mean_dim(3).mean_dim(2).reshape([batch, channels])
+}
+
+/// Freezes the `index`-th module of a list, leaving the others as they are.
+pub fn freeze_at<M: Module>(modules: Vec<M>, index: usize) -> Vec<M> {
+    modules.into_iter().enumerate().map(|(at, module)| if at == index { module.freeze() } else { module }).collect()
 }

@@ -118,6 +118,22 @@ impl MobileNetV2 {
         self.classifier.forward(self.dropout.forward(features))
     }
 
+    pub fn freeze_block(mut self, index: usize) -> Self {
+        if index == 0 {
+            self.stem = self.stem.freeze();
+        } else if index <= self.blocks.len() {
+            self.blocks = super::layers::freeze_at(self.blocks, index - 1);
+        } else {
+            self.head = self.head.freeze();
+        }
+        self
+    }
+
+    pub fn freeze_classifier(mut self) -> Self {
+        self.classifier = self.classifier.freeze();
+        self
+    }
+
     pub fn feature_dim(&self) -> usize {
         LAST_CHANNELS
     }

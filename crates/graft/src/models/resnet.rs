@@ -170,6 +170,26 @@ impl ResNet {
         self.fc.forward(features)
     }
 
+    pub fn freeze_block(mut self, index: usize) -> Self {
+        let freeze_all = |blocks: Vec<ResidualBlock>| blocks.into_iter().map(Module::freeze).collect();
+        match index {
+            0 => {
+                self.conv1 = self.conv1.freeze();
+                self.bn1 = self.bn1.freeze();
+            }
+            1 => self.layer1 = freeze_all(self.layer1),
+            2 => self.layer2 = freeze_all(self.layer2),
+            3 => self.layer3 = freeze_all(self.layer3),
+            _ => self.layer4 = freeze_all(self.layer4),
+        }
+        self
+    }
+
+    pub fn freeze_classifier(mut self) -> Self {
+        self.fc = self.fc.freeze();
+        self
+    }
+
     pub fn feature_dim(&self) -> usize {
         self.fc.weight.dims()[0]
     }

@@ -19,6 +19,8 @@ use super::zoo::{Architecture, CheckpointLayout, TeacherCard};
 use crate::error::Result;
 use crate::weights::{KeyMap, LoadReport, SameKeys, load_into};
 
+pub use super::layers::global_average;
+
 /// The network itself, whichever architecture it is.
 #[derive(Module, Debug)]
 pub enum Backbone {
@@ -75,6 +77,28 @@ impl Backbone {
 
     pub fn feature_dim(&self) -> usize {
         dispatch!(self, net => net.feature_dim())
+    }
+
+    /// Freezes blocks `[0, cut)` and the ImageNet classifier: they get no gradients and their
+    /// batch norms run on stored statistics.
+    pub fn freeze_until(self, cut: usize) -> Self {
+        let mut backbone = match self {
+            Backbone::AlexNet(net) => Backbone::AlexNet(net.freeze_classifier()),
+            Backbone::InceptionV3(net) => Backbone::InceptionV3(net.freeze_classifier()),
+            Backbone::ResNet(net) => Backbone::ResNet(net.freeze_classifier()),
+            Backbone::MobileNetV2(net) => Backbone::MobileNetV2(net.freeze_classifier()),
+            Backbone::EfficientNetLite(net) => Backbone::EfficientNetLite(net.freeze_classifier()),
+        };
+        for index in 0..cut {
+            backbone = match backbone {
+                Backbone::AlexNet(net) => Backbone::AlexNet(net.freeze_block(index)),
+                Backbone::InceptionV3(net) => Backbone::InceptionV3(net.freeze_block(index)),
+                Backbone::ResNet(net) => Backbone::ResNet(net.freeze_block(index)),
+                Backbone::MobileNetV2(net) => Backbone::MobileNetV2(net.freeze_block(index)),
+                Backbone::EfficientNetLite(net) => Backbone::EfficientNetLite(net.freeze_block(index)),
+            };
+        }
+        backbone
     }
 
     /// How this network's parameter paths map to a checkpoint of the given layout.

@@ -1,0 +1,165 @@
+//! `graft train`: data, strategy and hyper-parameters from the arguments; the library trains.
+
+use std::path::Path;
+
+use graft::data::augment::Augmentation;
+use graft::data::dataset::{self, Dataset};
+use graft::models::Teacher;
+use graft::train::{HeadKind, Hyperparameters, Strategy, TrainOptions, TrainOutcome, train};
+
+use crate::cli::{TrainArgs, TrainingArgs};
+use crate::progress::CliReporter;
+use crate::settings::Settings;
+
+pub fn run(args: &TrainArgs, settings: &Settings) -> anyhow::Result<()> {
+    let teacher = super::teacher(&args.teacher, settings)?;
+    let (train_set, validation) = open_training_data(&args.data, &args.training, settings)?;
+    let outcome = train_student(&teacher, &train_set, &validation, &args.training, &args.out, args.resume, &args.data.display().to_string(), settings)?;
+    print_outcome(&outcome, &args.out, args.json, settings)
+}
+
+/// Opens the data and makes the train / validation split.
+pub fn open_training_data(path: &Path, args: &TrainingArgs, settings: &Settings) -> anyhow::Result<(Dataset, Dataset)> {
+    let splits = dataset::open(path, &settings.cache_dir)?;
+    let mut train_set = splits.train;
+    if let Some(per_class) = args.per_class {
+        train_set = train_set.subsample(per_class, args.seed);
+    }
+    train_set.check_trainable(&format!("`{}`", path.display()))?;
+    let (train_set, validation) = match splits.validation {
+        Some(validation) => (train_set, validation),
+        None => train_set.stratified_split(args.validation_fraction, args.seed),
+    };
+    let counts = train_set.class_counts();
+    settings.log(format!(
+        "data: {} training images in {} classes ({}..{} per class), {} for validation",
+        train_set.len(),
+        train_set.classes.len(),
+        counts.iter().min().unwrap_or(&0),
+        counts.iter().max().unwrap_or(&0),
+        validation.len()
+    ));
+    Ok((train_set, validation))
+}
+
+/// Resolves the arguments into training options and trains.
+#[allow(clippy::too_many_arguments)]
+pub fn train_student(
+    teacher: &Teacher,
+    train_set: &Dataset,
+    validation: &Dataset,
+    args: &TrainingArgs,
+    out: &Path,
+    resume: bool,
+    data: &str,
+    settings: &Settings,
+) -> anyhow::Result<TrainOutcome> {
+    let reporter = CliReporter::new(settings.quiet);
+    let mut strategy: Strategy = args.strategy.parse()?;
+    let mut reason = None;
+    if strategy == Strategy::Auto {
+        let advice = graft::train::advisor::advise(teacher, train_set, validation, args.image_size, args.seed, &settings.device, &reporter)?;
+        settings.log(format!("auto: {} — {}", advice.strategy, advice.reason));
+        strategy = advice.strategy;
+        reason = Some(advice.reason);
+    }
+    let head = match args.head.as_str() {
+        "linear" => HeadKind::Linear,
+        "mlp" => HeadKind::Mlp { hidden: args.hidden },
+        other => anyhow::bail!("unknown head `{other}`; use linear or mlp"),
+    };
+    let augmentation = match (args.augment.as_str(), strategy) {
+        ("on", _) => Augmentation::standard(),
+        ("off", _) => Augmentation::none(),
+        ("auto", Strategy::Deep) => Augmentation::none(),
+        ("auto", _) => Augmentation::standard(),
+        (other, _) => anyhow::bail!("--augment takes auto, on or off, not `{other}`"),
+    };
+    let hyperparameters = Hyperparameters {
+        optimizer: args.optimizer.clone(),
+        learning_rate: args.learning_rate,
+        backbone_learning_rate_factor: args.backbone_lr_factor,
+        weight_decay: args.weight_decay,
+        momentum: args.momentum,
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        warmup_epochs: args.warmup_epochs,
+        label_smoothing: args.label_smoothing,
+        class_weights: args.class_weights,
+        patience: args.patience,
+        gradual_unfreeze_epochs: args.gradual_unfreeze,
+        augmentation,
+        augmented_views: args.views,
+        validation_fraction: args.validation_fraction,
+    };
+    let options = TrainOptions {
+        strategy,
+        strategy_reason: reason,
+        unfreeze: args.unfreeze,
+        unfreeze_from: args.unfreeze_from.clone(),
+        head,
+        hyperparameters,
+        seed: args.seed,
+        image_size: args.image_size,
+        cache_dir: settings.cache_dir.clone(),
+        out: out.to_owned(),
+        resume,
+        stop_after: None,
+        cache_batch_size: 32,
+        data: data.to_owned(),
+    };
+    let outcome = train(teacher, train_set, validation, &options, &settings.device, &reporter)?;
+    if outcome.finished {
+        // The validation confusion matrix for the report (cached features make this cheap).
+        let loaded = graft::train::load_run(out, &settings.device)?;
+        let evaluation = graft::train::evaluate::evaluate_run(&loaded, validation.clone(), 32, &settings.cache_dir, &settings.device, &reporter)?;
+        graft::report::plot_confusion(&out.join("confusion.png"), &evaluation)?;
+        graft::report::write_run_report(out, &outcome.config, &outcome.history)?;
+    }
+    Ok(outcome)
+}
+
+pub fn print_outcome(outcome: &TrainOutcome, out: &Path, json: bool, settings: &Settings) -> anyhow::Result<()> {
+    if !outcome.skipped.is_empty() {
+        settings.log(format!("skipped {} unreadable images:", outcome.skipped.len()));
+        for skipped in &outcome.skipped {
+            settings.log(format!("  {}: {}", skipped.name, skipped.reason));
+        }
+    }
+    let config = &outcome.config;
+    let accuracy = config.metrics["validation_accuracy"].as_f64().unwrap_or(0.0);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "run": out,
+                "strategy": config.strategy,
+                "strategy_reason": config.strategy_reason,
+                "frozen_blocks": config.frozen_blocks.len(),
+                "trainable_blocks": config.trainable_blocks,
+                "trained_parameters": config.trained_parameters,
+                "validation_accuracy": accuracy,
+                "best_epoch": config.metrics["best_epoch"],
+                "seconds": outcome.seconds,
+                "cache": {"hits": outcome.cache_hits, "misses": outcome.cache_misses, "teacher_forwards": outcome.teacher_forwards},
+                "skipped": outcome.skipped.iter().map(|s| &s.name).collect::<Vec<_>>(),
+            }))?
+        );
+    } else {
+        println!(
+            "trained a {} student of {} ({} of {} blocks frozen, {} parameters trained) in {:.1}s\nvalidation accuracy {:.2}% (best epoch {}), cache {} hits / {} misses\nrun: {} (report.html, graft.json, metrics.jsonl, student.safetensors)",
+            config.strategy,
+            config.teacher,
+            config.frozen_blocks.len(),
+            config.frozen_blocks.len() + config.trainable_blocks.len(),
+            config.trained_parameters,
+            outcome.seconds,
+            accuracy * 100.0,
+            config.metrics["best_epoch"],
+            outcome.cache_hits,
+            outcome.cache_misses,
+            out.display()
+        );
+    }
+    Ok(())
+}

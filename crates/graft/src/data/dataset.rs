@@ -1,0 +1,350 @@
+//! Labelled image data sets: a folder of class folders, a CSV manifest, or IDX files
+//! (MNIST / Fashion-MNIST), with stratified seeded splits.
+//!
+//! A data set is a list of items (where the image lives, its label); images are decoded one by
+//! one when asked for, so a large data set is never held in memory.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use image::RgbImage;
+
+use super::image::{is_image_path, load_rgb};
+use crate::error::{GraftError, Result};
+
+/// IDX image file (uncompressed, on disk) read item by item.
+#[derive(Debug)]
+pub struct IdxImages {
+    pub path: PathBuf,
+    file: File,
+    pub rows: usize,
+    pub columns: usize,
+    pub count: usize,
+    /// Byte offset of the first image.
+    offset: u64,
+}
+
+impl IdxImages {
+    fn pixels(&self, index: usize) -> Result<Vec<u8>> {
+        let size = self.rows * self.columns;
+        let mut buffer = vec![0u8; size];
+        self.file
+            .read_exact_at(&mut buffer, self.offset + (index * size) as u64)
+            .map_err(|source| GraftError::Io { path: self.path.clone(), source })?;
+        Ok(buffer)
+    }
+}
+
+/// Where one item's image comes from.
+#[derive(Debug, Clone)]
+pub enum ItemSource {
+    File(PathBuf),
+    Idx { images: Arc<IdxImages>, index: usize },
+}
+
+impl ItemSource {
+    /// A name for messages and predictions: the file path, or `file#index` for IDX items.
+    pub fn name(&self) -> String {
+        match self {
+            ItemSource::File(path) => path.display().to_string(),
+            ItemSource::Idx { images, index } => format!("{}#{index}", images.path.display()),
+        }
+    }
+
+    /// The raw bytes that identify the image's content (the file, or the IDX pixels).
+    pub fn content(&self) -> Result<Vec<u8>> {
+        match self {
+            ItemSource::File(path) => std::fs::read(path).map_err(|source| GraftError::Io { path: path.clone(), source }),
+            ItemSource::Idx { images, index } => images.pixels(*index),
+        }
+    }
+
+    /// Decodes the image to RGB (greyscale replicated).
+    pub fn load(&self) -> Result<RgbImage> {
+        match self {
+            ItemSource::File(path) => load_rgb(path),
+            ItemSource::Idx { images, index } => {
+                let pixels = images.pixels(*index)?;
+                let grey = image::GrayImage::from_raw(images.columns as u32, images.rows as u32, pixels)
+                    .ok_or_else(|| GraftError::Invalid(format!("bad IDX image size in `{}`", images.path.display())))?;
+                Ok(image::DynamicImage::ImageLuma8(grey).to_rgb8())
+            }
+        }
+    }
+}
+
+/// One labelled example.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub source: ItemSource,
+    pub label: usize,
+}
+
+/// Labelled items and the class names their labels index.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub classes: Vec<String>,
+    pub items: Vec<Item>,
+}
+
+/// A training set, and the held-out sets the data came with.
+#[derive(Debug, Clone)]
+pub struct DataSplits {
+    pub train: Dataset,
+    /// `DIR/val` (or `valid`, `validation`) when present.
+    pub validation: Option<Dataset>,
+    /// `DIR/test` when present.
+    pub test: Option<Dataset>,
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Items per class, in class order.
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.classes.len()];
+        for item in &self.items {
+            counts[item.label] += 1;
+        }
+        counts
+    }
+
+    /// Stops with a message on data no classifier can learn from.
+    pub fn check_trainable(&self, what: &str) -> Result<()> {
+        if self.items.is_empty() {
+            return Err(GraftError::Invalid(format!(
+                "{what} holds no images\nhint: expected DIR/<class>/<image files>, a CSV manifest `path,label`, or IDX files"
+            )));
+        }
+        let present = self.class_counts().iter().filter(|count| **count > 0).count();
+        if present < 2 {
+            return Err(GraftError::Invalid(format!(
+                "{what} has images of only one class ({}); a classifier needs at least two",
+                self.classes.first().map(String::as_str).unwrap_or("?")
+            )));
+        }
+        Ok(())
+    }
+
+    /// Splits off a stratified, seeded fraction of each class as a validation set.
+    pub fn stratified_split(self, fraction: f64, seed: u64) -> (Dataset, Dataset) {
+        let mut by_class: BTreeMap<usize, Vec<Item>> = BTreeMap::new();
+        for item in self.items {
+            by_class.entry(item.label).or_default().push(item);
+        }
+        let mut rng = crate::rng::SplitMix64::new(seed ^ 0x5EED_5EED);
+        let (mut train, mut validation) = (Vec::new(), Vec::new());
+        for (_, mut items) in by_class {
+            rng.shuffle(&mut items);
+            // At least one held-out item per class with two or more items.
+            let held = ((items.len() as f64 * fraction).round() as usize).clamp(usize::from(items.len() >= 2), items.len().saturating_sub(1));
+            validation.extend(items.drain(..held));
+            train.extend(items);
+        }
+        (Dataset { classes: self.classes.clone(), items: train }, Dataset { classes: self.classes, items: validation })
+    }
+
+    /// Keeps at most `per_class` items of each class (the first ones in a seeded shuffle).
+    pub fn subsample(self, per_class: usize, seed: u64) -> Dataset {
+        let mut items = self.items;
+        crate::rng::SplitMix64::new(seed).shuffle(&mut items);
+        let mut taken = vec![0usize; self.classes.len()];
+        items.retain(|item| {
+            taken[item.label] += 1;
+            taken[item.label] <= per_class
+        });
+        Dataset { classes: self.classes, items }
+    }
+
+    /// Re-labels this set's items with `classes` (from the training set), by class name.
+    pub fn align_classes(self, classes: &[String]) -> Result<Dataset> {
+        let mut items = Vec::with_capacity(self.items.len());
+        for item in self.items {
+            let name = &self.classes[item.label];
+            let label = classes.iter().position(|class| class == name).ok_or_else(|| {
+                GraftError::Invalid(format!("class `{name}` is not one of the training classes ({})", classes.join(", ")))
+            })?;
+            items.push(Item { source: item.source, label });
+        }
+        Ok(Dataset { classes: classes.to_vec(), items })
+    }
+}
+
+/// Opens `path` as a data set: a folder (`<class>/` folders, or `train/` + `val/`/`test/`
+/// folders of those, or IDX files), or a CSV manifest. IDX and CSV data hold no class names
+/// unless given: a `classes.txt` beside them (one name per line) supplies them.
+pub fn open(path: &Path, cache_dir: &Path) -> Result<DataSplits> {
+    if path.is_file() {
+        if path.extension().is_some_and(|extension| extension.eq_ignore_ascii_case("csv")) {
+            return Ok(DataSplits { train: open_csv(path)?, validation: None, test: None });
+        }
+        if is_idx_name(path) {
+            return Ok(DataSplits { train: open_idx_images(path, cache_dir)?, validation: None, test: None });
+        }
+        return Err(GraftError::Invalid(format!(
+            "`{}` is a file but neither a CSV manifest nor an IDX image file",
+            path.display()
+        )));
+    }
+    if !path.is_dir() {
+        return Err(GraftError::Invalid(format!("data `{}` does not exist", path.display())));
+    }
+    // IDX pair(s) in the folder: train-images-idx3-ubyte[.gz], t10k-images-idx3-ubyte[.gz].
+    if let Some(train) = find_file(path, "train-images-idx3-ubyte") {
+        let test = find_file(path, "t10k-images-idx3-ubyte").map(|test| open_idx_images(&test, cache_dir)).transpose()?;
+        return Ok(DataSplits { train: open_idx_images(&train, cache_dir)?, validation: None, test });
+    }
+    let sub = |names: &[&str]| names.iter().map(|name| path.join(name)).find(|dir| dir.is_dir());
+    if let Some(train) = sub(&["train", "training"]) {
+        let train = open_folder(&train)?;
+        let validation = sub(&["val", "valid", "validation"]).map(|dir| open_folder(&dir)?.align_classes(&train.classes)).transpose()?;
+        let test = sub(&["test", "testing"]).map(|dir| open_folder(&dir)?.align_classes(&train.classes)).transpose()?;
+        return Ok(DataSplits { train, validation, test });
+    }
+    Ok(DataSplits { train: open_folder(path)?, validation: None, test: None })
+}
+
+/// `DIR/<class>/<images>`: classes are the sub-folder names, sorted.
+pub fn open_folder(dir: &Path) -> Result<Dataset> {
+    let list = |dir: &Path| -> Result<Vec<PathBuf>> {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|source| GraftError::Io { path: dir.to_owned(), source })?
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .collect();
+        entries.sort();
+        Ok(entries)
+    };
+    let class_dirs: Vec<PathBuf> = list(dir)?.into_iter().filter(|path| path.is_dir()).collect();
+    let classes: Vec<String> = class_dirs.iter().map(|dir| dir.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
+    let mut items = Vec::new();
+    for (label, class_dir) in class_dirs.iter().enumerate() {
+        for file in list(class_dir)? {
+            if file.is_file() && is_image_path(&file) {
+                items.push(Item { source: ItemSource::File(file), label });
+            }
+        }
+    }
+    Ok(Dataset { classes, items })
+}
+
+/// A CSV manifest with a header naming `path` and `label` columns; relative paths are relative
+/// to the manifest's folder. Classes are the distinct labels, sorted.
+pub fn open_csv(path: &Path) -> Result<Dataset> {
+    let text = std::fs::read_to_string(path).map_err(|source| GraftError::Io { path: path.to_owned(), source })?;
+    let mut lines = text.lines().filter(|line| !line.trim().is_empty());
+    let header: Vec<String> = lines.next().unwrap_or("").split(',').map(|h| h.trim().to_ascii_lowercase()).collect();
+    let column = |name: &str| header.iter().position(|h| h == name);
+    let (Some(path_column), Some(label_column)) = (column("path"), column("label")) else {
+        return Err(GraftError::Invalid(format!("`{}` needs a header with `path` and `label` columns", path.display())));
+    };
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut rows = Vec::new();
+    for (number, line) in lines.enumerate() {
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        let (Some(file), Some(label)) = (fields.get(path_column), fields.get(label_column)) else {
+            return Err(GraftError::Invalid(format!("`{}` line {}: expected {} columns", path.display(), number + 2, header.len())));
+        };
+        rows.push((base.join(file), label.to_string()));
+    }
+    let mut classes: Vec<String> = rows.iter().map(|(_, label)| label.clone()).collect();
+    classes.sort();
+    classes.dedup();
+    let items = rows
+        .into_iter()
+        .map(|(file, label)| Item { source: ItemSource::File(file), label: classes.binary_search(&label).unwrap_or(0) })
+        .collect();
+    Ok(Dataset { classes, items })
+}
+
+fn is_idx_name(path: &Path) -> bool {
+    path.file_name().is_some_and(|name| name.to_string_lossy().contains("-idx3-ubyte"))
+}
+
+fn find_file(dir: &Path, stem: &str) -> Option<PathBuf> {
+    [stem.to_owned(), format!("{stem}.gz")].into_iter().map(|name| dir.join(name)).find(|path| path.is_file())
+}
+
+/// Reads an IDX image file and its label file (`-images-idx3-` -> `-labels-idx1-`).
+fn open_idx_images(images_path: &Path, cache_dir: &Path) -> Result<Dataset> {
+    let name = images_path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let labels_path = images_path.with_file_name(name.replace("images-idx3", "labels-idx1"));
+    let labels = read_maybe_gz(&labels_path)?;
+    if labels.len() < 8 || u32::from_be_bytes(labels[..4].try_into().expect("4 bytes")) != 0x0801 {
+        return Err(GraftError::Invalid(format!("`{}` is not an IDX label file", labels_path.display())));
+    }
+    let labels = &labels[8..];
+    let images = Arc::new(open_idx_file(images_path, cache_dir)?);
+    if images.count != labels.len() {
+        return Err(GraftError::Invalid(format!(
+            "`{}` has {} images but `{}` has {} labels",
+            images_path.display(),
+            images.count,
+            labels_path.display(),
+            labels.len()
+        )));
+    }
+    let class_count = labels.iter().copied().max().map_or(0, |max| max as usize + 1);
+    let classes = match std::fs::read_to_string(images_path.with_file_name("classes.txt")) {
+        Ok(text) => text.lines().map(str::trim).filter(|line| !line.is_empty()).map(str::to_owned).collect(),
+        Err(_) => (0..class_count).map(|class| class.to_string()).collect::<Vec<_>>(),
+    };
+    if classes.len() < class_count {
+        return Err(GraftError::Invalid(format!("classes.txt names {} classes but the labels go up to {}", classes.len(), class_count - 1)));
+    }
+    let items = labels
+        .iter()
+        .enumerate()
+        .map(|(index, label)| Item { source: ItemSource::Idx { images: images.clone(), index }, label: *label as usize })
+        .collect();
+    Ok(Dataset { classes, items })
+}
+
+fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
+    let file = File::open(path).map_err(|source| GraftError::Io { path: path.to_owned(), source })?;
+    let mut bytes = Vec::new();
+    let result = if path.extension().is_some_and(|extension| extension == "gz") {
+        flate2::read::GzDecoder::new(file).read_to_end(&mut bytes)
+    } else {
+        std::io::BufReader::new(file).read_to_end(&mut bytes)
+    };
+    result.map_err(|source| GraftError::Io { path: path.to_owned(), source })?;
+    Ok(bytes)
+}
+
+/// Opens an IDX image file for random access; a gzipped one is decompressed once into the cache.
+fn open_idx_file(path: &Path, cache_dir: &Path) -> Result<IdxImages> {
+    let plain = if path.extension().is_some_and(|extension| extension == "gz") {
+        let metadata = std::fs::metadata(path).map_err(|source| GraftError::Io { path: path.to_owned(), source })?;
+        let key = format!(
+            "{}-{}.idx",
+            path.file_stem().unwrap_or_default().to_string_lossy(),
+            crate::rng::hash_str(&format!("{}:{}", std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned()).display(), metadata.len()))
+        );
+        let target = cache_dir.join("idx").join(key);
+        if !target.is_file() {
+            let bytes = read_maybe_gz(path)?;
+            crate::fsutil::write_atomic(&target, &bytes)?;
+        }
+        target
+    } else {
+        path.to_owned()
+    };
+    let file = File::open(&plain).map_err(|source| GraftError::Io { path: plain.clone(), source })?;
+    let mut header = [0u8; 16];
+    file.read_exact_at(&mut header, 0).map_err(|source| GraftError::Io { path: plain.clone(), source })?;
+    let field = |at: usize| u32::from_be_bytes(header[at..at + 4].try_into().expect("4 bytes")) as usize;
+    if field(0) != 0x0803 {
+        return Err(GraftError::Invalid(format!("`{}` is not an IDX image file (magic {:#x})", path.display(), field(0))));
+    }
+    Ok(IdxImages { path: path.to_owned(), file, count: field(4), rows: field(8), columns: field(12), offset: 16 })
+}

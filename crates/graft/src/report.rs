@@ -1,0 +1,152 @@
+//! Reports a person can open: PNG plots (loss and accuracy curves, confusion matrix) and an
+//! HTML page that shows them with the run's settings and numbers.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::prelude::*;
+
+use crate::error::{GraftError, Result};
+use crate::train::metrics::Evaluation;
+use crate::train::reporter::EpochMetrics;
+use crate::train::student::RunConfig;
+
+const FONT: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSans.ttf");
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The font is compiled in; registering it cannot fail unless the bytes are damaged.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+}
+
+fn plot_error(error: impl std::fmt::Display) -> GraftError {
+    GraftError::Invalid(format!("cannot draw a plot: {error}"))
+}
+
+/// Two panels: loss (train, validation) and accuracy (train, validation) per epoch.
+pub fn plot_curves(path: &Path, history: &[EpochMetrics]) -> Result<()> {
+    register_font();
+    let root = BitMapBackend::new(path, (1000, 400)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    let (left, right) = root.split_horizontally(500);
+    let epochs = history.len().max(1) as f64;
+    let series = |area: &DrawingArea<BitMapBackend, plotters::coord::Shift>, title: &str, pick: &dyn Fn(&EpochMetrics) -> (f64, f64), unit: (f64, f64)| -> Result<()> {
+        let values: Vec<f64> = history.iter().flat_map(|m| [pick(m).0, pick(m).1]).collect();
+        let low = values.iter().copied().fold(unit.0, f64::min);
+        let high = values.iter().copied().fold(unit.1, f64::max) * 1.05;
+        let mut chart = ChartBuilder::on(area)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(35)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.5..epochs + 0.5, low..high.max(low + 1e-6))
+            .map_err(plot_error)?;
+        chart.configure_mesh().x_desc("epoch").label_style(("sans-serif", 13)).draw().map_err(plot_error)?;
+        let train: Vec<(f64, f64)> = history.iter().map(|m| (m.epoch as f64, pick(m).0)).collect();
+        let validation: Vec<(f64, f64)> = history.iter().map(|m| (m.epoch as f64, pick(m).1)).collect();
+        chart.draw_series(LineSeries::new(train.clone(), BLUE.stroke_width(2))).map_err(plot_error)?.label("train").legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLUE.stroke_width(2)));
+        chart.draw_series(train.iter().map(|p| Circle::new(*p, 3, BLUE.filled()))).map_err(plot_error)?;
+        chart.draw_series(LineSeries::new(validation.clone(), RED.stroke_width(2))).map_err(plot_error)?.label("validation").legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], RED.stroke_width(2)));
+        chart.draw_series(validation.iter().map(|p| Circle::new(*p, 3, RED.filled()))).map_err(plot_error)?;
+        chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).label_font(("sans-serif", 13)).draw().map_err(plot_error)
+    };
+    series(&left, "loss", &|m| (m.train_loss, m.validation_loss), (0.0, 0.0))?;
+    series(&right, "accuracy", &|m| (m.train_accuracy, m.validation_accuracy), (0.0, 1.0))?;
+    root.present().map_err(plot_error)
+}
+
+/// A confusion matrix as a heat map, counts in the cells, rows = true class.
+pub fn plot_confusion(path: &Path, evaluation: &Evaluation) -> Result<()> {
+    register_font();
+    let count = evaluation.classes.len();
+    let cell = (560 / count.max(1)).clamp(24, 80) as i32;
+    let label_width = 170;
+    let size = (label_width + cell * count as i32 + 20, 60 + cell * count as i32 + 130);
+    let root = BitMapBackend::new(path, (size.0 as u32, size.1 as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    root.draw_text("confusion matrix (rows: true class, columns: predicted)", &("sans-serif", 16).into_text_style(&root), (10, 12)).map_err(plot_error)?;
+    let max = evaluation.confusion.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
+    let top = 50;
+    for (row, counts) in evaluation.confusion.iter().enumerate() {
+        let y = top + row as i32 * cell;
+        root.draw_text(&short(&evaluation.classes[row]), &("sans-serif", 13).into_text_style(&root), (8, y + cell / 2 - 7)).map_err(plot_error)?;
+        let row_total: usize = counts.iter().sum();
+        for (column, value) in counts.iter().enumerate() {
+            let x = label_width + column as i32 * cell;
+            let shade = 1.0 - (*value as f64 / max);
+            let colour = RGBColor((255.0 * shade) as u8, (255.0 * (0.3 + 0.7 * shade)) as u8, 255);
+            root.draw(&Rectangle::new([(x, y), (x + cell - 1, y + cell - 1)], colour.filled())).map_err(plot_error)?;
+            if row_total > 0 {
+                let style = ("sans-serif", 12).into_text_style(&root).color(if shade < 0.5 { &WHITE } else { &BLACK });
+                root.draw_text(&value.to_string(), &style, (x + 4, y + cell / 2 - 6)).map_err(plot_error)?;
+            }
+        }
+    }
+    let bottom = top + count as i32 * cell + 8;
+    for (column, class) in evaluation.classes.iter().enumerate() {
+        let x = label_width + column as i32 * cell + cell / 2 - 6;
+        let style = ("sans-serif", 12).into_text_style(&root).transform(FontTransform::Rotate90);
+        root.draw_text(&short(class), &style, (x + 12, bottom)).map_err(plot_error)?;
+    }
+    root.present().map_err(plot_error)
+}
+
+fn short(name: &str) -> String {
+    if name.chars().count() > 16 { format!("{}…", name.chars().take(15).collect::<String>()) } else { name.to_owned() }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// Writes `curves.png` and `report.html` into the run directory.
+pub fn write_run_report(run: &Path, config: &RunConfig, history: &[EpochMetrics]) -> Result<()> {
+    if history.is_empty() {
+        return Ok(());
+    }
+    plot_curves(&run.join("curves.png"), history)?;
+    let mut html = String::new();
+    let accuracy = config.metrics["validation_accuracy"].as_f64().unwrap_or(0.0);
+    let _ = write!(
+        html,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>graft run: {teacher} {strategy}</title>\
+         <style>body{{font-family:sans-serif;max-width:1040px;margin:2em auto;color:#222}}table{{border-collapse:collapse}}\
+         td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#f4f4f4}}td:first-child{{text-align:left}}</style></head><body>\
+         <h1>graft student: {strategy} on {teacher}</h1>\
+         <p><b>validation accuracy {accuracy:.2}%</b> (best epoch {best} of {epochs}); {trained} parameters trained; \
+         {frozen} of {blocks} teacher blocks frozen; {train_images} training / {validation_images} validation images; seed {seed}.</p>",
+        teacher = escape(&config.teacher),
+        strategy = config.strategy,
+        accuracy = accuracy * 100.0,
+        best = config.metrics["best_epoch"],
+        epochs = history.len(),
+        trained = config.trained_parameters,
+        frozen = config.frozen_blocks.len(),
+        blocks = config.frozen_blocks.len() + config.trainable_blocks.len(),
+        train_images = config.train_images,
+        validation_images = config.validation_images,
+        seed = config.seed,
+    );
+    if let Some(reason) = &config.strategy_reason {
+        let _ = write!(html, "<p>Why this strategy: {}</p>", escape(reason));
+    }
+    html.push_str("<h2>Learning curves</h2><img src=\"curves.png\" alt=\"loss and accuracy per epoch\" width=\"1000\">");
+    if run.join("confusion.png").is_file() {
+        html.push_str("<h2>Validation confusion matrix</h2><img src=\"confusion.png\" alt=\"confusion matrix\">");
+    }
+    html.push_str("<h2>Epochs</h2><table><tr><th>epoch</th><th>train loss</th><th>train acc</th><th>val loss</th><th>val acc</th><th>lr</th><th>img/s</th><th>s</th></tr>");
+    for m in history {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{:.4}</td><td>{:.3}</td><td>{:.4}</td><td>{:.3}</td><td>{:.2e}</td><td>{:.0}</td><td>{:.1}</td></tr>",
+            m.epoch, m.train_loss, m.train_accuracy, m.validation_loss, m.validation_accuracy, m.learning_rate, m.images_per_second, m.seconds
+        );
+    }
+    html.push_str("</table><h2>Settings (graft.json)</h2><pre>");
+    html.push_str(&escape(&serde_json::to_string_pretty(config).unwrap_or_default()));
+    html.push_str("</pre></body></html>\n");
+    crate::fsutil::write_atomic(&run.join("report.html"), html.as_bytes())
+}

@@ -1,0 +1,154 @@
+//! `auto`: recommending a strategy from measurements of the data against the teacher.
+//!
+//! Two measurements: how many examples each class has, and how well the teacher's features at
+//! several depths separate the classes (a nearest-class-mean linear probe on pooled activations,
+//! trained on a sample of the training set and scored on a sample of the validation set). When
+//! the last block probes clearly best, the teacher's high-level features fit the domain and
+//! freezing them loses little; when an earlier block probes as well, the last blocks are tuned to
+//! ImageNet rather than to this data, and they should be retrained.
+
+use burn::tensor::Device;
+
+use super::reporter::Reporter;
+use super::strategy::Strategy;
+use crate::data::dataset::Dataset;
+use crate::data::image::{batch_tensor, preprocess};
+use crate::error::Result;
+use crate::models::Teacher;
+use crate::models::zoo::Preprocessing;
+use crate::rng::SplitMix64;
+
+/// Probe accuracy at one block.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Probe {
+    pub block: String,
+    pub accuracy: f64,
+}
+
+/// The recommendation and the measurements behind it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Advice {
+    pub strategy: Strategy,
+    /// One or two sentences a user can check against the numbers.
+    pub reason: String,
+    pub examples_per_class: usize,
+    pub probes: Vec<Probe>,
+}
+
+/// Images per class sampled for the probe (train and validation each).
+const PROBE_PER_CLASS: usize = 20;
+
+pub fn advise(
+    teacher: &Teacher,
+    train: &Dataset,
+    validation: &Dataset,
+    image_size: Option<usize>,
+    seed: u64,
+    device: &Device,
+    reporter: &dyn Reporter,
+) -> Result<Advice> {
+    let counts = train.class_counts();
+    let mut sorted = counts.clone();
+    sorted.sort();
+    let examples_per_class = sorted[sorted.len() / 2];
+    let preprocessing = super::trainer::preprocessing_at(&teacher.card.preprocessing, image_size);
+    let blocks = teacher.block_names();
+    let depths: Vec<usize> = [0.4, 0.7, 1.0].iter().map(|f| ((blocks.len() as f64 * f).ceil() as usize).clamp(1, blocks.len())).collect();
+    let (train_features, train_labels) = pooled_at(teacher, &train.clone().subsample(PROBE_PER_CLASS, seed), &depths, &preprocessing, device, reporter)?;
+    let (val_features, val_labels) = pooled_at(teacher, &validation.clone().subsample(PROBE_PER_CLASS, seed ^ 1), &depths, &preprocessing, device, reporter)?;
+    let probes: Vec<Probe> = depths
+        .iter()
+        .enumerate()
+        .map(|(slot, depth)| Probe {
+            block: blocks[depth - 1].clone(),
+            accuracy: nearest_mean_accuracy(&train_features[slot], &train_labels, &val_features[slot], &val_labels, train.classes.len()),
+        })
+        .collect();
+    let last = probes.last().map_or(0.0, |p| p.accuracy);
+    let best_early = probes[..probes.len() - 1].iter().map(|p| p.accuracy).fold(0.0, f64::max);
+    let far = best_early + 0.02 >= last;
+    let probe_text = probes.iter().map(|p| format!("{} {:.0}%", p.block, p.accuracy * 100.0)).collect::<Vec<_>>().join(", ");
+    let (strategy, why) = match (far, examples_per_class) {
+        (_, n) if n >= 1000 => (Strategy::Full, format!("with {n} examples per class there is enough data to fine-tune every layer")),
+        (false, n) if n < 200 => (Strategy::Deep, format!("the last block's features separate the classes best and {n} examples per class are too few to retrain blocks safely")),
+        (false, n) => (Strategy::Mid, format!("the teacher's features fit the data and {n} examples per class are enough to adapt the last blocks")),
+        (true, n) if n < 50 => (Strategy::Mid, format!("earlier blocks probe as well as the last, so the domain is far from ImageNet, but {n} examples per class only allow retraining the last blocks")),
+        (true, n) => (Strategy::Full, format!("earlier blocks probe as well as the last, so the domain is far from ImageNet, and {n} examples per class support full fine-tuning")),
+    };
+    let reason = format!("Linear probes on the teacher's features: {probe_text}; {why}.");
+    Ok(Advice { strategy, reason, examples_per_class, probes })
+}
+
+/// Pooled activations after each block in `depths` (1-based counts of blocks run), per image.
+fn pooled_at(
+    teacher: &Teacher,
+    data: &Dataset,
+    depths: &[usize],
+    preprocessing: &Preprocessing,
+    device: &Device,
+    reporter: &dyn Reporter,
+) -> Result<(Vec<Vec<Vec<f32>>>, Vec<usize>)> {
+    let mut features: Vec<Vec<Vec<f32>>> = vec![Vec::new(); depths.len()];
+    let mut labels = Vec::new();
+    let mut items = data.items.clone();
+    SplitMix64::new(7).shuffle(&mut items);
+    reporter.start("probing the teacher", items.len());
+    for chunk in items.chunks(16) {
+        let mut images = Vec::new();
+        for item in chunk {
+            if let Ok(image) = item.source.load() {
+                images.push(preprocess(&image, preprocessing));
+                labels.push(item.label);
+            }
+        }
+        if images.is_empty() {
+            continue;
+        }
+        let mut x = batch_tensor(&images, preprocessing.input_size, device);
+        let mut done = 0;
+        for (slot, depth) in depths.iter().enumerate() {
+            x = (done..*depth).fold(x, |x, index| teacher.backbone.forward_block(index, x));
+            done = *depth;
+            let pooled = crate::models::teacher::global_average(x.clone()).into_data().convert::<f32>();
+            let values = pooled.as_slice::<f32>().unwrap_or_default();
+            let width = values.len() / images.len();
+            features[slot].extend(values.chunks(width).map(<[f32]>::to_vec));
+        }
+        reporter.advance(chunk.len(), "");
+    }
+    reporter.finish();
+    Ok((features, labels))
+}
+
+/// Nearest class mean on L2-normalised features: a linear probe with nothing to tune.
+fn nearest_mean_accuracy(train: &[Vec<f32>], train_labels: &[usize], test: &[Vec<f32>], test_labels: &[usize], classes: usize) -> f64 {
+    let normalise = |v: &[f32]| {
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        v.iter().map(|x| x / norm).collect::<Vec<f32>>()
+    };
+    let width = train.first().map_or(0, Vec::len);
+    let mut means = vec![vec![0.0f32; width]; classes];
+    let mut counts = vec![0usize; classes];
+    for (features, label) in train.iter().zip(train_labels) {
+        for (mean, value) in means[*label].iter_mut().zip(normalise(features)) {
+            *mean += value;
+        }
+        counts[*label] += 1;
+    }
+    let means: Vec<Option<Vec<f32>>> = means.iter().zip(&counts).map(|(mean, count)| (*count > 0).then(|| normalise(mean))).collect();
+    let correct = test
+        .iter()
+        .zip(test_labels)
+        .filter(|(features, label)| {
+            let features = normalise(features);
+            let best = means
+                .iter()
+                .enumerate()
+                .filter_map(|(class, mean)| mean.as_ref().map(|mean| (class, mean.iter().zip(&features).map(|(a, b)| a * b).sum::<f32>())))
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .map(|(class, _)| class);
+            best == Some(**label)
+        })
+        .count();
+    correct as f64 / test.len().max(1) as f64
+}

@@ -1,0 +1,249 @@
+//! The feature cache: what is frozen is computed once per image, not once per epoch.
+//!
+//! An entry is the teacher's output at the cut (pooled features when the whole teacher is
+//! frozen, block activations otherwise) for one image and one view of it (the evaluation crop,
+//! or the k-th augmented view). It is keyed by the teacher's weights hash, the preprocessing,
+//! the cut, the view and the image's content hash, so a second run on the same data with
+//! another head or learning rate reuses it, and a changed file or teacher misses it.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use burn::tensor::{Device, Tensor, TensorData};
+use sha2::Digest;
+
+use super::reporter::Reporter;
+use crate::data::augment::{Augmentation, augmented_view};
+use crate::data::dataset::ItemSource;
+use crate::data::image::{batch_tensor, preprocess};
+use crate::error::{GraftError, Result};
+use crate::models::Teacher;
+use crate::models::zoo::Preprocessing;
+use crate::rng::{SplitMix64, hash_str};
+
+/// Which version of an image an entry holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum View {
+    /// Resize and centre crop, no randomness.
+    Eval,
+    /// The `k`-th augmented view (of `augmented_views`).
+    Augmented(usize),
+}
+
+/// How inputs are made for one teacher at one cut.
+#[derive(Debug, Clone)]
+pub struct CacheSpec {
+    pub preprocessing: Preprocessing,
+    pub augmentation: Augmentation,
+    pub cut: usize,
+    pub seed: u64,
+}
+
+/// Counts of what the cache did, for reports and tests.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    pub hits: AtomicUsize,
+    pub misses: AtomicUsize,
+    /// Images the teacher's frozen part was run on.
+    pub teacher_forwards: AtomicUsize,
+}
+
+pub struct FeatureCache {
+    dir: PathBuf,
+    pub stats: CacheStats,
+}
+
+/// A prepared entry: where it is and its shape.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub path: PathBuf,
+    pub shape: Vec<usize>,
+}
+
+/// An item that could not be prepared, and why.
+#[derive(Debug, Clone)]
+pub struct Skipped {
+    pub name: String,
+    pub reason: String,
+}
+
+impl FeatureCache {
+    /// The cache for `teacher` at `spec`, under `<cache_dir>/features/`.
+    pub fn new(cache_dir: &Path, teacher: &Teacher, spec: &CacheSpec) -> Result<FeatureCache> {
+        let preprocessing = serde_json::to_string(&spec.preprocessing).unwrap_or_default();
+        let dir = cache_dir.join("features").join(format!(
+            "{}-{}-cut{}-{}",
+            teacher.card.name,
+            &teacher.weights_sha256[..16.min(teacher.weights_sha256.len())],
+            spec.cut,
+            hash_str(&preprocessing)
+        ));
+        std::fs::create_dir_all(&dir).map_err(|source| GraftError::Io { path: dir.clone(), source })?;
+        Ok(FeatureCache { dir, stats: CacheStats::default() })
+    }
+
+    fn entry_path(&self, content_hash: &str, view: View, spec: &CacheSpec) -> PathBuf {
+        let view = match view {
+            View::Eval => "eval".to_owned(),
+            View::Augmented(k) => {
+                let augmentation = serde_json::to_string(&spec.augmentation).unwrap_or_default();
+                format!("aug{k}-{}", hash_str(&format!("{augmentation}:{}", spec.seed)))
+            }
+        };
+        self.dir.join(&content_hash[..2]).join(format!("{content_hash}-{view}.f32"))
+    }
+
+    /// Makes sure every (item, view) has an entry, running the teacher's frozen part in batches
+    /// for the missing ones. Returns one entry per request, `None` where the image was unreadable.
+    pub fn prepare(
+        &self,
+        teacher: &Teacher,
+        spec: &CacheSpec,
+        requests: &[(ItemSource, View)],
+        batch_size: usize,
+        device: &Device,
+        reporter: &dyn Reporter,
+        stage: &str,
+    ) -> Result<(Vec<Option<Entry>>, Vec<Skipped>)> {
+        let mut entries: Vec<Option<Entry>> = vec![None; requests.len()];
+        let mut skipped = Vec::new();
+        let mut pending: Vec<(usize, PathBuf, Vec<f32>)> = Vec::new();
+        let mut hashes: std::collections::HashMap<String, std::result::Result<String, String>> = Default::default();
+        reporter.start(stage, requests.len());
+        for (index, (source, view)) in requests.iter().enumerate() {
+            let name = source.name();
+            let hash = hashes
+                .entry(name.clone())
+                .or_insert_with(|| source.content().map(|bytes| hex(&sha2::Sha256::digest(&bytes))).map_err(|error| error.to_string()))
+                .clone();
+            let hash = match hash {
+                Ok(hash) => hash,
+                Err(reason) => {
+                    skipped.push(Skipped { name, reason });
+                    reporter.advance(1, "");
+                    continue;
+                }
+            };
+            let path = self.entry_path(&hash, *view, spec);
+            if let Some(shape) = read_shape(&path) {
+                self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                entries[index] = Some(Entry { path, shape });
+                reporter.advance(1, "cached");
+                continue;
+            }
+            self.stats.misses.fetch_add(1, Ordering::Relaxed);
+            let image = match source.load() {
+                Ok(image) => image,
+                Err(error) => {
+                    skipped.push(Skipped { name, reason: error.to_string() });
+                    reporter.advance(1, "");
+                    continue;
+                }
+            };
+            let input = match view {
+                View::Eval => preprocess(&image, &spec.preprocessing),
+                View::Augmented(k) => {
+                    let mut rng = SplitMix64::derive(spec.seed, &[u64::from_str_radix(&hash[..16], 16).unwrap_or(0), *k as u64]);
+                    augmented_view(&image, &spec.preprocessing, &spec.augmentation, &mut rng)
+                }
+            };
+            pending.push((index, path, input));
+            if pending.len() >= batch_size {
+                self.run_batch(teacher, spec, &mut pending, &mut entries, device)?;
+                reporter.advance(batch_size, "computing");
+            }
+        }
+        let remaining = pending.len();
+        self.run_batch(teacher, spec, &mut pending, &mut entries, device)?;
+        reporter.advance(remaining, "computing");
+        reporter.finish();
+        Ok((entries, skipped))
+    }
+
+    fn run_batch(
+        &self,
+        teacher: &Teacher,
+        spec: &CacheSpec,
+        pending: &mut Vec<(usize, PathBuf, Vec<f32>)>,
+        entries: &mut [Option<Entry>],
+        device: &Device,
+    ) -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let inputs: Vec<Vec<f32>> = pending.iter().map(|(_, _, input)| input.clone()).collect();
+        let images = batch_tensor(&inputs, spec.preprocessing.input_size, device);
+        let blocks = teacher.block_names().len();
+        let activations = teacher.forward_until(images, spec.cut);
+        let (values, shape) = if spec.cut == blocks {
+            let features = teacher.backbone.features(activations);
+            let shape = features.dims().to_vec();
+            (features.into_data(), shape)
+        } else {
+            let shape = activations.dims().to_vec();
+            (activations.into_data(), shape)
+        };
+        self.stats.teacher_forwards.fetch_add(pending.len(), Ordering::Relaxed);
+        let values = values.convert::<f32>();
+        let values = values.as_slice::<f32>().map_err(|error| GraftError::Invalid(format!("{error:?}")))?;
+        let item_shape = shape[1..].to_vec();
+        let size: usize = item_shape.iter().product();
+        for ((index, path, _), chunk) in pending.drain(..).zip(values.chunks(size)) {
+            write_entry(&path, &item_shape, chunk)?;
+            entries[index] = Some(Entry { path, shape: item_shape.clone() });
+        }
+        Ok(())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Entry file: rank (u32), dims (u32 each), then f32 values, all little-endian.
+fn write_entry(path: &Path, shape: &[usize], values: &[f32]) -> Result<()> {
+    let mut bytes = Vec::with_capacity(4 + 4 * shape.len() + 4 * values.len());
+    bytes.extend((shape.len() as u32).to_le_bytes());
+    for dim in shape {
+        bytes.extend((*dim as u32).to_le_bytes());
+    }
+    for value in values {
+        bytes.extend(value.to_le_bytes());
+    }
+    crate::fsutil::write_atomic(path, &bytes)
+}
+
+fn read_shape(path: &Path) -> Option<Vec<usize>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut rank = [0u8; 4];
+    file.read_exact(&mut rank).ok()?;
+    let rank = u32::from_le_bytes(rank) as usize;
+    if rank > 4 {
+        return None;
+    }
+    let mut dims = vec![0u8; 4 * rank];
+    file.read_exact(&mut dims).ok()?;
+    let shape: Vec<usize> = dims.chunks(4).map(|d| u32::from_le_bytes(d.try_into().expect("4 bytes")) as usize).collect();
+    let expected = 4 + 4 * rank as u64 + 4 * shape.iter().product::<usize>() as u64;
+    (file.metadata().ok()?.len() == expected).then_some(shape)
+}
+
+/// The values of entries, one after another.
+fn read_values(entries: &[&Entry]) -> Result<Vec<f32>> {
+    let mut values = Vec::new();
+    for entry in entries {
+        let bytes = std::fs::read(&entry.path).map_err(|source| GraftError::Io { path: entry.path.clone(), source })?;
+        let header = 4 + 4 * entry.shape.len();
+        values.extend(bytes[header..].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))));
+    }
+    Ok(values)
+}
+
+/// Stacks entries into a tensor of rank `D` (`D` = 1 + the entries' rank).
+pub fn batch_from_entries<const D: usize>(entries: &[&Entry], device: &Device) -> Result<Tensor<D>> {
+    let values = read_values(entries)?;
+    let mut shape = vec![entries.len()];
+    shape.extend(entries.first().map(|entry| entry.shape.clone()).unwrap_or_default());
+    Ok(Tensor::from_data(TensorData::new(values, shape), device))
+}

@@ -1,0 +1,116 @@
+//! Using a trained student: class probabilities for images, and scores on a labelled set.
+//!
+//! A student whose front blocks are the frozen teacher reuses the feature cache, so evaluating
+//! on a set the teacher has already seen costs only the trainable part.
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::tensor::Device;
+use burn::tensor::activation::softmax;
+
+use super::cache::{CacheSpec, FeatureCache, Skipped, View, batch_from_entries};
+use super::metrics::{Evaluation, evaluate};
+use super::reporter::Reporter;
+use super::student::{LoadedStudent, StudentInput};
+use crate::data::augment::Augmentation;
+use crate::data::dataset::{Dataset, ItemSource};
+use crate::data::image::{batch_tensor, preprocess};
+use crate::error::Result;
+use crate::models::{Teacher, zoo};
+
+/// Class probabilities for each source (`None` where the image could not be read).
+pub fn predict_sources(
+    loaded: &LoadedStudent,
+    sources: &[ItemSource],
+    batch_size: usize,
+    cache_dir: &Path,
+    device: &Device,
+    reporter: &dyn Reporter,
+) -> Result<(Vec<Option<Vec<f32>>>, Vec<Skipped>)> {
+    let config = &loaded.config;
+    let plan = config.plan();
+    let model = loaded.student.valid();
+    let classes = config.classes.len();
+    let mut out: Vec<Option<Vec<f32>>> = vec![None; sources.len()];
+    let mut skipped = Vec::new();
+    let probabilities = |input: StudentInput| -> Result<Vec<f32>> {
+        let values = softmax(model.forward(input, plan.cut), 1).into_data().convert::<f32>();
+        Ok(values.as_slice::<f32>().map(<[f32]>::to_vec).unwrap_or_default())
+    };
+    if plan.cut > 0 {
+        // The frozen front of the student is the teacher it was trained from: same cache keys.
+        let card = zoo::card(&config.teacher).cloned().ok_or_else(|| crate::GraftError::Invalid(format!("unknown teacher `{}`", config.teacher)))?;
+        let teacher = Teacher { card, backbone: model.backbone.clone(), weights_sha256: config.teacher_weights_sha256.clone() };
+        let spec = CacheSpec { preprocessing: config.preprocessing.clone(), augmentation: Augmentation::none(), cut: plan.cut, seed: config.seed };
+        let cache = FeatureCache::new(cache_dir, &teacher, &spec)?;
+        let requests: Vec<_> = sources.iter().map(|source| (source.clone(), View::Eval)).collect();
+        let (entries, bad) = cache.prepare(&teacher, &spec, &requests, batch_size, device, reporter, "computing features")?;
+        skipped.extend(bad);
+        let ready: Vec<(usize, &super::cache::Entry)> = entries.iter().enumerate().filter_map(|(i, e)| e.as_ref().map(|e| (i, e))).collect();
+        for chunk in ready.chunks(batch_size.max(1)) {
+            let refs: Vec<&super::cache::Entry> = chunk.iter().map(|(_, entry)| *entry).collect();
+            let input = if plan.is_head_only() {
+                StudentInput::Features(batch_from_entries::<2>(&refs, device)?)
+            } else {
+                StudentInput::Activations(batch_from_entries::<4>(&refs, device)?)
+            };
+            for ((index, _), row) in chunk.iter().zip(probabilities(input)?.chunks(classes)) {
+                out[*index] = Some(row.to_vec());
+            }
+        }
+    } else {
+        reporter.start("predicting", sources.len());
+        let indices: Vec<usize> = (0..sources.len()).collect();
+        for chunk in indices.chunks(batch_size.max(1)) {
+            let mut images = Vec::new();
+            let mut kept = Vec::new();
+            for index in chunk {
+                match sources[*index].load() {
+                    Ok(image) => {
+                        images.push(preprocess(&image, &config.preprocessing));
+                        kept.push(*index);
+                    }
+                    Err(error) => skipped.push(Skipped { name: sources[*index].name(), reason: error.to_string() }),
+                }
+            }
+            if !images.is_empty() {
+                let input = StudentInput::Activations(batch_tensor(&images, config.preprocessing.input_size, device));
+                for (index, row) in kept.iter().zip(probabilities(input)?.chunks(classes)) {
+                    out[*index] = Some(row.to_vec());
+                }
+            }
+            reporter.advance(chunk.len(), "");
+        }
+        reporter.finish();
+    }
+    Ok((out, skipped))
+}
+
+/// Scores a student on a labelled data set whose classes are (a subset of) the student's.
+pub fn evaluate_run(
+    loaded: &LoadedStudent,
+    data: Dataset,
+    batch_size: usize,
+    cache_dir: &Path,
+    device: &Device,
+    reporter: &dyn Reporter,
+) -> Result<Evaluation> {
+    let data = data.align_classes(&loaded.config.classes)?;
+    if data.is_empty() {
+        return Err(crate::GraftError::Invalid("the evaluation set holds no images".into()));
+    }
+    let sources: Vec<ItemSource> = data.items.iter().map(|item| item.source.clone()).collect();
+    let (probabilities, skipped) = predict_sources(loaded, &sources, batch_size, cache_dir, device, reporter)?;
+    let mut rows = Vec::new();
+    let mut labels = Vec::new();
+    for (item, row) in data.items.iter().zip(probabilities) {
+        if let Some(row) = row {
+            rows.extend(row);
+            labels.push(item.label);
+        }
+    }
+    let mut evaluation = evaluate(&rows, &labels, &loaded.config.classes);
+    evaluation.skipped = skipped.into_iter().map(|s| format!("{}: {}", s.name, s.reason)).collect();
+    Ok(evaluation)
+}

@@ -1,0 +1,152 @@
+//! `Student`: the teacher's network (frozen in front of the cut) plus a new head, and the run
+//! directory it is saved in (`student.safetensors` + `graft.json`).
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+
+use super::head::{Head, HeadKind};
+use super::strategy::{FreezePlan, Strategy};
+use crate::data::augment::Augmentation;
+use crate::error::{GraftError, Result};
+use crate::models::Backbone;
+use crate::models::zoo::{self, Preprocessing};
+use crate::weights::{SameKeys, collect_tensors, load_into};
+
+/// The trainable network: all of the teacher's blocks and a new head.
+#[derive(Module, Debug)]
+pub struct Student {
+    pub backbone: Backbone,
+    pub head: Head,
+}
+
+/// Where a student's input enters it.
+#[derive(Debug, Clone)]
+pub enum StudentInput {
+    /// Preprocessed images, or block activations at the cut: `[N, C, H, W]`.
+    Activations(Tensor<4>),
+    /// Pooled features (the whole teacher frozen): `[N, D]`.
+    Features(Tensor<2>),
+}
+
+impl Student {
+    /// A student of `backbone` (moved to `device`) with the plan's blocks frozen.
+    pub fn new(backbone: Backbone, plan: &FreezePlan, head: HeadKind, classes: usize, device: &Device) -> Student {
+        let features = backbone.feature_dim();
+        Student { backbone: backbone.fork(device).freeze_until(plan.cut), head: Head::new(head, features, classes, device) }
+    }
+
+    /// Logits for inputs entering at block `cut`.
+    pub fn forward(&self, input: StudentInput, cut: usize) -> Tensor<2> {
+        let features = match input {
+            StudentInput::Features(features) => features,
+            StudentInput::Activations(x) => {
+                let blocks = self.backbone.block_names().len();
+                let x = (cut..blocks).fold(x, |x, index| self.backbone.forward_block(index, x));
+                self.backbone.features(x)
+            }
+        };
+        self.head.forward(features)
+    }
+
+    /// Logits for preprocessed images.
+    pub fn logits(&self, images: Tensor<4>) -> Tensor<2> {
+        self.forward(StudentInput::Activations(images), 0)
+    }
+}
+
+/// Hyper-parameters of a run, saved in `graft.json`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Hyperparameters {
+    pub optimizer: String,
+    pub learning_rate: f64,
+    /// Multiplies the learning rate of unfrozen teacher blocks (the head gets the full rate).
+    pub backbone_learning_rate_factor: f64,
+    pub weight_decay: f64,
+    pub momentum: f64,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub warmup_epochs: usize,
+    pub label_smoothing: f32,
+    pub class_weights: bool,
+    pub patience: Option<usize>,
+    /// Head-only epochs before the unfrozen blocks join (fastai's `fine_tune`); 0 is off.
+    pub gradual_unfreeze_epochs: usize,
+    pub augmentation: Augmentation,
+    /// Augmented views cached per training image when part of the teacher is frozen.
+    pub augmented_views: usize,
+    pub validation_fraction: f64,
+}
+
+/// `graft.json`: everything needed to rebuild, evaluate and trust a student.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RunConfig {
+    pub graft_version: String,
+    pub teacher: String,
+    pub teacher_weights_sha256: String,
+    pub strategy: Strategy,
+    /// Why `auto` chose the strategy, when it did.
+    pub strategy_reason: Option<String>,
+    pub frozen_blocks: Vec<String>,
+    pub trainable_blocks: Vec<String>,
+    pub classes: Vec<String>,
+    pub preprocessing: Preprocessing,
+    pub head: HeadKind,
+    pub hyperparameters: Hyperparameters,
+    pub seed: u64,
+    pub data: String,
+    pub trained_parameters: usize,
+    pub train_images: usize,
+    pub validation_images: usize,
+    /// Final metrics (best epoch's validation accuracy and others).
+    pub metrics: serde_json::Value,
+}
+
+impl RunConfig {
+    pub fn plan(&self) -> FreezePlan {
+        let mut blocks = self.frozen_blocks.clone();
+        blocks.extend(self.trainable_blocks.iter().cloned());
+        FreezePlan { cut: self.frozen_blocks.len(), blocks }
+    }
+}
+
+pub const STUDENT_FILE: &str = "student.safetensors";
+pub const CONFIG_FILE: &str = "graft.json";
+
+/// Writes the student's weights (safetensors) and its config into `run`.
+pub fn save_run(run: &Path, student: &Student, config: &RunConfig) -> Result<()> {
+    std::fs::create_dir_all(run).map_err(|source| GraftError::Io { path: run.to_owned(), source })?;
+    let tensors = collect_tensors(&student.valid(), &SameKeys);
+    graft_weights::write_safetensors(&run.join(STUDENT_FILE), &tensors)?;
+    let json = serde_json::to_vec_pretty(config).map_err(|error| GraftError::Invalid(error.to_string()))?;
+    crate::fsutil::write_atomic(&run.join(CONFIG_FILE), &json)
+}
+
+/// Reads a run's config.
+pub fn load_config(run: &Path) -> Result<RunConfig> {
+    let path = run.join(CONFIG_FILE);
+    let text = std::fs::read(&path).map_err(|source| GraftError::Io { path: path.clone(), source })?;
+    serde_json::from_slice(&text).map_err(|error| GraftError::Invalid(format!("`{}` is not a graft run config: {error}", path.display())))
+}
+
+/// A trained student loaded from its run directory, ready for inference on `device`.
+pub struct LoadedStudent {
+    pub student: Student,
+    pub config: RunConfig,
+    pub run: PathBuf,
+}
+
+pub fn load_run(run: &Path, device: &Device) -> Result<LoadedStudent> {
+    let config = load_config(run)?;
+    let card = zoo::card(&config.teacher).ok_or_else(|| GraftError::UnknownTeacher {
+        name: config.teacher.clone(),
+        known: zoo::cards().iter().map(|card| card.name).collect::<Vec<_>>().join(", "),
+    })?;
+    let backbone = Backbone::new(card.architecture, 1000, device);
+    let student = Student { head: Head::new(config.head, backbone.feature_dim(), config.classes.len(), device), backbone };
+    let path = run.join(STUDENT_FILE);
+    let tensors = graft_weights::read(&path)?;
+    let (student, _) = load_into(student, &tensors, &SameKeys, &path, false)?;
+    Ok(LoadedStudent { student, config, run: run.to_owned() })
+}
