@@ -145,3 +145,214 @@ fn offline_without_weights_says_what_to_fetch() {
     assert!(error.contains("https://download.pytorch.org/models/resnet18-f37072fd.pth"), "{error}");
     assert!(error.contains("--weights PATH"), "{error}");
 }
+
+// ---- training -----------------------------------------------------------------------------
+
+mod training {
+    use super::*;
+    use graft::data::augment::Augmentation;
+    use graft::data::dataset::{self, Dataset};
+    use graft::models::Teacher;
+    use graft::train::{HeadKind, Hyperparameters, Silent, Strategy, TrainOptions, train};
+
+    fn teacher() -> Teacher {
+        load_teacher("efficientnet_lite0", &offline_options(), &Device::flex()).unwrap().0
+    }
+
+    /// `per_class` training images of each class of the bundled sample, split 75/25.
+    fn sample(per_class: usize) -> (Dataset, Dataset) {
+        let data = dataset::open(&repo("assets/data/fashion-mnist-sample/train"), &std::env::temp_dir()).unwrap().train;
+        data.subsample(per_class, 1).stratified_split(0.25, 1)
+    }
+
+    fn options(strategy: Strategy, out: &Path, cache: &Path) -> TrainOptions {
+        TrainOptions {
+            strategy,
+            strategy_reason: None,
+            unfreeze: (strategy == Strategy::Mid).then_some(2),
+            unfreeze_from: None,
+            head: HeadKind::Linear,
+            hyperparameters: Hyperparameters {
+                optimizer: "adamw".into(),
+                learning_rate: 1e-3,
+                backbone_learning_rate_factor: 0.1,
+                weight_decay: 1e-4,
+                momentum: 0.9,
+                epochs: 3,
+                batch_size: 16,
+                warmup_epochs: 1,
+                label_smoothing: 0.1,
+                class_weights: false,
+                patience: None,
+                gradual_unfreeze_epochs: 0,
+                augmentation: Augmentation::none(),
+                augmented_views: 1,
+                validation_fraction: 0.25,
+            },
+            seed: 7,
+            image_size: Some(64),
+            cache_dir: cache.to_owned(),
+            out: out.to_owned(),
+            resume: false,
+            stop_after: None,
+            cache_batch_size: 32,
+            data: "test sample".into(),
+        }
+    }
+
+    #[test]
+    fn frozen_parameters_are_bit_identical_after_training() {
+        let dir = temp_dir("frozen");
+        let teacher = teacher();
+        let (train_set, validation) = sample(8);
+        let outcome = train(&teacher, &train_set, &validation, &options(Strategy::Mid, &dir.join("run"), &dir.join("cache")), &Device::flex(), &Silent).unwrap();
+        assert_eq!(outcome.config.trainable_blocks, ["_blocks.15", "_conv_head"]);
+        let trained = graft_weights::read(&dir.join("run/student.safetensors")).unwrap();
+        let original = lite0_tensors();
+        let (mut same, mut changed) = (0, 0);
+        for (key, tensor) in &original {
+            if key.ends_with("num_batches_tracked") {
+                continue;
+            }
+            let student = &trained[&format!("backbone.{key}")];
+            let frozen = !key.starts_with("_blocks.15.") && !key.starts_with("_conv_head.") && !key.starts_with("_bn1.");
+            if frozen {
+                // Weights and batch-norm running statistics alike.
+                assert_eq!(student.values, tensor.values, "frozen `{key}` changed");
+                same += 1;
+            } else if student.values != tensor.values {
+                changed += 1;
+            }
+        }
+        assert!(same > 200, "{same}");
+        assert!(changed > 5, "the unfrozen blocks did not train ({changed} tensors changed)");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn second_run_on_the_same_data_hits_the_cache_and_runs_no_teacher_forward() {
+        let dir = temp_dir("cache-hit");
+        let teacher = teacher();
+        let (train_set, validation) = sample(6);
+        let first = train(&teacher, &train_set, &validation, &options(Strategy::Deep, &dir.join("a"), &dir.join("cache")), &Device::flex(), &Silent).unwrap();
+        assert_eq!(first.teacher_forwards, train_set.len() + validation.len());
+        assert_eq!(first.cache_hits, 0);
+        let mut other = options(Strategy::Deep, &dir.join("b"), &dir.join("cache"));
+        other.hyperparameters.learning_rate = 3e-3;
+        other.head = HeadKind::Mlp { hidden: 32 };
+        let second = train(&teacher, &train_set, &validation, &other, &Device::flex(), &Silent).unwrap();
+        assert_eq!(second.teacher_forwards, 0, "the teacher ran again");
+        assert_eq!(second.cache_misses, 0);
+        assert_eq!(second.cache_hits, train_set.len() + validation.len());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn resume_after_an_interruption_reaches_the_same_final_metrics() {
+        let dir = temp_dir("resume");
+        let teacher = teacher();
+        let (train_set, validation) = sample(6);
+        let mut whole = options(Strategy::Mid, &dir.join("whole"), &dir.join("cache"));
+        whole.hyperparameters.epochs = 4;
+        let uninterrupted = train(&teacher, &train_set, &validation, &whole, &Device::flex(), &Silent).unwrap();
+
+        let mut first_half = options(Strategy::Mid, &dir.join("halves"), &dir.join("cache"));
+        first_half.hyperparameters.epochs = 4;
+        first_half.stop_after = Some(2);
+        let interrupted = train(&teacher, &train_set, &validation, &first_half, &Device::flex(), &Silent).unwrap();
+        assert!(!interrupted.finished);
+        assert_eq!(interrupted.history.len(), 2);
+        assert!(!dir.join("halves/student.safetensors").exists());
+
+        let mut second_half = first_half.clone();
+        second_half.stop_after = None;
+        second_half.resume = true;
+        let resumed = train(&teacher, &train_set, &validation, &second_half, &Device::flex(), &Silent).unwrap();
+        assert!(resumed.finished);
+        assert_eq!(resumed.history.len(), 4);
+        for (a, b) in uninterrupted.history.iter().zip(&resumed.history) {
+            assert_eq!((a.train_loss, a.validation_loss, a.validation_accuracy), (b.train_loss, b.validation_loss, b.validation_accuracy), "epoch {}", a.epoch);
+        }
+        assert_eq!(uninterrupted.config.metrics["validation_accuracy"], resumed.config.metrics["validation_accuracy"]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn unreadable_images_are_skipped_and_named() {
+        let dir = temp_dir("bad-files");
+        for class in ["Bag", "Trouser"] {
+            let from = repo(&format!("assets/data/fashion-mnist-sample/train/{class}"));
+            std::fs::create_dir_all(dir.join("data").join(class)).unwrap();
+            for entry in std::fs::read_dir(&from).unwrap().take(6) {
+                let path = entry.unwrap().path();
+                std::fs::copy(&path, dir.join("data").join(class).join(path.file_name().unwrap())).unwrap();
+            }
+        }
+        std::fs::write(dir.join("data/Bag/broken.png"), b"\x89PNG\r\n\x1a\nnot really a png").unwrap();
+        let data = dataset::open(&dir.join("data"), &dir).unwrap().train;
+        assert_eq!(data.len(), 13);
+        let (train_set, validation) = data.stratified_split(0.25, 3);
+        let outcome = train(&teacher(), &train_set, &validation, &options(Strategy::Deep, &dir.join("run"), &dir.join("cache")), &Device::flex(), &Silent).unwrap();
+        assert_eq!(outcome.skipped.len(), 1, "{:?}", outcome.skipped);
+        assert!(outcome.skipped[0].name.ends_with("broken.png"));
+        assert_eq!(outcome.config.train_images + outcome.config.validation_images, 12);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn data_without_images_or_with_one_class_stops_with_a_message() {
+        let dir = temp_dir("one-class");
+        std::fs::create_dir_all(dir.join("empty/cats")).unwrap();
+        let error = dataset::open(&dir.join("empty"), &dir).unwrap().train.check_trainable("`empty`").unwrap_err().to_string();
+        assert!(error.contains("holds no images"), "{error}");
+        std::fs::create_dir_all(dir.join("single/Bag")).unwrap();
+        let from = repo("assets/data/fashion-mnist-sample/train/Bag/00035.png");
+        std::fs::copy(&from, dir.join("single/Bag/a.png")).unwrap();
+        std::fs::copy(&from, dir.join("single/Bag/b.png")).unwrap();
+        let error = dataset::open(&dir.join("single"), &dir).unwrap().train.check_trainable("`single`").unwrap_err().to_string();
+        assert!(error.contains("only one class (Bag)"), "{error}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn idx_files_gzipped_with_class_names_read_item_by_item() {
+        use std::io::Write;
+        let dir = temp_dir("idx");
+        // 3 images of 2x2, labels 0, 1, 1.
+        let mut images = vec![0, 0, 8, 3, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0, 2];
+        images.extend([0, 50, 100, 150, 10, 20, 30, 40, 255, 255, 0, 0]);
+        let labels = [0u8, 0, 8, 1, 0, 0, 0, 3, 0, 1, 1];
+        let gz = |name: &str, bytes: &[u8]| {
+            let mut encoder = flate2::write::GzEncoder::new(std::fs::File::create(dir.join(name)).unwrap(), flate2::Compression::default());
+            encoder.write_all(bytes).unwrap();
+            encoder.finish().unwrap();
+        };
+        gz("train-images-idx3-ubyte.gz", &images);
+        gz("train-labels-idx1-ubyte.gz", &labels);
+        std::fs::write(dir.join("classes.txt"), "zero\none\n").unwrap();
+        let data = dataset::open(&dir, &dir.join("cache")).unwrap().train;
+        assert_eq!(data.classes, ["zero", "one"]);
+        assert_eq!(data.items.iter().map(|i| i.label).collect::<Vec<_>>(), [0, 1, 1]);
+        let image = data.items[1].source.load().unwrap();
+        assert_eq!(image.dimensions(), (2, 2));
+        assert_eq!(image.get_pixel(1, 1).0, [40, 40, 40], "greyscale is replicated into RGB");
+        assert!(data.items[2].source.name().ends_with("train-images-idx3-ubyte.gz#2"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn csv_manifest_with_relative_paths() {
+        let dir = temp_dir("csv");
+        let bag = repo("assets/data/fashion-mnist-sample/train/Bag/00035.png");
+        std::fs::copy(&bag, dir.join("a.png")).unwrap();
+        std::fs::copy(&bag, dir.join("b.png")).unwrap();
+        std::fs::write(dir.join("labels.csv"), "path,label\na.png,bag\nb.png,other\n").unwrap();
+        let data = dataset::open(&dir.join("labels.csv"), &dir).unwrap().train;
+        assert_eq!(data.classes, ["bag", "other"]);
+        assert!(data.items[1].source.load().is_ok());
+        std::fs::write(dir.join("bad.csv"), "file,class\na.png,bag\n").unwrap();
+        let error = dataset::open(&dir.join("bad.csv"), &dir).unwrap_err().to_string();
+        assert!(error.contains("`path` and `label`"), "{error}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

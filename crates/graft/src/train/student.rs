@@ -34,7 +34,10 @@ impl Student {
     /// A student of `backbone` (moved to `device`) with the plan's blocks frozen.
     pub fn new(backbone: Backbone, plan: &FreezePlan, head: HeadKind, classes: usize, device: &Device) -> Student {
         let features = backbone.feature_dim();
-        Student { backbone: backbone.fork(device).freeze_until(plan.cut), head: Head::new(head, features, classes, device) }
+        // A teacher loaded for inference carries no autodiff: `train` turns it on for the copy on
+        // the training device, then the front of the cut (and the unused ImageNet classifier) is
+        // frozen again.
+        Student { backbone: backbone.fork(device).train().freeze_until(plan.cut), head: Head::new(head, features, classes, device) }
     }
 
     /// Logits for inputs entering at block `cut`.

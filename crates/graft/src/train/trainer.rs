@@ -210,7 +210,6 @@ pub fn train(
         "adamw" => AdamWConfig::new().with_weight_decay(hyper.weight_decay as f32).init(),
         other => return Err(GraftError::Invalid(format!("unknown optimizer `{other}`; use adamw or sgd"))),
     };
-    let head_group = ParamGroup::ids_from_module(student.head.clone());
 
     // 4. Resume.
     let checkpoint = options.out.join(CHECKPOINT_DIR);
@@ -240,6 +239,8 @@ pub fn train(
         reporter.note(&format!("resuming after epoch {}", saved.epochs_done));
         state = saved;
     }
+    // After a resume the parameters carry the checkpoint's ids: take the head's ids only now.
+    let head_group = ParamGroup::ids_from_module(student.head.clone());
     let mut scheduler = ModuleLrScheduler::new(schedule(backbone_factor, state.steps_done)).with_group(head_group, schedule(1.0, state.steps_done));
 
     let mut class_weights = None;
@@ -309,8 +310,8 @@ pub fn train(
             } else {
                 GradientsParams::from_grads(gradients, &student)
             };
+            learning_rate = schedule(1.0, state.steps_done).at(state.steps_done);
             let rates = scheduler.step();
-            learning_rate = rates.base();
             student = optimizer.step(rates, student, gradients);
             state.steps_done += 1;
             loss_sum += loss_value * batch.len() as f64;
