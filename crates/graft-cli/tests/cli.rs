@@ -109,3 +109,94 @@ fn missing_image_is_named() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("/nonexistent/cat.jpg"), "{}", text(&out.stderr));
 }
+
+/// A small labelled folder: `per_class` images of three classes of the bundled sample.
+fn small_data(dir: &Path, split: &str, per_class: usize) -> PathBuf {
+    let root = dir.join(split);
+    for class in ["Bag", "Sandal", "Trouser"] {
+        let from = repo(&format!("assets/data/fashion-mnist-sample/{split}/{class}"));
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&from).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        for file in files.into_iter().take(per_class) {
+            std::fs::copy(&file, root.join(class).join(file.file_name().unwrap())).unwrap();
+        }
+    }
+    root
+}
+
+#[test]
+fn train_then_eval_then_predict_with_the_student() {
+    let dir = std::env::temp_dir().join(format!("graft-cli-train-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let train = small_data(&dir, "train", 8);
+    let test = small_data(&dir, "test", 4);
+    let run = dir.join("run");
+    let cache = dir.join("cache");
+    let with_cache = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_graft")).args(args).env("GRAFT_CACHE_DIR", &cache).env("GRAFT_OFFLINE", "1").output().unwrap()
+    };
+
+    let out = with_cache(&["train", "--teacher", "efficientnet_lite0", "--data", train.to_str().unwrap(), "--strategy", "deep", "--out", run.to_str().unwrap(), "--image-size", "64", "--epochs", "2", "--quiet"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "", "--quiet prints nothing on stderr");
+    assert!(text(&out.stdout).contains("validation accuracy"), "{}", text(&out.stdout));
+    for file in ["student.safetensors", "graft.json", "metrics.jsonl", "report.html", "curves.png", "confusion.png"] {
+        assert!(run.join(file).is_file(), "{file} missing");
+    }
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("graft.json")).unwrap()).unwrap();
+    assert_eq!(config["teacher"], "efficientnet_lite0");
+    assert_eq!(config["teacher_weights_sha256"], "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db");
+    assert_eq!(config["strategy"], "deep");
+    assert_eq!(config["classes"], serde_json::json!(["Bag", "Sandal", "Trouser"]));
+    assert_eq!(config["frozen_blocks"].as_array().unwrap().len(), 18);
+    assert_eq!(config["seed"], 42);
+    assert_eq!(std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().count(), 2);
+    assert!(std::fs::read_to_string(run.join("report.html")).unwrap().contains("curves.png"));
+
+    let out = with_cache(&["eval", run.to_str().unwrap(), "--data", test.to_str().unwrap(), "--json", "--quiet"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let evaluation: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let accuracy = evaluation["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&accuracy));
+    assert_eq!(evaluation["images"], 12);
+    assert_eq!(evaluation["per_class"].as_array().unwrap().len(), 3);
+    assert_eq!(evaluation["confusion"].as_array().unwrap().len(), 3);
+    // Bags, sandals and trousers are easy: a student that learned anything beats chance (1/3).
+    assert!(accuracy > 0.5, "accuracy {accuracy}");
+
+    let out = with_cache(&["predict", "--student", run.to_str().unwrap(), test.join("Bag").to_str().unwrap(), "--json", "--top", "2", "--quiet"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 4, "one row per image of the folder");
+    for row in rows {
+        let label = row["top"][0]["label"].as_str().unwrap();
+        assert!(["Bag", "Sandal", "Trouser"].contains(&label), "{label}");
+        assert_eq!(row["top"].as_array().unwrap().len(), 2);
+    }
+
+    let out = with_cache(&["predict", "--student", run.to_str().unwrap(), test.join("Trouser").to_str().unwrap(), "--csv", "--top", "1", "--quiet"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "path,rank,class_index,label,probability");
+    assert_eq!(lines.len(), 5);
+
+    let out = with_cache(&["eval", dir.join("no-such-run").to_str().unwrap(), "--data", test.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("graft.json"), "{}", text(&out.stderr));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn train_on_a_single_class_stops_with_a_hint() {
+    let dir = std::env::temp_dir().join(format!("graft-cli-one-class-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("data/Bag")).unwrap();
+    std::fs::copy(repo("assets/data/fashion-mnist-sample/train/Bag/00035.png"), dir.join("data/Bag/a.png")).unwrap();
+    let out = graft(&["train", "--data", dir.join("data").to_str().unwrap(), "--out", dir.join("run").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("only one class (Bag)"), "{}", text(&out.stderr));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
