@@ -356,3 +356,18 @@ mod training {
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
+
+#[test]
+fn auto_measures_the_data_and_explains_its_choice() {
+    let device = Device::flex();
+    let (teacher, _) = load_teacher("efficientnet_lite0", &offline_options(), &device).unwrap();
+    let data = graft::data::dataset::open(&repo("assets/data/fashion-mnist-sample/train"), &std::env::temp_dir()).unwrap().train;
+    let (train_set, validation) = data.subsample(30, 2).stratified_split(0.3, 2);
+    let advice = graft::train::advisor::advise(&teacher, &train_set, &validation, Some(64), 2, &device, &graft::train::Silent).unwrap();
+    assert_eq!(advice.probes.len(), 3);
+    assert_eq!(advice.probes[2].block, "_conv_head");
+    assert!(advice.probes.iter().all(|p| p.accuracy > 0.2), "10 classes: every probe beats chance: {:?}", advice.probes);
+    assert_eq!(advice.examples_per_class, 21);
+    assert_ne!(advice.strategy, graft::train::Strategy::Auto);
+    assert!(advice.reason.contains("21 examples per class") && advice.reason.contains("_conv_head"), "{}", advice.reason);
+}

@@ -152,3 +152,17 @@ fn nearest_mean_accuracy(train: &[Vec<f32>], train_labels: &[usize], test: &[Vec
         .count();
     correct as f64 / test.len().max(1) as f64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_mean_probe_separates_separable_clusters() {
+        let train = vec![vec![1.0, 0.1], vec![0.9, 0.0], vec![0.0, 1.0], vec![0.1, 0.8]];
+        let test = vec![vec![0.8, 0.2], vec![0.2, 0.9], vec![0.7, 0.1]];
+        assert_eq!(nearest_mean_accuracy(&train, &[0, 0, 1, 1], &test, &[0, 1, 0], 2), 1.0);
+        // Labels that ignore the features probe at chance or worse.
+        assert!(nearest_mean_accuracy(&train, &[0, 1, 0, 1], &test, &[0, 1, 0], 2) < 1.0);
+    }
+}
