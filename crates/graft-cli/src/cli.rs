@@ -54,6 +54,8 @@ pub enum Command {
     Embed(EmbedArgs),
     /// Convert a weight file (safetensors, PyTorch zip or legacy .pth) to safetensors.
     Convert(ConvertArgs),
+    /// Measure teacher inference and training steps (images per second) on this machine.
+    Bench(BenchArgs),
     /// List the teachers graft knows (with `--blocks`, each one's block names).
     Teachers(TeachersArgs),
 }
@@ -308,4 +310,18 @@ pub struct CompareArgs {
     /// Print the table as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Teachers to measure (architecture only: random weights).
+    #[arg(long, value_delimiter = ',', default_value = "resnet18,resnet50,efficientnet_lite0")]
+    pub teachers: Vec<String>,
+
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+
+    /// Timed iterations per operation (after one untimed warm-up).
+    #[arg(long, default_value_t = 3)]
+    pub iterations: usize,
 }

@@ -1,0 +1,93 @@
+//! Kernel benchmarks: teacher inference and single training steps, in images per second.
+//!
+//! Weights do not change the work, so the networks are randomly initialised; inputs are random.
+//! A training step includes the forward pass of the frozen blocks in front of the cut.
+//! Each measurement runs `warmup` untimed iterations, then `iterations` timed ones, and reads the
+//! result back to the host so lazy backends finish their work inside the timing.
+
+use std::time::Instant;
+
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+
+use crate::error::{GraftError, Result};
+use crate::models::{Backbone, zoo};
+use crate::train::head::HeadKind;
+use crate::train::strategy::FreezePlan;
+use crate::train::student::{Student, StudentInput};
+
+/// One measured operation.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KernelResult {
+    pub teacher: String,
+    pub device: String,
+    /// `inference`, `train_full` or `train_last_block`.
+    pub operation: String,
+    pub batch_size: usize,
+    pub image_size: usize,
+    pub iterations: usize,
+    pub seconds_per_batch: f64,
+    pub images_per_second: f64,
+}
+
+/// Measures inference and both training steps for a teacher architecture.
+pub fn kernels(teacher: &str, device: &Device, device_name: &str, batch_size: usize, iterations: usize, warmup: usize) -> Result<Vec<KernelResult>> {
+    let card = zoo::card(teacher).ok_or_else(|| GraftError::Invalid(format!("unknown teacher `{teacher}`")))?;
+    let size = card.preprocessing.input_size;
+    let result = |operation: &str, seconds: f64| KernelResult {
+        teacher: card.name.to_owned(),
+        device: device_name.to_owned(),
+        operation: operation.to_owned(),
+        batch_size,
+        image_size: size,
+        iterations,
+        seconds_per_batch: seconds,
+        images_per_second: batch_size as f64 / seconds,
+    };
+    let mut results = Vec::new();
+
+    device.seed(1);
+    let backbone = Backbone::new(card.architecture, 1000, device);
+    let images = Tensor::<4>::random([batch_size, 3, size, size], Distribution::Normal(0.0, 1.0), device);
+    let inference = time(warmup, iterations, || {
+        let blocks = backbone.block_names().len();
+        let x = (0..blocks).fold(images.clone(), |x, index| backbone.forward_block(index, x));
+        let _ = backbone.classify(backbone.features(x)).into_data();
+    });
+    results.push(result("inference", inference));
+
+    let training = device.clone().autodiff();
+    let blocks = backbone.block_names();
+    for (operation, cut) in [("train_full", 0), ("train_last_block", blocks.len() - 1)] {
+        let plan = FreezePlan { blocks: blocks.clone(), cut };
+        let mut student = Student::new(backbone.clone(), &plan, HeadKind::Linear, 10, &training);
+        let mut optimizer = burn::optim::AdamWConfig::new().init();
+        let labels: Vec<i64> = (0..batch_size as i64).map(|i| i % 10).collect();
+        let targets = Tensor::<1, Int>::from_data(TensorData::new(labels, [batch_size]), &training);
+        let loss_function = burn::nn::loss::CrossEntropyLossConfig::new().init(&training);
+        let seconds = time(warmup, iterations, || {
+            // The frozen prefix (inference mode) is part of the step, as it is in a training loop
+            // without a feature cache.
+            let prefix = (0..cut).fold(images.clone(), |x, index| backbone.forward_block(index, x));
+            let input = if cut == 0 { Tensor::<4>::from_data(images.clone().into_data(), &training) } else { Tensor::from_data(prefix.into_data(), &training) };
+            let logits = student.forward(StudentInput::Activations(input), cut);
+            let loss = loss_function.forward(logits, targets.clone());
+            let gradients = burn::optim::GradientsParams::from_grads(loss.backward(), &student);
+            student = optimizer.step(1e-4, student.clone(), gradients);
+            let _ = loss.into_data();
+        });
+        results.push(result(operation, seconds));
+    }
+    Ok(results)
+}
+
+/// Mean seconds per call of `work` over `iterations`, after `warmup` untimed calls.
+fn time(warmup: usize, iterations: usize, mut work: impl FnMut()) -> f64 {
+    for _ in 0..warmup {
+        work();
+    }
+    let started = Instant::now();
+    for _ in 0..iterations.max(1) {
+        work();
+    }
+    started.elapsed().as_secs_f64() / iterations.max(1) as f64
+}
