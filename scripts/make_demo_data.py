@@ -1,15 +1,19 @@
 """Writes assets/data/fashion-mnist-sample/: the first 100 training and 50 test images of each
 Fashion-MNIST class, as greyscale PNGs in `{train,test}/<class>/<index>.png` folders.
 
+With `--out DIR --train N --val M --test K` it writes another sample: the first N training images
+of each class into `train/`, the next M into `val/`, the first K test images into `test/` (the
+benchmark's data, scripts/bench/run.sh).
+
 Source: Debian's `dataset-fashion-mnist` package (`apt-get install dataset-fashion-mnist`),
 Fashion-MNIST by Zalando Research, MIT licence. Standard library only.
 
-    python3 scripts/make_demo_data.py [/usr/share/datasets/fashion-mnist]
+    python3 scripts/make_demo_data.py [--source /usr/share/datasets/fashion-mnist]
 """
+import argparse
 import gzip
 import pathlib
 import struct
-import sys
 import zlib
 
 CLASSES = ["T-shirt_top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -34,19 +38,33 @@ def png(pixels, rows, cols):
 
 
 def main():
-    source = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "/usr/share/datasets/fashion-mnist")
-    for split, prefix, per_class in [("train", "train", 100), ("test", "t10k", 50)]:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--source", default="/usr/share/datasets/fashion-mnist")
+    parser.add_argument("--out", default=str(OUT))
+    parser.add_argument("--train", type=int, default=100)
+    parser.add_argument("--val", type=int, default=0)
+    parser.add_argument("--test", type=int, default=50)
+    args = parser.parse_args()
+    source, out = pathlib.Path(args.source), pathlib.Path(args.out)
+    # (folder, IDX prefix, images per class to skip, images per class to take)
+    for split, prefix, skip, per_class in [("train", "train", 0, args.train), ("val", "train", args.train, args.val), ("test", "t10k", 0, args.test)]:
+        if per_class == 0:
+            continue
         images, (rows, cols) = read_idx(source / f"{prefix}-images-idx3-ubyte.gz")
         labels, _ = read_idx(source / f"{prefix}-labels-idx1-ubyte.gz")
+        seen = [0] * len(CLASSES)
         taken = [0] * len(CLASSES)
         for index, (pixels, label) in enumerate(zip(images, labels)):
-            if taken[label] >= per_class:
+            seen[label] += 1
+            if seen[label] <= skip or taken[label] >= per_class:
                 continue
-            folder = OUT / split / CLASSES[label]
+            folder = out / split / CLASSES[label]
             folder.mkdir(parents=True, exist_ok=True)
             (folder / f"{index:05d}.png").write_bytes(png(pixels, rows, cols))
             taken[label] += 1
         print(split, taken)
+    if out != OUT:
+        return
     (OUT / "README.md").write_text(
         "# Fashion-MNIST sample\n\nThe first 100 training and 50 test images of each class of Fashion-MNIST\n"
         "(Xiao, Rasul & Vollgraf 2017, Zalando Research, MIT licence: LICENSE), from Debian's\n"

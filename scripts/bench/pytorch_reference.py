@@ -1,0 +1,286 @@
+"""The PyTorch reference graft is benchmarked against (never needed by CI or users).
+
+`train`: trains the same student as graft, the way torchvision's fine-tuning tutorial does: an
+ImageFolder + DataLoader, the frozen layers recomputed every epoch (no cache), validation every
+epoch keeping the best weights, then the test set. Same teacher weights (the bundled
+EfficientNet-Lite0 .pth), same data folders, head (linear), optimizer (AdamW, weight decay 1e-4),
+learning rates (1e-3 head, 1e-4 unfrozen teacher blocks), schedule (one warm-up epoch, cosine per
+step), label smoothing 0.1, batch size, epochs, image size and augmentation as graft's defaults.
+Frozen blocks are kept in eval mode (batch norm on stored statistics), as graft's are.
+
+`kernels`: teacher inference (batch 32) and one training step (full; last block + head with the
+frozen prefix run in inference mode inside the step) for ResNet-18, ResNet-50 and
+EfficientNet-Lite0, plus forward FLOPs per image and the machine's measured sgemm GFLOP/s.
+
+Every result is one JSON object per line on stdout.
+
+    python3 -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install torch torchvision
+    /tmp/torchenv/bin/python scripts/bench/pytorch_reference.py train --data DIR --strategy deep --epochs 10
+    /tmp/torchenv/bin/python scripts/bench/pytorch_reference.py kernels
+"""
+import argparse
+import copy
+import json
+import math
+import pathlib
+import resource
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+LITE0 = ROOT / "assets/weights/efficientnet-lite0-57934424.pth"
+STAGES = [(1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
+          (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)]
+
+
+class SameConv(nn.Conv2d):
+    """TensorFlow "SAME" padding (one extra pixel at the bottom/right on stride 2)."""
+
+    def forward(self, x):
+        height, width = x.shape[-2:]
+        kernel, stride = self.kernel_size[0], self.stride[0]
+        def total(size):
+            return max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+        pad_h, pad_w = total(height), total(width)
+        x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        return F.conv2d(x, self.weight, None, self.stride, 0, self.dilation, self.groups)
+
+
+class MBConv(nn.Module):
+    def __init__(self, inp, out, kernel, stride, expand):
+        super().__init__()
+        hidden = inp * expand
+        if expand != 1:
+            self._expand_conv = nn.Conv2d(inp, hidden, 1, bias=False)
+            self._bn0 = nn.BatchNorm2d(hidden, eps=1e-3)
+        self.expand = expand != 1
+        self._depthwise_conv = SameConv(hidden, hidden, kernel, stride, groups=hidden, bias=False)
+        self._bn1 = nn.BatchNorm2d(hidden, eps=1e-3)
+        self._project_conv = nn.Conv2d(hidden, out, 1, bias=False)
+        self._bn2 = nn.BatchNorm2d(out, eps=1e-3)
+        self.residual = stride == 1 and inp == out
+
+    def forward(self, x):
+        y = F.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return y + x if self.residual else y
+
+
+class EfficientNetLite0(nn.Module):
+    """The efficientnet_pytorch layout, so the bundled state dict loads as is."""
+
+    def __init__(self, classes=1000):
+        super().__init__()
+        self._conv_stem = SameConv(3, 32, 3, 2, bias=False)
+        self._bn0 = nn.BatchNorm2d(32, eps=1e-3)
+        blocks, channels = [], 32
+        for repeats, kernel, stride, expand, out in STAGES:
+            for r in range(repeats):
+                blocks.append(MBConv(channels, out, kernel, stride if r == 0 else 1, expand))
+                channels = out
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = nn.Conv2d(320, 1280, 1, bias=False)
+        self._bn1 = nn.BatchNorm2d(1280, eps=1e-3)
+        self._fc = nn.Linear(1280, classes)
+
+    def stages(self):
+        """The named blocks in order, as graft cuts them: stem, 16 MBConv blocks, head."""
+        stem = nn.Sequential(self._conv_stem, self._bn0, nn.ReLU6())
+        head = nn.Sequential(self._conv_head, self._bn1, nn.ReLU6())
+        return [stem, *self._blocks, head]
+
+    def features(self, x):
+        for stage in self.stages():
+            x = stage(x)
+        return x.mean(dim=(2, 3))
+
+    def forward(self, x):
+        return self._fc(self.features(x))
+
+
+def lite0(pretrained=True):
+    model = EfficientNetLite0()
+    if pretrained:
+        model.load_state_dict(torch.load(LITE0, map_location="cpu", weights_only=True))
+    return model
+
+
+def warmup_cosine(step, warmup, total):
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+    return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def peak_rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def train(args):
+    from torchvision import datasets, transforms
+    torch.manual_seed(args.seed)
+    size, resize = args.image_size, round(args.image_size * 256 / 224)
+    mean, std = [127 / 255] * 3, [128 / 255] * 3
+    evaluate = transforms.Compose([transforms.Resize(resize), transforms.CenterCrop(size), transforms.ToTensor(), transforms.Normalize(mean, std)])
+    augment = transforms.Compose([
+        transforms.RandomResizedCrop(size, scale=(0.35, 1.0)), transforms.RandomHorizontalFlip(),
+        transforms.ColorJitter(0.2, 0.2, 0.2), transforms.ToTensor(), transforms.Normalize(mean, std)])
+    data = pathlib.Path(args.data)
+    train_set = datasets.ImageFolder(data / "train", augment if args.strategy != "deep" else evaluate)
+    loaders = {
+        "train": torch.utils.data.DataLoader(train_set, batch_size=args.batch_size, shuffle=True, num_workers=args.workers),
+        "val": torch.utils.data.DataLoader(datasets.ImageFolder(data / "val", evaluate), batch_size=args.batch_size, num_workers=args.workers),
+        "test": torch.utils.data.DataLoader(datasets.ImageFolder(data / "test", evaluate), batch_size=args.batch_size, num_workers=args.workers),
+    }
+    model = lite0()
+    model._fc = nn.Linear(1280, len(train_set.classes))
+    stages = model.stages()
+    cut = {"deep": len(stages), "mid": len(stages) - 3, "full": 0}[args.strategy]
+    frozen = nn.ModuleList(stages[:cut])
+    for parameter in model.parameters():
+        parameter.requires_grad = False
+    trainable_teacher = [p for stage in stages[cut:] for p in stage.parameters()]
+    for parameter in [*trainable_teacher, *model._fc.parameters()]:
+        parameter.requires_grad = True
+    groups = [{"params": list(model._fc.parameters()), "lr": args.learning_rate}]
+    if trainable_teacher:
+        groups.append({"params": trainable_teacher, "lr": args.learning_rate * 0.1})
+    optimizer = torch.optim.AdamW(groups, weight_decay=1e-4)
+    steps = len(loaders["train"]) * args.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, len(loaders["train"]), steps))
+    criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
+
+    started = time.perf_counter()
+    best, best_state, trained_images, train_seconds = -1.0, None, 0, 0.0
+    for epoch in range(args.epochs):
+        model.train()
+        frozen.eval()  # frozen batch norms on their stored statistics, as in graft
+        epoch_started = time.perf_counter()
+        for images, labels in loaders["train"]:
+            optimizer.zero_grad()
+            loss = criterion(model(images), labels)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            trained_images += len(labels)
+        train_seconds += time.perf_counter() - epoch_started
+        accuracy = accuracy_of(model, loaders["val"])
+        print(f"epoch {epoch + 1} val_acc {accuracy:.4f} {time.perf_counter() - epoch_started:.1f}s", file=sys.stderr, flush=True)
+        if accuracy > best:
+            best, best_state = accuracy, copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    test_accuracy = accuracy_of(model, loaders["test"])
+    print(json.dumps({
+        "implementation": "pytorch", "strategy": args.strategy, "epochs": args.epochs, "image_size": size,
+        "train_images": len(train_set), "validation_accuracy": best, "test_accuracy": test_accuracy,
+        "seconds": time.perf_counter() - started, "train_images_per_second": trained_images / train_seconds,
+        "peak_rss_mib": peak_rss_mib(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+    }))
+
+
+@torch.no_grad()
+def accuracy_of(model, loader):
+    model.eval()
+    correct = total = 0
+    for images, labels in loader:
+        correct += (model(images).argmax(1) == labels).sum().item()
+        total += len(labels)
+    return correct / total
+
+
+def kernel_models():
+    import torchvision
+    def torchvision_stages(model):
+        stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
+        return [stem, model.layer1, model.layer2, model.layer3, model.layer4]
+    resnet18, resnet50 = torchvision.models.resnet18(), torchvision.models.resnet50()
+    efficientnet = lite0(pretrained=False)
+    return {
+        "resnet18": (resnet18, torchvision_stages(resnet18), 512),
+        "resnet50": (resnet50, torchvision_stages(resnet50), 2048),
+        "efficientnet_lite0": (efficientnet, efficientnet.stages(), 1280),
+    }
+
+
+def timed(work, warmup, iterations):
+    for _ in range(warmup):
+        work()
+    started = time.perf_counter()
+    for _ in range(iterations):
+        work()
+    return (time.perf_counter() - started) / iterations
+
+
+def kernels(args):
+    from torch.utils.flop_counter import FlopCounterMode
+    torch.manual_seed(0)
+    # The machine's practical peak: a large single-precision matrix product.
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    seconds = timed(lambda: a @ b, 2, 10)
+    print(json.dumps({"implementation": "pytorch", "operation": "sgemm_2048", "gflops_per_second": 2 * 2048 ** 3 / seconds / 1e9, "threads": torch.get_num_threads()}), flush=True)
+    for name, (model, stages, width) in kernel_models().items():
+        if name not in args.teachers.split(","):
+            continue
+        images = torch.randn(args.batch_size, 3, 224, 224)
+        model.eval()
+        with FlopCounterMode(display=False) as counter:
+            with torch.no_grad():
+                model(images[:1])
+        flops = counter.get_total_flops()
+        def result(operation, seconds, flops_per_image):
+            print(json.dumps({
+                "implementation": "pytorch", "teacher": name, "operation": operation, "batch_size": args.batch_size,
+                "images_per_second": args.batch_size / seconds, "forward_gflops_per_image": flops / 1e9,
+                "gflops_per_second": flops_per_image * args.batch_size / seconds / 1e9,
+            }), flush=True)
+        with torch.no_grad():
+            result("inference", timed(lambda: model(images), 1, args.iterations), flops)
+        head = nn.Linear(width, 10)
+        labels = torch.arange(args.batch_size) % 10
+        for operation, cut in [("train_full", 0), ("train_last_block", len(stages) - 1)]:
+            trainable = [p for stage in stages[cut:] for p in stage.parameters()] + list(head.parameters())
+            optimizer = torch.optim.AdamW(trainable, lr=1e-4)
+            def step():
+                with torch.no_grad():
+                    x = images
+                    for stage in stages[:cut]:
+                        stage.eval()
+                        x = stage(x)
+                for stage in stages[cut:]:
+                    stage.train()
+                    x = stage(x)
+                loss = F.cross_entropy(head(x.mean(dim=(2, 3))), labels)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            # Training costs about three forwards (forward, two for backward) of the trained part.
+            result(operation, timed(step, 1, args.iterations), flops * 3 if cut == 0 else flops)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    commands = parser.add_subparsers(dest="command", required=True)
+    t = commands.add_parser("train")
+    t.add_argument("--data", required=True)
+    t.add_argument("--strategy", choices=["deep", "mid", "full"], required=True)
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--image-size", type=int, default=112)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--learning-rate", type=float, default=1e-3)
+    t.add_argument("--workers", type=int, default=1)
+    t.add_argument("--seed", type=int, default=42)
+    k = commands.add_parser("kernels")
+    k.add_argument("--teachers", default="resnet18,resnet50,efficientnet_lite0")
+    k.add_argument("--batch-size", type=int, default=32)
+    k.add_argument("--iterations", type=int, default=3)
+    args = parser.parse_args()
+    {"train": train, "kernels": kernels}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Turns scripts/bench/run.sh's results.jsonl into docs/BENCHMARKS.md (on stdout)."""
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+TARGETS = {"deep": 5.0, "mid": 3.0, "full": 0.6}
+
+
+def cpu_model():
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def main():
+    rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+    e2e = {(r["implementation"], r["strategy"]): r for r in rows if "strategy" in r}
+    kernels = {}
+    for r in rows:
+        if "operation" in r and "teacher" in r:
+            kernels[(r["implementation"], r.get("device", "torch"), r["teacher"], r["operation"])] = r
+    sgemm = next((r for r in rows if r.get("operation") == "sgemm_2048"), None)
+    flops = {(r["teacher"]): r["forward_gflops_per_image"] for r in rows if r.get("implementation") == "pytorch" and "forward_gflops_per_image" in r}
+    torch_version = next((r["torch"] for r in rows if "torch" in r), "?")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+    out = []
+    say = out.append
+    say("# Benchmarks: graft against PyTorch on this machine\n")
+    say("Every figure below comes from one command, which runs graft and the PyTorch reference one after the other:\n")
+    say("    TORCH_PYTHON=/tmp/torchenv/bin/python scripts/bench/run.sh\n")
+    say(f"Machine: {os.cpu_count()} cores, {cpu_model()}, {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, no GPU. "
+        f"graft at commit {commit}, release build, default `flex` backend; PyTorch {torch_version}. Run {time.strftime('%Y-%m-%d', time.gmtime())}.")
+    say("Raw results: one JSON object per line in `$OUT/results.jsonl` (default `/tmp/graft-bench`).\n")
+
+    say("## End to end: Fashion-MNIST, EfficientNet-Lite0 teacher\n")
+    say("2,000 training images (1,600 train + 400 validation, the first 160 + 40 of each class of the training set), "
+        "scored on 2,000 test images (the first 200 of each class of the test set), 28x28 greyscale upscaled to 112x112; "
+        "10 epochs for deep and mid, 3 for full; batch 32, AdamW, the same learning rates, schedule and label smoothing. "
+        "graft's time is `graft train` (cold feature cache) plus `graft eval`; the reference recomputes the frozen layers "
+        "every epoch, as torchvision's fine-tuning tutorial does, with one DataLoader worker. Peak memory is the "
+        "largest resident set of any of the commands (GNU time).\n")
+    say("| strategy | graft s | PyTorch s | speed-up | target | graft test acc | PyTorch test acc | graft train img/s | PyTorch train img/s | graft peak MiB | PyTorch peak MiB |")
+    say("|---|---|---|---|---|---|---|---|---|---|---|")
+    for strategy, target in TARGETS.items():
+        g, p = e2e.get(("graft", strategy)), e2e.get(("pytorch", strategy))
+        if not g or not p:
+            continue
+        speedup = p["seconds"] / g["seconds"]
+        met = "met" if speedup >= target and abs(g["test_accuracy"] - p["test_accuracy"]) <= 0.01 else "missed"
+        say(f"| {strategy} | {g['seconds']:.1f} | {p['seconds']:.1f} | {speedup:.2f}x | ≥ {target}x, ±1 pt: {met} | "
+            f"{g['test_accuracy'] * 100:.2f}% | {p['test_accuracy'] * 100:.2f}% | {g['train_images_per_second']:.1f} | "
+            f"{p['train_images_per_second']:.1f} | {g['peak_rss_mib']:.0f} | {p['peak_rss_mib']:.0f} |")
+    say("")
+
+    say("## Kernels: images per second (batch 32, 224x224, random weights)\n")
+    say("A training step includes the forward pass of the frozen blocks in front of the cut. GFLOP/s counts "
+        "PyTorch's FlopCounter forward FLOPs per image (x3 for a full training step, x1 for a last-block step, whose "
+        "backward is small), next to the machine's measured single-precision matrix-product rate"
+        + (f" (PyTorch sgemm 2048x2048: {sgemm['gflops_per_second']:.0f} GFLOP/s on {sgemm['threads']} threads)." if sgemm else "."))
+    say("")
+    devices = sorted({d for (i, d, _, _) in kernels if i == "graft"})
+    header = "| teacher | operation | " + " | ".join(f"graft {d} img/s" for d in devices) + " | PyTorch img/s | " + " | ".join(f"graft {d} / PyTorch" for d in devices) + " | graft flex GFLOP/s | PyTorch GFLOP/s |"
+    say(header)
+    say("|" + "---|" * (header.count("|") - 1))
+    for teacher in ["resnet18", "resnet50", "efficientnet_lite0"]:
+        for operation in ["inference", "train_full", "train_last_block"]:
+            p = kernels.get(("pytorch", "torch", teacher, operation))
+            graft = [kernels.get(("graft", d, teacher, operation)) for d in devices]
+            if not p or not any(graft):
+                continue
+            scale = {"inference": 1, "train_full": 3, "train_last_block": 1}[operation] * flops.get(teacher, 0)
+            cells = [f"{g['images_per_second']:.2f}" if g else "–" for g in graft]
+            ratios = [f"{g['images_per_second'] / p['images_per_second']:.2f}x" if g else "–" for g in graft]
+            flex = kernels.get(("graft", "flex", teacher, operation))
+            gflops = f"{flex['images_per_second'] * scale:.1f}" if flex else "–"
+            say(f"| {teacher} | {operation} | " + " | ".join(cells) + f" | {p['images_per_second']:.2f} | " + " | ".join(ratios) + f" | {gflops} | {p['images_per_second'] * scale:.1f} |")
+    say("")
+    say("## Other measurements\n")
+    say("- Transfer against from scratch on Fashion-MNIST (100 images per class, all 10,000 test images): "
+        "`scripts/fashion_mnist_strategies.sh` writes `docs/FASHION_MNIST.md`, with its own wall times.")
+    say("- The demo: `time (GRAFT_CACHE_DIR=$(mktemp -d) ./target/release/graft demo)`; its figures are in the README.")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
