@@ -38,8 +38,9 @@ pub fn parse_zip(path: &Path, bytes: &[u8]) -> Result<TensorMap> {
     let pickle = read_entry(path, &mut archive, &pickle_name)?;
     let mut position = 0;
     let root = unpickle(path, &pickle, &mut position)?;
+    let tensors = flatten(path, &root)?;
     let mut storages = HashMap::new();
-    for (key, tensor) in flatten(path, &root)? {
+    for (key, tensor) in &tensors {
         let name = format!("{prefix}data/{}", tensor.storage.key);
         if !storages.contains_key(&tensor.storage.key) {
             if !names.contains(&name) {
@@ -48,7 +49,7 @@ pub fn parse_zip(path: &Path, bytes: &[u8]) -> Result<TensorMap> {
             storages.insert(tensor.storage.key.clone(), read_entry(path, &mut archive, &name)?);
         }
     }
-    materialize(path, &root, |storage| storages.get(&storage.key).map(Vec::as_slice))
+    materialize(path, tensors, |storage| storages.get(&storage.key).map(Vec::as_slice))
 }
 
 fn read_entry(path: &Path, archive: &mut zip::ZipArchive<std::io::Cursor<&[u8]>>, name: &str) -> Result<Vec<u8>> {
@@ -74,8 +75,9 @@ pub fn parse_legacy(path: &Path, bytes: &[u8]) -> Result<TensorMap> {
     let Value::List(keys) = keys else {
         return Err(WeightsError::NotWeights { path: path.to_owned(), reason: "the storage key list is missing".into() });
     };
-    let sizes: HashMap<String, usize> = flatten(path, &root)?
-        .into_iter()
+    let tensors = flatten(path, &root)?;
+    let sizes: HashMap<String, usize> = tensors
+        .iter()
         .map(|(_, tensor)| (tensor.storage.key.clone(), tensor.storage.dtype.size()))
         .collect();
     let mut storages: HashMap<String, &[u8]> = HashMap::new();
@@ -98,7 +100,7 @@ pub fn parse_legacy(path: &Path, bytes: &[u8]) -> Result<TensorMap> {
         position += length;
         storages.insert(key.clone(), data);
     }
-    materialize(path, &root, |storage| storages.get(&storage.key).copied())
+    materialize(path, tensors, |storage| storages.get(&storage.key).copied())
 }
 
 /// Every tensor in the object, named by its dotted path through nested dicts.
@@ -130,9 +132,9 @@ fn flatten(path: &Path, root: &Value) -> Result<Vec<(String, TensorRef)>> {
 }
 
 /// Copies every tensor out of its storage, honouring offsets and strides.
-fn materialize<'s>(path: &Path, root: &Value, storage_bytes: impl Fn(&StorageRef) -> Option<&'s [u8]>) -> Result<TensorMap> {
+fn materialize<'s>(path: &Path, refs: Vec<(String, TensorRef)>, storage_bytes: impl Fn(&StorageRef) -> Option<&'s [u8]>) -> Result<TensorMap> {
     let mut tensors = TensorMap::new();
-    for (key, tensor) in flatten(path, root)? {
+    for (key, tensor) in refs {
         let bad = |reason: String| WeightsError::BadTensor { path: path.to_owned(), key: key.clone(), reason };
         let bytes = storage_bytes(&tensor.storage).ok_or_else(|| bad(format!("storage `{}` is missing", tensor.storage.key)))?;
         let dtype = tensor.storage.dtype;
