@@ -244,7 +244,7 @@ impl<'a> Machine<'a> {
         let Value::Dict(entries) = dict else {
             return Err(self.error(format!("SETITEM on a {}", dict.kind())));
         };
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.error("SETITEMS with an odd number of items"));
         }
         let mut entries = entries.borrow_mut();

@@ -95,7 +95,7 @@ pub fn serialize(tensors: &TensorMap) -> Vec<u8> {
     }
     let mut header_bytes = serde_json::to_vec(&serde_json::Value::Object(header)).expect("JSON of plain values");
     // Pad the header with spaces so the data starts 8-byte aligned, as the reference writer does.
-    while (8 + header_bytes.len()) % 8 != 0 {
+    while !(8 + header_bytes.len()).is_multiple_of(8) {
         header_bytes.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + header_bytes.len() + data.len());

@@ -371,3 +371,80 @@ fn auto_measures_the_data_and_explains_its_choice() {
     assert_ne!(advice.strategy, graft::train::Strategy::Auto);
     assert!(advice.reason.contains("21 examples per class") && advice.reason.contains("_conv_head"), "{}", advice.reason);
 }
+
+/// A backbone with seeded random weights and batch-norm statistics far from (0, 1), so that a
+/// folding mistake cannot hide behind an identity batch norm.
+fn random_backbone(architecture: zoo::Architecture, seed: u64, device: &Device) -> graft::models::Backbone {
+    use graft::weights::{SameKeys, collect_tensors, load_into};
+    device.seed(seed);
+    let backbone = graft::models::Backbone::new(architecture, 1000, device);
+    let mut tensors = collect_tensors(&backbone, &SameKeys);
+    let mut state = seed;
+    let mut next = move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 40) as f32 / (1u64 << 24) as f32
+    };
+    let norms: Vec<String> = tensors.keys().filter_map(|name| name.strip_suffix(".running_var").map(str::to_owned)).collect();
+    for (name, tensor) in tensors.iter_mut() {
+        let graft_weights::Values::F32(values) = &mut tensor.values else { continue };
+        let Some((layer, field)) = name.rsplit_once('.') else { continue };
+        if !norms.iter().any(|norm| norm == layer) {
+            continue;
+        }
+        for value in values.iter_mut() {
+            let u = next();
+            *value = match field {
+                "running_var" => 0.2 + 2.0 * u,
+                "weight" => 0.5 + u,
+                _ => u - 0.5,
+            };
+        }
+    }
+    load_into(backbone, &tensors, &SameKeys, Path::new("random"), false).unwrap().0
+}
+
+fn assert_close(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+    let max_diff = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(max_diff <= 1e-4 * scale, "{what}: max difference {max_diff} against a largest value of {scale}");
+}
+
+#[test]
+fn fused_frozen_blocks_match_burn() {
+    use graft::models::fused::FusedBackbone;
+    let device = Device::flex();
+    // Built one at a time: a backbone is a large value, and four on a test thread's stack overflow it.
+    type Build = Box<dyn Fn(&Device) -> Box<graft::models::Backbone>>;
+    let cases: Vec<(&str, Build, usize)> = vec![
+        ("efficientnet_lite0 (ImageNet weights)", Box::new(|device| Box::new(load_teacher("efficientnet_lite0", &offline_options(), device).unwrap().0.backbone)), 72),
+        ("resnet18", Box::new(|device| Box::new(random_backbone(zoo::Architecture::ResNet(graft::models::resnet::ResNetDepth::ResNet18), 7, device))), 64),
+        ("resnet50", Box::new(|device| Box::new(random_backbone(zoo::Architecture::ResNet(graft::models::resnet::ResNetDepth::ResNet50), 8, device))), 64),
+        ("mobilenet_v2", Box::new(|device| Box::new(random_backbone(zoo::Architecture::MobileNetV2, 9, device))), 70),
+    ];
+    for (name, build, size) in cases {
+        let backbone = build(&device);
+        let fused = FusedBackbone::new(&backbone).unwrap_or_else(|| panic!("{name}: no fused plan"));
+        let blocks = backbone.block_names().len();
+        assert_eq!(fused.block_count(), blocks, "{name}");
+        let batch = 3;
+        device.seed(11);
+        let images = Tensor::<4>::random([batch, 3, size, size], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+        let pixels = images.clone().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        for cut in [1, blocks / 2, blocks] {
+            let activations = (0..cut).fold(images.clone(), |x, index| backbone.forward_block(index, x));
+            let (got, shape) = fused.forward(&pixels, [batch, 3, size, size], cut, false);
+            assert_eq!(shape, activations.dims().to_vec(), "{name} at cut {cut}");
+            let want = activations.clone().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+            assert_close(&got, &want, &format!("{name}, activations after {cut} blocks"));
+            if cut == blocks {
+                let (got, shape) = fused.forward(&pixels, [batch, 3, size, size], cut, true);
+                let want = backbone.features(activations).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+                assert_eq!(shape, vec![batch, backbone.feature_dim()], "{name}");
+                assert_close(&got, &want, &format!("{name}, pooled features"));
+            }
+        }
+    }
+    let alexnet = Box::new(graft::models::Backbone::new(zoo::Architecture::AlexNet, 10, &device));
+    assert!(FusedBackbone::new(&alexnet).is_none(), "AlexNet runs through burn");
+}

@@ -2,6 +2,7 @@
 
 pub mod alexnet;
 pub mod efficientnet_lite;
+pub mod fused;
 pub mod hub;
 pub mod inception_v3;
 mod layers;

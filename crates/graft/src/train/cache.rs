@@ -18,6 +18,7 @@ use crate::data::dataset::ItemSource;
 use crate::data::image::{batch_tensor, preprocess};
 use crate::error::{GraftError, Result};
 use crate::models::Teacher;
+use crate::models::fused::FusedBackbone;
 use crate::models::zoo::Preprocessing;
 use crate::rng::{SplitMix64, hash_str};
 
@@ -108,6 +109,7 @@ impl FeatureCache {
         let mut entries: Vec<Option<Entry>> = vec![None; requests.len()];
         let mut skipped = Vec::new();
         let mut pending: Vec<(usize, PathBuf, Vec<f32>)> = Vec::new();
+        let mut fused: Option<Option<FusedBackbone>> = None;
         let mut hashes: std::collections::HashMap<String, std::result::Result<String, String>> = Default::default();
         reporter.start(stage, requests.len());
         for (index, (source, view)) in requests.iter().enumerate() {
@@ -149,12 +151,16 @@ impl FeatureCache {
             };
             pending.push((index, path, input));
             if pending.len() >= batch_size {
-                self.run_batch(teacher, spec, &mut pending, &mut entries, device)?;
+                let fused = fused.get_or_insert_with(|| frozen_plan(teacher, device)).as_ref();
+                self.run_batch(teacher, fused, spec, &mut pending, &mut entries, device)?;
                 reporter.advance(batch_size, "computing");
             }
         }
         let remaining = pending.len();
-        self.run_batch(teacher, spec, &mut pending, &mut entries, device)?;
+        if remaining > 0 {
+            let fused = fused.get_or_insert_with(|| frozen_plan(teacher, device)).as_ref();
+            self.run_batch(teacher, fused, spec, &mut pending, &mut entries, device)?;
+        }
         reporter.advance(remaining, "computing");
         reporter.finish();
         Ok((entries, skipped))
@@ -163,6 +169,7 @@ impl FeatureCache {
     fn run_batch(
         &self,
         teacher: &Teacher,
+        fused: Option<&FusedBackbone>,
         spec: &CacheSpec,
         pending: &mut Vec<(usize, PathBuf, Vec<f32>)>,
         entries: &mut [Option<Entry>],
@@ -171,9 +178,18 @@ impl FeatureCache {
         if pending.is_empty() {
             return Ok(());
         }
+        let blocks = teacher.block_names().len();
+        if let Some(fused) = fused {
+            let size = spec.preprocessing.input_size;
+            let mut images = Vec::with_capacity(pending.len() * 3 * size * size);
+            for (_, _, input) in pending.iter() {
+                images.extend_from_slice(input);
+            }
+            let (values, shape) = fused.forward(&images, [pending.len(), 3, size, size], spec.cut, spec.cut == blocks);
+            return self.store(pending, entries, &values, &shape);
+        }
         let inputs: Vec<Vec<f32>> = pending.iter().map(|(_, _, input)| input.clone()).collect();
         let images = batch_tensor(&inputs, spec.preprocessing.input_size, device);
-        let blocks = teacher.block_names().len();
         let activations = teacher.forward_until(images, spec.cut);
         let (values, shape) = if spec.cut == blocks {
             let features = teacher.backbone.features(activations);
@@ -183,9 +199,14 @@ impl FeatureCache {
             let shape = activations.dims().to_vec();
             (activations.into_data(), shape)
         };
-        self.stats.teacher_forwards.fetch_add(pending.len(), Ordering::Relaxed);
         let values = values.convert::<f32>();
         let values = values.as_slice::<f32>().map_err(|error| GraftError::Invalid(format!("{error:?}")))?;
+        self.store(pending, entries, values, &shape)
+    }
+
+    /// Writes one entry per pending image from a batch's values at the cut.
+    fn store(&self, pending: &mut Vec<(usize, PathBuf, Vec<f32>)>, entries: &mut [Option<Entry>], values: &[f32], shape: &[usize]) -> Result<()> {
+        self.stats.teacher_forwards.fetch_add(pending.len(), Ordering::Relaxed);
         let item_shape = shape[1..].to_vec();
         let size: usize = item_shape.iter().product();
         for ((index, path, _), chunk) in pending.drain(..).zip(values.chunks(size)) {
@@ -194,6 +215,15 @@ impl FeatureCache {
         }
         Ok(())
     }
+}
+
+/// The BN-folded CPU plan for the frozen blocks, on the `flex` device (other backends have their
+/// own fast kernels), unless `GRAFT_FUSED=0` asks for burn's path (to compare the two).
+pub fn frozen_plan(teacher: &Teacher, device: &Device) -> Option<FusedBackbone> {
+    if *device != Device::flex() || std::env::var("GRAFT_FUSED").is_ok_and(|value| value == "0") {
+        return None;
+    }
+    FusedBackbone::new(&teacher.backbone)
 }
 
 fn hex(bytes: &[u8]) -> String {
