@@ -11,7 +11,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Dropout, DropoutConfig, Linear, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 
-use super::layers::{ConvSpec, batch_norm, global_average, linear, relu6};
+use super::layers::{self, ConvSpec, batch_norm, global_average, linear, relu6};
 use crate::weights::KeyMap;
 
 const EPSILON: f64 = 1e-3;
@@ -120,10 +120,10 @@ impl MbConv {
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         let mut x = input.clone();
         if let (Some(conv), Some(bn)) = (&self._expand_conv, &self._bn0) {
-            x = relu6(bn.forward(conv.forward(x)));
+            x = relu6(bn.forward(layers::conv(conv, x)));
         }
         x = relu6(self._bn1.forward(self._depthwise_conv.forward(x)));
-        x = self._bn2.forward(self._project_conv.forward(x));
+        x = self._bn2.forward(layers::conv(&self._project_conv, x));
         if self.residual { x + input } else { x }
     }
 }
@@ -179,7 +179,7 @@ impl EfficientNetLite {
         } else if index <= self._blocks.len() {
             self._blocks[index - 1].forward(x)
         } else {
-            relu6(self._bn1.forward(self._conv_head.forward(x)))
+            relu6(self._bn1.forward(layers::conv(&self._conv_head, x)))
         }
     }
 

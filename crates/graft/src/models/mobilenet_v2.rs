@@ -8,7 +8,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Dropout, DropoutConfig, Linear};
 use burn::tensor::{Device, Tensor};
 
-use super::layers::{ConvSpec, batch_norm, global_average, linear, relu6};
+use super::layers::{self, ConvSpec, batch_norm, global_average, linear, relu6};
 use crate::weights::KeyMap;
 
 const EPSILON: f64 = 1e-5;
@@ -32,7 +32,7 @@ impl ConvBnRelu6 {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        relu6(self.bn.forward(self.conv.forward(x)))
+        relu6(self.bn.forward(layers::conv(&self.conv, x)))
     }
 }
 
@@ -62,7 +62,7 @@ impl InvertedResidual {
         if let Some(expand) = &self.expand {
             x = expand.forward(x);
         }
-        x = self.project_bn.forward(self.project.forward(self.depthwise.forward(x)));
+        x = self.project_bn.forward(layers::conv(&self.project, self.depthwise.forward(x)));
         if self.residual { x + input } else { x }
     }
 }

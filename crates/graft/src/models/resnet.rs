@@ -9,7 +9,7 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, Linear, PaddingConfig2d, Relu};
 use burn::tensor::{Device, Tensor};
 
-use super::layers::{ConvSpec, batch_norm, global_average, linear};
+use super::layers::{self, ConvSpec, batch_norm, global_average, linear};
 use crate::weights::KeyMap;
 
 const EPSILON: f64 = 1e-5;
@@ -76,10 +76,10 @@ impl ResidualBlock {
     }
 
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
-        let mut x = self.relu.forward(self.bn1.forward(self.conv1.forward(input.clone())));
+        let mut x = self.relu.forward(self.bn1.forward(layers::conv(&self.conv1, input.clone())));
         x = self.bn2.forward(self.conv2.forward(x));
         if let (Some(conv3), Some(bn3)) = (&self.conv3, &self.bn3) {
-            x = bn3.forward(conv3.forward(self.relu.forward(x)));
+            x = bn3.forward(layers::conv(conv3, self.relu.forward(x)));
         }
         let identity = match &self.downsample {
             Some(downsample) => downsample.bn.forward(downsample.conv.forward(input)),
