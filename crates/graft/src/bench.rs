@@ -1,7 +1,8 @@
 //! Kernel benchmarks: teacher inference and single training steps, in images per second.
 //!
 //! Weights do not change the work, so the networks are randomly initialised; inputs are random.
-//! A training step includes the forward pass of the frozen blocks in front of the cut.
+//! A training step includes the forward pass of the frozen blocks in front of the cut, run the way
+//! graft runs frozen blocks (on `flex`, the BN-folded plan of `models::fused`).
 //! Each measurement runs `warmup` untimed iterations, then `iterations` timed ones, and reads the
 //! result back to the host so lazy backends finish their work inside the timing.
 
@@ -10,6 +11,7 @@ use std::time::Instant;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 
 use crate::error::{GraftError, Result};
+use crate::models::fused::FusedBackbone;
 use crate::models::{Backbone, zoo};
 use crate::train::head::HeadKind;
 use crate::train::strategy::FreezePlan;
@@ -20,7 +22,8 @@ use crate::train::student::{Student, StudentInput};
 pub struct KernelResult {
     pub teacher: String,
     pub device: String,
-    /// `inference`, `train_full` or `train_last_block`.
+    /// `inference` (as graft runs a frozen teacher), `inference_burn` (the same through burn's
+    /// modules, where graft uses its own CPU plan), `train_full` or `train_last_block`.
     pub operation: String,
     pub batch_size: usize,
     pub image_size: usize,
@@ -48,12 +51,40 @@ pub fn kernels(teacher: &str, device: &Device, device_name: &str, batch_size: us
     device.seed(1);
     let backbone = Backbone::new(card.architecture, 1000, device);
     let images = Tensor::<4>::random([batch_size, 3, size, size], Distribution::Normal(0.0, 1.0), device);
+    // What graft runs for a frozen teacher: the BN-folded CPU plan on `flex`, burn elsewhere.
+    let fused = if *device == Device::flex() { FusedBackbone::new(&backbone) } else { None };
+    let blocks = backbone.block_names().len();
+    let pixels: Vec<f32> = images.clone().into_data().convert::<f32>().try_into_vec::<f32>().map_err(|error| GraftError::Invalid(format!("{error:?}")))?;
+    let shape = [batch_size, 3, size, size];
+    // The frozen blocks `[0, cut)` as graft runs them, back on `device` as a tensor.
+    let frozen = |cut: usize| -> Tensor<4> {
+        match &fused {
+            Some(fused) if cut > 0 => {
+                let (values, shape) = fused.forward(&pixels, shape, cut, false);
+                Tensor::from_data(TensorData::new(values, shape), device)
+            }
+            _ => (0..cut).fold(images.clone(), |x, index| backbone.forward_block(index, x)),
+        }
+    };
     let inference = time(warmup, iterations, || {
-        let blocks = backbone.block_names().len();
-        let x = (0..blocks).fold(images.clone(), |x, index| backbone.forward_block(index, x));
-        let _ = backbone.classify(backbone.features(x)).into_data();
+        let features = match &fused {
+            Some(fused) => {
+                let (values, shape) = fused.forward(&pixels, shape, blocks, true);
+                Tensor::from_data(TensorData::new(values, shape), device)
+            }
+            None => backbone.features(frozen(blocks)),
+        };
+        let _ = backbone.classify(features).into_data();
     });
     results.push(result("inference", inference));
+    if fused.is_some() {
+        // The same network through burn's modules, for comparison.
+        let inference = time(warmup, iterations, || {
+            let x = (0..blocks).fold(images.clone(), |x, index| backbone.forward_block(index, x));
+            let _ = backbone.classify(backbone.features(x)).into_data();
+        });
+        results.push(result("inference_burn", inference));
+    }
 
     let training = device.clone().autodiff();
     let blocks = backbone.block_names();
@@ -67,7 +98,7 @@ pub fn kernels(teacher: &str, device: &Device, device_name: &str, batch_size: us
         let seconds = time(warmup, iterations, || {
             // The frozen prefix (inference mode) is part of the step, as it is in a training loop
             // without a feature cache.
-            let prefix = (0..cut).fold(images.clone(), |x, index| backbone.forward_block(index, x));
+            let prefix = frozen(cut);
             let input = if cut == 0 { Tensor::<4>::from_data(images.clone().into_data(), &training) } else { Tensor::from_data(prefix.into_data(), &training) };
             let logits = student.forward(StudentInput::Activations(input), cut);
             let loss = loss_function.forward(logits, targets.clone());
