@@ -437,6 +437,15 @@ fn fused_frozen_blocks_match_burn() {
             assert_eq!(shape, activations.dims().to_vec(), "{name} at cut {cut}");
             let want = activations.clone().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
             assert_close(&got, &want, &format!("{name}, activations after {cut} blocks"));
+            if cut < blocks {
+                // The rest of the network from the cut, pooled: how a student's tail is scored.
+                let dims = activations.dims();
+                let entering = activations.clone().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+                let (got, _) = fused.forward_range(&entering, dims, cut, blocks, true);
+                let rest = (cut..blocks).fold(activations.clone(), |x, index| backbone.forward_block(index, x));
+                let want = backbone.features(rest).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+                assert_close(&got, &want, &format!("{name}, features from block {cut} on"));
+            }
             if cut == blocks {
                 let (got, shape) = fused.forward(&pixels, [batch, 3, size, size], cut, true);
                 let want = backbone.features(activations).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();

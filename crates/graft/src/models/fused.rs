@@ -22,7 +22,7 @@
 
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, PaddingConfig2d};
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor, TensorData};
 use rayon::prelude::*;
 
 use super::efficientnet_lite::{EfficientNetLite, MbConv};
@@ -177,6 +177,25 @@ impl FusedBackbone {
         Some(FusedBackbone { blocks })
     }
 
+    /// The plan for `backbone` where graft uses it: on the `flex` device (other backends bring
+    /// their own fast kernels), unless `GRAFT_FUSED=0` asks for burn's modules (to compare).
+    pub fn for_device(backbone: &Backbone, device: &Device) -> Option<FusedBackbone> {
+        if *device != Device::flex() || std::env::var("GRAFT_FUSED").is_ok_and(|value| value == "0") {
+            return None;
+        }
+        FusedBackbone::new(backbone)
+    }
+
+    /// Pooled features of the activations `x` entering block `from`, through the last block
+    /// (moved to the host and back to `x`'s device).
+    pub fn features_from(&self, x: Tensor<4>, from: usize) -> Tensor<2> {
+        let device = x.device();
+        let shape = x.dims();
+        let values = x.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
+        let (values, shape) = self.forward_range(&values, shape, from, self.blocks.len(), true);
+        Tensor::from_data(TensorData::new(values, shape), &device)
+    }
+
     pub fn block_count(&self) -> usize {
         self.blocks.len()
     }
@@ -185,9 +204,16 @@ impl FusedBackbone {
     /// (row-major). Returns the values and shape at the cut, or, with `pool`, the global average
     /// of the last block's output (`[batch, channels]`).
     pub fn forward(&self, images: &[f32], shape: [usize; 4], until: usize, pool: bool) -> (Vec<f32>, Vec<usize>) {
+        self.forward_range(images, shape, 0, until, pool)
+    }
+
+    /// Runs blocks `[from, until)` on the activations entering block `from`.
+    pub fn forward_range(&self, input: &[f32], shape: [usize; 4], from: usize, until: usize, pool: bool) -> (Vec<f32>, Vec<usize>) {
         let [batch, channels, height, width] = shape;
         let per_image = channels * height * width;
-        let blocks = &self.blocks[..until.min(self.blocks.len())];
+        let until = until.min(self.blocks.len());
+        let blocks = &self.blocks[from.min(until)..until];
+        let images = input;
         let outputs: Vec<Map> = (0..batch)
             .into_par_iter()
             .with_max_len(1)

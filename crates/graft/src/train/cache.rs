@@ -151,14 +151,14 @@ impl FeatureCache {
             };
             pending.push((index, path, input));
             if pending.len() >= batch_size {
-                let fused = fused.get_or_insert_with(|| frozen_plan(teacher, device)).as_ref();
+                let fused = fused.get_or_insert_with(|| FusedBackbone::for_device(&teacher.backbone, device)).as_ref();
                 self.run_batch(teacher, fused, spec, &mut pending, &mut entries, device)?;
                 reporter.advance(batch_size, "computing");
             }
         }
         let remaining = pending.len();
         if remaining > 0 {
-            let fused = fused.get_or_insert_with(|| frozen_plan(teacher, device)).as_ref();
+            let fused = fused.get_or_insert_with(|| FusedBackbone::for_device(&teacher.backbone, device)).as_ref();
             self.run_batch(teacher, fused, spec, &mut pending, &mut entries, device)?;
         }
         reporter.advance(remaining, "computing");
@@ -215,15 +215,6 @@ impl FeatureCache {
         }
         Ok(())
     }
-}
-
-/// The BN-folded CPU plan for the frozen blocks, on the `flex` device (other backends have their
-/// own fast kernels), unless `GRAFT_FUSED=0` asks for burn's path (to compare the two).
-pub fn frozen_plan(teacher: &Teacher, device: &Device) -> Option<FusedBackbone> {
-    if *device != Device::flex() || std::env::var("GRAFT_FUSED").is_ok_and(|value| value == "0") {
-        return None;
-    }
-    FusedBackbone::new(&teacher.backbone)
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -17,6 +17,7 @@ use crate::data::augment::Augmentation;
 use crate::data::dataset::{Dataset, ItemSource};
 use crate::data::image::{batch_tensor, preprocess};
 use crate::error::Result;
+use crate::models::fused::FusedBackbone;
 use crate::models::{Teacher, zoo};
 
 /// Class probabilities for each source (`None` where the image could not be read).
@@ -31,11 +32,12 @@ pub fn predict_sources(
     let config = &loaded.config;
     let plan = config.plan();
     let model = loaded.student.valid();
+    let fused = FusedBackbone::for_device(&model.backbone, device);
     let classes = config.classes.len();
     let mut out: Vec<Option<Vec<f32>>> = vec![None; sources.len()];
     let mut skipped = Vec::new();
     let probabilities = |input: StudentInput| -> Result<Vec<f32>> {
-        let values = softmax(model.forward(input, plan.cut), 1).into_data().convert::<f32>();
+        let values = softmax(model.infer(input, plan.cut, fused.as_ref()), 1).into_data().convert::<f32>();
         Ok(values.as_slice::<f32>().map(<[f32]>::to_vec).unwrap_or_default())
     };
     if plan.cut > 0 {

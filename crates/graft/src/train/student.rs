@@ -11,6 +11,7 @@ use super::strategy::{FreezePlan, Strategy};
 use crate::data::augment::Augmentation;
 use crate::error::{GraftError, Result};
 use crate::models::Backbone;
+use crate::models::fused::FusedBackbone;
 use crate::models::zoo::{self, Preprocessing};
 use crate::weights::{SameKeys, collect_tensors, load_into};
 
@@ -51,6 +52,16 @@ impl Student {
             }
         };
         self.head.forward(features)
+    }
+
+    /// Logits in inference mode (call it on `valid()`), the teacher's blocks from `cut` on run
+    /// through `fused` where given (see [`FusedBackbone::for_device`]); the same values as
+    /// [`Self::forward`] up to rounding, several times faster on the CPU.
+    pub fn infer(&self, input: StudentInput, cut: usize, fused: Option<&FusedBackbone>) -> Tensor<2> {
+        match (input, fused) {
+            (StudentInput::Activations(x), Some(fused)) => self.head.forward(fused.features_from(x, cut)),
+            (input, _) => self.forward(input, cut),
+        }
     }
 
     /// Logits for preprocessed images.

@@ -26,6 +26,7 @@ use crate::data::dataset::{Dataset, Item};
 use crate::data::image::{batch_tensor, preprocess};
 use crate::error::{GraftError, Result};
 use crate::models::zoo::Preprocessing;
+use crate::models::fused::FusedBackbone;
 use crate::models::{Backbone, Teacher};
 use crate::rng::SplitMix64;
 
@@ -448,13 +449,14 @@ fn validate(
     device: &Device,
 ) -> Result<(f64, f64)> {
     let model = student.valid();
+    let fused = FusedBackbone::for_device(&model.backbone, device);
     let loss_function = CrossEntropyLossConfig::new().init(device);
     let (mut loss_sum, mut correct) = (0.0f64, 0usize);
     for batch in examples.chunks(hyper.batch_size.max(1)) {
         let refs: Vec<&Example> = batch.iter().map(|(example, _)| example).collect();
         let labels: Vec<i64> = batch.iter().map(|(_, label)| *label as i64).collect();
         let input = make_input(&refs, preprocessing, hyper, seed, 0, cut == blocks, false, device)?;
-        let logits = model.forward(input, cut);
+        let logits = model.infer(input, cut, fused.as_ref());
         let targets = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [labels.len()]), device);
         loss_sum += loss_function.forward(logits.clone(), targets).into_scalar::<f32>() as f64 * batch.len() as f64;
         correct += count_correct(&logits, &labels);
