@@ -5,7 +5,8 @@
 # Needs: apt-get install dataset-fashion-mnist time; a virtualenv with torch + torchvision
 # (TORCH_PYTHON, default /tmp/torchenv/bin/python); for the libtorch column, a graft built with
 # `--features tch` against torch==2.9.0 (GRAFT_TCH=path/to/that/graft), which adds `full` end to
-# end and the kernels on libtorch. SKIP_60K=1 leaves out the 60,000-image memory run
+# end and the kernels on libtorch; GRAFT_TCH_PYTHON is that virtualenv's python (its torch/lib
+# holds the shared libraries the build loads). SKIP_60K=1 leaves out the 60,000-image memory run
 # (scripts/bench/memory_60k.sh, ~15 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -52,6 +53,10 @@ PY
 done
 
 if [ -n "${GRAFT_TCH:-}" ]; then
+    # The libtorch build loads torch's shared libraries from the torch==2.9.0 virtualenv.
+    tch_python=${GRAFT_TCH_PYTHON:?set GRAFT_TCH_PYTHON to the python of the torch==2.9.0 virtualenv}
+    torch_lib=$("$tch_python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+    export LD_LIBRARY_PATH=$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
     # `full` again with graft's libtorch backend (the other strategies train on cached features).
     strategy=full; epochs=3
     echo "== $strategy ($epochs epochs), libtorch backend" >&2
