@@ -457,3 +457,49 @@ fn fused_frozen_blocks_match_burn() {
     let alexnet = Box::new(graft::models::Backbone::new(zoo::Architecture::AlexNet, 10, &device));
     assert!(FusedBackbone::new(&alexnet).is_none(), "AlexNet runs through burn");
 }
+
+#[test]
+fn dense_depthwise_convolution_matches_burn_forward_and_backward() {
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::Conv2dConfig;
+    let device = Device::flex().autodiff();
+    device.seed(5);
+    let cases = [
+        (6, 3, 1, PaddingConfig2d::Same, 4),
+        (5, 5, 1, PaddingConfig2d::Same, 4),
+        (5, 5, 2, PaddingConfig2d::Same, 7),
+        (4, 3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), 8),
+        (3, 3, 1, PaddingConfig2d::Valid, 6),
+    ];
+    for (channels, kernel, stride, padding, size) in cases {
+        let what = format!("{channels} channels, {kernel}x{kernel}, stride {stride}, {padding:?}, {size}x{size}");
+        let conv = Conv2dConfig::new([channels, channels], [kernel, kernel])
+            .with_groups(channels)
+            .with_stride([stride, stride])
+            .with_padding(padding)
+            .init(&device);
+        let x = Tensor::<4>::random([3, channels, size, size], burn::tensor::Distribution::Normal(0.0, 1.0), &device).require_grad();
+        let values = |dense: bool| {
+            let y = if dense { graft::models::layers::conv(&conv, x.clone()) } else { conv.forward(x.clone()) };
+            // A loss that weighs every output differently, so a misplaced tap shows in the gradients.
+            let count = y.dims().iter().product::<usize>() as i64;
+            let weights = Tensor::<1, burn::tensor::Int>::arange(0..count, &device).float().reshape(y.dims()).div_scalar(count as f32);
+            let gradients = (y.clone() * weights).sum().backward();
+            let flat = |t: Tensor<4>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+            let flat1 = |t: Tensor<1>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+            (
+                y.dims(),
+                flat(y.inner()),
+                flat(conv.weight.grad(&gradients).unwrap()),
+                flat1(conv.bias.as_ref().unwrap().grad(&gradients).unwrap()),
+                flat(x.grad(&gradients).unwrap()),
+            )
+        };
+        let (dense, burn) = (values(true), values(false));
+        assert_eq!(dense.0, burn.0, "{what}: output shape");
+        assert_close(&dense.1, &burn.1, &format!("{what}: output"));
+        assert_close(&dense.2, &burn.2, &format!("{what}: weight gradient"));
+        assert_close(&dense.3, &burn.3, &format!("{what}: bias gradient"));
+        assert_close(&dense.4, &burn.4, &format!("{what}: input gradient"));
+    }
+}

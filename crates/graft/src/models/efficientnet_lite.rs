@@ -122,7 +122,7 @@ impl MbConv {
         if let (Some(conv), Some(bn)) = (&self._expand_conv, &self._bn0) {
             x = relu6(bn.forward(layers::conv(conv, x)));
         }
-        x = relu6(self._bn1.forward(self._depthwise_conv.forward(x)));
+        x = relu6(self._bn1.forward(layers::conv(&self._depthwise_conv, x)));
         x = self._bn2.forward(layers::conv(&self._project_conv, x));
         if self.residual { x + input } else { x }
     }

@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
 
 /// A convolution's shape: channels, square kernel, stride, padding and groups.
 #[derive(Debug, Clone)]
@@ -72,17 +72,26 @@ pub fn linear(input: usize, output: usize, device: &Device) -> Linear {
 /// forward + backward (`examples/pointwise_conv.rs`). Small planes are multiplied in NHWC order
 /// (one product of `[batch * pixels, in] x [in, out]`), larger ones as a batched product over
 /// the NCHW planes, which skips the two transposes.
+///
+/// Only on `flex` (with or without autodiff): other backends run their own convolution kernels.
 pub fn conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let device = x.device();
+    if device != Device::flex() && device != Device::flex().autodiff() {
+        return conv.forward(x);
+    }
     let [outputs, inputs, kernel_h, kernel_w] = conv.weight.val().dims();
     let pointwise = kernel_h == 1
         && kernel_w == 1
         && conv.stride == [1, 1]
         && conv.groups == 1
         && matches!(conv.padding, PaddingConfig2d::Valid | PaddingConfig2d::Explicit(0, 0, 0, 0));
+    let [batch, channels, height, width] = x.dims();
+    if conv.groups > 1 && conv.groups == channels && inputs == 1 && outputs == channels && height * width <= DEPTHWISE_DENSE_MAX_PIXELS {
+        return depthwise_dense(conv, x);
+    }
     if !pointwise {
         return conv.forward(x);
     }
-    let [batch, channels, height, width] = x.dims();
     debug_assert_eq!(channels, inputs);
     let weight = conv.weight.val().reshape([outputs, inputs]);
     let y = if height * width < POINTWISE_BATCHED_MIN_PIXELS {
@@ -96,6 +105,59 @@ pub fn conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         None => y,
     }
 }
+
+/// A depthwise convolution on a small plane as one dense matrix per channel: output pixels x
+/// input pixels, built from the filter by a fixed 0/1 tap map, applied to every image by a
+/// batched matrix product. Forward and backward are then matrix products, where burn's `flex`
+/// backward of a depthwise convolution goes through a generic transposed convolution (measured:
+/// `examples/depthwise_small.rs`).
+fn depthwise_dense(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let device = x.device();
+    let [batch, channels, height, width] = x.dims();
+    let [_, _, kernel, kernel_w] = conv.weight.val().dims();
+    let stride = conv.stride;
+    let [top, left, bottom, right] = match conv.padding {
+        PaddingConfig2d::Valid => [0; 4],
+        PaddingConfig2d::Explicit(top, left, bottom, right) => [top, left, bottom, right],
+        PaddingConfig2d::Same => {
+            let same = |size: usize, kernel: usize, stride: usize| {
+                let out = size.div_ceil(stride);
+                let total = ((out.max(1) - 1) * stride + kernel).saturating_sub(size);
+                (total / 2, total - total / 2)
+            };
+            let (top, bottom) = same(height, kernel, stride[0]);
+            let (left, right) = same(width, kernel_w, stride[1]);
+            [top, left, bottom, right]
+        }
+    };
+    let out_h = (height + top + bottom - kernel) / stride[0] + 1;
+    let out_w = (width + left + right - kernel_w) / stride[1] + 1;
+    let (pixels, outputs) = (height * width, out_h * out_w);
+    // taps[(ky, kx), (o, i)] = 1 where input pixel i is under tap (ky, kx) of output pixel o.
+    let mut taps = vec![0.0f32; kernel * kernel_w * outputs * pixels];
+    for oy in 0..out_h {
+        for ox in 0..out_w {
+            for ky in 0..kernel {
+                let Some(iy) = (oy * stride[0] + ky).checked_sub(top).filter(|iy| *iy < height) else { continue };
+                for kx in 0..kernel_w {
+                    let Some(ix) = (ox * stride[1] + kx).checked_sub(left).filter(|ix| *ix < width) else { continue };
+                    taps[((ky * kernel_w + kx) * outputs + oy * out_w + ox) * pixels + iy * width + ix] = 1.0;
+                }
+            }
+        }
+    }
+    let taps = Tensor::<2>::from_data(TensorData::new(taps, [kernel * kernel_w, outputs * pixels]), &device);
+    let matrices = conv.weight.val().reshape([channels, kernel * kernel_w]).matmul(taps).reshape([channels, outputs, pixels]);
+    let columns = x.reshape([batch, channels, pixels]).permute([1, 2, 0]);
+    let y = matrices.matmul(columns).permute([2, 0, 1]).reshape([batch, channels, out_h, out_w]);
+    match &conv.bias {
+        Some(bias) => y + bias.val().reshape([1, channels, 1, 1]),
+        None => y,
+    }
+}
+
+/// Depthwise convolutions on planes up to this many pixels run as dense per-channel matrices.
+const DEPTHWISE_DENSE_MAX_PIXELS: usize = 64;
 
 /// Below this many pixels per plane a 1x1 convolution is one NHWC product (measured crossover).
 const POINTWISE_BATCHED_MIN_PIXELS: usize = 64;

@@ -5,7 +5,7 @@ pub mod efficientnet_lite;
 pub mod fused;
 pub mod hub;
 pub mod inception_v3;
-mod layers;
+pub mod layers;
 pub mod mobilenet_v2;
 pub mod resnet;
 pub mod teacher;
