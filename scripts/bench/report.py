@@ -34,9 +34,16 @@ def main():
     say = out.append
     say("# Benchmarks: graft against PyTorch on this machine\n")
     say("Every figure below comes from one command, which runs graft and the PyTorch reference one after the other:\n")
-    say("    TORCH_PYTHON=/tmp/torchenv/bin/python scripts/bench/run.sh\n")
+    say("    TORCH_PYTHON=/work/torchenv/bin/python GRAFT_TCH=/work/target-tch/release/graft \\\n"
+        "        GRAFT_TCH_PYTHON=/work/torch29/bin/python scripts/bench/run.sh\n")
+    say("`TORCH_PYTHON`: a virtualenv with torch + torchvision (here 2.15 / 0.29.2) for the reference. "
+        "`GRAFT_TCH`: graft built with `--features tch` into another target directory against torch==2.9.0 "
+        "(`PATH=/work/torch29/bin:$PATH LIBTORCH_USE_PYTORCH=1 CARGO_TARGET_DIR=/work/target-tch cargo build --release "
+        "-p graft-cli --features tch`), `GRAFT_TCH_PYTHON` that virtualenv's python; without them the libtorch "
+        "rows are left out. `SKIP_60K=1` leaves out the 60,000-image memory run.\n")
     say(f"Machine: {os.cpu_count()} cores, {cpu_model()}, {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, no GPU. "
-        f"graft at commit {commit}, release build, default `flex` backend; PyTorch {torch_version}. Run {time.strftime('%Y-%m-%d', time.gmtime())}.")
+        f"graft at commit {commit}, release build, `flex` backend unless marked libtorch (torch 2.9.0 through burn's `tch` backend); "
+        f"PyTorch reference {torch_version}, 2 threads. Run {time.strftime('%Y-%m-%d', time.gmtime())}.")
     say("Raw results: one JSON object per line in `$OUT/results.jsonl` (default `/tmp/graft-bench`).\n")
 
     say("## End to end: Fashion-MNIST, EfficientNet-Lite0 teacher\n")
