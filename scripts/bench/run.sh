@@ -23,31 +23,41 @@ data=$out/data
 # Peak resident memory of a command, in MiB, from GNU time.
 peak() { grep "Maximum resident set size" "$1" | awk '{printf "%.1f", $NF / 1024}'; }
 
-for spec in deep:10 mid:10 full:3; do
-    strategy=${spec%%:*}; epochs=${spec##*:}
-    echo "== $strategy ($epochs epochs)" >&2
-    # graft: cold feature cache; training (with caching) then scoring the test set.
-    export GRAFT_CACHE_DIR=$out/cache-$strategy
-    rm -rf "$GRAFT_CACHE_DIR" "$out/run-$strategy"
+# graft end to end with a cold feature cache: `train` then `eval` on the test set; appends one
+# JSON line to $results. Usage: graft_e2e IMPLEMENTATION BINARY TAG STRATEGY EPOCHS [OPTION...]
+# (TAG prefixes the run's files; OPTIONs go to both commands).
+graft_e2e() {
+    local implementation=$1 binary=$2 tag=$3 strategy=$4 epochs=$5 start end
+    shift 5
+    export GRAFT_CACHE_DIR=$out/cache-$tag$strategy
+    rm -rf "$GRAFT_CACHE_DIR" "$out/run-$tag$strategy"
     start=$(date +%s.%N)
-    /usr/bin/time -v -o "$out/time-train-$strategy" "$graft" train --quiet --data "$data" --strategy "$strategy" --epochs "$epochs" \
-        --image-size 112 --out "$out/run-$strategy" --json > "$out/graft-train-$strategy.json"
-    /usr/bin/time -v -o "$out/time-eval-$strategy" "$graft" eval --quiet "$out/run-$strategy" --data "$data/test" --json > "$out/graft-eval-$strategy.json"
+    /usr/bin/time -v -o "$out/time-${tag}train-$strategy" "$binary" train --quiet "$@" --data "$data" --strategy "$strategy" \
+        --epochs "$epochs" --image-size 112 --out "$out/run-$tag$strategy" --json > "$out/graft-${tag}train-$strategy.json"
+    /usr/bin/time -v -o "$out/time-${tag}eval-$strategy" "$binary" eval --quiet "$@" "$out/run-$tag$strategy" --data "$data/test" \
+        --json > "$out/graft-${tag}eval-$strategy.json"
     end=$(date +%s.%N)
-    python3 - "$strategy" "$epochs" "$out" "$start" "$end" "$(peak "$out/time-train-$strategy")" "$(peak "$out/time-eval-$strategy")" >> "$results" <<'PY'
+    python3 - "$implementation" "$tag" "$strategy" "$epochs" "$out" "$start" "$end" \
+        "$(peak "$out/time-${tag}train-$strategy")" "$(peak "$out/time-${tag}eval-$strategy")" >> "$results" <<'PY'
 import json, sys
-strategy, epochs, out, start, end, peak_train, peak_eval = sys.argv[1:]
-train = json.load(open(f"{out}/graft-train-{strategy}.json"))
-evaluation = json.load(open(f"{out}/graft-eval-{strategy}.json"))
-metrics = [json.loads(line) for line in open(f"{out}/run-{strategy}/metrics.jsonl")]
+implementation, tag, strategy, epochs, out, start, end, peak_train, peak_eval = sys.argv[1:]
+train = json.load(open(f"{out}/graft-{tag}train-{strategy}.json"))
+evaluation = json.load(open(f"{out}/graft-{tag}eval-{strategy}.json"))
+metrics = [json.loads(line) for line in open(f"{out}/run-{tag}{strategy}/metrics.jsonl")]
 print(json.dumps({
-    "implementation": "graft", "strategy": strategy, "epochs": int(epochs),
+    "implementation": implementation, "strategy": strategy, "epochs": int(epochs),
     "validation_accuracy": train["validation_accuracy"], "test_accuracy": evaluation["accuracy"],
     "seconds": float(end) - float(start),
     "train_images_per_second": sum(m["images_per_second"] * m["seconds"] for m in metrics) / sum(m["seconds"] for m in metrics),
     "peak_rss_mib": max(float(peak_train), float(peak_eval)),
 }))
 PY
+}
+
+for spec in deep:10 mid:10 full:3; do
+    strategy=${spec%%:*}; epochs=${spec##*:}
+    echo "== $strategy ($epochs epochs)" >&2
+    graft_e2e graft "$graft" "" "$strategy" "$epochs"
     /usr/bin/time -v -o "$out/time-ref-$strategy" "$python" scripts/bench/pytorch_reference.py train --data "$data" --strategy "$strategy" --epochs "$epochs" > "$out/ref-$strategy.json"
     python3 -c "import json,sys; r=json.load(open(sys.argv[1])); r['peak_rss_mib']=float(sys.argv[2]); print(json.dumps(r))" "$out/ref-$strategy.json" "$(peak "$out/time-ref-$strategy")" >> "$results"
 done
@@ -58,30 +68,8 @@ if [ -n "${GRAFT_TCH:-}" ]; then
     torch_lib=$("$tch_python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
     export LD_LIBRARY_PATH=$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
     # `full` again with graft's libtorch backend (the other strategies train on cached features).
-    strategy=full; epochs=3
-    echo "== $strategy ($epochs epochs), libtorch backend" >&2
-    export GRAFT_CACHE_DIR=$out/cache-tch-$strategy
-    rm -rf "$GRAFT_CACHE_DIR" "$out/run-tch-$strategy"
-    start=$(date +%s.%N)
-    /usr/bin/time -v -o "$out/time-tch-train-$strategy" "$GRAFT_TCH" train --quiet --device libtorch --data "$data" --strategy "$strategy" \
-        --epochs "$epochs" --image-size 112 --out "$out/run-tch-$strategy" --json > "$out/graft-tch-train-$strategy.json"
-    /usr/bin/time -v -o "$out/time-tch-eval-$strategy" "$GRAFT_TCH" eval --quiet --device libtorch "$out/run-tch-$strategy" --data "$data/test" \
-        --json > "$out/graft-tch-eval-$strategy.json"
-    end=$(date +%s.%N)
-    python3 - "$strategy" "$epochs" "$out" "$start" "$end" "$(peak "$out/time-tch-train-$strategy")" "$(peak "$out/time-tch-eval-$strategy")" >> "$results" <<'PY'
-import json, sys
-strategy, epochs, out, start, end, peak_train, peak_eval = sys.argv[1:]
-train = json.load(open(f"{out}/graft-tch-train-{strategy}.json"))
-evaluation = json.load(open(f"{out}/graft-tch-eval-{strategy}.json"))
-metrics = [json.loads(line) for line in open(f"{out}/run-tch-{strategy}/metrics.jsonl")]
-print(json.dumps({
-    "implementation": "graft-libtorch", "strategy": strategy, "epochs": int(epochs),
-    "validation_accuracy": train["validation_accuracy"], "test_accuracy": evaluation["accuracy"],
-    "seconds": float(end) - float(start),
-    "train_images_per_second": sum(m["images_per_second"] * m["seconds"] for m in metrics) / sum(m["seconds"] for m in metrics),
-    "peak_rss_mib": max(float(peak_train), float(peak_eval)),
-}))
-PY
+    echo "== full (3 epochs), libtorch backend" >&2
+    graft_e2e graft-libtorch "$GRAFT_TCH" tch- full 3 --device libtorch
 fi
 
 echo "== kernels" >&2
