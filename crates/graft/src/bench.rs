@@ -52,7 +52,7 @@ pub fn kernels(teacher: &str, device: &Device, device_name: &str, batch_size: us
     let backbone = Backbone::new(card.architecture, 1000, device);
     let images = Tensor::<4>::random([batch_size, 3, size, size], Distribution::Normal(0.0, 1.0), device);
     // What graft runs for a frozen teacher: the BN-folded CPU plan on `flex`, burn elsewhere.
-    let fused = if *device == Device::flex() { FusedBackbone::new(&backbone) } else { None };
+    let fused = FusedBackbone::for_device(&backbone, device);
     let blocks = backbone.block_names().len();
     let pixels: Vec<f32> = images.clone().into_data().convert::<f32>().try_into_vec::<f32>().map_err(|error| GraftError::Invalid(format!("{error:?}")))?;
     let shape = [batch_size, 3, size, size];

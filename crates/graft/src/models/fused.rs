@@ -26,6 +26,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use rayon::prelude::*;
 
 use super::efficientnet_lite::{EfficientNetLite, MbConv};
+use super::layers::padding_sides;
 use super::mobilenet_v2::{ConvBnRelu6, InvertedResidual, MobileNetV2};
 use super::resnet::{ResNet, ResidualBlock};
 use super::teacher::Backbone;
@@ -37,33 +38,6 @@ enum Activation {
     Relu6,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Padding {
-    /// TensorFlow's "SAME" (what burn's `PaddingConfig2d::Same` computes): depends on the input size.
-    Same,
-    /// Top, left, bottom, right.
-    Explicit([usize; 4]),
-}
-
-impl Padding {
-    /// (top, left, bottom, right) for an input of `height` x `width`.
-    fn resolve(self, kernel: usize, stride: usize, height: usize, width: usize) -> [usize; 4] {
-        match self {
-            Padding::Explicit(pads) => pads,
-            Padding::Same => {
-                let same = |size: usize| {
-                    let out = size.div_ceil(stride);
-                    let total = ((out.max(1) - 1) * stride + kernel).saturating_sub(size);
-                    (total / 2, total - total / 2)
-                };
-                let (top, bottom) = same(height);
-                let (left, right) = same(width);
-                [top, left, bottom, right]
-            }
-        }
-    }
-}
-
 /// A convolution with its batch norm folded in, and the activation after it.
 #[derive(Debug, Clone)]
 struct ConvOp {
@@ -71,7 +45,7 @@ struct ConvOp {
     outputs: usize,
     kernel: usize,
     stride: usize,
-    padding: Padding,
+    padding: PaddingConfig2d,
     depthwise: bool,
     /// `[outputs, inputs (1 if depthwise), kernel, kernel]`, row-major.
     weight: Vec<f32>,
@@ -114,11 +88,7 @@ impl ConvOp {
                 bias[channel] = ((bias[channel] as f64 - mean[channel] as f64) * scale + beta[channel] as f64) as f32;
             }
         }
-        let padding = match &conv.padding {
-            PaddingConfig2d::Same => Padding::Same,
-            PaddingConfig2d::Valid => Padding::Explicit([0; 4]),
-            PaddingConfig2d::Explicit(top, left, bottom, right) => Padding::Explicit([*top, *left, *bottom, *right]),
-        };
+        let padding = conv.padding.clone();
         Some(ConvOp { inputs, outputs, kernel: kernel_h, stride: conv.stride[0], padding, depthwise, weight, bias, activation })
     }
 }
@@ -213,12 +183,11 @@ impl FusedBackbone {
         let per_image = channels * height * width;
         let until = until.min(self.blocks.len());
         let blocks = &self.blocks[from.min(until)..until];
-        let images = input;
         let outputs: Vec<Map> = (0..batch)
             .into_par_iter()
             .with_max_len(1)
             .map(|index| {
-                let mut map = Map { channels, height, width, data: images[index * per_image..(index + 1) * per_image].to_vec() };
+                let mut map = Map { channels, height, width, data: input[index * per_image..(index + 1) * per_image].to_vec() };
                 for unit in blocks.iter().flatten() {
                     map = run_unit(unit, map);
                 }
@@ -276,7 +245,7 @@ fn input_clone(map: &Map) -> Map {
 
 fn conv(op: &ConvOp, x: &Map) -> Map {
     debug_assert_eq!(x.channels, op.inputs);
-    let [top, left, bottom, right] = op.padding.resolve(op.kernel, op.stride, x.height, x.width);
+    let [top, left, bottom, right] = padding_sides(&op.padding, [op.kernel; 2], [op.stride; 2], x.height, x.width);
     let (k, s) = (op.kernel, op.stride);
     let out_h = (x.height + top + bottom - k) / s + 1;
     let out_w = (x.width + left + right - k) / s + 1;

@@ -116,20 +116,7 @@ fn depthwise_dense(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let [batch, channels, height, width] = x.dims();
     let [_, _, kernel, kernel_w] = conv.weight.val().dims();
     let stride = conv.stride;
-    let [top, left, bottom, right] = match conv.padding {
-        PaddingConfig2d::Valid => [0; 4],
-        PaddingConfig2d::Explicit(top, left, bottom, right) => [top, left, bottom, right],
-        PaddingConfig2d::Same => {
-            let same = |size: usize, kernel: usize, stride: usize| {
-                let out = size.div_ceil(stride);
-                let total = ((out.max(1) - 1) * stride + kernel).saturating_sub(size);
-                (total / 2, total - total / 2)
-            };
-            let (top, bottom) = same(height, kernel, stride[0]);
-            let (left, right) = same(width, kernel_w, stride[1]);
-            [top, left, bottom, right]
-        }
-    };
+    let [top, left, bottom, right] = padding_sides(&conv.padding, [kernel, kernel_w], stride, height, width);
     let out_h = (height + top + bottom - kernel) / stride[0] + 1;
     let out_w = (width + left + right - kernel_w) / stride[1] + 1;
     let (pixels, outputs) = (height * width, out_h * out_w);
@@ -153,6 +140,25 @@ fn depthwise_dense(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     match &conv.bias {
         Some(bias) => y + bias.val().reshape([1, channels, 1, 1]),
         None => y,
+    }
+}
+
+/// A convolution's padding as (top, left, bottom, right) for an input of `height` x `width`:
+/// `Same` is TensorFlow's (and burn's), one more pixel at the bottom / right when the total is odd.
+pub(crate) fn padding_sides(padding: &PaddingConfig2d, kernel: [usize; 2], stride: [usize; 2], height: usize, width: usize) -> [usize; 4] {
+    match *padding {
+        PaddingConfig2d::Valid => [0; 4],
+        PaddingConfig2d::Explicit(top, left, bottom, right) => [top, left, bottom, right],
+        PaddingConfig2d::Same => {
+            let same = |size: usize, kernel: usize, stride: usize| {
+                let out = size.div_ceil(stride);
+                let total = ((out.max(1) - 1) * stride + kernel).saturating_sub(size);
+                (total / 2, total - total / 2)
+            };
+            let (top, bottom) = same(height, kernel[0], stride[0]);
+            let (left, right) = same(width, kernel[1], stride[1]);
+            [top, left, bottom, right]
+        }
     }
 }
 

@@ -52,6 +52,9 @@ pub struct CacheStats {
 pub struct FeatureCache {
     dir: PathBuf,
     pub stats: CacheStats,
+    /// The teacher's fused CPU plan, built at the first batch that misses (not at all when
+    /// everything hits) and shared by every `prepare` call on this cache.
+    plan: std::sync::OnceLock<Option<FusedBackbone>>,
 }
 
 /// A prepared entry: where it is and its shape.
@@ -80,7 +83,7 @@ impl FeatureCache {
             hash_str(&preprocessing)
         ));
         std::fs::create_dir_all(&dir).map_err(|source| GraftError::Io { path: dir.clone(), source })?;
-        Ok(FeatureCache { dir, stats: CacheStats::default() })
+        Ok(FeatureCache { dir, stats: CacheStats::default(), plan: std::sync::OnceLock::new() })
     }
 
     fn entry_path(&self, content_hash: &str, view: View, spec: &CacheSpec) -> PathBuf {
@@ -109,7 +112,6 @@ impl FeatureCache {
         let mut entries: Vec<Option<Entry>> = vec![None; requests.len()];
         let mut skipped = Vec::new();
         let mut pending: Vec<(usize, PathBuf, Vec<f32>)> = Vec::new();
-        let mut fused: Option<Option<FusedBackbone>> = None;
         let mut hashes: std::collections::HashMap<String, std::result::Result<String, String>> = Default::default();
         reporter.start(stage, requests.len());
         for (index, (source, view)) in requests.iter().enumerate() {
@@ -151,16 +153,12 @@ impl FeatureCache {
             };
             pending.push((index, path, input));
             if pending.len() >= batch_size {
-                let fused = fused.get_or_insert_with(|| FusedBackbone::for_device(&teacher.backbone, device)).as_ref();
-                self.run_batch(teacher, fused, spec, &mut pending, &mut entries, device)?;
+                self.run_batch(teacher, spec, &mut pending, &mut entries, device)?;
                 reporter.advance(batch_size, "computing");
             }
         }
         let remaining = pending.len();
-        if remaining > 0 {
-            let fused = fused.get_or_insert_with(|| FusedBackbone::for_device(&teacher.backbone, device)).as_ref();
-            self.run_batch(teacher, fused, spec, &mut pending, &mut entries, device)?;
-        }
+        self.run_batch(teacher, spec, &mut pending, &mut entries, device)?;
         reporter.advance(remaining, "computing");
         reporter.finish();
         Ok((entries, skipped))
@@ -169,7 +167,6 @@ impl FeatureCache {
     fn run_batch(
         &self,
         teacher: &Teacher,
-        fused: Option<&FusedBackbone>,
         spec: &CacheSpec,
         pending: &mut Vec<(usize, PathBuf, Vec<f32>)>,
         entries: &mut [Option<Entry>],
@@ -179,7 +176,7 @@ impl FeatureCache {
             return Ok(());
         }
         let blocks = teacher.block_names().len();
-        if let Some(fused) = fused {
+        if let Some(fused) = self.plan.get_or_init(|| FusedBackbone::for_device(&teacher.backbone, device)) {
             let size = spec.preprocessing.input_size;
             let mut images = Vec::with_capacity(pending.len() * 3 * size * size);
             for (_, _, input) in pending.iter() {
