@@ -203,6 +203,12 @@ pub struct TrainingArgs {
     #[arg(long, default_value_t = 2)]
     pub views: usize,
 
+    /// Split each training batch into this many shards trained at the same time on their own
+    /// threads (batch norm normalizes each shard on its own, as in PyTorch's
+    /// DistributedDataParallel); 1 trains the whole batch at once. Default: 2 on flex, 1 elsewhere.
+    #[arg(long)]
+    pub shards: Option<usize>,
+
     /// Train only the head for this many epochs first, then the unfrozen blocks too.
     #[arg(long, default_value_t = 0)]
     pub gradual_unfreeze: usize,

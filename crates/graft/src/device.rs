@@ -36,3 +36,11 @@ pub fn parse(name: &str) -> Result<Device> {
         ))),
     }
 }
+
+/// How many shards graft splits a training batch into by default on `device` (see
+/// `train::shards`): 2 on `flex`, whose kernels keep only about one core busy on a student's
+/// smaller tensors; 1 elsewhere (libtorch's kernels already use every core, a GPU wants whole
+/// batches).
+pub fn default_shards(device: &Device) -> usize {
+    if *device == Device::flex() { 2 } else { 1 }
+}

@@ -188,6 +188,7 @@ mod training {
                 augmentation: Augmentation::none(),
                 augmented_views: 1,
                 validation_fraction: 0.25,
+                shards: 1,
             },
             seed: 7,
             image_size: Some(64),
@@ -205,7 +206,10 @@ mod training {
         let dir = temp_dir("frozen");
         let teacher = teacher();
         let (train_set, validation) = sample(8);
-        let outcome = train(&teacher, &train_set, &validation, &options(Strategy::Mid, &dir.join("run"), &dir.join("cache")), &Device::flex(), &Silent).unwrap();
+        // Sharded: the shards' batch norms in front of the cut must stay untouched too.
+        let mut sharded = options(Strategy::Mid, &dir.join("run"), &dir.join("cache"));
+        sharded.hyperparameters.shards = 2;
+        let outcome = train(&teacher, &train_set, &validation, &sharded, &Device::flex(), &Silent).unwrap();
         assert_eq!(outcome.config.trainable_blocks, ["_blocks.15", "_conv_head"]);
         let trained = graft_weights::read(&dir.join("run/student.safetensors")).unwrap();
         let original = lite0_tensors();
@@ -252,12 +256,15 @@ mod training {
         let dir = temp_dir("resume");
         let teacher = teacher();
         let (train_set, validation) = sample(6);
+        // Batches split across two threads: the run must still be exactly reproducible.
         let mut whole = options(Strategy::Mid, &dir.join("whole"), &dir.join("cache"));
         whole.hyperparameters.epochs = 4;
+        whole.hyperparameters.shards = 2;
         let uninterrupted = train(&teacher, &train_set, &validation, &whole, &Device::flex(), &Silent).unwrap();
 
         let mut first_half = options(Strategy::Mid, &dir.join("halves"), &dir.join("cache"));
         first_half.hyperparameters.epochs = 4;
+        first_half.hyperparameters.shards = 2;
         first_half.stop_after = Some(2);
         let interrupted = train(&teacher, &train_set, &validation, &first_half, &Device::flex(), &Silent).unwrap();
         assert!(!interrupted.finished);
@@ -502,4 +509,76 @@ fn dense_depthwise_convolution_matches_burn_forward_and_backward() {
         assert_close(&dense.3, &burn.3, &format!("{what}: bias gradient"));
         assert_close(&dense.4, &burn.4, &format!("{what}: input gradient"));
     }
+}
+
+fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
+    tensor.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+}
+
+#[test]
+fn sharded_batch_norm_updates_running_statistics_as_one_batch_would() {
+    use burn::nn::BatchNormConfig;
+    use graft::models::layers::{collect_batch_statistics, normalize, update_running_statistics};
+    let device = Device::flex().autodiff();
+    device.seed(3);
+    // Shards of unequal size with different means, so the spread between them matters.
+    let x = Tensor::<4>::random([7, 5, 3, 3], burn::tensor::Distribution::Normal(0.5, 2.0), &device);
+    let (first, second) = (x.clone().slice([0..4]), x.clone().slice([4..7]) * 3.0 + 1.0);
+    let whole_batch = Tensor::cat(vec![first.clone(), second.clone()], 0);
+    let whole = BatchNormConfig::new(5).init(&device);
+    let sharded = BatchNormConfig::new(5).init(&device);
+    for _ in 0..2 {
+        let _ = whole.forward(whole_batch.clone());
+        let (out_first, stats_first) = collect_batch_statistics(|| normalize(&sharded, first.clone()));
+        let (out_second, stats_second) = collect_batch_statistics(|| normalize(&sharded, second.clone()));
+        assert_eq!((stats_first.len(), stats_second.len()), (1, 1));
+        // Each shard is normalized with its own statistics, as a batch norm on the shard alone.
+        let alone = BatchNormConfig::new(5).init(&device);
+        assert_close(&values(out_first), &values(alone.forward(first.clone())), "first shard's output");
+        assert_close(&values(out_second), &values(alone.forward(second.clone())), "second shard's output");
+        update_running_statistics(vec![stats_first, stats_second]);
+    }
+    assert_close(&values(sharded.running_mean.value_sync()), &values(whole.running_mean.value_sync()), "running mean");
+    assert_close(&values(sharded.running_var.value_sync()), &values(whole.running_var.value_sync()), "running variance");
+    // Outside a collector the layer is burn's own.
+    let before = values(sharded.running_mean.value_sync());
+    let _ = normalize(&sharded, first.clone());
+    assert_ne!(values(sharded.running_mean.value_sync()), before, "normalize outside a collector updates the running mean");
+}
+
+#[test]
+fn sharded_step_matches_the_whole_batch_without_batch_norm() {
+    use burn::tensor::Int;
+    use graft::train::shards;
+    use graft::train::student::{Student, StudentInput};
+    use graft::train::{FreezePlan, HeadKind, Strategy};
+    let device = Device::flex().autodiff();
+    let backbone = random_backbone(zoo::Architecture::MobileNetV2, 4, &Device::flex());
+    let plan = FreezePlan::new(Strategy::Deep, backbone.block_names(), None, None).unwrap();
+    let cut = plan.cut;
+    let student = Student::new(backbone, &plan, HeadKind::Linear, 3, &device);
+    device.seed(9);
+    let features = Tensor::<2>::random([9, student.backbone.feature_dim()], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+    let labels: Vec<i64> = vec![0, 1, 2, 2, 1, 0, 0, 0, 1];
+    // Class weights: each shard's loss is a weighted mean, so shards weigh by their summed weights.
+    let class_weights = vec![0.5f32, 1.0, 3.0];
+    let loss_function = burn::nn::loss::CrossEntropyLossConfig::new().with_weights(Some(class_weights.clone())).init(&device);
+
+    let targets = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [labels.len()]), &device);
+    let loss = loss_function.forward(student.forward(StudentInput::Features(features.clone()), cut), targets);
+    let whole_loss = loss.clone().into_scalar::<f32>();
+    let whole = burn::optim::GradientsParams::from_grads(loss.backward(), &student);
+
+    let parts = vec![
+        (StudentInput::Features(features.clone().slice([0..5])), labels[..5].to_vec()),
+        (StudentInput::Features(features.clone().slice([5..9])), labels[5..].to_vec()),
+    ];
+    let step = shards::step(&student, parts, cut, &loss_function, Some(&class_weights), false, &device);
+    assert!((step.loss as f32 - whole_loss).abs() <= 1e-5 * whole_loss.abs(), "loss {} against {whole_loss}", step.loss);
+    assert_eq!(step.logits.iter().map(|logits| logits.dims()[0]).collect::<Vec<_>>(), [5, 4]);
+    let graft::train::head::Head::Linear(linear) = &student.head else { unreachable!() };
+    assert_close(&values(step.gradients.get::<2>(linear.weight.id).unwrap()), &values(whole.get::<2>(linear.weight.id).unwrap()), "weight gradient");
+    let bias = linear.bias.as_ref().unwrap();
+    assert_close(&values(step.gradients.get::<1>(bias.id).unwrap()), &values(whole.get::<1>(bias.id).unwrap()), "bias gradient");
+    assert_eq!(step.gradients.len(), 2, "only the head trains");
 }

@@ -91,6 +91,7 @@ pub fn train_student(
         augmentation,
         augmented_views: args.views,
         validation_fraction: args.validation_fraction,
+        shards: args.shards.unwrap_or_else(|| graft::device::default_shards(&settings.device)),
     };
     let options = TrainOptions {
         strategy,

@@ -10,7 +10,7 @@ use burn::nn::pool::{AvgPool2d, AvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, Dropout, DropoutConfig, Linear, PaddingConfig2d, Relu};
 use burn::tensor::{Device, Tensor};
 
-use super::layers::{batch_norm, global_average, linear};
+use super::layers::{self, batch_norm, global_average, linear};
 use crate::weights::KeyMap;
 
 const EPSILON: f64 = 1e-3;
@@ -42,7 +42,7 @@ impl BasicConv2d {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.relu.forward(self.bn.forward(self.conv.forward(x)))
+        self.relu.forward(layers::normalize(&self.bn, self.conv.forward(x)))
     }
 }
 

@@ -162,6 +162,73 @@ pub(crate) fn padding_sides(padding: &PaddingConfig2d, kernel: [usize; 2], strid
     }
 }
 
+/// A batch norm's forward. Inside [`collect_batch_statistics`] a batch norm in training mode
+/// normalizes with the statistics of the batch it sees, as usual, but hands those statistics to
+/// the collector instead of updating its running mean and variance: the caller combines the
+/// statistics of every shard of a batch and updates the running state once, from one thread, so
+/// the result does not depend on how threads interleave. Everywhere else it is `bn.forward(x)`.
+pub fn normalize<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
+    let collecting = BATCH_STATISTICS.with(|stack| !stack.borrow().is_empty());
+    if !(collecting && x.device().is_autodiff() && bn.training.is_enabled()) {
+        return bn.forward(x);
+    }
+    let dims = x.dims();
+    let count = dims.iter().product::<usize>() / dims[1];
+    let result = burn::tensor::module::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon);
+    let statistics = BatchStatistics { layer: bn.clone(), mean: result.mean.detach(), variance: result.variance.detach(), count };
+    BATCH_STATISTICS.with(|stack| stack.borrow_mut().last_mut().expect("a collector is open").push(statistics));
+    result.output
+}
+
+/// One batch norm's statistics over one shard of a batch (see [`normalize`]).
+pub struct BatchStatistics {
+    /// The layer (a clone: its running state is shared with the model's).
+    layer: BatchNorm,
+    mean: Tensor<1>,
+    /// The biased variance, as batch norm normalizes with.
+    variance: Tensor<1>,
+    /// Values per channel the statistics were taken over.
+    count: usize,
+}
+
+thread_local! {
+    static BATCH_STATISTICS: std::cell::RefCell<Vec<Vec<BatchStatistics>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with the batch norms it calls (through [`normalize`]) on this thread collecting their
+/// training statistics instead of updating their running state; returns them in call order.
+pub fn collect_batch_statistics<R>(f: impl FnOnce() -> R) -> (R, Vec<BatchStatistics>) {
+    BATCH_STATISTICS.with(|stack| stack.borrow_mut().push(Vec::new()));
+    let result = f();
+    let statistics = BATCH_STATISTICS.with(|stack| stack.borrow_mut().pop().expect("the collector pushed above"));
+    (result, statistics)
+}
+
+/// Updates each batch norm's running mean and variance once from the statistics of all the
+/// shards of a batch (each shard's list in the same layer order), combined into those of the
+/// whole batch: the mean of the means weighted by size, and the variance including the spread
+/// between the shard means. The same update as one batch norm over the whole batch.
+pub fn update_running_statistics(shards: Vec<Vec<BatchStatistics>>) {
+    let mut shards: Vec<std::vec::IntoIter<BatchStatistics>> = shards.into_iter().map(Vec::into_iter).collect();
+    let Some((first, rest)) = shards.split_first_mut() else { return };
+    for head in first.by_ref() {
+        let parts: Vec<BatchStatistics> = std::iter::once(head).chain(rest.iter_mut().map(|shard| shard.next().expect("every shard runs the same layers"))).collect();
+        let total: usize = parts.iter().map(|part| part.count).sum();
+        let mean = parts.iter().map(|part| part.mean.clone().mul_scalar(part.count as f64 / total as f64)).reduce(|a, b| a + b).expect("one shard at least");
+        let variance = parts
+            .iter()
+            .map(|part| (part.variance.clone() + (part.mean.clone() - mean.clone()).powi_scalar(2)).mul_scalar(part.count as f64 / total as f64))
+            .reduce(|a, b| a + b)
+            .expect("one shard at least");
+        let layer = &parts[0].layer;
+        let momentum = layer.momentum;
+        let running_mean = layer.running_mean.value_sync().to_device(&mean.device());
+        let running_var = layer.running_var.value_sync().to_device(&mean.device());
+        layer.running_mean.update(running_mean.mul_scalar(1.0 - momentum).add(mean.mul_scalar(momentum)).detach());
+        layer.running_var.update(running_var.mul_scalar(1.0 - momentum).add(variance.mul_scalar(momentum)).detach());
+    }
+}
+
 /// Depthwise convolutions on planes up to this many pixels run as dense per-channel matrices.
 const DEPTHWISE_DENSE_MAX_PIXELS: usize = 64;
 

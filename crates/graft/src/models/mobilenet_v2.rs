@@ -32,7 +32,7 @@ impl ConvBnRelu6 {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        relu6(self.bn.forward(layers::conv(&self.conv, x)))
+        relu6(layers::normalize(&self.bn, layers::conv(&self.conv, x)))
     }
 }
 
@@ -62,7 +62,7 @@ impl InvertedResidual {
         if let Some(expand) = &self.expand {
             x = expand.forward(x);
         }
-        x = self.project_bn.forward(layers::conv(&self.project, self.depthwise.forward(x)));
+        x = layers::normalize(&self.project_bn, layers::conv(&self.project, self.depthwise.forward(x)));
         if self.residual { x + input } else { x }
     }
 }

@@ -6,6 +6,7 @@ pub mod head;
 pub mod metrics;
 pub mod reporter;
 pub mod schedule;
+pub mod shards;
 pub mod strategy;
 pub mod student;
 pub mod evaluate;

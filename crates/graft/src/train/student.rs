@@ -64,6 +64,12 @@ impl Student {
         }
     }
 
+    /// Whether a training forward draws random numbers (dropout in the MLP head or in AlexNet's
+    /// fully connected blocks).
+    pub fn draws_random(&self) -> bool {
+        matches!(self.head, Head::Mlp(_)) || matches!(self.backbone, Backbone::AlexNet(_))
+    }
+
     /// Logits for preprocessed images.
     pub fn logits(&self, images: Tensor<4>) -> Tensor<2> {
         self.forward(StudentInput::Activations(images), 0)
@@ -91,6 +97,15 @@ pub struct Hyperparameters {
     /// Augmented views cached per training image when part of the teacher is frozen.
     pub augmented_views: usize,
     pub validation_fraction: f64,
+    /// Each training batch is split into this many shards trained at the same time on their own
+    /// threads (batch norm then normalizes each shard with its own statistics); 1 is the whole
+    /// batch at once. Runs saved before this setting existed trained with 1.
+    #[serde(default = "one")]
+    pub shards: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// `graft.json`: everything needed to rebuild, evaluate and trust a student.

@@ -20,6 +20,7 @@ use super::head::HeadKind;
 use super::reporter::{EpochMetrics, Reporter};
 use super::schedule::WarmupCosine;
 use super::strategy::{FreezePlan, Strategy};
+use super::shards;
 use super::student::{Hyperparameters, RunConfig, Student, StudentInput, save_run};
 use crate::data::augment::augmented_view;
 use crate::data::dataset::{Dataset, Item};
@@ -255,8 +256,11 @@ pub fn train(
     }
     let loss_function = CrossEntropyLossConfig::new()
         .with_smoothing((hyper.label_smoothing > 0.0).then_some(hyper.label_smoothing))
-        .with_weights(class_weights)
+        .with_weights(class_weights.clone())
         .init(&training_device);
+    // Batches split across threads (see `shards`), unless the training forward draws random
+    // numbers (dropout): burn's generator is shared, so threads would draw in varying order.
+    let shard_count = if student.draws_random() { 1 } else { hyper.shards.max(1) };
 
     // 5. Epochs.
     let mut epochs_this_call = 0;
@@ -292,11 +296,32 @@ pub fn train(
                     &views_of_item[view]
                 })
                 .collect();
-            let input = make_input(&examples, &preprocessing, hyper, options.seed, epoch, plan.cut == blocks.len(), true, &training_device)?;
-            let targets = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [labels.len()]), &training_device);
-            let logits = student.forward(input, plan.cut);
-            let loss = loss_function.forward(logits.clone(), targets);
-            let loss_value = loss.clone().into_scalar::<f32>() as f64;
+            let pooled = plan.cut == blocks.len();
+            let (loss_value, batch_correct, gradients) = if shard_count > 1 {
+                let parts = shards::split(&examples, shard_count)
+                    .into_iter()
+                    .zip(shards::split(&labels, shard_count))
+                    .map(|(examples, labels)| Ok((make_input(&examples, &preprocessing, hyper, options.seed, epoch, pooled, true, &training_device)?, labels)))
+                    .collect::<Result<Vec<_>>>()?;
+                let part_labels: Vec<Vec<i64>> = parts.iter().map(|(_, labels)| labels.clone()).collect();
+                let step = shards::step(&student, parts, plan.cut, &loss_function, class_weights.as_deref(), head_only, &training_device);
+                let batch_correct = step.logits.iter().zip(&part_labels).map(|(logits, labels)| count_correct(logits, labels)).sum();
+                (step.loss, batch_correct, step.gradients)
+            } else {
+                let input = make_input(&examples, &preprocessing, hyper, options.seed, epoch, pooled, true, &training_device)?;
+                let targets = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [labels.len()]), &training_device);
+                let logits = student.forward(input, plan.cut);
+                let loss = loss_function.forward(logits.clone(), targets);
+                let loss_value = loss.clone().into_scalar::<f32>() as f64;
+                let batch_correct = count_correct(&logits.valid(), &labels);
+                let mut gradients = loss.backward();
+                let gradients = if head_only {
+                    GradientsParams::from_module(&mut gradients, &student.head)
+                } else {
+                    GradientsParams::from_grads(gradients, &student)
+                };
+                (loss_value, batch_correct, gradients)
+            };
             if !loss_value.is_finite() {
                 return Err(GraftError::Invalid(format!(
                     "the loss became {loss_value} in epoch {}\nhint: lower --learning-rate (now {})",
@@ -304,13 +329,7 @@ pub fn train(
                     hyper.learning_rate
                 )));
             }
-            correct += count_correct(&logits.valid(), &labels);
-            let mut gradients = loss.backward();
-            let gradients = if head_only {
-                GradientsParams::from_module(&mut gradients, &student.head)
-            } else {
-                GradientsParams::from_grads(gradients, &student)
-            };
+            correct += batch_correct;
             learning_rate = schedule(1.0, state.steps_done).at(state.steps_done);
             let rates = scheduler.step();
             student = optimizer.step(rates, student, gradients);

@@ -1,0 +1,143 @@
+//! Data-parallel training steps on one machine.
+//!
+//! burn's `flex` backend keeps only about one of two cores busy while training: most of the
+//! tensors of a student's trainable tail are below the size at which it splits an operation
+//! across threads. So graft can split each batch into shards that run forward and backward at the
+//! same time on their own threads, each through a replica of the student whose trainable
+//! parameters are fresh autodiff leaves (the same values and parameter ids, so each replica has a
+//! graph of its own), then add the gradients up, each shard weighted by its share of the batch's
+//! loss. The step is then the step of the whole batch with one difference: each shard's batch
+//! norms normalize with that shard's statistics (as with PyTorch's `DistributedDataParallel`
+//! without `SyncBatchNorm`). Their running statistics are updated once per batch, from the
+//! statistics of the whole batch, on the calling thread (`layers::update_running_statistics`), so
+//! results do not depend on thread timing.
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::nn::loss::CrossEntropyLoss;
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use super::student::{Student, StudentInput};
+use crate::models::layers::{BatchStatistics, collect_batch_statistics, update_running_statistics};
+
+/// One training step's loss, per-shard logits (in inference form, for accuracy) and gradients.
+pub struct Step {
+    /// The loss of the whole batch.
+    pub loss: f64,
+    pub logits: Vec<Tensor<2>>,
+    pub gradients: GradientsParams,
+}
+
+/// Forward and backward of one batch split into `shards` (each `(input, labels)`), in parallel.
+/// `class_weights` must be those `loss_function` was built with; `head_only` keeps only the
+/// head's gradients. Updates the batch norms' running statistics.
+pub fn step(
+    student: &Student,
+    shards: Vec<(StudentInput, Vec<i64>)>,
+    cut: usize,
+    loss_function: &CrossEntropyLoss,
+    class_weights: Option<&[f32]>,
+    head_only: bool,
+    device: &Device,
+) -> Step {
+    // What each shard's mean loss is divided by: its examples' summed class weights.
+    let loss_weights: Vec<f64> = shards
+        .iter()
+        .map(|(_, labels)| match class_weights {
+            Some(weights) => labels.iter().map(|label| weights[*label as usize] as f64).sum(),
+            None => labels.len() as f64,
+        })
+        .collect();
+    let total: f64 = loss_weights.iter().sum();
+    let shares: Vec<f64> = loss_weights.iter().map(|weight| weight / total).collect();
+
+    let run = |replica: Student, input: StudentInput, labels: Vec<i64>| {
+        collect_batch_statistics(|| {
+            let targets = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [labels.len()]), device);
+            let logits = replica.forward(input, cut);
+            let loss = loss_function.forward(logits.clone(), targets);
+            let loss_value = loss.clone().into_scalar::<f32>() as f64;
+            let mut gradients = loss.backward();
+            let gradients = if head_only {
+                GradientsParams::from_module(&mut gradients, &replica.head)
+            } else {
+                GradientsParams::from_grads(gradients, &replica)
+            };
+            (loss_value, logits.valid(), gradients)
+        })
+    };
+    let replicas: Vec<Student> = shards.iter().map(|_| student.clone().map(&mut FreshLeaves)).collect();
+    let results: Vec<((f64, Tensor<2>, GradientsParams), Vec<BatchStatistics>)> = std::thread::scope(|scope| {
+        let mut jobs = replicas.into_iter().zip(shards);
+        let (first_replica, (first_input, first_labels)) = jobs.next().expect("one shard at least");
+        let handles: Vec<_> = jobs.map(|(replica, (input, labels))| scope.spawn(move || run(replica, input, labels))).collect();
+        let first = run(first_replica, first_input, first_labels);
+        std::iter::once(first).chain(handles.into_iter().map(|handle| handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))).collect()
+    });
+
+    let mut loss = 0.0;
+    let mut logits = Vec::with_capacity(results.len());
+    let mut gradients = Vec::with_capacity(results.len());
+    let mut statistics = Vec::with_capacity(results.len());
+    for (((shard_loss, shard_logits, shard_gradients), shard_statistics), share) in results.into_iter().zip(&shares) {
+        loss += shard_loss * share;
+        logits.push(shard_logits);
+        gradients.push(shard_gradients);
+        statistics.push(shard_statistics);
+    }
+    update_running_statistics(statistics);
+    let mut sum = WeightedSum { shards: gradients, shares, out: GradientsParams::new() };
+    student.visit(&mut sum);
+    Step { loss, logits, gradients: sum.out }
+}
+
+/// Gives every trainable parameter a fresh autodiff leaf with the same value and id.
+struct FreshLeaves;
+
+impl ModuleMapper for FreshLeaves {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if !param.val().is_require_grad() {
+            return param;
+        }
+        param.map(|tensor| tensor.detach().require_grad())
+    }
+}
+
+/// Adds up the shards' gradients of each parameter, each times its shard's share.
+struct WeightedSum {
+    shards: Vec<GradientsParams>,
+    shares: Vec<f64>,
+    out: GradientsParams,
+}
+
+impl ModuleVisitor for WeightedSum {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let mut sum: Option<Tensor<D>> = None;
+        for (gradients, share) in self.shards.iter_mut().zip(&self.shares) {
+            if let Some(gradient) = gradients.remove::<D>(param.id) {
+                let gradient = gradient.mul_scalar(*share);
+                sum = Some(match sum {
+                    Some(sum) => sum + gradient,
+                    None => gradient,
+                });
+            }
+        }
+        if let Some(sum) = sum {
+            self.out.register(param.id, sum);
+        }
+    }
+}
+
+/// Splits `items` into `shards` runs of nearly equal length (the first ones one longer), in order.
+pub fn split<T: Clone>(items: &[T], shards: usize) -> Vec<Vec<T>> {
+    let shards = shards.clamp(1, items.len().max(1));
+    let (base, extra) = (items.len() / shards, items.len() % shards);
+    let mut out = Vec::with_capacity(shards);
+    let mut start = 0;
+    for shard in 0..shards {
+        let length = base + usize::from(shard < extra);
+        out.push(items[start..start + length].to_vec());
+        start += length;
+    }
+    out
+}
