@@ -258,9 +258,10 @@ pub fn train(
         .with_smoothing((hyper.label_smoothing > 0.0).then_some(hyper.label_smoothing))
         .with_weights(class_weights.clone())
         .init(&training_device);
-    // Batches split across threads (see `shards`), unless the training forward draws random
+    // Batches split across threads (see `shards`) when teacher blocks train. Not for a head on
+    // pooled features (a step too small to gain), nor when the training forward draws random
     // numbers (dropout): burn's generator is shared, so threads would draw in varying order.
-    let shard_count = if student.draws_random() { 1 } else { hyper.shards.max(1) };
+    let shard_count = if plan.cut == blocks.len() || student.draws_random() { 1 } else { hyper.shards.max(1) };
 
     // 5. Epochs.
     let mut epochs_this_call = 0;
