@@ -206,7 +206,7 @@ pub struct TrainingArgs {
     /// When teacher blocks train (mid, full, scratch): split each batch into this many shards
     /// trained at the same time on their own threads (batch norm normalizes each shard on its own,
     /// as in PyTorch's DistributedDataParallel); 1 trains the whole batch at once. Default: 2 on
-    /// flex, 1 elsewhere. Not used with dropout (the MLP head, AlexNet).
+    /// the CPU (flex, libtorch), 1 on a GPU. Not used with dropout (the MLP head, AlexNet).
     #[arg(long)]
     pub shards: Option<usize>,
 
