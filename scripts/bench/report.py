@@ -83,11 +83,15 @@ def main():
                 f"{r['test_accuracy'] * 100:.2f}% | {r['peak_rss_mib']:.0f} | {r['eval_peak_rss_mib']:.0f} | {'met' if peak <= 2048 else 'missed'} |")
         say("")
 
+    shard_counts = {d: r["shards"] for (i, d, _, o), r in sorted(kernels.items()) if i == "graft" and o.startswith("train") and "shards" in r}
     say("## Kernels: images per second (batch 32, 224x224, random weights)\n")
     say("`inference` is a frozen teacher as graft runs it: on `flex`, graft's own BN-folded CPU plan "
         "(`crates/graft/src/models/fused.rs`); `inference_burn` is the same network through burn's modules, "
         "compared with the same PyTorch figure. A training step includes the forward pass of the frozen blocks "
-        "in front of the cut, computed the same way. GFLOP/s counts "
+        "in front of the cut, computed the same way, and splits its batch of 32 as graft's trainer does on that "
+        "backend"
+        + (" (" + ", ".join(f"{d}: {n} shard{'s' if n > 1 else ''}" for d, n in shard_counts.items()) + ", `train/shards.rs`)" if shard_counts else "")
+        + ". GFLOP/s counts "
         "PyTorch's FlopCounter forward FLOPs per image (x3 for a full training step, x1 for a last-block step, whose "
         "backward is small), next to the machine's measured single-precision matrix-product rate"
         + (f" (PyTorch sgemm 2048x2048: {sgemm['gflops_per_second']:.0f} GFLOP/s on {sgemm['threads']} threads)." if sgemm else "."))

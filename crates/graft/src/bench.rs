@@ -3,6 +3,8 @@
 //! Weights do not change the work, so the networks are randomly initialised; inputs are random.
 //! A training step includes the forward pass of the frozen blocks in front of the cut, run the way
 //! graft runs frozen blocks (on `flex`, the BN-folded plan of `models::fused`).
+//! A training step splits its batch into shards on their own threads as graft's trainer does on
+//! that device (`train::shards`; the `shards` field says how many).
 //! Each measurement runs `warmup` untimed iterations, then `iterations` timed ones, and reads the
 //! result back to the host so lazy backends finish their work inside the timing.
 
@@ -15,6 +17,7 @@ use crate::models::fused::FusedBackbone;
 use crate::models::{Backbone, zoo};
 use crate::train::head::HeadKind;
 use crate::train::strategy::FreezePlan;
+use crate::train::shards;
 use crate::train::student::{Student, StudentInput};
 
 /// One measured operation.
@@ -30,6 +33,8 @@ pub struct KernelResult {
     pub iterations: usize,
     pub seconds_per_batch: f64,
     pub images_per_second: f64,
+    /// Shards a training step's batch is split into (1 for inference).
+    pub shards: usize,
 }
 
 /// Measures inference and both training steps for a teacher architecture.
@@ -45,6 +50,7 @@ pub fn kernels(teacher: &str, device: &Device, device_name: &str, batch_size: us
         iterations,
         seconds_per_batch: seconds,
         images_per_second: batch_size as f64 / seconds,
+        shards: 1,
     };
     let mut results = Vec::new();
 
@@ -88,25 +94,42 @@ pub fn kernels(teacher: &str, device: &Device, device_name: &str, batch_size: us
 
     let training = device.clone().autodiff();
     let blocks = backbone.block_names();
+    // graft's default split of a training batch on this device (`train::shards`).
+    let shard_count = crate::device::default_shards(device).min(batch_size);
     for (operation, cut) in [("train_full", 0), ("train_last_block", blocks.len() - 1)] {
         let plan = FreezePlan { blocks: blocks.clone(), cut };
         let mut student = Student::new(backbone.clone(), &plan, HeadKind::Linear, 10, &training);
         let mut optimizer = burn::optim::AdamWConfig::new().init();
         let labels: Vec<i64> = (0..batch_size as i64).map(|i| i % 10).collect();
-        let targets = Tensor::<1, Int>::from_data(TensorData::new(labels, [batch_size]), &training);
+        let targets = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [batch_size]), &training);
         let loss_function = burn::nn::loss::CrossEntropyLossConfig::new().init(&training);
         let seconds = time(warmup, iterations, || {
             // The frozen prefix (inference mode) is part of the step, as it is in a training loop
             // without a feature cache.
             let prefix = frozen(cut);
             let input = if cut == 0 { Tensor::<4>::from_data(images.clone().into_data(), &training) } else { Tensor::from_data(prefix.into_data(), &training) };
-            let logits = student.forward(StudentInput::Activations(input), cut);
-            let loss = loss_function.forward(logits, targets.clone());
-            let gradients = burn::optim::GradientsParams::from_grads(loss.backward(), &student);
+            let gradients = if shard_count > 1 {
+                // The batch in shards on their own threads, as graft's trainer runs it.
+                let parts = shards::split(&labels, shard_count)
+                    .into_iter()
+                    .scan(0, |start, part| {
+                        let end = *start + part.len();
+                        let slice = StudentInput::Activations(input.clone().slice([*start..end]));
+                        *start = end;
+                        Some((slice, part))
+                    })
+                    .collect();
+                shards::step(&student, parts, cut, &loss_function, None, false, &training).gradients
+            } else {
+                let logits = student.forward(StudentInput::Activations(input), cut);
+                let loss = loss_function.forward(logits, targets.clone());
+                let gradients = burn::optim::GradientsParams::from_grads(loss.backward(), &student);
+                let _ = loss.into_data();
+                gradients
+            };
             student = optimizer.step(1e-4, student.clone(), gradients);
-            let _ = loss.into_data();
         });
-        results.push(result(operation, seconds));
+        results.push(KernelResult { shards: shard_count, ..result(operation, seconds) });
     }
     Ok(results)
 }
