@@ -61,9 +61,11 @@ def main():
             continue
         backend = "libtorch" if implementation == "graft-libtorch" else "flex"
         speedup = p["seconds"] / g["seconds"]
-        gap = g["test_accuracy"] - p["test_accuracy"]
-        met = "met" if speedup >= target and abs(gap) <= 0.01 else "missed"
-        say(f"| {strategy} | {backend} | {g['seconds']:.1f} | {p['seconds']:.1f} | {speedup:.2f}x | ≥ {target}x, ±1 pt: {met} | "
+        # In points, rounded to the measurement's resolution (2,000 test images: 0.05 points), so
+        # that 84.30% against 85.30% is the 1.00 point it is, not 1.0000000000000009.
+        gap = round((g["test_accuracy"] - p["test_accuracy"]) * 100, 2)
+        verdict = f"speed {'met' if speedup >= target else 'missed'}; accuracy {gap:+.2f} pt: {'met' if abs(gap) <= 1.0 else 'missed'}"
+        say(f"| {strategy} | {backend} | {g['seconds']:.1f} | {p['seconds']:.1f} | {speedup:.2f}x | ≥ {target}x, ±1 pt: {verdict} | "
             f"{g['test_accuracy'] * 100:.2f}% | {p['test_accuracy'] * 100:.2f}% | {g['train_images_per_second']:.1f} | "
             f"{p['train_images_per_second']:.1f} | {g['peak_rss_mib']:.0f} | {p['peak_rss_mib']:.0f} |")
     say("")
