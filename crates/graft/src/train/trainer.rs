@@ -209,7 +209,7 @@ pub fn train(
             .with_weight_decay(Some(burn::optim::decay::WeightDecayConfig::new(hyper.weight_decay as f32)))
             .with_momentum(Some(MomentumConfig::new().with_momentum(hyper.momentum).with_nesterov(true)))
             .init(),
-        "adamw" => AdamWConfig::new().with_weight_decay(hyper.weight_decay as f32).init(),
+        "adamw" => adamw(hyper.weight_decay).init(),
         other => return Err(GraftError::Invalid(format!("unknown optimizer `{other}`; use adamw or sgd"))),
     };
 
@@ -421,6 +421,16 @@ pub fn train(
     })
 }
 
+/// AdamW as PyTorch and the paper define it. burn's default epsilon is 1e-5 where PyTorch's is
+/// 1e-8: added to `sqrt(v)`, 1e-5 shrinks every step of a parameter whose gradients are around
+/// 1e-5 or smaller, which the pretrained blocks' gradients at a tenth of the head's learning rate
+/// often are.
+pub(crate) fn adamw(weight_decay: f64) -> AdamWConfig {
+    AdamWConfig::new().with_weight_decay(weight_decay as f32).with_epsilon(ADAMW_EPSILON)
+}
+
+const ADAMW_EPSILON: f32 = 1e-8;
+
 /// Builds the student's input for a batch of examples on `device`.
 #[allow(clippy::too_many_arguments)]
 fn make_input(
@@ -524,4 +534,26 @@ fn write_metrics(out: &Path, history: &[EpochMetrics]) -> Result<()> {
         text.push('\n');
     }
     crate::fsutil::write_atomic(&out.join("metrics.jsonl"), text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::nn::LinearConfig;
+    use burn::optim::GradientsParams;
+    use burn::tensor::{Device, Tensor};
+
+    /// Adam's first step moves each parameter by about the learning rate whatever the gradient's
+    /// size, as long as epsilon is well below it: here a gradient of 1e-6.
+    #[test]
+    fn adamw_takes_full_steps_on_small_gradients() {
+        let device = Device::flex().autodiff();
+        let linear = LinearConfig::new(1, 1).with_bias(false).init(&device);
+        let before = linear.weight.val().into_scalar::<f32>();
+        let mut gradients = GradientsParams::new();
+        gradients.register(linear.weight.id, Tensor::<2>::full([1, 1], 1e-6, &Device::flex()));
+        let mut optimizer: burn::optim::ModuleOptimizer = super::adamw(0.0).init();
+        let linear = optimizer.step(1e-3, linear, gradients);
+        let moved = before - linear.weight.val().into_scalar::<f32>();
+        assert!((moved - 1e-3).abs() < 2e-5, "moved by {moved}, expected about the learning rate 1e-3");
+    }
 }
