@@ -2,7 +2,7 @@
 # Peak resident memory of graft training on all 60,000 Fashion-MNIST training images (IDX files
 # from Debian's dataset-fashion-mnist; 48,000 train + 12,000 validation, the 10,000 test images
 # scored by `graft eval`): `deep` for 10 epochs and `mid` for 1 epoch, cold feature cache, 112x112.
-# Appends one JSON line per run to $OUT/results.jsonl. Called by scripts/bench/run.sh.
+# Appends one JSON line per run to $RESULTS (default $OUT/results.jsonl). Called by scripts/bench/run.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/graft-bench}
@@ -21,7 +21,7 @@ for spec in deep:10 mid:1; do
     /usr/bin/time -v -o "$out/time-60k-eval-$strategy" "$graft" eval --quiet "$out/run-60k-$strategy" \
         --data "$data/t10k-images-idx3-ubyte.gz" --json > "$out/graft-60k-eval-$strategy.json"
     end=$(date +%s.%N)
-    python3 - "$strategy" "$epochs" "$out" "$start" "$end" >> "$out/results.jsonl" <<'PY'
+    python3 - "$strategy" "$epochs" "$out" "$start" "$end" >> "${RESULTS:-$out/results.jsonl}" <<'PY'
 import json, sys
 strategy, epochs, out, start, end = sys.argv[1:]
 train = json.load(open(f"{out}/graft-60k-{strategy}.json"))
