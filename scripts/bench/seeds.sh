@@ -4,6 +4,8 @@
 # Usage: scripts/bench/seeds.sh STRATEGY EPOCHS SEED... (e.g. `mid 10 1 2 3`)
 # Appends one JSON line per run to $OUT/seeds.jsonl and prints mean and spread per implementation.
 # Needs what run.sh needs (TORCH_PYTHON; run.sh's data in $OUT/data, or it is made).
+# GRAFT_ARGS: more options for `graft train` (e.g. "--views 4"), recorded with the results;
+# SKIP_REFERENCE=1 runs graft only (the reference's accuracy for a seed does not change).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 strategy=${1:?strategy}; epochs=${2:?epochs}; shift 2
@@ -20,18 +22,27 @@ for seed in "$@"; do
     export GRAFT_CACHE_DIR=$out/cache-seeds
     run=$out/run-seed-$strategy-$seed
     rm -rf "$GRAFT_CACHE_DIR" "$run"
-    "$graft" train --quiet --data "$data" --strategy "$strategy" --epochs "$epochs" --image-size 112 --seed "$seed" --out "$run" --json > /dev/null
+    # shellcheck disable=SC2086 # GRAFT_ARGS is a list of options
+    "$graft" train --quiet --data "$data" --strategy "$strategy" --epochs "$epochs" --image-size 112 --seed "$seed" --out "$run" ${GRAFT_ARGS:-} --json > /dev/null
     graft_accuracy=$("$graft" eval --quiet "$run" --data "$data/test" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["accuracy"])')
-    reference_accuracy=$("$python" scripts/bench/pytorch_reference.py train --data "$data" --strategy "$strategy" --epochs "$epochs" --seed "$seed" | python3 -c 'import json,sys; print(json.load(sys.stdin)["test_accuracy"])')
-    printf '{"strategy":"%s","epochs":%s,"seed":%s,"graft_test_accuracy":%s,"pytorch_test_accuracy":%s}\n' \
-        "$strategy" "$epochs" "$seed" "$graft_accuracy" "$reference_accuracy" | tee -a "$results"
+    reference_accuracy=null
+    if [ -z "${SKIP_REFERENCE:-}" ]; then
+        reference_accuracy=$("$python" scripts/bench/pytorch_reference.py train --data "$data" --strategy "$strategy" --epochs "$epochs" --seed "$seed" | python3 -c 'import json,sys; print(json.load(sys.stdin)["test_accuracy"])')
+    fi
+    printf '{"strategy":"%s","epochs":%s,"seed":%s,"graft_args":"%s","graft_test_accuracy":%s,"pytorch_test_accuracy":%s}\n' \
+        "$strategy" "$epochs" "$seed" "${GRAFT_ARGS:-}" "$graft_accuracy" "$reference_accuracy" | tee -a "$results"
 done
 python3 - "$results" "$strategy" "$epochs" <<'PY'
 import json, statistics, sys
 path, strategy, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3])
 rows = [r for r in map(json.loads, open(path)) if r["strategy"] == strategy and r["epochs"] == epochs]
-for name in ["graft", "pytorch"]:
-    values = [100 * r[f"{name}_test_accuracy"] for r in rows]
+series = {}
+for r in rows:
+    series.setdefault(f"graft {r.get('graft_args', '')}".strip(), {})[r["seed"]] = r["graft_test_accuracy"]
+    if r["pytorch_test_accuracy"] is not None:
+        series.setdefault("pytorch", {})[r["seed"]] = r["pytorch_test_accuracy"]
+for name, by_seed in series.items():
+    values = [100 * by_seed[seed] for seed in sorted(by_seed)]
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    print(f"{strategy} {name}: mean {statistics.mean(values):.2f}% over {len(values)} seeds (sd {spread:.2f}; {min(values):.2f}-{max(values):.2f})")
+    print(f"{strategy} {name}: mean {statistics.mean(values):.2f}% over seeds {sorted(by_seed)} (sd {spread:.2f}; {min(values):.2f}-{max(values):.2f})")
 PY
