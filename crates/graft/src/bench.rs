@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
 
 use crate::error::{GraftError, Result};
 use crate::models::fused::FusedBackbone;
@@ -101,32 +101,23 @@ pub fn kernels(teacher: &str, device: &Device, device_name: &str, batch_size: us
         let mut student = Student::new(backbone.clone(), &plan, HeadKind::Linear, 10, &training);
         let mut optimizer: burn::optim::ModuleOptimizer = crate::train::trainer::adamw(1e-4).init();
         let labels: Vec<i64> = (0..batch_size as i64).map(|i| i % 10).collect();
-        let targets = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [batch_size]), &training);
         let loss_function = burn::nn::loss::CrossEntropyLossConfig::new().init(&training);
         let seconds = time(warmup, iterations, || {
             // The frozen prefix (inference mode) is part of the step, as it is in a training loop
             // without a feature cache.
             let prefix = frozen(cut);
             let input = if cut == 0 { Tensor::<4>::from_data(images.clone().into_data(), &training) } else { Tensor::from_data(prefix.into_data(), &training) };
-            let gradients = if shard_count > 1 {
-                // The batch in shards on their own threads, as graft's trainer runs it.
-                let parts = shards::split(&labels, shard_count)
-                    .into_iter()
-                    .scan(0, |start, part| {
-                        let end = *start + part.len();
-                        let slice = StudentInput::Activations(input.clone().slice([*start..end]));
-                        *start = end;
-                        Some((slice, part))
-                    })
-                    .collect();
-                shards::step(&student, parts, cut, &loss_function, None, false, &training).gradients
-            } else {
-                let logits = student.forward(StudentInput::Activations(input), cut);
-                let loss = loss_function.forward(logits, targets.clone());
-                let gradients = burn::optim::GradientsParams::from_grads(loss.backward(), &student);
-                let _ = loss.into_data();
-                gradients
-            };
+            // The batch in shards on their own threads, as graft's trainer runs it.
+            let parts = shards::split(&labels, shard_count)
+                .into_iter()
+                .scan(0, |start, part| {
+                    let end = *start + part.len();
+                    let slice = StudentInput::Activations(input.clone().slice(*start..end));
+                    *start = end;
+                    Some((slice, part))
+                })
+                .collect();
+            let gradients = shards::step(&student, parts, cut, &loss_function, None, false, &training).gradients;
             student = optimizer.step(1e-4, student.clone(), gradients);
         });
         results.push(KernelResult { shards: shard_count, ..result(operation, seconds) });

@@ -28,7 +28,8 @@ pub struct Step {
     pub gradients: GradientsParams,
 }
 
-/// Forward and backward of one batch split into `shards` (each `(input, labels)`), in parallel.
+/// Forward and backward of one batch split into `shards` (each `(input, labels)`), in parallel;
+/// one shard is the whole batch in one pass on the calling thread, through the student itself.
 /// `class_weights` must be those `loss_function` was built with; `head_only` keeps only the
 /// head's gradients. Updates the batch norms' running statistics.
 pub fn step(
@@ -40,6 +41,20 @@ pub fn step(
     head_only: bool,
     device: &Device,
 ) -> Step {
+    if let [(_, _)] = shards.as_slice() {
+        let (input, labels) = shards.into_iter().next().expect("one shard");
+        let targets = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [labels.len()]), device);
+        let logits = student.forward(input, cut);
+        let loss = loss_function.forward(logits.clone(), targets);
+        let loss_value = loss.clone().into_scalar::<f32>() as f64;
+        let mut gradients = loss.backward();
+        let gradients = if head_only {
+            GradientsParams::from_module(&mut gradients, &student.head)
+        } else {
+            GradientsParams::from_grads(gradients, student)
+        };
+        return Step { loss: loss_value, logits: vec![logits.valid()], gradients };
+    }
     // What each shard's mean loss is divided by: its examples' summed class weights.
     let loss_weights: Vec<f64> = shards
         .iter()

@@ -11,7 +11,7 @@ use std::time::Instant;
 use burn::module::{Module, ParamGroup};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig, momentum::MomentumConfig};
+use burn::optim::{AdamWConfig, ModuleOptimizer, SgdConfig, momentum::MomentumConfig};
 use burn::store::ModuleRecord;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
@@ -298,31 +298,15 @@ pub fn train(
                 })
                 .collect();
             let pooled = plan.cut == blocks.len();
-            let (loss_value, batch_correct, gradients) = if shard_count > 1 {
-                let parts = shards::split(&examples, shard_count)
-                    .into_iter()
-                    .zip(shards::split(&labels, shard_count))
-                    .map(|(examples, labels)| Ok((make_input(&examples, &preprocessing, hyper, options.seed, epoch, pooled, true, &training_device)?, labels)))
-                    .collect::<Result<Vec<_>>>()?;
-                let part_labels: Vec<Vec<i64>> = parts.iter().map(|(_, labels)| labels.clone()).collect();
-                let step = shards::step(&student, parts, plan.cut, &loss_function, class_weights.as_deref(), head_only, &training_device);
-                let batch_correct = step.logits.iter().zip(&part_labels).map(|(logits, labels)| count_correct(logits, labels)).sum();
-                (step.loss, batch_correct, step.gradients)
-            } else {
-                let input = make_input(&examples, &preprocessing, hyper, options.seed, epoch, pooled, true, &training_device)?;
-                let targets = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [labels.len()]), &training_device);
-                let logits = student.forward(input, plan.cut);
-                let loss = loss_function.forward(logits.clone(), targets);
-                let loss_value = loss.clone().into_scalar::<f32>() as f64;
-                let batch_correct = count_correct(&logits.valid(), &labels);
-                let mut gradients = loss.backward();
-                let gradients = if head_only {
-                    GradientsParams::from_module(&mut gradients, &student.head)
-                } else {
-                    GradientsParams::from_grads(gradients, &student)
-                };
-                (loss_value, batch_correct, gradients)
-            };
+            let part_labels = shards::split(&labels, shard_count);
+            let parts = shards::split(&examples, shard_count)
+                .into_iter()
+                .zip(part_labels.iter().cloned())
+                .map(|(examples, labels)| Ok((make_input(&examples, &preprocessing, hyper, options.seed, epoch, pooled, true, &training_device)?, labels)))
+                .collect::<Result<Vec<_>>>()?;
+            let step = shards::step(&student, parts, plan.cut, &loss_function, class_weights.as_deref(), head_only, &training_device);
+            let (loss_value, gradients) = (step.loss, step.gradients);
+            let batch_correct: usize = step.logits.iter().zip(&part_labels).map(|(logits, labels)| count_correct(logits, labels)).sum();
             if !loss_value.is_finite() {
                 return Err(GraftError::Invalid(format!(
                     "the loss became {loss_value} in epoch {}\nhint: lower --learning-rate (now {})",
