@@ -131,7 +131,9 @@ def train(args):
         transforms.RandomResizedCrop(size, scale=(0.35, 1.0)), transforms.RandomHorizontalFlip(),
         transforms.ColorJitter(0.2, 0.2, 0.2), transforms.ToTensor(), transforms.Normalize(mean, std)])
     data = pathlib.Path(args.data)
-    train_set = datasets.ImageFolder(data / "train", augment if args.strategy != "deep" else evaluate)
+    # As graft's `--augment auto`: augmentation on when teacher blocks train.
+    augmented = args.augment == "on" or (args.augment == "auto" and args.strategy != "deep")
+    train_set = datasets.ImageFolder(data / "train", augment if augmented else evaluate)
     loaders = {
         "train": torch.utils.data.DataLoader(train_set, batch_size=args.batch_size, shuffle=True, num_workers=args.workers),
         "val": torch.utils.data.DataLoader(datasets.ImageFolder(data / "val", evaluate), batch_size=args.batch_size, num_workers=args.workers),
@@ -274,6 +276,7 @@ def main():
     t.add_argument("--learning-rate", type=float, default=1e-3)
     t.add_argument("--workers", type=int, default=1)
     t.add_argument("--seed", type=int, default=42)
+    t.add_argument("--augment", choices=["auto", "on", "off"], default="auto")
     k = commands.add_parser("kernels")
     k.add_argument("--teachers", default="resnet18,resnet50,efficientnet_lite0")
     k.add_argument("--batch-size", type=int, default=32)

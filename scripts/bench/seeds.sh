@@ -5,6 +5,7 @@
 # Appends one JSON line per run to $OUT/seeds.jsonl and prints mean and spread per implementation.
 # Needs what run.sh needs (TORCH_PYTHON; run.sh's data in $OUT/data, or it is made).
 # GRAFT_ARGS: more options for `graft train` (e.g. "--views 4"), recorded with the results;
+# REFERENCE_ARGS: the same for the reference (e.g. "--augment off" with GRAFT_ARGS="--augment off");
 # SKIP_REFERENCE=1 runs graft only (the reference's accuracy for a seed does not change).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -27,10 +28,11 @@ for seed in "$@"; do
     graft_accuracy=$("$graft" eval --quiet "$run" --data "$data/test" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["accuracy"])')
     reference_accuracy=null
     if [ -z "${SKIP_REFERENCE:-}" ]; then
-        reference_accuracy=$("$python" scripts/bench/pytorch_reference.py train --data "$data" --strategy "$strategy" --epochs "$epochs" --seed "$seed" | python3 -c 'import json,sys; print(json.load(sys.stdin)["test_accuracy"])')
+        # shellcheck disable=SC2086 # REFERENCE_ARGS is a list of options
+        reference_accuracy=$("$python" scripts/bench/pytorch_reference.py train --data "$data" --strategy "$strategy" --epochs "$epochs" --seed "$seed" ${REFERENCE_ARGS:-} | python3 -c 'import json,sys; print(json.load(sys.stdin)["test_accuracy"])')
     fi
-    printf '{"strategy":"%s","epochs":%s,"seed":%s,"graft_args":"%s","graft_test_accuracy":%s,"pytorch_test_accuracy":%s}\n' \
-        "$strategy" "$epochs" "$seed" "${GRAFT_ARGS:-}" "$graft_accuracy" "$reference_accuracy" | tee -a "$results"
+    printf '{"strategy":"%s","epochs":%s,"seed":%s,"graft_args":"%s","reference_args":"%s","graft_test_accuracy":%s,"pytorch_test_accuracy":%s}\n' \
+        "$strategy" "$epochs" "$seed" "${GRAFT_ARGS:-}" "${REFERENCE_ARGS:-}" "$graft_accuracy" "$reference_accuracy" | tee -a "$results"
 done
 python3 - "$results" "$strategy" "$epochs" <<'PY'
 import json, statistics, sys
@@ -40,7 +42,7 @@ series = {}
 for r in rows:
     series.setdefault(f"graft {r.get('graft_args', '')}".strip(), {})[r["seed"]] = r["graft_test_accuracy"]
     if r["pytorch_test_accuracy"] is not None:
-        series.setdefault("pytorch", {})[r["seed"]] = r["pytorch_test_accuracy"]
+        series.setdefault(f"pytorch {r.get('reference_args', '')}".strip(), {})[r["seed"]] = r["pytorch_test_accuracy"]
 for name, by_seed in series.items():
     values = [100 * by_seed[seed] for seed in sorted(by_seed)]
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
