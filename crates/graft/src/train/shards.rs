@@ -43,17 +43,8 @@ pub fn step(
 ) -> Step {
     if let [(_, _)] = shards.as_slice() {
         let (input, labels) = shards.into_iter().next().expect("one shard");
-        let targets = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [labels.len()]), device);
-        let logits = student.forward(input, cut);
-        let loss = loss_function.forward(logits.clone(), targets);
-        let loss_value = loss.clone().into_scalar::<f32>() as f64;
-        let mut gradients = loss.backward();
-        let gradients = if head_only {
-            GradientsParams::from_module(&mut gradients, &student.head)
-        } else {
-            GradientsParams::from_grads(gradients, student)
-        };
-        return Step { loss: loss_value, logits: vec![logits.valid()], gradients };
+        let (loss, logits, gradients) = forward_backward(student, input, labels, cut, loss_function, head_only, device);
+        return Step { loss, logits: vec![logits], gradients };
     }
     // What each shard's mean loss is divided by: its examples' summed class weights.
     let loss_weights: Vec<f64> = shards
@@ -71,19 +62,7 @@ pub fn step(
         if let Some(threads) = threads {
             set_intra_op_threads(threads);
         }
-        collect_batch_statistics(|| {
-            let targets = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [labels.len()]), device);
-            let logits = replica.forward(input, cut);
-            let loss = loss_function.forward(logits.clone(), targets);
-            let loss_value = loss.clone().into_scalar::<f32>() as f64;
-            let mut gradients = loss.backward();
-            let gradients = if head_only {
-                GradientsParams::from_module(&mut gradients, &replica.head)
-            } else {
-                GradientsParams::from_grads(gradients, &replica)
-            };
-            (loss_value, logits.valid(), gradients)
-        })
+        collect_batch_statistics(|| forward_backward(&replica, input, labels, cut, loss_function, head_only, device))
     };
     let replicas: Vec<Student> = shards.iter().map(|_| student.clone().map(&mut FreshLeaves)).collect();
     let results: Vec<((f64, Tensor<2>, GradientsParams), Vec<BatchStatistics>)> = std::thread::scope(|scope| {
@@ -107,6 +86,31 @@ pub fn step(
     let mut sum = WeightedSum { shards: gradients, shares, out: GradientsParams::new() };
     student.visit(&mut sum);
     Step { loss, logits, gradients: sum.out }
+}
+
+/// One forward and backward pass of `student` on one shard: its mean loss, its logits (in
+/// inference form) and the gradients (the head's only with `head_only`).
+fn forward_backward(
+    student: &Student,
+    input: StudentInput,
+    labels: Vec<i64>,
+    cut: usize,
+    loss_function: &CrossEntropyLoss,
+    head_only: bool,
+    device: &Device,
+) -> (f64, Tensor<2>, GradientsParams) {
+    let count = labels.len();
+    let targets = Tensor::<1, Int>::from_data(TensorData::new(labels, [count]), device);
+    let logits = student.forward(input, cut);
+    let loss = loss_function.forward(logits.clone(), targets);
+    let loss_value = loss.clone().into_scalar::<f32>() as f64;
+    let mut gradients = loss.backward();
+    let gradients = if head_only {
+        GradientsParams::from_module(&mut gradients, &student.head)
+    } else {
+        GradientsParams::from_grads(gradients, student)
+    };
+    (loss_value, logits.valid(), gradients)
 }
 
 /// The intra-op threads each shard's thread should use, where the backend has such a setting:
