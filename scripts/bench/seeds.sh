@@ -18,6 +18,7 @@ cargo build --release -q -p graft-cli
 data=$out/data
 [ -d "$data/train" ] || python3 scripts/make_demo_data.py --out "$data" --train 160 --val 40 --test 200 >&2
 results=$out/seeds.jsonl
+commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo +changes)
 for seed in "$@"; do
     echo "== $strategy, seed $seed" >&2
     export GRAFT_CACHE_DIR=$out/cache-seeds
@@ -31,8 +32,8 @@ for seed in "$@"; do
         # shellcheck disable=SC2086 # REFERENCE_ARGS is a list of options
         reference_accuracy=$("$python" scripts/bench/pytorch_reference.py train --data "$data" --strategy "$strategy" --epochs "$epochs" --seed "$seed" ${REFERENCE_ARGS:-} | python3 -c 'import json,sys; print(json.load(sys.stdin)["test_accuracy"])')
     fi
-    printf '{"strategy":"%s","epochs":%s,"seed":%s,"graft_args":"%s","reference_args":"%s","graft_test_accuracy":%s,"pytorch_test_accuracy":%s}\n' \
-        "$strategy" "$epochs" "$seed" "${GRAFT_ARGS:-}" "${REFERENCE_ARGS:-}" "$graft_accuracy" "$reference_accuracy" | tee -a "$results"
+    printf '{"strategy":"%s","epochs":%s,"seed":%s,"graft_commit":"%s","graft_args":"%s","reference_args":"%s","graft_test_accuracy":%s,"pytorch_test_accuracy":%s}\n' \
+        "$strategy" "$epochs" "$seed" "$commit" "${GRAFT_ARGS:-}" "${REFERENCE_ARGS:-}" "$graft_accuracy" "$reference_accuracy" | tee -a "$results"
 done
 python3 - "$results" "$strategy" "$epochs" <<'PY'
 import json, statistics, sys
@@ -40,7 +41,9 @@ path, strategy, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3])
 rows = [r for r in map(json.loads, open(path)) if r["strategy"] == strategy and r["epochs"] == epochs]
 series = {}
 for r in rows:
-    series.setdefault(f"graft {r.get('graft_args', '')}".strip(), {})[r["seed"]] = r["graft_test_accuracy"]
+    # Rows from before graft_commit was recorded come from the code before 2026-11-28's change.
+    commit = r.get("graft_commit", "before the plain cached view")
+    series.setdefault(f"graft {r.get('graft_args', '')} ({commit})".replace("  ", " "), {})[r["seed"]] = r["graft_test_accuracy"]
     if r["pytorch_test_accuracy"] is not None:
         series.setdefault(f"pytorch {r.get('reference_args', '')}".strip(), {})[r["seed"]] = r["pytorch_test_accuracy"]
 for name, by_seed in series.items():

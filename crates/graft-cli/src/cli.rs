@@ -199,7 +199,8 @@ pub struct TrainingArgs {
     #[arg(long, default_value = "auto")]
     pub augment: String,
 
-    /// Augmented views cached per training image when part of the teacher is frozen.
+    /// Views cached per training image when part of the teacher is frozen and augmentation is on:
+    /// the plain (evaluation) view and N-1 augmented ones; each epoch draws one per image.
     #[arg(long, default_value_t = 2)]
     pub views: usize,
 

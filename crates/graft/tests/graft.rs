@@ -252,6 +252,24 @@ mod training {
     }
 
     #[test]
+    fn augmented_mid_caches_the_plain_view_and_the_augmented_ones() {
+        let dir = temp_dir("views");
+        let teacher = teacher();
+        let (train_set, validation) = sample(4);
+        let mut augmented = options(Strategy::Mid, &dir.join("a"), &dir.join("cache"));
+        augmented.hyperparameters.augmentation = Augmentation::standard();
+        augmented.hyperparameters.augmented_views = 3;
+        augmented.hyperparameters.epochs = 1;
+        let first = train(&teacher, &train_set, &validation, &augmented, &Device::flex(), &Silent).unwrap();
+        assert_eq!(first.teacher_forwards, 3 * train_set.len() + validation.len());
+        // The plain views are the ones a run without augmentation trains on: all cached already.
+        let plain = options(Strategy::Mid, &dir.join("b"), &dir.join("cache"));
+        let second = train(&teacher, &train_set, &validation, &plain, &Device::flex(), &Silent).unwrap();
+        assert_eq!(second.teacher_forwards, 0, "the plain views were not among the cached ones");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn resume_after_an_interruption_reaches_the_same_final_metrics() {
         let dir = temp_dir("resume");
         let teacher = teacher();

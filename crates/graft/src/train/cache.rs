@@ -27,7 +27,7 @@ use crate::rng::{SplitMix64, hash_str};
 pub enum View {
     /// Resize and centre crop, no randomness.
     Eval,
-    /// The `k`-th augmented view (of `augmented_views`).
+    /// The `k`-th cached view of `augmented_views` (1 and up: view 0 is the plain one).
     Augmented(usize),
 }
 

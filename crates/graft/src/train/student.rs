@@ -94,7 +94,8 @@ pub struct Hyperparameters {
     /// Head-only epochs before the unfrozen blocks join (fastai's `fine_tune`); 0 is off.
     pub gradual_unfreeze_epochs: usize,
     pub augmentation: Augmentation,
-    /// Augmented views cached per training image when part of the teacher is frozen.
+    /// Views cached per training image when part of the teacher is frozen and augmentation is
+    /// on: the plain view and `augmented_views - 1` augmented ones; each epoch draws one per image.
     pub augmented_views: usize,
     pub validation_fraction: f64,
     /// Each training batch is split into this many shards trained at the same time on their own
