@@ -28,7 +28,10 @@ def main():
     sgemm = next((r for r in rows if r.get("operation") == "sgemm_2048"), None)
     flops = {(r["teacher"]): r["forward_gflops_per_image"] for r in rows if r.get("implementation") == "pytorch" and "forward_gflops_per_image" in r}
     torch_version = next((r["torch"] for r in rows if "torch" in r), "?")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    # run.sh's first line says which commit ran and when; older files lack it.
+    run = next((r["run"] for r in rows if "run" in r), None)
+    commit = run["graft_commit"] if run else subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    date = run["date"] if run else time.strftime('%Y-%m-%d', time.gmtime())
 
     out = []
     say = out.append
@@ -43,7 +46,7 @@ def main():
         "rows are left out. `SKIP_60K=1` leaves out the 60,000-image memory run.\n")
     say(f"Machine: {os.cpu_count()} cores, {cpu_model()}, {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, no GPU. "
         f"graft at commit {commit}, release build, `flex` backend unless marked libtorch (torch 2.9.0 through burn's `tch` backend); "
-        f"PyTorch reference {torch_version}, 2 threads. Run {time.strftime('%Y-%m-%d', time.gmtime())}.")
+        f"PyTorch reference {torch_version}, 2 threads. Run {date}.")
     say("Raw results: one JSON object per line in `$OUT/results.jsonl` (default `/tmp/graft-bench`).\n")
 
     say("## End to end: Fashion-MNIST, EfficientNet-Lite0 teacher\n")
@@ -64,8 +67,9 @@ def main():
         # In points, rounded to the measurement's resolution (2,000 test images: 0.05 points), so
         # that 84.30% against 85.30% is the 1.00 point it is, not 1.0000000000000009.
         gap = round((g["test_accuracy"] - p["test_accuracy"]) * 100, 2)
-        verdict = f"speed {'met' if speedup >= target else 'missed'}; accuracy {gap:+.2f} pt: {'met' if abs(gap) <= 1.0 else 'missed'}"
-        say(f"| {strategy} | {backend} | {g['seconds']:.1f} | {p['seconds']:.1f} | {speedup:.2f}x | ≥ {target}x, ±1 pt: {verdict} | "
+        # Accuracy within 1 point: no more than 1 point below the reference (above it is fine).
+        verdict = f"speed {'met' if speedup >= target else 'missed'}; accuracy {gap:+.2f} pt: {'met' if gap >= -1.0 else 'missed'}"
+        say(f"| {strategy} | {backend} | {g['seconds']:.1f} | {p['seconds']:.1f} | {speedup:.2f}x | ≥ {target}x, ≥ −1 pt: {verdict} | "
             f"{g['test_accuracy'] * 100:.2f}% | {p['test_accuracy'] * 100:.2f}% | {g['train_images_per_second']:.1f} | "
             f"{p['train_images_per_second']:.1f} | {g['peak_rss_mib']:.0f} | {p['peak_rss_mib']:.0f} |")
     say("")
