@@ -27,7 +27,7 @@ end=$(date +%s)
   echo "28x28 greyscale, upscaled to 112x112 (\`--image-size 112\`). The same budget for every strategy:"
   echo "$epochs epochs, AdamW, peak learning rate 1e-3 for the head and 1e-4 for unfrozen teacher blocks,"
   echo "cosine schedule with one warm-up epoch, label smoothing 0.1, batch 32; augmentation (random"
-  echo "resized crop, flip, colour jitter) for mid, full and scratch, two cached views per image for mid."
+  echo "resized crop, flip, colour jitter) for mid, full and scratch, for mid two cached versions per image (the plain view and an augmented one)."
   echo "\`scratch\` is the same architecture from random initialisation, every layer trained."
   echo "Wall time is the training command's: filling the (cold) feature cache for deep and mid, the epochs,"
   echo "and the validation report; scoring the 10,000 test images comes after it and is not included."
