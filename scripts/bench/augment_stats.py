@@ -16,7 +16,8 @@ import sys
 
 import torch
 from PIL import Image
-from torchvision import transforms
+
+from pytorch_reference import image_transforms
 
 
 def main():
@@ -27,12 +28,7 @@ def main():
     graft = subprocess.run([example, str(size), str(views), *map(str, images)], capture_output=True, text=True, check=True)
     print(graft.stdout.strip())
     torch.manual_seed(7)
-    resize = round(size * 256 / 224)
-    mean, std = [127 / 255] * 3, [128 / 255] * 3
-    evaluate = transforms.Compose([transforms.Resize(resize), transforms.CenterCrop(size), transforms.ToTensor(), transforms.Normalize(mean, std)])
-    augment = transforms.Compose([
-        transforms.RandomResizedCrop(size, scale=(0.35, 1.0)), transforms.RandomHorizontalFlip(),
-        transforms.ColorJitter(0.2, 0.2, 0.2), transforms.ToTensor(), transforms.Normalize(mean, std)])
+    evaluate, augment = image_transforms(size)
     means, stds, differences = [], [], []
     for path in images:
         image = Image.open(path).convert("RGB")

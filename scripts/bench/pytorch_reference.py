@@ -121,15 +121,24 @@ def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def train(args):
-    from torchvision import datasets, transforms
-    torch.manual_seed(args.seed)
-    size, resize = args.image_size, round(args.image_size * 256 / 224)
+def image_transforms(size):
+    """The evaluation view and the augmented view of graft's defaults, at `size` pixels:
+    (evaluate, augment). Also used by augment_stats.py."""
+    from torchvision import transforms
+    resize = round(size * 256 / 224)
     mean, std = [127 / 255] * 3, [128 / 255] * 3
     evaluate = transforms.Compose([transforms.Resize(resize), transforms.CenterCrop(size), transforms.ToTensor(), transforms.Normalize(mean, std)])
     augment = transforms.Compose([
         transforms.RandomResizedCrop(size, scale=(0.35, 1.0)), transforms.RandomHorizontalFlip(),
         transforms.ColorJitter(0.2, 0.2, 0.2), transforms.ToTensor(), transforms.Normalize(mean, std)])
+    return evaluate, augment
+
+
+def train(args):
+    from torchvision import datasets
+    torch.manual_seed(args.seed)
+    size = args.image_size
+    evaluate, augment = image_transforms(size)
     data = pathlib.Path(args.data)
     # As graft's `--augment auto`: augmentation on when teacher blocks train.
     augmented = args.augment == "on" or (args.augment == "auto" and args.strategy != "deep")

@@ -21,7 +21,7 @@ results=${RESULTS:-$out/results.jsonl}
 : > "$results"
 # Which code ran, and when: report.py reads this line, not the checkout it runs in.
 printf '{"run": {"graft_commit": "%s", "date": "%s"}}\n' \
-    "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo +changes)" "$(date -u +%F)" >> "$results"
+    "$(scripts/bench/graft_commit.sh)" "$(date -u +%F)" >> "$results"
 parts=" ${PARTS:-e2e libtorch kernels 60k} "
 [ -n "${SKIP_60K:-}" ] && parts=${parts/ 60k / }
 part() { [[ "$parts" == *" $1 "* ]]; }

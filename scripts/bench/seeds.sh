@@ -18,7 +18,7 @@ cargo build --release -q -p graft-cli
 data=$out/data
 [ -d "$data/train" ] || python3 scripts/make_demo_data.py --out "$data" --train 160 --val 40 --test 200 >&2
 results=$out/seeds.jsonl
-commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo +changes)
+commit=$(scripts/bench/graft_commit.sh)
 for seed in "$@"; do
     echo "== $strategy, seed $seed" >&2
     export GRAFT_CACHE_DIR=$out/cache-seeds
@@ -43,7 +43,8 @@ series = {}
 for r in rows:
     # Rows from before graft_commit was recorded come from the code before 2026-11-28's change.
     commit = r.get("graft_commit", "before the plain cached view")
-    series.setdefault(f"graft {r.get('graft_args', '')} ({commit})".replace("  ", " "), {})[r["seed"]] = r["graft_test_accuracy"]
+    name = " ".join(part for part in ["graft", r.get("graft_args", ""), f"({commit})"] if part)
+    series.setdefault(name, {})[r["seed"]] = r["graft_test_accuracy"]
     if r["pytorch_test_accuracy"] is not None:
         series.setdefault(f"pytorch {r.get('reference_args', '')}".strip(), {})[r["seed"]] = r["pytorch_test_accuracy"]
 for name, by_seed in series.items():
