@@ -73,9 +73,18 @@ pub fn linear(input: usize, output: usize, device: &Device) -> Linear {
 /// (one product of `[batch * pixels, in] x [in, out]`), larger ones as a batched product over
 /// the NCHW planes, which skips the two transposes.
 ///
-/// Only on `flex` (with or without autodiff): other backends run their own convolution kernels.
+/// Only on `flex` (with or without autodiff): other backends run their own convolution kernels,
+/// except grouped convolutions on libtorch with autodiff, whose backward libtorch runs
+/// ([`super::libtorch`]).
 pub fn conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let device = x.device();
+    #[cfg(feature = "tch")]
+    if conv.groups > 1 && conv.dilation == [1, 1] && super::libtorch::applies(conv, &x) {
+        let [_, _, height, width] = x.dims();
+        let [_, _, kernel_h, kernel_w] = conv.weight.val().dims();
+        let padding = padding_sides(&conv.padding, [kernel_h, kernel_w], conv.stride, height, width);
+        return super::libtorch::grouped_conv(conv, x, padding);
+    }
     if device != Device::flex() && device != Device::flex().autodiff() {
         return conv.forward(x);
     }

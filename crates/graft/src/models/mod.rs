@@ -6,6 +6,8 @@ pub mod fused;
 pub mod hub;
 pub mod inception_v3;
 pub mod layers;
+#[cfg(feature = "tch")]
+pub mod libtorch;
 pub mod mobilenet_v2;
 pub mod resnet;
 pub mod teacher;
