@@ -73,17 +73,16 @@ pub fn linear(input: usize, output: usize, device: &Device) -> Linear {
 /// (one product of `[batch * pixels, in] x [in, out]`), larger ones as a batched product over
 /// the NCHW planes, which skips the two transposes.
 ///
-/// Only on `flex` (with or without autodiff): other backends run their own convolution kernels,
-/// except grouped convolutions on libtorch with autodiff, whose backward libtorch runs
-/// ([`super::libtorch`]).
+/// Only on `flex` (with or without autodiff): other backends run their own convolution kernels.
+/// On libtorch with autodiff libtorch differentiates the convolution ([`super::libtorch`]).
 pub fn conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let device = x.device();
     #[cfg(feature = "tch")]
-    if conv.groups > 1 && conv.dilation == [1, 1] && super::libtorch::applies(conv, &x) {
+    if conv.dilation == [1, 1] && super::libtorch::applies(conv, &x) {
         let [_, _, height, width] = x.dims();
         let [_, _, kernel_h, kernel_w] = conv.weight.val().dims();
         let padding = padding_sides(&conv.padding, [kernel_h, kernel_w], conv.stride, height, width);
-        return super::libtorch::grouped_conv(conv, x, padding);
+        return super::libtorch::conv2d(conv, x, padding);
     }
     if device != Device::flex() && device != Device::flex().autodiff() {
         return conv.forward(x);
@@ -177,6 +176,14 @@ pub(crate) fn padding_sides(padding: &PaddingConfig2d, kernel: [usize; 2], strid
 /// statistics of every shard of a batch and updates the running state once, from one thread, so
 /// the result does not depend on how threads interleave. Everywhere else it is `bn.forward(x)`.
 pub fn normalize<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "tch")]
+    if D == 4 && bn.training.is_enabled() {
+        let dims = x.dims();
+        let images: Tensor<4> = x.clone().reshape([dims[0], dims[1], dims[2], dims[3]]);
+        if super::libtorch::trains_batch_norm(&images, &bn.gamma.val()) {
+            return normalize_libtorch(bn, images, super::libtorch::Activation::Identity).reshape(dims);
+        }
+    }
     let collecting = BATCH_STATISTICS.with(|stack| !stack.borrow().is_empty());
     if !(collecting && x.device().is_autodiff() && bn.training.is_enabled()) {
         return bn.forward(x);
@@ -184,9 +191,47 @@ pub fn normalize<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
     let dims = x.dims();
     let count = dims.iter().product::<usize>() / dims[1];
     let result = burn::tensor::module::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon);
-    let statistics = BatchStatistics { layer: bn.clone(), mean: result.mean.detach(), variance: result.variance.detach(), count };
-    BATCH_STATISTICS.with(|stack| stack.borrow_mut().last_mut().expect("a collector is open").push(statistics));
+    record_statistics(bn, result.mean.detach(), result.variance.detach(), count);
     result.output
+}
+
+/// `relu6(normalize(bn, x))`, in one libtorch operation where [`normalize`] trains on libtorch.
+pub fn normalize_relu6(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    #[cfg(feature = "tch")]
+    if bn.training.is_enabled() && super::libtorch::trains_batch_norm(&x, &bn.gamma.val()) {
+        return normalize_libtorch(bn, x, super::libtorch::Activation::Relu6);
+    }
+    relu6(normalize(bn, x))
+}
+
+/// `relu(normalize(bn, x))`, in one libtorch operation where [`normalize`] trains on libtorch.
+pub fn normalize_relu(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    #[cfg(feature = "tch")]
+    if bn.training.is_enabled() && super::libtorch::trains_batch_norm(&x, &bn.gamma.val()) {
+        return normalize_libtorch(bn, x, super::libtorch::Activation::Relu);
+    }
+    burn::tensor::activation::relu(normalize(bn, x))
+}
+
+/// A batch norm in training mode on libtorch (see [`super::libtorch::batch_norm_train`]): its
+/// statistics go to the collector if one is open (sharded steps), or update the running state
+/// at once, as burn's batch norm does.
+#[cfg(feature = "tch")]
+fn normalize_libtorch(bn: &BatchNorm, x: Tensor<4>, activation: super::libtorch::Activation) -> Tensor<4> {
+    let [batch, _, height, width] = x.dims();
+    let (output, mean, variance) = super::libtorch::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon, activation);
+    let collecting = BATCH_STATISTICS.with(|stack| !stack.borrow().is_empty());
+    if collecting {
+        record_statistics(bn, mean, variance, batch * height * width);
+    } else {
+        update_running_statistics(vec![vec![BatchStatistics { layer: bn.clone(), mean, variance, count: batch * height * width }]]);
+    }
+    output
+}
+
+fn record_statistics(bn: &BatchNorm, mean: Tensor<1>, variance: Tensor<1>, count: usize) {
+    let statistics = BatchStatistics { layer: bn.clone(), mean, variance, count };
+    BATCH_STATISTICS.with(|stack| stack.borrow_mut().last_mut().expect("a collector is open").push(statistics));
 }
 
 /// One batch norm's statistics over one shard of a batch (see [`normalize`]).

@@ -76,13 +76,14 @@ impl ResidualBlock {
     }
 
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
-        let mut x = self.relu.forward(layers::normalize(&self.bn1, layers::conv(&self.conv1, input.clone())));
-        x = layers::normalize(&self.bn2, self.conv2.forward(x));
-        if let (Some(conv3), Some(bn3)) = (&self.conv3, &self.bn3) {
-            x = layers::normalize(bn3, layers::conv(conv3, self.relu.forward(x)));
-        }
+        let x = layers::normalize_relu(&self.bn1, layers::conv(&self.conv1, input.clone()));
+        let x = layers::conv(&self.conv2, x);
+        let x = match (&self.conv3, &self.bn3) {
+            (Some(conv3), Some(bn3)) => layers::normalize(bn3, layers::conv(conv3, layers::normalize_relu(&self.bn2, x))),
+            _ => layers::normalize(&self.bn2, x),
+        };
         let identity = match &self.downsample {
-            Some(downsample) => layers::normalize(&downsample.bn, downsample.conv.forward(input)),
+            Some(downsample) => layers::normalize(&downsample.bn, layers::conv(&downsample.conv, input)),
             None => input,
         };
         self.relu.forward(x + identity)
@@ -153,7 +154,7 @@ impl ResNet {
 
     pub fn forward_block(&self, index: usize, x: Tensor<4>) -> Tensor<4> {
         let stage = match index {
-            0 => return self.maxpool.forward(self.relu.forward(layers::normalize(&self.bn1, self.conv1.forward(x)))),
+            0 => return self.maxpool.forward(layers::normalize_relu(&self.bn1, layers::conv(&self.conv1, x))),
             1 => &self.layer1,
             2 => &self.layer2,
             3 => &self.layer3,
