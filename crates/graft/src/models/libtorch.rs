@@ -4,8 +4,8 @@
 //! calls. Profiled on EfficientNet-Lite0's `full` training step, three of them dominated:
 //! - a grouped (depthwise) convolution's weight gradient is computed one group at a time, so a
 //!   depthwise convolution with 1152 channels is 1152 libtorch calls and as many slice
-//!   assignments per step: forward + backward took 2-20x as long as libtorch's own
-//!   (`examples/libtorch_depthwise.rs`);
+//!   assignments per step: forward + backward took 2-25x as long as libtorch's own
+//!   (`examples/depthwise_small.rs libtorch`);
 //! - any other convolution's weight gradient is a convolution of the input with the output's
 //!   gradient as the filter, which libtorch runs through im2col;
 //! - a batch norm in training mode is about ten element-wise passes each way with transposes,
