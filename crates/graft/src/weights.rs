@@ -138,14 +138,14 @@ impl Position {
             .filter(|(_, container)| !container.starts_with("Enum:"))
             .map(|(name, _)| name.as_str())
             .collect();
-        if container == "Struct:BatchNorm" {
-            if let Some(last) = parts.last_mut() {
-                *last = match *last {
-                    "gamma" => "weight",
-                    "beta" => "bias",
-                    other => other,
-                };
-            }
+        if container == "Struct:BatchNorm"
+            && let Some(last) = parts.last_mut()
+        {
+            *last = match *last {
+                "gamma" => "weight",
+                "beta" => "bias",
+                other => other,
+            };
         }
         keys.checkpoint_key(&parts.join("."))
     }

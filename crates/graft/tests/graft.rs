@@ -541,7 +541,7 @@ fn sharded_batch_norm_updates_running_statistics_as_one_batch_would() {
     device.seed(3);
     // Shards of unequal size with different means, so the spread between them matters.
     let x = Tensor::<4>::random([7, 5, 3, 3], burn::tensor::Distribution::Normal(0.5, 2.0), &device);
-    let (first, second) = (x.clone().slice([0..4]), x.clone().slice([4..7]) * 3.0 + 1.0);
+    let (first, second) = (x.clone().slice(0..4), x.clone().slice(4..7) * 3.0 + 1.0);
     let whole_batch = Tensor::cat(vec![first.clone(), second.clone()], 0);
     let whole = BatchNormConfig::new(5).init(&device);
     let sharded = BatchNormConfig::new(5).init(&device);
@@ -588,8 +588,8 @@ fn sharded_step_matches_the_whole_batch_without_batch_norm() {
     let whole = burn::optim::GradientsParams::from_grads(loss.backward(), &student);
 
     let parts = vec![
-        (StudentInput::Features(features.clone().slice([0..5])), labels[..5].to_vec()),
-        (StudentInput::Features(features.clone().slice([5..9])), labels[5..].to_vec()),
+        (StudentInput::Features(features.clone().slice(0..5)), labels[..5].to_vec()),
+        (StudentInput::Features(features.clone().slice(5..9)), labels[5..].to_vec()),
     ];
     let step = shards::step(&student, parts, cut, &loss_function, Some(&class_weights), false, &device);
     assert!((step.loss as f32 - whole_loss).abs() <= 1e-5 * whole_loss.abs(), "loss {} against {whole_loss}", step.loss);
