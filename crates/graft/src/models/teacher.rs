@@ -21,8 +21,10 @@ use crate::weights::{KeyMap, LoadReport, SameKeys, load_into};
 
 pub use super::layers::global_average;
 
-/// The network itself, whichever architecture it is.
+/// The network itself, whichever architecture it is. One per model, so the size of its largest
+/// variant costs nothing worth boxing (burn's `Module` derive would not see through a box).
 #[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Backbone {
     AlexNet(AlexNet),
     InceptionV3(InceptionV3),

@@ -79,6 +79,9 @@ pub fn advise(
     Ok(Advice { strategy, reason, examples_per_class, probes })
 }
 
+/// Per depth, per image, the pooled activations; and each image's label.
+type PooledFeatures = (Vec<Vec<Vec<f32>>>, Vec<usize>);
+
 /// Pooled activations after each block in `depths` (1-based counts of blocks run), per image.
 fn pooled_at(
     teacher: &Teacher,
@@ -87,7 +90,7 @@ fn pooled_at(
     preprocessing: &Preprocessing,
     device: &Device,
     reporter: &dyn Reporter,
-) -> Result<(Vec<Vec<Vec<f32>>>, Vec<usize>)> {
+) -> Result<PooledFeatures> {
     let mut features: Vec<Vec<Vec<f32>>> = vec![Vec::new(); depths.len()];
     let mut labels = Vec::new();
     let mut items = data.items.clone();

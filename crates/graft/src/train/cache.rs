@@ -99,6 +99,7 @@ impl FeatureCache {
 
     /// Makes sure every (item, view) has an entry, running the teacher's frozen part in batches
     /// for the missing ones. Returns one entry per request, `None` where the image was unreadable.
+    #[allow(clippy::too_many_arguments)] // each is a different kind of input; none group naturally.
     pub fn prepare(
         &self,
         teacher: &Teacher,

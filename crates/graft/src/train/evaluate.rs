@@ -20,6 +20,9 @@ use crate::error::Result;
 use crate::models::fused::FusedBackbone;
 use crate::models::{Teacher, zoo};
 
+/// Class probabilities per image, `None` where the image could not be read.
+pub type Probabilities = Vec<Option<Vec<f32>>>;
+
 /// Class probabilities for each source (`None` where the image could not be read).
 pub fn predict_sources(
     loaded: &LoadedStudent,
@@ -28,7 +31,7 @@ pub fn predict_sources(
     cache_dir: &Path,
     device: &Device,
     reporter: &dyn Reporter,
-) -> Result<(Vec<Option<Vec<f32>>>, Vec<Skipped>)> {
+) -> Result<(Probabilities, Vec<Skipped>)> {
     let config = &loaded.config;
     let plan = config.plan();
     let model = loaded.student.valid();

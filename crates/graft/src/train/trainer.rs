@@ -89,6 +89,9 @@ enum Example {
     Image(Item),
 }
 
+/// A training image's examples (its cached views, or the image itself) and its label.
+type TrainExample = (Vec<Example>, usize);
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct CheckpointState {
     fingerprint: String,
@@ -136,7 +139,7 @@ pub fn train(
     let views = if hyper.augmentation.is_none() { 1 } else { hyper.augmented_views.max(1) };
     let mut skipped = Vec::new();
     let (mut cache_hits, mut cache_misses, mut teacher_forwards) = (0, 0, 0);
-    let (train_examples, validation_examples): (Vec<(Vec<Example>, usize)>, Vec<(Example, usize)>) = if plan.cut > 0 {
+    let (train_examples, validation_examples): (Vec<TrainExample>, Vec<(Example, usize)>) = if plan.cut > 0 {
         let cache = FeatureCache::new(&options.cache_dir, teacher, &spec)?;
         let requests: Vec<_> = train
             .items
