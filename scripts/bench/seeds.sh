@@ -13,8 +13,10 @@ strategy=${1:?strategy}; epochs=${2:?epochs}; shift 2
 [ $# -gt 0 ] || { echo "give one or more seeds" >&2; exit 2; }
 python=${TORCH_PYTHON:-/tmp/torchenv/bin/python}
 out=${OUT:-/tmp/graft-bench}
-graft=./target/release/graft
-cargo build --release -q -p graft-cli
+# GRAFT: another graft binary (e.g. one built with `--features tch`, with GRAFT_ARGS="--device
+# libtorch" and its libtorch on LD_LIBRARY_PATH); by default this checkout's release build.
+graft=${GRAFT:-./target/release/graft}
+[ -n "${GRAFT:-}" ] || cargo build --release -q -p graft-cli
 data=$out/data
 [ -d "$data/train" ] || python3 scripts/make_demo_data.py --out "$data" --train 160 --val 40 --test 200 >&2
 results=$out/seeds.jsonl
