@@ -39,10 +39,10 @@ pub fn applies(conv: &Conv2d, x: &Tensor<4>) -> bool {
 }
 
 /// `conv` (its bias added by burn) on an input on libtorch with autodiff, its backward run by
-/// libtorch. `padding` is (top, left, bottom, right): TensorFlow's "same"
-/// padding can be one pixel larger at the bottom and right, which libtorch's convolution does
-/// not take, so the input is padded first inside libtorch's graph. An input or weight without
-/// autodiff takes part as a constant, as in burn's own operations.
+/// libtorch. `padding` is (top, left, bottom, right): TensorFlow's "same" padding can be one
+/// pixel larger at the bottom and right, which libtorch's convolution does not take, so the
+/// input is padded first inside libtorch's graph. An input or weight without autodiff takes
+/// part as a constant, as in burn's own operations.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>, padding: [usize; 4]) -> Tensor<4> {
     let weight = conv.weight.val();
     let channels_out = weight.dims()[0];
