@@ -14,7 +14,8 @@ strategy=${1:?strategy}; epochs=${2:?epochs}; shift 2
 python=${TORCH_PYTHON:-/tmp/torchenv/bin/python}
 out=${OUT:-/tmp/graft-bench}
 # GRAFT: another graft binary (e.g. one built with `--features tch`, with GRAFT_ARGS="--device
-# libtorch" and its libtorch on LD_LIBRARY_PATH); by default this checkout's release build.
+# libtorch" and its libtorch on LD_LIBRARY_PATH); by default this checkout's release build. The
+# commit recorded is this checkout's either way: build GRAFT from the same code.
 graft=${GRAFT:-./target/release/graft}
 [ -n "${GRAFT:-}" ] || cargo build --release -q -p graft-cli
 data=$out/data

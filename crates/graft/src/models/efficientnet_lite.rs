@@ -11,7 +11,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Dropout, DropoutConfig, Linear, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 
-use super::layers::{self, ConvSpec, batch_norm, global_average, linear};
+use super::layers::{self, Activation, ConvSpec, batch_norm, global_average, linear};
 use crate::weights::KeyMap;
 
 const EPSILON: f64 = 1e-3;
@@ -120,9 +120,9 @@ impl MbConv {
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         let mut x = input.clone();
         if let (Some(conv), Some(bn)) = (&self._expand_conv, &self._bn0) {
-            x = layers::normalize_relu6(bn, layers::conv(conv, x));
+            x = layers::normalize_activated(bn, layers::conv(conv, x), Activation::Relu6);
         }
-        x = layers::normalize_relu6(&self._bn1, layers::conv(&self._depthwise_conv, x));
+        x = layers::normalize_activated(&self._bn1, layers::conv(&self._depthwise_conv, x), Activation::Relu6);
         x = layers::normalize(&self._bn2, layers::conv(&self._project_conv, x));
         if self.residual { x + input } else { x }
     }
@@ -175,11 +175,11 @@ impl EfficientNetLite {
 
     pub fn forward_block(&self, index: usize, x: Tensor<4>) -> Tensor<4> {
         if index == 0 {
-            layers::normalize_relu6(&self._bn0, layers::conv(&self._conv_stem, x))
+            layers::normalize_activated(&self._bn0, layers::conv(&self._conv_stem, x), Activation::Relu6)
         } else if index <= self._blocks.len() {
             self._blocks[index - 1].forward(x)
         } else {
-            layers::normalize_relu6(&self._bn1, layers::conv(&self._conv_head, x))
+            layers::normalize_activated(&self._bn1, layers::conv(&self._conv_head, x), Activation::Relu6)
         }
     }
 

@@ -78,7 +78,7 @@ pub fn linear(input: usize, output: usize, device: &Device) -> Linear {
 pub fn conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let device = x.device();
     #[cfg(feature = "tch")]
-    if conv.dilation == [1, 1] && super::libtorch::applies(conv, &x) {
+    if conv.dilation == [1, 1] && super::libtorch::differentiates(&x, &conv.weight.val()) {
         let [_, _, height, width] = x.dims();
         let [_, _, kernel_h, kernel_w] = conv.weight.val().dims();
         let padding = padding_sides(&conv.padding, [kernel_h, kernel_w], conv.stride, height, width);
@@ -177,12 +177,9 @@ pub(crate) fn padding_sides(padding: &PaddingConfig2d, kernel: [usize; 2], strid
 /// the result does not depend on how threads interleave. Everywhere else it is `bn.forward(x)`.
 pub fn normalize<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
     #[cfg(feature = "tch")]
-    if D == 4 && bn.training.is_enabled() {
+    if D == 4 && bn.training.is_enabled() && super::libtorch::differentiates(&x, &bn.gamma.val()) {
         let dims = x.dims();
-        let images: Tensor<4> = x.clone().reshape([dims[0], dims[1], dims[2], dims[3]]);
-        if super::libtorch::trains_batch_norm(&images, &bn.gamma.val()) {
-            return normalize_libtorch(bn, images, super::libtorch::Activation::Identity).reshape(dims);
-        }
+        return normalize_libtorch(bn, x.reshape([dims[0], dims[1], dims[2], dims[3]]), Activation::Identity).reshape(dims);
     }
     let collecting = BATCH_STATISTICS.with(|stack| !stack.borrow().is_empty());
     if !(collecting && x.device().is_autodiff() && bn.training.is_enabled()) {
@@ -195,29 +192,39 @@ pub fn normalize<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
     result.output
 }
 
-/// `relu6(normalize(bn, x))`, in one libtorch operation where [`normalize`] trains on libtorch.
-pub fn normalize_relu6(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
-    #[cfg(feature = "tch")]
-    if bn.training.is_enabled() && super::libtorch::trains_batch_norm(&x, &bn.gamma.val()) {
-        return normalize_libtorch(bn, x, super::libtorch::Activation::Relu6);
-    }
-    relu6(normalize(bn, x))
+/// What follows a batch norm in [`normalize_activated`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    Identity,
+    Relu,
+    Relu6,
 }
 
-/// `relu(normalize(bn, x))`, in one libtorch operation where [`normalize`] trains on libtorch.
-pub fn normalize_relu(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
-    #[cfg(feature = "tch")]
-    if bn.training.is_enabled() && super::libtorch::trains_batch_norm(&x, &bn.gamma.val()) {
-        return normalize_libtorch(bn, x, super::libtorch::Activation::Relu);
+impl Activation {
+    pub fn apply(self, x: Tensor<4>) -> Tensor<4> {
+        match self {
+            Activation::Identity => x,
+            Activation::Relu => burn::tensor::activation::relu(x),
+            Activation::Relu6 => relu6(x),
+        }
     }
-    burn::tensor::activation::relu(normalize(bn, x))
+}
+
+/// `activation(normalize(bn, x))`, in one libtorch operation where [`normalize`] trains on
+/// libtorch.
+pub fn normalize_activated(bn: &BatchNorm, x: Tensor<4>, activation: Activation) -> Tensor<4> {
+    #[cfg(feature = "tch")]
+    if bn.training.is_enabled() && super::libtorch::differentiates(&x, &bn.gamma.val()) {
+        return normalize_libtorch(bn, x, activation);
+    }
+    activation.apply(normalize(bn, x))
 }
 
 /// A batch norm in training mode on libtorch (see [`super::libtorch::batch_norm_train`]): its
 /// statistics go to the collector if one is open (sharded steps), or update the running state
 /// at once, as burn's batch norm does.
 #[cfg(feature = "tch")]
-fn normalize_libtorch(bn: &BatchNorm, x: Tensor<4>, activation: super::libtorch::Activation) -> Tensor<4> {
+fn normalize_libtorch(bn: &BatchNorm, x: Tensor<4>, activation: Activation) -> Tensor<4> {
     let [batch, _, height, width] = x.dims();
     let (output, mean, variance) = super::libtorch::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon, activation);
     let collecting = BATCH_STATISTICS.with(|stack| !stack.borrow().is_empty());

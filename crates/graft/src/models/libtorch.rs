@@ -25,17 +25,24 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
 use burn::backend::libtorch::TchTensor;
 use burn::backend::{Autodiff, LibTorch};
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor};
 
+use super::layers::Activation;
+
 type Tracked = Autodiff<LibTorch, NoCheckpointing>;
 
-/// Whether [`conv2d`] applies to `conv` on `x`: libtorch, with autodiff on for the input or the
-/// weight (without autodiff burn's forward is libtorch's already).
-pub fn applies(conv: &Conv2d, x: &Tensor<4>) -> bool {
-    x.device() == Device::libtorch() && (x.is_autodiff() || conv.weight.val().is_autodiff())
+/// burn's autodiff tensor on libtorch.
+type AutodiffTensor = FloatTensor<Tracked>;
+
+/// Whether libtorch differentiates an operation on `x` with `parameter` ([`conv2d`],
+/// [`batch_norm_train`]): on libtorch, with autodiff on for either (without autodiff burn's
+/// forward is libtorch's already).
+pub fn differentiates<const D: usize, const E: usize>(x: &Tensor<D>, parameter: &Tensor<E>) -> bool {
+    x.device() == Device::libtorch() && (x.is_autodiff() || parameter.is_autodiff())
 }
 
 /// `conv` (its bias added by burn) on an input on libtorch with autodiff, its backward run by
@@ -47,20 +54,7 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>, padding: [usize; 4]) -> Tensor<4> {
     let weight = conv.weight.val();
     let channels_out = weight.dims()[0];
     let options = Options { stride: conv.stride, dilation: conv.dilation, groups: conv.groups, padding };
-    let x = x.autodiff().try_into_primitive::<Tracked>().expect("an input on libtorch with autodiff");
-    let weight = weight.autodiff().try_into_primitive::<Tracked>().expect("a weight on libtorch with autodiff");
-    let output = match TorchConv.prepare::<NoCheckpointing>([x.node(), weight.node()]).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => {
-            let leaves = TorchGraph::leaves([x.primitive(), weight.primitive()]);
-            let output = options.forward(&leaves[0], &leaves[1]);
-            let result = TchTensor::new(output.detach());
-            prep.finish(TorchGraph { output, leaves, _inputs: vec![x.primitive().clone(), weight.primitive().clone()] }, result)
-        }
-        OpsKind::UnTracked(prep) => {
-            let output = tch::no_grad(|| options.forward(&x.primitive().tensor, &weight.primitive().tensor));
-            prep.finish(TchTensor::new(output))
-        }
-    };
+    let (output, ()) = record(TorchConv, [tracked(x), tracked(weight)], |[input, filter]| (options.forward(input, filter), ()));
     let y = Tensor::<4>::from_primitive::<Tracked>(output);
     match &conv.bias {
         Some(bias) => y + bias.val().reshape([1, channels_out, 1, 1]),
@@ -68,28 +62,12 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>, padding: [usize; 4]) -> Tensor<4> {
     }
 }
 
-/// What follows a batch norm inside [`batch_norm_train`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    Identity,
-    Relu,
-    Relu6,
-}
-
-/// Whether [`batch_norm_train`] applies to `x`: on libtorch, with autodiff on.
-pub fn trains_batch_norm(x: &Tensor<4>, gamma: &Tensor<1>) -> bool {
-    x.device() == Device::libtorch() && (x.is_autodiff() || gamma.is_autodiff())
-}
-
 /// A batch norm in training mode (normalized with the batch's own statistics) followed by
 /// `activation`, forward and backward by libtorch's fused kernels, where burn's batch norm is a
 /// composition of about ten element-wise passes each way and its clamp's backward two masked
 /// fills. Returns the output, and the batch's mean and (biased) variance, detached.
 pub fn batch_norm_train(x: Tensor<4>, gamma: Tensor<1>, beta: Tensor<1>, epsilon: f64, activation: Activation) -> (Tensor<4>, Tensor<1>, Tensor<1>) {
-    let x = x.autodiff().try_into_primitive::<Tracked>().expect("an input on libtorch with autodiff");
-    let gamma = gamma.autodiff().try_into_primitive::<Tracked>().expect("a scale on libtorch with autodiff");
-    let beta = beta.autodiff().try_into_primitive::<Tracked>().expect("a shift on libtorch with autodiff");
-    let forward = |x: &tch::Tensor, gamma: &tch::Tensor, beta: &tch::Tensor| {
+    let (output, (mean, variance)) = record(TorchBatchNorm, [tracked(x), tracked(gamma), tracked(beta)], |[x, gamma, beta]| {
         let (output, mean, inverse_std) = x.native_batch_norm(Some(gamma), Some(beta), None::<&tch::Tensor>, None::<&tch::Tensor>, true, 0.0, epsilon);
         let output = match activation {
             Activation::Identity => output,
@@ -98,23 +76,39 @@ pub fn batch_norm_train(x: Tensor<4>, gamma: Tensor<1>, beta: Tensor<1>, epsilon
             Activation::Relu6 => output.relu6(),
         };
         let variance = inverse_std.detach().pow_tensor_scalar(-2.0) - epsilon;
-        (output, mean.detach(), variance)
-    };
-    let (output, mean, variance) = match TorchBatchNorm.prepare::<NoCheckpointing>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => {
-            let leaves = TorchGraph::leaves([x.primitive(), gamma.primitive(), beta.primitive()]);
-            let (output, mean, variance) = forward(&leaves[0], &leaves[1], &leaves[2]);
-            let result = TchTensor::new(output.detach());
-            let inputs = vec![x.primitive().clone(), gamma.primitive().clone(), beta.primitive().clone()];
-            (prep.finish(TorchGraph { output, leaves, _inputs: inputs }, result), mean, variance)
-        }
-        OpsKind::UnTracked(prep) => {
-            let (output, mean, variance) = tch::no_grad(|| forward(&x.primitive().tensor, &gamma.primitive().tensor, &beta.primitive().tensor));
-            (prep.finish(TchTensor::new(output)), mean, variance)
-        }
-    };
+        (output, (mean.detach(), variance))
+    });
     let statistic = |tensor: tch::Tensor| Tensor::<1>::from_primitive::<LibTorch>(TchTensor::new(tensor));
     (Tensor::<4>::from_primitive::<Tracked>(output), statistic(mean), statistic(variance))
+}
+
+/// `tensor` as burn's autodiff primitive on libtorch (a tensor without autodiff gets it, as a
+/// constant).
+fn tracked<const D: usize>(tensor: Tensor<D>) -> AutodiffTensor {
+    tensor.autodiff().try_into_primitive::<Tracked>().expect("a tensor on libtorch")
+}
+
+/// Records `operation` on `inputs` in burn's graph: `forward` computes its output (and anything
+/// else it returns) with libtorch, with libtorch's autograd on when burn tracks the operation,
+/// and the operation's backward is libtorch's backward of that graph.
+fn record<O, const N: usize, R>(operation: O, inputs: [AutodiffTensor; N], forward: impl Fn([&tch::Tensor; N]) -> (tch::Tensor, R)) -> (AutodiffTensor, R)
+where
+    O: Backward<LibTorch, N, State = TorchGraph>,
+{
+    match operation.prepare::<NoCheckpointing>(inputs.each_ref().map(|input| input.node())).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            // Leaves on the inputs' storage, detached, with libtorch's autograd on.
+            let leaves = inputs.each_ref().map(|input| input.primitive().tensor.detach().set_requires_grad(true));
+            let (output, rest) = forward(leaves.each_ref());
+            let result = TchTensor::new(output.detach());
+            let graph = TorchGraph { output, leaves: leaves.into(), _inputs: inputs.map(|input| input.into_primitive()).into() };
+            (prep.finish(graph, result), rest)
+        }
+        OpsKind::UnTracked(prep) => {
+            let (output, rest) = tch::no_grad(|| forward(inputs.each_ref().map(|input| &input.primitive().tensor)));
+            (prep.finish(TchTensor::new(output)), rest)
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -158,11 +152,6 @@ struct TorchGraph {
 }
 
 impl TorchGraph {
-    /// Leaves for `inputs`: the same storage, detached, with libtorch's autograd on.
-    fn leaves<const N: usize>(inputs: [&TchTensor; N]) -> Vec<tch::Tensor> {
-        inputs.iter().map(|input| input.tensor.detach().set_requires_grad(true)).collect()
-    }
-
     /// The gradients of the leaves marked in `wanted` (the inputs burn tracks) for an incoming
     /// `grad`, computed by libtorch's backward of the recorded graph; `None` for the others.
     fn gradients(self, wanted: &[bool], grad: TchTensor) -> Vec<Option<tch::Tensor>> {
@@ -250,7 +239,7 @@ mod tests {
             for input_tracked in [true, false] {
                 let x = Tensor::<4>::random([3, inputs, size, size], Distribution::Normal(0.0, 1.0), &device);
                 let x = if input_tracked { x.require_grad() } else { x };
-                assert!(applies(&layer, &x));
+                assert!(differentiates(&x, &layer.weight.val()));
                 let expected = layer.forward(x.clone());
                 let actual = conv(&layer, x.clone());
                 assert_eq!(expected.dims(), actual.dims());
@@ -280,9 +269,9 @@ mod tests {
         let layer = Conv2dConfig::new([4, 4], [3, 3]).with_groups(4).with_padding(PaddingConfig2d::Same).init(&device);
         let frozen = layer.clone().valid();
         let plain = Tensor::<4>::random([2, 4, 6, 6], Distribution::Normal(0.0, 1.0), &Device::libtorch());
-        assert!(!applies(&frozen, &plain));
+        assert!(!differentiates(&plain, &frozen.weight.val()));
         let x = plain.clone().autodiff().require_grad();
-        assert!(applies(&frozen, &x));
+        assert!(differentiates(&x, &frozen.weight.val()));
         let expected = layer.forward(plain.clone().autodiff());
         let actual = conv(&frozen, x.clone());
         assert!(relative_difference(expected.clone(), actual.clone()) < 1e-5);
@@ -331,7 +320,7 @@ mod tests {
         let bn = burn::nn::BatchNormConfig::new(3).init(&device);
         let reference = burn::nn::BatchNormConfig::new(3).init(&device);
         let x = Tensor::<4>::random([6, 3, 4, 4], Distribution::Normal(2.0, 3.0), &device);
-        assert!(trains_batch_norm(&x, &bn.gamma.val()));
+        assert!(differentiates(&x, &bn.gamma.val()));
         let output = crate::models::layers::normalize(&bn, x.clone());
         let expected = reference.forward(x);
         assert!(relative_difference(expected, output) < 1e-5);

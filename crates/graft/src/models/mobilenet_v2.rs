@@ -8,7 +8,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Dropout, DropoutConfig, Linear};
 use burn::tensor::{Device, Tensor};
 
-use super::layers::{self, ConvSpec, batch_norm, global_average, linear};
+use super::layers::{self, Activation, ConvSpec, batch_norm, global_average, linear};
 use crate::weights::KeyMap;
 
 const EPSILON: f64 = 1e-5;
@@ -32,7 +32,7 @@ impl ConvBnRelu6 {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        layers::normalize_relu6(&self.bn, layers::conv(&self.conv, x))
+        layers::normalize_activated(&self.bn, layers::conv(&self.conv, x), Activation::Relu6)
     }
 }
 

@@ -9,7 +9,7 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, Linear, PaddingConfig2d, Relu};
 use burn::tensor::{Device, Tensor};
 
-use super::layers::{self, ConvSpec, batch_norm, global_average, linear};
+use super::layers::{self, Activation, ConvSpec, batch_norm, global_average, linear};
 use crate::weights::KeyMap;
 
 const EPSILON: f64 = 1e-5;
@@ -76,10 +76,10 @@ impl ResidualBlock {
     }
 
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
-        let x = layers::normalize_relu(&self.bn1, layers::conv(&self.conv1, input.clone()));
+        let x = layers::normalize_activated(&self.bn1, layers::conv(&self.conv1, input.clone()), Activation::Relu);
         let x = layers::conv(&self.conv2, x);
         let x = match (&self.conv3, &self.bn3) {
-            (Some(conv3), Some(bn3)) => layers::normalize(bn3, layers::conv(conv3, layers::normalize_relu(&self.bn2, x))),
+            (Some(conv3), Some(bn3)) => layers::normalize(bn3, layers::conv(conv3, layers::normalize_activated(&self.bn2, x, Activation::Relu))),
             _ => layers::normalize(&self.bn2, x),
         };
         let identity = match &self.downsample {
@@ -154,7 +154,7 @@ impl ResNet {
 
     pub fn forward_block(&self, index: usize, x: Tensor<4>) -> Tensor<4> {
         let stage = match index {
-            0 => return self.maxpool.forward(layers::normalize_relu(&self.bn1, layers::conv(&self.conv1, x))),
+            0 => return self.maxpool.forward(layers::normalize_activated(&self.bn1, layers::conv(&self.conv1, x), Activation::Relu)),
             1 => &self.layer1,
             2 => &self.layer2,
             3 => &self.layer3,
