@@ -10,7 +10,8 @@ Frozen blocks are kept in eval mode (batch norm on stored statistics), as graft'
 
 `kernels`: teacher inference (batch 32) and one training step (full; last block + head with the
 frozen prefix run in inference mode inside the step) for ResNet-18, ResNet-50 and
-EfficientNet-Lite0, plus forward FLOPs per image and the machine's measured sgemm GFLOP/s.
+EfficientNet-Lite0, plus forward FLOPs per image and the machine's measured sgemm GFLOP/s, on the
+CPU or (`--device cuda`) a GPU, in float32 with TF32 off, timed after synchronizing the GPU.
 
 Every result is one JSON object per line on stdout.
 
@@ -218,26 +219,45 @@ def kernel_models():
     }
 
 
-def timed(work, warmup, iterations):
+def timed(work, warmup, iterations, device="cpu"):
+    """Mean seconds per call of `work`; on a GPU, waits for its queued work before reading the clock."""
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     for _ in range(warmup):
         work()
+    sync()
     started = time.perf_counter()
     for _ in range(iterations):
         work()
+    sync()
     return (time.perf_counter() - started) / iterations
 
 
 def kernels(args):
     from torch.utils.flop_counter import FlopCounterMode
+    device = args.device
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            sys.exit("--device cuda: this torch sees no CUDA GPU")
+        # Full float32, as graft computes: no TF32 shortcuts in matrix products or convolutions.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
     # The machine's practical peak: a large single-precision matrix product.
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    seconds = timed(lambda: a @ b, 2, 10)
-    print(json.dumps({"implementation": "pytorch", "operation": "sgemm_2048", "gflops_per_second": 2 * 2048 ** 3 / seconds / 1e9, "threads": torch.get_num_threads()}), flush=True)
+    n = 2048 if device == "cpu" else 8192
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    seconds = timed(lambda: a @ b, 2, 10, device)
+    peak = {"implementation": "pytorch", "device": device, "operation": f"sgemm_{n}", "gflops_per_second": 2 * n ** 3 / seconds / 1e9}
+    if device == "cpu":
+        peak["threads"] = torch.get_num_threads()
+    else:
+        peak["gpu"] = torch.cuda.get_device_name()
+    print(json.dumps(peak), flush=True)
     for name, (model, stages, width) in kernel_models().items():
         if name not in args.teachers.split(","):
             continue
-        images = torch.randn(args.batch_size, 3, 224, 224)
+        model.to(device)
+        images = torch.randn(args.batch_size, 3, 224, 224, device=device)
         model.eval()
         with FlopCounterMode(display=False) as counter:
             with torch.no_grad():
@@ -245,14 +265,15 @@ def kernels(args):
         flops = counter.get_total_flops()
         def result(operation, seconds, flops_per_image):
             print(json.dumps({
-                "implementation": "pytorch", "teacher": name, "operation": operation, "batch_size": args.batch_size,
-                "images_per_second": args.batch_size / seconds, "forward_gflops_per_image": flops / 1e9,
+                "implementation": "pytorch", "device": device, "teacher": name, "operation": operation,
+                "batch_size": args.batch_size, "images_per_second": args.batch_size / seconds,
+                "forward_gflops_per_image": flops / 1e9,
                 "gflops_per_second": flops_per_image * args.batch_size / seconds / 1e9,
             }), flush=True)
         with torch.no_grad():
-            result("inference", timed(lambda: model(images), 1, args.iterations), flops)
-        head = nn.Linear(width, 10)
-        labels = torch.arange(args.batch_size) % 10
+            result("inference", timed(lambda: model(images), 1, args.iterations, device), flops)
+        head = nn.Linear(width, 10).to(device)
+        labels = torch.arange(args.batch_size, device=device) % 10
         for operation, cut in [("train_full", 0), ("train_last_block", len(stages) - 1)]:
             trainable = [p for stage in stages[cut:] for p in stage.parameters()] + list(head.parameters())
             optimizer = torch.optim.AdamW(trainable, lr=1e-4)
@@ -270,7 +291,7 @@ def kernels(args):
                 loss.backward()
                 optimizer.step()
             # Training costs about three forwards (forward, two for backward) of the trained part.
-            result(operation, timed(step, 1, args.iterations), flops * 3 if cut == 0 else flops)
+            result(operation, timed(step, 1, args.iterations, device), flops * 3 if cut == 0 else flops)
 
 
 def main():
@@ -290,6 +311,7 @@ def main():
     k.add_argument("--teachers", default="resnet18,resnet50,efficientnet_lite0")
     k.add_argument("--batch-size", type=int, default=32)
     k.add_argument("--iterations", type=int, default=3)
+    k.add_argument("--device", default="cpu", help="cpu, or cuda for an NVIDIA GPU")
     args = parser.parse_args()
     {"train": train, "kernels": kernels}[args.command](args)
 

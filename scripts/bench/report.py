@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 # (graft implementation, strategy, target speed-up over the PyTorch reference)
 TARGETS = [("graft", "deep", 5.0), ("graft", "mid", 3.0), ("graft", "full", 0.6), ("graft-libtorch", "full", 1.0)]
 
@@ -17,15 +19,19 @@ def cpu_model():
     return platform.processor()
 
 
+def kernel_rows(rows):
+    """Kernel results keyed by (implementation, device, teacher, operation); PyTorch rows without a
+    device (older files) ran on the CPU."""
+    return {(r["implementation"], r.get("device", "cpu"), r["teacher"], r["operation"]): r
+            for r in rows if "operation" in r and "teacher" in r}
+
+
 def main():
     rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
     e2e = {(r["implementation"], r["strategy"]): r for r in rows if "strategy" in r and not r.get("memory_run")}
     memory = [r for r in rows if r.get("memory_run")]
-    kernels = {}
-    for r in rows:
-        if "operation" in r and "teacher" in r:
-            kernels[(r["implementation"], r.get("device", "torch"), r["teacher"], r["operation"])] = r
-    sgemm = next((r for r in rows if r.get("operation") == "sgemm_2048"), None)
+    kernels = kernel_rows(rows)
+    sgemm = next((r for r in rows if r.get("operation") == "sgemm_2048" and r.get("device", "cpu") == "cpu"), None)
     flops = {(r["teacher"]): r["forward_gflops_per_image"] for r in rows if r.get("implementation") == "pytorch" and "forward_gflops_per_image" in r}
     torch_version = next((r["torch"] for r in rows if "torch" in r), "?")
     # run.sh's first line says which commit ran and when; older files lack it.
@@ -108,7 +114,7 @@ def main():
     say("|" + "---|" * (header.count("|") - 1))
     for teacher in ["resnet18", "resnet50", "efficientnet_lite0"]:
         for operation in ["inference", "inference_burn", "train_full", "train_last_block"]:
-            p = kernels.get(("pytorch", "torch", teacher, "inference" if operation == "inference_burn" else operation))
+            p = kernels.get(("pytorch", "cpu", teacher, "inference" if operation == "inference_burn" else operation))
             graft = [kernels.get(("graft", d, teacher, operation)) for d in devices]
             if not p or not any(graft):
                 continue
@@ -119,6 +125,9 @@ def main():
             gflops = f"{flex['images_per_second'] * scale:.1f}" if flex else "–"
             say(f"| {teacher} | {operation} | " + " | ".join(cells) + f" | {p['images_per_second']:.2f} | " + " | ".join(ratios) + f" | {gflops} | {p['images_per_second'] * scale:.1f} |")
     say("")
+    gpu_path = sys.argv[2] if len(sys.argv) > 2 else os.path.join(ROOT, "docs/bench-gpu.jsonl")
+    if os.path.exists(gpu_path):
+        gpu_section(say, [json.loads(line) for line in open(gpu_path) if line.strip()], flops, os.path.relpath(gpu_path, ROOT))
     say("## Where the time goes\n")
     say("The profiles behind these numbers, what was changed because of them, and what stands in the way of the "
         "targets still missed: [docs/PERFORMANCE.md](PERFORMANCE.md).\n")
@@ -126,7 +135,57 @@ def main():
     say("- Transfer against from scratch on Fashion-MNIST (100 images per class, all 10,000 test images): "
         "`scripts/fashion_mnist_strategies.sh` writes `docs/FASHION_MNIST.md`, with its own wall times.")
     say("- The demo: `time (GRAFT_CACHE_DIR=$(mktemp -d) ./target/release/graft demo)`; its figures are in the README.")
+    # Hand-written notes on the recorded run, kept in their own file so that rebuilding the tables
+    # keeps them; they name the commit they describe.
+    notes_path = os.path.join(ROOT, "docs/bench-notes.md")
+    if os.path.exists(notes_path):
+        notes = open(notes_path).read()
+        if commit.split("+")[0] not in notes:
+            print(f"report.py: docs/bench-notes.md does not mention this run's commit {commit}: update it", file=sys.stderr)
+        say("")
+        say(notes.rstrip("\n"))
     print("\n".join(out))
+
+
+def gpu_section(say, rows, cpu_flops, path):
+    """The kernel table from scripts/bench/gpu.sh's results: graft on wgpu against PyTorch on CUDA."""
+    run = next((r["run"] for r in rows if "run" in r), {})
+    kernels = kernel_rows(rows)
+    torch_version = next((r["torch"] for r in rows if "torch" in r), None)
+    sgemm = next((r for r in rows if r.get("operation", "").startswith("sgemm") and r.get("device", "cpu") != "cpu"), None)
+    flops = dict(cpu_flops)
+    flops.update({r["teacher"]: r["forward_gflops_per_image"] for r in rows if "forward_gflops_per_image" in r})
+    batch = next((r["batch_size"] for r in kernels.values() if "batch_size" in r), "?")
+    size = next((r["image_size"] for r in kernels.values() if "image_size" in r), 224)
+    say(f"## Kernels on a GPU: images per second (batch {batch}, {size}x{size}, random weights)\n")
+    say("Run on a lent GPU machine with `scripts/bench/gpu.sh` (its comment gives the steps): graft built with "
+        "`--features wgpu` on burn's wgpu backend (Vulkan), against PyTorch on CUDA in float32 with TF32 off. "
+        f"GPU: {run.get('gpu', '?')}; host: {run.get('cores', '?')} cores, {run.get('cpu', '?')}. "
+        f"graft at commit {run.get('graft_commit', '?')}"
+        + (f", PyTorch {torch_version}" if torch_version else ", no PyTorch CUDA run")
+        + f". Run {run.get('date', '?')}. Raw results: `{path}`."
+        + (f" Measured single-precision matrix product ({sgemm['operation'].split('_')[1]}^2, PyTorch): "
+           f"{sgemm['gflops_per_second']:.0f} GFLOP/s." if sgemm else "")
+        + "\n")
+    check = next((r for r in rows if r.get("check") == "predict_wgpu_vs_flex"), None)
+    if check:
+        say(f"Correctness on that GPU: the pretrained EfficientNet-Lite0 on the {check['images']} bundled photos "
+            f"(`assets/images`) gives {'the same' if check['same_top5'] else 'DIFFERENT'} top-5 classes on wgpu as on "
+            f"`flex`, probabilities within {check['max_probability_difference']:.1e}.\n")
+    say("| teacher | operation | graft wgpu img/s | PyTorch CUDA img/s | graft / PyTorch | graft GFLOP/s | PyTorch GFLOP/s |")
+    say("|---|---|---|---|---|---|---|")
+    for teacher in ["resnet18", "resnet50", "efficientnet_lite0"]:
+        for operation in ["inference", "train_full", "train_last_block"]:
+            g = kernels.get(("graft", "wgpu", teacher, operation))
+            p = next((r for (i, d, t, o), r in kernels.items() if i == "pytorch" and d != "cpu" and t == teacher and o == operation), None)
+            if not g:
+                continue
+            scale = {"inference": 1, "train_full": 3, "train_last_block": 1}[operation] * flops.get(teacher, 0)
+            p_cells = (f"{p['images_per_second']:.1f}", f"{g['images_per_second'] / p['images_per_second']:.2f}x",
+                       f"{p['images_per_second'] * scale:.0f}") if p else ("–", "–", "–")
+            say(f"| {teacher} | {operation} | {g['images_per_second']:.1f} | {p_cells[0]} | {p_cells[1]} | "
+                f"{g['images_per_second'] * scale:.0f} | {p_cells[2]} |")
+    say("")
 
 
 if __name__ == "__main__":

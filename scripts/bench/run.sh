@@ -9,7 +9,9 @@
 # holds the shared libraries the build loads). SKIP_60K=1 leaves out the 60,000-image memory run
 # (scripts/bench/memory_60k.sh, ~15 minutes). PARTS picks what runs (default
 # "e2e libtorch kernels 60k"), RESULTS where the raw results go (default $OUT/results.jsonl);
-# docs/BENCHMARKS.md is rewritten only when e2e and kernels both ran.
+# docs/BENCHMARKS.md is rewritten only when e2e and kernels both ran; it ends with
+# docs/bench-notes.md (hand-written notes on the recorded run: update them with the run) and
+# includes the GPU kernel table from docs/bench-gpu.jsonl when that exists (scripts/bench/gpu.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 python=${TORCH_PYTHON:-/tmp/torchenv/bin/python}

@@ -17,7 +17,7 @@ pub struct Cli {
 /// Settings every command shares. Each resolves CLI flag > environment variable > default.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// Compute backend: `flex` (pure Rust, default), `libtorch` or `cuda` when built with them.
+    /// Compute backend: `flex` (pure Rust, default), `libtorch`, `wgpu` or `cuda` when built with them.
     #[arg(long, global = true, env = "GRAFT_DEVICE", default_value = "flex")]
     pub device: String,
 
