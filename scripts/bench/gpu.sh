@@ -7,7 +7,8 @@
 #   scripts/bench/gpu.sh prepare
 #       here: builds graft with `--features wgpu` into .gpu/ (stripped and compressed, with the
 #       commit it was built from) and downloads the Vulkan loader (.gl/*.deb) from Debian's archive.
-#   device `run`: command "bash scripts/bench/gpu.sh run", carry [".gpu", ".gl"], timeout_s 540
+#   device `run`: command "bash scripts/bench/gpu.sh run", carry [".gpu", ".gl"], timeout_s 360 (a
+#       session has 15 device minutes, a start takes 1-2: room for one rerun)
 #       there: unpacks the loader, then writes $OUT/bench-gpu.jsonl (one JSON object per line,
 #       the first naming the GPU, driver and commit) and $OUT/gpu-usage.csv (nvidia-smi every
 #       second, which shows that graft's run used the GPU).

@@ -191,7 +191,7 @@ pub struct TrainingArgs {
     #[arg(long)]
     pub class_weights: bool,
 
-    /// Stop when validation accuracy has not improved for this many epochs.
+    /// Stop when validation accuracy has not improved (nor held at a lower loss) for this many epochs.
     #[arg(long)]
     pub patience: Option<usize>,
 

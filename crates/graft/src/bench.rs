@@ -98,7 +98,7 @@ pub fn kernels(teacher: &str, device: &Device, device_name: &str, batch_size: us
     let shard_count = crate::device::default_shards(device).min(batch_size);
     for (operation, cut) in [("train_full", 0), ("train_last_block", blocks.len() - 1)] {
         let plan = FreezePlan { blocks: blocks.clone(), cut };
-        let mut student = Student::new(backbone.clone(), &plan, HeadKind::Linear, 10, &training);
+        let mut student = Student::new(backbone.clone(), &plan, HeadKind::Linear, 10, 1, &training);
         let mut optimizer: burn::optim::ModuleOptimizer = crate::train::trainer::adamw(1e-4).init();
         let labels: Vec<i64> = (0..batch_size as i64).map(|i| i % 10).collect();
         let loss_function = burn::nn::loss::CrossEntropyLossConfig::new().init(&training);

@@ -574,7 +574,7 @@ fn sharded_step_matches_the_whole_batch_without_batch_norm() {
     let backbone = random_backbone(zoo::Architecture::MobileNetV2, 4, &Device::flex());
     let plan = FreezePlan::new(Strategy::Deep, backbone.block_names(), None, None).unwrap();
     let cut = plan.cut;
-    let student = Student::new(backbone, &plan, HeadKind::Linear, 3, &device);
+    let student = Student::new(backbone, &plan, HeadKind::Linear, 3, 1, &device);
     device.seed(9);
     let features = Tensor::<2>::random([9, student.backbone.feature_dim()], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
     let labels: Vec<i64> = vec![0, 1, 2, 2, 1, 0, 0, 0, 1];

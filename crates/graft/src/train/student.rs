@@ -32,13 +32,14 @@ pub enum StudentInput {
 }
 
 impl Student {
-    /// A student of `backbone` (moved to `device`) with the plan's blocks frozen.
-    pub fn new(backbone: Backbone, plan: &FreezePlan, head: HeadKind, classes: usize, device: &Device) -> Student {
+    /// A student of `backbone` (moved to `device`) with the plan's blocks frozen and a new head
+    /// drawn from `seed`.
+    pub fn new(backbone: Backbone, plan: &FreezePlan, head: HeadKind, classes: usize, seed: u64, device: &Device) -> Student {
         let features = backbone.feature_dim();
         // A teacher loaded for inference carries no autodiff: `train` turns it on for the copy on
         // the training device, then the front of the cut (and the unused ImageNet classifier) is
         // frozen again.
-        Student { backbone: backbone.fork(device).train().freeze_until(plan.cut), head: Head::new(head, features, classes, device) }
+        Student { backbone: backbone.fork(device).train().freeze_until(plan.cut), head: Head::new(head, features, classes, seed, device) }
     }
 
     /// Logits for inputs entering at block `cut`.
@@ -174,7 +175,8 @@ pub fn load_run(run: &Path, device: &Device) -> Result<LoadedStudent> {
         known: zoo::cards().iter().map(|card| card.name).collect::<Vec<_>>().join(", "),
     })?;
     let backbone = Backbone::new(card.architecture, 1000, device);
-    let student = Student { head: Head::new(config.head, backbone.feature_dim(), config.classes.len(), device), backbone };
+    // The head's initial values are replaced by the trained ones below.
+    let student = Student { head: Head::new(config.head, backbone.feature_dim(), config.classes.len(), 0, device), backbone };
     let path = run.join(STUDENT_FILE);
     let tensors = graft_weights::read(&path)?;
     let (student, _) = load_into(student, &tensors, &SameKeys, &path, false)?;
