@@ -1,17 +1,12 @@
 //! graft's integration tests: real weights, real images, reference outputs.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
+use common::{offline_options, repo, values};
 use graft::models::{WeightOptions, load_teacher, zoo};
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
-}
-
-fn offline_options() -> WeightOptions {
-    WeightOptions { weights: None, cache_dir: std::env::temp_dir().join("graft-test-empty-cache"), offline: true, allow_partial: false }
-}
 
 fn to_tensor(tensor: &graft_weights::Tensor, device: &Device) -> Tensor<4> {
     let values = tensor.as_f32().expect("float tensor").to_vec();
@@ -429,10 +424,7 @@ fn random_backbone(architecture: zoo::Architecture, seed: u64, device: &Device) 
 }
 
 fn assert_close(got: &[f32], want: &[f32], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
-    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
-    let max_diff = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-    assert!(max_diff <= 1e-4 * scale, "{what}: max difference {max_diff} against a largest value of {scale}");
+    common::assert_close_within(got, want, 1e-4, what);
 }
 
 #[test]
@@ -527,10 +519,6 @@ fn dense_depthwise_convolution_matches_burn_forward_and_backward() {
         assert_close(&dense.3, &burn.3, &format!("{what}: bias gradient"));
         assert_close(&dense.4, &burn.4, &format!("{what}: input gradient"));
     }
-}
-
-fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
-    tensor.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
 }
 
 #[test]

@@ -7,36 +7,23 @@
 //! CI builds without the feature, so it does not run these.
 #![cfg(feature = "wgpu")]
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Distribution, Gradients, Tensor, TensorData};
-use graft::models::{Backbone, WeightOptions, load_teacher, zoo};
+use common::{assert_close_within as assert_close, offline_options, repo, values};
+use graft::models::{Backbone, load_teacher, zoo};
 use graft::weights::{SameKeys, collect_tensors, load_into};
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
-}
 
 fn wgpu() -> Device {
     graft::device::parse("wgpu").expect("built with --features wgpu")
 }
 
-fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
-    tensor.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
-}
-
-/// Largest difference relative to the largest reference value.
-fn assert_close(got: &[f32], want: &[f32], tolerance: f32, what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
-    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
-    let max_diff = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-    assert!(max_diff <= tolerance * scale, "{what}: max difference {max_diff} against a largest value of {scale}");
-}
-
 #[test]
 fn pretrained_lite0_predicts_the_same_on_wgpu_as_on_flex() {
-    let options = WeightOptions { weights: None, cache_dir: std::env::temp_dir().join("graft-test-empty-cache"), offline: true, allow_partial: false };
+    let options = offline_options();
     let paths = vec![repo("assets/images/chelsea.png"), repo("assets/images/coffee.png")];
     let predict = |device: &Device| {
         let (teacher, _) = load_teacher("efficientnet_lite0", &options, device).unwrap();
