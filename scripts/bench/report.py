@@ -98,7 +98,7 @@ def main():
     shard_counts = {d: r["shards"] for (i, d, _, o), r in sorted(kernels.items()) if i == "graft" and o.startswith("train") and "shards" in r}
     say("## Kernels: images per second (batch 32, 224x224, random weights)\n")
     say("`inference` is a frozen teacher as graft runs it: on `flex`, graft's own BN-folded CPU plan "
-        "(`crates/graft/src/models/fused.rs`); `inference_burn` is the same network through burn's modules, "
+        "(`crates/graft/src/backend/fused.rs`); `inference_burn` is the same network through burn's modules, "
         "compared with the same PyTorch figure. A training step includes the forward pass of the frozen blocks "
         "in front of the cut, computed the same way, and splits its batch of 32 as graft's trainer does on that "
         "backend"

@@ -2,7 +2,17 @@
 
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
+use graft::choice::Choice;
+use graft::data::augment::AugmentChoice;
+use graft::train::{HeadChoice, Optimizer, Strategy};
+
+/// Parses one of a library setting's names into its value; `--help` lists the names, and a typo
+/// fails while the arguments are read, before any work starts.
+fn choice<T: Choice + Clone>() -> impl TypedValueParser<Value = T> {
+    PossibleValuesParser::new(T::NAMES).try_map(|name| name.parse::<T>())
+}
 
 #[derive(Debug, Parser)]
 #[command(name = "graft", version, about = "Transfer learning from pretrained teachers, on a laptop CPU.")]
@@ -36,6 +46,11 @@ pub struct GlobalArgs {
     /// Print the resolved settings to stderr before running.
     #[arg(long, global = true)]
     pub show_settings: bool,
+
+    /// Run frozen blocks through graft's CPU plan on `flex` (`false`: through burn's modules, to
+    /// compare; the same values up to rounding).
+    #[arg(long, global = true, env = "GRAFT_FUSED", value_name = "on|off", value_parser = clap::builder::BoolishValueParser::new())]
+    pub fused_plan: Option<bool>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,8 +152,8 @@ pub struct ConvertArgs {
 pub struct TrainingArgs {
     /// deep (frozen teacher, new head), mid (last blocks too), full (everything), scratch
     /// (random init, a baseline), or auto (graft measures and picks).
-    #[arg(long, default_value = "deep")]
-    pub strategy: String,
+    #[arg(long, default_value = "deep", value_parser = choice::<Strategy>())]
+    pub strategy: Strategy,
 
     /// With `mid`: how many trailing blocks to train.
     #[arg(long)]
@@ -149,16 +164,16 @@ pub struct TrainingArgs {
     pub unfreeze_from: Option<String>,
 
     /// The new head: `linear` or `mlp`.
-    #[arg(long, default_value = "linear")]
-    pub head: String,
+    #[arg(long, default_value = "linear", value_parser = choice::<HeadChoice>())]
+    pub head: HeadChoice,
 
     /// Hidden width of the `mlp` head.
     #[arg(long, default_value_t = 256)]
     pub hidden: usize,
 
     /// `adamw` or `sgd` (Nesterov momentum).
-    #[arg(long, default_value = "adamw")]
-    pub optimizer: String,
+    #[arg(long, default_value = "adamw", value_parser = choice::<Optimizer>())]
+    pub optimizer: Optimizer,
 
     /// Peak learning rate of the head (after warm-up; cosine decay to 0).
     #[arg(long, default_value_t = 1e-3)]
@@ -196,8 +211,8 @@ pub struct TrainingArgs {
     pub patience: Option<usize>,
 
     /// Augmentation (random resized crop, flip, colour jitter): `auto` (on for mid/full), `on`, `off`.
-    #[arg(long, default_value = "auto")]
-    pub augment: String,
+    #[arg(long, default_value = "auto", value_parser = choice::<AugmentChoice>())]
+    pub augment: AugmentChoice,
 
     /// Views cached per training image when part of the teacher is frozen and augmentation is on:
     /// the plain (evaluation) view and N-1 augmented ones; each epoch draws one per image.
@@ -280,8 +295,8 @@ pub struct DemoArgs {
     pub out: PathBuf,
 
     /// deep, mid or full.
-    #[arg(long, default_value = "deep")]
-    pub strategy: String,
+    #[arg(long, default_value = "deep", value_parser = choice::<Strategy>())]
+    pub strategy: Strategy,
 }
 
 #[derive(Debug, Args)]
@@ -305,8 +320,8 @@ pub struct CompareArgs {
     pub out: PathBuf,
 
     /// Strategies to compare, in order.
-    #[arg(long, value_delimiter = ',', default_value = "deep,mid,full,scratch")]
-    pub strategies: Vec<String>,
+    #[arg(long, value_delimiter = ',', default_value = "deep,mid,full,scratch", value_parser = choice::<Strategy>())]
+    pub strategies: Vec<Strategy>,
 
     /// Also score each student on this labelled test data (or the data's own `test/` part).
     #[arg(long)]

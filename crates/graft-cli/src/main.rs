@@ -16,8 +16,22 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
+            if let Some(hint) = flag_hint(&error) {
+                eprintln!("hint: {hint}");
+            }
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// The command-line flag that answers a library error (the library speaks of values, not flags).
+fn flag_hint(error: &anyhow::Error) -> Option<&'static str> {
+    use graft::GraftError;
+    match error.downcast_ref::<GraftError>()? {
+        GraftError::Download { .. } => Some("pass the downloaded file with `--weights PATH`"),
+        GraftError::IncompleteLoad { .. } => Some("`--allow-partial` keeps the model's own values for these"),
+        GraftError::Checkpoint { .. } | GraftError::CheckpointMismatch { .. } => Some("use another `--out`, or drop `--resume` to start over"),
+        _ => None,
     }
 }
 

@@ -14,6 +14,8 @@ pub struct Settings {
     pub cache_dir: PathBuf,
     pub offline: bool,
     pub quiet: bool,
+    /// Frozen blocks through graft's fused CPU plan on `flex` (default on).
+    pub fused_plan: bool,
 }
 
 impl Settings {
@@ -29,20 +31,27 @@ impl Settings {
             cache_dir,
             offline: global.offline || env_flag("GRAFT_OFFLINE") || env_flag("HF_HUB_OFFLINE"),
             quiet: global.quiet,
+            fused_plan: global.fused_plan.unwrap_or(true),
         })
     }
 
     pub fn describe(&self) -> String {
         format!(
-            "device = {}\ncache_dir = {}\noffline = {}\nquiet = {}",
+            "device = {}\ncache_dir = {}\noffline = {}\nquiet = {}\nfused_plan = {}",
             self.device_name,
             self.cache_dir.display(),
             self.offline,
-            self.quiet
+            self.quiet,
+            self.fused_plan
         )
     }
 
     /// Prints a log line to stderr unless `--quiet`.
+    /// How students run on new images with these settings.
+    pub fn inference(&self, batch_size: usize) -> graft::train::evaluate::InferenceOptions {
+        graft::train::evaluate::InferenceOptions { batch_size, cache_dir: self.cache_dir.clone(), fused_plan: self.fused_plan }
+    }
+
     pub fn log(&self, message: impl AsRef<str>) {
         if !self.quiet {
             eprintln!("{}", message.as_ref());

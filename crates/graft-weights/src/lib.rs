@@ -67,12 +67,23 @@ pub fn read_bytes(path: &Path, bytes: &[u8]) -> Result<TensorMap> {
 /// Writes tensors as a safetensors file (floats as F32, integers as I64), atomically: the file
 /// appears whole or not at all.
 pub fn write_safetensors(path: &Path, tensors: &TensorMap) -> Result<()> {
-    let write_error = |source| WeightsError::Write { path: path.to_owned(), source };
-    let mut temporary = path.as_os_str().to_owned();
-    temporary.push(".partial");
-    let temporary = std::path::PathBuf::from(temporary);
-    std::fs::write(&temporary, safetensors::serialize(tensors)).map_err(write_error)?;
-    std::fs::rename(&temporary, path).map_err(write_error)
+    let bytes = safetensors::serialize(tensors);
+    write_atomic(path, |temporary| std::fs::write(temporary, &bytes)).map_err(|source| WeightsError::Write { path: path.to_owned(), source })
+}
+
+/// Writes `path` so that a reader never sees half of it: `write` fills a temporary file with a
+/// unique name beside `path`, which then replaces `path` in one rename. On an error the
+/// temporary file is removed and whatever was at `path` stays as it was.
+pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> std::io::Result<()>) -> std::io::Result<()> {
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(parent)?;
+    let temporary = tempfile::Builder::new().prefix(".graft-").suffix(".partial").tempfile_in(parent)?;
+    write(temporary.path())?;
+    temporary.persist(path).map_err(|error| error.error)?;
+    Ok(())
 }
 
 /// Converts any supported weight file into safetensors; returns the tensors written.

@@ -1,5 +1,5 @@
 //! Forward + backward of depthwise convolutions: burn's `conv2d` against graft's
-//! `models::layers::conv`, with the largest difference of the outputs and gradients.
+//! `backend::ops::conv`, with the largest difference of the outputs and gradients.
 //!
 //! On burn's `flex` backend (the default) graft writes a depthwise convolution on a small plane
 //! (up to 64 pixels) as one dense matrix per channel; shapes are EfficientNet-Lite0's last
@@ -66,7 +66,7 @@ fn main() {
         let mut results = Vec::new();
         for graft in [false, true] {
             let run = || {
-                let y = if graft { graft::models::layers::conv(&conv, x.clone()) } else { conv.forward(x.clone()) };
+                let y = if graft { graft::backend::ops::conv(&conv, x.clone()) } else { conv.forward(x.clone()) };
                 let gradients = (y.clone() * y.clone()).sum().backward();
                 (y, conv.weight.grad(&gradients).unwrap(), x.grad(&gradients).unwrap())
             };

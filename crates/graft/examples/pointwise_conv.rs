@@ -1,5 +1,5 @@
 //! Forward + backward of a 1x1 convolution on burn's `flex` backend, three ways: burn's `conv2d`,
-//! one NHWC matrix product, and a batched product over NCHW planes (what `models::layers::conv`
+//! one NHWC matrix product, and a batched product over NCHW planes (what `backend::ops::conv`
 //! chooses between). Shapes are EfficientNet-Lite0's at 112x112 input, batch 32.
 //!
 //!     cargo run --release -p graft --example pointwise_conv

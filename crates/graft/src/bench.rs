@@ -2,7 +2,7 @@
 //!
 //! Weights do not change the work, so the networks are randomly initialised; inputs are random.
 //! A training step includes the forward pass of the frozen blocks in front of the cut, run the way
-//! graft runs frozen blocks (on `flex`, the BN-folded plan of `models::fused`).
+//! graft runs frozen blocks (on `flex`, the BN-folded plan of `backend::fused`).
 //! A training step splits its batch into shards on their own threads as graft's trainer does on
 //! that device (`train::shards`; the `shards` field says how many).
 //! Each measurement runs `warmup` untimed iterations, then `iterations` timed ones, and reads the
@@ -12,8 +12,9 @@ use std::time::Instant;
 
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 
-use crate::error::{GraftError, Result};
-use crate::models::fused::FusedBackbone;
+use crate::error::Result;
+use crate::backend::fused::FusedBackbone;
+use crate::backend::host_values;
 use crate::models::{Backbone, zoo};
 use crate::train::head::HeadKind;
 use crate::train::strategy::FreezePlan;
@@ -37,9 +38,19 @@ pub struct KernelResult {
     pub shards: usize,
 }
 
-/// Measures inference and both training steps for a teacher architecture.
-pub fn kernels(teacher: &str, device: &Device, device_name: &str, batch_size: usize, iterations: usize, warmup: usize) -> Result<Vec<KernelResult>> {
-    let card = zoo::card(teacher).ok_or_else(|| GraftError::Invalid(format!("unknown teacher `{teacher}`")))?;
+/// Measures inference and both training steps for a teacher architecture; frozen blocks run
+/// through the fused CPU plan where `fused_plan` allows it (see [`FusedBackbone::for_device`]).
+#[allow(clippy::too_many_arguments)]
+pub fn kernels(
+    teacher: &str,
+    device: &Device,
+    device_name: &str,
+    batch_size: usize,
+    iterations: usize,
+    warmup: usize,
+    fused_plan: bool,
+) -> Result<Vec<KernelResult>> {
+    let card = zoo::find(teacher)?;
     let size = card.preprocessing.input_size;
     let result = |operation: &str, seconds: f64| KernelResult {
         teacher: card.name.to_owned(),
@@ -58,37 +69,39 @@ pub fn kernels(teacher: &str, device: &Device, device_name: &str, batch_size: us
     let backbone = Backbone::new(card.architecture, 1000, device);
     let images = Tensor::<4>::random([batch_size, 3, size, size], Distribution::Normal(0.0, 1.0), device);
     // What graft runs for a frozen teacher: the BN-folded CPU plan on `flex`, burn elsewhere.
-    let fused = FusedBackbone::for_device(&backbone, device);
+    let fused = FusedBackbone::for_device(&backbone, device, fused_plan);
     let blocks = backbone.block_names().len();
-    let pixels: Vec<f32> = images.clone().into_data().convert::<f32>().try_into_vec::<f32>().map_err(|error| GraftError::Invalid(format!("{error:?}")))?;
+    let pixels = host_values::<f32>(images.clone().into_data())?;
     let shape = [batch_size, 3, size, size];
     // The frozen blocks `[0, cut)` as graft runs them, back on `device` as a tensor.
-    let frozen = |cut: usize| -> Tensor<4> {
+    let frozen = |cut: usize| -> Result<Tensor<4>> {
         match &fused {
             Some(fused) if cut > 0 => {
-                let (values, shape) = fused.forward(&pixels, shape, cut, false);
-                Tensor::from_data(TensorData::new(values, shape), device)
+                let (values, shape) = fused.forward(&pixels, shape, cut, false)?;
+                Ok(Tensor::from_data(TensorData::new(values, shape), device))
             }
-            _ => (0..cut).fold(images.clone(), |x, index| backbone.forward_block(index, x)),
+            _ => backbone.forward_blocks(images.clone(), 0..cut),
         }
     };
     let inference = time(warmup, iterations, || {
         let features = match &fused {
             Some(fused) => {
-                let (values, shape) = fused.forward(&pixels, shape, blocks, true);
+                let (values, shape) = fused.forward(&pixels, shape, blocks, true)?;
                 Tensor::from_data(TensorData::new(values, shape), device)
             }
-            None => backbone.features(frozen(blocks)),
+            None => backbone.features(frozen(blocks)?),
         };
         let _ = backbone.classify(features).into_data();
-    });
+        Ok(())
+    })?;
     results.push(result("inference", inference));
     if fused.is_some() {
         // The same network through burn's modules, for comparison.
         let inference = time(warmup, iterations, || {
-            let x = (0..blocks).fold(images.clone(), |x, index| backbone.forward_block(index, x));
+            let x = backbone.forward_blocks(images.clone(), 0..blocks)?;
             let _ = backbone.classify(backbone.features(x)).into_data();
-        });
+            Ok(())
+        })?;
         results.push(result("inference_burn", inference));
     }
 
@@ -98,14 +111,14 @@ pub fn kernels(teacher: &str, device: &Device, device_name: &str, batch_size: us
     let shard_count = crate::device::default_shards(device).min(batch_size);
     for (operation, cut) in [("train_full", 0), ("train_last_block", blocks.len() - 1)] {
         let plan = FreezePlan { blocks: blocks.clone(), cut };
-        let mut student = Student::new(backbone.clone(), &plan, HeadKind::Linear, 10, 1, &training);
+        let mut student = Student::new(backbone.clone(), &plan, HeadKind::Linear, 10, 1, &training)?;
         let mut optimizer: burn::optim::ModuleOptimizer = crate::train::trainer::adamw(1e-4).init();
         let labels: Vec<i64> = (0..batch_size as i64).map(|i| i % 10).collect();
         let loss_function = burn::nn::loss::CrossEntropyLossConfig::new().init(&training);
         let seconds = time(warmup, iterations, || {
             // The frozen prefix (inference mode) is part of the step, as it is in a training loop
             // without a feature cache.
-            let prefix = frozen(cut);
+            let prefix = frozen(cut)?;
             let input = if cut == 0 { Tensor::<4>::from_data(images.clone().into_data(), &training) } else { Tensor::from_data(prefix.into_data(), &training) };
             // The batch in shards on their own threads, as graft's trainer runs it.
             let parts = shards::split(&labels, shard_count)
@@ -117,22 +130,23 @@ pub fn kernels(teacher: &str, device: &Device, device_name: &str, batch_size: us
                     Some((slice, part))
                 })
                 .collect();
-            let gradients = shards::step(&student, parts, cut, &loss_function, None, false, &training).gradients;
+            let gradients = shards::step(&student, parts, cut, &loss_function, None, false, &training)?.gradients;
             student = optimizer.step(1e-4, student.clone(), gradients);
-        });
+            Ok(())
+        })?;
         results.push(KernelResult { shards: shard_count, ..result(operation, seconds) });
     }
     Ok(results)
 }
 
 /// Mean seconds per call of `work` over `iterations`, after `warmup` untimed calls.
-fn time(warmup: usize, iterations: usize, mut work: impl FnMut()) -> f64 {
+fn time(warmup: usize, iterations: usize, mut work: impl FnMut() -> Result<()>) -> Result<f64> {
     for _ in 0..warmup {
-        work();
+        work()?;
     }
     let started = Instant::now();
     for _ in 0..iterations.max(1) {
-        work();
+        work()?;
     }
-    started.elapsed().as_secs_f64() / iterations.max(1) as f64
+    Ok(started.elapsed().as_secs_f64() / iterations.max(1) as f64)
 }

@@ -9,7 +9,7 @@ pub enum GraftError {
     #[error(transparent)]
     Weights(#[from] graft_weights::WeightsError),
 
-    #[error("cannot read `{}`", path.display())]
+    #[error("cannot read or write `{}`", path.display())]
     Io {
         path: PathBuf,
         #[source]
@@ -27,9 +27,31 @@ pub enum GraftError {
 
     #[error(
         "cannot download the weights of `{teacher}` from {url}: {reason}\n\
-         hint: fetch that file on a machine with internet access and pass it with `--weights PATH`"
+         hint: fetch that file on a machine with internet access and give its path as the weights file"
     )]
     Download { teacher: String, url: String, reason: String },
+
+    #[error("blocks {start}..{end} are not within this network's {count} blocks")]
+    BlockRange { start: usize, end: usize, count: usize },
+
+    #[error("`{}` names blocks {found:?}, but teacher `{teacher}` has the blocks {expected:?}", file.display())]
+    BlocksMismatch { file: PathBuf, teacher: String, expected: Vec<String>, found: Vec<String> },
+
+    #[error("unknown {what} `{value}`; use one of: {}", expected.join(", "))]
+    UnknownValue { what: &'static str, value: String, expected: &'static [&'static str] },
+
+    #[error("damaged checkpoint `{}`: {reason}\nhint: start over without resuming", path.display())]
+    Checkpoint { path: PathBuf, reason: String },
+
+    #[error(
+        "the checkpoint in `{}` is from a different run ({})\nhint: use another run directory, or start over without resuming",
+        path.display(),
+        differences.join("; ")
+    )]
+    CheckpointMismatch { path: PathBuf, differences: Vec<String> },
+
+    #[error("cannot read a tensor's values: {0}")]
+    Tensor(String),
 
     #[error("{0}")]
     Invalid(String),

@@ -1,17 +1,36 @@
-//! Writing files so that a reader never sees half of one.
+//! Writing files so that a reader never sees half of one ([`graft_weights::write_atomic`]), and
+//! the hexadecimal form of checksums.
 
 use std::path::Path;
 
 use crate::error::{GraftError, Result};
 
-/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`.
+/// Writes `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|source| GraftError::Io { path: parent.to_owned(), source })?;
+    write_atomic_with(path, |temporary| std::fs::write(temporary, bytes).map_err(|source| GraftError::Io { path: path.to_owned(), source }))
+}
+
+/// Lets `write` fill a temporary file beside `path` (by its path), then puts it in place.
+pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let mut failure = None;
+    let outcome = graft_weights::write_atomic(path, |temporary| {
+        write(temporary).map_err(|error| {
+            failure = Some(error);
+            std::io::Error::other("the writer failed")
+        })
+    });
+    match (failure, outcome) {
+        (Some(error), _) => Err(error),
+        (None, Err(source)) => Err(GraftError::Io { path: path.to_owned(), source }),
+        (None, Ok(())) => Ok(()),
     }
-    let mut temporary = path.as_os_str().to_owned();
-    temporary.push(format!(".{}.partial", std::process::id()));
-    let temporary = std::path::PathBuf::from(temporary);
-    std::fs::write(&temporary, bytes).map_err(|source| GraftError::Io { path: temporary.clone(), source })?;
-    std::fs::rename(&temporary, path).map_err(|source| GraftError::Io { path: path.to_owned(), source })
+}
+
+/// Lowercase hexadecimal, two digits a byte.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(2 * bytes.len()), |mut text, byte| {
+        let _ = write!(text, "{byte:02x}");
+        text
+    })
 }

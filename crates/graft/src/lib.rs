@@ -4,11 +4,13 @@
 //! of the cut is computed once, what is behind it is trained with a new head into a *student*.
 //! Weight files are read as data by [`graft_weights`], never executed.
 
+pub mod backend;
 pub mod bench;
+pub mod choice;
 pub mod data;
 pub mod device;
 pub mod error;
-mod fsutil;
+pub mod fsutil;
 pub mod models;
 pub mod predict;
 pub mod report;

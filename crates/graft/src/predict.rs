@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 use burn::tensor::activation::softmax;
 
+use crate::backend::host_values;
 use crate::data::image::{batch_tensor, load_rgb, preprocess};
 use crate::error::Result;
 use crate::models::Teacher;
@@ -41,8 +42,7 @@ pub fn predict_images(teacher: &Teacher, paths: &[PathBuf], k: usize, labels: &[
         let refs: Vec<&Path> = chunk.iter().map(PathBuf::as_path).collect();
         let probabilities = softmax(teacher.logits(load_batch(teacher, &refs, device)?), 1);
         let [_, classes] = probabilities.dims();
-        let values = probabilities.into_data().convert::<f32>();
-        let values = values.as_slice::<f32>().unwrap_or_default();
+        let values = host_values::<f32>(probabilities.into_data())?;
         for (row, path) in values.chunks(classes).zip(chunk) {
             predictions.push(Prediction { path: path.clone(), top: top_k(row, k, labels) });
         }
@@ -72,8 +72,7 @@ pub fn embed_images(teacher: &Teacher, paths: &[PathBuf], batch_size: usize, dev
         let refs: Vec<&Path> = chunk.iter().map(PathBuf::as_path).collect();
         let features = teacher.features(load_batch(teacher, &refs, device)?);
         let [_, width] = features.dims();
-        let values = features.into_data().convert::<f32>();
-        out.extend(values.as_slice::<f32>().unwrap_or_default().chunks(width).map(<[f32]>::to_vec));
+        out.extend(host_values::<f32>(features.into_data())?.chunks(width).map(<[f32]>::to_vec));
     }
     Ok(out)
 }

@@ -53,14 +53,14 @@ impl SplitMix64 {
     }
 }
 
-/// A short stable hex hash of a string (FNV-1a 64), for file names.
+/// A stable 64-bit hash of a string (FNV-1a), to seed generators from names.
+pub fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ byte as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// [`fnv1a`] as 16 hex digits, for file names.
 pub fn hash_str(text: &str) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes() {
-        hash ^= byte as u64;
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{hash:016x}")
+    format!("{:016x}", fnv1a(text))
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Tensor, TensorData};
@@ -207,16 +207,21 @@ fn transpose_2d(values: &[f32], rows: usize, columns: usize) -> Vec<f32> {
 
 /// Reads a module's parameters out as checkpoint-named tensors (linear weights back in PyTorch's
 /// `[out, in]` order), the inverse of [`load_into`].
-pub fn collect_tensors<M: Module>(module: &M, keys: &dyn KeyMap) -> TensorMap {
-    let mut collector = Collector { keys, position: Position::default(), tensors: TensorMap::new() };
+pub fn collect_tensors<M: Module>(module: &M, keys: &dyn KeyMap) -> Result<TensorMap> {
+    let mut collector = Collector { keys, position: Position::default(), tensors: TensorMap::new(), failure: None };
     module.visit(&mut collector);
-    collector.tensors
+    match collector.failure {
+        Some(error) => Err(error),
+        None => Ok(collector.tensors),
+    }
 }
 
 struct Collector<'a> {
     keys: &'a dyn KeyMap,
     position: Position,
     tensors: TensorMap,
+    /// The first parameter whose values could not be read.
+    failure: Option<GraftError>,
 }
 
 impl ModuleVisitor for Collector<'_> {
@@ -233,8 +238,13 @@ impl ModuleVisitor for Collector<'_> {
         let transpose = self.position.is_linear_weight() && D == 2;
         let value = param.val();
         let shape = value.dims().to_vec();
-        let data = value.into_data().convert::<f32>();
-        let values = data.as_slice::<f32>().map(<[f32]>::to_vec).unwrap_or_default();
+        let values = match crate::backend::host_values::<f32>(value.into_data()) {
+            Ok(values) => values,
+            Err(error) => {
+                self.failure.get_or_insert(GraftError::Tensor(format!("`{key}`: {error}")));
+                return;
+            }
+        };
         let (shape, values) =
             if transpose { (vec![shape[1], shape[0]], transpose_2d(&values, shape[0], shape[1])) } else { (shape, values) };
         self.tensors.insert(key, graft_weights::Tensor::from_f32(shape, values));
@@ -247,14 +257,7 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     let mut file = std::fs::File::open(path).map_err(|source| GraftError::Io { path: path.to_owned(), source })?;
     let mut hasher = sha2::Sha256::new();
     std::io::copy(&mut file, &mut hasher).map_err(|source| GraftError::Io { path: path.to_owned(), source })?;
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// A weight file on disk and its checksum.
-#[derive(Debug, Clone)]
-pub struct WeightFile {
-    pub path: PathBuf,
-    pub sha256: String,
+    Ok(crate::fsutil::hex(&hasher.finalize()))
 }
 
 /// The number of learnable values in a module: every float parameter except batch-norm running

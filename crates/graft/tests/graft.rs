@@ -138,7 +138,7 @@ fn lite_family_has_the_published_parameter_counts() {
 fn offline_without_weights_says_what_to_fetch() {
     let error = load_teacher("resnet18", &offline_options(), &Device::flex()).unwrap_err().to_string();
     assert!(error.contains("https://download.pytorch.org/models/resnet18-f37072fd.pth"), "{error}");
-    assert!(error.contains("--weights PATH"), "{error}");
+    assert!(error.contains("give its path as the weights file"), "{error}");
 }
 
 // ---- training -----------------------------------------------------------------------------
@@ -168,7 +168,7 @@ mod training {
             unfreeze_from: None,
             head: HeadKind::Linear,
             hyperparameters: Hyperparameters {
-                optimizer: "adamw".into(),
+                optimizer: graft::train::Optimizer::AdamW,
                 learning_rate: 1e-3,
                 backbone_learning_rate_factor: 0.1,
                 weight_decay: 1e-4,
@@ -192,6 +192,7 @@ mod training {
             resume: false,
             stop_after: None,
             cache_batch_size: 32,
+            fused_plan: true,
             data: "test sample".into(),
         }
     }
@@ -398,7 +399,7 @@ fn random_backbone(architecture: zoo::Architecture, seed: u64, device: &Device) 
     use graft::weights::{SameKeys, collect_tensors, load_into};
     device.seed(seed);
     let backbone = graft::models::Backbone::new(architecture, 1000, device);
-    let mut tensors = collect_tensors(&backbone, &SameKeys);
+    let mut tensors = collect_tensors(&backbone, &SameKeys).unwrap();
     let mut state = seed;
     let mut next = move || {
         state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -429,7 +430,7 @@ fn assert_close(got: &[f32], want: &[f32], what: &str) {
 
 #[test]
 fn fused_frozen_blocks_match_burn() {
-    use graft::models::fused::FusedBackbone;
+    use graft::backend::fused::FusedBackbone;
     let device = Device::flex();
     // Built one at a time: a backbone is a large value, and four on a test thread's stack overflow it.
     type Build = Box<dyn Fn(&Device) -> Box<graft::models::Backbone>>;
@@ -449,8 +450,8 @@ fn fused_frozen_blocks_match_burn() {
         let images = Tensor::<4>::random([batch, 3, size, size], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
         let pixels = images.clone().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
         for cut in [1, blocks / 2, blocks] {
-            let activations = (0..cut).fold(images.clone(), |x, index| backbone.forward_block(index, x));
-            let (got, shape) = fused.forward(&pixels, [batch, 3, size, size], cut, false);
+            let activations = backbone.forward_blocks(images.clone(), 0..cut).unwrap();
+            let (got, shape) = fused.forward(&pixels, [batch, 3, size, size], cut, false).unwrap();
             assert_eq!(shape, activations.dims().to_vec(), "{name} at cut {cut}");
             let want = activations.clone().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
             assert_close(&got, &want, &format!("{name}, activations after {cut} blocks"));
@@ -458,13 +459,13 @@ fn fused_frozen_blocks_match_burn() {
                 // The rest of the network from the cut, pooled: how a student's tail is scored.
                 let dims = activations.dims();
                 let entering = activations.clone().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
-                let (got, _) = fused.forward_range(&entering, dims, cut, blocks, true);
-                let rest = (cut..blocks).fold(activations.clone(), |x, index| backbone.forward_block(index, x));
+                let (got, _) = fused.forward_range(&entering, dims, cut, blocks, true).unwrap();
+                let rest = backbone.forward_blocks(activations.clone(), cut..blocks).unwrap();
                 let want = backbone.features(rest).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
                 assert_close(&got, &want, &format!("{name}, features from block {cut} on"));
             }
             if cut == blocks {
-                let (got, shape) = fused.forward(&pixels, [batch, 3, size, size], cut, true);
+                let (got, shape) = fused.forward(&pixels, [batch, 3, size, size], cut, true).unwrap();
                 let want = backbone.features(activations).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
                 assert_eq!(shape, vec![batch, backbone.feature_dim()], "{name}");
                 assert_close(&got, &want, &format!("{name}, pooled features"));
@@ -497,7 +498,7 @@ fn dense_depthwise_convolution_matches_burn_forward_and_backward() {
             .init(&device);
         let x = Tensor::<4>::random([3, channels, size, size], burn::tensor::Distribution::Normal(0.0, 1.0), &device).require_grad();
         let values = |dense: bool| {
-            let y = if dense { graft::models::layers::conv(&conv, x.clone()) } else { conv.forward(x.clone()) };
+            let y = if dense { graft::backend::ops::conv(&conv, x.clone()) } else { conv.forward(x.clone()) };
             // A loss that weighs every output differently, so a misplaced tap shows in the gradients.
             let count = y.dims().iter().product::<usize>() as i64;
             let weights = Tensor::<1, burn::tensor::Int>::arange(0..count, &device).float().reshape(y.dims()).div_scalar(count as f32);
@@ -524,7 +525,8 @@ fn dense_depthwise_convolution_matches_burn_forward_and_backward() {
 #[test]
 fn sharded_batch_norm_updates_running_statistics_as_one_batch_would() {
     use burn::nn::BatchNormConfig;
-    use graft::models::layers::{collect_batch_statistics, normalize, update_running_statistics};
+    use graft::backend::ops::normalize;
+    use graft::train::batch_statistics::{collect, update_running_statistics};
     let device = Device::flex().autodiff();
     device.seed(3);
     // Shards of unequal size with different means, so the spread between them matters.
@@ -535,8 +537,8 @@ fn sharded_batch_norm_updates_running_statistics_as_one_batch_would() {
     let sharded = BatchNormConfig::new(5).init(&device);
     for _ in 0..2 {
         let _ = whole.forward(whole_batch.clone());
-        let (out_first, stats_first) = collect_batch_statistics(|| normalize(&sharded, first.clone()));
-        let (out_second, stats_second) = collect_batch_statistics(|| normalize(&sharded, second.clone()));
+        let (out_first, stats_first) = collect(|| normalize(&sharded, first.clone()));
+        let (out_second, stats_second) = collect(|| normalize(&sharded, second.clone()));
         assert_eq!((stats_first.len(), stats_second.len()), (1, 1));
         // Each shard is normalized with its own statistics, as a batch norm on the shard alone.
         let alone = BatchNormConfig::new(5).init(&device);
@@ -562,7 +564,7 @@ fn sharded_step_matches_the_whole_batch_without_batch_norm() {
     let backbone = random_backbone(zoo::Architecture::MobileNetV2, 4, &Device::flex());
     let plan = FreezePlan::new(Strategy::Deep, backbone.block_names(), None, None).unwrap();
     let cut = plan.cut;
-    let student = Student::new(backbone, &plan, HeadKind::Linear, 3, 1, &device);
+    let student = Student::new(backbone, &plan, HeadKind::Linear, 3, 1, &device).unwrap();
     device.seed(9);
     let features = Tensor::<2>::random([9, student.backbone.feature_dim()], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
     let labels: Vec<i64> = vec![0, 1, 2, 2, 1, 0, 0, 0, 1];
@@ -571,7 +573,7 @@ fn sharded_step_matches_the_whole_batch_without_batch_norm() {
     let loss_function = burn::nn::loss::CrossEntropyLossConfig::new().with_weights(Some(class_weights.clone())).init(&device);
 
     let targets = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [labels.len()]), &device);
-    let loss = loss_function.forward(student.forward(StudentInput::Features(features.clone()), cut), targets);
+    let loss = loss_function.forward(student.forward(StudentInput::Features(features.clone()), cut).unwrap(), targets);
     let whole_loss = loss.clone().into_scalar::<f32>();
     let whole = burn::optim::GradientsParams::from_grads(loss.backward(), &student);
 
@@ -579,7 +581,7 @@ fn sharded_step_matches_the_whole_batch_without_batch_norm() {
         (StudentInput::Features(features.clone().slice(0..5)), labels[..5].to_vec()),
         (StudentInput::Features(features.clone().slice(5..9)), labels[5..].to_vec()),
     ];
-    let step = shards::step(&student, parts, cut, &loss_function, Some(&class_weights), false, &device);
+    let step = shards::step(&student, parts, cut, &loss_function, Some(&class_weights), false, &device).unwrap();
     assert!((step.loss as f32 - whole_loss).abs() <= 1e-5 * whole_loss.abs(), "loss {} against {whole_loss}", step.loss);
     assert_eq!(step.logits.iter().map(|logits| logits.dims()[0]).collect::<Vec<_>>(), [5, 4]);
     let graft::train::head::Head::Linear(linear) = &student.head else { unreachable!() };

@@ -59,19 +59,19 @@ fn last_blocks_step_matches(architecture: zoo::Architecture, trained: usize) {
     let flex = Device::flex();
     flex.seed(5);
     let source = Backbone::new(architecture, 1000, &flex);
-    let tensors = collect_tensors(&source, &SameKeys);
+    let tensors = collect_tensors(&source, &SameKeys).unwrap();
     let blocks = source.block_names().len();
     let first = blocks - trained;
     // The trained blocks' input: a small random image through the blocks before them.
     let image = Tensor::<4>::random([2, 3, 64, 64], Distribution::Normal(0.0, 1.0), &flex);
-    let prefix = (0..first).fold(image, |x, index| source.forward_block(index, x));
+    let prefix = source.forward_blocks(image, 0..first).unwrap();
     let shape = prefix.dims();
     let input = values(prefix);
 
     let step = |device: &Device| {
         let backbone = load_into(Backbone::new(architecture, 1000, device), &tensors, &SameKeys, Path::new("random"), false).unwrap().0;
         let x = Tensor::<4>::from_data(TensorData::new(input.clone(), shape), device).require_grad();
-        let out = (first..blocks).fold(x.clone(), |x, index| backbone.forward_block(index, x));
+        let out = backbone.forward_blocks(x.clone(), first..blocks).unwrap();
         let loss = (out.clone() * out).mean();
         let loss_value = values(loss.clone())[0];
         let gradients = loss.backward();

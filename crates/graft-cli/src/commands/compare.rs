@@ -32,15 +32,15 @@ pub fn run(args: &CompareArgs, settings: &Settings) -> anyhow::Result<()> {
     for strategy in &args.strategies {
         settings.log(format!("== {strategy}"));
         let mut training = args.training.clone();
-        training.strategy = strategy.clone();
-        let out = args.out.join(strategy);
+        training.strategy = *strategy;
+        let out = args.out.join(strategy.to_string());
         let started = Instant::now();
         let outcome = super::train::train_student(&teacher, &train_set, &validation, &training, &out, false, &args.data.display().to_string(), settings)?;
         let seconds = started.elapsed().as_secs_f64();
         let test_accuracy = match &test {
             Some(test) => {
                 let loaded = load_run(&out, &settings.device)?;
-                Some(evaluate_run(&loaded, test.clone(), 32, &settings.cache_dir, &settings.device, &CliReporter::new(settings.quiet))?.accuracy)
+                Some(evaluate_run(&loaded, test.clone(), &settings.inference(32), &settings.device, &CliReporter::new(settings.quiet))?.accuracy)
             }
             None => None,
         };

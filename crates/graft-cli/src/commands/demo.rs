@@ -31,7 +31,8 @@ pub fn run(args: &crate::cli::DemoArgs, settings: &Settings) -> anyhow::Result<(
     // The demo is `graft train` then `graft eval` with settings that suit 28x28 greyscale images.
     let out = args.out.display().to_string();
     let train = data.display().to_string();
-    let train_args = ["graft", "train", "--data", &train, "--out", &out, "--strategy", &args.strategy, "--image-size", "112", "--epochs", "15"];
+    let strategy = args.strategy.to_string();
+    let train_args = ["graft", "train", "--data", &train, "--out", &out, "--strategy", &strategy, "--image-size", "112", "--epochs", "15"];
     let Cli { command: Command::Train(train_args), .. } = Cli::parse_from(train_args) else { unreachable!("parsed a train command") };
     super::train::run(&train_args, settings)?;
     let test = data.join("test").display().to_string();

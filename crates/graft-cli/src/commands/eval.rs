@@ -14,7 +14,7 @@ pub fn run(args: &EvalArgs, settings: &Settings) -> anyhow::Result<()> {
     // A data set with a test part is scored on it; otherwise on everything it holds.
     let data = splits.test.unwrap_or(splits.train);
     let reporter = CliReporter::new(settings.quiet);
-    let evaluation = evaluate_run(&loaded, data, args.batch_size, &settings.cache_dir, &settings.device, &reporter)?;
+    let evaluation = evaluate_run(&loaded, data, &settings.inference(args.batch_size), &settings.device, &reporter)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&evaluation)?);
         return Ok(());

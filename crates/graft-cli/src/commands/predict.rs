@@ -17,7 +17,7 @@ pub fn run(args: &PredictArgs, settings: &Settings) -> anyhow::Result<()> {
             let loaded = load_run(run, &settings.device)?;
             let sources: Vec<ItemSource> = images.iter().cloned().map(ItemSource::File).collect();
             let reporter = CliReporter::new(settings.quiet);
-            let (probabilities, skipped) = predict_sources(&loaded, &sources, args.batch_size, &settings.cache_dir, &settings.device, &reporter)?;
+            let (probabilities, skipped) = predict_sources(&loaded, &sources, &settings.inference(args.batch_size), &settings.device, &reporter)?;
             for bad in &skipped {
                 settings.log(format!("skipped {}: {}", bad.name, bad.reason));
             }

@@ -5,7 +5,7 @@ use std::path::Path;
 use graft::data::augment::Augmentation;
 use graft::data::dataset::{self, Dataset};
 use graft::models::Teacher;
-use graft::train::{HeadKind, Hyperparameters, Strategy, TrainOptions, TrainOutcome, train};
+use graft::train::{Hyperparameters, TrainOptions, TrainOutcome, train_run};
 
 use crate::cli::{TrainArgs, TrainingArgs};
 use crate::progress::CliReporter;
@@ -55,28 +55,8 @@ pub fn train_student(
     settings: &Settings,
 ) -> anyhow::Result<TrainOutcome> {
     let reporter = CliReporter::new(settings.quiet);
-    let mut strategy: Strategy = args.strategy.parse()?;
-    let mut reason = None;
-    if strategy == Strategy::Auto {
-        let advice = graft::train::advisor::advise(teacher, train_set, validation, args.image_size, args.seed, &settings.device, &reporter)?;
-        settings.log(format!("auto: {} — {}", advice.strategy, advice.reason));
-        strategy = advice.strategy;
-        reason = Some(advice.reason);
-    }
-    let head = match args.head.as_str() {
-        "linear" => HeadKind::Linear,
-        "mlp" => HeadKind::Mlp { hidden: args.hidden },
-        other => anyhow::bail!("unknown head `{other}`; use linear or mlp"),
-    };
-    let augmentation = match (args.augment.as_str(), strategy) {
-        ("on", _) => Augmentation::standard(),
-        ("off", _) => Augmentation::none(),
-        ("auto", Strategy::Deep) => Augmentation::none(),
-        ("auto", _) => Augmentation::standard(),
-        (other, _) => anyhow::bail!("--augment takes auto, on or off, not `{other}`"),
-    };
     let hyperparameters = Hyperparameters {
-        optimizer: args.optimizer.clone(),
+        optimizer: args.optimizer,
         learning_rate: args.learning_rate,
         backbone_learning_rate_factor: args.backbone_lr_factor,
         weight_decay: args.weight_decay,
@@ -88,17 +68,18 @@ pub fn train_student(
         class_weights: args.class_weights,
         patience: args.patience,
         gradual_unfreeze_epochs: args.gradual_unfreeze,
-        augmentation,
+        // Set by `train_run` from `--augment` and the strategy.
+        augmentation: Augmentation::none(),
         augmented_views: args.views,
         validation_fraction: args.validation_fraction,
         shards: args.shards.unwrap_or_else(|| graft::device::default_shards(&settings.device)),
     };
     let options = TrainOptions {
-        strategy,
-        strategy_reason: reason,
+        strategy: args.strategy,
+        strategy_reason: None,
         unfreeze: args.unfreeze,
         unfreeze_from: args.unfreeze_from.clone(),
-        head,
+        head: args.head.kind(args.hidden),
         hyperparameters,
         seed: args.seed,
         image_size: args.image_size,
@@ -107,17 +88,10 @@ pub fn train_student(
         resume,
         stop_after: None,
         cache_batch_size: 32,
+        fused_plan: settings.fused_plan,
         data: data.to_owned(),
     };
-    let outcome = train(teacher, train_set, validation, &options, &settings.device, &reporter)?;
-    if outcome.finished {
-        // The validation confusion matrix for the report (cached features make this cheap).
-        let loaded = graft::train::load_run(out, &settings.device)?;
-        let evaluation = graft::train::evaluate::evaluate_run(&loaded, validation.clone(), 32, &settings.cache_dir, &settings.device, &reporter)?;
-        graft::report::plot_confusion(&out.join("confusion.png"), &evaluation)?;
-        graft::report::write_run_report(out, &outcome.config, &outcome.history)?;
-    }
-    Ok(outcome)
+    Ok(train_run(teacher, train_set, validation, options, args.augment, &settings.device, &reporter)?)
 }
 
 pub fn print_outcome(outcome: &TrainOutcome, out: &Path, json: bool, settings: &Settings) -> anyhow::Result<()> {

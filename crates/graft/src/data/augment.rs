@@ -8,6 +8,7 @@ use image::imageops::FilterType;
 
 use crate::models::zoo::Preprocessing;
 use crate::rng::SplitMix64;
+use crate::train::Strategy;
 
 /// Which augmentations to apply.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -31,6 +32,29 @@ impl Augmentation {
 
     pub fn is_none(&self) -> bool {
         !self.random_resized_crop && !self.horizontal_flip && self.color_jitter == 0.0
+    }
+}
+
+/// Whether to augment: `auto` leaves it to the strategy ([`AugmentChoice::resolve`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AugmentChoice {
+    Auto,
+    On,
+    Off,
+}
+
+crate::choice::choice!(AugmentChoice, "augmentation", [(AugmentChoice::Auto, "auto"), (AugmentChoice::On, "on"), (AugmentChoice::Off, "off")]);
+
+impl AugmentChoice {
+    /// The augmentation for a (resolved) strategy. `auto` augments whenever teacher blocks
+    /// train, and not for `deep`: a head on pooled features of cached views gains little from
+    /// them and each view costs a teacher forward pass.
+    pub fn resolve(self, strategy: Strategy) -> Augmentation {
+        match (self, strategy) {
+            (AugmentChoice::On, _) => Augmentation::standard(),
+            (AugmentChoice::Off, _) | (AugmentChoice::Auto, Strategy::Deep) => Augmentation::none(),
+            (AugmentChoice::Auto, _) => Augmentation::standard(),
+        }
     }
 }
 

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -32,8 +31,7 @@ impl IdxImages {
     fn pixels(&self, index: usize) -> Result<Vec<u8>> {
         let size = self.rows * self.columns;
         let mut buffer = vec![0u8; size];
-        self.file
-            .read_exact_at(&mut buffer, self.offset + (index * size) as u64)
+        read_exact_at(&self.file, &mut buffer, self.offset + (index * size) as u64)
             .map_err(|source| GraftError::Io { path: self.path.clone(), source })?;
         Ok(buffer)
     }
@@ -341,10 +339,45 @@ fn open_idx_file(path: &Path, cache_dir: &Path) -> Result<IdxImages> {
     };
     let file = File::open(&plain).map_err(|source| GraftError::Io { path: plain.clone(), source })?;
     let mut header = [0u8; 16];
-    file.read_exact_at(&mut header, 0).map_err(|source| GraftError::Io { path: plain.clone(), source })?;
+    read_exact_at(&file, &mut header, 0).map_err(|source| GraftError::Io { path: plain.clone(), source })?;
     let field = |at: usize| u32::from_be_bytes(header[at..at + 4].try_into().expect("4 bytes")) as usize;
     if field(0) != 0x0803 {
         return Err(GraftError::Invalid(format!("`{}` is not an IDX image file (magic {:#x})", path.display(), field(0))));
     }
     Ok(IdxImages { path: path.to_owned(), file, count: field(4), rows: field(8), columns: field(12), offset: 16 })
+}
+
+/// Fills `buffer` from `file` at `offset` without moving a shared cursor, so threads can read one
+/// open file at once.
+#[cfg(unix)]
+fn read_exact_at(file: &File, buffer: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buffer, offset)
+}
+
+#[cfg(windows)]
+fn read_exact_at(file: &File, mut buffer: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buffer.is_empty() {
+        match file.seek_read(buffer, offset) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(read) => {
+                buffer = &mut buffer[read..];
+                offset += read as u64;
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+/// Elsewhere through a handle of its own (`try_clone` shares the cursor), under a lock.
+#[cfg(not(any(unix, windows)))]
+fn read_exact_at(file: &File, buffer: &mut [u8], offset: u64) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom};
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut handle = file;
+    handle.seek(SeekFrom::Start(offset))?;
+    handle.read_exact(buffer)
 }

@@ -6,9 +6,10 @@
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
-use burn::nn::{Dropout, DropoutConfig, Linear, Relu};
-use burn::tensor::{Device, Tensor};
+use burn::nn::{Dropout, DropoutConfig, Linear};
+use burn::tensor::Device;
 
+use super::block::{Activation, Block, Layer, Network, Pooling, Top};
 use super::layers::{ConvSpec, linear};
 use crate::weights::KeyMap;
 
@@ -27,7 +28,6 @@ pub struct AlexNet {
     pub maxpool: MaxPool2d,
     pub avgpool: AdaptiveAvgPool2d,
     pub dropout: Dropout,
-    pub relu: Relu,
 }
 
 /// The checkpoint name of each trainable layer, in order.
@@ -56,64 +56,32 @@ impl AlexNet {
             maxpool: MaxPool2dConfig::new([3, 3]).with_strides([2, 2]).init(),
             avgpool: AdaptiveAvgPool2dConfig::new([6, 6]).init(),
             dropout: DropoutConfig::new(0.5).init(),
-            relu: Relu::new(),
         }
     }
 
-    /// The five convolutions and the two hidden fully connected layers, by checkpoint name.
-    pub fn block_names(&self) -> Vec<String> {
-        CHECKPOINT_NAMES[..7].iter().map(|(_, name)| (*name).to_owned()).collect()
+}
+
+impl Network for AlexNet {
+    /// The five convolutions and the two hidden fully connected layers, by checkpoint name; the
+    /// last convolution's block ends with the pooling to 6x6 that the first fully connected
+    /// layer takes.
+    fn blocks(&self) -> Vec<Block<'_>> {
+        let conv = |conv| Layer::Conv { conv, norm: None, activation: Activation::Relu };
+        let dense = |linear| Layer::Dense { dropout: &self.dropout, linear, activation: Activation::Relu };
+        let layers = vec![
+            vec![conv(&self.conv1), Layer::MaxPool(&self.maxpool)],
+            vec![conv(&self.conv2), Layer::MaxPool(&self.maxpool)],
+            vec![conv(&self.conv3)],
+            vec![conv(&self.conv4)],
+            vec![conv(&self.conv5), Layer::MaxPool(&self.maxpool), Layer::AdaptiveAvgPool(&self.avgpool)],
+            vec![dense(&self.fc6)],
+            vec![dense(&self.fc7)],
+        ];
+        CHECKPOINT_NAMES.iter().zip(layers).map(|((_, name), layers)| Block::new(*name, layers)).collect()
     }
 
-    /// Fully connected blocks keep the `[N, C, 1, 1]` shape so every block maps a 4-D tensor.
-    pub fn forward_block(&self, index: usize, x: Tensor<4>) -> Tensor<4> {
-        let relu = |x| self.relu.forward(x);
-        match index {
-            0 => self.maxpool.forward(relu(self.conv1.forward(x))),
-            1 => self.maxpool.forward(relu(self.conv2.forward(x))),
-            2 => relu(self.conv3.forward(x)),
-            3 => relu(self.conv4.forward(x)),
-            4 => self.avgpool.forward(self.maxpool.forward(relu(self.conv5.forward(x)))),
-            _ => {
-                let layer = if index == 5 { &self.fc6 } else { &self.fc7 };
-                let [batch, ..] = x.dims();
-                let flat: Tensor<2> = x.reshape([batch as i64, -1]);
-                let out = self.relu.forward(layer.forward(self.dropout.forward(flat)));
-                let [_, width] = out.dims();
-                out.reshape([batch, width, 1, 1])
-            }
-        }
-    }
-
-    pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        let [batch, channels, _, _] = x.dims();
-        x.reshape([batch, channels])
-    }
-
-    pub fn classify(&self, features: Tensor<2>) -> Tensor<2> {
-        self.fc8.forward(features)
-    }
-
-    pub fn freeze_block(mut self, index: usize) -> Self {
-        match index {
-            0 => self.conv1 = self.conv1.freeze(),
-            1 => self.conv2 = self.conv2.freeze(),
-            2 => self.conv3 = self.conv3.freeze(),
-            3 => self.conv4 = self.conv4.freeze(),
-            4 => self.conv5 = self.conv5.freeze(),
-            5 => self.fc6 = self.fc6.freeze(),
-            _ => self.fc7 = self.fc7.freeze(),
-        }
-        self
-    }
-
-    pub fn freeze_classifier(mut self) -> Self {
-        self.fc8 = self.fc8.freeze();
-        self
-    }
-
-    pub fn feature_dim(&self) -> usize {
-        HIDDEN
+    fn top(&self) -> Top<'_> {
+        Top { pooling: Pooling::Flatten, dropout: None, classifier: &self.fc8 }
     }
 }
 

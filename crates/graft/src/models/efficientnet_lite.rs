@@ -9,9 +9,10 @@
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Dropout, DropoutConfig, Linear, PaddingConfig2d};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 
-use super::layers::{self, Activation, ConvSpec, batch_norm, global_average, linear};
+use super::block::{Activation, Block, Layer, Network, Pooling, Top};
+use super::layers::{ConvSpec, batch_norm, linear};
 use crate::weights::KeyMap;
 
 const EPSILON: f64 = 1e-3;
@@ -85,7 +86,7 @@ fn round_repeats(repeats: usize, depth: f64) -> usize {
 /// with a residual connection when the shape is kept.
 #[derive(Module, Debug)]
 pub struct MbConv {
-    pub _expand_conv: Option<Conv2d>,
+    _expand_conv: Option<Conv2d>,
     pub _bn0: Option<BatchNorm>,
     pub _depthwise_conv: Conv2d,
     pub _bn1: BatchNorm,
@@ -117,14 +118,15 @@ impl MbConv {
         }
     }
 
-    pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
-        let mut x = input.clone();
+    fn block(&self, name: String) -> Block<'_> {
+        let mut body = Vec::new();
         if let (Some(conv), Some(bn)) = (&self._expand_conv, &self._bn0) {
-            x = layers::normalize_activated(bn, layers::conv(conv, x), Activation::Relu6);
+            body.push(Layer::conv_norm(conv, bn, Activation::Relu6));
         }
-        x = layers::normalize_activated(&self._bn1, layers::conv(&self._depthwise_conv, x), Activation::Relu6);
-        x = layers::normalize(&self._bn2, layers::conv(&self._project_conv, x));
-        if self.residual { x + input } else { x }
+        body.push(Layer::conv_norm(&self._depthwise_conv, &self._bn1, Activation::Relu6));
+        body.push(Layer::conv_norm(&self._project_conv, &self._bn2, Activation::Identity));
+        let layers = if self.residual { vec![Layer::Residual { body, shortcut: Vec::new(), activation: Activation::Identity }] } else { body };
+        Block::new(name, layers)
     }
 }
 
@@ -165,54 +167,19 @@ impl EfficientNetLite {
         }
     }
 
-    /// Block names in order: the stem, each MBConv block, the head convolution.
-    pub fn block_names(&self) -> Vec<String> {
-        let mut names = vec!["_conv_stem".to_owned()];
-        names.extend((0..self._blocks.len()).map(|index| format!("_blocks.{index}")));
-        names.push("_conv_head".to_owned());
-        names
+}
+
+impl Network for EfficientNetLite {
+    /// The stem, each MBConv block, the head convolution.
+    fn blocks(&self) -> Vec<Block<'_>> {
+        let mut blocks = vec![Block::new("_conv_stem", vec![Layer::conv_norm(&self._conv_stem, &self._bn0, Activation::Relu6)])];
+        blocks.extend(self._blocks.iter().enumerate().map(|(index, block)| block.block(format!("_blocks.{index}"))));
+        blocks.push(Block::new("_conv_head", vec![Layer::conv_norm(&self._conv_head, &self._bn1, Activation::Relu6)]));
+        blocks
     }
 
-    pub fn forward_block(&self, index: usize, x: Tensor<4>) -> Tensor<4> {
-        if index == 0 {
-            layers::normalize_activated(&self._bn0, layers::conv(&self._conv_stem, x), Activation::Relu6)
-        } else if index <= self._blocks.len() {
-            self._blocks[index - 1].forward(x)
-        } else {
-            layers::normalize_activated(&self._bn1, layers::conv(&self._conv_head, x), Activation::Relu6)
-        }
-    }
-
-    pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        global_average(x)
-    }
-
-    pub fn classify(&self, features: Tensor<2>) -> Tensor<2> {
-        self._fc.forward(self._dropout.forward(features))
-    }
-
-    /// Freezes block `index` (see [`Self::block_names`]): no gradients, batch norm on its statistics.
-    pub fn freeze_block(mut self, index: usize) -> Self {
-        if index == 0 {
-            self._conv_stem = self._conv_stem.freeze();
-            self._bn0 = self._bn0.freeze();
-        } else if index <= self._blocks.len() {
-            self._blocks = super::layers::freeze_at(self._blocks, index - 1);
-        } else {
-            self._conv_head = self._conv_head.freeze();
-            self._bn1 = self._bn1.freeze();
-        }
-        self
-    }
-
-    /// Freezes the ImageNet classifier, which a student replaces.
-    pub fn freeze_classifier(mut self) -> Self {
-        self._fc = self._fc.freeze();
-        self
-    }
-
-    pub fn feature_dim(&self) -> usize {
-        HEAD_CHANNELS
+    fn top(&self) -> Top<'_> {
+        Top { pooling: Pooling::GlobalAverage, dropout: Some(&self._dropout), classifier: &self._fc }
     }
 }
 

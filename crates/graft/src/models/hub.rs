@@ -32,10 +32,7 @@ pub const BUNDLED_LITE0: Option<&[u8]> = None;
 
 /// Finds the teacher `name`, resolves its weights and loads them.
 pub fn load_teacher(name: &str, options: &WeightOptions, device: &Device) -> Result<(Teacher, LoadReport)> {
-    let card = zoo::card(name).ok_or_else(|| GraftError::UnknownTeacher {
-        name: name.to_owned(),
-        known: zoo::cards().iter().map(|card| card.name).collect::<Vec<_>>().join(", "),
-    })?;
+    let card = zoo::find(name)?;
     let (file, tensors, sha256) = match &options.weights {
         Some(path) => (path.clone(), graft_weights::read(path)?, sha256_file(path)?),
         None => match (card.bundled, BUNDLED_LITE0) {
@@ -83,13 +80,11 @@ fn download(card: &TeacherCard, path: &Path) -> std::result::Result<(), String> 
     let response = ureq::get(card.source.url).call().map_err(|error| error.to_string())?;
     let mut bytes = Vec::new();
     response.into_reader().read_to_end(&mut bytes).map_err(|error| format!("the download broke off: {error}"))?;
-    let digest: String = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    let digest = crate::fsutil::hex(&sha2::Sha256::digest(&bytes));
     if !digest.starts_with(card.source.sha256) {
         return Err(format!("checksum mismatch: expected {}, got {digest}", card.source.sha256));
     }
-    let partial = path.with_extension("partial");
-    std::fs::write(&partial, &bytes).map_err(|error| format!("cannot write `{}`: {error}", partial.display()))?;
-    std::fs::rename(&partial, path).map_err(|error| format!("cannot write `{}`: {error}", path.display()))
+    graft_weights::write_atomic(path, |temporary| std::fs::write(temporary, &bytes)).map_err(|error| format!("cannot write `{}`: {error}", path.display()))
 }
 
 #[cfg(not(feature = "download"))]

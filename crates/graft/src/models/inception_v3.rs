@@ -7,10 +7,11 @@
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AvgPool2d, AvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
-use burn::nn::{BatchNorm, Dropout, DropoutConfig, Linear, PaddingConfig2d, Relu};
-use burn::tensor::{Device, Tensor};
+use burn::nn::{BatchNorm, Dropout, DropoutConfig, Linear, PaddingConfig2d};
+use burn::tensor::Device;
 
-use super::layers::{self, batch_norm, global_average, linear};
+use super::block::{Activation, Block, Layer, Network, Pooling, Top};
+use super::layers::{batch_norm, linear};
 use crate::weights::KeyMap;
 
 const EPSILON: f64 = 1e-3;
@@ -20,7 +21,6 @@ const EPSILON: f64 = 1e-3;
 pub struct BasicConv2d {
     pub conv: Conv2d,
     pub bn: BatchNorm,
-    pub relu: Relu,
 }
 
 impl BasicConv2d {
@@ -33,7 +33,6 @@ impl BasicConv2d {
                 .with_bias(false)
                 .init(device),
             bn: batch_norm(output, EPSILON, device),
-            relu: Relu::new(),
         }
     }
 
@@ -41,8 +40,8 @@ impl BasicConv2d {
         Self::new(input, output, [kernel, kernel], 1, [kernel / 2, kernel / 2], device)
     }
 
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.relu.forward(layers::normalize(&self.bn, self.conv.forward(x)))
+    fn layer(&self) -> Layer<'_> {
+        Layer::conv_norm(&self.conv, &self.bn, Activation::Relu)
     }
 }
 
@@ -81,12 +80,13 @@ impl InceptionA {
         }
     }
 
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let a = self.branch1x1.forward(x.clone());
-        let b = self.branch5x5_2.forward(self.branch5x5_1.forward(x.clone()));
-        let c = self.branch3x3dbl_3.forward(self.branch3x3dbl_2.forward(self.branch3x3dbl_1.forward(x.clone())));
-        let d = self.branch_pool.forward(self.pool.forward(x));
-        Tensor::cat(vec![a, b, c, d], 1)
+    fn layer(&self) -> Layer<'_> {
+        Layer::Concat(vec![
+            vec![self.branch1x1.layer()],
+            vec![self.branch5x5_1.layer(), self.branch5x5_2.layer()],
+            vec![self.branch3x3dbl_1.layer(), self.branch3x3dbl_2.layer(), self.branch3x3dbl_3.layer()],
+            vec![Layer::AvgPool(&self.pool), self.branch_pool.layer()],
+        ])
     }
 }
 
@@ -110,11 +110,12 @@ impl InceptionB {
         }
     }
 
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let a = self.branch3x3.forward(x.clone());
-        let b = self.branch3x3dbl_3.forward(self.branch3x3dbl_2.forward(self.branch3x3dbl_1.forward(x.clone())));
-        let c = self.pool.forward(x);
-        Tensor::cat(vec![a, b, c], 1)
+    fn layer(&self) -> Layer<'_> {
+        Layer::Concat(vec![
+            vec![self.branch3x3.layer()],
+            vec![self.branch3x3dbl_1.layer(), self.branch3x3dbl_2.layer(), self.branch3x3dbl_3.layer()],
+            vec![Layer::MaxPool(&self.pool)],
+        ])
     }
 }
 
@@ -152,15 +153,13 @@ impl InceptionC {
         }
     }
 
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let a = self.branch1x1.forward(x.clone());
-        let b = self.branch7x7_3.forward(self.branch7x7_2.forward(self.branch7x7_1.forward(x.clone())));
-        let mut c = self.branch7x7dbl_1.forward(x.clone());
-        for layer in [&self.branch7x7dbl_2, &self.branch7x7dbl_3, &self.branch7x7dbl_4, &self.branch7x7dbl_5] {
-            c = layer.forward(c);
-        }
-        let d = self.branch_pool.forward(self.pool.forward(x));
-        Tensor::cat(vec![a, b, c, d], 1)
+    fn layer(&self) -> Layer<'_> {
+        Layer::Concat(vec![
+            vec![self.branch1x1.layer()],
+            vec![self.branch7x7_1.layer(), self.branch7x7_2.layer(), self.branch7x7_3.layer()],
+            [&self.branch7x7dbl_1, &self.branch7x7dbl_2, &self.branch7x7dbl_3, &self.branch7x7dbl_4, &self.branch7x7dbl_5].map(BasicConv2d::layer).into(),
+            vec![Layer::AvgPool(&self.pool), self.branch_pool.layer()],
+        ])
     }
 }
 
@@ -188,14 +187,12 @@ impl InceptionD {
         }
     }
 
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let a = self.branch3x3_2.forward(self.branch3x3_1.forward(x.clone()));
-        let mut b = self.branch7x7x3_1.forward(x.clone());
-        for layer in [&self.branch7x7x3_2, &self.branch7x7x3_3, &self.branch7x7x3_4] {
-            b = layer.forward(b);
-        }
-        let c = self.pool.forward(x);
-        Tensor::cat(vec![a, b, c], 1)
+    fn layer(&self) -> Layer<'_> {
+        Layer::Concat(vec![
+            vec![self.branch3x3_1.layer(), self.branch3x3_2.layer()],
+            [&self.branch7x7x3_1, &self.branch7x7x3_2, &self.branch7x7x3_3, &self.branch7x7x3_4].map(BasicConv2d::layer).into(),
+            vec![Layer::MaxPool(&self.pool)],
+        ])
     }
 }
 
@@ -231,14 +228,17 @@ impl InceptionE {
         }
     }
 
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let a = self.branch1x1.forward(x.clone());
-        let b = self.branch3x3_1.forward(x.clone());
-        let b = Tensor::cat(vec![self.branch3x3_2a.forward(b.clone()), self.branch3x3_2b.forward(b)], 1);
-        let c = self.branch3x3dbl_2.forward(self.branch3x3dbl_1.forward(x.clone()));
-        let c = Tensor::cat(vec![self.branch3x3dbl_3a.forward(c.clone()), self.branch3x3dbl_3b.forward(c)], 1);
-        let d = self.branch_pool.forward(self.pool.forward(x));
-        Tensor::cat(vec![a, b, c, d], 1)
+    fn layer(&self) -> Layer<'_> {
+        Layer::Concat(vec![
+            vec![self.branch1x1.layer()],
+            vec![self.branch3x3_1.layer(), Layer::Concat(vec![vec![self.branch3x3_2a.layer()], vec![self.branch3x3_2b.layer()]])],
+            vec![
+                self.branch3x3dbl_1.layer(),
+                self.branch3x3dbl_2.layer(),
+                Layer::Concat(vec![vec![self.branch3x3dbl_3a.layer()], vec![self.branch3x3dbl_3b.layer()]]),
+            ],
+            vec![Layer::AvgPool(&self.pool), self.branch_pool.layer()],
+        ])
     }
 }
 
@@ -311,69 +311,34 @@ impl InceptionV3 {
         }
     }
 
-    pub fn block_names(&self) -> Vec<String> {
-        BLOCKS.map(str::to_owned).to_vec()
+}
+
+impl Network for InceptionV3 {
+    /// The stem's two max-pools belong to the blocks they follow (`Conv2d_2b_3x3`, `Conv2d_4a_3x3`).
+    fn blocks(&self) -> Vec<Block<'_>> {
+        let layers = vec![
+            vec![self.conv2d_1a_3x3.layer()],
+            vec![self.conv2d_2a_3x3.layer()],
+            vec![self.conv2d_2b_3x3.layer(), Layer::MaxPool(&self.maxpool)],
+            vec![self.conv2d_3b_1x1.layer()],
+            vec![self.conv2d_4a_3x3.layer(), Layer::MaxPool(&self.maxpool)],
+            vec![self.mixed_5b.layer()],
+            vec![self.mixed_5c.layer()],
+            vec![self.mixed_5d.layer()],
+            vec![self.mixed_6a.layer()],
+            vec![self.mixed_6b.layer()],
+            vec![self.mixed_6c.layer()],
+            vec![self.mixed_6d.layer()],
+            vec![self.mixed_6e.layer()],
+            vec![self.mixed_7a.layer()],
+            vec![self.mixed_7b.layer()],
+            vec![self.mixed_7c.layer()],
+        ];
+        BLOCKS.iter().zip(layers).map(|(name, layers)| Block::new(*name, layers)).collect()
     }
 
-    /// The stem's two max-pools belong to the blocks they follow (`conv2d_2b_3x3`, `conv2d_4a_3x3`).
-    pub fn forward_block(&self, index: usize, x: Tensor<4>) -> Tensor<4> {
-        match index {
-            0 => self.conv2d_1a_3x3.forward(x),
-            1 => self.conv2d_2a_3x3.forward(x),
-            2 => self.maxpool.forward(self.conv2d_2b_3x3.forward(x)),
-            3 => self.conv2d_3b_1x1.forward(x),
-            4 => self.maxpool.forward(self.conv2d_4a_3x3.forward(x)),
-            5 => self.mixed_5b.forward(x),
-            6 => self.mixed_5c.forward(x),
-            7 => self.mixed_5d.forward(x),
-            8 => self.mixed_6a.forward(x),
-            9 => self.mixed_6b.forward(x),
-            10 => self.mixed_6c.forward(x),
-            11 => self.mixed_6d.forward(x),
-            12 => self.mixed_6e.forward(x),
-            13 => self.mixed_7a.forward(x),
-            14 => self.mixed_7b.forward(x),
-            _ => self.mixed_7c.forward(x),
-        }
-    }
-
-    pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        global_average(x)
-    }
-
-    pub fn classify(&self, features: Tensor<2>) -> Tensor<2> {
-        self.fc.forward(self.dropout.forward(features))
-    }
-
-    pub fn freeze_block(mut self, index: usize) -> Self {
-        match index {
-            0 => self.conv2d_1a_3x3 = self.conv2d_1a_3x3.freeze(),
-            1 => self.conv2d_2a_3x3 = self.conv2d_2a_3x3.freeze(),
-            2 => self.conv2d_2b_3x3 = self.conv2d_2b_3x3.freeze(),
-            3 => self.conv2d_3b_1x1 = self.conv2d_3b_1x1.freeze(),
-            4 => self.conv2d_4a_3x3 = self.conv2d_4a_3x3.freeze(),
-            5 => self.mixed_5b = self.mixed_5b.freeze(),
-            6 => self.mixed_5c = self.mixed_5c.freeze(),
-            7 => self.mixed_5d = self.mixed_5d.freeze(),
-            8 => self.mixed_6a = self.mixed_6a.freeze(),
-            9 => self.mixed_6b = self.mixed_6b.freeze(),
-            10 => self.mixed_6c = self.mixed_6c.freeze(),
-            11 => self.mixed_6d = self.mixed_6d.freeze(),
-            12 => self.mixed_6e = self.mixed_6e.freeze(),
-            13 => self.mixed_7a = self.mixed_7a.freeze(),
-            14 => self.mixed_7b = self.mixed_7b.freeze(),
-            _ => self.mixed_7c = self.mixed_7c.freeze(),
-        }
-        self
-    }
-
-    pub fn freeze_classifier(mut self) -> Self {
-        self.fc = self.fc.freeze();
-        self
-    }
-
-    pub fn feature_dim(&self) -> usize {
-        2048
+    fn top(&self) -> Top<'_> {
+        Top { pooling: Pooling::GlobalAverage, dropout: Some(&self.dropout), classifier: &self.fc }
     }
 }
 

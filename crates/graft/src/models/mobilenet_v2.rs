@@ -6,9 +6,10 @@
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Dropout, DropoutConfig, Linear};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 
-use super::layers::{self, Activation, ConvSpec, batch_norm, global_average, linear};
+use super::block::{Activation, Block, Layer, Network, Pooling, Top};
+use super::layers::{ConvSpec, batch_norm, linear};
 use crate::weights::KeyMap;
 
 const EPSILON: f64 = 1e-5;
@@ -31,8 +32,8 @@ impl ConvBnRelu6 {
         ConvBnRelu6 { conv: spec.init(device), bn: batch_norm(channels, EPSILON, device) }
     }
 
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        layers::normalize_activated(&self.bn, layers::conv(&self.conv, x), Activation::Relu6)
+    fn layer(&self) -> Layer<'_> {
+        Layer::conv_norm(&self.conv, &self.bn, Activation::Relu6)
     }
 }
 
@@ -57,13 +58,12 @@ impl InvertedResidual {
         }
     }
 
-    pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
-        let mut x = input.clone();
-        if let Some(expand) = &self.expand {
-            x = expand.forward(x);
-        }
-        x = layers::normalize(&self.project_bn, layers::conv(&self.project, self.depthwise.forward(x)));
-        if self.residual { x + input } else { x }
+    fn block(&self, name: String) -> Block<'_> {
+        let mut body: Vec<Layer<'_>> = self.expand.iter().map(ConvBnRelu6::layer).collect();
+        body.push(self.depthwise.layer());
+        body.push(Layer::conv_norm(&self.project, &self.project_bn, Activation::Identity));
+        let layers = if self.residual { vec![Layer::Residual { body, shortcut: Vec::new(), activation: Activation::Identity }] } else { body };
+        Block::new(name, layers)
     }
 }
 
@@ -95,47 +95,19 @@ impl MobileNetV2 {
         }
     }
 
+}
+
+impl Network for MobileNetV2 {
     /// `features.0` (stem) to `features.18` (the last 1x1 convolution), as torchvision numbers them.
-    pub fn block_names(&self) -> Vec<String> {
-        (0..self.blocks.len() + 2).map(|index| format!("features.{index}")).collect()
+    fn blocks(&self) -> Vec<Block<'_>> {
+        let mut blocks = vec![Block::new("features.0", vec![self.stem.layer()])];
+        blocks.extend(self.blocks.iter().enumerate().map(|(index, block)| block.block(format!("features.{}", index + 1))));
+        blocks.push(Block::new(format!("features.{}", self.blocks.len() + 1), vec![self.head.layer()]));
+        blocks
     }
 
-    pub fn forward_block(&self, index: usize, x: Tensor<4>) -> Tensor<4> {
-        if index == 0 {
-            self.stem.forward(x)
-        } else if index <= self.blocks.len() {
-            self.blocks[index - 1].forward(x)
-        } else {
-            self.head.forward(x)
-        }
-    }
-
-    pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        global_average(x)
-    }
-
-    pub fn classify(&self, features: Tensor<2>) -> Tensor<2> {
-        self.classifier.forward(self.dropout.forward(features))
-    }
-
-    pub fn freeze_block(mut self, index: usize) -> Self {
-        if index == 0 {
-            self.stem = self.stem.freeze();
-        } else if index <= self.blocks.len() {
-            self.blocks = super::layers::freeze_at(self.blocks, index - 1);
-        } else {
-            self.head = self.head.freeze();
-        }
-        self
-    }
-
-    pub fn freeze_classifier(mut self) -> Self {
-        self.classifier = self.classifier.freeze();
-        self
-    }
-
-    pub fn feature_dim(&self) -> usize {
-        LAST_CHANNELS
+    fn top(&self) -> Top<'_> {
+        Top { pooling: Pooling::GlobalAverage, dropout: Some(&self.dropout), classifier: &self.classifier }
     }
 }
 

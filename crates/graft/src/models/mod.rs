@@ -1,13 +1,11 @@
 //! The teachers: one file per architecture, the zoo of published weights, and the `Teacher` type.
 
 pub mod alexnet;
+pub mod block;
 pub mod efficientnet_lite;
-pub mod fused;
 pub mod hub;
 pub mod inception_v3;
 pub mod layers;
-#[cfg(feature = "tch")]
-pub mod libtorch;
 pub mod mobilenet_v2;
 pub mod resnet;
 pub mod teacher;

@@ -6,10 +6,11 @@
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{BatchNorm, Linear, PaddingConfig2d, Relu};
-use burn::tensor::{Device, Tensor};
+use burn::nn::{BatchNorm, Linear, PaddingConfig2d};
+use burn::tensor::Device;
 
-use super::layers::{self, Activation, ConvSpec, batch_norm, global_average, linear};
+use super::block::{Activation, Block, Layer, Network, Pooling, Top};
+use super::layers::{ConvSpec, batch_norm, linear};
 use crate::weights::KeyMap;
 
 const EPSILON: f64 = 1e-5;
@@ -38,7 +39,6 @@ pub struct ResidualBlock {
     pub conv3: Option<Conv2d>,
     pub bn3: Option<BatchNorm>,
     pub downsample: Option<Downsample>,
-    pub relu: Relu,
 }
 
 impl ResidualBlock {
@@ -54,7 +54,6 @@ impl ResidualBlock {
                 conv: ConvSpec::new(input, planes, 1).stride(stride).init(device),
                 bn: batch_norm(planes, EPSILON, device),
             }),
-            relu: Relu::new(),
         }
     }
 
@@ -71,22 +70,24 @@ impl ResidualBlock {
                 conv: ConvSpec::new(input, output, 1).stride(stride).init(device),
                 bn: batch_norm(output, EPSILON, device),
             }),
-            relu: Relu::new(),
         }
     }
 
-    pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
-        let x = layers::normalize_activated(&self.bn1, layers::conv(&self.conv1, input.clone()), Activation::Relu);
-        let x = layers::conv(&self.conv2, x);
-        let x = match (&self.conv3, &self.bn3) {
-            (Some(conv3), Some(bn3)) => layers::normalize(bn3, layers::conv(conv3, layers::normalize_activated(&self.bn2, x, Activation::Relu))),
-            _ => layers::normalize(&self.bn2, x),
+    /// `relu(body(x) + shortcut(x))`.
+    fn layer(&self) -> Layer<'_> {
+        let mut body = vec![Layer::conv_norm(&self.conv1, &self.bn1, Activation::Relu)];
+        match (&self.conv3, &self.bn3) {
+            (Some(conv3), Some(bn3)) => {
+                body.push(Layer::conv_norm(&self.conv2, &self.bn2, Activation::Relu));
+                body.push(Layer::conv_norm(conv3, bn3, Activation::Identity));
+            }
+            _ => body.push(Layer::conv_norm(&self.conv2, &self.bn2, Activation::Identity)),
+        }
+        let shortcut = match &self.downsample {
+            Some(downsample) => vec![Layer::conv_norm(&downsample.conv, &downsample.bn, Activation::Identity)],
+            None => Vec::new(),
         };
-        let identity = match &self.downsample {
-            Some(downsample) => layers::normalize(&downsample.bn, layers::conv(&downsample.conv, input)),
-            None => input,
-        };
-        self.relu.forward(x + identity)
+        Layer::Residual { body, shortcut, activation: Activation::Relu }
     }
 }
 
@@ -101,7 +102,6 @@ pub struct ResNet {
     pub layer3: Vec<ResidualBlock>,
     pub layer4: Vec<ResidualBlock>,
     pub fc: Linear,
-    pub relu: Relu,
 }
 
 impl ResNet {
@@ -144,55 +144,24 @@ impl ResNet {
             layer3: next(),
             layer4: next(),
             fc: linear(channels, classes, device),
-            relu: Relu::new(),
         }
     }
 
-    pub fn block_names(&self) -> Vec<String> {
-        ["conv1", "layer1", "layer2", "layer3", "layer4"].map(str::to_owned).to_vec()
-    }
+}
 
-    pub fn forward_block(&self, index: usize, x: Tensor<4>) -> Tensor<4> {
-        let stage = match index {
-            0 => return self.maxpool.forward(layers::normalize_activated(&self.bn1, layers::conv(&self.conv1, x), Activation::Relu)),
-            1 => &self.layer1,
-            2 => &self.layer2,
-            3 => &self.layer3,
-            _ => &self.layer4,
-        };
-        stage.iter().fold(x, |x, block| block.forward(x))
-    }
-
-    pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        global_average(x)
-    }
-
-    pub fn classify(&self, features: Tensor<2>) -> Tensor<2> {
-        self.fc.forward(features)
-    }
-
-    pub fn freeze_block(mut self, index: usize) -> Self {
-        let freeze_all = |blocks: Vec<ResidualBlock>| blocks.into_iter().map(Module::freeze).collect();
-        match index {
-            0 => {
-                self.conv1 = self.conv1.freeze();
-                self.bn1 = self.bn1.freeze();
-            }
-            1 => self.layer1 = freeze_all(self.layer1),
-            2 => self.layer2 = freeze_all(self.layer2),
-            3 => self.layer3 = freeze_all(self.layer3),
-            _ => self.layer4 = freeze_all(self.layer4),
+impl Network for ResNet {
+    /// The stem (convolution, batch norm, ReLU, max pooling), then the four stages.
+    fn blocks(&self) -> Vec<Block<'_>> {
+        let stem = vec![Layer::conv_norm(&self.conv1, &self.bn1, Activation::Relu), Layer::MaxPool(&self.maxpool)];
+        let mut blocks = vec![Block::new("conv1", stem)];
+        for (name, stage) in [("layer1", &self.layer1), ("layer2", &self.layer2), ("layer3", &self.layer3), ("layer4", &self.layer4)] {
+            blocks.push(Block::new(name, stage.iter().map(ResidualBlock::layer).collect()));
         }
-        self
+        blocks
     }
 
-    pub fn freeze_classifier(mut self) -> Self {
-        self.fc = self.fc.freeze();
-        self
-    }
-
-    pub fn feature_dim(&self) -> usize {
-        self.fc.weight.dims()[0]
+    fn top(&self) -> Top<'_> {
+        Top { pooling: Pooling::GlobalAverage, dropout: None, classifier: &self.fc }
     }
 }
 

@@ -1,25 +1,26 @@
 //! `Teacher`: a pretrained network cut into ordered named blocks, with its card.
 //!
-//! Every architecture exposes the same four operations: run one block, pool the last block's
-//! output into the feature vector, classify a feature vector, and name its blocks. "Frozen
+//! Every architecture describes itself once ([`super::block::Network`]); from that description
+//! the backbone names its blocks, runs any range of them, pools, classifies and freezes. "Frozen
 //! prefix / trainable suffix" is then one cut, used alike by training, caching and the audit.
 
+use std::ops::Range;
 use std::path::Path;
 
-use burn::module::Module;
+use burn::module::{Module, ParamGroup};
 use burn::tensor::{Device, Tensor};
 use graft_weights::TensorMap;
 
+use super::block::{Block, Network, Top};
 use super::alexnet::{AlexNet, AlexNetKeys};
 use super::efficientnet_lite::{EfficientNetLite, TimmLiteKeys, stage_depths};
 use super::inception_v3::{InceptionV3, InceptionV3Keys};
 use super::mobilenet_v2::{MobileNetV2, MobileNetV2Keys};
 use super::resnet::{ResNet, ResNetKeys};
 use super::zoo::{Architecture, CheckpointLayout, TeacherCard};
-use crate::error::Result;
+use crate::backend::forward;
+use crate::error::{GraftError, Result};
 use crate::weights::{KeyMap, LoadReport, SameKeys, load_into};
-
-pub use super::layers::global_average;
 
 /// The network itself, whichever architecture it is. One per model, so the size of its largest
 /// variant costs nothing worth boxing (burn's `Module` derive would not see through a box).
@@ -57,50 +58,58 @@ impl Backbone {
         }
     }
 
-    /// The ordered block names, as the checkpoint names them (`layer3`, `_blocks.7`).
-    pub fn block_names(&self) -> Vec<String> {
-        dispatch!(self, net => net.block_names())
+    /// The network as its file describes it: its ordered named blocks.
+    pub fn blocks(&self) -> Vec<Block<'_>> {
+        dispatch!(self, net => net.blocks())
     }
 
-    /// Runs block `index` (0-based) on `x`.
-    pub fn forward_block(&self, index: usize, x: Tensor<4>) -> Tensor<4> {
-        dispatch!(self, net => net.forward_block(index, x))
+    /// Pooling and the ImageNet classifier after the last block.
+    pub fn top(&self) -> Top<'_> {
+        dispatch!(self, net => net.top())
+    }
+
+    /// The ordered block names, as the checkpoint names them (`layer3`, `_blocks.7`).
+    pub fn block_names(&self) -> Vec<String> {
+        self.blocks().into_iter().map(|block| block.name).collect()
+    }
+
+    /// Runs blocks `range` (0-based, end excluded) on `x`: `0..cut` is the part in front of a
+    /// cut, `cut..count` the part behind it.
+    ///
+    /// # Errors
+    /// A range that is not within this network's blocks.
+    pub fn forward_blocks(&self, x: Tensor<4>, range: Range<usize>) -> Result<Tensor<4>> {
+        let blocks = self.blocks();
+        let selected = blocks.get(range.clone()).ok_or_else(|| GraftError::BlockRange { start: range.start, end: range.end, count: blocks.len() })?;
+        Ok(forward::blocks(selected, x))
     }
 
     /// The pooled penultimate vector from the last block's output.
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        dispatch!(self, net => net.features(x))
+        forward::features(&self.top(), x)
     }
 
     /// The classifier applied to feature vectors.
     pub fn classify(&self, features: Tensor<2>) -> Tensor<2> {
-        dispatch!(self, net => net.classify(features))
+        forward::classify(&self.top(), features)
     }
 
     pub fn feature_dim(&self) -> usize {
-        dispatch!(self, net => net.feature_dim())
+        self.top().feature_dim()
     }
 
-    /// Freezes blocks `[0, cut)` and the ImageNet classifier: they get no gradients and their
-    /// batch norms run on stored statistics.
-    pub fn freeze_until(self, cut: usize) -> Self {
-        let mut backbone = match self {
-            Backbone::AlexNet(net) => Backbone::AlexNet(net.freeze_classifier()),
-            Backbone::InceptionV3(net) => Backbone::InceptionV3(net.freeze_classifier()),
-            Backbone::ResNet(net) => Backbone::ResNet(net.freeze_classifier()),
-            Backbone::MobileNetV2(net) => Backbone::MobileNetV2(net.freeze_classifier()),
-            Backbone::EfficientNetLite(net) => Backbone::EfficientNetLite(net.freeze_classifier()),
-        };
-        for index in 0..cut {
-            backbone = match backbone {
-                Backbone::AlexNet(net) => Backbone::AlexNet(net.freeze_block(index)),
-                Backbone::InceptionV3(net) => Backbone::InceptionV3(net.freeze_block(index)),
-                Backbone::ResNet(net) => Backbone::ResNet(net.freeze_block(index)),
-                Backbone::MobileNetV2(net) => Backbone::MobileNetV2(net.freeze_block(index)),
-                Backbone::EfficientNetLite(net) => Backbone::EfficientNetLite(net.freeze_block(index)),
-            };
-        }
-        backbone
+    /// Freezes blocks `[0, cut)` and the ImageNet classifier, through burn's `freeze_group`:
+    /// they get no gradients and their batch norms run on stored statistics.
+    ///
+    /// # Errors
+    /// A cut past the last block.
+    pub fn freeze_until(self, cut: usize) -> Result<Self> {
+        let blocks = self.blocks();
+        let frozen = blocks.get(..cut).ok_or_else(|| GraftError::BlockRange { start: 0, end: cut, count: blocks.len() })?;
+        let mut ids = self.top().classifier_ids();
+        ids.extend(frozen.iter().flat_map(Block::param_ids));
+        drop(blocks);
+        Ok(self.freeze_group(ParamGroup::from_ids(ids)))
     }
 
     /// How this network's parameter paths map to a checkpoint of the given layout.
@@ -149,18 +158,14 @@ impl Teacher {
     }
 
     /// Runs blocks `[0, until)`: the part in front of a cut.
-    pub fn forward_until(&self, x: Tensor<4>, until: usize) -> Tensor<4> {
-        (0..until).fold(x, |x, index| self.backbone.forward_block(index, x))
-    }
-
-    /// Runs blocks `[from, end)`: the part behind a cut.
-    pub fn forward_from(&self, x: Tensor<4>, from: usize) -> Tensor<4> {
-        (from..self.block_names().len()).fold(x, |x, index| self.backbone.forward_block(index, x))
+    pub fn forward_until(&self, x: Tensor<4>, until: usize) -> Result<Tensor<4>> {
+        self.backbone.forward_blocks(x, 0..until)
     }
 
     /// Pooled penultimate features of preprocessed images `[N, 3, H, W]`.
     pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
-        self.backbone.features(self.forward_from(images, 0))
+        let blocks = self.backbone.blocks();
+        self.backbone.features(forward::blocks(&blocks, images))
     }
 
     /// ImageNet logits of preprocessed images.

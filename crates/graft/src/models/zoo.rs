@@ -192,6 +192,14 @@ pub fn card(name: &str) -> Option<&'static TeacherCard> {
     cards().iter().find(|card| card.name == wanted)
 }
 
+/// [`card`], or an error that lists the known teachers.
+pub fn find(name: &str) -> crate::Result<&'static TeacherCard> {
+    card(name).ok_or_else(|| crate::GraftError::UnknownTeacher {
+        name: name.to_owned(),
+        known: cards().iter().map(|card| card.name).collect::<Vec<_>>().join(", "),
+    })
+}
+
 /// The 1000 ImageNet-1k class names in index order (first WordNet lemma of each synset).
 pub fn imagenet_labels() -> &'static [String] {
     static LABELS: OnceLock<Vec<String>> = OnceLock::new();

@@ -110,10 +110,9 @@ fn pooled_at(
         let mut x = batch_tensor(&images, preprocessing.input_size, device);
         let mut done = 0;
         for (slot, depth) in depths.iter().enumerate() {
-            x = (done..*depth).fold(x, |x, index| teacher.backbone.forward_block(index, x));
+            x = teacher.backbone.forward_blocks(x, done..*depth)?;
             done = *depth;
-            let pooled = crate::models::teacher::global_average(x.clone()).into_data().convert::<f32>();
-            let values = pooled.as_slice::<f32>().unwrap_or_default();
+            let values = crate::backend::host_values::<f32>(crate::backend::ops::global_average(x.clone()).into_data())?;
             let width = values.len() / images.len();
             features[slot].extend(values.chunks(width).map(<[f32]>::to_vec));
         }

@@ -18,7 +18,8 @@ use crate::data::dataset::ItemSource;
 use crate::data::image::{batch_tensor, preprocess};
 use crate::error::{GraftError, Result};
 use crate::models::Teacher;
-use crate::models::fused::FusedBackbone;
+use crate::backend::fused::FusedBackbone;
+use crate::backend::host_values;
 use crate::models::zoo::Preprocessing;
 use crate::rng::{SplitMix64, hash_str};
 
@@ -38,6 +39,8 @@ pub struct CacheSpec {
     pub augmentation: Augmentation,
     pub cut: usize,
     pub seed: u64,
+    /// Whether frozen blocks may run through the fused CPU plan (see [`FusedBackbone::for_device`]).
+    pub fused_plan: bool,
 }
 
 /// Counts of what the cache did, for reports and tests.
@@ -74,7 +77,7 @@ pub struct Skipped {
 impl FeatureCache {
     /// The cache for `teacher` at `spec`, under `<cache_dir>/features/`.
     pub fn new(cache_dir: &Path, teacher: &Teacher, spec: &CacheSpec) -> Result<FeatureCache> {
-        let preprocessing = serde_json::to_string(&spec.preprocessing).unwrap_or_default();
+        let preprocessing = serde_json::to_string(&spec.preprocessing).map_err(|error| GraftError::Invalid(format!("cannot describe the preprocessing: {error}")))?;
         let dir = cache_dir.join("features").join(format!(
             "{}-{}-cut{}-{}",
             teacher.card.name,
@@ -86,15 +89,17 @@ impl FeatureCache {
         Ok(FeatureCache { dir, stats: CacheStats::default(), plan: std::sync::OnceLock::new() })
     }
 
-    fn entry_path(&self, content_hash: &str, view: View, spec: &CacheSpec) -> PathBuf {
+    fn entry_path(&self, content_hash: ContentHash, view: View, spec: &CacheSpec) -> Result<PathBuf> {
+        let content_hash = content_hash.hex();
         let view = match view {
             View::Eval => "eval".to_owned(),
             View::Augmented(k) => {
-                let augmentation = serde_json::to_string(&spec.augmentation).unwrap_or_default();
+                let augmentation = serde_json::to_string(&spec.augmentation)
+                    .map_err(|error| GraftError::Invalid(format!("cannot describe the augmentation: {error}")))?;
                 format!("aug{k}-{}", hash_str(&format!("{augmentation}:{}", spec.seed)))
             }
         };
-        self.dir.join(&content_hash[..2]).join(format!("{content_hash}-{view}.f32"))
+        Ok(self.dir.join(&content_hash[..2]).join(format!("{content_hash}-{view}.f32")))
     }
 
     /// Makes sure every (item, view) has an entry, running the teacher's frozen part in batches
@@ -113,13 +118,13 @@ impl FeatureCache {
         let mut entries: Vec<Option<Entry>> = vec![None; requests.len()];
         let mut skipped = Vec::new();
         let mut pending: Vec<(usize, PathBuf, Vec<f32>)> = Vec::new();
-        let mut hashes: std::collections::HashMap<String, std::result::Result<String, String>> = Default::default();
+        let mut hashes: std::collections::HashMap<String, std::result::Result<ContentHash, String>> = Default::default();
         reporter.start(stage, requests.len());
         for (index, (source, view)) in requests.iter().enumerate() {
             let name = source.name();
             let hash = hashes
                 .entry(name.clone())
-                .or_insert_with(|| source.content().map(|bytes| hex(&sha2::Sha256::digest(&bytes))).map_err(|error| error.to_string()))
+                .or_insert_with(|| source.content().map(|bytes| ContentHash(sha2::Sha256::digest(&bytes).into())).map_err(|error| error.to_string()))
                 .clone();
             let hash = match hash {
                 Ok(hash) => hash,
@@ -129,7 +134,7 @@ impl FeatureCache {
                     continue;
                 }
             };
-            let path = self.entry_path(&hash, *view, spec);
+            let path = self.entry_path(hash, *view, spec)?;
             if let Some(shape) = read_shape(&path) {
                 self.stats.hits.fetch_add(1, Ordering::Relaxed);
                 entries[index] = Some(Entry { path, shape });
@@ -148,7 +153,7 @@ impl FeatureCache {
             let input = match view {
                 View::Eval => preprocess(&image, &spec.preprocessing),
                 View::Augmented(k) => {
-                    let mut rng = SplitMix64::derive(spec.seed, &[u64::from_str_radix(&hash[..16], 16).unwrap_or(0), *k as u64]);
+                    let mut rng = SplitMix64::derive(spec.seed, &[hash.seed(), *k as u64]);
                     augmented_view(&image, &spec.preprocessing, &spec.augmentation, &mut rng)
                 }
             };
@@ -177,18 +182,18 @@ impl FeatureCache {
             return Ok(());
         }
         let blocks = teacher.block_names().len();
-        if let Some(fused) = self.plan.get_or_init(|| FusedBackbone::for_device(&teacher.backbone, device)) {
+        if let Some(fused) = self.plan.get_or_init(|| FusedBackbone::for_device(&teacher.backbone, device, spec.fused_plan)) {
             let size = spec.preprocessing.input_size;
             let mut images = Vec::with_capacity(pending.len() * 3 * size * size);
             for (_, _, input) in pending.iter() {
                 images.extend_from_slice(input);
             }
-            let (values, shape) = fused.forward(&images, [pending.len(), 3, size, size], spec.cut, spec.cut == blocks);
+            let (values, shape) = fused.forward(&images, [pending.len(), 3, size, size], spec.cut, spec.cut == blocks)?;
             return self.store(pending, entries, &values, &shape);
         }
         let inputs: Vec<Vec<f32>> = pending.iter().map(|(_, _, input)| input.clone()).collect();
         let images = batch_tensor(&inputs, spec.preprocessing.input_size, device);
-        let activations = teacher.forward_until(images, spec.cut);
+        let activations = teacher.forward_until(images, spec.cut)?;
         let (values, shape) = if spec.cut == blocks {
             let features = teacher.backbone.features(activations);
             let shape = features.dims().to_vec();
@@ -197,9 +202,8 @@ impl FeatureCache {
             let shape = activations.dims().to_vec();
             (activations.into_data(), shape)
         };
-        let values = values.convert::<f32>();
-        let values = values.as_slice::<f32>().map_err(|error| GraftError::Invalid(format!("{error:?}")))?;
-        self.store(pending, entries, values, &shape)
+        let values = host_values::<f32>(values)?;
+        self.store(pending, entries, &values, &shape)
     }
 
     /// Writes one entry per pending image from a batch's values at the cut.
@@ -215,8 +219,21 @@ impl FeatureCache {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// The SHA-256 of an image file's bytes.
+#[derive(Debug, Clone, Copy)]
+struct ContentHash([u8; 32]);
+
+impl ContentHash {
+    fn hex(&self) -> String {
+        crate::fsutil::hex(&self.0)
+    }
+
+    /// The first eight bytes, to seed an image's augmented views.
+    fn seed(&self) -> u64 {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&self.0[..8]);
+        u64::from_be_bytes(first)
+    }
 }
 
 /// Entry file: rank (u32), dims (u32 each), then f32 values, all little-endian.

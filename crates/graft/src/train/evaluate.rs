@@ -3,7 +3,7 @@
 //! A student whose front blocks are the frozen teacher reuses the feature cache, so evaluating
 //! on a set the teacher has already seen costs only the trainable part.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use burn::module::Module;
 use burn::tensor::Device;
@@ -17,43 +17,60 @@ use crate::data::augment::Augmentation;
 use crate::data::dataset::{Dataset, ItemSource};
 use crate::data::image::{batch_tensor, preprocess};
 use crate::error::Result;
-use crate::models::fused::FusedBackbone;
+use crate::backend::fused::FusedBackbone;
+use crate::backend::host_values;
 use crate::models::{Teacher, zoo};
 
 /// Class probabilities per image, `None` where the image could not be read.
 pub type Probabilities = Vec<Option<Vec<f32>>>;
 
-/// Class probabilities for each source (`None` where the image could not be read).
+/// How a student runs on new images.
+#[derive(Debug, Clone)]
+pub struct InferenceOptions {
+    pub batch_size: usize,
+    /// Where the feature cache lives (the student's frozen front reuses the teacher's entries).
+    pub cache_dir: PathBuf,
+    /// Frozen blocks through the fused CPU plan on `flex` (see [`FusedBackbone::for_device`]).
+    pub fused_plan: bool,
+}
+
+/// Class probabilities for each source (`None` where the image could not be read; those are
+/// listed with the reason).
 pub fn predict_sources(
     loaded: &LoadedStudent,
     sources: &[ItemSource],
-    batch_size: usize,
-    cache_dir: &Path,
+    options: &InferenceOptions,
     device: &Device,
     reporter: &dyn Reporter,
 ) -> Result<(Probabilities, Vec<Skipped>)> {
+    let batch_size = options.batch_size.max(1);
     let config = &loaded.config;
     let plan = config.plan();
     let model = loaded.student.valid();
-    let fused = FusedBackbone::for_device(&model.backbone, device);
+    let fused = FusedBackbone::for_device(&model.backbone, device, options.fused_plan);
     let classes = config.classes.len();
     let mut out: Vec<Option<Vec<f32>>> = vec![None; sources.len()];
     let mut skipped = Vec::new();
     let probabilities = |input: StudentInput| -> Result<Vec<f32>> {
-        let values = softmax(model.infer(input, plan.cut, fused.as_ref()), 1).into_data().convert::<f32>();
-        Ok(values.as_slice::<f32>().map(<[f32]>::to_vec).unwrap_or_default())
+        host_values::<f32>(softmax(model.infer(input, plan.cut, fused.as_ref())?, 1).into_data())
     };
     if plan.cut > 0 {
         // The frozen front of the student is the teacher it was trained from: same cache keys.
-        let card = zoo::card(&config.teacher).cloned().ok_or_else(|| crate::GraftError::Invalid(format!("unknown teacher `{}`", config.teacher)))?;
+        let card = zoo::find(&config.teacher)?.clone();
         let teacher = Teacher { card, backbone: model.backbone.clone(), weights_sha256: config.teacher_weights_sha256.clone() };
-        let spec = CacheSpec { preprocessing: config.preprocessing.clone(), augmentation: Augmentation::none(), cut: plan.cut, seed: config.seed };
-        let cache = FeatureCache::new(cache_dir, &teacher, &spec)?;
+        let spec = CacheSpec {
+            preprocessing: config.preprocessing.clone(),
+            augmentation: Augmentation::none(),
+            cut: plan.cut,
+            seed: config.seed,
+            fused_plan: options.fused_plan,
+        };
+        let cache = FeatureCache::new(&options.cache_dir, &teacher, &spec)?;
         let requests: Vec<_> = sources.iter().map(|source| (source.clone(), View::Eval)).collect();
         let (entries, bad) = cache.prepare(&teacher, &spec, &requests, batch_size, device, reporter, "computing features")?;
         skipped.extend(bad);
         let ready: Vec<(usize, &super::cache::Entry)> = entries.iter().enumerate().filter_map(|(i, e)| e.as_ref().map(|e| (i, e))).collect();
-        for chunk in ready.chunks(batch_size.max(1)) {
+        for chunk in ready.chunks(batch_size) {
             let refs: Vec<&super::cache::Entry> = chunk.iter().map(|(_, entry)| *entry).collect();
             let input = if plan.is_head_only() {
                 StudentInput::Features(batch_from_entries::<2>(&refs, device)?)
@@ -67,7 +84,7 @@ pub fn predict_sources(
     } else {
         reporter.start("predicting", sources.len());
         let indices: Vec<usize> = (0..sources.len()).collect();
-        for chunk in indices.chunks(batch_size.max(1)) {
+        for chunk in indices.chunks(batch_size) {
             let mut images = Vec::new();
             let mut kept = Vec::new();
             for index in chunk {
@@ -96,8 +113,7 @@ pub fn predict_sources(
 pub fn evaluate_run(
     loaded: &LoadedStudent,
     data: Dataset,
-    batch_size: usize,
-    cache_dir: &Path,
+    options: &InferenceOptions,
     device: &Device,
     reporter: &dyn Reporter,
 ) -> Result<Evaluation> {
@@ -106,7 +122,7 @@ pub fn evaluate_run(
         return Err(crate::GraftError::Invalid("the evaluation set holds no images".into()));
     }
     let sources: Vec<ItemSource> = data.items.iter().map(|item| item.source.clone()).collect();
-    let (probabilities, skipped) = predict_sources(loaded, &sources, batch_size, cache_dir, device, reporter)?;
+    let (probabilities, skipped) = predict_sources(loaded, &sources, options, device, reporter)?;
     let mut rows = Vec::new();
     let mut labels = Vec::new();
     for (item, row) in data.items.iter().zip(probabilities) {

@@ -16,6 +16,25 @@ pub enum HeadKind {
     Mlp { hidden: usize },
 }
 
+/// The head's kind by name (`linear`, `mlp`), as a setting; [`HeadChoice::kind`] adds the MLP's
+/// hidden width.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadChoice {
+    Linear,
+    Mlp,
+}
+
+crate::choice::choice!(HeadChoice, "head", [(HeadChoice::Linear, "linear"), (HeadChoice::Mlp, "mlp")]);
+
+impl HeadChoice {
+    pub fn kind(self, hidden: usize) -> HeadKind {
+        match self {
+            HeadChoice::Linear => HeadKind::Linear,
+            HeadChoice::Mlp => HeadKind::Mlp { hidden },
+        }
+    }
+}
+
 #[derive(Module, Debug)]
 pub struct Mlp {
     pub hidden: Linear,

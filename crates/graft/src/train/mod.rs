@@ -1,10 +1,12 @@
 //! Training a student: strategies, the feature cache, the head, the trainer, metrics.
 
 pub mod advisor;
+pub mod batch_statistics;
 pub mod cache;
 pub mod head;
 pub mod metrics;
 pub mod reporter;
+pub mod run;
 pub mod schedule;
 pub mod shards;
 pub mod strategy;
@@ -12,8 +14,9 @@ pub mod student;
 pub mod evaluate;
 pub mod trainer;
 
-pub use head::HeadKind;
+pub use head::{HeadChoice, HeadKind};
 pub use reporter::{EpochMetrics, Reporter, Silent};
 pub use strategy::{FreezePlan, Strategy};
-pub use student::{Hyperparameters, RunConfig, Student, load_run};
+pub use student::{Hyperparameters, Optimizer, RunConfig, Student, load_run};
+pub use run::train_run;
 pub use trainer::{TrainOptions, TrainOutcome, train};

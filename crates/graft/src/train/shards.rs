@@ -9,7 +9,7 @@
 //! loss. The step is then the step of the whole batch with one difference: each shard's batch
 //! norms normalize with that shard's statistics (as with PyTorch's `DistributedDataParallel`
 //! without `SyncBatchNorm`). Their running statistics are updated once per batch, from the
-//! statistics of the whole batch, on the calling thread (`layers::update_running_statistics`), so
+//! statistics of the whole batch, on the calling thread (`batch_statistics`), so
 //! results do not depend on thread timing.
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
@@ -18,7 +18,8 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::student::{Student, StudentInput};
-use crate::models::layers::{BatchStatistics, collect_batch_statistics, update_running_statistics};
+use super::batch_statistics::{self, BatchStatistics, update_running_statistics};
+use crate::error::Result;
 
 /// One training step's loss, per-shard logits (in inference form, for accuracy) and gradients.
 pub struct Step {
@@ -34,17 +35,18 @@ pub struct Step {
 /// head's gradients. Updates the batch norms' running statistics.
 pub fn step(
     student: &Student,
-    shards: Vec<(StudentInput, Vec<i64>)>,
+    mut shards: Vec<(StudentInput, Vec<i64>)>,
     cut: usize,
     loss_function: &CrossEntropyLoss,
     class_weights: Option<&[f32]>,
     head_only: bool,
     device: &Device,
-) -> Step {
-    if let [(_, _)] = shards.as_slice() {
-        let (input, labels) = shards.into_iter().next().expect("one shard");
-        let (loss, logits, gradients) = forward_backward(student, input, labels, cut, loss_function, head_only, device);
-        return Step { loss, logits: vec![logits], gradients };
+) -> Result<Step> {
+    if shards.len() == 1
+        && let Some((input, labels)) = shards.pop()
+    {
+        let (loss, logits, gradients) = forward_backward(student, input, labels, cut, loss_function, head_only, device)?;
+        return Ok(Step { loss, logits: vec![logits], gradients });
     }
     // What each shard's mean loss is divided by: its examples' summed class weights.
     let loss_weights: Vec<f64> = shards
@@ -62,10 +64,10 @@ pub fn step(
         if let Some(threads) = threads {
             set_intra_op_threads(threads);
         }
-        collect_batch_statistics(|| forward_backward(&replica, input, labels, cut, loss_function, head_only, device))
+        batch_statistics::collect(|| forward_backward(&replica, input, labels, cut, loss_function, head_only, device))
     };
     let replicas: Vec<Student> = shards.iter().map(|_| student.clone().map(&mut FreshLeaves)).collect();
-    let results: Vec<((f64, Tensor<2>, GradientsParams), Vec<BatchStatistics>)> = std::thread::scope(|scope| {
+    let results: Vec<(Result<(f64, Tensor<2>, GradientsParams)>, Vec<BatchStatistics>)> = std::thread::scope(|scope| {
         // Every shard on a thread of its own, so that a per-thread setting (libtorch's intra-op
         // threads) never touches the calling thread.
         let handles: Vec<_> = replicas.into_iter().zip(shards).map(|(replica, (input, labels))| scope.spawn(move || run(replica, input, labels))).collect();
@@ -76,7 +78,8 @@ pub fn step(
     let mut logits = Vec::with_capacity(results.len());
     let mut gradients = Vec::with_capacity(results.len());
     let mut statistics = Vec::with_capacity(results.len());
-    for (((shard_loss, shard_logits, shard_gradients), shard_statistics), share) in results.into_iter().zip(&shares) {
+    for ((result, shard_statistics), share) in results.into_iter().zip(&shares) {
+        let (shard_loss, shard_logits, shard_gradients) = result?;
         loss += shard_loss * share;
         logits.push(shard_logits);
         gradients.push(shard_gradients);
@@ -85,7 +88,7 @@ pub fn step(
     update_running_statistics(statistics);
     let mut sum = WeightedSum { shards: gradients, shares, out: GradientsParams::new() };
     student.visit(&mut sum);
-    Step { loss, logits, gradients: sum.out }
+    Ok(Step { loss, logits, gradients: sum.out })
 }
 
 /// One forward and backward pass of `student` on one shard: its mean loss, its logits (in
@@ -98,10 +101,10 @@ fn forward_backward(
     loss_function: &CrossEntropyLoss,
     head_only: bool,
     device: &Device,
-) -> (f64, Tensor<2>, GradientsParams) {
+) -> Result<(f64, Tensor<2>, GradientsParams)> {
     let count = labels.len();
     let targets = Tensor::<1, Int>::from_data(TensorData::new(labels, [count]), device);
-    let logits = student.forward(input, cut);
+    let logits = student.forward(input, cut)?;
     let loss = loss_function.forward(logits.clone(), targets);
     let loss_value = loss.clone().into_scalar::<f32>() as f64;
     let mut gradients = loss.backward();
@@ -110,7 +113,7 @@ fn forward_backward(
     } else {
         GradientsParams::from_grads(gradients, student)
     };
-    (loss_value, logits.valid(), gradients)
+    Ok((loss_value, logits.valid(), gradients))
 }
 
 /// The intra-op threads each shard's thread should use, where the backend has such a setting:

@@ -5,9 +5,6 @@
 //! - `full`: full fine-tuning, every block trained from the pretrained values;
 //! - `auto`: chosen from measurements (see `advisor`).
 
-use std::fmt;
-use std::str::FromStr;
-
 use crate::error::{GraftError, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -21,32 +18,11 @@ pub enum Strategy {
     Auto,
 }
 
-impl FromStr for Strategy {
-    type Err = GraftError;
-
-    fn from_str(text: &str) -> Result<Strategy> {
-        match text.to_ascii_lowercase().as_str() {
-            "deep" => Ok(Strategy::Deep),
-            "mid" => Ok(Strategy::Mid),
-            "full" => Ok(Strategy::Full),
-            "scratch" => Ok(Strategy::Scratch),
-            "auto" => Ok(Strategy::Auto),
-            other => Err(GraftError::Invalid(format!("unknown strategy `{other}`; use deep, mid, full, scratch or auto"))),
-        }
-    }
-}
-
-impl fmt::Display for Strategy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Strategy::Deep => "deep",
-            Strategy::Mid => "mid",
-            Strategy::Full => "full",
-            Strategy::Scratch => "scratch",
-            Strategy::Auto => "auto",
-        })
-    }
-}
+crate::choice::choice!(
+    Strategy,
+    "strategy",
+    [(Strategy::Deep, "deep"), (Strategy::Mid, "mid"), (Strategy::Full, "full"), (Strategy::Scratch, "scratch"), (Strategy::Auto, "auto")]
+);
 
 /// How many trailing blocks `mid` unfreezes when not told: the last ~15% of the network, at
 /// least one block.
@@ -67,19 +43,19 @@ impl FreezePlan {
     pub fn new(strategy: Strategy, blocks: Vec<String>, unfreeze: Option<usize>, unfreeze_from: Option<&str>) -> Result<FreezePlan> {
         let count = blocks.len();
         if strategy != Strategy::Mid && (unfreeze.is_some() || unfreeze_from.is_some()) {
-            return Err(GraftError::Invalid(format!("--unfreeze and --unfreeze-from refine `mid`; strategy `{strategy}` fixes the frozen blocks")));
+            return Err(GraftError::Invalid(format!("choosing the blocks to unfreeze refines `mid`; strategy `{strategy}` fixes the frozen blocks")));
         }
         let cut = match strategy {
             Strategy::Deep => count,
             Strategy::Full | Strategy::Scratch => 0,
             Strategy::Auto => return Err(GraftError::Invalid("resolve `auto` before making a freeze plan".into())),
             Strategy::Mid => match (unfreeze, unfreeze_from) {
-                (Some(_), Some(_)) => return Err(GraftError::Invalid("give --unfreeze or --unfreeze-from, not both".into())),
+                (Some(_), Some(_)) => return Err(GraftError::Invalid("unfreeze a number of blocks or from a named block, not both".into())),
                 (_, Some(name)) => blocks.iter().position(|block| block == name).ok_or_else(|| {
                     GraftError::Invalid(format!("no block named `{name}`; this teacher's blocks are: {}", blocks.join(", ")))
                 })?,
                 (Some(n), None) if n == 0 || n > count => {
-                    return Err(GraftError::Invalid(format!("--unfreeze {n}: this teacher has {count} blocks (use 1..={count})")));
+                    return Err(GraftError::Invalid(format!("cannot unfreeze the last {n} blocks: this teacher has {count} blocks (use 1..={count})")));
                 }
                 (Some(n), None) => count - n,
                 (None, None) => count - default_mid_unfreeze(count),

@@ -11,7 +11,7 @@ use super::strategy::{FreezePlan, Strategy};
 use crate::data::augment::Augmentation;
 use crate::error::{GraftError, Result};
 use crate::models::Backbone;
-use crate::models::fused::FusedBackbone;
+use crate::backend::fused::FusedBackbone;
 use crate::models::zoo::{self, Preprocessing};
 use crate::weights::{SameKeys, collect_tensors, load_into};
 
@@ -34,33 +34,39 @@ pub enum StudentInput {
 impl Student {
     /// A student of `backbone` (moved to `device`) with the plan's blocks frozen and a new head
     /// drawn from `seed`.
-    pub fn new(backbone: Backbone, plan: &FreezePlan, head: HeadKind, classes: usize, seed: u64, device: &Device) -> Student {
+    ///
+    /// # Errors
+    /// A plan whose cut is past the backbone's last block.
+    pub fn new(backbone: Backbone, plan: &FreezePlan, head: HeadKind, classes: usize, seed: u64, device: &Device) -> Result<Student> {
         let features = backbone.feature_dim();
         // A teacher loaded for inference carries no autodiff: `train` turns it on for the copy on
         // the training device, then the front of the cut (and the unused ImageNet classifier) is
         // frozen again.
-        Student { backbone: backbone.fork(device).train().freeze_until(plan.cut), head: Head::new(head, features, classes, seed, device) }
+        Ok(Student { backbone: backbone.fork(device).train().freeze_until(plan.cut)?, head: Head::new(head, features, classes, seed, device) })
     }
 
     /// Logits for inputs entering at block `cut`.
-    pub fn forward(&self, input: StudentInput, cut: usize) -> Tensor<2> {
+    ///
+    /// # Errors
+    /// A cut past the backbone's last block.
+    pub fn forward(&self, input: StudentInput, cut: usize) -> Result<Tensor<2>> {
         let features = match input {
             StudentInput::Features(features) => features,
             StudentInput::Activations(x) => {
-                let blocks = self.backbone.block_names().len();
-                let x = (cut..blocks).fold(x, |x, index| self.backbone.forward_block(index, x));
-                self.backbone.features(x)
+                let blocks = self.backbone.blocks();
+                let behind = blocks.get(cut..).ok_or(GraftError::BlockRange { start: cut, end: blocks.len(), count: blocks.len() })?;
+                self.backbone.features(crate::backend::forward::blocks(behind, x))
             }
         };
-        self.head.forward(features)
+        Ok(self.head.forward(features))
     }
 
     /// Logits in inference mode (call it on `valid()`), the teacher's blocks from `cut` on run
     /// through `fused` where given (see [`FusedBackbone::for_device`]); the same values as
     /// [`Self::forward`] up to rounding, several times faster on the CPU.
-    pub fn infer(&self, input: StudentInput, cut: usize, fused: Option<&FusedBackbone>) -> Tensor<2> {
+    pub fn infer(&self, input: StudentInput, cut: usize, fused: Option<&FusedBackbone>) -> Result<Tensor<2>> {
         match (input, fused) {
-            (StudentInput::Activations(x), Some(fused)) => self.head.forward(fused.features_from(x, cut)),
+            (StudentInput::Activations(x), Some(fused)) => Ok(self.head.forward(fused.features_from(x, cut)?)),
             (input, _) => self.forward(input, cut),
         }
     }
@@ -72,15 +78,25 @@ impl Student {
     }
 
     /// Logits for preprocessed images.
-    pub fn logits(&self, images: Tensor<4>) -> Tensor<2> {
+    pub fn logits(&self, images: Tensor<4>) -> Result<Tensor<2>> {
         self.forward(StudentInput::Activations(images), 0)
     }
 }
 
+/// The optimizer of a run: AdamW (the default) or SGD with Nesterov momentum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    AdamW,
+    Sgd,
+}
+
+crate::choice::choice!(Optimizer, "optimizer", [(Optimizer::AdamW, "adamw"), (Optimizer::Sgd, "sgd")]);
+
 /// Hyper-parameters of a run, saved in `graft.json`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Hyperparameters {
-    pub optimizer: String,
+    pub optimizer: Optimizer,
     pub learning_rate: f64,
     /// Multiplies the learning rate of unfrozen teacher blocks (the head gets the full rate).
     pub backbone_learning_rate_factor: f64,
@@ -148,7 +164,7 @@ pub const CONFIG_FILE: &str = "graft.json";
 /// Writes the student's weights (safetensors) and its config into `run`.
 pub fn save_run(run: &Path, student: &Student, config: &RunConfig) -> Result<()> {
     std::fs::create_dir_all(run).map_err(|source| GraftError::Io { path: run.to_owned(), source })?;
-    let tensors = collect_tensors(&student.valid(), &SameKeys);
+    let tensors = collect_tensors(&student.valid(), &SameKeys)?;
     graft_weights::write_safetensors(&run.join(STUDENT_FILE), &tensors)?;
     let json = serde_json::to_vec_pretty(config).map_err(|error| GraftError::Invalid(error.to_string()))?;
     crate::fsutil::write_atomic(&run.join(CONFIG_FILE), &json)
@@ -170,11 +186,13 @@ pub struct LoadedStudent {
 
 pub fn load_run(run: &Path, device: &Device) -> Result<LoadedStudent> {
     let config = load_config(run)?;
-    let card = zoo::card(&config.teacher).ok_or_else(|| GraftError::UnknownTeacher {
-        name: config.teacher.clone(),
-        known: zoo::cards().iter().map(|card| card.name).collect::<Vec<_>>().join(", "),
-    })?;
+    let card = zoo::find(&config.teacher)?;
     let backbone = Backbone::new(card.architecture, 1000, device);
+    let expected = backbone.block_names();
+    let found = config.plan().blocks;
+    if found != expected {
+        return Err(GraftError::BlocksMismatch { file: run.join(CONFIG_FILE), teacher: config.teacher.clone(), expected, found });
+    }
     // The head's initial values are replaced by the trained ones below.
     let student = Student { head: Head::new(config.head, backbone.feature_dim(), config.classes.len(), 0, device), backbone };
     let path = run.join(STUDENT_FILE);

@@ -6,10 +6,11 @@
 //! with `resume` ends where an uninterrupted one would.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use burn::module::{Module, ParamGroup};
-use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
 use burn::optim::{AdamWConfig, ModuleOptimizer, SgdConfig, momentum::MomentumConfig};
 use burn::store::ModuleRecord;
@@ -21,13 +22,14 @@ use super::reporter::{EpochMetrics, Reporter};
 use super::schedule::WarmupCosine;
 use super::strategy::{FreezePlan, Strategy};
 use super::shards;
-use super::student::{Hyperparameters, RunConfig, Student, StudentInput, save_run};
+use super::student::{Hyperparameters, Optimizer, RunConfig, Student, StudentInput, save_run};
 use crate::data::augment::augmented_view;
 use crate::data::dataset::{Dataset, Item};
 use crate::data::image::{batch_tensor, preprocess};
 use crate::error::{GraftError, Result};
 use crate::models::zoo::Preprocessing;
-use crate::models::fused::FusedBackbone;
+use crate::backend::fused::FusedBackbone;
+use crate::backend::host_values;
 use crate::models::{Backbone, Teacher};
 use crate::rng::SplitMix64;
 
@@ -53,6 +55,9 @@ pub struct TrainOptions {
     pub stop_after: Option<usize>,
     /// Images per teacher forward pass while filling the cache.
     pub cache_batch_size: usize,
+    /// Run frozen blocks through graft's CPU plan on `flex` ([`FusedBackbone`]); off runs them
+    /// through burn's modules (the same values up to rounding, slower; for comparisons).
+    pub fused_plan: bool,
     /// A description of the data, saved in `graft.json`.
     pub data: String,
 }
@@ -92,9 +97,62 @@ enum Example {
 /// A training image's examples (its cached views, or the image itself) and its label.
 type TrainExample = (Vec<Example>, usize);
 
+/// The examples the trainable part sees, and what could not be read.
+struct Inputs {
+    train: Vec<TrainExample>,
+    validation: Vec<(Example, usize)>,
+    skipped: Vec<Skipped>,
+    cache_hits: usize,
+    cache_misses: usize,
+    teacher_forwards: usize,
+}
+
+/// What a checkpoint must agree on with the run that resumes it: everything that changes the
+/// numbers of the epochs already done. The number of epochs and the patience may change (a run
+/// can be resumed to train longer).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct RunIdentity {
+    teacher_weights_sha256: String,
+    strategy: Strategy,
+    cut: usize,
+    train_images: usize,
+    validation_images: usize,
+    seed: u64,
+    classes: Vec<String>,
+    /// The hyper-parameters with `epochs` and `patience` cleared.
+    hyperparameters: Hyperparameters,
+}
+
+impl RunIdentity {
+    /// The fields that differ from `other`, each as `name: ours vs theirs`.
+    fn differences(&self, other: &RunIdentity) -> Vec<String> {
+        let (Ok(serde_json::Value::Object(ours)), Ok(serde_json::Value::Object(theirs))) = (serde_json::to_value(self), serde_json::to_value(other)) else {
+            return vec!["the run's settings".to_owned()];
+        };
+        let mut differences = Vec::new();
+        for (key, value) in &ours {
+            match (value, theirs.get(key)) {
+                (serde_json::Value::Object(inner), Some(serde_json::Value::Object(other_inner))) => {
+                    for (inner_key, inner_value) in inner {
+                        let other_value = other_inner.get(inner_key).unwrap_or(&serde_json::Value::Null);
+                        if inner_value != other_value {
+                            differences.push(format!("{key}.{inner_key}: {inner_value} vs {other_value}"));
+                        }
+                    }
+                }
+                (value, other_value) if Some(value) != other_value => {
+                    differences.push(format!("{key}: {value} vs {}", other_value.unwrap_or(&serde_json::Value::Null)));
+                }
+                _ => {}
+            }
+        }
+        differences
+    }
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct CheckpointState {
-    fingerprint: String,
+    run: RunIdentity,
     epochs_done: usize,
     steps_done: usize,
     history: Vec<EpochMetrics>,
@@ -112,16 +170,15 @@ fn improves((accuracy, loss): (f64, f64), (best_accuracy, best_loss): (f64, f64)
 }
 
 /// The `k`-th of the `views` cached versions of a training image. The first is the plain view
-/// (resize and centre crop, as evaluation sees it), the others augmented. With the plain view
-/// among them, `mid` on 1,600 Fashion-MNIST images scored 85.71% over seeds 1-6 where two
-/// augmented views scored 84.43% and PyTorch's fresh view every epoch 85.46%
-/// (docs/BENCHMARKS.md): with few cached views, all-augmented training never sees the images
-/// the way evaluation does. Each epoch draws one of the cached views per image at random.
+/// (resize and centre crop, as evaluation sees it), the others augmented: with few cached views,
+/// all-augmented training never sees the images the way evaluation does (measured in
+/// docs/BENCHMARKS.md). Each epoch draws one of the cached views per image at random.
 fn cached_view(k: usize, augmented: bool) -> View {
     if augmented && k > 0 { View::Augmented(k) } else { View::Eval }
 }
 
-/// Trains a student of `teacher` on `train`, validating on `validation`, and saves the run.
+/// Trains a student of `teacher` on `train`, validating on `validation`, and saves the run
+/// (weights, `graft.json`, `metrics.jsonl`; the report is [`crate::report::write_run`]'s).
 pub fn train(
     teacher: &Teacher,
     train: &Dataset,
@@ -135,44 +192,91 @@ pub fn train(
     if validation.is_empty() {
         return Err(GraftError::Invalid("the validation set is empty; give more images or a validation folder".into()));
     }
-    let hyper = &options.hyperparameters;
-    let blocks = teacher.block_names();
-    let plan = FreezePlan::new(options.strategy, blocks.clone(), options.unfreeze, options.unfreeze_from.as_deref())?;
+    let plan = FreezePlan::new(options.strategy, teacher.block_names(), options.unfreeze, options.unfreeze_from.as_deref())?;
     let preprocessing = preprocessing_at(&teacher.card.preprocessing, options.image_size);
-    let classes = train.classes.clone();
+    let inputs = prepare_inputs(teacher, train, validation, &plan, &preprocessing, options, device, reporter)?;
+    let identity = RunIdentity {
+        teacher_weights_sha256: teacher.weights_sha256.clone(),
+        strategy: options.strategy,
+        cut: plan.cut,
+        train_images: inputs.train.len(),
+        validation_images: inputs.validation.len(),
+        seed: options.seed,
+        classes: train.classes.clone(),
+        hyperparameters: Hyperparameters { epochs: 0, patience: None, ..options.hyperparameters.clone() },
+    };
+    let (mut session, mut state) = Session::new(teacher, &plan, options, identity, &inputs, device, reporter)?;
+    let context = EpochContext { plan: &plan, preprocessing: &preprocessing, options, inputs: &inputs, device };
+    let finished = session.run_epochs(&mut state, &context, reporter)?;
 
-    // 1. Inputs: cached teacher outputs at the cut, or images for a fully trainable network.
-    let spec = CacheSpec { preprocessing: preprocessing.clone(), augmentation: hyper.augmentation.clone(), cut: plan.cut, seed: options.seed };
-    let views = if hyper.augmentation.is_none() { 1 } else { hyper.augmented_views.max(1) };
-    let mut skipped = Vec::new();
-    let (mut cache_hits, mut cache_misses, mut teacher_forwards) = (0, 0, 0);
-    let (train_examples, validation_examples): (Vec<TrainExample>, Vec<(Example, usize)>) = if plan.cut > 0 {
+    // The best epoch's weights become the student.
+    if state.best_epoch > 0 {
+        session.student = session.student.load_record(read_record(&session.checkpoint.join("best.bpk"))?);
+    }
+    let config = run_config(teacher, options, &plan, preprocessing, &state, &inputs, count_trainable(&session.student), started.elapsed().as_secs_f64());
+    if finished {
+        save_run(&options.out, &session.student, &config)?;
+    }
+    Ok(TrainOutcome {
+        config,
+        history: state.history,
+        skipped: inputs.skipped,
+        cache_hits: inputs.cache_hits,
+        cache_misses: inputs.cache_misses,
+        teacher_forwards: inputs.teacher_forwards,
+        seconds: started.elapsed().as_secs_f64(),
+        finished,
+    })
+}
+
+/// The inputs of the trainable part: cached teacher outputs at the cut (each training image's
+/// views), or the images themselves when nothing is frozen. Unreadable images are skipped and
+/// reported; fewer than two classes left is an error.
+#[allow(clippy::too_many_arguments)]
+fn prepare_inputs(
+    teacher: &Teacher,
+    train: &Dataset,
+    validation: &Dataset,
+    plan: &FreezePlan,
+    preprocessing: &Preprocessing,
+    options: &TrainOptions,
+    device: &Device,
+    reporter: &dyn Reporter,
+) -> Result<Inputs> {
+    let hyper = &options.hyperparameters;
+    let mut inputs = if plan.cut > 0 {
+        let spec = CacheSpec { preprocessing: preprocessing.clone(), augmentation: hyper.augmentation.clone(), cut: plan.cut, seed: options.seed, fused_plan: options.fused_plan };
+        let augmented = !hyper.augmentation.is_none();
+        let views = if augmented { hyper.augmented_views.max(1) } else { 1 };
         let cache = FeatureCache::new(&options.cache_dir, teacher, &spec)?;
-        let requests: Vec<_> = train
+        let requests: Vec<_> = train.items.iter().flat_map(|item| (0..views).map(move |k| (item.source.clone(), cached_view(k, augmented)))).collect();
+        let (entries, mut skipped) = cache.prepare(teacher, &spec, &requests, options.cache_batch_size, device, reporter, "caching train features")?;
+        // An image counts only with all of its views.
+        let train_examples = train
             .items
             .iter()
-            .flat_map(|item| (0..views).map(move |k| (item.source.clone(), cached_view(k, !hyper.augmentation.is_none()))))
+            .zip(entries.chunks(views))
+            .filter_map(|(item, item_entries)| {
+                let item_entries: Option<Vec<Example>> = item_entries.iter().map(|entry| entry.clone().map(Example::Cached)).collect();
+                item_entries.map(|examples| (examples, item.label))
+            })
             .collect();
-        let (entries, bad) = cache.prepare(teacher, &spec, &requests, options.cache_batch_size, &device.clone(), reporter, "caching train features")?;
-        skipped.extend(bad);
-        let mut train_examples = Vec::new();
-        for (item, item_entries) in train.items.iter().zip(entries.chunks(views)) {
-            let item_entries: Option<Vec<Example>> = item_entries.iter().map(|entry| entry.clone().map(Example::Cached)).collect();
-            if let Some(item_entries) = item_entries {
-                train_examples.push((item_entries, item.label));
-            }
-        }
         let requests: Vec<_> = validation.items.iter().map(|item| (item.source.clone(), View::Eval)).collect();
         let (entries, bad) = cache.prepare(teacher, &spec, &requests, options.cache_batch_size, device, reporter, "caching validation features")?;
         skipped.extend(bad);
         let validation_examples =
             validation.items.iter().zip(entries).filter_map(|(item, entry)| entry.map(|entry| (Example::Cached(entry), item.label))).collect();
-        cache_hits = cache.stats.hits.load(std::sync::atomic::Ordering::Relaxed);
-        cache_misses = cache.stats.misses.load(std::sync::atomic::Ordering::Relaxed);
-        teacher_forwards = cache.stats.teacher_forwards.load(std::sync::atomic::Ordering::Relaxed);
-        (train_examples, validation_examples)
+        Inputs {
+            train: train_examples,
+            validation: validation_examples,
+            skipped,
+            cache_hits: cache.stats.hits.load(Ordering::Relaxed),
+            cache_misses: cache.stats.misses.load(Ordering::Relaxed),
+            teacher_forwards: cache.stats.teacher_forwards.load(Ordering::Relaxed),
+        }
     } else {
-        let mut usable = |dataset: &Dataset| -> Vec<Item> {
+        let mut skipped = Vec::new();
+        let mut readable = |dataset: &Dataset| -> Vec<Item> {
             dataset
                 .items
                 .iter()
@@ -186,214 +290,291 @@ pub fn train(
                 .cloned()
                 .collect()
         };
-        let train_items = usable(train);
-        let validation_items = usable(validation);
-        (
-            train_items.into_iter().map(|item| (vec![Example::Image(item.clone())], item.label)).collect(),
-            validation_items.into_iter().map(|item| (Example::Image(item.clone()), item.label)).collect(),
-        )
+        let train_items = readable(train);
+        let validation_items = readable(validation);
+        Inputs {
+            train: train_items.into_iter().map(|item| (vec![Example::Image(item.clone())], item.label)).collect(),
+            validation: validation_items.into_iter().map(|item| (Example::Image(item.clone()), item.label)).collect(),
+            skipped,
+            cache_hits: 0,
+            cache_misses: 0,
+            teacher_forwards: 0,
+        }
     };
-    for bad in &skipped {
+    for bad in &inputs.skipped {
         reporter.note(&format!("skipped {}: {}", bad.name, bad.reason));
     }
-    if train_examples.len() < 2 || {
-        let mut seen: Vec<usize> = train_examples.iter().map(|(_, label)| *label).collect();
-        seen.sort();
-        seen.dedup();
-        seen.len() < 2
-    } {
+    let mut classes_seen: Vec<usize> = inputs.train.iter().map(|(_, label)| *label).collect();
+    classes_seen.sort_unstable();
+    classes_seen.dedup();
+    if inputs.train.len() < 2 || classes_seen.len() < 2 {
         return Err(GraftError::Invalid(format!(
             "after skipping {} unreadable images, fewer than two classes of training images are left",
-            skipped.len()
+            inputs.skipped.len()
         )));
     }
+    inputs.validation.shrink_to_fit();
+    Ok(inputs)
+}
 
-    // 2. The student, seeded.
-    let training_device = device.clone().autodiff();
-    training_device.seed(options.seed);
-    let backbone = match options.strategy {
-        Strategy::Scratch => Backbone::new(teacher.card.architecture, 1000, device),
-        _ => teacher.backbone.clone(),
-    };
-    let mut student = Student::new(backbone, &plan, options.head, classes.len(), options.seed, &training_device);
-    let trained_parameters = count_trainable(&student);
+/// The student and what trains it: optimizer, learning-rate schedule, loss, checkpoint folder.
+struct Session {
+    student: Student,
+    optimizer: ModuleOptimizer,
+    loss_function: CrossEntropyLoss,
+    class_weights: Option<Vec<f32>>,
+    /// Training batches are split into this many shards (see [`shards`]).
+    shard_count: usize,
+    schedule: Schedule,
+    checkpoint: PathBuf,
+    training_device: Device,
+}
 
-    // 3. Optimizer and schedule: the head at the full rate, unfrozen teacher blocks at a fraction.
-    let steps_per_epoch = train_examples.len().div_ceil(hyper.batch_size.max(1));
-    let total_steps = steps_per_epoch * hyper.epochs;
-    let warmup_steps = (steps_per_epoch * hyper.warmup_epochs).min(total_steps / 2);
-    let backbone_factor = if options.strategy == Strategy::Scratch { 1.0 } else { hyper.backbone_learning_rate_factor };
-    let schedule = |factor: f64, step: usize| WarmupCosine { peak: hyper.learning_rate * factor, warmup_steps, total_steps, step };
-    let mut optimizer: ModuleOptimizer = match hyper.optimizer.as_str() {
-        "sgd" => SgdConfig::new()
-            .with_weight_decay(Some(burn::optim::decay::WeightDecayConfig::new(hyper.weight_decay as f32)))
-            .with_momentum(Some(MomentumConfig::new().with_momentum(hyper.momentum).with_nesterov(true)))
-            .init(),
-        "adamw" => adamw(hyper.weight_decay).init(),
-        other => return Err(GraftError::Invalid(format!("unknown optimizer `{other}`; use adamw or sgd"))),
-    };
+/// The head's learning rate at each step, and the unfrozen teacher blocks' at a fraction of it.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    peak: f64,
+    backbone_factor: f64,
+    warmup_steps: usize,
+    total_steps: usize,
+}
 
-    // 4. Resume.
-    let checkpoint = options.out.join(CHECKPOINT_DIR);
-    let fingerprint = format!(
-        "{}|{}|{:?}|{}|{}|{}|{:?}|{}",
-        teacher.weights_sha256,
-        options.strategy,
-        plan.cut,
-        train_examples.len(),
-        validation_examples.len(),
-        options.seed,
-        hyper,
-        classes.join(",")
-    );
-    let mut state = CheckpointState { fingerprint: fingerprint.clone(), epochs_done: 0, steps_done: 0, history: Vec::new(), best_accuracy: -1.0, best_epoch: 0 };
-    if options.resume && checkpoint.join("state.json").is_file() {
-        let text = std::fs::read(checkpoint.join("state.json")).map_err(|source| GraftError::Io { path: checkpoint.clone(), source })?;
-        let saved: CheckpointState = serde_json::from_slice(&text).map_err(|error| GraftError::Invalid(format!("damaged checkpoint: {error}")))?;
-        if saved.fingerprint != fingerprint {
-            return Err(GraftError::Invalid(format!(
-                "the checkpoint in `{}` is from a different run (teacher, data, strategy or hyper-parameters differ)\nhint: use another --out, or drop --resume to start over",
-                checkpoint.display()
-            )));
-        }
-        student = student.load_record(read_record(&checkpoint.join("student.bpk"))?);
-        optimizer = optimizer.load(checkpoint.join("optimizer.bpk")).map_err(|error| GraftError::Invalid(format!("cannot read the optimizer checkpoint: {error:?}")))?;
-        reporter.note(&format!("resuming after epoch {}", saved.epochs_done));
-        state = saved;
+impl Schedule {
+    fn at(&self, factor: f64, step: usize) -> WarmupCosine {
+        WarmupCosine { peak: self.peak * factor, warmup_steps: self.warmup_steps, total_steps: self.total_steps, step }
     }
-    // After a resume the parameters carry the checkpoint's ids: take the head's ids only now.
-    let head_group = ParamGroup::ids_from_module(student.head.clone());
-    let mut scheduler = ModuleLrScheduler::new(schedule(backbone_factor, state.steps_done)).with_group(head_group, schedule(1.0, state.steps_done));
+}
 
-    let mut class_weights = None;
-    if hyper.class_weights {
-        let mut counts = vec![0usize; classes.len()];
-        for (_, label) in &train_examples {
-            counts[*label] += 1;
-        }
-        let total: usize = counts.iter().sum();
-        class_weights = Some(counts.iter().map(|c| if *c == 0 { 0.0 } else { total as f32 / (classes.len() * c) as f32 }).collect());
+impl Session {
+    /// A seeded student on the autodiff device, its optimizer and loss; with `options.resume`
+    /// and a checkpoint of the same run, the checkpoint's student, optimizer and state.
+    fn new(
+        teacher: &Teacher,
+        plan: &FreezePlan,
+        options: &TrainOptions,
+        identity: RunIdentity,
+        inputs: &Inputs,
+        device: &Device,
+        reporter: &dyn Reporter,
+    ) -> Result<(Session, CheckpointState)> {
+        let hyper = &options.hyperparameters;
+        let training_device = device.clone().autodiff();
+        training_device.seed(options.seed);
+        let backbone = match options.strategy {
+            Strategy::Scratch => Backbone::new(teacher.card.architecture, 1000, device),
+            _ => teacher.backbone.clone(),
+        };
+        let mut student = Student::new(backbone, plan, options.head, identity.classes.len(), options.seed, &training_device)?;
+        let steps_per_epoch = identity.train_images.div_ceil(hyper.batch_size.max(1));
+        let total_steps = steps_per_epoch * hyper.epochs;
+        let schedule = Schedule {
+            peak: hyper.learning_rate,
+            backbone_factor: if options.strategy == Strategy::Scratch { 1.0 } else { hyper.backbone_learning_rate_factor },
+            warmup_steps: (steps_per_epoch * hyper.warmup_epochs).min(total_steps / 2),
+            total_steps,
+        };
+        let mut optimizer: ModuleOptimizer = match hyper.optimizer {
+            Optimizer::Sgd => SgdConfig::new()
+                .with_weight_decay(Some(burn::optim::decay::WeightDecayConfig::new(hyper.weight_decay as f32)))
+                .with_momentum(Some(MomentumConfig::new().with_momentum(hyper.momentum).with_nesterov(true)))
+                .init(),
+            Optimizer::AdamW => adamw(hyper.weight_decay).init(),
+        };
+        let class_weights = hyper.class_weights.then(|| {
+            let mut counts = vec![0usize; identity.classes.len()];
+            for (_, label) in &inputs.train {
+                counts[*label] += 1;
+            }
+            let total: usize = counts.iter().sum();
+            counts.iter().map(|c| if *c == 0 { 0.0 } else { total as f32 / (counts.len() * c) as f32 }).collect::<Vec<f32>>()
+        });
+        let loss_function = CrossEntropyLossConfig::new()
+            .with_smoothing((hyper.label_smoothing > 0.0).then_some(hyper.label_smoothing))
+            .with_weights(class_weights.clone())
+            .init(&training_device);
+        // Batches split across threads (see `shards`) when teacher blocks train. Not for a head
+        // on pooled features (a step too small to gain), nor when the training forward draws
+        // random numbers (dropout): burn's generator is shared, so threads would draw in
+        // varying order.
+        let shard_count = if plan.is_head_only() || student.draws_random() { 1 } else { hyper.shards.max(1) };
+        let checkpoint = options.out.join(CHECKPOINT_DIR);
+        let state_path = checkpoint.join("state.json");
+        let state = if options.resume && state_path.is_file() {
+            let text = std::fs::read(&state_path).map_err(|source| GraftError::Io { path: state_path.clone(), source })?;
+            let saved: CheckpointState =
+                serde_json::from_slice(&text).map_err(|error| GraftError::Checkpoint { path: state_path.clone(), reason: error.to_string() })?;
+            let differences = saved.run.differences(&identity);
+            if !differences.is_empty() {
+                return Err(GraftError::CheckpointMismatch { path: checkpoint, differences });
+            }
+            student = student.load_record(read_record(&checkpoint.join("student.bpk"))?);
+            let optimizer_path = checkpoint.join("optimizer.bpk");
+            optimizer = optimizer.load(&optimizer_path).map_err(|error| GraftError::Checkpoint { path: optimizer_path, reason: format!("{error:?}") })?;
+            reporter.note(&format!("resuming after epoch {}", saved.epochs_done));
+            saved
+        } else {
+            CheckpointState { run: identity, epochs_done: 0, steps_done: 0, history: Vec::new(), best_accuracy: -1.0, best_epoch: 0 }
+        };
+        let session = Session { student, optimizer, loss_function, class_weights, shard_count, schedule, checkpoint, training_device };
+        Ok((session, state))
     }
-    let loss_function = CrossEntropyLossConfig::new()
-        .with_smoothing((hyper.label_smoothing > 0.0).then_some(hyper.label_smoothing))
-        .with_weights(class_weights.clone())
-        .init(&training_device);
-    // Batches split across threads (see `shards`) when teacher blocks train. Not for a head on
-    // pooled features (a step too small to gain), nor when the training forward draws random
-    // numbers (dropout): burn's generator is shared, so threads would draw in varying order.
-    let shard_count = if plan.cut == blocks.len() || student.draws_random() { 1 } else { hyper.shards.max(1) };
 
-    // 5. Epochs.
-    let mut epochs_this_call = 0;
-    let mut finished = true;
-    let mut since_best = state.epochs_done.saturating_sub(state.best_epoch);
-    while state.epochs_done < hyper.epochs {
-        if let Some(patience) = hyper.patience
-            && state.epochs_done > 0
-            && since_best >= patience
-        {
-            reporter.note(&format!("early stop: no better validation accuracy (nor the same at a lower loss) for {patience} epochs"));
-            break;
+    /// Trains epochs until the last, early stopping, or `stop_after`; checkpoints after each.
+    /// Returns whether the run reached its end (false when `stop_after` interrupted it).
+    fn run_epochs(&mut self, state: &mut CheckpointState, context: &EpochContext<'_>, reporter: &dyn Reporter) -> Result<bool> {
+        let hyper = &context.options.hyperparameters;
+        // After a resume the parameters carry the checkpoint's ids: take the head's ids only now.
+        let head_group = ParamGroup::ids_from_module(self.student.head.clone());
+        let mut scheduler = ModuleLrScheduler::new(self.schedule.at(self.schedule.backbone_factor, state.steps_done))
+            .with_group(head_group, self.schedule.at(1.0, state.steps_done));
+        let mut epochs_this_call = 0;
+        let mut since_best = state.epochs_done.saturating_sub(state.best_epoch);
+        while state.epochs_done < hyper.epochs {
+            if let Some(patience) = hyper.patience
+                && state.epochs_done > 0
+                && since_best >= patience
+            {
+                reporter.note(&format!("early stop: no better validation accuracy (nor the same at a lower loss) for {patience} epochs"));
+                break;
+            }
+            if context.options.stop_after.is_some_and(|limit| epochs_this_call >= limit) {
+                return Ok(false);
+            }
+            let epoch_started = Instant::now();
+            let (train_loss, train_accuracy, learning_rate) = self.train_epoch(state, &mut scheduler, context, reporter)?;
+            let train_seconds = epoch_started.elapsed().as_secs_f64();
+            let (validation_loss, validation_accuracy) = validate(&self.student, context)?;
+            let metrics = EpochMetrics {
+                epoch: state.epochs_done + 1,
+                train_loss,
+                train_accuracy,
+                validation_loss,
+                validation_accuracy,
+                learning_rate,
+                images_per_second: context.inputs.train.len() as f64 / train_seconds.max(1e-9),
+                seconds: epoch_started.elapsed().as_secs_f64(),
+            };
+            reporter.epoch(&metrics);
+            let best_loss = state.best_epoch.checked_sub(1).and_then(|index| state.history.get(index)).map_or(f64::INFINITY, |best| best.validation_loss);
+            let better = improves((validation_accuracy, validation_loss), (state.best_accuracy, best_loss));
+            state.history.push(metrics);
+            write_metrics(&context.options.out, &state.history)?;
+            state.epochs_done += 1;
+            epochs_this_call += 1;
+            if better {
+                state.best_accuracy = validation_accuracy;
+                state.best_epoch = state.epochs_done;
+                since_best = 0;
+            } else {
+                since_best += 1;
+            }
+            self.save_checkpoint(state, better)?;
         }
-        if options.stop_after.is_some_and(|limit| epochs_this_call >= limit) {
-            finished = false;
-            break;
-        }
+        Ok(true)
+    }
+
+    /// One pass over the training examples in the epoch's order; returns the mean loss, the
+    /// accuracy and the head's learning rate at the last step.
+    fn train_epoch(
+        &mut self,
+        state: &mut CheckpointState,
+        scheduler: &mut ModuleLrScheduler,
+        context: &EpochContext<'_>,
+        reporter: &dyn Reporter,
+    ) -> Result<(f64, f64, f64)> {
+        let options = context.options;
+        let hyper = &options.hyperparameters;
+        let examples = &context.inputs.train;
         let epoch = state.epochs_done;
-        let epoch_started = Instant::now();
-        let mut order: Vec<usize> = (0..train_examples.len()).collect();
+        let mut order: Vec<usize> = (0..examples.len()).collect();
         SplitMix64::derive(options.seed, &[0xE90C, epoch as u64]).shuffle(&mut order);
-        let head_only = epoch < hyper.gradual_unfreeze_epochs && !plan.is_head_only();
-        reporter.start(&format!("epoch {}/{}", epoch + 1, hyper.epochs), train_examples.len());
+        let head_only = epoch < hyper.gradual_unfreeze_epochs && !context.plan.is_head_only();
+        reporter.start(&format!("epoch {}/{}", epoch + 1, hyper.epochs), examples.len());
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         let mut learning_rate = 0.0;
         for batch in order.chunks(hyper.batch_size.max(1)) {
-            let labels: Vec<i64> = batch.iter().map(|index| train_examples[*index].1 as i64).collect();
-            let examples: Vec<&Example> = batch
+            let labels: Vec<i64> = batch.iter().map(|index| examples[*index].1 as i64).collect();
+            let batch_examples: Vec<&Example> = batch
                 .iter()
                 .map(|index| {
-                    let (views_of_item, _) = &train_examples[*index];
+                    let (views_of_item, _) = &examples[*index];
                     let view = SplitMix64::derive(options.seed, &[0x71E3, epoch as u64, *index as u64]).below(views_of_item.len());
                     &views_of_item[view]
                 })
                 .collect();
-            let pooled = plan.cut == blocks.len();
-            let part_labels = shards::split(&labels, shard_count);
-            let parts = shards::split(&examples, shard_count)
+            let part_labels = shards::split(&labels, self.shard_count);
+            let parts = shards::split(&batch_examples, self.shard_count)
                 .into_iter()
                 .zip(part_labels.iter().cloned())
-                .map(|(examples, labels)| Ok((make_input(&examples, &preprocessing, hyper, options.seed, epoch, pooled, true, &training_device)?, labels)))
+                .map(|(part, labels)| Ok((make_input(&part, context, epoch, true, &self.training_device)?, labels)))
                 .collect::<Result<Vec<_>>>()?;
-            let step = shards::step(&student, parts, plan.cut, &loss_function, class_weights.as_deref(), head_only, &training_device);
-            let (loss_value, gradients) = (step.loss, step.gradients);
-            let batch_correct: usize = step.logits.iter().zip(&part_labels).map(|(logits, labels)| count_correct(logits, labels)).sum();
-            if !loss_value.is_finite() {
+            let step = shards::step(&self.student, parts, context.plan.cut, &self.loss_function, self.class_weights.as_deref(), head_only, &self.training_device)?;
+            if !step.loss.is_finite() {
                 return Err(GraftError::Invalid(format!(
-                    "the loss became {loss_value} in epoch {}\nhint: lower --learning-rate (now {})",
+                    "the loss became {} in epoch {}\nhint: lower the learning rate (now {})",
+                    step.loss,
                     epoch + 1,
                     hyper.learning_rate
                 )));
             }
-            correct += batch_correct;
-            learning_rate = schedule(1.0, state.steps_done).at(state.steps_done);
+            correct += step.logits.iter().zip(&part_labels).map(|(logits, labels)| count_correct(logits, labels)).sum::<Result<usize>>()?;
+            learning_rate = self.schedule.at(1.0, state.steps_done).at(state.steps_done);
             let rates = scheduler.step();
-            student = optimizer.step(rates, student, gradients);
+            self.student = self.optimizer.step(rates, self.student.clone(), step.gradients);
             state.steps_done += 1;
-            loss_sum += loss_value * batch.len() as f64;
+            loss_sum += step.loss * batch.len() as f64;
             seen += batch.len();
             reporter.advance(batch.len(), &format!("loss {:.4}", loss_sum / seen as f64));
         }
         reporter.finish();
-        let train_seconds = epoch_started.elapsed().as_secs_f64();
-        let (validation_loss, validation_accuracy) =
-            validate(&student, &validation_examples, &preprocessing, hyper, options.seed, plan.cut, blocks.len(), device)?;
-        let metrics = EpochMetrics {
-            epoch: epoch + 1,
-            train_loss: loss_sum / seen.max(1) as f64,
-            train_accuracy: correct as f64 / seen.max(1) as f64,
-            validation_loss,
-            validation_accuracy,
-            learning_rate,
-            images_per_second: seen as f64 / train_seconds.max(1e-9),
-            seconds: epoch_started.elapsed().as_secs_f64(),
-        };
-        reporter.epoch(&metrics);
-        let best_loss = state.best_epoch.checked_sub(1).and_then(|index| state.history.get(index)).map_or(f64::INFINITY, |best| best.validation_loss);
-        let better = improves((validation_accuracy, validation_loss), (state.best_accuracy, best_loss));
-        state.history.push(metrics);
-        write_metrics(&options.out, &state.history)?;
-        state.epochs_done += 1;
-        epochs_this_call += 1;
-        std::fs::create_dir_all(&checkpoint).map_err(|source| GraftError::Io { path: checkpoint.clone(), source })?;
-        if better {
-            state.best_accuracy = validation_accuracy;
-            state.best_epoch = state.epochs_done;
-            since_best = 0;
-            write_record(&checkpoint.join("best.bpk"), student.clone().into_record())?;
-        } else {
-            since_best += 1;
-        }
-        write_record(&checkpoint.join("student.bpk"), student.clone().into_record())?;
-        let optimizer_path = checkpoint.join("optimizer.bpk");
-        optimizer.save(&optimizer_path).map_err(|error| GraftError::Invalid(format!("cannot write `{}`: {error:?}", optimizer_path.display())))?;
-        let json = serde_json::to_vec_pretty(&state).map_err(|error| GraftError::Invalid(error.to_string()))?;
-        crate::fsutil::write_atomic(&checkpoint.join("state.json"), &json)?;
+        Ok((loss_sum / seen.max(1) as f64, correct as f64 / seen.max(1) as f64, learning_rate))
     }
 
-    // 6. The best epoch's weights become the student.
-    if state.best_epoch > 0 {
-        student = student.load_record(read_record(&checkpoint.join("best.bpk"))?);
+    /// Writes the student, the optimizer and the state (and the best weights when `best`).
+    fn save_checkpoint(&self, state: &CheckpointState, best: bool) -> Result<()> {
+        std::fs::create_dir_all(&self.checkpoint).map_err(|source| GraftError::Io { path: self.checkpoint.clone(), source })?;
+        if best {
+            write_record(&self.checkpoint.join("best.bpk"), self.student.clone().into_record())?;
+        }
+        write_record(&self.checkpoint.join("student.bpk"), self.student.clone().into_record())?;
+        let optimizer_path = self.checkpoint.join("optimizer.bpk");
+        self.optimizer.save(&optimizer_path).map_err(|error| GraftError::Checkpoint { path: optimizer_path.clone(), reason: format!("{error:?}") })?;
+        let json = serde_json::to_vec_pretty(state).map_err(|error| GraftError::Checkpoint { path: self.checkpoint.clone(), reason: error.to_string() })?;
+        crate::fsutil::write_atomic(&self.checkpoint.join("state.json"), &json)
     }
-    let best = state.history.get(state.best_epoch.saturating_sub(1)).cloned();
+}
+
+/// What every epoch reads.
+struct EpochContext<'a> {
+    plan: &'a FreezePlan,
+    preprocessing: &'a Preprocessing,
+    options: &'a TrainOptions,
+    inputs: &'a Inputs,
+    device: &'a Device,
+}
+
+/// `graft.json`'s content for the run so far, with the best epoch's metrics.
+#[allow(clippy::too_many_arguments)]
+fn run_config(
+    teacher: &Teacher,
+    options: &TrainOptions,
+    plan: &FreezePlan,
+    preprocessing: Preprocessing,
+    state: &CheckpointState,
+    inputs: &Inputs,
+    trained_parameters: usize,
+    seconds: f64,
+) -> RunConfig {
+    let best = state.history.get(state.best_epoch.saturating_sub(1));
     let metrics = serde_json::json!({
         "best_epoch": state.best_epoch,
-        "validation_accuracy": best.as_ref().map(|m| m.validation_accuracy),
-        "validation_loss": best.as_ref().map(|m| m.validation_loss),
-        "train_accuracy": best.as_ref().map(|m| m.train_accuracy),
+        "validation_accuracy": best.map(|m| m.validation_accuracy),
+        "validation_loss": best.map(|m| m.validation_loss),
+        "train_accuracy": best.map(|m| m.train_accuracy),
         "epochs_run": state.epochs_done,
-        "seconds": started.elapsed().as_secs_f64(),
+        "seconds": seconds,
     });
-    let config = RunConfig {
+    RunConfig {
         graft_version: env!("CARGO_PKG_VERSION").to_owned(),
         teacher: teacher.card.name.to_owned(),
         teacher_weights_sha256: teacher.weights_sha256.clone(),
@@ -401,32 +582,18 @@ pub fn train(
         strategy_reason: options.strategy_reason.clone(),
         frozen_blocks: plan.frozen().to_vec(),
         trainable_blocks: plan.trainable().to_vec(),
-        classes,
+        classes: state.run.classes.clone(),
         preprocessing,
         head: options.head,
-        hyperparameters: hyper.clone(),
+        hyperparameters: options.hyperparameters.clone(),
         seed: options.seed,
         data: options.data.clone(),
         trained_parameters,
-        train_images: train_examples.len(),
-        validation_images: validation_examples.len(),
+        train_images: inputs.train.len(),
+        validation_images: inputs.validation.len(),
         metrics,
-    };
-    if finished {
-        save_run(&options.out, &student, &config)?;
     }
-    Ok(TrainOutcome {
-        config,
-        history: state.history,
-        skipped,
-        cache_hits,
-        cache_misses,
-        teacher_forwards,
-        seconds: started.elapsed().as_secs_f64(),
-        finished,
-    })
 }
-
 /// AdamW as PyTorch and the paper define it. burn's default epsilon is 1e-5 where PyTorch's is
 /// 1e-8: added to `sqrt(v)`, 1e-5 shrinks every step of a parameter whose gradients are around
 /// 1e-5 or smaller, which the pretrained blocks' gradients at a tenth of the head's learning rate
@@ -437,34 +604,27 @@ pub(crate) fn adamw(weight_decay: f64) -> AdamWConfig {
 
 const ADAMW_EPSILON: f32 = 1e-8;
 
-/// Builds the student's input for a batch of examples on `device`.
-#[allow(clippy::too_many_arguments)]
-fn make_input(
-    examples: &[&Example],
-    preprocessing: &Preprocessing,
-    hyper: &Hyperparameters,
-    seed: u64,
-    epoch: usize,
-    pooled: bool,
-    training: bool,
-    device: &Device,
-) -> Result<StudentInput> {
+/// Builds the student's input for a batch of examples on `device`: cached entries as they are,
+/// images preprocessed (augmented when `training`).
+fn make_input(examples: &[&Example], context: &EpochContext<'_>, epoch: usize, training: bool, device: &Device) -> Result<StudentInput> {
     let entries: Vec<&Entry> = examples.iter().filter_map(|example| if let Example::Cached(entry) = example { Some(entry) } else { None }).collect();
     if entries.len() == examples.len() {
-        return Ok(if pooled {
+        return Ok(if context.plan.is_head_only() {
             StudentInput::Features(batch_from_entries::<2>(&entries, device)?)
         } else {
             StudentInput::Activations(batch_from_entries::<4>(&entries, device)?)
         });
     }
+    let preprocessing = context.preprocessing;
     let mut images = Vec::with_capacity(examples.len());
     for example in examples {
-        let Example::Image(item) = example else { unreachable!("a batch is all cached or all images") };
+        let Example::Image(item) = example else {
+            return Err(GraftError::Invalid("a batch mixes cached features and images".into()));
+        };
         let image = item.source.load()?;
         images.push(if training {
-            let key = crate::rng::hash_str(&item.source.name());
-            let mut rng = SplitMix64::derive(seed, &[0xA116, epoch as u64, u64::from_str_radix(&key, 16).unwrap_or(0)]);
-            augmented_view(&image, preprocessing, &hyper.augmentation, &mut rng)
+            let mut rng = SplitMix64::derive(context.options.seed, &[0xA116, epoch as u64, crate::rng::fnv1a(&item.source.name())]);
+            augmented_view(&image, preprocessing, &context.options.hyperparameters.augmentation, &mut rng)
         } else {
             preprocess(&image, preprocessing)
         });
@@ -473,38 +633,29 @@ fn make_input(
 }
 
 /// Validation loss (plain cross-entropy) and accuracy, in inference mode.
-#[allow(clippy::too_many_arguments)]
-fn validate(
-    student: &Student,
-    examples: &[(Example, usize)],
-    preprocessing: &Preprocessing,
-    hyper: &Hyperparameters,
-    seed: u64,
-    cut: usize,
-    blocks: usize,
-    device: &Device,
-) -> Result<(f64, f64)> {
+fn validate(student: &Student, context: &EpochContext<'_>) -> Result<(f64, f64)> {
+    let device = context.device;
     let model = student.valid();
-    let fused = FusedBackbone::for_device(&model.backbone, device);
+    let fused = FusedBackbone::for_device(&model.backbone, device, context.options.fused_plan);
     let loss_function = CrossEntropyLossConfig::new().init(device);
+    let examples = &context.inputs.validation;
     let (mut loss_sum, mut correct) = (0.0f64, 0usize);
-    for batch in examples.chunks(hyper.batch_size.max(1)) {
+    for batch in examples.chunks(context.options.hyperparameters.batch_size.max(1)) {
         let refs: Vec<&Example> = batch.iter().map(|(example, _)| example).collect();
         let labels: Vec<i64> = batch.iter().map(|(_, label)| *label as i64).collect();
-        let input = make_input(&refs, preprocessing, hyper, seed, 0, cut == blocks, false, device)?;
-        let logits = model.infer(input, cut, fused.as_ref());
+        let input = make_input(&refs, context, 0, false, device)?;
+        let logits = model.infer(input, context.plan.cut, fused.as_ref())?;
         let targets = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [labels.len()]), device);
         loss_sum += loss_function.forward(logits.clone(), targets).into_scalar::<f32>() as f64 * batch.len() as f64;
-        correct += count_correct(&logits, &labels);
+        correct += count_correct(&logits, &labels)?;
     }
     let count = examples.len().max(1) as f64;
     Ok((loss_sum / count, correct as f64 / count))
 }
 
-fn count_correct(logits: &Tensor<2>, labels: &[i64]) -> usize {
-    let predicted = logits.clone().argmax(1).into_data().convert::<i64>();
-    let predicted = predicted.as_slice::<i64>().unwrap_or_default();
-    predicted.iter().zip(labels).filter(|(p, l)| p == l).count()
+fn count_correct(logits: &Tensor<2>, labels: &[i64]) -> Result<usize> {
+    let predicted = host_values::<i64>(logits.clone().argmax(1).into_data())?;
+    Ok(predicted.iter().zip(labels).filter(|(p, l)| p == l).count())
 }
 
 /// Learnable values that receive gradients.
@@ -523,20 +674,18 @@ pub fn count_trainable<M: Module>(module: &M) -> usize {
 }
 
 fn write_record(path: &Path, record: ModuleRecord) -> Result<()> {
-    let partial = path.with_extension("bpk.partial");
-    record.save(&partial).map_err(|error| GraftError::Invalid(format!("cannot write `{}`: {error:?}", partial.display())))?;
-    std::fs::rename(&partial, path).map_err(|source| GraftError::Io { path: path.to_owned(), source })
+    crate::fsutil::write_atomic_with(path, |temporary| record.save(temporary).map_err(|error| GraftError::Checkpoint { path: path.to_owned(), reason: format!("{error:?}") }))
 }
 
 fn read_record(path: &Path) -> Result<ModuleRecord> {
-    ModuleRecord::load(path).map_err(|error| GraftError::Invalid(format!("cannot read checkpoint `{}`: {error:?}", path.display())))
+    ModuleRecord::load(path).map_err(|error| GraftError::Checkpoint { path: path.to_owned(), reason: format!("{error:?}") })
 }
 
 /// Writes `metrics.jsonl`: one line per epoch so far.
 fn write_metrics(out: &Path, history: &[EpochMetrics]) -> Result<()> {
     let mut text = String::new();
     for metrics in history {
-        text.push_str(&serde_json::to_string(metrics).map_err(|error| GraftError::Invalid(error.to_string()))?);
+        text.push_str(&serde_json::to_string(metrics).map_err(|error| GraftError::Invalid(format!("cannot write the metrics: {error}")))?);
         text.push('\n');
     }
     crate::fsutil::write_atomic(&out.join("metrics.jsonl"), text.as_bytes())

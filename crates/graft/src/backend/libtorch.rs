@@ -31,7 +31,7 @@ use burn::backend::{Autodiff, LibTorch};
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor};
 
-use super::layers::Activation;
+use crate::models::block::Activation;
 
 type Tracked = Autodiff<LibTorch, NoCheckpointing>;
 
@@ -205,7 +205,7 @@ impl std::fmt::Debug for TorchGraph {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::layers::conv;
+    use crate::backend::ops::conv;
     use burn::module::Module;
     use burn::nn::PaddingConfig2d;
     use burn::nn::conv::Conv2dConfig;
@@ -312,7 +312,7 @@ mod tests {
         }
     }
 
-    /// Outside a sharded step, `layers::normalize` on libtorch updates the running statistics as
+    /// Outside a sharded step, `ops::normalize` on libtorch updates the running statistics as
     /// burn's batch norm does.
     #[test]
     fn batch_norm_running_statistics_update_as_burn_does() {
@@ -321,7 +321,7 @@ mod tests {
         let reference = burn::nn::BatchNormConfig::new(3).init(&device);
         let x = Tensor::<4>::random([6, 3, 4, 4], Distribution::Normal(2.0, 3.0), &device);
         assert!(differentiates(&x, &bn.gamma.val()));
-        let output = crate::models::layers::normalize(&bn, x.clone());
+        let output = crate::backend::ops::normalize(&bn, x.clone());
         let expected = reference.forward(x);
         assert!(relative_difference(expected, output) < 1e-5);
         assert!(relative_difference(reference.running_mean.value_sync(), bn.running_mean.value_sync()) < 1e-5);

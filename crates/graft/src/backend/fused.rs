@@ -25,18 +25,10 @@ use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::tensor::{Device, Tensor, TensorData};
 use rayon::prelude::*;
 
-use super::efficientnet_lite::{EfficientNetLite, MbConv};
-use super::layers::padding_sides;
-use super::mobilenet_v2::{ConvBnRelu6, InvertedResidual, MobileNetV2};
-use super::resnet::{ResNet, ResidualBlock};
-use super::teacher::Backbone;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Activation {
-    None,
-    Relu,
-    Relu6,
-}
+use super::ops::padding_sides;
+use crate::error::{GraftError, Result};
+use crate::models::Backbone;
+use crate::models::block::{Activation, Layer as Described};
 
 /// A convolution with its batch norm folded in, and the activation after it.
 #[derive(Debug, Clone)]
@@ -117,7 +109,7 @@ struct Unit {
 
 impl Unit {
     fn plain(layers: Vec<Layer>) -> Unit {
-        Unit { layers, shortcut: Shortcut::None, activation: Activation::None }
+        Unit { layers, shortcut: Shortcut::None, activation: Activation::Identity }
     }
 }
 
@@ -136,21 +128,17 @@ pub struct FusedBackbone {
 }
 
 impl FusedBackbone {
-    /// The plan for a backbone, or `None` for an architecture (or a layer) it does not cover.
+    /// The plan for a backbone, compiled from its description, or `None` where a block holds a
+    /// layer the plan does not cover.
     pub fn new(backbone: &Backbone) -> Option<FusedBackbone> {
-        let blocks = match backbone {
-            Backbone::EfficientNetLite(net) => lite(net)?,
-            Backbone::MobileNetV2(net) => mobilenet(net)?,
-            Backbone::ResNet(net) => resnet(net)?,
-            Backbone::AlexNet(_) | Backbone::InceptionV3(_) => return None,
-        };
+        let blocks = backbone.blocks().iter().map(|block| block_units(&block.layers)).collect::<Option<Vec<_>>>()?;
         Some(FusedBackbone { blocks })
     }
 
     /// The plan for `backbone` where graft uses it: on the `flex` device (other backends bring
-    /// their own fast kernels), unless `GRAFT_FUSED=0` asks for burn's modules (to compare).
-    pub fn for_device(backbone: &Backbone, device: &Device) -> Option<FusedBackbone> {
-        if *device != Device::flex() || std::env::var("GRAFT_FUSED").is_ok_and(|value| value == "0") {
+    /// their own fast kernels), unless `use_plan` is off (burn's modules, to compare).
+    pub fn for_device(backbone: &Backbone, device: &Device, use_plan: bool) -> Option<FusedBackbone> {
+        if *device != Device::flex() || !use_plan {
             return None;
         }
         FusedBackbone::new(backbone)
@@ -158,12 +146,12 @@ impl FusedBackbone {
 
     /// Pooled features of the activations `x` entering block `from`, through the last block
     /// (moved to the host and back to `x`'s device).
-    pub fn features_from(&self, x: Tensor<4>, from: usize) -> Tensor<2> {
+    pub fn features_from(&self, x: Tensor<4>, from: usize) -> Result<Tensor<2>> {
         let device = x.device();
         let shape = x.dims();
-        let values = x.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
-        let (values, shape) = self.forward_range(&values, shape, from, self.blocks.len(), true);
-        Tensor::from_data(TensorData::new(values, shape), &device)
+        let values = super::host_values::<f32>(x.into_data())?;
+        let (values, shape) = self.forward_range(&values, shape, from, self.blocks.len(), true)?;
+        Ok(Tensor::from_data(TensorData::new(values, shape), &device))
     }
 
     pub fn block_count(&self) -> usize {
@@ -173,16 +161,21 @@ impl FusedBackbone {
     /// Runs blocks `[0, until)` on preprocessed images `[batch, channels, height, width]`
     /// (row-major). Returns the values and shape at the cut, or, with `pool`, the global average
     /// of the last block's output (`[batch, channels]`).
-    pub fn forward(&self, images: &[f32], shape: [usize; 4], until: usize, pool: bool) -> (Vec<f32>, Vec<usize>) {
+    pub fn forward(&self, images: &[f32], shape: [usize; 4], until: usize, pool: bool) -> Result<(Vec<f32>, Vec<usize>)> {
         self.forward_range(images, shape, 0, until, pool)
     }
 
     /// Runs blocks `[from, until)` on the activations entering block `from`.
-    pub fn forward_range(&self, input: &[f32], shape: [usize; 4], from: usize, until: usize, pool: bool) -> (Vec<f32>, Vec<usize>) {
+    ///
+    /// # Errors
+    /// A range outside the plan's blocks, or `input` shorter than `shape` says.
+    pub fn forward_range(&self, input: &[f32], shape: [usize; 4], from: usize, until: usize, pool: bool) -> Result<(Vec<f32>, Vec<usize>)> {
         let [batch, channels, height, width] = shape;
         let per_image = channels * height * width;
-        let until = until.min(self.blocks.len());
-        let blocks = &self.blocks[from.min(until)..until];
+        let blocks = self.blocks.get(from..until).ok_or(GraftError::BlockRange { start: from, end: until, count: self.blocks.len() })?;
+        if input.len() != batch * per_image {
+            return Err(GraftError::Tensor(format!("{} values for a batch of shape {shape:?}", input.len())));
+        }
         let outputs: Vec<Map> = (0..batch)
             .into_par_iter()
             .with_max_len(1)
@@ -211,7 +204,7 @@ impl FusedBackbone {
         for map in outputs {
             values.extend_from_slice(&map.data);
         }
-        (values, out_shape)
+        Ok((values, out_shape))
     }
 }
 
@@ -233,7 +226,7 @@ fn run_unit(unit: &Unit, input: Map) -> Map {
     if let Some(shortcut) = shortcut {
         debug_assert_eq!(shortcut.data.len(), x.data.len());
         kernels::add_activate(&mut x.data, &shortcut.data, unit.activation);
-    } else if unit.activation != Activation::None {
+    } else if unit.activation != Activation::Identity {
         kernels::bias_activate(&mut x.data, 0.0, unit.activation);
     }
     x
@@ -458,7 +451,7 @@ mod kernels {
         /// `target = activation(source)`.
         fn activate_into(target: &mut [f32], source: &[f32], activation: Activation) [fma] {
             match activation {
-                Activation::None => target.copy_from_slice(source),
+                Activation::Identity => target.copy_from_slice(source),
                 Activation::Relu => target.iter_mut().zip(source).for_each(|(t, s)| *t = s.max(0.0)),
                 Activation::Relu6 => target.iter_mut().zip(source).for_each(|(t, s)| *t = s.clamp(0.0, 6.0)),
             }
@@ -469,7 +462,7 @@ mod kernels {
         /// `values = activation(values + bias)`.
         fn bias_activate(values: &mut [f32], bias: f32, activation: Activation) [fma] {
             match activation {
-                Activation::None => values.iter_mut().for_each(|v| *v += bias),
+                Activation::Identity => values.iter_mut().for_each(|v| *v += bias),
                 Activation::Relu => values.iter_mut().for_each(|v| *v = (*v + bias).max(0.0)),
                 Activation::Relu6 => values.iter_mut().for_each(|v| *v = (*v + bias).clamp(0.0, 6.0)),
             }
@@ -480,7 +473,7 @@ mod kernels {
         /// `values = activation(values + other)`.
         fn add_activate(values: &mut [f32], other: &[f32], activation: Activation) [fma] {
             match activation {
-                Activation::None => values.iter_mut().zip(other).for_each(|(v, o)| *v += o),
+                Activation::Identity => values.iter_mut().zip(other).for_each(|(v, o)| *v += o),
                 Activation::Relu => values.iter_mut().zip(other).for_each(|(v, o)| *v = (*v + o).max(0.0)),
                 Activation::Relu6 => values.iter_mut().zip(other).for_each(|(v, o)| *v = (*v + o).clamp(0.0, 6.0)),
             }
@@ -513,83 +506,50 @@ fn max_pool(x: &Map, kernel: usize, stride: usize, pad: usize) -> Map {
     Map { channels: x.channels, height: out_h, width: out_w, data: out }
 }
 
-fn conv_layer(conv: &Conv2d, bn: &BatchNorm, activation: Activation) -> Option<Layer> {
-    ConvOp::fold(conv, Some(bn), activation).map(Layer::Conv)
-}
-
-fn lite(net: &EfficientNetLite) -> Option<Vec<Vec<Unit>>> {
-    let mut blocks = vec![vec![Unit::plain(vec![conv_layer(&net._conv_stem, &net._bn0, Activation::Relu6)?])]];
-    for block in &net._blocks {
-        blocks.push(vec![mbconv(block)?]);
-    }
-    blocks.push(vec![Unit::plain(vec![conv_layer(&net._conv_head, &net._bn1, Activation::Relu6)?])]);
-    Some(blocks)
-}
-
-fn mbconv(block: &MbConv) -> Option<Unit> {
-    let mut layers = Vec::new();
-    if let (Some(conv), Some(bn)) = (&block._expand_conv, &block._bn0) {
-        layers.push(conv_layer(conv, bn, Activation::Relu6)?);
-    }
-    layers.push(conv_layer(&block._depthwise_conv, &block._bn1, Activation::Relu6)?);
-    layers.push(conv_layer(&block._project_conv, &block._bn2, Activation::None)?);
-    Some(Unit { layers, shortcut: if block.residual { Shortcut::Identity } else { Shortcut::None }, activation: Activation::None })
-}
-
-fn conv_bn_relu6(layer: &ConvBnRelu6) -> Option<Layer> {
-    conv_layer(&layer.conv, &layer.bn, Activation::Relu6)
-}
-
-fn inverted_residual(block: &InvertedResidual) -> Option<Unit> {
-    let mut layers = Vec::new();
-    if let Some(expand) = &block.expand {
-        layers.push(conv_bn_relu6(expand)?);
-    }
-    layers.push(conv_bn_relu6(&block.depthwise)?);
-    layers.push(conv_layer(&block.project, &block.project_bn, Activation::None)?);
-    Some(Unit { layers, shortcut: if block.residual { Shortcut::Identity } else { Shortcut::None }, activation: Activation::None })
-}
-
-fn mobilenet(net: &MobileNetV2) -> Option<Vec<Vec<Unit>>> {
-    let mut blocks = vec![vec![Unit::plain(vec![conv_bn_relu6(&net.stem)?])]];
-    for block in &net.blocks {
-        blocks.push(vec![inverted_residual(block)?]);
-    }
-    blocks.push(vec![Unit::plain(vec![conv_bn_relu6(&net.head)?])]);
-    Some(blocks)
-}
-
-fn residual_block(block: &ResidualBlock) -> Option<Unit> {
-    let mut layers = vec![conv_layer(&block.conv1, &block.bn1, Activation::Relu)?];
-    match (&block.conv3, &block.bn3) {
-        (Some(conv3), Some(bn3)) => {
-            layers.push(conv_layer(&block.conv2, &block.bn2, Activation::Relu)?);
-            layers.push(conv_layer(conv3, bn3, Activation::None)?);
+/// A block's units: each residual layer one unit, consecutive plain layers gathered into one.
+fn block_units(layers: &[Described<'_>]) -> Option<Vec<Unit>> {
+    let mut units = Vec::new();
+    let mut plain = Vec::new();
+    for layer in layers {
+        match layer {
+            Described::Residual { body, shortcut, activation } => {
+                if !plain.is_empty() {
+                    units.push(Unit::plain(std::mem::take(&mut plain)));
+                }
+                let shortcut = match shortcut.as_slice() {
+                    [] => Shortcut::Identity,
+                    [Described::Conv { conv, norm, activation }] => Shortcut::Conv(ConvOp::fold(conv, *norm, *activation)?),
+                    _ => return None,
+                };
+                let layers = body.iter().map(plain_layer).collect::<Option<Vec<_>>>()?;
+                units.push(Unit { layers, shortcut, activation: *activation });
+            }
+            layer => plain.push(plain_layer(layer)?),
         }
-        _ => layers.push(conv_layer(&block.conv2, &block.bn2, Activation::None)?),
     }
-    let shortcut = match &block.downsample {
-        Some(downsample) => Shortcut::Conv(ConvOp::fold(&downsample.conv, Some(&downsample.bn), Activation::None)?),
-        None => Shortcut::Identity,
-    };
-    Some(Unit { layers, shortcut, activation: Activation::Relu })
+    if !plain.is_empty() {
+        units.push(Unit::plain(plain));
+    }
+    Some(units)
 }
 
-fn resnet(net: &ResNet) -> Option<Vec<Vec<Unit>>> {
-    let [kernel, kernel_w] = net.maxpool.kernel_size;
-    let [stride, stride_w] = net.maxpool.stride;
-    if kernel != kernel_w || stride != stride_w || net.maxpool.dilation != [1, 1] || net.maxpool.ceil_mode {
-        return None;
+/// A layer the plan runs in sequence, or `None` for one it does not cover.
+fn plain_layer(layer: &Described<'_>) -> Option<Layer> {
+    match layer {
+        Described::Conv { conv, norm, activation } => ConvOp::fold(conv, *norm, *activation).map(Layer::Conv),
+        Described::MaxPool(pool) => {
+            let [kernel, kernel_w] = pool.kernel_size;
+            let [stride, stride_w] = pool.stride;
+            if kernel != kernel_w || stride != stride_w || pool.dilation != [1, 1] || pool.ceil_mode {
+                return None;
+            }
+            let pad = match &pool.padding {
+                PaddingConfig2d::Explicit(top, left, bottom, right) if top == left && left == bottom && bottom == right => *top,
+                PaddingConfig2d::Valid => 0,
+                _ => return None,
+            };
+            Some(Layer::MaxPool { kernel, stride, pad })
+        }
+        Described::AvgPool(_) | Described::AdaptiveAvgPool(_) | Described::Dense { .. } | Described::Residual { .. } | Described::Concat(_) => None,
     }
-    let pad = match &net.maxpool.padding {
-        PaddingConfig2d::Explicit(top, left, bottom, right) if top == left && left == bottom && bottom == right => *top,
-        PaddingConfig2d::Valid => 0,
-        _ => return None,
-    };
-    let stem = Unit::plain(vec![conv_layer(&net.conv1, &net.bn1, Activation::Relu)?, Layer::MaxPool { kernel, stride, pad }]);
-    let mut blocks = vec![vec![stem]];
-    for layer in [&net.layer1, &net.layer2, &net.layer3, &net.layer4] {
-        blocks.push(layer.iter().map(residual_block).collect::<Option<Vec<_>>>()?);
-    }
-    Some(blocks)
 }

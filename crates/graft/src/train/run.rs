@@ -1,0 +1,48 @@
+//! One call that makes a whole run directory: the strategy (measured when `auto`), the
+//! augmentation that goes with it, training, and the report (curves, validation confusion
+//! matrix, `report.html`). The CLI's `train`, `compare` and `demo` call this; so can a library
+//! user who wants what the CLI writes.
+
+use burn::tensor::Device;
+
+use super::advisor;
+use super::evaluate::{InferenceOptions, evaluate_run};
+use super::reporter::Reporter;
+use super::strategy::Strategy;
+use super::student::load_run;
+use super::trainer::{TrainOptions, TrainOutcome, train};
+use crate::data::augment::AugmentChoice;
+use crate::data::dataset::Dataset;
+use crate::error::Result;
+use crate::models::Teacher;
+
+/// Trains a student of `teacher` and writes its run directory (`options.out`). With
+/// `options.strategy` `auto` the advisor picks the strategy and its reason is saved;
+/// `augment` then sets `options.hyperparameters.augmentation` for that strategy.
+pub fn train_run(
+    teacher: &Teacher,
+    train_set: &Dataset,
+    validation: &Dataset,
+    mut options: TrainOptions,
+    augment: AugmentChoice,
+    device: &Device,
+    reporter: &dyn Reporter,
+) -> Result<TrainOutcome> {
+    if options.strategy == Strategy::Auto {
+        let advice = advisor::advise(teacher, train_set, validation, options.image_size, options.seed, device, reporter)?;
+        reporter.note(&format!("auto: {} — {}", advice.strategy, advice.reason));
+        options.strategy = advice.strategy;
+        options.strategy_reason = Some(advice.reason);
+    }
+    options.hyperparameters.augmentation = augment.resolve(options.strategy);
+    let outcome = train(teacher, train_set, validation, &options, device, reporter)?;
+    if outcome.finished {
+        // The validation confusion matrix (cached features make this cheap).
+        let loaded = load_run(&options.out, device)?;
+        let inference = InferenceOptions { batch_size: options.hyperparameters.batch_size, cache_dir: options.cache_dir.clone(), fused_plan: options.fused_plan };
+        let evaluation = evaluate_run(&loaded, validation.clone(), &inference, device, reporter)?;
+        crate::report::plot_confusion(&options.out.join("confusion.png"), &evaluation)?;
+        crate::report::write_run_report(&options.out, &outcome.config, &outcome.history)?;
+    }
+    Ok(outcome)
+}
