@@ -201,3 +201,28 @@ fn train_on_a_single_class_stops_with_a_hint() {
     assert!(text(&out.stderr).contains("only one class (Bag)"), "{}", text(&out.stderr));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_misspelt_setting_fails_before_any_work_with_the_accepted_names() {
+    let data = repo("assets/data/fashion-mnist-sample/train");
+    let out_dir = std::env::temp_dir().join(format!("graft-cli-typo-{}", std::process::id()));
+    for (flag, value, names) in [("--optimizer", "adamm", "adamw, sgd"), ("--strategy", "dep", "deep, mid, full"), ("--augment", "yes", "auto, on, off")] {
+        let started = std::time::Instant::now();
+        let out = graft(&["train", "--data", data.to_str().unwrap(), "--out", out_dir.to_str().unwrap(), flag, value]);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(value) && stderr.contains(names), "{flag}: {stderr}");
+        assert!(!out_dir.exists(), "{flag}: nothing was written");
+        // Not a timing claim: the check happens while the arguments are read, long before a cache fill.
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "{flag}");
+    }
+}
+
+#[test]
+fn show_settings_lists_the_fused_plan_from_the_environment() {
+    let out = Command::new(env!("CARGO_BIN_EXE_graft")).args(["--show-settings", "teachers"]).env("GRAFT_FUSED", "0").output().expect("run graft");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("fused_plan = false"), "{}", text(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_graft")).args(["--show-settings", "teachers"]).env_remove("GRAFT_FUSED").output().expect("run graft");
+    assert!(text(&out.stderr).contains("fused_plan = true"), "{}", text(&out.stderr));
+}

@@ -299,6 +299,49 @@ mod training {
     }
 
     #[test]
+    fn a_run_resumes_with_more_epochs_but_not_with_other_settings() {
+        let dir = temp_dir("resume-longer");
+        let teacher = teacher();
+        let (train_set, validation) = sample(4);
+        let mut short = options(Strategy::Deep, &dir.join("run"), &dir.join("cache"));
+        short.hyperparameters.epochs = 2;
+        let first = train(&teacher, &train_set, &validation, &short, &Device::flex(), &Silent).unwrap();
+        assert_eq!(first.history.len(), 2);
+
+        let mut other = short.clone();
+        other.resume = true;
+        other.hyperparameters.learning_rate = 3e-3;
+        let error = train(&teacher, &train_set, &validation, &other, &Device::flex(), &Silent).unwrap_err().to_string();
+        assert!(error.contains("different run") && error.contains("learning_rate"), "{error}");
+        assert!(!error.contains("epochs"), "the epochs may change: {error}");
+
+        let mut longer = short.clone();
+        longer.resume = true;
+        longer.hyperparameters.epochs = 3;
+        let resumed = train(&teacher, &train_set, &validation, &longer, &Device::flex(), &Silent).unwrap();
+        assert_eq!(resumed.history.len(), 3);
+        assert_eq!(resumed.history[..2], first.history[..2], "the first two epochs are the checkpoint's");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_run_whose_config_names_other_blocks_is_refused() {
+        let dir = temp_dir("renamed-blocks");
+        let teacher = teacher();
+        let (train_set, validation) = sample(4);
+        let mut short = options(Strategy::Deep, &dir.join("run"), &dir.join("cache"));
+        short.hyperparameters.epochs = 1;
+        train(&teacher, &train_set, &validation, &short, &Device::flex(), &Silent).unwrap();
+        graft::train::load_run(&dir.join("run"), &Device::flex()).unwrap();
+        let config_path = dir.join("run/graft.json");
+        let text = std::fs::read_to_string(&config_path).unwrap().replace("\"_blocks.15\"", "\"_blocks.99\"");
+        std::fs::write(&config_path, text).unwrap();
+        let error = graft::train::load_run(&dir.join("run"), &Device::flex()).err().map(|error| error.to_string()).unwrap_or_default();
+        assert!(error.contains("graft.json") && error.contains("_blocks.99") && error.contains("efficientnet_lite0"), "{error}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn unreadable_images_are_skipped_and_named() {
         let dir = temp_dir("bad-files");
         for class in ["Bag", "Trouser"] {
@@ -474,6 +517,22 @@ fn fused_frozen_blocks_match_burn() {
     }
     let alexnet = Box::new(graft::models::Backbone::new(zoo::Architecture::AlexNet, 10, &device));
     assert!(FusedBackbone::new(&alexnet).is_none(), "AlexNet runs through burn");
+}
+
+#[test]
+fn a_block_range_outside_the_network_is_an_error() {
+    let device = Device::flex();
+    let backbone = graft::models::Backbone::new(zoo::Architecture::ResNet(graft::models::resnet::ResNetDepth::ResNet18), 10, &device);
+    let blocks = backbone.block_names();
+    assert_eq!(blocks, ["conv1", "layer1", "layer2", "layer3", "layer4"]);
+    let image = Tensor::<4>::zeros([1, 3, 32, 32], &device);
+    let error = backbone.forward_blocks(image.clone(), 3..6).err().map(|error| error.to_string()).unwrap_or_default();
+    assert!(error.contains("3..6") && error.contains("5 blocks"), "{error}");
+    assert!(backbone.forward_blocks(image.clone(), 4..3).is_err(), "a reversed range");
+    assert_eq!(backbone.forward_blocks(image, 0..5).unwrap().dims(), [1, 512, 1, 1]);
+    assert!(backbone.clone().freeze_until(6).is_err());
+    let frozen = backbone.freeze_until(5).unwrap();
+    assert_eq!(graft::train::trainer::count_trainable(&frozen), 0, "every block and the classifier frozen");
 }
 
 #[test]
