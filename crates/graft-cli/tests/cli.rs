@@ -226,3 +226,14 @@ fn show_settings_lists_the_fused_plan_from_the_environment() {
     let out = Command::new(env!("CARGO_BIN_EXE_graft")).args(["--show-settings", "teachers"]).env_remove("GRAFT_FUSED").output().expect("run graft");
     assert!(text(&out.stderr).contains("fused_plan = true"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn teacher_predict_skips_an_unreadable_image_as_a_student_does() {
+    let coffee = repo("assets/images/coffee.png");
+    let out = graft(&["predict", "--json", coffee.to_str().unwrap(), "/nonexistent/cat.jpg"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("skipped /nonexistent/cat.jpg"), "{}", text(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.as_array().map(Vec::len), Some(1));
+    assert_eq!(rows[0]["top"][0]["label"], "espresso");
+}

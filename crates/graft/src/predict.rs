@@ -1,6 +1,6 @@
 //! Classifying images with a teacher: top-k classes with probabilities, and feature vectors.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use burn::tensor::Device;
 use burn::tensor::activation::softmax;
@@ -9,6 +9,7 @@ use crate::backend::host_values;
 use crate::data::image::{batch_tensor, load_rgb, preprocess};
 use crate::error::Result;
 use crate::models::Teacher;
+use crate::train::cache::Skipped;
 
 /// One class of a prediction.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -25,29 +26,46 @@ pub struct Prediction {
     pub top: Vec<ClassScore>,
 }
 
-/// The images of a batch, preprocessed for `teacher`.
-fn load_batch(teacher: &Teacher, paths: &[&Path], device: &Device) -> Result<burn::tensor::Tensor<4>> {
+/// The readable images of a batch, preprocessed for `teacher`, with their paths; the unreadable
+/// ones go to `skipped` with the reason (as a student's predictions and evaluation skip them).
+fn load_batch<'a>(teacher: &Teacher, paths: &'a [PathBuf], device: &Device, skipped: &mut Vec<Skipped>) -> Option<(burn::tensor::Tensor<4>, Vec<&'a PathBuf>)> {
     let preprocessing = &teacher.card.preprocessing;
-    let images = paths
-        .iter()
-        .map(|path| Ok(preprocess(&load_rgb(path)?, preprocessing)))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(batch_tensor(&images, preprocessing.input_size, device))
+    let mut images = Vec::with_capacity(paths.len());
+    let mut kept = Vec::with_capacity(paths.len());
+    for path in paths {
+        match load_rgb(path) {
+            Ok(image) => {
+                images.push(preprocess(&image, preprocessing));
+                kept.push(path);
+            }
+            Err(error) => skipped.push(Skipped { name: path.display().to_string(), reason: error.to_string() }),
+        }
+    }
+    (!images.is_empty()).then(|| (batch_tensor(&images, preprocessing.input_size, device), kept))
 }
 
-/// The `k` most probable ImageNet classes for each image, `batch_size` images at a time.
-pub fn predict_images(teacher: &Teacher, paths: &[PathBuf], k: usize, labels: &[String], batch_size: usize, device: &Device) -> Result<Vec<Prediction>> {
+/// The `k` most probable ImageNet classes for each readable image, `batch_size` images at a
+/// time; the unreadable images are returned with the reason.
+pub fn predict_images(
+    teacher: &Teacher,
+    paths: &[PathBuf],
+    k: usize,
+    labels: &[String],
+    batch_size: usize,
+    device: &Device,
+) -> Result<(Vec<Prediction>, Vec<Skipped>)> {
     let mut predictions = Vec::with_capacity(paths.len());
+    let mut skipped = Vec::new();
     for chunk in paths.chunks(batch_size.max(1)) {
-        let refs: Vec<&Path> = chunk.iter().map(PathBuf::as_path).collect();
-        let probabilities = softmax(teacher.logits(load_batch(teacher, &refs, device)?), 1);
+        let Some((images, kept)) = load_batch(teacher, chunk, device, &mut skipped) else { continue };
+        let probabilities = softmax(teacher.logits(images), 1);
         let [_, classes] = probabilities.dims();
         let values = host_values::<f32>(probabilities.into_data())?;
-        for (row, path) in values.chunks(classes).zip(chunk) {
+        for (row, path) in values.chunks(classes).zip(kept) {
             predictions.push(Prediction { path: path.clone(), top: top_k(row, k, labels) });
         }
     }
-    Ok(predictions)
+    Ok((predictions, skipped))
 }
 
 /// The `k` largest entries of `probabilities`, most probable first.
@@ -65,14 +83,16 @@ pub fn top_k(probabilities: &[f32], k: usize, labels: &[String]) -> Vec<ClassSco
         .collect()
 }
 
-/// The teacher's pooled feature vector for each image.
-pub fn embed_images(teacher: &Teacher, paths: &[PathBuf], batch_size: usize, device: &Device) -> Result<Vec<Vec<f32>>> {
+/// The teacher's pooled feature vector for each readable image, with its path; the unreadable
+/// images are returned with the reason.
+pub fn embed_images(teacher: &Teacher, paths: &[PathBuf], batch_size: usize, device: &Device) -> Result<(Vec<(PathBuf, Vec<f32>)>, Vec<Skipped>)> {
     let mut out = Vec::with_capacity(paths.len());
+    let mut skipped = Vec::new();
     for chunk in paths.chunks(batch_size.max(1)) {
-        let refs: Vec<&Path> = chunk.iter().map(PathBuf::as_path).collect();
-        let features = teacher.features(load_batch(teacher, &refs, device)?);
+        let Some((images, kept)) = load_batch(teacher, chunk, device, &mut skipped) else { continue };
+        let features = teacher.features(images);
         let [_, width] = features.dims();
-        out.extend(host_values::<f32>(features.into_data())?.chunks(width).map(<[f32]>::to_vec));
+        out.extend(kept.into_iter().cloned().zip(host_values::<f32>(features.into_data())?.chunks(width).map(<[f32]>::to_vec)));
     }
-    Ok(out)
+    Ok((out, skipped))
 }

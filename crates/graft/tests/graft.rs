@@ -35,7 +35,7 @@ fn lite0_recognises_the_cat_and_the_espresso() {
     let device = Device::flex();
     let (teacher, _) = load_teacher("efficientnet_lite0", &offline_options(), &device).unwrap();
     let paths = vec![repo("assets/images/chelsea.png"), repo("assets/images/coffee.png")];
-    let predictions = graft::predict::predict_images(&teacher, &paths, 3, zoo::imagenet_labels(), 8, &device).unwrap();
+    let predictions = graft::predict::predict_images(&teacher, &paths, 3, zoo::imagenet_labels(), 8, &device).unwrap().0;
     let cat = &predictions[0].top[0];
     assert!(["tabby", "tiger cat", "Egyptian cat"].contains(&cat.label.as_str()), "{:?}", predictions[0]);
     assert_eq!(predictions[1].top[0].label, "espresso", "{:?}", predictions[1]);

@@ -8,16 +8,13 @@ use crate::settings::Settings;
 pub fn run(args: &EmbedArgs, settings: &Settings) -> anyhow::Result<()> {
     let images = super::expand_images(&args.images)?;
     let teacher = super::teacher(&args.teacher, settings)?;
-    let features = embed_images(&teacher, &images, args.batch_size, &settings.device)?;
+    let (features, skipped) = embed_images(&teacher, &images, args.batch_size, &settings.device)?;
+    super::report_skipped(&skipped, images.len())?;
     if args.json {
-        let rows: Vec<_> = images
-            .iter()
-            .zip(&features)
-            .map(|(path, features)| serde_json::json!({ "path": path, "features": features }))
-            .collect();
+        let rows: Vec<_> = features.iter().map(|(path, features)| serde_json::json!({ "path": path, "features": features })).collect();
         println!("{}", serde_json::to_string(&rows)?);
     } else {
-        for (path, features) in images.iter().zip(&features) {
+        for (path, features) in &features {
             let values: Vec<String> = features.iter().map(f32::to_string).collect();
             println!("{},{}", path.display(), values.join(","));
         }

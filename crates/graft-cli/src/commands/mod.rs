@@ -51,3 +51,15 @@ pub fn expand_images(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     }
     Ok(out)
 }
+
+/// Names each image that could not be read (on stderr, even with `--quiet`: it is a result), and
+/// fails when none of the `total` could be.
+pub fn report_skipped(skipped: &[graft::train::cache::Skipped], total: usize) -> anyhow::Result<()> {
+    for bad in skipped {
+        eprintln!("skipped {}: {}", bad.name, bad.reason);
+    }
+    if total > 0 && skipped.len() == total {
+        anyhow::bail!("none of the {total} images could be read");
+    }
+    Ok(())
+}

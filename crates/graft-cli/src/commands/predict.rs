@@ -18,12 +18,7 @@ pub fn run(args: &PredictArgs, settings: &Settings) -> anyhow::Result<()> {
             let sources: Vec<ItemSource> = images.iter().cloned().map(ItemSource::File).collect();
             let reporter = CliReporter::new(settings.quiet);
             let (probabilities, skipped) = predict_sources(&loaded, &sources, &settings.inference(args.batch_size), &settings.device, &reporter)?;
-            for bad in &skipped {
-                settings.log(format!("skipped {}: {}", bad.name, bad.reason));
-            }
-            if probabilities.iter().all(Option::is_none) {
-                anyhow::bail!("none of the {} images could be read", images.len());
-            }
+            super::report_skipped(&skipped, images.len())?;
             images
                 .iter()
                 .zip(probabilities)
@@ -32,7 +27,9 @@ pub fn run(args: &PredictArgs, settings: &Settings) -> anyhow::Result<()> {
         }
         None => {
             let teacher = super::teacher(&args.teacher, settings)?;
-            predict_images(&teacher, &images, args.top, imagenet_labels(), args.batch_size, &settings.device)?
+            let (predictions, skipped) = predict_images(&teacher, &images, args.top, imagenet_labels(), args.batch_size, &settings.device)?;
+            super::report_skipped(&skipped, images.len())?;
+            predictions
         }
     };
     print_predictions(&predictions, args.json, args.csv)
