@@ -85,6 +85,7 @@ pub fn top_k(probabilities: &[f32], k: usize, labels: &[String]) -> Vec<ClassSco
 
 /// The teacher's pooled feature vector for each readable image, with its path; the unreadable
 /// images are returned with the reason.
+#[allow(clippy::type_complexity)]
 pub fn embed_images(teacher: &Teacher, paths: &[PathBuf], batch_size: usize, device: &Device) -> Result<(Vec<(PathBuf, Vec<f32>)>, Vec<Skipped>)> {
     let mut out = Vec::with_capacity(paths.len());
     let mut skipped = Vec::new();

@@ -80,7 +80,7 @@ impl Backbone {
     /// A range that is not within this network's blocks.
     pub fn forward_blocks(&self, x: Tensor<4>, range: Range<usize>) -> Result<Tensor<4>> {
         let blocks = self.blocks();
-        let selected = blocks.get(range.clone()).ok_or_else(|| GraftError::BlockRange { start: range.start, end: range.end, count: blocks.len() })?;
+        let selected = blocks.get(range.clone()).ok_or(GraftError::BlockRange { start: range.start, end: range.end, count: blocks.len() })?;
         Ok(forward::blocks(selected, x))
     }
 
@@ -105,7 +105,7 @@ impl Backbone {
     /// A cut past the last block.
     pub fn freeze_until(self, cut: usize) -> Result<Self> {
         let blocks = self.blocks();
-        let frozen = blocks.get(..cut).ok_or_else(|| GraftError::BlockRange { start: 0, end: cut, count: blocks.len() })?;
+        let frozen = blocks.get(..cut).ok_or(GraftError::BlockRange { start: 0, end: cut, count: blocks.len() })?;
         let mut ids = self.top().classifier_ids();
         ids.extend(frozen.iter().flat_map(Block::param_ids));
         drop(blocks);

@@ -67,6 +67,7 @@ pub fn step(
         batch_statistics::collect(|| forward_backward(&replica, input, labels, cut, loss_function, head_only, device))
     };
     let replicas: Vec<Student> = shards.iter().map(|_| student.clone().map(&mut FreshLeaves)).collect();
+    #[allow(clippy::type_complexity)]
     let results: Vec<(Result<(f64, Tensor<2>, GradientsParams)>, Vec<BatchStatistics>)> = std::thread::scope(|scope| {
         // Every shard on a thread of its own, so that a per-thread setting (libtorch's intra-op
         // threads) never touches the calling thread.
