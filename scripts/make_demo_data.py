@@ -1,4 +1,4 @@
-"""Writes assets/data/fashion-mnist-sample/: the first 100 training and 50 test images of each
+"""Writes crates/graft-assets/data/fashion-mnist-sample/: the first 100 training and 50 test images of each
 Fashion-MNIST class, as greyscale PNGs in `{train,test}/<class>/<index>.png` folders.
 
 With `--out DIR --train N --val M --test K` it writes another sample: the first N training images
@@ -18,7 +18,7 @@ import zlib
 
 CLASSES = ["T-shirt_top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-OUT = ROOT / "assets/data/fashion-mnist-sample"
+OUT = ROOT / "crates/graft-assets/data/fashion-mnist-sample"
 
 
 def read_idx(path):

@@ -82,9 +82,9 @@ PY
     echo "== graft on wgpu: the bundled teacher's predictions against flex's" >&2
     # Speed means nothing if the GPU computes something else: the pretrained EfficientNet-Lite0 on
     # the bundled photos, on wgpu and on the CPU, by the same binary.
-    weights=assets/weights/efficientnet-lite0-57934424.pth
-    "$graft" predict -q --offline --json --weights "$weights" --device wgpu assets/images > "$out/predict-wgpu.json"
-    "$graft" predict -q --offline --json --weights "$weights" --device flex assets/images > "$out/predict-flex.json"
+    weights=crates/graft-assets/weights/efficientnet-lite0-57934424.pth
+    "$graft" predict -q --offline --json --weights "$weights" --device wgpu crates/graft-assets/images > "$out/predict-wgpu.json"
+    "$graft" predict -q --offline --json --weights "$weights" --device flex crates/graft-assets/images > "$out/predict-flex.json"
     python3 - "$out/predict-wgpu.json" "$out/predict-flex.json" >> "$results" <<'PY'
 import json, sys
 gpu, cpu = (json.load(open(path)) for path in sys.argv[1:])

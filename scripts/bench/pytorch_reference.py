@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-LITE0 = ROOT / "assets/weights/efficientnet-lite0-57934424.pth"
+LITE0 = ROOT / "crates/graft-assets/weights/efficientnet-lite0-57934424.pth"
 STAGES = [(1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
           (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)]
 

@@ -170,7 +170,7 @@ def gpu_section(say, rows, cpu_flops, path):
     check = next((r for r in rows if r.get("check") == "predict_wgpu_vs_flex"), None)
     if check:
         say(f"Correctness on that GPU: the pretrained EfficientNet-Lite0 on the {check['images']} bundled photos "
-            f"(`assets/images`) gives {'the same' if check['same_top5'] else 'DIFFERENT'} top-5 classes on wgpu as on "
+            f"(`crates/graft-assets/images`) gives {'the same' if check['same_top5'] else 'DIFFERENT'} top-5 classes on wgpu as on "
             f"`flex`, probabilities within {check['max_probability_difference']:.1e}.\n")
     say("| teacher | operation | graft wgpu img/s | PyTorch CUDA img/s | graft / PyTorch | graft GFLOP/s | PyTorch GFLOP/s |")
     say("|---|---|---|---|---|---|---|")

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-WEIGHTS = ROOT / "assets/weights/efficientnet-lite0-57934424.pth"
+WEIGHTS = ROOT / "crates/graft-assets/weights/efficientnet-lite0-57934424.pth"
 FIXTURE = ROOT / "crates/graft/tests/fixtures/efficientnet_lite0_logits.safetensors"
 
 # (repeats, kernel, stride, expand, output channels) for Lite0 (no width/depth scaling).

@@ -22,8 +22,8 @@ fn text(bytes: &[u8]) -> String {
 
 #[test]
 fn predict_json_puts_a_cat_first_for_chelsea_and_espresso_for_coffee() {
-    let chelsea = repo("assets/images/chelsea.png");
-    let coffee = repo("assets/images/coffee.png");
+    let chelsea = repo("crates/graft-assets/images/chelsea.png");
+    let coffee = repo("crates/graft-assets/images/coffee.png");
     let out = graft(&["predict", "--teacher", "efficientnet_lite0", "--json", "--top", "3", chelsea.to_str().unwrap(), coffee.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
@@ -42,7 +42,7 @@ fn predict_json_puts_a_cat_first_for_chelsea_and_espresso_for_coffee() {
 
 #[test]
 fn predict_quiet_prints_a_table_and_nothing_on_stderr() {
-    let out = graft(&["predict", "--quiet", "--top", "1", repo("assets/images/coffee.png").to_str().unwrap()]);
+    let out = graft(&["predict", "--quiet", "--top", "1", repo("crates/graft-assets/images/coffee.png").to_str().unwrap()]);
     assert!(out.status.success());
     let stdout = text(&out.stdout);
     assert!(stdout.contains("coffee.png") && stdout.contains("espresso"), "{stdout}");
@@ -50,8 +50,26 @@ fn predict_quiet_prints_a_table_and_nothing_on_stderr() {
 }
 
 #[test]
+fn predict_csv_quotes_paths_with_commas_and_quotes() {
+    let dir = std::env::temp_dir().join(format!("graft-cli-csv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let image = dir.join("cup, \"espresso\".png");
+    std::fs::copy(repo("crates/graft-assets/images/coffee.png"), &image).unwrap();
+    let out = graft(&["predict", "--quiet", "--csv", "--top", "2", image.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut reader = csv::Reader::from_reader(out.stdout.as_slice());
+    assert_eq!(reader.headers().unwrap(), vec!["path", "rank", "class_index", "label", "probability"]);
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(&rows[0][0], image.to_str().unwrap());
+    assert_eq!((&rows[0][1], &rows[0][3]), ("1", "espresso"));
+    assert!(rows[0][4].parse::<f64>().unwrap() > 0.5);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn embed_json_gives_one_1280_vector_per_image() {
-    let out = graft(&["embed", "--json", "--quiet", repo("assets/images").to_str().unwrap()]);
+    let out = graft(&["embed", "--json", "--quiet", repo("crates/graft-assets/images").to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = rows.as_array().unwrap();
@@ -67,7 +85,7 @@ fn embed_json_gives_one_1280_vector_per_image() {
 #[test]
 fn hostile_weights_fail_with_exit_code_1_and_a_clear_message() {
     let hostile = repo("crates/graft-weights/tests/fixtures/hostile_zip.pth");
-    let out = graft(&["predict", "--weights", hostile.to_str().unwrap(), repo("assets/images/coffee.png").to_str().unwrap()]);
+    let out = graft(&["predict", "--weights", hostile.to_str().unwrap(), repo("crates/graft-assets/images/coffee.png").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(text(&out.stdout), "");
     let stderr = text(&out.stderr);
@@ -76,7 +94,7 @@ fn hostile_weights_fail_with_exit_code_1_and_a_clear_message() {
 
 #[test]
 fn unknown_teacher_and_offline_download_explain_themselves() {
-    let coffee = repo("assets/images/coffee.png");
+    let coffee = repo("crates/graft-assets/images/coffee.png");
     let out = graft(&["predict", "--teacher", "vgg16", coffee.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("unknown teacher `vgg16`; known teachers: efficientnet_lite0"), "{}", text(&out.stderr));
@@ -92,11 +110,11 @@ fn convert_legacy_pth_to_safetensors() {
     let dir = std::env::temp_dir().join(format!("graft-cli-convert-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let output = dir.join("lite0.safetensors");
-    let out = graft(&["convert", repo("assets/weights/efficientnet-lite0-57934424.pth").to_str().unwrap(), output.to_str().unwrap()]);
+    let out = graft(&["convert", repo("crates/graft-assets/weights/efficientnet-lite0-57934424.pth").to_str().unwrap(), output.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).starts_with("wrote 296 tensors"), "{}", text(&out.stdout));
     // The converted file works as the teacher's weights.
-    let out = graft(&["predict", "--json", "--weights", output.to_str().unwrap(), repo("assets/images/coffee.png").to_str().unwrap()]);
+    let out = graft(&["predict", "--json", "--weights", output.to_str().unwrap(), repo("crates/graft-assets/images/coffee.png").to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rows[0]["top"][0]["label"], "espresso");
@@ -114,7 +132,7 @@ fn missing_image_is_named() {
 fn small_data(dir: &Path, split: &str, per_class: usize) -> PathBuf {
     let root = dir.join(split);
     for class in ["Bag", "Sandal", "Trouser"] {
-        let from = repo(&format!("assets/data/fashion-mnist-sample/{split}/{class}"));
+        let from = repo(&format!("crates/graft-assets/data/fashion-mnist-sample/{split}/{class}"));
         std::fs::create_dir_all(root.join(class)).unwrap();
         let mut files: Vec<PathBuf> = std::fs::read_dir(&from).unwrap().map(|e| e.unwrap().path()).collect();
         files.sort();
@@ -195,7 +213,7 @@ fn train_on_a_single_class_stops_with_a_hint() {
     let dir = std::env::temp_dir().join(format!("graft-cli-one-class-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("data/Bag")).unwrap();
-    std::fs::copy(repo("assets/data/fashion-mnist-sample/train/Bag/00035.png"), dir.join("data/Bag/a.png")).unwrap();
+    std::fs::copy(repo("crates/graft-assets/data/fashion-mnist-sample/train/Bag/00035.png"), dir.join("data/Bag/a.png")).unwrap();
     let out = graft(&["train", "--data", dir.join("data").to_str().unwrap(), "--out", dir.join("run").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("only one class (Bag)"), "{}", text(&out.stderr));
@@ -204,7 +222,7 @@ fn train_on_a_single_class_stops_with_a_hint() {
 
 #[test]
 fn a_misspelt_setting_fails_before_any_work_with_the_accepted_names() {
-    let data = repo("assets/data/fashion-mnist-sample/train");
+    let data = repo("crates/graft-assets/data/fashion-mnist-sample/train");
     let out_dir = std::env::temp_dir().join(format!("graft-cli-typo-{}", std::process::id()));
     for (flag, value, names) in [("--optimizer", "adamm", "adamw, sgd"), ("--strategy", "dep", "deep, mid, full"), ("--augment", "yes", "auto, on, off")] {
         let started = std::time::Instant::now();
@@ -229,7 +247,7 @@ fn show_settings_lists_the_fused_plan_from_the_environment() {
 
 #[test]
 fn teacher_predict_skips_an_unreadable_image_as_a_student_does() {
-    let coffee = repo("assets/images/coffee.png");
+    let coffee = repo("crates/graft-assets/images/coffee.png");
     let out = graft(&["predict", "--json", coffee.to_str().unwrap(), "/nonexistent/cat.jpg"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("skipped /nonexistent/cat.jpg"), "{}", text(&out.stderr));

@@ -39,8 +39,8 @@ pub fn parse(name: &str) -> Result<Device> {
 
 /// How many shards graft splits a training batch into by default on `device` (see
 /// `train::shards`): 2 on the CPU backends (`flex` keeps only about one core busy on a student's
-/// smaller tensors; libtorch's training step measured 18.9 -> 21.1 img/s), 1 on a GPU, which
-/// wants whole batches.
+/// smaller tensors, and libtorch gains too: docs/PERFORMANCE.md, sections 2 and 2b), 1 on a GPU,
+/// which wants whole batches.
 pub fn default_shards(device: &Device) -> usize {
     if is_cpu(device) { 2 } else { 1 }
 }

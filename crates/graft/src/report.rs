@@ -12,7 +12,7 @@ use crate::train::metrics::Evaluation;
 use crate::train::reporter::EpochMetrics;
 use crate::train::student::RunConfig;
 
-const FONT: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSans.ttf");
+const FONT: &[u8] = include_bytes!("../fonts/DejaVuSans.ttf");
 
 fn register_font() {
     static ONCE: Once = Once::new();

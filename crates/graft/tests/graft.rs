@@ -34,7 +34,7 @@ fn efficientnet_lite0_matches_reference_logits() {
 fn lite0_recognises_the_cat_and_the_espresso() {
     let device = Device::flex();
     let (teacher, _) = load_teacher("efficientnet_lite0", &offline_options(), &device).unwrap();
-    let paths = vec![repo("assets/images/chelsea.png"), repo("assets/images/coffee.png")];
+    let paths = vec![repo("crates/graft-assets/images/chelsea.png"), repo("crates/graft-assets/images/coffee.png")];
     let predictions = graft::predict::predict_images(&teacher, &paths, 3, zoo::imagenet_labels(), 8, &device).unwrap().0;
     let cat = &predictions[0].top[0];
     assert!(["tabby", "tiger cat", "Egyptian cat"].contains(&cat.label.as_str()), "{:?}", predictions[0]);
@@ -156,7 +156,7 @@ mod training {
 
     /// `per_class` training images of each class of the bundled sample, split 75/25.
     fn sample(per_class: usize) -> (Dataset, Dataset) {
-        let data = dataset::open(&repo("assets/data/fashion-mnist-sample/train"), &std::env::temp_dir()).unwrap().train;
+        let data = dataset::open(&repo("crates/graft-assets/data/fashion-mnist-sample/train"), &std::env::temp_dir()).unwrap().train;
         data.subsample(per_class, 1).stratified_split(0.25, 1)
     }
 
@@ -345,7 +345,7 @@ mod training {
     fn unreadable_images_are_skipped_and_named() {
         let dir = temp_dir("bad-files");
         for class in ["Bag", "Trouser"] {
-            let from = repo(&format!("assets/data/fashion-mnist-sample/train/{class}"));
+            let from = repo(&format!("crates/graft-assets/data/fashion-mnist-sample/train/{class}"));
             std::fs::create_dir_all(dir.join("data").join(class)).unwrap();
             for entry in std::fs::read_dir(&from).unwrap().take(6) {
                 let path = entry.unwrap().path();
@@ -370,7 +370,7 @@ mod training {
         let error = dataset::open(&dir.join("empty"), &dir).unwrap().train.check_trainable("`empty`").unwrap_err().to_string();
         assert!(error.contains("holds no images"), "{error}");
         std::fs::create_dir_all(dir.join("single/Bag")).unwrap();
-        let from = repo("assets/data/fashion-mnist-sample/train/Bag/00035.png");
+        let from = repo("crates/graft-assets/data/fashion-mnist-sample/train/Bag/00035.png");
         std::fs::copy(&from, dir.join("single/Bag/a.png")).unwrap();
         std::fs::copy(&from, dir.join("single/Bag/b.png")).unwrap();
         let error = dataset::open(&dir.join("single"), &dir).unwrap().train.check_trainable("`single`").unwrap_err().to_string();
@@ -407,7 +407,7 @@ mod training {
     #[test]
     fn csv_manifest_with_relative_paths() {
         let dir = temp_dir("csv");
-        let bag = repo("assets/data/fashion-mnist-sample/train/Bag/00035.png");
+        let bag = repo("crates/graft-assets/data/fashion-mnist-sample/train/Bag/00035.png");
         std::fs::copy(&bag, dir.join("a.png")).unwrap();
         std::fs::copy(&bag, dir.join("b.png")).unwrap();
         std::fs::write(dir.join("labels.csv"), "path,label\na.png,bag\nb.png,other\n").unwrap();
@@ -417,6 +417,16 @@ mod training {
         std::fs::write(dir.join("bad.csv"), "file,class\na.png,bag\n").unwrap();
         let error = dataset::open(&dir.join("bad.csv"), &dir).unwrap_err().to_string();
         assert!(error.contains("`path` and `label`"), "{error}");
+        // Quoted fields hold commas and quotes; columns come in any order; spaces are trimmed.
+        std::fs::copy(&bag, dir.join("c, \"d\".png")).unwrap();
+        std::fs::write(dir.join("quoted.csv"), "Label, Path\n\"bag, small\",\"c, \"\"d\"\".png\"\nother,a.png\n").unwrap();
+        let data = dataset::open(&dir.join("quoted.csv"), &dir).unwrap().train;
+        assert_eq!(data.classes, ["bag, small", "other"]);
+        assert_eq!(data.items[0].label, 0);
+        assert!(data.items[0].source.load().is_ok(), "{}", data.items[0].source.name());
+        std::fs::write(dir.join("short.csv"), "path,label\na.png\n").unwrap();
+        let error = dataset::open(&dir.join("short.csv"), &dir).unwrap_err().to_string();
+        assert!(error.contains("short.csv") && error.contains("line 2"), "{error}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
@@ -425,7 +435,7 @@ mod training {
 fn auto_measures_the_data_and_explains_its_choice() {
     let device = Device::flex();
     let (teacher, _) = load_teacher("efficientnet_lite0", &offline_options(), &device).unwrap();
-    let data = graft::data::dataset::open(&repo("assets/data/fashion-mnist-sample/train"), &std::env::temp_dir()).unwrap().train;
+    let data = graft::data::dataset::open(&repo("crates/graft-assets/data/fashion-mnist-sample/train"), &std::env::temp_dir()).unwrap().train;
     let (train_set, validation) = data.subsample(30, 2).stratified_split(0.3, 2);
     let advice = graft::train::advisor::advise(&teacher, &train_set, &validation, Some(64), 2, &device, &graft::train::Silent).unwrap();
     assert_eq!(advice.probes.len(), 3);

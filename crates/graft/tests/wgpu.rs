@@ -24,7 +24,7 @@ fn wgpu() -> Device {
 #[test]
 fn pretrained_lite0_predicts_the_same_on_wgpu_as_on_flex() {
     let options = offline_options();
-    let paths = vec![repo("assets/images/chelsea.png"), repo("assets/images/coffee.png")];
+    let paths = vec![repo("crates/graft-assets/images/chelsea.png"), repo("crates/graft-assets/images/coffee.png")];
     let predict = |device: &Device| {
         let (teacher, _) = load_teacher("efficientnet_lite0", &options, device).unwrap();
         graft::predict::predict_images(&teacher, &paths, 5, zoo::imagenet_labels(), 8, device).unwrap().0

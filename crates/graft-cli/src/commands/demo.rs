@@ -7,11 +7,11 @@ use clap::Parser;
 use crate::cli::{Cli, Command};
 use crate::settings::Settings;
 
-/// The bundled sample: 100 training and 50 test images per class (see assets/README.md).
+/// The bundled sample: 100 training and 50 test images per class (see crates/graft-assets/README.md).
 pub fn demo_data() -> PathBuf {
     match std::env::var_os("GRAFT_DEMO_DATA") {
         Some(path) => PathBuf::from(path),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../assets/data/fashion-mnist-sample"),
+        None => graft_assets::demo_data(),
     }
 }
 

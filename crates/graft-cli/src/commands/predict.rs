@@ -39,12 +39,16 @@ fn print_predictions(predictions: &[Prediction], json: bool, csv: bool) -> anyho
     if json {
         println!("{}", serde_json::to_string_pretty(predictions)?);
     } else if csv {
-        println!("path,rank,class_index,label,probability");
+        let mut writer = csv::Writer::from_writer(std::io::stdout().lock());
+        writer.write_record(["path", "rank", "class_index", "label", "probability"])?;
         for prediction in predictions {
+            let path = prediction.path.display().to_string();
             for (rank, class) in prediction.top.iter().enumerate() {
-                println!("{},{},{},{},{}", csv_field(&prediction.path.display().to_string()), rank + 1, class.class_index, csv_field(&class.label), class.probability);
+                let (rank, index, probability) = ((rank + 1).to_string(), class.class_index.to_string(), class.probability.to_string());
+                writer.write_record([path.as_str(), &rank, &index, &class.label, &probability])?;
             }
         }
+        writer.flush()?;
     } else {
         for prediction in predictions {
             println!("{}", prediction.path.display());
@@ -54,9 +58,4 @@ fn print_predictions(predictions: &[Prediction], json: bool, csv: bool) -> anyho
         }
     }
     Ok(())
-}
-
-/// Quotes a CSV field when it holds a comma, quote or newline.
-fn csv_field(text: &str) -> String {
-    if text.contains([',', '"', '\n']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text.to_owned() }
 }

@@ -3,9 +3,9 @@
 //!
 //! A frozen block never changes, so inference is all it needs, and inference of a
 //! convolution + batch norm + activation is one convolution with a bias followed by a clamp.
-//! Profiling EfficientNet-Lite0 on burn's `flex` backend (docs/BENCHMARKS.md) showed 41% of the
-//! time in its depthwise convolution, 25% in the element-wise batch-norm and activation passes
-//! and ~10% in page faults for fresh tensors. Here:
+//! On burn's `flex` backend most of a frozen EfficientNet-Lite's time goes to its depthwise
+//! convolutions, the element-wise batch-norm and activation passes, and page faults for fresh
+//! tensors (the profile is in docs/PERFORMANCE.md, section 1). Here:
 //! - batch norm is folded into the weights and bias once, when the plan is built;
 //! - bias, activation and the residual add run over each output while it is still in cache;
 //! - ordinary convolutions are one matrix product per image (1x1: directly; others through

@@ -11,8 +11,8 @@ use crate::models::block::Activation;
 use crate::train::batch_statistics;
 
 /// A convolution, with the 1x1 ones (stride 1, no padding, one group) done as one matrix product
-/// over the batch: burn's `flex` convolution runs them per image, which measured 1.5-3x slower
-/// forward + backward (`examples/pointwise_conv.rs`). Small planes are multiplied in NHWC order
+/// over the batch: burn's `flex` convolution runs them per image, which is slower forward +
+/// backward (docs/PERFORMANCE.md, section 2; `examples/pointwise_conv.rs`). Small planes are multiplied in NHWC order
 /// (one product of `[batch * pixels, in] x [in, out]`), larger ones as a batched product over
 /// the NCHW planes, which skips the two transposes.
 ///

@@ -238,28 +238,36 @@ pub fn open_folder(dir: &Path) -> Result<Dataset> {
 /// A CSV manifest with a header naming `path` and `label` columns; relative paths are relative
 /// to the manifest's folder. Classes are the distinct labels, sorted.
 pub fn open_csv(path: &Path) -> Result<Dataset> {
-    let text = std::fs::read_to_string(path).map_err(|source| GraftError::Io { path: path.to_owned(), source })?;
-    let mut lines = text.lines().filter(|line| !line.trim().is_empty());
-    let header: Vec<String> = lines.next().unwrap_or("").split(',').map(|h| h.trim().to_ascii_lowercase()).collect();
+    let invalid = |what: String| GraftError::Invalid(format!("`{}`: {what}", path.display()));
+    let file = std::fs::File::open(path).map_err(|source| GraftError::Io { path: path.to_owned(), source })?;
+    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).flexible(true).from_reader(std::io::BufReader::new(file));
+    let header: Vec<String> = reader.headers().map_err(|error| invalid(error.to_string()))?.iter().map(str::to_ascii_lowercase).collect();
     let column = |name: &str| header.iter().position(|h| h == name);
     let (Some(path_column), Some(label_column)) = (column("path"), column("label")) else {
-        return Err(GraftError::Invalid(format!("`{}` needs a header with `path` and `label` columns", path.display())));
+        return Err(invalid(format!("needs a header with `path` and `label` columns, found {header:?}")));
     };
     let base = path.parent().unwrap_or(Path::new("."));
     let mut rows = Vec::new();
-    for (number, line) in lines.enumerate() {
-        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-        let (Some(file), Some(label)) = (fields.get(path_column), fields.get(label_column)) else {
-            return Err(GraftError::Invalid(format!("`{}` line {}: expected {} columns", path.display(), number + 2, header.len())));
+    for record in reader.records() {
+        let record = record.map_err(|error| invalid(error.to_string()))?;
+        let line = record.position().map_or(0, csv::Position::line);
+        let (Some(file), Some(label)) = (record.get(path_column), record.get(label_column)) else {
+            return Err(invalid(format!("line {line}: expected {} columns, found {}", header.len(), record.len())));
         };
-        rows.push((base.join(file), label.to_string()));
+        if file.is_empty() || label.is_empty() {
+            return Err(invalid(format!("line {line}: empty `path` or `label`")));
+        }
+        rows.push((base.join(file), label.to_owned()));
     }
     let mut classes: Vec<String> = rows.iter().map(|(_, label)| label.clone()).collect();
     classes.sort();
     classes.dedup();
     let items = rows
         .into_iter()
-        .map(|(file, label)| Item { source: ItemSource::File(file), label: classes.binary_search(&label).unwrap_or(0) })
+        .map(|(file, label)| {
+            let label = classes.binary_search(&label).expect("every row's label is among the classes built from the rows");
+            Item { source: ItemSource::File(file), label }
+        })
         .collect();
     Ok(Dataset { classes, items })
 }

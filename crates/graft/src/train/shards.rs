@@ -119,9 +119,8 @@ fn forward_backward(
 
 /// The intra-op threads each shard's thread should use, where the backend has such a setting:
 /// libtorch runs every operation on all cores (OpenMP); with shards already side by side, each
-/// shard gets its share of them instead of oversubscribing the cores (Lite0 `full` at 112x112 on
-/// libtorch, 2 cores: 1 shard 18.9 img/s; 2 shards 18.6 with 2 threads each, 21.1 with 1).
-/// `None` on other backends.
+/// shard gets its share of them instead of oversubscribing the cores (measured in
+/// docs/PERFORMANCE.md, section 2b). `None` on other backends.
 fn intra_op_threads(device: &Device, shards: usize) -> Option<usize> {
     #[cfg(feature = "tch")]
     #[allow(deprecated)]

@@ -244,7 +244,7 @@ fn prepare_inputs(
     reporter: &dyn Reporter,
 ) -> Result<Inputs> {
     let hyper = &options.hyperparameters;
-    let mut inputs = if plan.cut > 0 {
+    let inputs = if plan.cut > 0 {
         let spec = CacheSpec { preprocessing: preprocessing.clone(), augmentation: hyper.augmentation.clone(), cut: plan.cut, seed: options.seed, fused_plan: options.fused_plan };
         let augmented = !hyper.augmentation.is_none();
         let views = if augmented { hyper.augmented_views.max(1) } else { 1 };
@@ -313,7 +313,6 @@ fn prepare_inputs(
             inputs.skipped.len()
         )));
     }
-    inputs.validation.shrink_to_fit();
     Ok(inputs)
 }
 
