@@ -29,6 +29,13 @@ pub enum WeightsError {
     #[error("cannot unpickle `{}` at byte {offset}: {reason}", path.display())]
     Pickle { path: PathBuf, offset: usize, reason: String },
 
+    #[error(
+        "refusing to read `{}`: {what} would take more than {limit} bytes of memory, more than a file of {file_bytes} bytes \
+         can need (the file is damaged or was made to exhaust memory)",
+        path.display()
+    )]
+    TooLarge { path: PathBuf, what: String, limit: u64, file_bytes: u64 },
+
     #[error("tensor `{key}` in `{}`: {reason}", path.display())]
     BadTensor { path: PathBuf, key: String, reason: String },
 

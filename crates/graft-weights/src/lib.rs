@@ -11,6 +11,7 @@
 //! floats are widened to `f32`.
 
 mod error;
+pub mod limits;
 mod pickle;
 mod pytorch;
 pub mod safetensors;
@@ -51,11 +52,15 @@ pub fn read(path: &Path) -> Result<TensorMap> {
 }
 
 /// Reads every tensor from a weight file's bytes; `path` names it in errors.
+///
+/// Reading is bounded: the memory it may take is proportional to `bytes.len()` (see [`limits`]),
+/// nothing recurses as deep as the file says, and every offset and size is checked before use.
 pub fn read_bytes(path: &Path, bytes: &[u8]) -> Result<TensorMap> {
+    let budget = limits::Budget::for_file(path, bytes.len());
     match Format::sniff(bytes) {
-        Some(Format::Safetensors) => safetensors::parse(path, bytes),
-        Some(Format::PytorchZip) => pytorch::parse_zip(path, bytes),
-        Some(Format::PytorchLegacy) => pytorch::parse_legacy(path, bytes),
+        Some(Format::Safetensors) => safetensors::parse_with(path, bytes, &budget),
+        Some(Format::PytorchZip) => pytorch::parse_zip(path, bytes, &budget),
+        Some(Format::PytorchLegacy) => pytorch::parse_legacy(path, bytes, &budget),
         None if bytes.is_empty() => Err(WeightsError::Truncated { path: path.to_owned(), what: "the file is empty".into() }),
         None => Err(WeightsError::NotWeights {
             path: path.to_owned(),

@@ -5,6 +5,12 @@
 //! can run `os.system`. This one knows a short list of globals (below) and answers any other with
 //! [`WeightsError::ForbiddenGlobal`]. Nothing here executes anything: `REDUCE` on an allowed
 //! global is interpreted by hand.
+//!
+//! A pickle is a program, so a small file can describe a huge or endless object. The machine
+//! charges every value it keeps to the file's memory [`Budget`]; strings and containers are shared,
+//! never deep-copied, when the memo hands them out again; no walk over a value recurses (a list
+//! nested 200,000 deep is freed iteratively, see `Drop for Value`); and reference cycles are
+//! broken when the result is dropped ([`Unpickled`]).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -12,6 +18,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 use crate::error::{Result, WeightsError};
+use crate::limits::Budget;
 use crate::tensor::DType;
 
 /// The globals a state dict needs, and nothing else.
@@ -78,14 +85,15 @@ pub(crate) enum Value {
     Bool(bool),
     Int(i128),
     Float(f64),
-    Str(String),
-    Bytes(Vec<u8>),
+    Str(Rc<str>),
+    Bytes(Rc<[u8]>),
     Tuple(Rc<Vec<Value>>),
     List(Rc<RefCell<Vec<Value>>>),
     Dict(Rc<RefCell<Vec<(Value, Value)>>>),
     Global(Global),
-    Storage(StorageRef),
-    Tensor(TensorRef),
+    // Boxed: they are rare, and keep every other value small.
+    Storage(Box<StorageRef>),
+    Tensor(Box<TensorRef>),
 }
 
 impl Value {
@@ -120,6 +128,84 @@ impl Value {
             _ => None,
         }
     }
+
+    /// Moves this value's children into `out` when nothing else refers to it; a shared container
+    /// keeps them (its last owner will take them).
+    fn take_children_if_unique(&mut self, out: &mut Vec<Value>) {
+        match self {
+            Value::Tuple(items) => {
+                if let Some(items) = Rc::get_mut(items) {
+                    out.append(items);
+                }
+            }
+            Value::List(items) => {
+                if let Some(items) = Rc::get_mut(items) {
+                    out.append(items.get_mut());
+                }
+            }
+            Value::Dict(entries) => {
+                if let Some(entries) = Rc::get_mut(entries) {
+                    out.extend(entries.get_mut().drain(..).flat_map(|(key, value)| [key, value]));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Moves this value's children into `out` even when the container is shared: used when the
+    /// whole object graph is being freed, to break reference cycles.
+    fn take_children_forced(&mut self, out: &mut Vec<Value>) {
+        match self {
+            Value::List(items) => {
+                if let Ok(mut items) = items.try_borrow_mut() {
+                    out.append(&mut items);
+                }
+            }
+            Value::Dict(entries) => {
+                if let Ok(mut entries) = entries.try_borrow_mut() {
+                    out.extend(entries.drain(..).flat_map(|(key, value)| [key, value]));
+                }
+            }
+            other => other.take_children_if_unique(out),
+        }
+    }
+}
+
+/// Frees nested values with a worklist instead of recursion, so that nesting depth cannot
+/// overflow the stack. Each value's children are moved out before it is dropped, so the drop
+/// of a child finds nothing below it.
+impl Drop for Value {
+    fn drop(&mut self) {
+        let mut pending = Vec::new();
+        self.take_children_if_unique(&mut pending);
+        while let Some(mut value) = pending.pop() {
+            value.take_children_if_unique(&mut pending);
+        }
+    }
+}
+
+/// Frees a whole object graph, cycles included.
+fn free_all(values: Vec<Value>) {
+    let mut pending = values;
+    while let Some(mut value) = pending.pop() {
+        value.take_children_forced(&mut pending);
+    }
+}
+
+/// One pickle's result, with everything else the machine built (its memo and leftover stack),
+/// all freed together when this is dropped so that cycles among them do not leak.
+#[derive(Debug)]
+pub(crate) struct Unpickled {
+    pub(crate) root: Value,
+    rest: Vec<Value>,
+}
+
+impl Drop for Unpickled {
+    fn drop(&mut self) {
+        let mut all = std::mem::take(&mut self.rest);
+        all.push(std::mem::replace(&mut self.root, Value::None));
+        free_all(all);
+    }
 }
 
 enum Slot {
@@ -127,12 +213,30 @@ enum Slot {
     Value(Value),
 }
 
-/// Runs one pickle from `data[*position..]`, stopping at its `STOP`; `position` is left just after it.
-pub(crate) fn unpickle(path: &Path, data: &[u8], position: &mut usize) -> Result<Value> {
-    Machine { path, data, position: *position, stack: Vec::new(), memo: HashMap::new() }.run().map(|(value, end)| {
-        *position = end;
-        value
-    })
+/// Runs one pickle from `data[*position..]`, stopping at its `STOP`; `position` is left just after
+/// it. Everything the pickle builds is charged to `budget`.
+pub(crate) fn unpickle(path: &Path, data: &[u8], position: &mut usize, budget: &Budget) -> Result<Unpickled> {
+    let mut machine = Machine { path, data, position: *position, stack: Vec::new(), memo: HashMap::new(), budget };
+    let result = machine.run();
+    let rest: Vec<Value> = machine
+        .stack
+        .drain(..)
+        .filter_map(|slot| match slot {
+            Slot::Value(value) => Some(value),
+            Slot::Mark => None,
+        })
+        .chain(machine.memo.drain().map(|(_, value)| value))
+        .collect();
+    match result {
+        Ok(root) => {
+            *position = machine.position;
+            Ok(Unpickled { root, rest })
+        }
+        Err(error) => {
+            free_all(rest);
+            Err(error)
+        }
+    }
 }
 
 struct Machine<'a> {
@@ -141,7 +245,11 @@ struct Machine<'a> {
     position: usize,
     stack: Vec<Slot>,
     memo: HashMap<u32, Value>,
+    budget: &'a Budget<'a>,
 }
+
+/// What one value costs in memory (its slot; strings and bytes are charged their length too).
+const VALUE_BYTES: usize = std::mem::size_of::<Value>();
 
 impl<'a> Machine<'a> {
     fn error(&self, reason: impl Into<String>) -> WeightsError {
@@ -185,12 +293,31 @@ impl<'a> Machine<'a> {
         Ok(line)
     }
 
-    fn utf8(&self, bytes: &[u8]) -> Result<String> {
-        String::from_utf8(bytes.to_vec()).map_err(|_| self.error("string is not UTF-8"))
+    fn utf8(&self, bytes: &[u8]) -> Result<Value> {
+        self.charge(bytes.len(), "a string")?;
+        let text = std::str::from_utf8(bytes).map_err(|_| self.error("string is not UTF-8"))?;
+        Ok(Value::Str(Rc::from(text)))
     }
 
-    fn push(&mut self, value: Value) {
+    /// A string pickled as latin-1 bytes (protocol 0-2 `str` of Python 2): one char per byte.
+    fn latin1(&self, bytes: &[u8]) -> Result<Value> {
+        self.charge(bytes.len().saturating_mul(2), "a string")?;
+        Ok(Value::Str(bytes.iter().map(|b| *b as char).collect::<String>().into()))
+    }
+
+    fn bytes(&self, bytes: &[u8]) -> Result<Value> {
+        self.charge(bytes.len(), "a bytes object")?;
+        Ok(Value::Bytes(Rc::from(bytes)))
+    }
+
+    fn charge(&self, bytes: usize, what: &str) -> Result<()> {
+        self.budget.charge(bytes as u64, || format!("the pickle's values (at byte {}, {what})", self.position))
+    }
+
+    fn push(&mut self, value: Value) -> Result<()> {
+        self.charge(VALUE_BYTES, "a stack value")?;
         self.stack.push(Slot::Value(value));
+        Ok(())
     }
 
     fn pop(&mut self) -> Result<Value> {
@@ -236,6 +363,7 @@ impl<'a> Machine<'a> {
 
     fn memo_put(&mut self, index: u32) -> Result<()> {
         let value = self.top()?.clone();
+        self.charge(2 * VALUE_BYTES, "a memo entry")?;
         self.memo.insert(index, value);
         Ok(())
     }
@@ -288,15 +416,17 @@ impl<'a> Machine<'a> {
             Global::OrderedDict => {
                 let entries = match args.first() {
                     None => Vec::new(),
-                    Some(pairs) => pairs
-                        .items()
-                        .ok_or_else(|| self.error("OrderedDict argument is not a list"))?
+                    Some(pairs) => {
+                        let pairs = pairs.items().ok_or_else(|| self.error("OrderedDict argument is not a list"))?;
+                        self.charge(pairs.len().saturating_mul(3 * VALUE_BYTES), "an OrderedDict")?;
+                        pairs
                         .into_iter()
                         .map(|pair| match pair.items().as_deref() {
                             Some([key, value]) => Ok((key.clone(), value.clone())),
                             _ => Err(self.error("OrderedDict item is not a pair")),
                         })
-                        .collect::<Result<_>>()?,
+                        .collect::<Result<_>>()?
+                    }
                 };
                 Ok(Value::Dict(Rc::new(RefCell::new(entries))))
             }
@@ -319,7 +449,7 @@ impl<'a> Machine<'a> {
                     return Err(self.error(format!("tensor size {shape:?} and stride {strides:?} differ in rank")));
                 }
                 let offset = offset.as_usize().ok_or_else(|| self.error("tensor offset is not an integer"))?;
-                Ok(Value::Tensor(TensorRef { storage: storage.clone(), offset, shape, strides }))
+                Ok(Value::Tensor(Box::new(TensorRef { storage: StorageRef::clone(storage), offset, shape, strides })))
             }
             Global::RebuildParameter => match args.first() {
                 Some(tensor @ Value::Tensor(_)) => Ok(tensor.clone()),
@@ -327,7 +457,10 @@ impl<'a> Machine<'a> {
             },
             Global::CodecsEncode => match args.first() {
                 // `bytes` pickled at protocol 2: the text holds one character per byte (latin-1).
-                Some(Value::Str(text)) => Ok(Value::Bytes(text.chars().map(|c| c as u32 as u8).collect())),
+                Some(Value::Str(text)) => {
+                    self.charge(text.len(), "a bytes object")?;
+                    Ok(Value::Bytes(text.chars().map(|c| c as u32 as u8).collect()))
+                }
                 _ => Err(self.error("_codecs.encode without a string")),
             },
             Global::Storage(_) => Err(self.error("storage types cannot be called")),
@@ -338,9 +471,9 @@ impl<'a> Machine<'a> {
     fn persistent_load(&self, pid: Value) -> Result<Value> {
         let items = pid.items().ok_or_else(|| self.error("persistent id is not a tuple"))?;
         match items.as_slice() {
-            [Value::Str(tag), Value::Global(Global::Storage(dtype)), key, _location, _numel, rest @ ..] if tag == "storage" => {
+            [Value::Str(tag), Value::Global(Global::Storage(dtype)), key, _location, _numel, rest @ ..] if &**tag == "storage" => {
                 let key = match key {
-                    Value::Str(key) => key.clone(),
+                    Value::Str(key) => key.to_string(),
                     Value::Int(key) => key.to_string(),
                     other => return Err(self.error(format!("storage key is a {}", other.kind()))),
                 };
@@ -353,13 +486,13 @@ impl<'a> Machine<'a> {
                         _ => return Err(self.error("storage view metadata is not (key, offset, size)")),
                     },
                 };
-                Ok(Value::Storage(StorageRef { dtype: *dtype, key, view_offset }))
+                Ok(Value::Storage(Box::new(StorageRef { dtype: *dtype, key, view_offset })))
             }
             _ => Err(self.error("persistent id is not a ('storage', type, key, location, numel) tuple")),
         }
     }
 
-    fn run(mut self) -> Result<(Value, usize)> {
+    fn run(&mut self) -> Result<Value> {
         loop {
             let opcode = self.u8()?;
             match opcode {
@@ -372,10 +505,7 @@ impl<'a> Machine<'a> {
                 0x95 => {
                     self.take(8)?; // FRAME: a length hint only.
                 }
-                b'.' => {
-                    let value = self.pop()?;
-                    return Ok((value, self.position));
-                }
+                b'.' => return self.pop(),
                 b'(' => self.stack.push(Slot::Mark),
                 b'0' => {
                     self.stack.pop().ok_or_else(|| self.error("POP on an empty stack"))?;
@@ -385,34 +515,34 @@ impl<'a> Machine<'a> {
                 }
                 b'2' => {
                     let value = self.top()?.clone();
-                    self.push(value);
+                    self.push(value)?;
                 }
-                b'N' => self.push(Value::None),
-                0x88 => self.push(Value::Bool(true)),
-                0x89 => self.push(Value::Bool(false)),
+                b'N' => self.push(Value::None)?,
+                0x88 => self.push(Value::Bool(true))?,
+                0x89 => self.push(Value::Bool(false))?,
                 b'J' => {
                     let value = i32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes"));
-                    self.push(Value::Int(value as i128));
+                    self.push(Value::Int(value as i128))?;
                 }
                 b'K' => {
                     let value = self.u8()?;
-                    self.push(Value::Int(value as i128));
+                    self.push(Value::Int(value as i128))?;
                 }
                 b'M' => {
                     let value = self.u16()?;
-                    self.push(Value::Int(value as i128));
+                    self.push(Value::Int(value as i128))?;
                 }
                 0x8a => {
                     let length = self.u8()? as usize;
                     let bytes = self.take(length)?;
                     let value = self.int_from_le(bytes)?;
-                    self.push(Value::Int(value));
+                    self.push(Value::Int(value))?;
                 }
                 0x8b => {
                     let length = self.u32()? as usize;
                     let bytes = self.take(length)?;
                     let value = self.int_from_le(bytes)?;
-                    self.push(Value::Int(value));
+                    self.push(Value::Int(value))?;
                 }
                 b'I' => {
                     let line = self.line()?;
@@ -421,78 +551,84 @@ impl<'a> Machine<'a> {
                         "01" => Value::Bool(true),
                         text => Value::Int(text.parse().map_err(|_| self.error(format!("bad INT `{text}`")))?),
                     };
-                    self.push(value);
+                    self.push(value)?;
                 }
                 b'L' => {
                     let line = self.line()?;
                     let value = line.trim_end_matches('L').parse().map_err(|_| self.error(format!("bad LONG `{line}`")))?;
-                    self.push(Value::Int(value));
+                    self.push(Value::Int(value))?;
                 }
                 b'G' => {
                     let value = f64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes"));
-                    self.push(Value::Float(value));
+                    self.push(Value::Float(value))?;
                 }
                 b'F' => {
                     let line = self.line()?;
                     let value = line.parse().map_err(|_| self.error(format!("bad FLOAT `{line}`")))?;
-                    self.push(Value::Float(value));
+                    self.push(Value::Float(value))?;
                 }
                 b'X' => {
                     let length = self.u32()? as usize;
                     let bytes = self.take(length)?;
                     let text = self.utf8(bytes)?;
-                    self.push(Value::Str(text));
+                    self.push(text)?;
                 }
                 0x8c => {
                     let length = self.u8()? as usize;
                     let bytes = self.take(length)?;
                     let text = self.utf8(bytes)?;
-                    self.push(Value::Str(text));
+                    self.push(text)?;
                 }
                 0x8d => {
                     let length = self.u64_len()?;
                     let bytes = self.take(length)?;
                     let text = self.utf8(bytes)?;
-                    self.push(Value::Str(text));
+                    self.push(text)?;
                 }
                 b'V' => {
-                    let text = self.line()?.to_owned();
-                    self.push(Value::Str(text));
+                    let line = self.line()?;
+                    let text = self.utf8(line.as_bytes())?;
+                    self.push(text)?;
                 }
                 b'T' => {
                     let length = self.u32()? as usize;
-                    let bytes = self.take(length)?.to_vec();
-                    self.push(Value::Str(bytes.iter().map(|b| *b as char).collect()));
+                    let bytes = self.take(length)?;
+                    let text = self.latin1(bytes)?;
+                    self.push(text)?;
                 }
                 b'U' => {
                     let length = self.u8()? as usize;
-                    let bytes = self.take(length)?.to_vec();
-                    self.push(Value::Str(bytes.iter().map(|b| *b as char).collect()));
+                    let bytes = self.take(length)?;
+                    let text = self.latin1(bytes)?;
+                    self.push(text)?;
                 }
                 b'S' => {
                     let line = self.line()?;
-                    let text = line.trim_matches(|c| c == '\'' || c == '"').to_owned();
-                    self.push(Value::Str(text));
+                    let text = self.utf8(line.trim_matches(|c| c == '\'' || c == '"').as_bytes())?;
+                    self.push(text)?;
                 }
                 b'B' => {
                     let length = self.u32()? as usize;
-                    let bytes = self.take(length)?.to_vec();
-                    self.push(Value::Bytes(bytes));
+                    let bytes = self.take(length)?;
+                    let bytes = self.bytes(bytes)?;
+                    self.push(bytes)?;
                 }
                 b'C' => {
                     let length = self.u8()? as usize;
-                    let bytes = self.take(length)?.to_vec();
-                    self.push(Value::Bytes(bytes));
+                    let bytes = self.take(length)?;
+                    let bytes = self.bytes(bytes)?;
+                    self.push(bytes)?;
                 }
                 0x8e | 0x96 => {
                     let length = self.u64_len()?;
-                    let bytes = self.take(length)?.to_vec();
-                    self.push(Value::Bytes(bytes));
+                    let bytes = self.take(length)?;
+                    let bytes = self.bytes(bytes)?;
+                    self.push(bytes)?;
                 }
-                b')' => self.push(Value::Tuple(Rc::new(Vec::new()))),
+                b')' => self.push(Value::Tuple(Rc::new(Vec::new())))?,
                 b't' => {
                     let items = self.pop_to_mark()?;
-                    self.push(Value::Tuple(Rc::new(items)));
+                    self.push(Value::Tuple(Rc::new(items)))?;
                 }
                 0x85..=0x87 => {
                     let count = (opcode - 0x84) as usize;
@@ -501,19 +637,19 @@ impl<'a> Machine<'a> {
                         items.push(self.pop()?);
                     }
                     items.reverse();
-                    self.push(Value::Tuple(Rc::new(items)));
+                    self.push(Value::Tuple(Rc::new(items)))?;
                 }
-                b']' => self.push(Value::List(Rc::new(RefCell::new(Vec::new())))),
+                b']' => self.push(Value::List(Rc::new(RefCell::new(Vec::new()))))?,
                 b'l' => {
                     let items = self.pop_to_mark()?;
-                    self.push(Value::List(Rc::new(RefCell::new(items))));
+                    self.push(Value::List(Rc::new(RefCell::new(items))))?;
                 }
-                b'}' => self.push(Value::Dict(Rc::new(RefCell::new(Vec::new())))),
+                b'}' => self.push(Value::Dict(Rc::new(RefCell::new(Vec::new()))))?,
                 b'd' => {
                     let items = self.pop_to_mark()?;
                     let dict = Value::Dict(Rc::new(RefCell::new(Vec::new())));
                     self.set_items(&dict, items)?;
-                    self.push(dict);
+                    self.push(dict)?;
                 }
                 b'a' => {
                     let item = self.pop()?;
@@ -557,32 +693,32 @@ impl<'a> Machine<'a> {
                     let line = self.line()?;
                     let index = line.parse().map_err(|_| self.error(format!("bad GET `{line}`")))?;
                     let value = self.memo_get(index)?;
-                    self.push(value);
+                    self.push(value)?;
                 }
                 b'h' => {
                     let index = self.u8()? as u32;
                     let value = self.memo_get(index)?;
-                    self.push(value);
+                    self.push(value)?;
                 }
                 b'j' => {
                     let index = self.u32()?;
                     let value = self.memo_get(index)?;
-                    self.push(value);
+                    self.push(value)?;
                 }
                 b'c' => {
                     let module = self.line()?.to_owned();
                     let name = self.line()?.to_owned();
                     let value = self.global(&module, &name)?;
-                    self.push(value);
+                    self.push(value)?;
                 }
                 0x93 => {
                     let name = self.pop()?;
                     let module = self.pop()?;
-                    let (Value::Str(module), Value::Str(name)) = (module, name) else {
+                    let (Value::Str(module), Value::Str(name)) = (&module, &name) else {
                         return Err(self.error("STACK_GLOBAL needs two strings"));
                     };
                     let value = self.global(&module, &name)?;
-                    self.push(value);
+                    self.push(value)?;
                 }
                 b'i' => {
                     // INST names its class inline; it is never a tensor or a container.
@@ -595,7 +731,7 @@ impl<'a> Machine<'a> {
                     let args = self.pop()?;
                     let callable = self.pop()?;
                     let value = self.reduce(callable, args)?;
-                    self.push(value);
+                    self.push(value)?;
                 }
                 0x81 => {
                     let args = self.pop()?;
@@ -603,7 +739,7 @@ impl<'a> Machine<'a> {
                     match class {
                         Value::Global(Global::OrderedDict) => {
                             let value = self.reduce(class, args)?;
-                            self.push(value);
+                            self.push(value)?;
                         }
                         other => return Err(self.error(format!("NEWOBJ of a {}", other.kind()))),
                     }
@@ -621,7 +757,7 @@ impl<'a> Machine<'a> {
                 b'Q' => {
                     let pid = self.pop()?;
                     let value = self.persistent_load(pid)?;
-                    self.push(value);
+                    self.push(value)?;
                 }
                 b'P' => return Err(self.error("text persistent ids (PERSID) are not used by PyTorch")),
                 other => return Err(self.error(format!("unsupported pickle opcode 0x{other:02x}"))),
@@ -634,9 +770,10 @@ impl<'a> Machine<'a> {
 mod tests {
     use super::*;
 
-    fn run(bytes: &[u8]) -> Result<Value> {
+    fn run(bytes: &[u8]) -> Result<Unpickled> {
         let mut position = 0;
-        unpickle(Path::new("test.pth"), bytes, &mut position)
+        let path = Path::new("test.pth");
+        unpickle(path, bytes, &mut position, &Budget::for_file(path, bytes.len()))
     }
 
     #[test]
@@ -665,13 +802,20 @@ mod tests {
         let mut payload = vec![0x80, 2, b'}', b'q', 0, b'(', b'X', 1, 0, 0, 0, b'a', b']', b'(', b'K', 1, b'G'];
         payload.extend(2.5f64.to_be_bytes());
         payload.extend([0x88, b'e', b'X', 1, 0, 0, 0, b'b', b'N', 0x85, b'u', b'.']);
-        let Value::Dict(entries) = run(&payload).unwrap() else { panic!("not a dict") };
+        let unpickled = run(&payload).unwrap();
+        let Value::Dict(entries) = &unpickled.root else { panic!("not a dict") };
         let entries = entries.borrow();
         assert_eq!(entries.len(), 2);
         assert!(matches!(&entries[0].1, Value::List(items) if items.borrow().len() == 3));
 
         let magic = [0x80, 2, 0x8a, 10, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, b'.'];
-        assert!(matches!(run(&magic).unwrap(), Value::Int(0x1950a86a20f9469cfc6c)));
+        assert!(matches!(run(&magic).unwrap().root, Value::Int(0x1950a86a20f9469cfc6c)));
+    }
+
+    #[test]
+    fn values_stay_small() {
+        // The memory budget charges a slot per value; large variants are boxed to keep it so.
+        assert!(VALUE_BYTES <= 32, "{VALUE_BYTES}");
     }
 
     #[test]

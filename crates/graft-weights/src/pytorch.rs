@@ -6,6 +6,7 @@ use std::io::Read;
 use std::path::Path;
 
 use crate::error::{Result, WeightsError};
+use crate::limits::{Budget, MAX_DICT_DEPTH};
 use crate::pickle::{StorageRef, TensorRef, Value, unpickle};
 use crate::tensor::{Tensor, TensorMap, decode_elements, strided_indices};
 
@@ -13,7 +14,7 @@ use crate::tensor::{Tensor, TensorMap, decode_elements, strided_indices};
 const LEGACY_MAGIC: i128 = 0x1950a86a20f9469cfc6c;
 
 /// Reads a zip-format checkpoint.
-pub fn parse_zip(path: &Path, bytes: &[u8]) -> Result<TensorMap> {
+pub(crate) fn parse_zip(path: &Path, bytes: &[u8], budget: &Budget) -> Result<TensorMap> {
     let not_weights = |reason: String| WeightsError::NotWeights { path: path.to_owned(), reason };
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|error| match error {
         zip::result::ZipError::Io(_) | zip::result::ZipError::InvalidArchive(_) => WeightsError::Truncated {
@@ -30,15 +31,16 @@ pub fn parse_zip(path: &Path, bytes: &[u8]) -> Result<TensorMap> {
         .clone();
     let prefix = pickle_name.trim_end_matches("data.pkl").to_owned();
     if let Some(byteorder) = names.iter().find(|name| **name == format!("{prefix}byteorder")) {
-        let order = read_entry(path, &mut archive, byteorder)?;
+        let order = read_entry(path, &mut archive, byteorder, budget)?;
         if order != b"little" {
             return Err(not_weights("big-endian checkpoints are not supported".into()));
         }
     }
-    let pickle = read_entry(path, &mut archive, &pickle_name)?;
+    let pickle = read_entry(path, &mut archive, &pickle_name, budget)?;
     let mut position = 0;
-    let root = unpickle(path, &pickle, &mut position)?;
-    let tensors = flatten(path, &root)?;
+    let object = unpickle(path, &pickle, &mut position, budget)?;
+    let tensors = flatten(path, &object.root, budget)?;
+    drop(object);
     let mut storages = HashMap::new();
     for (key, tensor) in &tensors {
         let name = format!("{prefix}data/{}", tensor.storage.key);
@@ -46,36 +48,45 @@ pub fn parse_zip(path: &Path, bytes: &[u8]) -> Result<TensorMap> {
             if !names.contains(&name) {
                 return Err(WeightsError::Truncated { path: path.to_owned(), what: format!("storage `{name}` of tensor `{key}` is missing") });
             }
-            storages.insert(tensor.storage.key.clone(), read_entry(path, &mut archive, &name)?);
+            storages.insert(tensor.storage.key.clone(), read_entry(path, &mut archive, &name, budget)?);
         }
     }
-    materialize(path, tensors, |storage| storages.get(&storage.key).map(Vec::as_slice))
+    materialize(path, tensors, |storage| storages.get(&storage.key).map(Vec::as_slice), budget)
 }
 
-fn read_entry(path: &Path, archive: &mut zip::ZipArchive<std::io::Cursor<&[u8]>>, name: &str) -> Result<Vec<u8>> {
+/// One zip entry's bytes. Its declared size is charged to the budget before anything is
+/// allocated, and no more than that is ever read, whatever the compressed stream expands to.
+fn read_entry(path: &Path, archive: &mut zip::ZipArchive<std::io::Cursor<&[u8]>>, name: &str, budget: &Budget) -> Result<Vec<u8>> {
     let truncated = |error: String| WeightsError::Truncated { path: path.to_owned(), what: format!("zip entry `{name}`: {error}") };
-    let mut entry = archive.by_name(name).map_err(|error| truncated(error.to_string()))?;
-    let mut bytes = Vec::with_capacity(entry.size() as usize);
-    entry.read_to_end(&mut bytes).map_err(|error| truncated(error.to_string()))?;
+    let entry = archive.by_name(name).map_err(|error| truncated(error.to_string()))?;
+    let size = entry.size();
+    budget.charge(size, || format!("zip entry `{name}` ({size} bytes uncompressed)"))?;
+    let capacity = usize::try_from(size).map_err(|_| truncated(format!("declared size {size} does not fit in memory")))?;
+    let mut bytes = Vec::with_capacity(capacity);
+    entry.take(size).read_to_end(&mut bytes).map_err(|error| truncated(error.to_string()))?;
+    if bytes.len() as u64 != size {
+        return Err(truncated(format!("holds {} bytes where its header says {size}", bytes.len())));
+    }
     Ok(bytes)
 }
 
 /// Reads a legacy (pre-1.6) checkpoint: magic, protocol, system info, the object, the storage
 /// keys, then each storage as an 8-byte element count and its bytes, in key order.
-pub fn parse_legacy(path: &Path, bytes: &[u8]) -> Result<TensorMap> {
+pub(crate) fn parse_legacy(path: &Path, bytes: &[u8], budget: &Budget) -> Result<TensorMap> {
     let mut position = 0;
-    match unpickle(path, bytes, &mut position)? {
+    match unpickle(path, bytes, &mut position, budget)?.root {
         Value::Int(LEGACY_MAGIC) => {}
         _ => return Err(WeightsError::NotWeights { path: path.to_owned(), reason: "a pickle, but not a PyTorch checkpoint (wrong magic number)".into() }),
     }
-    let _protocol_version = unpickle(path, bytes, &mut position)?;
-    let _system_info = unpickle(path, bytes, &mut position)?;
-    let root = unpickle(path, bytes, &mut position)?;
-    let keys = unpickle(path, bytes, &mut position)?;
-    let Value::List(keys) = keys else {
+    let _protocol_version = unpickle(path, bytes, &mut position, budget)?;
+    let _system_info = unpickle(path, bytes, &mut position, budget)?;
+    let object = unpickle(path, bytes, &mut position, budget)?;
+    let keys = unpickle(path, bytes, &mut position, budget)?;
+    let Value::List(keys) = &keys.root else {
         return Err(WeightsError::NotWeights { path: path.to_owned(), reason: "the storage key list is missing".into() });
     };
-    let tensors = flatten(path, &root)?;
+    let tensors = flatten(path, &object.root, budget)?;
+    drop(object);
     let sizes: HashMap<String, usize> = tensors
         .iter()
         .map(|(_, tensor)| (tensor.storage.key.clone(), tensor.storage.dtype.size()))
@@ -86,61 +97,94 @@ pub fn parse_legacy(path: &Path, bytes: &[u8]) -> Result<TensorMap> {
             return Err(WeightsError::NotWeights { path: path.to_owned(), reason: "a storage key is not a string".into() });
         };
         let truncated = || WeightsError::Truncated { path: path.to_owned(), what: format!("storage `{key}` ends past the end of the file") };
-        let count_bytes = bytes.get(position..position + 8).ok_or_else(truncated)?;
-        let count = u64::from_le_bytes(count_bytes.try_into().expect("8 bytes")) as usize;
+        let count_bytes = position.checked_add(8).and_then(|end| bytes.get(position..end)).ok_or_else(truncated)?;
+        let count = usize::try_from(u64::from_le_bytes(count_bytes.try_into().expect("8 bytes"))).map_err(|_| truncated())?;
         position += 8;
         // A storage no tensor uses still occupies its bytes; its element size is then unknown
         // only if nothing refers to it, which PyTorch never writes.
-        let element_size = *sizes.get(key).ok_or_else(|| WeightsError::NotWeights {
+        let element_size = *sizes.get(&**key).ok_or_else(|| WeightsError::NotWeights {
             path: path.to_owned(),
             reason: format!("storage `{key}` is not used by any tensor"),
         })?;
         let length = count.checked_mul(element_size).ok_or_else(truncated)?;
-        let data = bytes.get(position..position + length).ok_or_else(truncated)?;
+        let data = position.checked_add(length).and_then(|end| bytes.get(position..end)).ok_or_else(truncated)?;
         position += length;
-        storages.insert(key.clone(), data);
+        storages.insert(key.to_string(), data);
     }
-    materialize(path, tensors, |storage| storages.get(&storage.key).copied())
+    materialize(path, tensors, |storage| storages.get(&storage.key).copied(), budget)
 }
 
-/// Every tensor in the object, named by its dotted path through nested dicts.
-fn flatten(path: &Path, root: &Value) -> Result<Vec<(String, TensorRef)>> {
-    fn walk(prefix: &str, value: &Value, out: &mut Vec<(String, TensorRef)>) {
-        match value {
-            Value::Tensor(tensor) => out.push((prefix.to_owned(), tensor.clone())),
-            Value::Dict(entries) => {
-                for (key, value) in entries.borrow().iter() {
-                    let key = match key {
-                        Value::Str(key) => key.clone(),
-                        Value::Int(key) => key.to_string(),
-                        _ => continue,
-                    };
-                    let name = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
-                    walk(&name, value, out);
+/// Every tensor in the object, named by its dotted path through nested dicts. Dicts nested
+/// deeper than [`MAX_DICT_DEPTH`] and dicts that contain themselves are refused; a dict reached
+/// twice by different paths is read twice, each name charged to the budget.
+fn flatten(path: &Path, root: &Value, budget: &Budget) -> Result<Vec<(String, TensorRef)>> {
+    struct Walk<'a> {
+        path: &'a Path,
+        budget: &'a Budget<'a>,
+        /// The dicts from the root down to the one being read, to detect cycles.
+        open: Vec<*const ()>,
+        out: Vec<(String, TensorRef)>,
+    }
+    impl Walk<'_> {
+        fn walk(&mut self, prefix: &str, value: &Value) -> Result<()> {
+            match value {
+                Value::Tensor(tensor) => {
+                    self.budget.charge((prefix.len() + std::mem::size_of::<(String, TensorRef)>()) as u64, || format!("the names of its tensors (at `{prefix}`)"))?;
+                    self.out.push((prefix.to_owned(), TensorRef::clone(tensor)));
                 }
+                Value::Dict(entries) => {
+                    let identity = std::rc::Rc::as_ptr(entries).cast::<()>();
+                    let not_weights = |reason: String| WeightsError::NotWeights { path: self.path.to_owned(), reason };
+                    if self.open.contains(&identity) {
+                        return Err(not_weights(format!("the dict at `{prefix}` contains itself")));
+                    }
+                    if self.open.len() >= MAX_DICT_DEPTH {
+                        return Err(not_weights(format!("dicts are nested more than {MAX_DICT_DEPTH} levels deep (at `{prefix}`)")));
+                    }
+                    self.open.push(identity);
+                    let entries = entries.try_borrow().map_err(|_| not_weights(format!("the dict at `{prefix}` is in use")))?;
+                    for (key, value) in entries.iter() {
+                        let key = match key {
+                            Value::Str(key) => key.to_string(),
+                            Value::Int(key) => key.to_string(),
+                            _ => continue,
+                        };
+                        let name = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
+                        self.walk(&name, value)?;
+                    }
+                    self.open.pop();
+                }
+                // Lists, numbers and strings (epoch counters, optimizer hyper-parameters) hold no weights.
+                _ => {}
             }
-            // Lists, numbers and strings (epoch counters, optimizer hyper-parameters) hold no weights.
-            _ => {}
+            Ok(())
         }
     }
-    let mut out = Vec::new();
-    walk("", root, &mut out);
-    if out.is_empty() {
+    let mut walk = Walk { path, budget, open: Vec::new(), out: Vec::new() };
+    walk.walk("", root)?;
+    if walk.out.is_empty() {
         return Err(WeightsError::NotWeights { path: path.to_owned(), reason: "it holds no tensors".into() });
     }
-    Ok(out)
+    Ok(walk.out)
 }
 
-/// Copies every tensor out of its storage, honouring offsets and strides.
-fn materialize<'s>(path: &Path, refs: Vec<(String, TensorRef)>, storage_bytes: impl Fn(&StorageRef) -> Option<&'s [u8]>) -> Result<TensorMap> {
+/// Copies every tensor out of its storage, honouring offsets and strides. Each tensor's values
+/// are charged to the budget before they are allocated: a view with stride 0 and a huge shape
+/// passes the bounds check with a tiny storage, and would otherwise fill memory.
+fn materialize<'s>(
+    path: &Path,
+    refs: Vec<(String, TensorRef)>,
+    storage_bytes: impl Fn(&StorageRef) -> Option<&'s [u8]>,
+    budget: &Budget,
+) -> Result<TensorMap> {
     let mut tensors = TensorMap::new();
     for (key, tensor) in refs {
         let bad = |reason: String| WeightsError::BadTensor { path: path.to_owned(), key: key.clone(), reason };
         let bytes = storage_bytes(&tensor.storage).ok_or_else(|| bad(format!("storage `{}` is missing", tensor.storage.key)))?;
         let dtype = tensor.storage.dtype;
         let available = bytes.len() / dtype.size();
-        let offset = tensor.storage.view_offset + tensor.offset;
-        let numel: usize = tensor.shape.iter().product();
+        let offset = tensor.storage.view_offset.checked_add(tensor.offset).ok_or_else(|| bad("its offset overflows".into()))?;
+        let numel = tensor.shape.iter().try_fold(1usize, |acc, size| acc.checked_mul(*size)).ok_or_else(|| bad(format!("shape {:?} overflows", tensor.shape)))?;
         if numel > 0 {
             let last = tensor
                 .shape
@@ -157,8 +201,9 @@ fn materialize<'s>(path: &Path, refs: Vec<(String, TensorRef)>, storage_bytes: i
                 }
             }
         }
-        let indices = strided_indices(&tensor.shape, &tensor.strides, offset);
-        let values = decode_elements(dtype, bytes, indices.into_iter());
+        let element_bytes = if dtype.is_float() { 4 } else { 8 };
+        budget.charge((numel as u64).saturating_mul(element_bytes), || format!("tensor `{key}` (shape {:?}, {numel} elements)", tensor.shape))?;
+        let values = decode_elements(dtype, bytes, strided_indices(&tensor.shape, &tensor.strides, offset));
         tensors.insert(key, Tensor { shape: tensor.shape, source_dtype: dtype, values });
     }
     Ok(tensors)

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use crate::error::{Result, WeightsError};
+use crate::limits::Budget;
 use crate::tensor::{DType, Tensor, TensorMap, Values, decode_elements};
 
 /// The largest header graft accepts: real headers are kilobytes, so anything near this is corrupt.
@@ -11,6 +12,12 @@ const MAX_HEADER_BYTES: u64 = 100 * 1024 * 1024;
 
 /// Parses safetensors `bytes` (the whole file); `path` is only used in error messages.
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<TensorMap> {
+    parse_with(path, bytes, &Budget::for_file(path, bytes.len()))
+}
+
+/// [`parse`], charging the tensors' values to `budget`: tensors may share byte ranges, so the
+/// values read can exceed the file's size.
+pub(crate) fn parse_with(path: &Path, bytes: &[u8], budget: &Budget) -> Result<TensorMap> {
     let not_weights = |reason: String| WeightsError::NotWeights { path: path.to_owned(), reason };
     if bytes.len() < 8 {
         return Err(WeightsError::Truncated { path: path.to_owned(), what: "shorter than the 8-byte header length".into() });
@@ -44,14 +51,14 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<TensorMap> {
             .as_array()
             .ok_or_else(|| bad("no `shape`".into()))?
             .iter()
-            .map(|dim| dim.as_u64().map(|d| d as usize))
+            .map(|dim| dim.as_u64().and_then(|d| usize::try_from(d).ok()))
             .collect::<Option<_>>()
             .ok_or_else(|| bad("`shape` is not a list of non-negative integers".into()))?;
         let offsets = entry["data_offsets"].as_array().ok_or_else(|| bad("no `data_offsets`".into()))?;
         let (start, end) = match offsets.as_slice() {
             [start, end] => (
-                start.as_u64().ok_or_else(|| bad("bad `data_offsets`".into()))? as usize,
-                end.as_u64().ok_or_else(|| bad("bad `data_offsets`".into()))? as usize,
+                start.as_u64().and_then(|v| usize::try_from(v).ok()).ok_or_else(|| bad("bad `data_offsets`".into()))?,
+                end.as_u64().and_then(|v| usize::try_from(v).ok()).ok_or_else(|| bad("bad `data_offsets`".into()))?,
             ),
             _ => return Err(bad("`data_offsets` must have two entries".into())),
         };
@@ -66,6 +73,8 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<TensorMap> {
                 what: format!("tensor `{key}` ends at byte {end} of the data, which has only {}", data.len()),
             });
         }
+        let element_bytes = if dtype.is_float() { 4 } else { 8 };
+        budget.charge((numel as u64).saturating_mul(element_bytes), || format!("tensor `{key}` (shape {shape:?})"))?;
         let values = decode_elements(dtype, &data[start..end], 0..numel);
         tensors.insert(key.clone(), Tensor { shape, source_dtype: dtype, values });
     }

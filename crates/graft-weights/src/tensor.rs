@@ -154,31 +154,52 @@ pub(crate) fn decode_elements(dtype: DType, bytes: &[u8], indices: impl Iterator
 }
 
 /// Row-major element indices of a strided view: `offset + sum(index_d * stride_d)` for every
-/// index in `shape`, in row-major order.
-pub(crate) fn strided_indices(shape: &[usize], strides: &[usize], offset: usize) -> Vec<usize> {
-    let numel: usize = shape.iter().product();
-    let mut out = Vec::with_capacity(numel);
-    if numel == 0 {
-        return out;
-    }
-    let rank = shape.len();
-    let mut index = vec![0usize; rank];
-    let mut position = offset;
-    for _ in 0..numel {
-        out.push(position);
-        // Increment the multi-index like an odometer, keeping `position` in step.
-        for d in (0..rank).rev() {
-            index[d] += 1;
-            position += strides[d];
-            if index[d] < shape[d] {
-                break;
-            }
-            position -= strides[d] * shape[d];
-            index[d] = 0;
-        }
-    }
-    out
+/// index in `shape`, in row-major order. The caller has checked that the last index is in bounds
+/// (so no position overflows).
+pub(crate) fn strided_indices<'a>(shape: &'a [usize], strides: &'a [usize], offset: usize) -> StridedIndices<'a> {
+    let remaining = shape.iter().product();
+    StridedIndices { shape, strides, index: vec![0; shape.len()], position: offset, remaining }
 }
+
+/// The iterator of [`strided_indices`]: an odometer over the multi-index, keeping the flat
+/// position in step, so no list of indices is ever allocated.
+pub(crate) struct StridedIndices<'a> {
+    shape: &'a [usize],
+    strides: &'a [usize],
+    index: Vec<usize>,
+    position: usize,
+    remaining: usize,
+}
+
+impl Iterator for StridedIndices<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        let current = self.position;
+        if self.remaining > 0 {
+            for d in (0..self.shape.len()).rev() {
+                self.index[d] += 1;
+                if self.index[d] < self.shape[d] {
+                    self.position += self.strides[d];
+                    break;
+                }
+                self.position -= self.strides[d] * (self.shape[d] - 1);
+                self.index[d] = 0;
+            }
+        }
+        Some(current)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl ExactSizeIterator for StridedIndices<'_> {}
 
 #[cfg(test)]
 mod tests {
@@ -187,14 +208,16 @@ mod tests {
     #[test]
     fn strided_indices_of_a_transposed_matrix() {
         // A 2x3 view of a 3x2 row-major storage, transposed: strides (1, 2).
-        assert_eq!(strided_indices(&[2, 3], &[1, 2], 0), vec![0, 2, 4, 1, 3, 5]);
+        assert_eq!(strided_indices(&[2, 3], &[1, 2], 0).collect::<Vec<_>>(), vec![0, 2, 4, 1, 3, 5]);
     }
 
     #[test]
     fn strided_indices_with_offset_and_scalar() {
-        assert_eq!(strided_indices(&[], &[], 7), vec![7]);
-        assert_eq!(strided_indices(&[3], &[2], 1), vec![1, 3, 5]);
-        assert!(strided_indices(&[0, 4], &[4, 1], 0).is_empty());
+        assert_eq!(strided_indices(&[], &[], 7).collect::<Vec<_>>(), vec![7]);
+        assert_eq!(strided_indices(&[3], &[2], 1).collect::<Vec<_>>(), vec![1, 3, 5]);
+        assert_eq!(strided_indices(&[0, 4], &[4, 1], 0).count(), 0);
+        // A 2x2x3 view with a broadcast (stride 0) middle dimension.
+        assert_eq!(strided_indices(&[2, 2, 3], &[3, 0, 1], 2).collect::<Vec<_>>(), vec![2, 3, 4, 2, 3, 4, 5, 6, 7, 5, 6, 7]);
     }
 
     #[test]
