@@ -74,8 +74,11 @@ mod pickle {
     }
 }
 
+/// Writes one storage's bytes into a zip entry.
+type WriteStorage<'a> = &'a dyn Fn(&mut dyn Write);
+
 /// A zip checkpoint with `data.pkl` and the given storages, stored or deflated.
-fn zip_checkpoint(pickle: &[u8], storages: &[(&str, &dyn Fn(&mut dyn Write))], deflate: bool) -> Vec<u8> {
+fn zip_checkpoint(pickle: &[u8], storages: &[(&str, WriteStorage)], deflate: bool) -> Vec<u8> {
     let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let method = if deflate { zip::CompressionMethod::Deflated } else { zip::CompressionMethod::Stored };
     let options = zip::write::SimpleFileOptions::default().compression_method(method).large_file(true);
@@ -182,7 +185,7 @@ fn a_stride_zero_view_with_a_huge_shape_is_refused_before_it_is_built() {
     object.extend(b"s.");
     let error = refused("broadcast-legacy.pth", &pickle::legacy(&object, Some(1)));
     assert!(matches!(error, WeightsError::TooLarge { .. }) && error.to_string().contains("tensor `w`"), "{error}");
-    let one_float: &dyn Fn(&mut dyn Write) = &|out| out.write_all(&[0; 4]).unwrap();
+    let one_float: WriteStorage = &|out| out.write_all(&[0; 4]).unwrap();
     let error = refused("broadcast-zip.pth", &zip_checkpoint(&object, &[("0", one_float)], false));
     assert!(matches!(error, WeightsError::TooLarge { .. }), "{error}");
 }
@@ -217,7 +220,7 @@ fn a_zip_entry_that_inflates_past_the_budget_is_refused() {
     pickle::text(&mut object, "w");
     pickle::tensor(&mut object, 1 << 27, &[1 << 27], &[1]);
     object.extend(b"s.");
-    let zeros: &dyn Fn(&mut dyn Write) = &|out| {
+    let zeros: WriteStorage = &|out| {
         let block = vec![0u8; 1 << 20];
         for _ in 0..512 {
             out.write_all(&block).unwrap();

@@ -401,6 +401,33 @@ mod training {
         assert_eq!(image.dimensions(), (2, 2));
         assert_eq!(image.get_pixel(1, 1).0, [40, 40, 40], "greyscale is replicated into RGB");
         assert!(data.items[2].source.name().ends_with("train-images-idx3-ubyte.gz#2"));
+        // The decompressed copy is keyed by content: the same path with other pixels (same size)
+        // is read anew, not served from the cache.
+        let mut changed = images.clone();
+        changed[16 + 4] = 77;
+        gz("train-images-idx3-ubyte.gz", &changed);
+        let data = dataset::open(&dir, &dir.join("cache")).unwrap().train;
+        assert_eq!(data.items[1].source.load().unwrap().get_pixel(0, 0).0, [77, 77, 77]);
+        assert_eq!(std::fs::read_dir(dir.join("cache/idx")).unwrap().count(), 2);
+        // A header that declares more images than the file holds, a label file that declares more
+        // labels than it has, and a label file inflating past one byte per image: clear errors.
+        let mut short = images.clone();
+        short[7] = 200;
+        gz("train-images-idx3-ubyte.gz", &short);
+        let error = dataset::open(&dir, &dir.join("cache")).unwrap_err().to_string();
+        assert!(error.contains("train-images-idx3-ubyte.gz") && error.contains("200 images"), "{error}");
+        gz("train-images-idx3-ubyte.gz", &images);
+        gz("train-labels-idx1-ubyte.gz", &[0u8, 0, 8, 1, 0, 0, 0, 9, 0, 1, 1]);
+        let error = dataset::open(&dir, &dir.join("cache")).unwrap_err().to_string();
+        assert!(error.contains("train-labels-idx1-ubyte.gz") && error.contains("9 labels"), "{error}");
+        gz("train-labels-idx1-ubyte.gz", &[[0u8, 0, 8, 1, 0, 0, 0, 3].as_slice(), &[0; 1 << 20]].concat());
+        let error = dataset::open(&dir, &dir.join("cache")).unwrap_err().to_string();
+        assert!(error.contains("train-labels-idx1-ubyte.gz") && error.contains("more than"), "{error}");
+        let mut huge = images.clone();
+        huge[8..16].copy_from_slice(&[0xff; 8]);
+        std::fs::write(dir.join("huge-images-idx3-ubyte"), &huge).unwrap();
+        let error = dataset::open(&dir.join("huge-images-idx3-ubyte"), &dir.join("cache")).unwrap_err().to_string();
+        assert!(error.contains("not plausible"), "{error}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -23,18 +23,82 @@ pub struct IdxImages {
     pub rows: usize,
     pub columns: usize,
     pub count: usize,
-    /// Byte offset of the first image.
-    offset: u64,
 }
 
 impl IdxImages {
     fn pixels(&self, index: usize) -> Result<Vec<u8>> {
-        let size = self.rows * self.columns;
-        let mut buffer = vec![0u8; size];
-        read_exact_at(&self.file, &mut buffer, self.offset + (index * size) as u64)
-            .map_err(|source| GraftError::Io { path: self.path.clone(), source })?;
+        let layout = IdxLayout { count: self.count, rows: self.rows, columns: self.columns };
+        let range = layout.pixel_range(index).ok_or_else(|| GraftError::Invalid(format!("`{}` has no image {index}", self.path.display())))?;
+        let mut buffer = vec![0u8; range.len()];
+        read_exact_at(&self.file, &mut buffer, range.start as u64).map_err(|source| GraftError::Io { path: self.path.clone(), source })?;
         Ok(buffer)
     }
+}
+
+/// The largest IDX image graft reads, in pixels (rows x columns).
+pub const MAX_IDX_PIXELS: usize = 1 << 24;
+
+/// What an IDX image file's 16-byte header declares (magic `0x0803`, then count, rows and
+/// columns, big-endian), checked against the file's length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdxLayout {
+    pub count: usize,
+    pub rows: usize,
+    pub columns: usize,
+}
+
+impl IdxLayout {
+    pub const HEADER_BYTES: usize = 16;
+
+    /// Parses and checks a header; `file_bytes` is the (decompressed) file's length.
+    pub fn parse(path: &Path, header: &[u8], file_bytes: u64) -> Result<IdxLayout> {
+        let invalid = |reason: String| GraftError::Invalid(format!("`{}`: {reason}", path.display()));
+        if header.len() < Self::HEADER_BYTES {
+            return Err(invalid(format!("{} bytes is too short for an IDX header", header.len())));
+        }
+        let field = |at: usize| u32::from_be_bytes(header[at..at + 4].try_into().expect("4 bytes")) as usize;
+        if field(0) != 0x0803 {
+            return Err(invalid(format!("not an IDX image file (magic {:#x}, expected 0x803)", field(0))));
+        }
+        let layout = IdxLayout { count: field(4), rows: field(8), columns: field(12) };
+        let pixels = layout.rows.checked_mul(layout.columns).filter(|pixels| (1..=MAX_IDX_PIXELS).contains(pixels));
+        let Some(pixels) = pixels else {
+            return Err(invalid(format!("images of {}x{} pixels are not plausible", layout.rows, layout.columns)));
+        };
+        let needed = pixels.checked_mul(layout.count).and_then(|bytes| bytes.checked_add(Self::HEADER_BYTES));
+        match needed {
+            Some(needed) if needed as u64 <= file_bytes => Ok(layout),
+            _ => Err(invalid(format!(
+                "the header declares {} images of {}x{}, more than the file's {file_bytes} bytes hold (truncated?)",
+                layout.count, layout.rows, layout.columns
+            ))),
+        }
+    }
+
+    /// The file bytes the header accounts for.
+    pub fn file_bytes(&self) -> usize {
+        Self::HEADER_BYTES + self.count * self.rows * self.columns
+    }
+
+    /// Where image `index`'s pixels lie in the file; `None` past the last image.
+    pub fn pixel_range(&self, index: usize) -> Option<std::ops::Range<usize>> {
+        let size = self.rows * self.columns;
+        (index < self.count).then(|| {
+            let start = Self::HEADER_BYTES + index * size;
+            start..start + size
+        })
+    }
+}
+
+/// The labels of an IDX label file (magic `0x0801`, count, then one byte per label), checked
+/// against its length.
+pub fn parse_idx_labels<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a [u8]> {
+    let invalid = |reason: String| GraftError::Invalid(format!("`{}`: {reason}", path.display()));
+    if bytes.len() < 8 || u32::from_be_bytes(bytes[..4].try_into().expect("4 bytes")) != 0x0801 {
+        return Err(invalid("not an IDX label file".into()));
+    }
+    let count = u32::from_be_bytes(bytes[4..8].try_into().expect("4 bytes")) as usize;
+    bytes[8..].get(..count).ok_or_else(|| invalid(format!("the header declares {count} labels, the file holds {}", bytes.len() - 8)))
 }
 
 /// Where one item's image comes from.
@@ -284,12 +348,10 @@ fn find_file(dir: &Path, stem: &str) -> Option<PathBuf> {
 fn open_idx_images(images_path: &Path, cache_dir: &Path) -> Result<Dataset> {
     let name = images_path.file_name().unwrap_or_default().to_string_lossy().into_owned();
     let labels_path = images_path.with_file_name(name.replace("images-idx3", "labels-idx1"));
-    let labels = read_maybe_gz(&labels_path)?;
-    if labels.len() < 8 || u32::from_be_bytes(labels[..4].try_into().expect("4 bytes")) != 0x0801 {
-        return Err(GraftError::Invalid(format!("`{}` is not an IDX label file", labels_path.display())));
-    }
-    let labels = &labels[8..];
     let images = Arc::new(open_idx_file(images_path, cache_dir)?);
+    // A label file holds a byte per image: reading more than that (a gzip bomb) is refused.
+    let labels = read_maybe_gz(&labels_path, 8 + images.count as u64)?;
+    let labels = parse_idx_labels(&labels_path, &labels)?;
     if images.count != labels.len() {
         return Err(GraftError::Invalid(format!(
             "`{}` has {} images but `{}` has {} labels",
@@ -315,44 +377,74 @@ fn open_idx_images(images_path: &Path, cache_dir: &Path) -> Result<Dataset> {
     Ok(Dataset { classes, items })
 }
 
-fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
+/// A file's bytes, gunzipped when its name ends in `.gz`; more than `limit` bytes is an error.
+fn read_maybe_gz(path: &Path, limit: u64) -> Result<Vec<u8>> {
     let file = File::open(path).map_err(|source| GraftError::Io { path: path.to_owned(), source })?;
-    let mut bytes = Vec::new();
-    let result = if path.extension().is_some_and(|extension| extension == "gz") {
-        flate2::read::GzDecoder::new(file).read_to_end(&mut bytes)
+    let reader: Box<dyn Read> = if path.extension().is_some_and(|extension| extension == "gz") {
+        Box::new(flate2::read::GzDecoder::new(file))
     } else {
-        std::io::BufReader::new(file).read_to_end(&mut bytes)
+        Box::new(std::io::BufReader::new(file))
     };
-    result.map_err(|source| GraftError::Io { path: path.to_owned(), source })?;
+    let mut bytes = Vec::new();
+    reader.take(limit + 1).read_to_end(&mut bytes).map_err(|source| GraftError::Io { path: path.to_owned(), source })?;
+    if bytes.len() as u64 > limit {
+        return Err(GraftError::Invalid(format!("`{}` holds more than the {limit} bytes it should", path.display())));
+    }
     Ok(bytes)
 }
 
-/// Opens an IDX image file for random access; a gzipped one is decompressed once into the cache.
+/// Opens an IDX image file for random access; a gzipped one is decompressed once into the
+/// cache, under a name derived from the compressed file's content (SHA-256), so an edited file
+/// never reuses a stale copy.
 fn open_idx_file(path: &Path, cache_dir: &Path) -> Result<IdxImages> {
+    let io = |source| GraftError::Io { path: path.to_owned(), source };
     let plain = if path.extension().is_some_and(|extension| extension == "gz") {
-        let metadata = std::fs::metadata(path).map_err(|source| GraftError::Io { path: path.to_owned(), source })?;
-        let key = format!(
-            "{}-{}.idx",
-            path.file_stem().unwrap_or_default().to_string_lossy(),
-            crate::rng::hash_str(&format!("{}:{}", std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned()).display(), metadata.len()))
-        );
-        let target = cache_dir.join("idx").join(key);
+        let digest = crate::weights::sha256_file(path)?;
+        let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+        let target = cache_dir.join("idx").join(format!("{stem}-{}.idx", &digest[..32]));
         if !target.is_file() {
-            let bytes = read_maybe_gz(path)?;
-            crate::fsutil::write_atomic(&target, &bytes)?;
+            gunzip_idx(path, &target)?;
         }
         target
     } else {
         path.to_owned()
     };
     let file = File::open(&plain).map_err(|source| GraftError::Io { path: plain.clone(), source })?;
-    let mut header = [0u8; 16];
-    read_exact_at(&file, &mut header, 0).map_err(|source| GraftError::Io { path: plain.clone(), source })?;
-    let field = |at: usize| u32::from_be_bytes(header[at..at + 4].try_into().expect("4 bytes")) as usize;
-    if field(0) != 0x0803 {
-        return Err(GraftError::Invalid(format!("`{}` is not an IDX image file (magic {:#x})", path.display(), field(0))));
-    }
-    Ok(IdxImages { path: path.to_owned(), file, count: field(4), rows: field(8), columns: field(12), offset: 16 })
+    let length = file.metadata().map_err(io)?.len();
+    let mut header = [0u8; IdxLayout::HEADER_BYTES];
+    read_exact_at(&file, &mut header, 0).map_err(|source| match source.kind() {
+        std::io::ErrorKind::UnexpectedEof => GraftError::Invalid(format!("`{}` is too short for an IDX file", path.display())),
+        _ => GraftError::Io { path: plain.clone(), source },
+    })?;
+    let layout = IdxLayout::parse(path, &header, length)?;
+    Ok(IdxImages { path: path.to_owned(), file, count: layout.count, rows: layout.rows, columns: layout.columns })
+}
+
+/// Decompresses a gzipped IDX image file into `target`, streaming, and stops at the size its
+/// header declares: a file that holds less is truncated, and one that would inflate to more
+/// (a gzip bomb) is never written past that.
+fn gunzip_idx(path: &Path, target: &Path) -> Result<()> {
+    let io = |source| GraftError::Io { path: path.to_owned(), source };
+    let mut reader = flate2::read::GzDecoder::new(std::io::BufReader::new(File::open(path).map_err(io)?));
+    let mut header = [0u8; IdxLayout::HEADER_BYTES];
+    reader.read_exact(&mut header).map_err(|_| GraftError::Invalid(format!("`{}` is too short (or not gzip) for an IDX file", path.display())))?;
+    let layout = IdxLayout::parse(path, &header, u64::MAX)?;
+    let body = (layout.file_bytes() - IdxLayout::HEADER_BYTES) as u64;
+    crate::fsutil::write_atomic_with(target, |temporary| {
+        let mut out = std::io::BufWriter::new(File::create(temporary).map_err(|source| GraftError::Io { path: temporary.to_owned(), source })?);
+        std::io::Write::write_all(&mut out, &header).map_err(|source| GraftError::Io { path: temporary.to_owned(), source })?;
+        let copied = std::io::copy(&mut (&mut reader).take(body), &mut out).map_err(io)?;
+        if copied < body {
+            return Err(GraftError::Invalid(format!(
+                "`{}` is truncated: its header declares {} images of {}x{}, it holds {copied} of their {body} bytes",
+                path.display(),
+                layout.count,
+                layout.rows,
+                layout.columns
+            )));
+        }
+        std::io::Write::flush(&mut out).map_err(|source| GraftError::Io { path: temporary.to_owned(), source })
+    })
 }
 
 /// Fills `buffer` from `file` at `offset` without moving a shared cursor, so threads can read one

@@ -19,18 +19,56 @@ pub fn is_image_path(path: &Path) -> bool {
         .is_some_and(|extension| IMAGE_EXTENSIONS.contains(&extension.to_ascii_lowercase().as_str()))
 }
 
-/// Decodes an image file of any colour mode into 8-bit RGB (greyscale is replicated, alpha dropped).
+/// The largest width or height graft decodes; the decoder's memory is also capped (`image`'s
+/// default, 512 MiB), so a header claiming an enormous image is refused before anything is
+/// allocated.
+pub const MAX_IMAGE_SIDE: u32 = 32_768;
+
+/// Decodes an image file of any colour mode into 8-bit RGB (greyscale is replicated, alpha
+/// dropped, 16-bit scaled down), turned upright as its EXIF orientation tag says.
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
-    let reader = image::ImageReader::open(path).map_err(|source| GraftError::Io { path: path.to_owned(), source })?;
-    let reader = reader.with_guessed_format().map_err(|source| GraftError::Io { path: path.to_owned(), source })?;
-    let image = reader.decode().map_err(|error| GraftError::Image { path: path.to_owned(), reason: error.to_string() })?;
+    let bytes = std::fs::read(path).map_err(|source| GraftError::Io { path: path.to_owned(), source })?;
+    decode_rgb(path, &bytes)
+}
+
+/// [`load_rgb`] on a file's bytes; `path` names it in errors.
+pub fn decode_rgb(path: &Path, bytes: &[u8]) -> Result<RgbImage> {
+    let bad = |reason: String| GraftError::Image { path: path.to_owned(), reason };
+    if bytes.is_empty() {
+        return Err(bad("the file is empty".into()));
+    }
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes));
+    reader = reader.with_guessed_format().map_err(|source| GraftError::Io { path: path.to_owned(), source })?;
+    if reader.format().is_none() {
+        return Err(bad("not an image in a format graft reads (PNG, JPEG, BMP, GIF, TIFF, WebP, PNM)".into()));
+    }
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    reader.limits(limits);
+    let mut decoder = reader.into_decoder().map_err(|error| bad(error.to_string()))?;
+    // Phones store portrait photos sideways and say so in EXIF; an unreadable tag is ignored,
+    // as photo viewers do.
+    let orientation = image::ImageDecoder::orientation(&mut decoder).unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut image = image::DynamicImage::from_decoder(decoder).map_err(|error| bad(error.to_string()))?;
+    image.apply_orientation(orientation);
     Ok(image.to_rgb8())
 }
+
+/// Longer sides beyond this many times the shorter are cropped (centred) before resizing: the
+/// centre crop never reaches them, and resizing a 1x100000 strip whole would need gigabytes.
+const MAX_ASPECT: u32 = 4;
 
 /// Resizes the shorter side to `resize` (bilinear, antialiased when shrinking), centre-crops
 /// `input_size` square, and normalises: returns `[3, input_size, input_size]` values, channel-major.
 pub fn preprocess(image: &RgbImage, preprocessing: &Preprocessing) -> Vec<f32> {
     let (width, height) = image.dimensions();
+    let limit = width.min(height).max(1).saturating_mul(MAX_ASPECT);
+    if width > limit || height > limit {
+        let (crop_width, crop_height) = (width.min(limit), height.min(limit));
+        let strip = image::imageops::crop_imm(image, (width - crop_width) / 2, (height - crop_height) / 2, crop_width, crop_height).to_image();
+        return preprocess(&strip, preprocessing);
+    }
     let shorter = width.min(height).max(1) as f64;
     let scale = preprocessing.resize as f64 / shorter;
     let new_width = ((width as f64 * scale).round() as u32).max(preprocessing.input_size as u32);
@@ -63,6 +101,7 @@ pub fn batch_tensor(images: &[Vec<f32>], size: usize, device: &Device) -> Tensor
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::{ImageEncoder, Rgb};
 
     #[test]
     fn preprocess_crops_the_centre_and_normalises() {
@@ -78,5 +117,87 @@ mod tests {
         assert_eq!(out.len(), 12);
         // Row-major per channel: left column dark (< 0), right column bright (> 0).
         assert!(out[0] < 0.0 && out[1] > 0.0, "{out:?}");
+    }
+
+    fn png(image: &image::DynamicImage) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        image.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).unwrap();
+        bytes
+    }
+
+    /// A JPEG of `image` carrying an EXIF orientation tag (APP1 right after SOI).
+    fn jpeg_with_orientation(image: &RgbImage, orientation: u16) -> Vec<u8> {
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95)
+            .write_image(image.as_raw(), image.width(), image.height(), image::ExtendedColorType::Rgb8)
+            .unwrap();
+        let mut exif = b"Exif\0\0II*\0\x08\0\0\0\x01\0".to_vec();
+        exif.extend([0x12, 0x01, 3, 0, 1, 0, 0, 0]);
+        exif.extend(orientation.to_le_bytes());
+        exif.extend([0, 0, 0, 0, 0, 0]);
+        let mut out = jpeg[..2].to_vec();
+        out.extend([0xff, 0xe1]);
+        out.extend(((exif.len() + 2) as u16).to_be_bytes());
+        out.extend(exif);
+        out.extend(&jpeg[2..]);
+        out
+    }
+
+    #[test]
+    fn exif_orientation_turns_a_phone_photo_upright() {
+        // 32x16, left half red, right half blue; orientation 6 = rotate 90 degrees clockwise.
+        let image = RgbImage::from_fn(32, 16, |x, _| if x < 16 { Rgb([255, 0, 0]) } else { Rgb([0, 0, 255]) });
+        let upright = decode_rgb(Path::new("portrait.jpg"), &jpeg_with_orientation(&image, 6)).unwrap();
+        assert_eq!(upright.dimensions(), (16, 32));
+        let (top, bottom) = (upright.get_pixel(8, 4), upright.get_pixel(8, 28));
+        assert!(top[0] > 200 && top[2] < 60, "top is red: {top:?}");
+        assert!(bottom[2] > 200 && bottom[0] < 60, "bottom is blue: {bottom:?}");
+        // Without the tag (orientation 1) nothing turns.
+        assert_eq!(decode_rgb(Path::new("landscape.jpg"), &jpeg_with_orientation(&image, 1)).unwrap().dimensions(), (32, 16));
+    }
+
+    #[test]
+    fn every_colour_mode_comes_out_rgb() {
+        let grey16 = image::DynamicImage::ImageLuma16(image::ImageBuffer::from_fn(3, 2, |x, _| image::Luma([x as u16 * 30000])));
+        let rgba = image::DynamicImage::ImageRgba8(image::ImageBuffer::from_fn(2, 2, |_, _| image::Rgba([10, 20, 30, 0])));
+        let one = image::DynamicImage::ImageRgb8(RgbImage::from_pixel(1, 1, Rgb([1, 2, 3])));
+        let grey = decode_rgb(Path::new("grey16.png"), &png(&grey16)).unwrap();
+        assert_eq!((grey.dimensions(), grey.get_pixel(2, 0).0), ((3, 2), [233, 233, 233]));
+        assert_eq!(decode_rgb(Path::new("rgba.png"), &png(&rgba)).unwrap().get_pixel(0, 0).0, [10, 20, 30], "alpha is dropped, as PIL's convert('RGB') does");
+        let pixel = decode_rgb(Path::new("one.png"), &png(&one)).unwrap();
+        let preprocessing = Preprocessing { input_size: 8, resize: 9, mean: [0.0; 3], std: [1.0; 3] };
+        assert_eq!(preprocess(&pixel, &preprocessing).len(), 3 * 64);
+    }
+
+    #[test]
+    fn broken_and_enormous_images_are_errors_naming_the_file() {
+        for (name, bytes) in [("empty.png", Vec::new()), ("text.jpg", b"not an image at all".to_vec())] {
+            let error = decode_rgb(Path::new(name), &bytes).unwrap_err().to_string();
+            assert!(error.contains(name), "{error}");
+        }
+        let whole = png(&image::DynamicImage::ImageRgb8(RgbImage::from_pixel(64, 64, Rgb([9, 9, 9]))));
+        let error = decode_rgb(Path::new("cut.png"), &whole[..whole.len() / 2]).unwrap_err().to_string();
+        assert!(error.contains("cut.png"), "{error}");
+        // A 1x1 PNG whose header claims 100000 x 100000 pixels (30 GB): refused before decoding.
+        let mut huge = png(&image::DynamicImage::ImageRgb8(RgbImage::from_pixel(1, 1, Rgb([0, 0, 0]))));
+        huge[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+        huge[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+        let mut crc = flate2::Crc::new();
+        crc.update(&huge[12..29]);
+        huge[29..33].copy_from_slice(&crc.sum().to_be_bytes());
+        let error = decode_rgb(Path::new("huge.png"), &huge).unwrap_err().to_string();
+        assert!(error.contains("huge.png") && error.to_lowercase().contains("limit"), "{error}");
+    }
+
+    #[test]
+    fn a_long_strip_is_cropped_before_it_is_resized() {
+        // 2 x 5000: resized whole to a shorter side of 9, it would be 9 x 22500.
+        let strip = RgbImage::from_fn(2, 5000, |_, y| Rgb([(y / 20) as u8, 0, 0]));
+        let preprocessing = Preprocessing { input_size: 8, resize: 9, mean: [0.0; 3], std: [1.0; 3] };
+        let values = preprocess(&strip, &preprocessing);
+        assert_eq!(values.len(), 3 * 64);
+        // The centre of the strip (y around 2500, red about 125) is what the crop shows.
+        let red = values[4 * 8 + 4] * 255.0;
+        assert!((red - 125.0).abs() < 3.0, "{red}");
     }
 }
