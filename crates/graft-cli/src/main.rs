@@ -5,13 +5,32 @@ mod commands;
 mod progress;
 mod settings;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
+
 use clap::Parser;
 
 use cli::{Cli, Command};
 use settings::Settings;
 
+/// Set by the first Ctrl-C: training stops at the next batch, its last checkpoint whole.
+pub static INTERRUPT: LazyLock<Arc<AtomicBool>> = LazyLock::new(|| Arc::new(AtomicBool::new(false)));
+
+/// The exit status of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).
+const INTERRUPTED: u8 = 130;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // A second Ctrl-C quits at once; the checkpoint on disk is whole either way.
+    let handler = ctrlc::set_handler(|| {
+        if INTERRUPT.swap(true, Ordering::SeqCst) {
+            std::process::exit(INTERRUPTED.into());
+        }
+        eprintln!("\nstopping at the next batch (Ctrl-C again to quit at once)");
+    });
+    if let Err(error) = handler {
+        eprintln!("warning: Ctrl-C will stop graft at once, not at the next batch: {error}");
+    }
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
@@ -19,7 +38,10 @@ fn main() -> std::process::ExitCode {
             if let Some(hint) = flag_hint(&error) {
                 eprintln!("hint: {hint}");
             }
-            std::process::ExitCode::FAILURE
+            match error.downcast_ref::<graft::GraftError>() {
+                Some(graft::GraftError::Interrupted { .. }) => std::process::ExitCode::from(INTERRUPTED),
+                _ => std::process::ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -31,6 +53,8 @@ fn flag_hint(error: &anyhow::Error) -> Option<&'static str> {
         GraftError::Download { .. } => Some("pass the downloaded file with `--weights PATH`"),
         GraftError::IncompleteLoad { .. } => Some("`--allow-partial` keeps the model's own values for these"),
         GraftError::Checkpoint { .. } | GraftError::CheckpointMismatch { .. } => Some("use another `--out`, or drop `--resume` to start over"),
+        GraftError::Interrupted { epochs_done, .. } if *epochs_done > 0 => Some("run the same command with `--resume` to continue from there"),
+        GraftError::Diverged { .. } => Some("`--learning-rate` sets the learning rate"),
         _ => None,
     }
 }

@@ -255,3 +255,87 @@ fn teacher_predict_skips_an_unreadable_image_as_a_student_does() {
     assert_eq!(rows.as_array().map(Vec::len), Some(1));
     assert_eq!(rows[0]["top"][0]["label"], "espresso");
 }
+
+/// The metrics of every epoch without the timings, which differ run to run.
+fn metrics_without_timings(run: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    text.lines()
+        .map(|line| {
+            let mut metrics: serde_json::Value = serde_json::from_str(line).unwrap();
+            for timing in ["seconds", "images_per_second"] {
+                metrics.as_object_mut().unwrap().remove(timing);
+            }
+            metrics
+        })
+        .collect()
+}
+
+/// Ctrl-C stops training at a batch boundary with its last checkpoint whole (exit 130); a
+/// checkpoint write that fails midway (a full disk, here a file-size limit) leaves that
+/// checkpoint as it was; `--resume` then reaches exactly the metrics of a run never interrupted.
+#[cfg(unix)]
+#[test]
+fn interrupted_and_failed_checkpoints_resume_to_the_same_result() {
+    let dir = std::env::temp_dir().join(format!("graft-cli-interrupt-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let train = small_data(&dir, "train", 8);
+    let cache = dir.join("cache");
+    let args = |run: &Path| -> Vec<String> {
+        ["train", "--teacher", "efficientnet_lite0", "--data", train.to_str().unwrap(), "--strategy", "full", "--image-size", "32", "--epochs", "6", "--quiet", "--out", run.to_str().unwrap()]
+            .map(str::to_owned)
+            .to_vec()
+    };
+    let command = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_graft"));
+        command.env("GRAFT_CACHE_DIR", &cache).env("GRAFT_OFFLINE", "1");
+        command
+    };
+    let whole = dir.join("whole");
+    let out = command().args(args(&whole)).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let expected = metrics_without_timings(&whole);
+    assert_eq!(expected.len(), 6);
+
+    // Ctrl-C once the first epoch's checkpoint exists.
+    let run = dir.join("run");
+    let latest = run.join("checkpoint/LATEST");
+    let mut child = command().args(args(&run)).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    while !latest.is_file() {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before its first checkpoint");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("stopped when asked to") && stderr.contains("--resume"), "{stderr}");
+    let pointed = std::fs::read_to_string(&latest).unwrap();
+    assert!(run.join("checkpoint").join(&pointed).join("state.json").is_file());
+    assert!(!run.join("student.safetensors").exists(), "an interrupted run writes no student");
+
+    // A resume whose checkpoint write fails (files capped at 1 MiB; the student is larger).
+    let mut resume = args(&run);
+    resume.push("--resume".into());
+    let limited = "trap '' XFSZ; ulimit -f 1024; exec \"$0\" \"$@\"";
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(limited)
+        .arg(env!("CARGO_BIN_EXE_graft"))
+        .args(&resume)
+        .env("GRAFT_CACHE_DIR", &cache)
+        .env("GRAFT_OFFLINE", "1")
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("student.bpk") || stderr.contains("checkpoint"), "the failed write is named: {stderr}");
+    assert_eq!(std::fs::read_to_string(&latest).unwrap(), pointed, "LATEST still names the last whole checkpoint");
+    assert!(run.join("checkpoint").join(&pointed).join("student.bpk").is_file());
+
+    let out = command().args(&resume).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(metrics_without_timings(&run), expected, "resumed twice, the same epochs as the uninterrupted run");
+    assert_eq!(std::fs::read(run.join("student.safetensors")).unwrap(), std::fs::read(whole.join("student.safetensors")).unwrap());
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -50,6 +50,18 @@ pub enum GraftError {
     )]
     CheckpointMismatch { path: PathBuf, differences: Vec<String> },
 
+    #[error(
+        "training stopped when asked to, after epoch {epochs_done}; {}",
+        if *epochs_done > 0 { format!("that epoch's checkpoint in `{}` is complete and can be resumed", checkpoint.display()) } else { "no epoch had finished, so there is no checkpoint".to_owned() }
+    )]
+    Interrupted { epochs_done: usize, checkpoint: PathBuf },
+
+    #[error(
+        "the {what} became {value} in epoch {epoch} at learning rate {learning_rate:e}: training stopped{}\nhint: a lower learning rate usually trains without diverging",
+        match kept_epoch { Some(epoch) => format!("; the checkpoint of epoch {epoch} is kept"), None => String::new() }
+    )]
+    Diverged { what: &'static str, value: f64, epoch: usize, learning_rate: f64, kept_epoch: Option<usize> },
+
     #[error("cannot read a tensor's values: {0}")]
     Tensor(String),
 

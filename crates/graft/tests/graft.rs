@@ -194,6 +194,7 @@ mod training {
             cache_batch_size: 32,
             fused_plan: true,
             data: "test sample".into(),
+            interrupt: None,
         }
     }
 
@@ -230,6 +231,22 @@ mod training {
     }
 
     #[test]
+    fn a_diverging_loss_stops_the_run_and_says_what_to_lower() {
+        let dir = temp_dir("diverge");
+        let teacher = teacher();
+        let (train_set, validation) = sample(4);
+        let mut options = options(Strategy::Deep, &dir.join("run"), &dir.join("cache"));
+        options.hyperparameters.learning_rate = 1e38;
+        options.hyperparameters.warmup_epochs = 0;
+        let error = train(&teacher, &train_set, &validation, &options, &Device::flex(), &Silent).unwrap_err();
+        assert!(matches!(error, graft::GraftError::Diverged { .. }), "{error}");
+        assert!(error.to_string().contains("lower learning rate"), "{error}");
+        assert!(!dir.join("run/checkpoint/LATEST").exists(), "no checkpoint of a diverged epoch");
+        assert!(!dir.join("run/student.safetensors").exists());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn second_run_on_the_same_data_hits_the_cache_and_runs_no_teacher_forward() {
         let dir = temp_dir("cache-hit");
         let teacher = teacher();
@@ -244,6 +261,13 @@ mod training {
         assert_eq!(second.teacher_forwards, 0, "the teacher ran again");
         assert_eq!(second.cache_misses, 0);
         assert_eq!(second.cache_hits, train_set.len() + validation.len());
+        // Another compute path (burn's modules instead of the fused CPU plan) computes its own
+        // entries: its numbers differ in the last bits, and a cache never mixes them.
+        let mut unfused = options(Strategy::Deep, &dir.join("c"), &dir.join("cache"));
+        unfused.fused_plan = false;
+        let third = train(&teacher, &train_set, &validation, &unfused, &Device::flex(), &Silent).unwrap();
+        assert_eq!(third.cache_hits, 0);
+        assert_eq!(third.teacher_forwards, train_set.len() + validation.len());
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -428,6 +452,23 @@ mod training {
         std::fs::write(dir.join("huge-images-idx3-ubyte"), &huge).unwrap();
         let error = dataset::open(&dir.join("huge-images-idx3-ubyte"), &dir.join("cache")).unwrap_err().to_string();
         assert!(error.contains("not plausible"), "{error}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn validation_images_identical_to_training_images_are_named() {
+        let dir = temp_dir("duplicates");
+        let train_dir = repo("crates/graft-assets/data/fashion-mnist-sample/train");
+        let data = dataset::open(&train_dir, &dir).unwrap().train;
+        let (train_set, mut validation) = data.subsample(3, 1).stratified_split(0.34, 1);
+        assert!(dataset::duplicates_across(&train_set, &validation).is_empty());
+        // A copy of a training image, under another name, in the validation set.
+        let copy = dir.join("copy.png");
+        let graft::data::dataset::ItemSource::File(original) = &train_set.items[0].source else { panic!("folder items are files") };
+        std::fs::copy(original, &copy).unwrap();
+        validation.items.push(graft::data::dataset::Item { source: graft::data::dataset::ItemSource::File(copy.clone()), label: train_set.items[0].label });
+        let found = dataset::duplicates_across(&train_set, &validation);
+        assert_eq!(found, [(copy.display().to_string(), original.display().to_string())]);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

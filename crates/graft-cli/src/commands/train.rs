@@ -90,6 +90,7 @@ pub fn train_student(
         cache_batch_size: 32,
         fused_plan: settings.fused_plan,
         data: data.to_owned(),
+        interrupt: Some(crate::INTERRUPT.clone()),
     };
     Ok(train_run(teacher, train_set, validation, options, args.augment, &settings.device, &reporter)?)
 }

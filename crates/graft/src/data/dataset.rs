@@ -242,6 +242,22 @@ impl Dataset {
     }
 }
 
+/// Validation items whose bytes are identical to a training item's, as (validation, training)
+/// names: a model is then scored on images it trained on, and its validation accuracy reads
+/// higher than it will be on new data. Unreadable items are left out (they are reported where
+/// they are decoded).
+pub fn duplicates_across(train: &Dataset, validation: &Dataset) -> Vec<(String, String)> {
+    use sha2::Digest;
+    use std::collections::HashMap;
+    let digest = |item: &Item| item.source.content().ok().map(|bytes| <[u8; 32]>::from(sha2::Sha256::digest(&bytes)));
+    let seen: HashMap<[u8; 32], String> = train.items.iter().filter_map(|item| digest(item).map(|hash| (hash, item.source.name()))).collect();
+    validation
+        .items
+        .iter()
+        .filter_map(|item| digest(item).and_then(|hash| seen.get(&hash)).map(|name| (item.source.name(), name.clone())))
+        .collect()
+}
+
 /// Opens `path` as a data set: a folder (`<class>/` folders, or `train/` + `val/`/`test/`
 /// folders of those, or IDX files), or a CSV manifest. IDX and CSV data hold no class names
 /// unless given: a `classes.txt` beside them (one name per line) supplies them.

@@ -19,6 +19,11 @@ pub fn is_image_path(path: &Path) -> bool {
         .is_some_and(|extension| IMAGE_EXTENSIONS.contains(&extension.to_ascii_lowercase().as_str()))
 }
 
+/// The filter every resize uses (bilinear, antialiased when shrinking); part of the feature
+/// cache's key.
+pub const RESIZE_FILTER: &str = "triangle";
+pub(crate) const FILTER: FilterType = FilterType::Triangle;
+
 /// The largest width or height graft decodes; the decoder's memory is also capped (`image`'s
 /// default, 512 MiB), so a header claiming an enormous image is refused before anything is
 /// allocated.
@@ -73,7 +78,7 @@ pub fn preprocess(image: &RgbImage, preprocessing: &Preprocessing) -> Vec<f32> {
     let scale = preprocessing.resize as f64 / shorter;
     let new_width = ((width as f64 * scale).round() as u32).max(preprocessing.input_size as u32);
     let new_height = ((height as f64 * scale).round() as u32).max(preprocessing.input_size as u32);
-    let resized = image::imageops::resize(image, new_width, new_height, FilterType::Triangle);
+    let resized = image::imageops::resize(image, new_width, new_height, FILTER);
     let size = preprocessing.input_size as u32;
     let left = (new_width - size) / 2;
     let top = (new_height - size) / 2;
@@ -164,6 +169,13 @@ mod tests {
         let grey = decode_rgb(Path::new("grey16.png"), &png(&grey16)).unwrap();
         assert_eq!((grey.dimensions(), grey.get_pixel(2, 0).0), ((3, 2), [233, 233, 233]));
         assert_eq!(decode_rgb(Path::new("rgba.png"), &png(&rgba)).unwrap().get_pixel(0, 0).0, [10, 20, 30], "alpha is dropped, as PIL's convert('RGB') does");
+        // CMYK JPEG and palette PNG (written by Pillow: 12x8, left half red, right half blue).
+        for (name, bytes) in [("cmyk.jpg", include_bytes!("../../tests/fixtures/cmyk.jpg").as_slice()), ("palette.png", include_bytes!("../../tests/fixtures/palette.png"))] {
+            let image = decode_rgb(Path::new(name), bytes).unwrap();
+            let (left, right) = (image.get_pixel(1, 4), image.get_pixel(10, 4));
+            assert_eq!(image.dimensions(), (12, 8), "{name}");
+            assert!(left[0] > 150 && left[2] < 90 && right[2] > 150 && right[0] < 90, "{name}: {left:?} {right:?}");
+        }
         let pixel = decode_rgb(Path::new("one.png"), &png(&one)).unwrap();
         let preprocessing = Preprocessing { input_size: 8, resize: 9, mean: [0.0; 3], std: [1.0; 3] };
         assert_eq!(preprocess(&pixel, &preprocessing).len(), 3 * 64);

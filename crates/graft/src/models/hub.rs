@@ -1,6 +1,5 @@
 //! Resolving a teacher's weights: a local file, the bundled default, the cache, or a download.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
@@ -75,6 +74,7 @@ fn cached_or_download(card: &TeacherCard, options: &WeightOptions) -> Result<Pat
 #[cfg(feature = "download")]
 fn download(card: &TeacherCard, path: &Path) -> std::result::Result<(), String> {
     use sha2::Digest;
+    use std::io::Read;
     let parent = path.parent().ok_or("the cache path has no folder")?;
     std::fs::create_dir_all(parent).map_err(|error| format!("cannot create `{}`: {error}", parent.display()))?;
     let response = ureq::get(card.source.url).call().map_err(|error| error.to_string())?;

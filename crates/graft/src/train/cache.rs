@@ -2,9 +2,11 @@
 //!
 //! An entry is the teacher's output at the cut (pooled features when the whole teacher is
 //! frozen, block activations otherwise) for one image and one view of it (the evaluation crop,
-//! or the k-th augmented view). It is keyed by the teacher's weights hash, the preprocessing,
-//! the cut, the view and the image's content hash, so a second run on the same data with
-//! another head or learning rate reuses it, and a changed file or teacher misses it.
+//! or the k-th augmented view). It is keyed by everything that changes its numbers: the
+//! teacher's weights hash, the preprocessing and its resize filter, the cut, the compute path
+//! (backend, fused CPU plan or not), the cache's format version, the view and the image's
+//! content hash. A second run on the same data with another head or learning rate reuses it; a
+//! changed file, teacher, backend or graft version that decodes differently misses it.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,13 +17,17 @@ use sha2::Digest;
 use super::reporter::Reporter;
 use crate::data::augment::{Augmentation, augmented_view};
 use crate::data::dataset::ItemSource;
-use crate::data::image::{batch_tensor, preprocess};
+use crate::data::image::{RESIZE_FILTER, batch_tensor, preprocess};
 use crate::error::{GraftError, Result};
 use crate::models::Teacher;
 use crate::backend::fused::FusedBackbone;
 use crate::backend::host_values;
 use crate::models::zoo::Preprocessing;
 use crate::rng::{SplitMix64, hash_str};
+
+/// The version of the entries' layout and of the image pipeline that makes them: bumped whenever
+/// either changes the numbers (2: EXIF orientation applied, long strips cropped before resizing).
+pub const CACHE_FORMAT: u32 = 2;
 
 /// Which version of an image an entry holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -75,15 +81,17 @@ pub struct Skipped {
 }
 
 impl FeatureCache {
-    /// The cache for `teacher` at `spec`, under `<cache_dir>/features/`.
-    pub fn new(cache_dir: &Path, teacher: &Teacher, spec: &CacheSpec) -> Result<FeatureCache> {
+    /// The cache for `teacher` at `spec` computed on `device`, under `<cache_dir>/features/`.
+    pub fn new(cache_dir: &Path, teacher: &Teacher, spec: &CacheSpec, device: &Device) -> Result<FeatureCache> {
         let preprocessing = serde_json::to_string(&spec.preprocessing).map_err(|error| GraftError::Invalid(format!("cannot describe the preprocessing: {error}")))?;
+        let compute = format!("{device:?}{}", if spec.fused_plan && *device == Device::flex() { "+fused" } else { "" });
+        let numbers = format!("format {CACHE_FORMAT}; {preprocessing}; resize filter {RESIZE_FILTER}; compute {compute}");
         let dir = cache_dir.join("features").join(format!(
             "{}-{}-cut{}-{}",
             teacher.card.name,
             &teacher.weights_sha256[..16.min(teacher.weights_sha256.len())],
             spec.cut,
-            hash_str(&preprocessing)
+            hash_str(&numbers)
         ));
         std::fs::create_dir_all(&dir).map_err(|source| GraftError::Io { path: dir.clone(), source })?;
         Ok(FeatureCache { dir, stats: CacheStats::default(), plan: std::sync::OnceLock::new() })

@@ -65,7 +65,7 @@ pub fn predict_sources(
             seed: config.seed,
             fused_plan: options.fused_plan,
         };
-        let cache = FeatureCache::new(&options.cache_dir, &teacher, &spec)?;
+        let cache = FeatureCache::new(&options.cache_dir, &teacher, &spec, device)?;
         let requests: Vec<_> = sources.iter().map(|source| (source.clone(), View::Eval)).collect();
         let (entries, bad) = cache.prepare(&teacher, &spec, &requests, batch_size, device, reporter, "computing features")?;
         skipped.extend(bad);

@@ -60,6 +60,9 @@ pub struct TrainOptions {
     pub fused_plan: bool,
     /// A description of the data, saved in `graft.json`.
     pub data: String,
+    /// Set (by a Ctrl-C handler, say) to stop at the next batch: the run ends with
+    /// [`GraftError::Interrupted`], its last complete checkpoint intact for a resume.
+    pub interrupt: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// What a finished (or interrupted) run produced.
@@ -160,7 +163,32 @@ struct CheckpointState {
     best_epoch: usize,
 }
 
+/// The run directory's checkpoint folder. Each epoch's checkpoint is a folder of its own
+/// (`epoch-0003/`: student, optimizer, state, best student so far), written whole before
+/// `LATEST` (replaced atomically) names it; only then is the previous one removed. A write that
+/// fails midway (a full disk) or a process killed at any moment leaves `LATEST` naming a
+/// complete checkpoint.
 const CHECKPOINT_DIR: &str = "checkpoint";
+const LATEST_FILE: &str = "LATEST";
+const BEST_FILE: &str = "best.bpk";
+
+/// The folder of the newest complete checkpoint under `root`, if any. Runs written before
+/// checkpoints had folders kept their files in `root` itself; they resume too.
+fn latest_checkpoint(root: &Path) -> Result<Option<PathBuf>> {
+    let pointer = root.join(LATEST_FILE);
+    match std::fs::read_to_string(&pointer) {
+        Ok(name) => {
+            let name = name.trim();
+            let valid = name.strip_prefix("epoch-").is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()));
+            if !valid || !root.join(name).join("state.json").is_file() {
+                return Err(GraftError::Checkpoint { path: pointer, reason: format!("it names `{name}`, which is not a complete checkpoint folder") });
+            }
+            Ok(Some(root.join(name)))
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(root.join("state.json").is_file().then(|| root.to_owned())),
+        Err(source) => Err(GraftError::Io { path: pointer, source }),
+    }
+}
 
 /// Whether an epoch's `(validation accuracy, validation loss)` beats the best so far: a higher
 /// accuracy, or the same at a lower loss (on the small validation sets graft is made for, accuracy
@@ -210,8 +238,8 @@ pub fn train(
     let finished = session.run_epochs(&mut state, &context, reporter)?;
 
     // The best epoch's weights become the student.
-    if state.best_epoch > 0 {
-        session.student = session.student.load_record(read_record(&session.checkpoint.join("best.bpk"))?);
+    if let (true, Some(current)) = (state.best_epoch > 0, &session.current) {
+        session.student = session.student.load_record(read_record(&current.join(BEST_FILE))?);
     }
     let config = run_config(teacher, options, &plan, preprocessing, &state, &inputs, count_trainable(&session.student), started.elapsed().as_secs_f64());
     if finished {
@@ -248,7 +276,7 @@ fn prepare_inputs(
         let spec = CacheSpec { preprocessing: preprocessing.clone(), augmentation: hyper.augmentation.clone(), cut: plan.cut, seed: options.seed, fused_plan: options.fused_plan };
         let augmented = !hyper.augmentation.is_none();
         let views = if augmented { hyper.augmented_views.max(1) } else { 1 };
-        let cache = FeatureCache::new(&options.cache_dir, teacher, &spec)?;
+        let cache = FeatureCache::new(&options.cache_dir, teacher, &spec, device)?;
         let requests: Vec<_> = train.items.iter().flat_map(|item| (0..views).map(move |k| (item.source.clone(), cached_view(k, augmented)))).collect();
         let (entries, mut skipped) = cache.prepare(teacher, &spec, &requests, options.cache_batch_size, device, reporter, "caching train features")?;
         // An image counts only with all of its views.
@@ -325,7 +353,10 @@ struct Session {
     /// Training batches are split into this many shards (see [`shards`]).
     shard_count: usize,
     schedule: Schedule,
+    /// The run's checkpoint folder (`out/checkpoint`).
     checkpoint: PathBuf,
+    /// The newest complete checkpoint in it, once there is one.
+    current: Option<PathBuf>,
     training_device: Device,
 }
 
@@ -397,8 +428,9 @@ impl Session {
         // varying order.
         let shard_count = if plan.is_head_only() || student.draws_random() { 1 } else { hyper.shards.max(1) };
         let checkpoint = options.out.join(CHECKPOINT_DIR);
-        let state_path = checkpoint.join("state.json");
-        let state = if options.resume && state_path.is_file() {
+        let current = if options.resume { latest_checkpoint(&checkpoint)? } else { None };
+        let state = if let Some(current) = &current {
+            let state_path = current.join("state.json");
             let text = std::fs::read(&state_path).map_err(|source| GraftError::Io { path: state_path.clone(), source })?;
             let saved: CheckpointState =
                 serde_json::from_slice(&text).map_err(|error| GraftError::Checkpoint { path: state_path.clone(), reason: error.to_string() })?;
@@ -406,15 +438,15 @@ impl Session {
             if !differences.is_empty() {
                 return Err(GraftError::CheckpointMismatch { path: checkpoint, differences });
             }
-            student = student.load_record(read_record(&checkpoint.join("student.bpk"))?);
-            let optimizer_path = checkpoint.join("optimizer.bpk");
+            student = student.load_record(read_record(&current.join("student.bpk"))?);
+            let optimizer_path = current.join("optimizer.bpk");
             optimizer = optimizer.load(&optimizer_path).map_err(|error| GraftError::Checkpoint { path: optimizer_path, reason: format!("{error:?}") })?;
             reporter.note(&format!("resuming after epoch {}", saved.epochs_done));
             saved
         } else {
             CheckpointState { run: identity, epochs_done: 0, steps_done: 0, history: Vec::new(), best_accuracy: -1.0, best_epoch: 0 }
         };
-        let session = Session { student, optimizer, loss_function, class_weights, shard_count, schedule, checkpoint, training_device };
+        let session = Session { student, optimizer, loss_function, class_weights, shard_count, schedule, checkpoint, current, training_device };
         Ok((session, state))
     }
 
@@ -443,6 +475,9 @@ impl Session {
             let (train_loss, train_accuracy, learning_rate) = self.train_epoch(state, &mut scheduler, context, reporter)?;
             let train_seconds = epoch_started.elapsed().as_secs_f64();
             let (validation_loss, validation_accuracy) = validate(&self.student, context)?;
+            if !validation_loss.is_finite() {
+                return Err(self.diverged("validation loss", validation_loss, state, context));
+            }
             let metrics = EpochMetrics {
                 epoch: state.epochs_done + 1,
                 train_loss,
@@ -492,6 +527,10 @@ impl Session {
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         let mut learning_rate = 0.0;
         for batch in order.chunks(hyper.batch_size.max(1)) {
+            if options.interrupt.as_ref().is_some_and(|flag| flag.load(std::sync::atomic::Ordering::Relaxed)) {
+                reporter.finish();
+                return Err(GraftError::Interrupted { epochs_done: state.epochs_done, checkpoint: self.current.clone().unwrap_or_else(|| self.checkpoint.clone()) });
+            }
             let labels: Vec<i64> = batch.iter().map(|index| examples[*index].1 as i64).collect();
             let batch_examples: Vec<&Example> = batch
                 .iter()
@@ -509,12 +548,8 @@ impl Session {
                 .collect::<Result<Vec<_>>>()?;
             let step = shards::step(&self.student, parts, context.plan.cut, &self.loss_function, self.class_weights.as_deref(), head_only, &self.training_device)?;
             if !step.loss.is_finite() {
-                return Err(GraftError::Invalid(format!(
-                    "the loss became {} in epoch {}\nhint: lower the learning rate (now {})",
-                    step.loss,
-                    epoch + 1,
-                    hyper.learning_rate
-                )));
+                reporter.finish();
+                return Err(self.diverged("training loss", step.loss, state, context));
             }
             correct += step.logits.iter().zip(&part_labels).map(|(logits, labels)| count_correct(logits, labels)).sum::<Result<usize>>()?;
             learning_rate = self.schedule.at(1.0, state.steps_done).at(state.steps_done);
@@ -529,17 +564,62 @@ impl Session {
         Ok((loss_sum / seen.max(1) as f64, correct as f64 / seen.max(1) as f64, learning_rate))
     }
 
-    /// Writes the student, the optimizer and the state (and the best weights when `best`).
-    fn save_checkpoint(&self, state: &CheckpointState, best: bool) -> Result<()> {
-        std::fs::create_dir_all(&self.checkpoint).map_err(|source| GraftError::Io { path: self.checkpoint.clone(), source })?;
-        if best {
-            write_record(&self.checkpoint.join("best.bpk"), self.student.clone().into_record())?;
+    /// The error for a loss that stopped being finite; the last complete checkpoint stays.
+    fn diverged(&self, what: &'static str, value: f64, state: &CheckpointState, context: &EpochContext<'_>) -> GraftError {
+        GraftError::Diverged {
+            what,
+            value,
+            epoch: state.epochs_done + 1,
+            learning_rate: context.options.hyperparameters.learning_rate,
+            kept_epoch: self.current.as_ref().map(|_| state.epochs_done),
         }
-        write_record(&self.checkpoint.join("student.bpk"), self.student.clone().into_record())?;
-        let optimizer_path = self.checkpoint.join("optimizer.bpk");
+    }
+
+    /// Writes this epoch's checkpoint folder (student, optimizer, state, and the best student so
+    /// far: this one when `best`, else the previous checkpoint's, linked), then points `LATEST`
+    /// at it and removes the previous one.
+    fn save_checkpoint(&mut self, state: &CheckpointState, best: bool) -> Result<()> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| GraftError::Io { path, source }
+        };
+        let name = format!("epoch-{:04}", state.epochs_done);
+        let folder = self.checkpoint.join(&name);
+        if folder.exists() {
+            // Left by a write of this epoch that did not finish: never pointed to, so incomplete.
+            std::fs::remove_dir_all(&folder).map_err(io(&folder))?;
+        }
+        std::fs::create_dir_all(&folder).map_err(io(&folder))?;
+        write_record(&folder.join("student.bpk"), self.student.clone().into_record())?;
+        let best_path = folder.join(BEST_FILE);
+        match (&self.current, best) {
+            (_, true) => write_record(&best_path, self.student.clone().into_record())?,
+            (Some(previous), false) if previous.join(BEST_FILE).is_file() => {
+                let from = previous.join(BEST_FILE);
+                if std::fs::hard_link(&from, &best_path).is_err() {
+                    std::fs::copy(&from, &best_path).map_err(io(&best_path))?;
+                }
+            }
+            _ => {}
+        }
+        let optimizer_path = folder.join("optimizer.bpk");
         self.optimizer.save(&optimizer_path).map_err(|error| GraftError::Checkpoint { path: optimizer_path.clone(), reason: format!("{error:?}") })?;
-        let json = serde_json::to_vec_pretty(state).map_err(|error| GraftError::Checkpoint { path: self.checkpoint.clone(), reason: error.to_string() })?;
-        crate::fsutil::write_atomic(&self.checkpoint.join("state.json"), &json)
+        let json = serde_json::to_vec_pretty(state).map_err(|error| GraftError::Checkpoint { path: folder.clone(), reason: error.to_string() })?;
+        crate::fsutil::write_atomic(&folder.join("state.json"), &json)?;
+        // The switch: from here on a resume reads this folder.
+        crate::fsutil::write_atomic(&self.checkpoint.join(LATEST_FILE), name.as_bytes())?;
+        match self.current.replace(folder) {
+            Some(previous) if previous == self.checkpoint => {
+                for file in ["student.bpk", "optimizer.bpk", "state.json", BEST_FILE] {
+                    let _ = std::fs::remove_file(previous.join(file));
+                }
+            }
+            Some(previous) => {
+                let _ = std::fs::remove_dir_all(&previous);
+            }
+            None => {}
+        }
+        Ok(())
     }
 }
 
