@@ -343,8 +343,19 @@ impl<'a> Machine<'a> {
             .iter()
             .rposition(|slot| matches!(slot, Slot::Mark))
             .ok_or_else(|| self.error("no MARK on the stack"))?;
-        let items = self.stack.split_off(mark + 1);
-        self.stack.pop();
+        let items = if mark < self.stack.len() - mark {
+            // Fewer slots below the mark than above it (a long run of items): the items keep
+            // the stack's buffer and the few slots below move to a new one, so a huge run is
+            // never copied.
+            let mut items = std::mem::take(&mut self.stack);
+            self.stack = items.drain(..=mark).collect();
+            self.stack.pop();
+            items
+        } else {
+            let items = self.stack.split_off(mark + 1);
+            self.stack.pop();
+            items
+        };
         Ok(items.into_iter().map(|slot| match slot {
             Slot::Value(value) => value,
             Slot::Mark => unreachable!("the last mark was found above"),
@@ -388,7 +399,12 @@ impl<'a> Machine<'a> {
     fn append(&mut self, list: &Value, items: Vec<Value>) -> Result<()> {
         match list {
             Value::List(entries) => {
-                entries.borrow_mut().extend(items);
+                let mut entries = entries.borrow_mut();
+                if entries.is_empty() {
+                    *entries = items;
+                } else {
+                    entries.extend(items);
+                }
                 Ok(())
             }
             other => Err(self.error(format!("APPEND on a {}", other.kind()))),
