@@ -399,6 +399,13 @@ mod training {
         std::fs::copy(&from, dir.join("single/Bag/b.png")).unwrap();
         let error = dataset::open(&dir.join("single"), &dir).unwrap().train.check_trainable("`single`").unwrap_err().to_string();
         assert!(error.contains("only one class (Bag)"), "{error}");
+        // An empty class folder beside two full ones: trainable, and the empty class is named.
+        std::fs::create_dir_all(dir.join("single/Coat")).unwrap();
+        std::fs::create_dir_all(dir.join("single/Dress")).unwrap();
+        std::fs::copy(&from, dir.join("single/Dress/c.png")).unwrap();
+        let data = dataset::open(&dir.join("single"), &dir).unwrap().train;
+        data.check_trainable("`single`").unwrap();
+        assert_eq!(data.empty_classes(), ["Coat"]);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -495,6 +502,11 @@ mod training {
         std::fs::write(dir.join("short.csv"), "path,label\na.png\n").unwrap();
         let error = dataset::open(&dir.join("short.csv"), &dir).unwrap_err().to_string();
         assert!(error.contains("short.csv") && error.contains("line 2"), "{error}");
+        // Scoring a student on a manifest with a label it was not trained on names the label.
+        std::fs::write(dir.join("other.csv"), "path,label\na.png,bag\nb.png,shoe\n").unwrap();
+        let other = dataset::open(&dir.join("other.csv"), &dir).unwrap().train;
+        let error = other.align_classes(&["bag".to_owned(), "other".to_owned()]).unwrap_err().to_string();
+        assert!(error.contains("`shoe` is not one of the training classes (bag, other)"), "{error}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -181,6 +181,12 @@ impl Dataset {
         counts
     }
 
+    /// Classes with no items (an empty class folder): the student has an output for each that
+    /// it can never learn.
+    pub fn empty_classes(&self) -> Vec<&str> {
+        self.class_counts().iter().zip(&self.classes).filter(|(count, _)| **count == 0).map(|(_, class)| class.as_str()).collect()
+    }
+
     /// Stops with a message on data no classifier can learn from.
     pub fn check_trainable(&self, what: &str) -> Result<()> {
         if self.items.is_empty() {

@@ -24,10 +24,11 @@ pub fn is_image_path(path: &Path) -> bool {
 pub const RESIZE_FILTER: &str = "triangle";
 pub(crate) const FILTER: FilterType = FilterType::Triangle;
 
-/// The largest width or height graft decodes; the decoder's memory is also capped (`image`'s
-/// default, 512 MiB), so a header claiming an enormous image is refused before anything is
-/// allocated.
+/// The largest width or height graft decodes.
 pub const MAX_IMAGE_SIDE: u32 = 32_768;
+/// The most memory one decoded image may take (a 12,000 x 11,000 RGBA photo): a header that
+/// claims more is refused before anything is allocated.
+pub const MAX_DECODED_BYTES: u64 = 512 << 20;
 
 /// Decodes an image file of any colour mode into 8-bit RGB (greyscale is replicated, alpha
 /// dropped, 16-bit scaled down), turned upright as its EXIF orientation tag says.
@@ -50,8 +51,18 @@ pub fn decode_rgb(path: &Path, bytes: &[u8]) -> Result<RgbImage> {
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_DECODED_BYTES);
     reader.limits(limits);
     let mut decoder = reader.into_decoder().map_err(|error| bad(error.to_string()))?;
+    // Not every decoder applies the limits itself, and `from_decoder` allocates what the header
+    // claims (found by fuzzing: a 71-byte GIF claiming 29,800 x 28,788 pixels, 3.4 GB).
+    let (width, height) = image::ImageDecoder::dimensions(&decoder);
+    let claimed = image::ImageDecoder::total_bytes(&decoder);
+    if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE || claimed > MAX_DECODED_BYTES {
+        return Err(bad(format!(
+            "its header claims {width} x {height} pixels ({claimed} bytes decoded), past the limit of {MAX_IMAGE_SIDE} a side and {MAX_DECODED_BYTES} bytes"
+        )));
+    }
     // Phones store portrait photos sideways and say so in EXIF; an unreadable tag is ignored,
     // as photo viewers do.
     let orientation = image::ImageDecoder::orientation(&mut decoder).unwrap_or(image::metadata::Orientation::NoTransforms);
@@ -199,6 +210,10 @@ mod tests {
         huge[29..33].copy_from_slice(&crc.sum().to_be_bytes());
         let error = decode_rgb(Path::new("huge.png"), &huge).unwrap_err().to_string();
         assert!(error.contains("huge.png") && error.to_lowercase().contains("limit"), "{error}");
+        // Found by fuzzing: a 71-byte GIF whose header claims 3.4 GB, which its decoder allocated.
+        let gif = include_bytes!("../../tests/fixtures/fuzz-gif-claims-3gb.gif");
+        let error = decode_rgb(Path::new("claims.gif"), gif).unwrap_err().to_string();
+        assert!(error.contains("claims.gif") && error.contains("limit"), "{error}");
     }
 
     #[test]

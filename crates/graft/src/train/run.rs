@@ -34,6 +34,10 @@ pub fn train_run(
         options.strategy = advice.strategy;
         options.strategy_reason = Some(advice.reason);
     }
+    let empty = train_set.empty_classes();
+    if !empty.is_empty() {
+        reporter.note(&format!("no training images for class {}: the student will never learn to predict it", empty.join(", ")));
+    }
     let duplicates = crate::data::dataset::duplicates_across(train_set, validation);
     if let Some((first, original)) = duplicates.first() {
         reporter.note(&format!(
