@@ -476,6 +476,24 @@ mod training {
         validation.items.push(graft::data::dataset::Item { source: graft::data::dataset::ItemSource::File(copy.clone()), label: train_set.items[0].label });
         let found = dataset::duplicates_across(&train_set, &validation);
         assert_eq!(found, [(copy.display().to_string(), original.display().to_string())]);
+        // Training says so, from the feature cache's own hashes (cached strategies) and from the
+        // files (full fine-tuning).
+        struct Notes(std::sync::Mutex<Vec<String>>);
+        impl graft::train::Reporter for Notes {
+            fn note(&self, message: &str) {
+                self.0.lock().unwrap().push(message.to_owned());
+            }
+        }
+        for strategy in [Strategy::Deep, Strategy::Full] {
+            let notes = Notes(Default::default());
+            let mut run = options(strategy, &dir.join(format!("run-{strategy}")), &dir.join("cache"));
+            run.hyperparameters.epochs = 1;
+            run.image_size = Some(32);
+            train(&teacher(), &train_set, &validation, &run, &Device::flex(), &notes).unwrap();
+            let notes = notes.0.into_inner().unwrap();
+            let expected = format!("1 of {} validation images are byte-identical to training images (e.g. `{}` = `{}`)", validation.len(), copy.display(), original.display());
+            assert!(notes.iter().any(|note| note.starts_with(&expected)), "{strategy}: {notes:?}");
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -125,6 +125,13 @@ impl ItemSource {
         }
     }
 
+    /// The SHA-256 of [`content`](Self::content): what the feature cache and the duplicate check
+    /// know an image by.
+    pub fn content_hash(&self) -> Result<[u8; 32]> {
+        use sha2::Digest;
+        Ok(sha2::Sha256::digest(self.content()?).into())
+    }
+
     /// Decodes the image to RGB (greyscale replicated).
     pub fn load(&self) -> Result<RgbImage> {
         match self {
@@ -253,15 +260,17 @@ impl Dataset {
 /// higher than it will be on new data. Unreadable items are left out (they are reported where
 /// they are decoded).
 pub fn duplicates_across(train: &Dataset, validation: &Dataset) -> Vec<(String, String)> {
-    use sha2::Digest;
-    use std::collections::HashMap;
-    let digest = |item: &Item| item.source.content().ok().map(|bytes| <[u8; 32]>::from(sha2::Sha256::digest(&bytes)));
-    let seen: HashMap<[u8; 32], String> = train.items.iter().filter_map(|item| digest(item).map(|hash| (hash, item.source.name()))).collect();
-    validation
-        .items
-        .iter()
-        .filter_map(|item| digest(item).and_then(|hash| seen.get(&hash)).map(|name| (item.source.name(), name.clone())))
-        .collect()
+    let hashed = |dataset: &Dataset| -> Vec<(String, [u8; 32])> {
+        dataset.items.iter().filter_map(|item| item.source.content_hash().ok().map(|hash| (item.source.name(), hash))).collect()
+    };
+    duplicates_among(hashed(train), hashed(validation))
+}
+
+/// [`duplicates_across`] on (name, content hash) pairs already computed (the feature cache has
+/// them): the validation names whose hash a training name has too, with that training name.
+pub fn duplicates_among(train: impl IntoIterator<Item = (String, [u8; 32])>, validation: impl IntoIterator<Item = (String, [u8; 32])>) -> Vec<(String, String)> {
+    let seen: std::collections::HashMap<[u8; 32], String> = train.into_iter().map(|(name, hash)| (hash, name)).collect();
+    validation.into_iter().filter_map(|(name, hash)| seen.get(&hash).map(|original| (name, original.clone()))).collect()
 }
 
 /// Opens `path` as a data set: a folder (`<class>/` folders, or `train/` + `val/`/`test/`

@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use burn::tensor::{Device, Tensor, TensorData};
-use sha2::Digest;
 
 use super::reporter::Reporter;
 use crate::data::augment::{Augmentation, augmented_view};
@@ -66,11 +65,12 @@ pub struct FeatureCache {
     plan: std::sync::OnceLock<Option<FusedBackbone>>,
 }
 
-/// A prepared entry: where it is and its shape.
+/// A prepared entry: where it is, its shape, and the SHA-256 of the image it was made from.
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub path: PathBuf,
     pub shape: Vec<usize>,
+    pub content: [u8; 32],
 }
 
 /// An item that could not be prepared, and why.
@@ -125,14 +125,14 @@ impl FeatureCache {
     ) -> Result<(Vec<Option<Entry>>, Vec<Skipped>)> {
         let mut entries: Vec<Option<Entry>> = vec![None; requests.len()];
         let mut skipped = Vec::new();
-        let mut pending: Vec<(usize, PathBuf, Vec<f32>)> = Vec::new();
+        let mut pending: Vec<Pending> = Vec::new();
         let mut hashes: std::collections::HashMap<String, std::result::Result<ContentHash, String>> = Default::default();
         reporter.start(stage, requests.len());
         for (index, (source, view)) in requests.iter().enumerate() {
             let name = source.name();
             let hash = hashes
                 .entry(name.clone())
-                .or_insert_with(|| source.content().map(|bytes| ContentHash(sha2::Sha256::digest(&bytes).into())).map_err(|error| error.to_string()))
+                .or_insert_with(|| source.content_hash().map(ContentHash).map_err(|error| error.to_string()))
                 .clone();
             let hash = match hash {
                 Ok(hash) => hash,
@@ -145,7 +145,7 @@ impl FeatureCache {
             let path = self.entry_path(hash, *view, spec)?;
             if let Some(shape) = read_shape(&path) {
                 self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                entries[index] = Some(Entry { path, shape });
+                entries[index] = Some(Entry { path, shape, content: hash.0 });
                 reporter.advance(1, "cached");
                 continue;
             }
@@ -165,7 +165,7 @@ impl FeatureCache {
                     augmented_view(&image, &spec.preprocessing, &spec.augmentation, &mut rng)
                 }
             };
-            pending.push((index, path, input));
+            pending.push(Pending { index, path, content: hash, input });
             if pending.len() >= batch_size {
                 self.run_batch(teacher, spec, &mut pending, &mut entries, device)?;
                 reporter.advance(batch_size, "computing");
@@ -182,7 +182,7 @@ impl FeatureCache {
         &self,
         teacher: &Teacher,
         spec: &CacheSpec,
-        pending: &mut Vec<(usize, PathBuf, Vec<f32>)>,
+        pending: &mut Vec<Pending>,
         entries: &mut [Option<Entry>],
         device: &Device,
     ) -> Result<()> {
@@ -193,13 +193,13 @@ impl FeatureCache {
         if let Some(fused) = self.plan.get_or_init(|| FusedBackbone::for_device(&teacher.backbone, device, spec.fused_plan)) {
             let size = spec.preprocessing.input_size;
             let mut images = Vec::with_capacity(pending.len() * 3 * size * size);
-            for (_, _, input) in pending.iter() {
-                images.extend_from_slice(input);
+            for item in pending.iter() {
+                images.extend_from_slice(&item.input);
             }
             let (values, shape) = fused.forward(&images, [pending.len(), 3, size, size], spec.cut, spec.cut == blocks)?;
             return self.store(pending, entries, &values, &shape);
         }
-        let inputs: Vec<Vec<f32>> = pending.iter().map(|(_, _, input)| input.clone()).collect();
+        let inputs: Vec<Vec<f32>> = pending.iter().map(|item| item.input.clone()).collect();
         let images = batch_tensor(&inputs, spec.preprocessing.input_size, device);
         let activations = teacher.forward_until(images, spec.cut)?;
         let (values, shape) = if spec.cut == blocks {
@@ -215,16 +215,25 @@ impl FeatureCache {
     }
 
     /// Writes one entry per pending image from a batch's values at the cut.
-    fn store(&self, pending: &mut Vec<(usize, PathBuf, Vec<f32>)>, entries: &mut [Option<Entry>], values: &[f32], shape: &[usize]) -> Result<()> {
+    fn store(&self, pending: &mut Vec<Pending>, entries: &mut [Option<Entry>], values: &[f32], shape: &[usize]) -> Result<()> {
         self.stats.teacher_forwards.fetch_add(pending.len(), Ordering::Relaxed);
         let item_shape = shape[1..].to_vec();
         let size: usize = item_shape.iter().product();
-        for ((index, path, _), chunk) in pending.drain(..).zip(values.chunks(size)) {
-            write_entry(&path, &item_shape, chunk)?;
-            entries[index] = Some(Entry { path, shape: item_shape.clone() });
+        for (item, chunk) in pending.drain(..).zip(values.chunks(size)) {
+            write_entry(&item.path, &item_shape, chunk)?;
+            entries[item.index] = Some(Entry { path: item.path, shape: item_shape.clone(), content: item.content.0 });
         }
         Ok(())
     }
+}
+
+/// An image waiting for the teacher: which request, where its entry goes, its content hash and
+/// its preprocessed values.
+struct Pending {
+    index: usize,
+    path: PathBuf,
+    content: ContentHash,
+    input: Vec<f32>,
 }
 
 /// The SHA-256 of an image file's bytes.

@@ -34,18 +34,6 @@ pub fn train_run(
         options.strategy = advice.strategy;
         options.strategy_reason = Some(advice.reason);
     }
-    let empty = train_set.empty_classes();
-    if !empty.is_empty() {
-        reporter.note(&format!("no training images for class {}: the student will never learn to predict it", empty.join(", ")));
-    }
-    let duplicates = crate::data::dataset::duplicates_across(train_set, validation);
-    if let Some((first, original)) = duplicates.first() {
-        reporter.note(&format!(
-            "{} of {} validation images are byte-identical to training images (e.g. `{first}` = `{original}`): validation accuracy will read higher than on new images",
-            duplicates.len(),
-            validation.len()
-        ));
-    }
     options.hyperparameters.augmentation = augment.resolve(options.strategy);
     let outcome = train(teacher, train_set, validation, &options, device, reporter)?;
     if outcome.finished {

@@ -24,7 +24,7 @@ use super::strategy::{FreezePlan, Strategy};
 use super::shards;
 use super::student::{Hyperparameters, Optimizer, RunConfig, Student, StudentInput, save_run};
 use crate::data::augment::augmented_view;
-use crate::data::dataset::{Dataset, Item};
+use crate::data::dataset::{Dataset, Item, duplicates_across, duplicates_among};
 use crate::data::image::{batch_tensor, preprocess};
 use crate::error::{GraftError, Result};
 use crate::models::zoo::Preprocessing;
@@ -272,13 +272,16 @@ fn prepare_inputs(
     reporter: &dyn Reporter,
 ) -> Result<Inputs> {
     let hyper = &options.hyperparameters;
-    let inputs = if plan.cut > 0 {
+    let (inputs, duplicates) = if plan.cut > 0 {
         let spec = CacheSpec { preprocessing: preprocessing.clone(), augmentation: hyper.augmentation.clone(), cut: plan.cut, seed: options.seed, fused_plan: options.fused_plan };
         let augmented = !hyper.augmentation.is_none();
         let views = if augmented { hyper.augmented_views.max(1) } else { 1 };
         let cache = FeatureCache::new(&options.cache_dir, teacher, &spec, device)?;
         let requests: Vec<_> = train.items.iter().flat_map(|item| (0..views).map(move |k| (item.source.clone(), cached_view(k, augmented)))).collect();
         let (entries, mut skipped) = cache.prepare(teacher, &spec, &requests, options.cache_batch_size, device, reporter, "caching train features")?;
+        // The cache hashed every image: the duplicate check reuses those hashes.
+        let train_hashes: Vec<(String, [u8; 32])> =
+            train.items.iter().zip(entries.chunks(views)).filter_map(|(item, item_entries)| item_entries[0].as_ref().map(|entry| (item.source.name(), entry.content))).collect();
         // An image counts only with all of its views.
         let train_examples = train
             .items
@@ -292,16 +295,19 @@ fn prepare_inputs(
         let requests: Vec<_> = validation.items.iter().map(|item| (item.source.clone(), View::Eval)).collect();
         let (entries, bad) = cache.prepare(teacher, &spec, &requests, options.cache_batch_size, device, reporter, "caching validation features")?;
         skipped.extend(bad);
+        let validation_hashes: Vec<(String, [u8; 32])> =
+            validation.items.iter().zip(&entries).filter_map(|(item, entry)| entry.as_ref().map(|entry| (item.source.name(), entry.content))).collect();
         let validation_examples =
             validation.items.iter().zip(entries).filter_map(|(item, entry)| entry.map(|entry| (Example::Cached(entry), item.label))).collect();
-        Inputs {
+        let inputs = Inputs {
             train: train_examples,
             validation: validation_examples,
             skipped,
             cache_hits: cache.stats.hits.load(Ordering::Relaxed),
             cache_misses: cache.stats.misses.load(Ordering::Relaxed),
             teacher_forwards: cache.stats.teacher_forwards.load(Ordering::Relaxed),
-        }
+        };
+        (inputs, duplicates_among(train_hashes, validation_hashes))
     } else {
         let mut skipped = Vec::new();
         let mut readable = |dataset: &Dataset| -> Vec<Item> {
@@ -320,17 +326,29 @@ fn prepare_inputs(
         };
         let train_items = readable(train);
         let validation_items = readable(validation);
-        Inputs {
+        let inputs = Inputs {
             train: train_items.into_iter().map(|item| (vec![Example::Image(item.clone())], item.label)).collect(),
             validation: validation_items.into_iter().map(|item| (Example::Image(item.clone()), item.label)).collect(),
             skipped,
             cache_hits: 0,
             cache_misses: 0,
             teacher_forwards: 0,
-        }
+        };
+        (inputs, duplicates_across(train, validation))
     };
     for bad in &inputs.skipped {
         reporter.note(&format!("skipped {}: {}", bad.name, bad.reason));
+    }
+    let empty = train.empty_classes();
+    if !empty.is_empty() {
+        reporter.note(&format!("no training images for class {}: the student will never learn to predict it", empty.join(", ")));
+    }
+    if let Some((first, original)) = duplicates.first() {
+        reporter.note(&format!(
+            "{} of {} validation images are byte-identical to training images (e.g. `{first}` = `{original}`): validation accuracy will read higher than on new images",
+            duplicates.len(),
+            validation.len()
+        ));
     }
     let mut classes_seen: Vec<usize> = inputs.train.iter().map(|(_, label)| *label).collect();
     classes_seen.sort_unstable();
