@@ -72,7 +72,7 @@ pub fn augmented_view(image: &RgbImage, preprocessing: &Preprocessing, augmentat
         let side = width.min(height);
         image::imageops::crop_imm(image, (width - side) / 2, (height - side) / 2, side, side).to_image()
     };
-    let mut view = image::imageops::resize(&cropped, size, size, super::image::FILTER);
+    let mut view = image::imageops::resize(&cropped, size, size, super::image::RESIZE_FILTER);
     if augmentation.horizontal_flip && rng.next_f64() < 0.5 {
         image::imageops::flip_horizontal_in_place(&mut view);
     }

@@ -20,15 +20,13 @@ use crate::error::{GraftError, Result};
 pub struct IdxImages {
     pub path: PathBuf,
     file: File,
-    pub rows: usize,
-    pub columns: usize,
-    pub count: usize,
+    /// How many images of what size, as the (checked) header declares.
+    pub layout: IdxLayout,
 }
 
 impl IdxImages {
     fn pixels(&self, index: usize) -> Result<Vec<u8>> {
-        let layout = IdxLayout { count: self.count, rows: self.rows, columns: self.columns };
-        let range = layout.pixel_range(index).ok_or_else(|| GraftError::Invalid(format!("`{}` has no image {index}", self.path.display())))?;
+        let range = self.layout.pixel_range(index).ok_or_else(|| GraftError::Invalid(format!("`{}` has no image {index}", self.path.display())))?;
         let mut buffer = vec![0u8; range.len()];
         read_exact_at(&self.file, &mut buffer, range.start as u64).map_err(|source| GraftError::Io { path: self.path.clone(), source })?;
         Ok(buffer)
@@ -138,7 +136,7 @@ impl ItemSource {
             ItemSource::File(path) => load_rgb(path),
             ItemSource::Idx { images, index } => {
                 let pixels = images.pixels(*index)?;
-                let grey = image::GrayImage::from_raw(images.columns as u32, images.rows as u32, pixels)
+                let grey = image::GrayImage::from_raw(images.layout.columns as u32, images.layout.rows as u32, pixels)
                     .ok_or_else(|| GraftError::Invalid(format!("bad IDX image size in `{}`", images.path.display())))?;
                 Ok(image::DynamicImage::ImageLuma8(grey).to_rgb8())
             }
@@ -381,13 +379,13 @@ fn open_idx_images(images_path: &Path, cache_dir: &Path) -> Result<Dataset> {
     let labels_path = images_path.with_file_name(name.replace("images-idx3", "labels-idx1"));
     let images = Arc::new(open_idx_file(images_path, cache_dir)?);
     // A label file holds a byte per image: reading more than that (a gzip bomb) is refused.
-    let labels = read_maybe_gz(&labels_path, 8 + images.count as u64)?;
+    let labels = read_maybe_gz(&labels_path, 8 + images.layout.count as u64)?;
     let labels = parse_idx_labels(&labels_path, &labels)?;
-    if images.count != labels.len() {
+    if images.layout.count != labels.len() {
         return Err(GraftError::Invalid(format!(
             "`{}` has {} images but `{}` has {} labels",
             images_path.display(),
-            images.count,
+            images.layout.count,
             labels_path.display(),
             labels.len()
         )));
@@ -448,7 +446,7 @@ fn open_idx_file(path: &Path, cache_dir: &Path) -> Result<IdxImages> {
         _ => GraftError::Io { path: plain.clone(), source },
     })?;
     let layout = IdxLayout::parse(path, &header, length)?;
-    Ok(IdxImages { path: path.to_owned(), file, count: layout.count, rows: layout.rows, columns: layout.columns })
+    Ok(IdxImages { path: path.to_owned(), file, layout })
 }
 
 /// Decompresses a gzipped IDX image file into `target`, streaming, and stops at the size its

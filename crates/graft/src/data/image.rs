@@ -21,8 +21,7 @@ pub fn is_image_path(path: &Path) -> bool {
 
 /// The filter every resize uses (bilinear, antialiased when shrinking); part of the feature
 /// cache's key.
-pub const RESIZE_FILTER: &str = "triangle";
-pub(crate) const FILTER: FilterType = FilterType::Triangle;
+pub const RESIZE_FILTER: FilterType = FilterType::Triangle;
 
 /// The largest width or height graft decodes.
 pub const MAX_IMAGE_SIDE: u32 = 32_768;
@@ -89,7 +88,7 @@ pub fn preprocess(image: &RgbImage, preprocessing: &Preprocessing) -> Vec<f32> {
     let scale = preprocessing.resize as f64 / shorter;
     let new_width = ((width as f64 * scale).round() as u32).max(preprocessing.input_size as u32);
     let new_height = ((height as f64 * scale).round() as u32).max(preprocessing.input_size as u32);
-    let resized = image::imageops::resize(image, new_width, new_height, FILTER);
+    let resized = image::imageops::resize(image, new_width, new_height, RESIZE_FILTER);
     let size = preprocessing.input_size as u32;
     let left = (new_width - size) / 2;
     let top = (new_height - size) / 2;

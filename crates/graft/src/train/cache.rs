@@ -85,7 +85,7 @@ impl FeatureCache {
     pub fn new(cache_dir: &Path, teacher: &Teacher, spec: &CacheSpec, device: &Device) -> Result<FeatureCache> {
         let preprocessing = serde_json::to_string(&spec.preprocessing).map_err(|error| GraftError::Invalid(format!("cannot describe the preprocessing: {error}")))?;
         let compute = format!("{device:?}{}", if spec.fused_plan && *device == Device::flex() { "+fused" } else { "" });
-        let numbers = format!("format {CACHE_FORMAT}; {preprocessing}; resize filter {RESIZE_FILTER}; compute {compute}");
+        let numbers = format!("format {CACHE_FORMAT}; {preprocessing}; resize filter {RESIZE_FILTER:?}; compute {compute}");
         let dir = cache_dir.join("features").join(format!(
             "{}-{}-cut{}-{}",
             teacher.card.name,
