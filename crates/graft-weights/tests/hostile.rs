@@ -53,6 +53,16 @@ mod pickle {
         out.extend(b"tR");
     }
 
+    /// `{'w': tensor(...)}` as a whole pickle (see [`tensor`]).
+    pub fn state_dict_of_one_tensor(elements: i32, shape: &[i32], strides: &[i32]) -> Vec<u8> {
+        let mut object = header();
+        object.push(b'}');
+        text(&mut object, "w");
+        tensor(&mut object, elements, shape, strides);
+        object.extend(b"s.");
+        object
+    }
+
     /// A legacy (pre-1.6) checkpoint around `object` (one pickle, ending in STOP), with one float
     /// storage `'0'` of `elements` elements when `elements` is given.
     pub fn legacy(object: &[u8], elements: Option<u64>) -> Vec<u8> {
@@ -178,11 +188,7 @@ fn copying_a_big_list_into_many_ordered_dicts_hits_the_budget() {
 #[test]
 fn a_stride_zero_view_with_a_huge_shape_is_refused_before_it_is_built() {
     // One float, viewed as 65536 x 65536 with strides (0, 0): in bounds, and 16 GiB as f32.
-    let mut object = pickle::header();
-    object.push(b'}');
-    pickle::text(&mut object, "w");
-    pickle::tensor(&mut object, 1, &[65536, 65536], &[0, 0]);
-    object.extend(b"s.");
+    let object = pickle::state_dict_of_one_tensor(1, &[65536, 65536], &[0, 0]);
     let error = refused("broadcast-legacy.pth", &pickle::legacy(&object, Some(1)));
     assert!(matches!(error, WeightsError::TooLarge { .. }) && error.to_string().contains("tensor `w`"), "{error}");
     let one_float: WriteStorage = &|out| out.write_all(&[0; 4]).unwrap();
@@ -192,19 +198,11 @@ fn a_stride_zero_view_with_a_huge_shape_is_refused_before_it_is_built() {
 
 #[test]
 fn shapes_and_offsets_that_overflow_are_errors_not_panics() {
-    let mut object = pickle::header();
-    object.push(b'}');
-    pickle::text(&mut object, "w");
-    pickle::tensor(&mut object, 1, &[i32::MAX, i32::MAX, i32::MAX, i32::MAX], &[1, 1, 1, 1]);
-    object.extend(b"s.");
+    let object = pickle::state_dict_of_one_tensor(1, &[i32::MAX, i32::MAX, i32::MAX, i32::MAX], &[1, 1, 1, 1]);
     let error = refused("overflow.pth", &pickle::legacy(&object, Some(1)));
     assert!(matches!(error, WeightsError::BadTensor { .. }), "{error}");
     // A legacy storage whose element count overflows the file.
-    let mut object = pickle::header();
-    object.push(b'}');
-    pickle::text(&mut object, "w");
-    pickle::tensor(&mut object, 1, &[1], &[1]);
-    object.extend(b"s.");
+    let object = pickle::state_dict_of_one_tensor(1, &[1], &[1]);
     let mut bytes = pickle::legacy(&object, Some(1));
     let count_at = bytes.len() - 12;
     bytes[count_at..count_at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
@@ -215,11 +213,7 @@ fn shapes_and_offsets_that_overflow_are_errors_not_panics() {
 #[test]
 fn a_zip_entry_that_inflates_past_the_budget_is_refused() {
     // 512 MiB of zeros deflate to about 0.5 MB.
-    let mut object = pickle::header();
-    object.push(b'}');
-    pickle::text(&mut object, "w");
-    pickle::tensor(&mut object, 1 << 27, &[1 << 27], &[1]);
-    object.extend(b"s.");
+    let object = pickle::state_dict_of_one_tensor(1 << 27, &[1 << 27], &[1]);
     let zeros: WriteStorage = &|out| {
         let block = vec![0u8; 1 << 20];
         for _ in 0..512 {
