@@ -14,7 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("usage: parity TEACHER WEIGHTS INPUT.safetensors OUTPUT.safetensors".into());
     };
     let device = Device::flex();
-    let options = WeightOptions { weights: Some(PathBuf::from(weights)), cache_dir: std::env::temp_dir(), offline: true, allow_partial: false };
+    let options = WeightOptions { weights: Some(PathBuf::from(weights)), cache_dir: std::env::temp_dir(), offline: true, allow_partial: false, progress: false };
     let (teacher, report) = load_teacher(teacher, &options, &device)?;
     eprintln!("{}: {report}", teacher.card.name);
     let inputs = graft_weights::read(&PathBuf::from(input))?;

