@@ -6,7 +6,7 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use graft::choice::Choice;
 use graft::data::augment::AugmentChoice;
-use graft::train::{HeadChoice, Optimizer, Strategy};
+use graft::train::{HeadChoice, HeadFit, Optimizer, Strategy};
 
 /// Parses one of a library setting's names into its value; `--help` lists the names, and a typo
 /// fails while the arguments are read, before any work starts.
@@ -209,6 +209,13 @@ pub struct TrainingArgs {
     /// Stop when validation accuracy has not improved (nor held at a lower loss) for this many epochs.
     #[arg(long)]
     pub patience: Option<usize>,
+
+    /// How a `deep` head is trained: `probe` (logistic regression fitted to convergence by
+    /// L-BFGS, its L2 penalty chosen by 5-fold cross-validation on the cached features), `epochs`
+    /// (the optimizer for `--epochs`, as other strategies), or `auto` (probe for a linear head
+    /// without augmentation on up to 20,000 images).
+    #[arg(long, default_value = "auto", value_parser = choice::<HeadFit>())]
+    pub head_fit: HeadFit,
 
     /// Augmentation (random resized crop, flip, colour jitter): `auto` (on for mid/full), `on`, `off`.
     #[arg(long, default_value = "auto", value_parser = choice::<AugmentChoice>())]

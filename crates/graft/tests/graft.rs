@@ -184,6 +184,8 @@ mod training {
                 augmented_views: 1,
                 validation_fraction: 0.25,
                 shards: 1,
+                // The epoch trainer, for every strategy: the probe has its own test.
+                head_fit: graft::train::HeadFit::Epochs,
             },
             seed: 7,
             image_size: Some(64),
@@ -227,6 +229,36 @@ mod training {
         }
         assert!(same > 200, "{same}");
         assert!(changed > 5, "the unfrozen blocks did not train ({changed} tensors changed)");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_deep_head_fitted_as_a_linear_probe_is_saved_and_scores_as_it_reported() {
+        let dir = temp_dir("probe");
+        let teacher = teacher();
+        let (train_set, validation) = sample(12);
+        let mut probe = options(Strategy::Deep, &dir.join("run"), &dir.join("cache"));
+        probe.hyperparameters.head_fit = graft::train::HeadFit::Auto;
+        let outcome = train(&teacher, &train_set, &validation, &probe, &Device::flex(), &Silent).unwrap();
+        let config = &outcome.config;
+        assert_eq!(config.hyperparameters.head_fit, graft::train::HeadFit::Probe, "auto picks the probe for a linear head on a frozen teacher");
+        let fit = &config.metrics["probe"];
+        let cv = &fit["cross_validation"];
+        assert_eq!(cv["folds"], 5, "{fit}");
+        assert!(graft::train::probe::L2_GRID.contains(&fit["l2"].as_f64().unwrap()), "{fit}");
+        assert!(cv["accuracy"].as_f64().unwrap() > 0.5, "ten classes of Fashion-MNIST, far above chance: {fit}");
+        assert_eq!(outcome.history.len(), 1);
+        // The saved student scores the validation set exactly as the fit reported.
+        let loaded = graft::train::load_run(&dir.join("run"), &Device::flex()).unwrap();
+        let inference = graft::train::evaluate::InferenceOptions { batch_size: 16, cache_dir: dir.join("cache"), fused_plan: true };
+        let evaluation = graft::train::evaluate::evaluate_run(&loaded, validation.clone(), &inference, &Device::flex(), &Silent).unwrap();
+        let reported = config.metrics["validation_accuracy"].as_f64().unwrap();
+        assert!((evaluation.accuracy - reported).abs() < 1e-9, "saved student {} vs reported {reported}", evaluation.accuracy);
+        // A probe cannot fit blocks that train.
+        let mut mid = options(Strategy::Mid, &dir.join("mid"), &dir.join("cache"));
+        mid.hyperparameters.head_fit = graft::train::HeadFit::Probe;
+        let error = train(&teacher, &train_set, &validation, &mid, &Device::flex(), &Silent).unwrap_err().to_string();
+        assert!(error.contains("linear probe") && error.contains("trains teacher blocks"), "{error}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -73,6 +73,7 @@ pub fn train_student(
         augmented_views: args.views,
         validation_fraction: args.validation_fraction,
         shards: args.shards.unwrap_or_else(|| graft::device::default_shards(&settings.device)),
+        head_fit: args.head_fit,
     };
     let options = TrainOptions {
         strategy: args.strategy,

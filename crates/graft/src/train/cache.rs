@@ -283,7 +283,7 @@ fn read_shape(path: &Path) -> Option<Vec<usize>> {
 }
 
 /// The values of entries, one after another.
-fn read_values(entries: &[&Entry]) -> Result<Vec<f32>> {
+pub(crate) fn read_values(entries: &[&Entry]) -> Result<Vec<f32>> {
     let mut values = Vec::new();
     for entry in entries {
         let bytes = std::fs::read(&entry.path).map_err(|source| GraftError::Io { path: entry.path.clone(), source })?;

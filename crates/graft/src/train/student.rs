@@ -93,6 +93,23 @@ pub enum Optimizer {
 
 crate::choice::choice!(Optimizer, "optimizer", [(Optimizer::AdamW, "adamw"), (Optimizer::Sgd, "sgd")]);
 
+/// How the head on a fully frozen teacher (`deep`) is trained.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadFit {
+    /// The linear probe when it applies (`deep`, a linear head, no augmentation, at most
+    /// [`super::probe::MAX_PROBE_IMAGES`] images), epochs otherwise.
+    Auto,
+    /// Epochs of the optimizer, as every other strategy trains (and as runs saved before the
+    /// probe existed did).
+    #[default]
+    Epochs,
+    /// The linear probe: L-BFGS to convergence, the L2 penalty chosen by cross-validation.
+    Probe,
+}
+
+crate::choice::choice!(HeadFit, "head fit", [(HeadFit::Auto, "auto"), (HeadFit::Epochs, "epochs"), (HeadFit::Probe, "probe")]);
+
 /// Hyper-parameters of a run, saved in `graft.json`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Hyperparameters {
@@ -120,6 +137,9 @@ pub struct Hyperparameters {
     /// batch at once. Runs saved before this setting existed trained with 1.
     #[serde(default = "one")]
     pub shards: usize,
+    /// How a `deep` head is trained; saved resolved (`epochs` or `probe`).
+    #[serde(default)]
+    pub head_fit: HeadFit,
 }
 
 fn one() -> usize {

@@ -9,20 +9,23 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use burn::module::{Module, ParamGroup};
+use burn::module::{Module, Param, ParamGroup};
+use burn::nn::Linear;
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
 use burn::optim::{AdamWConfig, ModuleOptimizer, SgdConfig, momentum::MomentumConfig};
 use burn::store::ModuleRecord;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::cache::{CacheSpec, Entry, FeatureCache, Skipped, View, batch_from_entries};
+use super::cache::{CacheSpec, Entry, FeatureCache, Skipped, View, batch_from_entries, read_values};
+use super::head::Head;
+use super::probe;
 use super::head::HeadKind;
 use super::reporter::{EpochMetrics, Reporter};
 use super::schedule::WarmupCosine;
 use super::strategy::{FreezePlan, Strategy};
 use super::shards;
-use super::student::{Hyperparameters, Optimizer, RunConfig, Student, StudentInput, save_run};
+use super::student::{HeadFit, Hyperparameters, Optimizer, RunConfig, Student, StudentInput, save_run};
 use crate::data::augment::augmented_view;
 use crate::data::dataset::{Dataset, Item, duplicates_across, duplicates_among};
 use crate::data::image::{batch_tensor, preprocess};
@@ -223,6 +226,11 @@ pub fn train(
     let plan = FreezePlan::new(options.strategy, teacher.block_names(), options.unfreeze, options.unfreeze_from.as_deref())?;
     let preprocessing = preprocessing_at(&teacher.card.preprocessing, options.image_size);
     let inputs = prepare_inputs(teacher, train, validation, &plan, &preprocessing, options, device, reporter)?;
+    let head_fit = resolve_head_fit(options, &plan, inputs.train.len())?;
+    let options = &TrainOptions { hyperparameters: Hyperparameters { head_fit, ..options.hyperparameters.clone() }, ..options.clone() };
+    if head_fit == HeadFit::Probe {
+        return fit_probe(teacher, train.classes.clone(), options, &plan, preprocessing, inputs, device, reporter, started);
+    }
     let identity = RunIdentity {
         teacher_weights_sha256: teacher.weights_sha256.clone(),
         strategy: options.strategy,
@@ -254,6 +262,126 @@ pub fn train(
         teacher_forwards: inputs.teacher_forwards,
         seconds: started.elapsed().as_secs_f64(),
         finished,
+    })
+}
+
+/// `epochs` or `probe` for this run; an error when `probe` was asked for where it cannot apply.
+fn resolve_head_fit(options: &TrainOptions, plan: &FreezePlan, train_images: usize) -> Result<HeadFit> {
+    let hyper = &options.hyperparameters;
+    let why_not = if !plan.is_head_only() {
+        Some(format!("strategy `{}` trains teacher blocks", options.strategy))
+    } else if options.head != HeadKind::Linear {
+        Some("the head is not linear".to_owned())
+    } else if !hyper.augmentation.is_none() {
+        Some("augmentation is on (a probe fits each image's plain view once)".to_owned())
+    } else {
+        None
+    };
+    Ok(match (hyper.head_fit, why_not) {
+        (HeadFit::Probe, Some(reason)) => return Err(GraftError::Invalid(format!("the linear probe fits a linear head on a frozen teacher; here {reason}"))),
+        (HeadFit::Probe, None) => HeadFit::Probe,
+        (HeadFit::Auto, None) if train_images <= probe::MAX_PROBE_IMAGES => HeadFit::Probe,
+        _ => HeadFit::Epochs,
+    })
+}
+
+/// The `deep` head fitted as a linear probe on the cached features (see [`probe`]): no epochs,
+/// no checkpoints (a fit takes seconds). `metrics.jsonl` holds one line, as for a one-epoch run.
+#[allow(clippy::too_many_arguments)]
+fn fit_probe(
+    teacher: &Teacher,
+    classes: Vec<String>,
+    options: &TrainOptions,
+    plan: &FreezePlan,
+    preprocessing: Preprocessing,
+    inputs: Inputs,
+    device: &Device,
+    reporter: &dyn Reporter,
+    started: Instant,
+) -> Result<TrainOutcome> {
+    let samples_of = |examples: Vec<&Example>, labels: Vec<usize>| -> Result<(Vec<f32>, usize, Vec<usize>)> {
+        let entries = examples
+            .into_iter()
+            .map(|example| match example {
+                Example::Cached(entry) => Ok(entry),
+                Example::Image(_) => Err(GraftError::Invalid("the linear probe needs cached features".into())),
+            })
+            .collect::<Result<Vec<&Entry>>>()?;
+        let dim = entries.first().map_or(0, |entry| entry.shape.iter().product());
+        Ok((read_values(&entries)?, dim, labels))
+    };
+    let (train_features, dim, train_labels) =
+        samples_of(inputs.train.iter().map(|(views, _)| &views[0]).collect(), inputs.train.iter().map(|(_, label)| *label).collect())?;
+    let (validation_features, _, validation_labels) =
+        samples_of(inputs.validation.iter().map(|(example, _)| example).collect(), inputs.validation.iter().map(|(_, label)| *label).collect())?;
+    let train_samples = probe::Samples { features: &train_features, dim, labels: &train_labels, classes: classes.len() };
+    let validation_samples = probe::Samples { features: &validation_features, dim, labels: &validation_labels, classes: classes.len() };
+    let fit_started = Instant::now();
+    reporter.note(&format!("fitting the head as a linear probe on {} cached feature vectors (L-BFGS, L2 by cross-validation)", train_samples.len()));
+    let fitted = probe::fit(train_samples, options.seed);
+    let fit_seconds = fit_started.elapsed().as_secs_f64();
+    reporter.note(&match &fitted.cross_validation {
+        Some(cv) => format!(
+            "L2 {} chosen by {}-fold cross-validation: accuracy {:.1}% ± {:.1}% (standard error over folds); fitted in {fit_seconds:.2}s",
+            fitted.l2,
+            cv.folds,
+            cv.accuracy * 100.0,
+            cv.standard_error * 100.0
+        ),
+        None => format!("fewer than two images in a class: no cross-validation, L2 {}; fitted in {fit_seconds:.2}s", fitted.l2),
+    });
+    let (train_accuracy, train_loss) = probe::evaluate(&fitted.weight, &fitted.bias, train_samples);
+    let (validation_accuracy, validation_loss) = probe::evaluate(&fitted.weight, &fitted.bias, validation_samples);
+    if !validation_loss.is_finite() || !train_loss.is_finite() {
+        return Err(GraftError::Invalid("the linear probe's loss is not finite: the cached features hold NaN or infinite values".into()));
+    }
+    let metrics = EpochMetrics {
+        epoch: 1,
+        train_loss,
+        train_accuracy,
+        validation_loss,
+        validation_accuracy,
+        learning_rate: 0.0,
+        images_per_second: train_samples.len() as f64 / fit_seconds.max(1e-9),
+        seconds: fit_seconds,
+    };
+    reporter.epoch(&metrics);
+    // On the autodiff device as the trainer's students are, so saving and loading are the same.
+    let student_device = device.clone().autodiff();
+    let mut student = Student::new(teacher.backbone.clone(), plan, HeadKind::Linear, classes.len(), options.seed, &student_device)?;
+    student.head = Head::Linear(Linear {
+        weight: Param::from_tensor(Tensor::<2>::from_data(TensorData::new(fitted.weight.clone(), [dim, classes.len()]), &student_device)),
+        bias: Some(Param::from_tensor(Tensor::<1>::from_data(TensorData::new(fitted.bias.clone(), [classes.len()]), &student_device))),
+    });
+    let head_parameters = fitted.weight.len() + fitted.bias.len();
+    let identity = RunIdentity {
+        teacher_weights_sha256: teacher.weights_sha256.clone(),
+        strategy: options.strategy,
+        cut: plan.cut,
+        train_images: inputs.train.len(),
+        validation_images: inputs.validation.len(),
+        seed: options.seed,
+        classes,
+        hyperparameters: options.hyperparameters.clone(),
+    };
+    let state = CheckpointState { run: identity, epochs_done: 1, steps_done: 0, history: vec![metrics], best_accuracy: validation_accuracy, best_epoch: 1 };
+    write_metrics(&options.out, &state.history)?;
+    let mut config = run_config(teacher, options, plan, preprocessing, &state, &inputs, head_parameters, started.elapsed().as_secs_f64());
+    config.metrics["probe"] = serde_json::json!({
+        "l2": fitted.l2,
+        "iterations": fitted.iterations,
+        "cross_validation": fitted.cross_validation,
+    });
+    save_run(&options.out, &student, &config)?;
+    Ok(TrainOutcome {
+        config,
+        history: state.history,
+        skipped: inputs.skipped,
+        cache_hits: inputs.cache_hits,
+        cache_misses: inputs.cache_misses,
+        teacher_forwards: inputs.teacher_forwards,
+        seconds: started.elapsed().as_secs_f64(),
+        finished: true,
     })
 }
 
