@@ -196,6 +196,7 @@ mod training {
             cache_batch_size: 32,
             fused_plan: true,
             data: "test sample".into(),
+            pooled_validation: false,
             interrupt: None,
         }
     }

@@ -13,19 +13,21 @@ use crate::settings::Settings;
 
 pub fn run(args: &TrainArgs, settings: &Settings) -> anyhow::Result<()> {
     let teacher = super::teacher(&args.teacher, settings)?;
-    let (train_set, validation) = open_training_data(&args.data, &args.training, settings)?;
-    let outcome = train_student(&teacher, &train_set, &validation, &args.training, &args.out, args.resume, &args.data.display().to_string(), settings)?;
+    let (train_set, validation, split) = open_training_data(&args.data, &args.training, settings)?;
+    let outcome = train_student(&teacher, &train_set, &validation, split, &args.training, &args.out, args.resume, &args.data.display().to_string(), settings)?;
     print_outcome(&outcome, &args.out, args.json, settings)
 }
 
-/// Opens the data and makes the train / validation split.
-pub fn open_training_data(path: &Path, args: &TrainingArgs, settings: &Settings) -> anyhow::Result<(Dataset, Dataset)> {
+/// Opens the data and makes the train / validation split; the flag says whether graft made it
+/// (the data came without a validation set).
+pub fn open_training_data(path: &Path, args: &TrainingArgs, settings: &Settings) -> anyhow::Result<(Dataset, Dataset, bool)> {
     let splits = dataset::open(path, &settings.cache_dir)?;
     let mut train_set = splits.train;
     if let Some(per_class) = args.per_class {
         train_set = train_set.subsample(per_class, args.seed);
     }
     train_set.check_trainable(&format!("`{}`", path.display()))?;
+    let split = splits.validation.is_none();
     let (train_set, validation) = match splits.validation {
         Some(validation) => (train_set, validation),
         None => train_set.stratified_split(args.validation_fraction, args.seed),
@@ -39,7 +41,7 @@ pub fn open_training_data(path: &Path, args: &TrainingArgs, settings: &Settings)
         counts.iter().max().unwrap_or(&0),
         validation.len()
     ));
-    Ok((train_set, validation))
+    Ok((train_set, validation, split))
 }
 
 /// Resolves the arguments into training options and trains.
@@ -48,6 +50,7 @@ pub fn train_student(
     teacher: &Teacher,
     train_set: &Dataset,
     validation: &Dataset,
+    pooled_validation: bool,
     args: &TrainingArgs,
     out: &Path,
     resume: bool,
@@ -91,6 +94,7 @@ pub fn train_student(
         cache_batch_size: 32,
         fused_plan: settings.fused_plan,
         data: data.to_owned(),
+        pooled_validation,
         interrupt: Some(crate::INTERRUPT.clone()),
     };
     Ok(train_run(teacher, train_set, validation, options, args.augment, &settings.device, &reporter)?)
@@ -123,16 +127,18 @@ pub fn print_outcome(outcome: &TrainOutcome, out: &Path, json: bool, settings: &
             }))?
         );
     } else {
+        let scored = match (config.metrics.get("validation").and_then(|v| v.as_str()), config.metrics["probe"]["cross_validation"]["standard_error"].as_f64()) {
+            (Some(how), Some(error)) if how.contains("cross-validation over all") => format!("cross-validated accuracy {:.2}% ± {:.2}% ({how})", accuracy * 100.0, error * 100.0),
+            _ => format!("validation accuracy {:.2}% (best epoch {})", accuracy * 100.0, config.metrics["best_epoch"]),
+        };
         println!(
-            "trained a {} student of {} ({} of {} blocks frozen, {} parameters trained) in {:.1}s\nvalidation accuracy {:.2}% (best epoch {}), cache {} hits / {} misses\nrun: {} (report.html, graft.json, metrics.jsonl, student.safetensors)",
+            "trained a {} student of {} ({} of {} blocks frozen, {} parameters trained) in {:.1}s\n{scored}, cache {} hits / {} misses\nrun: {} (report.html, graft.json, metrics.jsonl, student.safetensors)",
             config.strategy,
             config.teacher,
             config.frozen_blocks.len(),
             config.frozen_blocks.len() + config.trainable_blocks.len(),
             config.trained_parameters,
             outcome.seconds,
-            accuracy * 100.0,
-            config.metrics["best_epoch"],
             outcome.cache_hits,
             outcome.cache_misses,
             out.display()

@@ -38,9 +38,15 @@ pub fn train_run(
     let outcome = train(teacher, train_set, validation, &options, device, reporter)?;
     if outcome.finished {
         // The validation confusion matrix (cached features make this cheap).
-        let loaded = load_run(&options.out, device)?;
-        let inference = InferenceOptions { batch_size: options.hyperparameters.batch_size, cache_dir: options.cache_dir.clone(), fused_plan: options.fused_plan };
-        let evaluation = evaluate_run(&loaded, validation.clone(), &inference, device, reporter)?;
+        let evaluation = match &outcome.validation_evaluation {
+            // A pooled probe was fitted to the validation images: its out-of-fold predictions.
+            Some(evaluation) => evaluation.clone(),
+            None => {
+                let loaded = load_run(&options.out, device)?;
+                let inference = InferenceOptions { batch_size: options.hyperparameters.batch_size, cache_dir: options.cache_dir.clone(), fused_plan: options.fused_plan };
+                evaluate_run(&loaded, validation.clone(), &inference, device, reporter)?
+            }
+        };
         crate::report::plot_confusion(&options.out.join("confusion.png"), &evaluation)?;
         crate::report::write_run_report(&options.out, &outcome.config, &outcome.history)?;
     }

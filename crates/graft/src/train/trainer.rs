@@ -21,6 +21,7 @@ use super::cache::{CacheSpec, Entry, FeatureCache, Skipped, View, batch_from_ent
 use super::head::Head;
 use super::probe;
 use super::head::HeadKind;
+use super::metrics::Evaluation;
 use super::reporter::{EpochMetrics, Reporter};
 use super::schedule::WarmupCosine;
 use super::strategy::{FreezePlan, Strategy};
@@ -63,6 +64,11 @@ pub struct TrainOptions {
     pub fused_plan: bool,
     /// A description of the data, saved in `graft.json`.
     pub data: String,
+    /// The validation images were split off the training data by graft (the data came without a
+    /// validation set). A linear probe then fits on training and validation images together and
+    /// scores itself by cross-validation over all of them: with a few images per class, a 20%
+    /// hold-out wastes data and its one score is noise. Epoch training keeps the hold-out.
+    pub pooled_validation: bool,
     /// Set (by a Ctrl-C handler, say) to stop at the next batch: the run ends with
     /// [`GraftError::Interrupted`], its last complete checkpoint intact for a resume.
     pub interrupt: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
@@ -80,6 +86,9 @@ pub struct TrainOutcome {
     pub seconds: f64,
     /// False when `stop_after` ended the run early.
     pub finished: bool,
+    /// The validation scores when they are not the student's on the validation set: a pooled
+    /// linear probe's out-of-fold predictions over every image it was fitted to.
+    pub validation_evaluation: Option<Evaluation>,
 }
 
 /// The preprocessing at an optional input size, keeping the card's resize-to-crop ratio.
@@ -262,6 +271,7 @@ pub fn train(
         teacher_forwards: inputs.teacher_forwards,
         seconds: started.elapsed().as_secs_f64(),
         finished,
+        validation_evaluation: None,
     })
 }
 
@@ -316,9 +326,27 @@ fn fit_probe(
         samples_of(inputs.validation.iter().map(|(example, _)| example).collect(), inputs.validation.iter().map(|(_, label)| *label).collect())?;
     let train_samples = probe::Samples { features: &train_features, dim, labels: &train_labels, classes: classes.len() };
     let validation_samples = probe::Samples { features: &validation_features, dim, labels: &validation_labels, classes: classes.len() };
+    let pooled_features = [train_features.as_slice(), validation_features.as_slice()].concat();
+    let pooled_labels = [train_labels.as_slice(), validation_labels.as_slice()].concat();
+    let pooled_samples = probe::Samples { features: &pooled_features, labels: &pooled_labels, ..train_samples };
     let fit_started = Instant::now();
-    reporter.note(&format!("fitting the head as a linear probe on {} cached feature vectors (L-BFGS, L2 by cross-validation)", train_samples.len()));
-    let fitted = probe::fit(train_samples, options.seed);
+    let mut pooled = options.pooled_validation && !validation_samples.is_empty();
+    let mut fitted = if pooled {
+        reporter.note(&format!(
+            "fitting the head as a linear probe on all {} images (the {} split off for validation included; L-BFGS, L2 and the score by cross-validation)",
+            pooled_samples.len(),
+            validation_samples.len()
+        ));
+        probe::fit(pooled_samples, options.seed)
+    } else {
+        reporter.note(&format!("fitting the head as a linear probe on {} cached feature vectors (L-BFGS, L2 by cross-validation)", train_samples.len()));
+        probe::fit(train_samples, options.seed)
+    };
+    if pooled && fitted.cross_validation.is_none() {
+        // Too few images in a class to cross-validate: keep the hold-out to score on.
+        pooled = false;
+        fitted = probe::fit(train_samples, options.seed);
+    }
     let fit_seconds = fit_started.elapsed().as_secs_f64();
     reporter.note(&match &fitted.cross_validation {
         Some(cv) => format!(
@@ -330,8 +358,16 @@ fn fit_probe(
         ),
         None => format!("fewer than two images in a class: no cross-validation, L2 {}; fitted in {fit_seconds:.2}s", fitted.l2),
     });
-    let (train_accuracy, train_loss) = probe::evaluate(&fitted.weight, &fitted.bias, train_samples);
-    let (validation_accuracy, validation_loss) = probe::evaluate(&fitted.weight, &fitted.bias, validation_samples);
+    let (fitted_samples, cross_validation) = match (&fitted.cross_validation, pooled) {
+        (Some(cv), true) => (pooled_samples, Some(cv)),
+        _ => (train_samples, None),
+    };
+    let (train_accuracy, train_loss) = probe::evaluate(&fitted.weight, &fitted.bias, fitted_samples);
+    let (validation_accuracy, validation_loss) = match cross_validation {
+        Some(cv) => (cv.accuracy, cv.log_loss),
+        None => probe::evaluate(&fitted.weight, &fitted.bias, validation_samples),
+    };
+    let validation_evaluation = cross_validation.map(|cv| super::metrics::evaluate(&cv.out_of_fold, &pooled_labels, &classes));
     if !validation_loss.is_finite() || !train_loss.is_finite() {
         return Err(GraftError::Invalid("the linear probe's loss is not finite: the cached features hold NaN or infinite values".into()));
     }
@@ -367,6 +403,10 @@ fn fit_probe(
     let state = CheckpointState { run: identity, epochs_done: 1, steps_done: 0, history: vec![metrics], best_accuracy: validation_accuracy, best_epoch: 1 };
     write_metrics(&options.out, &state.history)?;
     let mut config = run_config(teacher, options, plan, preprocessing, &state, &inputs, head_parameters, started.elapsed().as_secs_f64());
+    config.metrics["validation"] = serde_json::json!(match cross_validation {
+        Some(cv) => format!("{}-fold cross-validation over all {} images (validation pooled with training)", cv.folds, pooled_samples.len()),
+        None => format!("hold-out of {} images", validation_samples.len()),
+    });
     config.metrics["probe"] = serde_json::json!({
         "l2": fitted.l2,
         "iterations": fitted.iterations,
@@ -382,6 +422,7 @@ fn fit_probe(
         teacher_forwards: inputs.teacher_forwards,
         seconds: started.elapsed().as_secs_f64(),
         finished: true,
+        validation_evaluation,
     })
 }
 

@@ -1,0 +1,62 @@
+"""Tables for docs/QUALITY.md from scripts/quality/run.sh's results: test accuracy, mean and
+standard error over seeds, per set and strategy, graft beside the plain PyTorch recipe.
+The last result of each (tool, variant, set, strategy, seed) counts.
+
+    python3 scripts/quality/report.py /tmp/graft-quality/results.jsonl
+"""
+import collections
+import json
+import math
+import sys
+
+SETS = ["fm10", "fm30", "fm100", "digits30", "digits100"]
+
+
+def mean_se(values):
+    n = len(values)
+    mean = sum(values) / n
+    se = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n) if n > 1 else 0.0
+    return mean, se
+
+
+def main():
+    latest = {}
+    for line in open(sys.argv[1]):
+        r = json.loads(line)
+        key = (r["tool"], r.get("variant", "default"), r["set"], r.get("asked", r["strategy"]), r["seed"])
+        latest[key] = r
+    groups = collections.defaultdict(list)
+    for (tool, variant, set_, strategy, _), r in latest.items():
+        groups[(tool, variant, set_, strategy)].append(r)
+    strategies = sorted({k[3] for k in groups}, key=["deep", "mid", "full", "auto"].index)
+    columns = [("graft", "default", "graft (defaults)"), ("graft", "epochs", "graft, head by epochs (before)"), ("pytorch", "default", "plain PyTorch recipe")]
+    for strategy in strategies:
+        print(f"\n### `{strategy}`: test accuracy, mean ± standard error over seeds\n")
+        present = [c for c in columns if any((c[0], c[1], s, strategy) in groups for s in SETS)]
+        print("| set | " + " | ".join(c[2] for c in present) + " | graft − plain |")
+        print("|---|" + "---|" * (len(present) + 1))
+        for set_ in SETS:
+            cells, means = [], {}
+            for tool, variant, _ in present:
+                rows = groups.get((tool, variant, set_, strategy), [])
+                if not rows:
+                    cells.append("–")
+                    continue
+                mean, se = mean_se([r["test_accuracy"] for r in rows])
+                means[(tool, variant)] = (mean, se)
+                seconds = sum(r.get("seconds", 0.0) for r in rows) / len(rows)
+                cells.append(f"{mean * 100:.1f} ± {se * 100:.1f} (n={len(rows)}, {seconds:.0f} s)")
+            if not any(c != "–" for c in cells):
+                continue
+            gap = ""
+            if ("graft", "default") in means and ("pytorch", "default") in means:
+                (g, gse), (p, pse) = means[("graft", "default")], means[("pytorch", "default")]
+                gap = f"{(g - p) * 100:+.1f} (s.e. {math.hypot(gse, pse) * 100:.1f})"
+            print(f"| {set_} | " + " | ".join(cells) + f" | {gap} |")
+    machines = {r.get("machine") for r in latest.values() if r.get("machine")}
+    commits = {r.get("commit") for r in latest.values() if r.get("commit")}
+    print(f"\nMachine: {', '.join(sorted(machines))}; graft commit {', '.join(sorted(commits))}.")
+
+
+if __name__ == "__main__":
+    main()
