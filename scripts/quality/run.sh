@@ -17,6 +17,10 @@ STRATEGIES=${STRATEGIES:-deep}
 SEEDS=${SEEDS:-"1 2 3 4 5"}
 SETS=${SETS:-"fm10 fm30 fm100 digits30 digits100"}
 GRAFT=${GRAFT:-$ROOT/target/release/graft}
+# PLAIN=0 skips the PyTorch recipe, BEFORE=0 graft's head-by-epochs runs (report.py keeps the
+# latest result of each run, so a rerun of one side updates the tables).
+PLAIN=${PLAIN:-1}
+BEFORE=${BEFORE:-1}
 if [ ! -x "$GRAFT" ]; then (cd "$ROOT" && cargo build --release -p graft-cli); fi
 mkdir -p "$WORK/runs"
 
@@ -56,9 +60,9 @@ for set in $SETS; do
     for seed in $SEEDS; do
       graft_run "$set" "$strategy" "$seed" default
       # The head as graft trained it before the probe (10 epochs, 20% held out), for the record.
-      if [ "$strategy" = deep ]; then graft_run "$set" deep "$seed" epochs --head-fit epochs; fi
+      if [ "$strategy" = deep ] && [ "$BEFORE" = 1 ]; then graft_run "$set" deep "$seed" epochs --head-fit epochs; fi
     done
-    if [ "$strategy" != auto ]; then
+    if [ "$strategy" != auto ] && [ "$PLAIN" = 1 ]; then
       # shellcheck disable=SC2086
       "$PYTHON" "$ROOT/scripts/quality/plain_recipe.py" --set "$WORK/sets/$set" --strategy "$strategy" --seeds $SEEDS \
         | python3 -c "import json,sys

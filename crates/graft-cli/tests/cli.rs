@@ -155,10 +155,11 @@ fn train_then_eval_then_predict_with_the_student() {
         Command::new(env!("CARGO_BIN_EXE_graft")).args(args).env("GRAFT_CACHE_DIR", &cache).env("GRAFT_OFFLINE", "1").output().unwrap()
     };
 
-    let out = with_cache(&["train", "--teacher", "efficientnet_lite0", "--data", train.to_str().unwrap(), "--strategy", "deep", "--out", run.to_str().unwrap(), "--image-size", "64", "--epochs", "4", "--quiet"]);
+    let out = with_cache(&["train", "--teacher", "efficientnet_lite0", "--data", train.to_str().unwrap(), "--strategy", "deep", "--out", run.to_str().unwrap(), "--image-size", "64", "--quiet"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stderr), "", "--quiet prints nothing on stderr");
-    assert!(text(&out.stdout).contains("validation accuracy"), "{}", text(&out.stdout));
+    // A deep head is a linear probe fitted on every image, scored by cross-validation.
+    assert!(text(&out.stdout).contains("cross-validated accuracy") && text(&out.stdout).contains("over all 24 images"), "{}", text(&out.stdout));
     for file in ["student.safetensors", "graft.json", "metrics.jsonl", "report.html", "curves.png", "confusion.png"] {
         assert!(run.join(file).is_file(), "{file} missing");
     }
@@ -169,7 +170,8 @@ fn train_then_eval_then_predict_with_the_student() {
     assert_eq!(config["classes"], serde_json::json!(["Bag", "Sandal", "Trouser"]));
     assert_eq!(config["frozen_blocks"].as_array().unwrap().len(), 18);
     assert_eq!(config["seed"], 42);
-    assert_eq!(std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().count(), 4);
+    assert_eq!(config["hyperparameters"]["head_fit"], "probe");
+    assert_eq!(std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().count(), 1);
     assert!(std::fs::read_to_string(run.join("report.html")).unwrap().contains("curves.png"));
 
     let out = with_cache(&["eval", run.to_str().unwrap(), "--data", test.to_str().unwrap(), "--json", "--quiet"]);
@@ -181,7 +183,7 @@ fn train_then_eval_then_predict_with_the_student() {
     assert_eq!(evaluation["per_class"].as_array().unwrap().len(), 3);
     assert_eq!(evaluation["confusion"].as_array().unwrap().len(), 3);
     // Bags, sandals and trousers are easy: a student that learned anything beats chance (1/3)
-    // clearly (on 18 training images, 4 epochs scored 0.58-1.00 over seeds 1-12 and 42).
+    // clearly.
     assert!(accuracy > 0.5, "accuracy {accuracy}");
 
     let out = with_cache(&["predict", "--student", run.to_str().unwrap(), test.join("Bag").to_str().unwrap(), "--json", "--top", "2", "--quiet"]);
