@@ -335,31 +335,7 @@ impl Problem<'_> {
         residual.iter_mut().for_each(|r| *r *= scale);
         let (weight_gradient, bias_gradient) = gradient.split_at_mut(d * k);
         // dW = Z^T R: Z is n x d row-major, so Z^T has row stride 1 and column stride d.
-        // SAFETY: `self.z` holds n*d values, `residual` n*k and `weight_gradient` d*k; the
-        // strides describe those row-major matrices (Z read transposed) and nothing is aliased.
-        unsafe {
-            gemm::gemm(
-                d,
-                k,
-                n,
-                weight_gradient.as_mut_ptr(),
-                1,
-                k as isize,
-                false,
-                self.z.as_ptr(),
-                d as isize,
-                1,
-                residual.as_ptr(),
-                1,
-                k as isize,
-                0.0f64,
-                1.0f64,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
+        matmul(weight_gradient, d, k, n, self.z, (d, 1), &residual);
         for (g, w) in weight_gradient.iter_mut().zip(weight) {
             *g += self.l2 * w;
         }
@@ -376,22 +352,38 @@ impl Problem<'_> {
 /// `Z W + b` for `n` rows.
 fn logits(z: &[f64], weight: &[f64], bias: &[f64], n: usize, d: usize, k: usize) -> Vec<f64> {
     let mut out = vec![0.0f64; n * k];
-    // SAFETY: `z` holds n*d values, `weight` d*k and `out` n*k, all row-major; not aliased.
+    matmul(&mut out, n, k, d, z, (1, d), weight);
+    for row in out.chunks_exact_mut(k) {
+        for (value, b) in row.iter_mut().zip(bias) {
+            *value += b;
+        }
+    }
+    out
+}
+
+/// `out[m x n] = lhs[m x inner] * rhs[inner x n]`, `out` and `rhs` row-major, `lhs` read with
+/// `(column stride, row stride)` (`(1, inner)` row-major, `(m, 1)` the transpose of a row-major
+/// `inner x m`), on the calling thread.
+fn matmul(out: &mut [f64], m: usize, n: usize, inner: usize, lhs: &[f64], (lhs_column_stride, lhs_row_stride): (usize, usize), rhs: &[f64]) {
+    assert!(out.len() >= m * n && rhs.len() >= inner * n && lhs.len() >= m * inner);
+    assert!((lhs_column_stride, lhs_row_stride) == (1, inner) || (lhs_column_stride, lhs_row_stride) == (m, 1));
+    // SAFETY: the buffers hold at least m*n, inner*n and m*inner values (checked above), the
+    // strides describe a row-major matrix or its transpose inside each, and `out` is not aliased.
     unsafe {
         gemm::gemm(
+            m,
             n,
-            k,
-            d,
+            inner,
             out.as_mut_ptr(),
             1,
-            k as isize,
+            n as isize,
             false,
-            z.as_ptr(),
+            lhs.as_ptr(),
+            lhs_column_stride as isize,
+            lhs_row_stride as isize,
+            rhs.as_ptr(),
             1,
-            d as isize,
-            weight.as_ptr(),
-            1,
-            k as isize,
+            n as isize,
             0.0f64,
             1.0f64,
             false,
@@ -400,12 +392,6 @@ fn logits(z: &[f64], weight: &[f64], bias: &[f64], n: usize, d: usize, k: usize)
             gemm::Parallelism::None,
         );
     }
-    for row in out.chunks_exact_mut(k) {
-        for (value, b) in row.iter_mut().zip(bias) {
-            *value += b;
-        }
-    }
-    out
 }
 
 /// Replaces a row of logits by its softmax; returns the cross-entropy of `label`.

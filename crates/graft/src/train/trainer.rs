@@ -91,6 +91,22 @@ pub struct TrainOutcome {
     pub validation_evaluation: Option<Evaluation>,
 }
 
+impl TrainOutcome {
+    fn new(config: RunConfig, history: Vec<EpochMetrics>, inputs: Inputs, started: Instant, finished: bool, validation_evaluation: Option<Evaluation>) -> TrainOutcome {
+        TrainOutcome {
+            config,
+            history,
+            skipped: inputs.skipped,
+            cache_hits: inputs.cache_hits,
+            cache_misses: inputs.cache_misses,
+            teacher_forwards: inputs.teacher_forwards,
+            seconds: started.elapsed().as_secs_f64(),
+            finished,
+            validation_evaluation,
+        }
+    }
+}
+
 /// The preprocessing at an optional input size, keeping the card's resize-to-crop ratio.
 pub fn preprocessing_at(card: &Preprocessing, size: Option<usize>) -> Preprocessing {
     match size {
@@ -262,17 +278,7 @@ pub fn train(
     if finished {
         save_run(&options.out, &session.student, &config)?;
     }
-    Ok(TrainOutcome {
-        config,
-        history: state.history,
-        skipped: inputs.skipped,
-        cache_hits: inputs.cache_hits,
-        cache_misses: inputs.cache_misses,
-        teacher_forwards: inputs.teacher_forwards,
-        seconds: started.elapsed().as_secs_f64(),
-        finished,
-        validation_evaluation: None,
-    })
+    Ok(TrainOutcome::new(config, state.history, inputs, started, finished, None))
 }
 
 /// `epochs` or `probe` for this run; an error when `probe` was asked for where it cannot apply.
@@ -413,17 +419,7 @@ fn fit_probe(
         "cross_validation": fitted.cross_validation,
     });
     save_run(&options.out, &student, &config)?;
-    Ok(TrainOutcome {
-        config,
-        history: state.history,
-        skipped: inputs.skipped,
-        cache_hits: inputs.cache_hits,
-        cache_misses: inputs.cache_misses,
-        teacher_forwards: inputs.teacher_forwards,
-        seconds: started.elapsed().as_secs_f64(),
-        finished: true,
-        validation_evaluation,
-    })
+    Ok(TrainOutcome::new(config, state.history, inputs, started, true, validation_evaluation))
 }
 
 /// The inputs of the trainable part: cached teacher outputs at the cut (each training image's
