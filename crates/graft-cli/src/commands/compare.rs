@@ -23,7 +23,7 @@ struct Row {
 
 pub fn run(args: &CompareArgs, settings: &Settings) -> anyhow::Result<()> {
     let teacher = super::teacher(&args.teacher, settings)?;
-    let (train_set, validation, split) = super::train::open_training_data(&args.data, &args.training, settings)?;
+    let (train_set, validation, _) = super::train::open_training_data(&args.data, &args.training, settings)?;
     let test = match &args.test {
         Some(path) => Some(dataset::open(path, &settings.cache_dir)?.train),
         None => dataset::open(&args.data, &settings.cache_dir)?.test,
@@ -35,7 +35,9 @@ pub fn run(args: &CompareArgs, settings: &Settings) -> anyhow::Result<()> {
         training.strategy = *strategy;
         let out = args.out.join(strategy.to_string());
         let started = Instant::now();
-        let outcome = super::train::train_student(&teacher, &train_set, &validation, split, &training, &out, false, &args.data.display().to_string(), settings)?;
+        // Every strategy is scored on the same held-out images (a `deep` probe does not pool them
+        // here, so its validation accuracy is comparable with the others').
+        let outcome = super::train::train_student(&teacher, &train_set, &validation, false, &training, &out, false, &args.data.display().to_string(), settings)?;
         let seconds = started.elapsed().as_secs_f64();
         let test_accuracy = match &test {
             Some(test) => {
