@@ -253,9 +253,6 @@ pub fn train(
     let inputs = prepare_inputs(teacher, train, validation, &plan, &preprocessing, options, device, reporter)?;
     let head_fit = resolve_head_fit(options, &plan, inputs.train.len())?;
     let options = &TrainOptions { hyperparameters: Hyperparameters { head_fit, ..options.hyperparameters.clone() }, ..options.clone() };
-    if head_fit == HeadFit::Probe {
-        return fit_probe(teacher, train.classes.clone(), options, &plan, preprocessing, inputs, device, reporter, started);
-    }
     let identity = RunIdentity {
         teacher_weights_sha256: teacher.weights_sha256.clone(),
         strategy: options.strategy,
@@ -266,6 +263,9 @@ pub fn train(
         classes: train.classes.clone(),
         hyperparameters: Hyperparameters { epochs: 0, patience: None, ..options.hyperparameters.clone() },
     };
+    if head_fit == HeadFit::Probe {
+        return fit_probe(teacher, identity, options, &plan, preprocessing, inputs, device, reporter, started);
+    }
     let (mut session, mut state) = Session::new(teacher, &plan, options, identity, &inputs, device, reporter)?;
     let context = EpochContext { plan: &plan, preprocessing: &preprocessing, options, inputs: &inputs, device };
     let finished = session.run_epochs(&mut state, &context, reporter)?;
@@ -306,7 +306,7 @@ fn resolve_head_fit(options: &TrainOptions, plan: &FreezePlan, train_images: usi
 #[allow(clippy::too_many_arguments)]
 fn fit_probe(
     teacher: &Teacher,
-    classes: Vec<String>,
+    identity: RunIdentity,
     options: &TrainOptions,
     plan: &FreezePlan,
     preprocessing: Preprocessing,
@@ -315,6 +315,7 @@ fn fit_probe(
     reporter: &dyn Reporter,
     started: Instant,
 ) -> Result<TrainOutcome> {
+    let classes = identity.classes.clone();
     let samples_of = |examples: Vec<&Example>, labels: Vec<usize>| -> Result<(Vec<f32>, usize, Vec<usize>)> {
         let entries = examples
             .into_iter()
@@ -396,16 +397,6 @@ fn fit_probe(
         bias: Some(Param::from_tensor(Tensor::<1>::from_data(TensorData::new(fitted.bias.clone(), [classes.len()]), &student_device))),
     });
     let head_parameters = fitted.weight.len() + fitted.bias.len();
-    let identity = RunIdentity {
-        teacher_weights_sha256: teacher.weights_sha256.clone(),
-        strategy: options.strategy,
-        cut: plan.cut,
-        train_images: inputs.train.len(),
-        validation_images: inputs.validation.len(),
-        seed: options.seed,
-        classes,
-        hyperparameters: options.hyperparameters.clone(),
-    };
     let state = CheckpointState { run: identity, epochs_done: 1, steps_done: 0, history: vec![metrics], best_accuracy: validation_accuracy, best_epoch: 1 };
     write_metrics(&options.out, &state.history)?;
     let mut config = run_config(teacher, options, plan, preprocessing, &state, &inputs, head_parameters, started.elapsed().as_secs_f64());
