@@ -42,8 +42,8 @@ pub fn load_teacher(name: &str, options: &WeightOptions, device: &Device) -> Res
                 (file.clone(), graft_weights::read_bytes(&file, bytes)?, zoo::LITE0_SHA256.to_owned())
             }
             _ => {
-                let path = cached_or_download(card, options)?;
-                (path.clone(), graft_weights::read(&path)?, sha256_file(&path)?)
+                let (path, sha256) = cached_or_download(card, options)?;
+                (path.clone(), graft_weights::read(&path)?, sha256)
             }
         },
     };
@@ -60,9 +60,10 @@ fn detect_layout(card: &TeacherCard, tensors: &TensorMap) -> CheckpointLayout {
     }
 }
 
-/// The teacher's weights in graft's cache, checked against the published SHA-256 (or the one
-/// recorded when a hub file was downloaded), downloading them first when they are not there.
-fn cached_or_download(card: &TeacherCard, options: &WeightOptions) -> Result<PathBuf> {
+/// The teacher's weights in graft's cache and their SHA-256, checked against the published one
+/// (or the one recorded when a hub file was downloaded), downloading them first when they are
+/// not there. The file is hashed once here; the teacher keeps that digest.
+fn cached_or_download(card: &TeacherCard, options: &WeightOptions) -> Result<(PathBuf, String)> {
     let source = &card.source;
     let path = options.cache_dir.join("weights").join(source.file_name);
     let fail = |reason: String| GraftError::Download { teacher: card.name.to_owned(), url: source.url(), reason };
@@ -76,13 +77,13 @@ fn cached_or_download(card: &TeacherCard, options: &WeightOptions) -> Result<Pat
         Some(sha256) => Some(sha256.to_owned()),
         None => std::fs::read_to_string(recorded_digest_path(&path)).ok().map(|text| text.trim().to_owned()),
     };
-    if let Some(wanted) = wanted {
-        let digest = sha256_file(&path)?;
-        if digest != wanted {
-            return Err(GraftError::ChecksumMismatch { path, expected: wanted, actual: digest });
-        }
+    let digest = sha256_file(&path)?;
+    if let Some(wanted) = wanted
+        && digest != wanted
+    {
+        return Err(GraftError::ChecksumMismatch { path, expected: wanted, actual: digest });
     }
-    Ok(path)
+    Ok((path, digest))
 }
 
 /// Where the SHA-256 a hub file was checked against at download time is kept, for files with
