@@ -21,6 +21,10 @@ GRAFT=${GRAFT:-$ROOT/target/release/graft}
 # latest result of each run, so a rerun of one side updates the tables).
 PLAIN=${PLAIN:-1}
 BEFORE=${BEFORE:-1}
+# An ablation: VARIANT names it in the results, ARGS are the extra `graft train` arguments
+# (e.g. VARIANT=batch-bn ARGS="--batch-norm batch" PLAIN=0 BEFORE=0).
+VARIANT=${VARIANT:-default}
+ARGS=${ARGS:-}
 if [ ! -x "$GRAFT" ]; then (cd "$ROOT" && cargo build --release -p graft-cli); fi
 mkdir -p "$WORK/runs"
 
@@ -58,7 +62,8 @@ PY
 for set in $SETS; do
   for strategy in $STRATEGIES; do
     for seed in $SEEDS; do
-      graft_run "$set" "$strategy" "$seed" default
+      # shellcheck disable=SC2086
+      graft_run "$set" "$strategy" "$seed" "$VARIANT" $ARGS
       # The head as graft trained it before the probe (10 epochs, 20% held out), for the record.
       if [ "$strategy" = deep ] && [ "$BEFORE" = 1 ]; then graft_run "$set" deep "$seed" epochs --head-fit epochs; fi
     done

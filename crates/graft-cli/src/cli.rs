@@ -6,7 +6,7 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use graft::choice::Choice;
 use graft::data::augment::AugmentChoice;
-use graft::train::{HeadChoice, HeadFit, Optimizer, Strategy};
+use graft::train::{BatchNormMode, HeadChoice, HeadFit, HeadInit, Optimizer, Strategy};
 
 /// Parses one of a library setting's names into its value; `--help` lists the names, and a typo
 /// fails while the arguments are read, before any work starts.
@@ -216,6 +216,18 @@ pub struct TrainingArgs {
     /// without augmentation on up to 20,000 images).
     #[arg(long, default_value = "auto", value_parser = choice::<HeadFit>())]
     pub head_fit: HeadFit,
+
+    /// Where the head starts when teacher blocks train (mid, full): `probe` (a linear probe
+    /// fitted on the frozen teacher's features first, then fine-tuned with the blocks: LP-FT),
+    /// `random`, or `auto` (probe for a linear head on up to 20,000 images).
+    #[arg(long, default_value = "auto", value_parser = choice::<HeadInit>())]
+    pub head_init: HeadInit,
+
+    /// How batch norms in trained teacher blocks normalise: `stored` (the teacher's statistics,
+    /// as in inference; scale and shift still train), `batch` (each batch's own, PyTorch's
+    /// `model.train()`), or `auto` (stored, but batch from scratch).
+    #[arg(long, default_value = "auto", value_parser = choice::<BatchNormMode>())]
+    pub batch_norm: BatchNormMode,
 
     /// Augmentation (random resized crop, flip, colour jitter): `auto` (on for mid/full), `on`, `off`.
     #[arg(long, default_value = "auto", value_parser = choice::<AugmentChoice>())]

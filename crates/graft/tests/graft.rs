@@ -164,6 +164,7 @@ mod training {
         TrainOptions {
             strategy,
             strategy_reason: None,
+            augmentation_choice: None,
             unfreeze: (strategy == Strategy::Mid).then_some(2),
             unfreeze_from: None,
             head: HeadKind::Linear,
@@ -186,6 +187,9 @@ mod training {
                 shards: 1,
                 // The epoch trainer, for every strategy: the probe has its own test.
                 head_fit: graft::train::HeadFit::Epochs,
+                // Where the recipe is not the subject, the settings runs had before these existed.
+                head_init: graft::train::HeadInit::Random,
+                batch_norm: graft::train::BatchNormMode::Batch,
             },
             seed: 7,
             image_size: Some(64),
@@ -260,6 +264,85 @@ mod training {
         mid.hyperparameters.head_fit = graft::train::HeadFit::Probe;
         let error = train(&teacher, &train_set, &validation, &mid, &Device::flex(), &Silent).unwrap_err().to_string();
         assert!(error.contains("linear probe") && error.contains("trains teacher blocks"), "{error}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The fine-tuning recipe's two pieces, seen where they must be exact: at learning rate 0 a
+    /// `mid` student started from the probe, its batch norms on stored statistics, is the `deep`
+    /// probe (same head, same features: the running statistics never move); at a real rate its
+    /// trained blocks' weights change while their running statistics stay the teacher's.
+    #[test]
+    fn a_probe_started_mid_run_on_stored_statistics_begins_as_the_deep_probe() {
+        let dir = temp_dir("lp-ft");
+        let teacher = teacher();
+        let (train_set, validation) = sample(10);
+        let mut deep = options(Strategy::Deep, &dir.join("deep"), &dir.join("cache"));
+        deep.hyperparameters.head_fit = graft::train::HeadFit::Probe;
+        let deep = train(&teacher, &train_set, &validation, &deep, &Device::flex(), &Silent).unwrap();
+        let mut still = options(Strategy::Mid, &dir.join("still"), &dir.join("cache"));
+        still.hyperparameters.head_init = graft::train::HeadInit::Auto;
+        still.hyperparameters.batch_norm = graft::train::BatchNormMode::Auto;
+        still.hyperparameters.learning_rate = 0.0;
+        still.hyperparameters.epochs = 1;
+        let still = train(&teacher, &train_set, &validation, &still, &Device::flex(), &Silent).unwrap();
+        let hyper = &still.config.hyperparameters;
+        assert_eq!((hyper.head_init, hyper.batch_norm), (graft::train::HeadInit::Probe, graft::train::BatchNormMode::Stored), "auto resolves and is saved resolved");
+        assert_eq!(still.config.metrics["head_init_probe"]["l2"], deep.config.metrics["probe"]["l2"]);
+        let (a, b) = (deep.config.metrics["validation_accuracy"].as_f64().unwrap(), still.config.metrics["validation_accuracy"].as_f64().unwrap());
+        assert!((a - b).abs() < 1e-9, "deep probe {a} vs the mid student it starts: {b}");
+        let (a, b) = (deep.config.metrics["validation_loss"].as_f64().unwrap(), still.config.metrics["validation_loss"].as_f64().unwrap());
+        assert!((a - b).abs() < 1e-3 * a.max(1.0), "validation loss: deep probe {a} vs mid at rate 0 {b}");
+
+        let mut moving = options(Strategy::Mid, &dir.join("moving"), &dir.join("cache"));
+        moving.hyperparameters.batch_norm = graft::train::BatchNormMode::Stored;
+        train(&teacher, &train_set, &validation, &moving, &Device::flex(), &Silent).unwrap();
+        let trained = graft_weights::read(&dir.join("moving/student.safetensors")).unwrap();
+        let (mut statistics, mut weights_changed) = (0, 0);
+        for (key, tensor) in &lite0_tensors() {
+            let Some(student) = trained.get(&format!("backbone.{key}")) else { continue };
+            if key.starts_with("_blocks.15.") && (key.ends_with("running_mean") || key.ends_with("running_var")) {
+                assert_eq!(student.values, tensor.values, "`{key}` moved on stored statistics");
+                statistics += 1;
+            } else if key.starts_with("_blocks.15.") && key.ends_with("weight") && student.values != tensor.values {
+                weights_changed += 1;
+            }
+        }
+        assert!(statistics >= 6 && weights_changed >= 3, "{statistics} statistics checked, {weights_changed} weights changed");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// `--augment auto`'s measurement: one trial per augmentation, the chosen one the union of
+    /// those kept, and a reason that names each with its score.
+    #[test]
+    fn auto_augmentation_measures_each_candidate_and_keeps_those_that_help() {
+        let dir = temp_dir("augment-choice");
+        let teacher = teacher();
+        let (train_set, _) = sample(10);
+        let preprocessing = graft::train::trainer::preprocessing_at(&teacher.card.preprocessing, Some(64));
+        let context = graft::train::augment_choice::MeasureContext {
+            teacher: &teacher,
+            preprocessing: &preprocessing,
+            cache_dir: &dir,
+            seed: 3,
+            fused_plan: true,
+            batch_size: 16,
+            device: &Device::flex(),
+        };
+        let choice = graft::train::augment_choice::choose(&context, &train_set, &Silent).unwrap();
+        let names: Vec<&str> = choice.trials.iter().map(|trial| trial.augmentation.as_str()).collect();
+        assert_eq!(names, ["random crops", "horizontal flips", "colour jitter"]);
+        assert!(choice.baseline.accuracy > 0.3, "ten classes of Fashion-MNIST: {:?}", choice.baseline);
+        let kept = |name: &str| choice.trials.iter().any(|trial| trial.augmentation == name && trial.kept);
+        assert_eq!(choice.augmentation.random_resized_crop, kept("random crops"));
+        assert_eq!(choice.augmentation.horizontal_flip, kept("horizontal flips"));
+        assert_eq!(choice.augmentation.color_jitter > 0.0, kept("colour jitter"));
+        for trial in &choice.trials {
+            assert_eq!(trial.kept, trial.accuracy > choice.baseline.accuracy || (trial.accuracy == choice.baseline.accuracy && trial.log_loss < choice.baseline.log_loss));
+            assert!(choice.reason.contains(&format!("{} {:.1}%", trial.augmentation, trial.accuracy * 100.0)), "{}", choice.reason);
+        }
+        // Measured again on the same data: the same answer, from the cache.
+        let again = graft::train::augment_choice::choose(&context, &train_set, &Silent).unwrap();
+        assert_eq!(again.augmentation, choice.augmentation);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -77,10 +77,13 @@ pub fn train_student(
         validation_fraction: args.validation_fraction,
         shards: args.shards.unwrap_or_else(|| graft::device::default_shards(&settings.device)),
         head_fit: args.head_fit,
+        head_init: args.head_init,
+        batch_norm: args.batch_norm,
     };
     let options = TrainOptions {
         strategy: args.strategy,
         strategy_reason: None,
+        augmentation_choice: None,
         unfreeze: args.unfreeze,
         unfreeze_from: args.unfreeze_from.clone(),
         head: args.head.kind(args.hidden),

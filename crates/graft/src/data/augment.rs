@@ -45,9 +45,10 @@ pub enum AugmentChoice {
 crate::choice::choice!(AugmentChoice, "augmentation", [(AugmentChoice::Auto, "auto"), (AugmentChoice::On, "on"), (AugmentChoice::Off, "off")]);
 
 impl AugmentChoice {
-    /// The augmentation for a (resolved) strategy. `auto` augments whenever teacher blocks
-    /// train, and not for `deep`: a head on pooled features of cached views gains little from
-    /// them and each view costs a teacher forward pass.
+    /// The augmentation for a (resolved) strategy without measuring. `auto` is off for `deep` (a
+    /// head on pooled features of cached views gains little from them and each view costs a
+    /// teacher forward pass) and on for `scratch`; for `mid` and `full`, [`crate::train::run`]
+    /// measures which augmentations help (`crate::train::augment_choice`) instead of calling this.
     pub fn resolve(self, strategy: Strategy) -> Augmentation {
         match (self, strategy) {
             (AugmentChoice::On, _) => Augmentation::standard(),

@@ -112,6 +112,16 @@ impl Backbone {
         Ok(self.freeze_group(ParamGroup::from_ids(ids)))
     }
 
+    /// Puts every batch norm on its stored statistics (as in inference) while its scale and
+    /// shift, and every other parameter, keep training: the `stored` batch-norm mode of
+    /// fine-tuning. On a few hundred images, batches of 32 give noisy statistics far from the
+    /// ones the teacher was trained with (docs/QUALITY.md measures what that costs).
+    pub fn freeze_batch_norm_statistics(self) -> Self {
+        let mut finder = BatchNormFlags::default();
+        self.visit(&mut finder);
+        self.freeze_group(ParamGroup::from_ids(finder.ids))
+    }
+
     /// How this network's parameter paths map to a checkpoint of the given layout.
     pub fn key_map(&self, layout: CheckpointLayout, architecture: Architecture) -> Box<dyn KeyMap> {
         match (self, layout, architecture) {
@@ -123,6 +133,29 @@ impl Backbone {
             (Backbone::ResNet(_), ..) => Box::new(ResNetKeys),
             (Backbone::MobileNetV2(net), ..) => Box::new(MobileNetV2Keys { blocks: net.blocks.len() }),
             (Backbone::EfficientNetLite(_), ..) => Box::new(SameKeys),
+        }
+    }
+}
+
+/// Collects the training flags of the batch norms in a module (not those of dropout layers).
+#[derive(Default)]
+struct BatchNormFlags {
+    containers: Vec<bool>,
+    ids: Vec<burn::module::ParamId>,
+}
+
+impl burn::module::ModuleVisitor for BatchNormFlags {
+    fn enter_module(&mut self, _name: &str, container_type: &str) {
+        self.containers.push(container_type == "Struct:BatchNorm");
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.containers.pop();
+    }
+
+    fn visit_flag(&mut self, flag: &burn::module::Param<burn::module::Flag>) {
+        if self.containers.last() == Some(&true) {
+            self.ids.push(flag.id);
         }
     }
 }

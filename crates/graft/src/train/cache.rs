@@ -48,6 +48,13 @@ pub struct CacheSpec {
     pub fused_plan: bool,
 }
 
+impl CacheSpec {
+    /// The whole teacher frozen (pooled features), no augmentation.
+    pub fn pooled(teacher: &Teacher, preprocessing: &Preprocessing, seed: u64, fused_plan: bool) -> CacheSpec {
+        CacheSpec { preprocessing: preprocessing.clone(), augmentation: Augmentation::none(), cut: teacher.block_names().len(), seed, fused_plan }
+    }
+}
+
 /// Counts of what the cache did, for reports and tests.
 #[derive(Debug, Default)]
 pub struct CacheStats {
@@ -283,6 +290,29 @@ fn read_shape(path: &Path) -> Option<Vec<usize>> {
 }
 
 /// The values of entries, one after another.
+/// Pooled features of the whole frozen teacher (`spec.cut` at the last block) for one view of
+/// each item, through the cache under `cache_dir`: the features of the items that could be read
+/// (row-major, `dim` each), their labels, and `dim`.
+#[allow(clippy::too_many_arguments)]
+pub fn pooled_features(
+    teacher: &Teacher,
+    spec: &CacheSpec,
+    cache_dir: &Path,
+    items: &[crate::data::dataset::Item],
+    view: View,
+    batch_size: usize,
+    device: &Device,
+    reporter: &dyn Reporter,
+    stage: &str,
+) -> Result<(Vec<f32>, Vec<usize>, usize)> {
+    let cache = FeatureCache::new(cache_dir, teacher, spec, device)?;
+    let requests: Vec<_> = items.iter().map(|item| (item.source.clone(), view)).collect();
+    let (entries, _) = cache.prepare(teacher, spec, &requests, batch_size, device, reporter, stage)?;
+    let (entries, labels): (Vec<&Entry>, Vec<usize>) = entries.iter().zip(items).filter_map(|(entry, item)| entry.as_ref().map(|entry| (entry, item.label))).unzip();
+    let dim = entries.first().map_or(0, |entry| entry.shape.iter().product());
+    Ok((read_values(&entries)?, labels, dim))
+}
+
 pub(crate) fn read_values(entries: &[&Entry]) -> Result<Vec<f32>> {
     let mut values = Vec::new();
     for entry in entries {

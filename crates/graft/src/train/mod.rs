@@ -1,6 +1,7 @@
 //! Training a student: strategies, the feature cache, the head, the trainer, metrics.
 
 pub mod advisor;
+pub mod augment_choice;
 pub mod batch_statistics;
 pub mod cache;
 pub mod head;
@@ -18,6 +19,6 @@ pub mod trainer;
 pub use head::{HeadChoice, HeadKind};
 pub use reporter::{EpochMetrics, Reporter, Silent};
 pub use strategy::{FreezePlan, Strategy};
-pub use student::{HeadFit, Hyperparameters, Optimizer, RunConfig, Student, load_run};
+pub use student::{BatchNormMode, HeadFit, HeadInit, Hyperparameters, Optimizer, RunConfig, Student, load_run};
 pub use run::train_run;
 pub use trainer::{TrainOptions, TrainOutcome, train};

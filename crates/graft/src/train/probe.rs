@@ -199,6 +199,40 @@ pub fn cross_validate(samples: Samples<'_>, seed: u64) -> Option<CrossValidation
     })
 }
 
+/// The held-out score of a probe at penalty `l2` over stratified k-fold cross-validation (the
+/// folds [`cross_validate`] deals from `seed`), each fold fitted on its training rows' features
+/// and, when `extra_views` is given, on one more view of each of those rows (`extra_views` holds
+/// a row of features per sample, in sample order: an augmented view of the same image), then
+/// scored on the held-out rows' own features. Returns (accuracy, mean log-loss) over all rows, or
+/// `None` when a class has fewer than two samples. Comparing it with and without `extra_views`
+/// measures whether training on those views helps a classifier on these features.
+pub fn held_out_score(samples: Samples<'_>, extra_views: Option<&[f32]>, l2: f64, seed: u64) -> Option<(f64, f64)> {
+    let folds = fold_of_each(samples.labels, samples.classes, seed)?;
+    let fold_count = folds.iter().max().map_or(0, |f| f + 1);
+    let per_fold: Vec<(usize, f64, usize)> = (0..fold_count)
+        .into_par_iter()
+        .map(|fold| {
+            let train_rows: Vec<usize> = (0..samples.len()).filter(|&row| folds[row] != fold).collect();
+            let test_rows: Vec<usize> = (0..samples.len()).filter(|&row| folds[row] == fold).collect();
+            let (mut features, mut labels) = samples.subset(&train_rows);
+            if let Some(extra) = extra_views {
+                let (extra_features, extra_labels) = Samples { features: extra, ..samples }.subset(&train_rows);
+                features.extend(extra_features);
+                labels.extend(extra_labels);
+            }
+            let (weight, bias, _) = fit_with(Samples { features: &features, labels: &labels, ..samples }, l2);
+            let (test_features, test_labels) = samples.subset(&test_rows);
+            let (accuracy, loss) = evaluate(&weight, &bias, Samples { features: &test_features, labels: &test_labels, ..samples });
+            let count = test_rows.len();
+            ((accuracy * count as f64).round() as usize, loss * count as f64, count)
+        })
+        .collect();
+    let count: usize = per_fold.iter().map(|fold| fold.2).sum();
+    let correct: usize = per_fold.iter().map(|fold| fold.0).sum();
+    let loss: f64 = per_fold.iter().map(|fold| fold.1).sum();
+    Some((correct as f64 / count.max(1) as f64, loss / count.max(1) as f64))
+}
+
 /// Accuracy and mean cross-entropy of a head (raw-feature layout, as [`Probe`]'s) on `samples`.
 pub fn evaluate(weight: &[f32], bias: &[f32], samples: Samples<'_>) -> (f64, f64) {
     let d = samples.dim;
@@ -608,6 +642,30 @@ mod tests {
         let grid = [point(1.0, 2.0, 0.01), point(0.1, 0.61, 0.02), point(0.01, 0.5, 0.1)];
         assert_eq!(one_standard_error_choice(&grid), Some(2), "0.61 is not");
         assert_eq!(one_standard_error_choice(&[point(1.0, f64::NAN, 0.0)]), None);
+    }
+
+    /// Extra views that keep each sample's class (a little noise) leave the held-out score about
+    /// where it was; views that look like another class (a mirrored digit) lower it.
+    #[test]
+    fn extra_views_that_change_the_class_score_worse_than_views_that_keep_it() {
+        let (features, labels) = blobs(30, 11);
+        let samples = Samples { features: &features, dim: 6, labels: &labels, classes: 3 };
+        let (plain, plain_loss) = held_out_score(samples, None, 1e-2, 1).unwrap();
+        let mut rng = SplitMix64::derive(5, &[2]);
+        let kept: Vec<f32> = features.iter().map(|&x| x + rng.uniform(-0.05, 0.05) as f32).collect();
+        let (with_kept, _) = held_out_score(samples, Some(&kept), 1e-2, 1).unwrap();
+        // Each sample's extra view is a sample of the next class.
+        let per_class = 30;
+        let changed: Vec<f32> = (0..labels.len()).flat_map(|row| {
+            let other = (row + per_class) % labels.len();
+            features[other * 6..(other + 1) * 6].to_vec()
+        }).collect();
+        let (with_changed, changed_loss) = held_out_score(samples, Some(&changed), 1e-2, 1).unwrap();
+        assert!(plain > 0.9, "{plain}");
+        assert!((with_kept - plain).abs() <= 0.03, "class-keeping views moved the score: {plain} -> {with_kept}");
+        assert!(with_changed < plain - 0.1 && changed_loss > plain_loss, "class-changing views: {plain} -> {with_changed}");
+        assert!(held_out_score(Samples { labels: &[0, 0, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2], features: &features[..13 * 6], ..samples }, None, 1e-2, 1).is_some());
+        assert!(held_out_score(Samples { labels: &[0, 1, 1], features: &features[..3 * 6], ..samples }, None, 1e-2, 1).is_none(), "a class of one");
     }
 
     #[test]

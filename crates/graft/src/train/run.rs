@@ -6,6 +6,7 @@
 use burn::tensor::Device;
 
 use super::advisor;
+use super::augment_choice::{self, MeasureContext};
 use super::evaluate::{InferenceOptions, evaluate_run};
 use super::reporter::Reporter;
 use super::strategy::Strategy;
@@ -34,7 +35,27 @@ pub fn train_run(
         options.strategy = advice.strategy;
         options.strategy_reason = Some(advice.reason);
     }
-    options.hyperparameters.augmentation = augment.resolve(options.strategy);
+    options.hyperparameters.augmentation = match (augment, options.strategy) {
+        // Fine-tuning a pretrained teacher: measure which augmentations suit this data.
+        (AugmentChoice::Auto, Strategy::Mid | Strategy::Full) => {
+            let preprocessing = super::trainer::preprocessing_at(&teacher.card.preprocessing, options.image_size);
+            let context = MeasureContext {
+                teacher,
+                preprocessing: &preprocessing,
+                cache_dir: &options.cache_dir,
+                seed: options.seed,
+                fused_plan: options.fused_plan,
+                batch_size: options.cache_batch_size,
+                device,
+            };
+            let choice = augment_choice::choose(&context, train_set, reporter)?;
+            reporter.note(&format!("augmentation: {}", choice.reason));
+            let augmentation = choice.augmentation.clone();
+            options.augmentation_choice = Some(choice);
+            augmentation
+        }
+        _ => augment.resolve(options.strategy),
+    };
     let outcome = train(teacher, train_set, validation, &options, device, reporter)?;
     if outcome.finished {
         // The validation confusion matrix (cached features make this cheap).

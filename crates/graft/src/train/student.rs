@@ -110,6 +110,40 @@ pub enum HeadFit {
 
 crate::choice::choice!(HeadFit, "head fit", [(HeadFit::Auto, "auto"), (HeadFit::Epochs, "epochs"), (HeadFit::Probe, "probe")]);
 
+/// How the teacher's batch norms normalise while its blocks train (`mid`, `full`, `scratch`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchNormMode {
+    /// `stored` for a pretrained teacher, `batch` from scratch (random statistics mean nothing).
+    Auto,
+    /// Each batch's own statistics, the running ones updated (PyTorch's `model.train()`; runs
+    /// saved before this setting existed trained so).
+    #[default]
+    Batch,
+    /// The teacher's stored statistics, as in inference; scale and shift still train.
+    Stored,
+}
+
+crate::choice::choice!(BatchNormMode, "batch-norm mode", [(BatchNormMode::Auto, "auto"), (BatchNormMode::Batch, "batch"), (BatchNormMode::Stored, "stored")]);
+
+/// Where a new head starts when teacher blocks train with it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadInit {
+    /// `probe` for a linear head on a pretrained teacher with at most
+    /// [`super::probe::MAX_PROBE_IMAGES`] images, `random` otherwise.
+    Auto,
+    /// Drawn from the seed (runs saved before this setting existed started so).
+    #[default]
+    Random,
+    /// A linear probe fitted on the frozen teacher's pooled features of the training images,
+    /// then fine-tuned with the blocks ("LP-FT", Kumar et al., ICLR 2022): the blocks' first
+    /// gradients come from a head that already separates the classes, not from a random one.
+    Probe,
+}
+
+crate::choice::choice!(HeadInit, "head init", [(HeadInit::Auto, "auto"), (HeadInit::Random, "random"), (HeadInit::Probe, "probe")]);
+
 /// Hyper-parameters of a run, saved in `graft.json`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Hyperparameters {
@@ -140,6 +174,12 @@ pub struct Hyperparameters {
     /// How a `deep` head is trained; saved resolved (`epochs` or `probe`).
     #[serde(default)]
     pub head_fit: HeadFit,
+    /// How batch norms in trained teacher blocks normalise; saved resolved.
+    #[serde(default)]
+    pub batch_norm: BatchNormMode,
+    /// Where the head starts when teacher blocks train; saved resolved.
+    #[serde(default)]
+    pub head_init: HeadInit,
 }
 
 fn one() -> usize {
@@ -155,6 +195,9 @@ pub struct RunConfig {
     pub strategy: Strategy,
     /// Why `auto` chose the strategy, when it did.
     pub strategy_reason: Option<String>,
+    /// What `--augment auto` measured and chose, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augmentation_choice: Option<super::augment_choice::Choice>,
     pub frozen_blocks: Vec<String>,
     pub trainable_blocks: Vec<String>,
     pub classes: Vec<String>,

@@ -17,7 +17,7 @@ use burn::optim::{AdamWConfig, ModuleOptimizer, SgdConfig, momentum::MomentumCon
 use burn::store::ModuleRecord;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::cache::{CacheSpec, Entry, FeatureCache, Skipped, View, batch_from_entries, read_values};
+use super::cache::{CacheSpec, Entry, FeatureCache, Skipped, View, batch_from_entries, pooled_features, read_values};
 use super::head::Head;
 use super::probe;
 use super::head::HeadKind;
@@ -26,7 +26,7 @@ use super::reporter::{EpochMetrics, Reporter};
 use super::schedule::WarmupCosine;
 use super::strategy::{FreezePlan, Strategy};
 use super::shards;
-use super::student::{HeadFit, Hyperparameters, Optimizer, RunConfig, Student, StudentInput, save_run};
+use super::student::{BatchNormMode, HeadFit, HeadInit, Hyperparameters, Optimizer, RunConfig, Student, StudentInput, save_run};
 use crate::data::augment::augmented_view;
 use crate::data::dataset::{Dataset, Item, duplicates_across, duplicates_among};
 use crate::data::image::{batch_tensor, preprocess};
@@ -43,6 +43,8 @@ pub struct TrainOptions {
     /// A resolved strategy (not `auto`).
     pub strategy: Strategy,
     pub strategy_reason: Option<String>,
+    /// What `--augment auto` measured and chose, when it did (saved in `graft.json`).
+    pub augmentation_choice: Option<super::augment_choice::Choice>,
     pub unfreeze: Option<usize>,
     pub unfreeze_from: Option<String>,
     pub head: HeadKind,
@@ -252,7 +254,13 @@ pub fn train(
     let preprocessing = preprocessing_at(&teacher.card.preprocessing, options.image_size);
     let inputs = prepare_inputs(teacher, train, validation, &plan, &preprocessing, options, device, reporter)?;
     let head_fit = resolve_head_fit(options, &plan, inputs.train.len())?;
-    let options = &TrainOptions { hyperparameters: Hyperparameters { head_fit, ..options.hyperparameters.clone() }, ..options.clone() };
+    let head_init = resolve_head_init(options, &plan, inputs.train.len())?;
+    let batch_norm = match options.hyperparameters.batch_norm {
+        BatchNormMode::Auto if options.strategy == Strategy::Scratch => BatchNormMode::Batch,
+        BatchNormMode::Auto => BatchNormMode::Stored,
+        mode => mode,
+    };
+    let options = &TrainOptions { hyperparameters: Hyperparameters { head_fit, head_init, batch_norm, ..options.hyperparameters.clone() }, ..options.clone() };
     let identity = RunIdentity {
         teacher_weights_sha256: teacher.weights_sha256.clone(),
         strategy: options.strategy,
@@ -266,7 +274,11 @@ pub fn train(
     if head_fit == HeadFit::Probe {
         return fit_probe(teacher, identity, options, &plan, preprocessing, inputs, device, reporter, started);
     }
-    let (mut session, mut state) = Session::new(teacher, &plan, options, identity, &inputs, device, reporter)?;
+    let initial_head = match head_init {
+        HeadInit::Probe => Some(probe_head(teacher, train, &preprocessing, options, device, reporter)?),
+        _ => None,
+    };
+    let (mut session, mut state) = Session::new(teacher, &plan, options, identity, &inputs, initial_head.as_ref().map(|(head, _)| head.clone()), device, reporter)?;
     let context = EpochContext { plan: &plan, preprocessing: &preprocessing, options, inputs: &inputs, device };
     let finished = session.run_epochs(&mut state, &context, reporter)?;
 
@@ -274,7 +286,10 @@ pub fn train(
     if let (true, Some(current)) = (state.best_epoch > 0, &session.current) {
         session.student = session.student.load_record(read_record(&current.join(BEST_FILE))?);
     }
-    let config = run_config(teacher, options, &plan, preprocessing, &state, &inputs, count_trainable(&session.student), started.elapsed().as_secs_f64());
+    let mut config = run_config(teacher, options, &plan, preprocessing, &state, &inputs, count_trainable(&session.student), started.elapsed().as_secs_f64());
+    if let Some((_, fitted)) = &initial_head {
+        config.metrics["head_init_probe"] = serde_json::json!({"l2": fitted.l2, "iterations": fitted.iterations, "cross_validation": fitted.cross_validation});
+    }
     if finished {
         save_run(&options.out, &session.student, &config)?;
     }
@@ -298,6 +313,56 @@ fn resolve_head_fit(options: &TrainOptions, plan: &FreezePlan, train_images: usi
         (HeadFit::Probe, None) => HeadFit::Probe,
         (HeadFit::Auto, None) if train_images <= probe::MAX_PROBE_IMAGES => HeadFit::Probe,
         _ => HeadFit::Epochs,
+    })
+}
+
+/// `random` or `probe` for where the head starts; an error when `probe` was asked for where it
+/// cannot apply.
+fn resolve_head_init(options: &TrainOptions, plan: &FreezePlan, train_images: usize) -> Result<HeadInit> {
+    let why_not = if plan.is_head_only() {
+        Some("only the head trains (`--head-fit` chooses how)".to_owned())
+    } else if options.strategy == Strategy::Scratch {
+        Some("the teacher's weights are random (`scratch`)".to_owned())
+    } else if options.head != HeadKind::Linear {
+        Some("the head is not linear".to_owned())
+    } else {
+        None
+    };
+    Ok(match (options.hyperparameters.head_init, why_not) {
+        (HeadInit::Probe, Some(reason)) => return Err(GraftError::Invalid(format!("a head started from a linear probe is for a linear head on trained teacher blocks; here {reason}"))),
+        (HeadInit::Probe, None) => HeadInit::Probe,
+        (HeadInit::Auto, None) if train_images <= probe::MAX_PROBE_IMAGES => HeadInit::Probe,
+        _ => HeadInit::Random,
+    })
+}
+
+/// The head a fine-tuning run starts from (LP-FT): a linear probe fitted on the pooled features
+/// of the whole frozen teacher (each training image's plain view, through the feature cache at
+/// the last block), its penalty chosen by cross-validation.
+fn probe_head(teacher: &Teacher, train: &Dataset, preprocessing: &Preprocessing, options: &TrainOptions, device: &Device, reporter: &dyn Reporter) -> Result<(Head, probe::Probe)> {
+    let spec = CacheSpec::pooled(teacher, preprocessing, options.seed, options.fused_plan);
+    let stage = "caching pooled features for the head's start";
+    let (features, labels, dim) = pooled_features(teacher, &spec, &options.cache_dir, &train.items, View::Eval, options.cache_batch_size, device, reporter, stage)?;
+    let classes = train.classes.len();
+    let fitted = probe::fit(probe::Samples { features: &features, dim, labels: &labels, classes }, options.seed);
+    reporter.note(&match &fitted.cross_validation {
+        Some(cv) => format!(
+            "head starts from a linear probe on the frozen teacher (L2 {}, cross-validated accuracy {:.1}% ± {:.1}%)",
+            fitted.l2,
+            cv.accuracy * 100.0,
+            cv.standard_error * 100.0
+        ),
+        None => format!("head starts from a linear probe on the frozen teacher (L2 {})", fitted.l2),
+    });
+    let training_device = device.clone().autodiff();
+    Ok((linear_head(&fitted, dim, classes, &training_device), fitted))
+}
+
+/// A probe's weights as a linear head on `device`.
+fn linear_head(fitted: &probe::Probe, dim: usize, classes: usize, device: &Device) -> Head {
+    Head::Linear(Linear {
+        weight: Param::from_tensor(Tensor::<2>::from_data(TensorData::new(fitted.weight.clone(), [dim, classes]), device)),
+        bias: Some(Param::from_tensor(Tensor::<1>::from_data(TensorData::new(fitted.bias.clone(), [classes]), device))),
     })
 }
 
@@ -392,10 +457,7 @@ fn fit_probe(
     // On the autodiff device as the trainer's students are, so saving and loading are the same.
     let student_device = device.clone().autodiff();
     let mut student = Student::new(teacher.backbone.clone(), plan, HeadKind::Linear, classes.len(), options.seed, &student_device)?;
-    student.head = Head::Linear(Linear {
-        weight: Param::from_tensor(Tensor::<2>::from_data(TensorData::new(fitted.weight.clone(), [dim, classes.len()]), &student_device)),
-        bias: Some(Param::from_tensor(Tensor::<1>::from_data(TensorData::new(fitted.bias.clone(), [classes.len()]), &student_device))),
-    });
+    student.head = linear_head(&fitted, dim, classes.len(), &student_device);
     let head_parameters = fitted.weight.len() + fitted.bias.len();
     let state = CheckpointState { run: identity, epochs_done: 1, steps_done: 0, history: vec![metrics], best_accuracy: validation_accuracy, best_epoch: 1 };
     write_metrics(&options.out, &state.history)?;
@@ -558,6 +620,7 @@ impl Session {
         options: &TrainOptions,
         identity: RunIdentity,
         inputs: &Inputs,
+        initial_head: Option<Head>,
         device: &Device,
         reporter: &dyn Reporter,
     ) -> Result<(Session, CheckpointState)> {
@@ -569,6 +632,12 @@ impl Session {
             _ => teacher.backbone.clone(),
         };
         let mut student = Student::new(backbone, plan, options.head, identity.classes.len(), options.seed, &training_device)?;
+        if hyper.batch_norm == BatchNormMode::Stored {
+            student.backbone = student.backbone.freeze_batch_norm_statistics();
+        }
+        if let Some(head) = initial_head {
+            student.head = head;
+        }
         let steps_per_epoch = identity.train_images.div_ceil(hyper.batch_size.max(1));
         let total_steps = steps_per_epoch * hyper.epochs;
         let schedule = Schedule {
@@ -833,6 +902,7 @@ fn run_config(
         teacher_weights_sha256: teacher.weights_sha256.clone(),
         strategy: options.strategy,
         strategy_reason: options.strategy_reason.clone(),
+        augmentation_choice: options.augmentation_choice.clone(),
         frozen_blocks: plan.frozen().to_vec(),
         trainable_blocks: plan.trainable().to_vec(),
         classes: state.run.classes.clone(),
