@@ -53,6 +53,20 @@ def main():
                 (g, gse), (p, pse) = means[("graft", "default")], means[("pytorch", "default")]
                 gap = f"{(g - p) * 100:+.1f} (s.e. {math.hypot(gse, pse) * 100:.1f})"
             print(f"| {set_} | " + " | ".join(cells) + f" | {gap} |")
+    ablations = sorted({k[1:] for k in groups if k[0] == "graft" and k[1] not in ("default", "epochs")}, key=lambda k: (["deep", "mid", "full", "auto"].index(k[2]), k[1], k[0]))
+    if ablations:
+        print("\n### Ablations (graft with one setting changed): test accuracy, mean ± standard error over seeds\n")
+        print("| strategy | set | variant | arguments | graft | plain PyTorch recipe |")
+        print("|---|---|---|---|---|---|")
+        for variant, set_, strategy in ablations:
+            rows = groups[("graft", variant, set_, strategy)]
+            mean, se = mean_se([r["test_accuracy"] for r in rows])
+            plain = groups.get(("pytorch", "default", set_, strategy), [])
+            plain_cell = "–"
+            if plain:
+                p, pse = mean_se([r["test_accuracy"] for r in plain])
+                plain_cell = f"{p * 100:.1f} ± {pse * 100:.1f} (n={len(plain)})"
+            print(f"| {strategy} | {set_} | {variant} | `{rows[0].get('args', '')}` | {mean * 100:.1f} ± {se * 100:.1f} (n={len(rows)}) | {plain_cell} |")
     machines = {r.get("machine") for r in latest.values() if r.get("machine")}
     commits = {r.get("commit") for r in latest.values() if r.get("commit")}
     print(f"\nMachine: {', '.join(sorted(machines))}; graft commit {', '.join(sorted(commits))}.")

@@ -48,14 +48,14 @@ graft_run() {  # set strategy seed variant [extra train arguments...]
   "$GRAFT" -q --cache-dir "$WORK/cache" train --data "$WORK/sets/$set/train" --strategy "$strategy" --seed "$seed" --out "$run" --json "$@" > "$run.train.json"
   local trained; trained=$(date +%s.%N)
   "$GRAFT" -q --cache-dir "$WORK/cache" eval "$run" --data "$WORK/sets/$set/test" --json > "$run.eval.json"
-  python3 - "$run" "$set" "$strategy" "$seed" "$variant" "$started" "$trained" "$commit" "$machine" >> "$RESULTS" <<'PY'
+  python3 - "$run" "$set" "$strategy" "$seed" "$variant" "$started" "$trained" "$commit" "$machine" "$*" >> "$RESULTS" <<'PY'
 import json, sys
-run, set_, strategy, seed, variant, started, trained, commit, machine = sys.argv[1:]
+run, set_, strategy, seed, variant, started, trained, commit, machine, args = sys.argv[1:]
 train = json.load(open(run + ".train.json"))
 test = json.load(open(run + ".eval.json"))
 print(json.dumps({"tool": "graft", "variant": variant, "set": set_, "strategy": train["strategy"], "asked": strategy, "seed": int(seed),
                   "test_accuracy": test["accuracy"], "validation_accuracy": train["validation_accuracy"],
-                  "seconds": float(trained) - float(started), "commit": commit, "machine": machine}))
+                  "seconds": float(trained) - float(started), "commit": commit, "machine": machine, "args": args}))
 PY
 }
 

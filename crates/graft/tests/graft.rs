@@ -280,13 +280,13 @@ mod training {
         deep.hyperparameters.head_fit = graft::train::HeadFit::Probe;
         let deep = train(&teacher, &train_set, &validation, &deep, &Device::flex(), &Silent).unwrap();
         let mut still = options(Strategy::Mid, &dir.join("still"), &dir.join("cache"));
-        still.hyperparameters.head_init = graft::train::HeadInit::Auto;
+        still.hyperparameters.head_init = graft::train::HeadInit::Probe;
         still.hyperparameters.batch_norm = graft::train::BatchNormMode::Auto;
         still.hyperparameters.learning_rate = 0.0;
         still.hyperparameters.epochs = 1;
         let still = train(&teacher, &train_set, &validation, &still, &Device::flex(), &Silent).unwrap();
         let hyper = &still.config.hyperparameters;
-        assert_eq!((hyper.head_init, hyper.batch_norm), (graft::train::HeadInit::Probe, graft::train::BatchNormMode::Stored), "auto resolves and is saved resolved");
+        assert_eq!((hyper.head_init, hyper.batch_norm), (graft::train::HeadInit::Probe, graft::train::BatchNormMode::Stored), "batch-norm auto resolves to stored for a pretrained teacher, saved resolved");
         assert_eq!(still.config.metrics["head_init_probe"]["l2"], deep.config.metrics["probe"]["l2"]);
         let (a, b) = (deep.config.metrics["validation_accuracy"].as_f64().unwrap(), still.config.metrics["validation_accuracy"].as_f64().unwrap());
         assert!((a - b).abs() < 1e-9, "deep probe {a} vs the mid student it starts: {b}");

@@ -254,7 +254,7 @@ pub fn train(
     let preprocessing = preprocessing_at(&teacher.card.preprocessing, options.image_size);
     let inputs = prepare_inputs(teacher, train, validation, &plan, &preprocessing, options, device, reporter)?;
     let head_fit = resolve_head_fit(options, &plan, inputs.train.len())?;
-    let head_init = resolve_head_init(options, &plan, inputs.train.len())?;
+    let head_init = resolve_head_init(options, &plan)?;
     let batch_norm = match options.hyperparameters.batch_norm {
         BatchNormMode::Auto if options.strategy == Strategy::Scratch => BatchNormMode::Batch,
         BatchNormMode::Auto => BatchNormMode::Stored,
@@ -316,9 +316,8 @@ fn resolve_head_fit(options: &TrainOptions, plan: &FreezePlan, train_images: usi
     })
 }
 
-/// `random` or `probe` for where the head starts; an error when `probe` was asked for where it
-/// cannot apply.
-fn resolve_head_init(options: &TrainOptions, plan: &FreezePlan, train_images: usize) -> Result<HeadInit> {
+/// Where the head starts; an error when `probe` was asked for where it cannot apply.
+fn resolve_head_init(options: &TrainOptions, plan: &FreezePlan) -> Result<HeadInit> {
     let why_not = if plan.is_head_only() {
         Some("only the head trains (`--head-fit` chooses how)".to_owned())
     } else if options.strategy == Strategy::Scratch {
@@ -328,12 +327,10 @@ fn resolve_head_init(options: &TrainOptions, plan: &FreezePlan, train_images: us
     } else {
         None
     };
-    Ok(match (options.hyperparameters.head_init, why_not) {
-        (HeadInit::Probe, Some(reason)) => return Err(GraftError::Invalid(format!("a head started from a linear probe is for a linear head on trained teacher blocks; here {reason}"))),
-        (HeadInit::Probe, None) => HeadInit::Probe,
-        (HeadInit::Auto, None) if train_images <= probe::MAX_PROBE_IMAGES => HeadInit::Probe,
-        _ => HeadInit::Random,
-    })
+    match (options.hyperparameters.head_init, why_not) {
+        (HeadInit::Probe, Some(reason)) => Err(GraftError::Invalid(format!("a head started from a linear probe is for a linear head on trained teacher blocks; here {reason}"))),
+        (head_init, _) => Ok(head_init),
+    }
 }
 
 /// The head a fine-tuning run starts from (LP-FT): a linear probe fitted on the pooled features
