@@ -133,6 +133,9 @@ pub fn write_run_report(run: &Path, config: &RunConfig, history: &[EpochMetrics]
     if let Some(reason) = &config.strategy_reason {
         let _ = write!(html, "<p>Why this strategy: {}</p>", escape(reason));
     }
+    if let Some(choice) = &config.augmentation_choice {
+        let _ = write!(html, "<p>Augmentation, measured: {}</p>", escape(&choice.reason));
+    }
     html.push_str("<h2>Learning curves</h2><img src=\"curves.png\" alt=\"loss and accuracy per epoch\" width=\"1000\">");
     if run.join("confusion.png").is_file() {
         html.push_str("<h2>Validation confusion matrix</h2><img src=\"confusion.png\" alt=\"confusion matrix\">");

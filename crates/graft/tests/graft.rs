@@ -331,13 +331,16 @@ mod training {
         let choice = graft::train::augment_choice::choose(&context, &train_set, &Silent).unwrap();
         let names: Vec<&str> = choice.trials.iter().map(|trial| trial.augmentation.as_str()).collect();
         assert_eq!(names, ["random crops", "horizontal flips", "colour jitter"]);
-        assert!(choice.baseline.accuracy > 0.3, "ten classes of Fashion-MNIST: {:?}", choice.baseline);
+        assert!(choice.plain_accuracy > 0.3, "ten classes of Fashion-MNIST: {choice:?}");
         let kept = |name: &str| choice.trials.iter().any(|trial| trial.augmentation == name && trial.kept);
         assert_eq!(choice.augmentation.random_resized_crop, kept("random crops"));
         assert_eq!(choice.augmentation.horizontal_flip, kept("horizontal flips"));
         assert_eq!(choice.augmentation.color_jitter > 0.0, kept("colour jitter"));
         for trial in &choice.trials {
-            assert_eq!(trial.kept, trial.accuracy > choice.baseline.accuracy || (trial.accuracy == choice.baseline.accuracy && trial.log_loss < choice.baseline.log_loss));
+            assert_eq!(trial.kept, graft::train::augment_choice::clearly_helps(trial, choice.plain_accuracy));
+            // The change is the paired difference of the two mean log-losses.
+            assert!((trial.log_loss_change - (trial.log_loss - choice.plain_log_loss)).abs() < 1e-9, "{trial:?}");
+            assert!(trial.log_loss_change_standard_error > 0.0, "{trial:?}");
             assert!(choice.reason.contains(&format!("{} {:.1}%", trial.augmentation, trial.accuracy * 100.0)), "{}", choice.reason);
         }
         // Measured again on the same data: the same answer, from the cache.

@@ -119,6 +119,8 @@ pub fn print_outcome(outcome: &TrainOutcome, out: &Path, json: bool, settings: &
                 "run": out,
                 "strategy": config.strategy,
                 "strategy_reason": config.strategy_reason,
+                "augmentation": config.hyperparameters.augmentation,
+                "augmentation_reason": config.augmentation_choice.as_ref().map(|choice| &choice.reason),
                 "frozen_blocks": config.frozen_blocks.len(),
                 "trainable_blocks": config.trainable_blocks,
                 "trained_parameters": config.trained_parameters,

@@ -199,17 +199,26 @@ pub fn cross_validate(samples: Samples<'_>, seed: u64) -> Option<CrossValidation
     })
 }
 
-/// The held-out score of a probe at penalty `l2` over stratified k-fold cross-validation (the
-/// folds [`cross_validate`] deals from `seed`), each fold fitted on its training rows' features
-/// and, when `extra_views` is given, on one more view of each of those rows (`extra_views` holds
-/// a row of features per sample, in sample order: an augmented view of the same image), then
-/// scored on the held-out rows' own features. Returns (accuracy, mean log-loss) over all rows, or
-/// `None` when a class has fewer than two samples. Comparing it with and without `extra_views`
-/// measures whether training on those views helps a classifier on these features.
-pub fn held_out_score(samples: Samples<'_>, extra_views: Option<&[f32]>, l2: f64, seed: u64) -> Option<(f64, f64)> {
+/// One sample's fate when held out: whether the probe got it right, and its cross-entropy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HeldOut {
+    pub correct: bool,
+    pub loss: f64,
+}
+
+/// Each sample's held-out outcome for a probe at penalty `l2` over stratified k-fold
+/// cross-validation (the folds [`cross_validate`] deals from `seed`), in sample order. Each fold
+/// is fitted on its training rows' features and, when `extra_views` is given, on one more view of
+/// each of those rows (`extra_views` holds a row of features per sample, in sample order: an
+/// augmented view of the same image), then scores its held-out rows on their own features.
+/// `None` when a class has fewer than two samples. Comparing the outcomes with and without
+/// `extra_views`, sample by sample, measures whether training on those views helps a classifier
+/// on these features.
+pub fn held_out(samples: Samples<'_>, extra_views: Option<&[f32]>, l2: f64, seed: u64) -> Option<Vec<HeldOut>> {
     let folds = fold_of_each(samples.labels, samples.classes, seed)?;
     let fold_count = folds.iter().max().map_or(0, |f| f + 1);
-    let per_fold: Vec<(usize, f64, usize)> = (0..fold_count)
+    let (d, k) = (samples.dim, samples.classes);
+    let per_fold: Vec<(Vec<usize>, Vec<HeldOut>)> = (0..fold_count)
         .into_par_iter()
         .map(|fold| {
             let train_rows: Vec<usize> = (0..samples.len()).filter(|&row| folds[row] != fold).collect();
@@ -221,16 +230,35 @@ pub fn held_out_score(samples: Samples<'_>, extra_views: Option<&[f32]>, l2: f64
                 labels.extend(extra_labels);
             }
             let (weight, bias, _) = fit_with(Samples { features: &features, labels: &labels, ..samples }, l2);
+            let mut theta: Vec<f64> = weight.iter().map(|&w| w as f64).collect();
+            theta.extend(bias.iter().map(|&b| b as f64));
             let (test_features, test_labels) = samples.subset(&test_rows);
-            let (accuracy, loss) = evaluate(&weight, &bias, Samples { features: &test_features, labels: &test_labels, ..samples });
-            let count = test_rows.len();
-            ((accuracy * count as f64).round() as usize, loss * count as f64, count)
+            let z: Vec<f64> = test_features.iter().map(|&x| x as f64).collect();
+            let (_, _, probabilities) = score_with_probabilities(&theta, &z, &test_labels, d, k);
+            let outcomes = probabilities
+                .chunks_exact(k)
+                .zip(&test_labels)
+                .map(|(row, &label)| {
+                    let predicted = row.iter().enumerate().fold(0, |best, (c, p)| if *p > row[best] { c } else { best });
+                    HeldOut { correct: predicted == label, loss: -(row[label] as f64).max(1e-30).ln() }
+                })
+                .collect();
+            (test_rows, outcomes)
         })
         .collect();
-    let count: usize = per_fold.iter().map(|fold| fold.2).sum();
-    let correct: usize = per_fold.iter().map(|fold| fold.0).sum();
-    let loss: f64 = per_fold.iter().map(|fold| fold.1).sum();
-    Some((correct as f64 / count.max(1) as f64, loss / count.max(1) as f64))
+    let mut outcomes = vec![HeldOut { correct: false, loss: f64::NAN }; samples.len()];
+    for (rows, fold_outcomes) in per_fold {
+        for (row, outcome) in rows.into_iter().zip(fold_outcomes) {
+            outcomes[row] = outcome;
+        }
+    }
+    Some(outcomes)
+}
+
+/// Accuracy and mean log-loss of held-out outcomes.
+pub fn held_out_score(outcomes: &[HeldOut]) -> (f64, f64) {
+    let n = outcomes.len().max(1) as f64;
+    (outcomes.iter().filter(|o| o.correct).count() as f64 / n, outcomes.iter().map(|o| o.loss).sum::<f64>() / n)
 }
 
 /// Accuracy and mean cross-entropy of a head (raw-feature layout, as [`Probe`]'s) on `samples`.
@@ -650,22 +678,27 @@ mod tests {
     fn extra_views_that_change_the_class_score_worse_than_views_that_keep_it() {
         let (features, labels) = blobs(30, 11);
         let samples = Samples { features: &features, dim: 6, labels: &labels, classes: 3 };
-        let (plain, plain_loss) = held_out_score(samples, None, 1e-2, 1).unwrap();
+        let cv = cross_validate(samples, 1).unwrap();
+        let score = |extra: Option<&[f32]>| held_out_score(&held_out(samples, extra, cv.l2, 1).unwrap());
+        let (plain, plain_loss) = score(None);
+        // The outcomes agree with the cross-validation at the same penalty (the same folds).
+        assert!((plain - cv.accuracy).abs() < 0.05 && (plain_loss - cv.log_loss).abs() < 0.05, "{plain} {plain_loss} vs {cv:?}");
         let mut rng = SplitMix64::derive(5, &[2]);
         let kept: Vec<f32> = features.iter().map(|&x| x + rng.uniform(-0.05, 0.05) as f32).collect();
-        let (with_kept, _) = held_out_score(samples, Some(&kept), 1e-2, 1).unwrap();
+        let (with_kept, _) = score(Some(&kept));
         // Each sample's extra view is a sample of the next class.
         let per_class = 30;
-        let changed: Vec<f32> = (0..labels.len()).flat_map(|row| {
-            let other = (row + per_class) % labels.len();
-            features[other * 6..(other + 1) * 6].to_vec()
-        }).collect();
-        let (with_changed, changed_loss) = held_out_score(samples, Some(&changed), 1e-2, 1).unwrap();
+        let changed: Vec<f32> = (0..labels.len())
+            .flat_map(|row| {
+                let other = (row + per_class) % labels.len();
+                features[other * 6..(other + 1) * 6].to_vec()
+            })
+            .collect();
+        let (with_changed, changed_loss) = score(Some(&changed));
         assert!(plain > 0.9, "{plain}");
         assert!((with_kept - plain).abs() <= 0.03, "class-keeping views moved the score: {plain} -> {with_kept}");
         assert!(with_changed < plain - 0.1 && changed_loss > plain_loss, "class-changing views: {plain} -> {with_changed}");
-        assert!(held_out_score(Samples { labels: &[0, 0, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2], features: &features[..13 * 6], ..samples }, None, 1e-2, 1).is_some());
-        assert!(held_out_score(Samples { labels: &[0, 1, 1], features: &features[..3 * 6], ..samples }, None, 1e-2, 1).is_none(), "a class of one");
+        assert!(held_out(Samples { labels: &[0, 1, 1], features: &features[..3 * 6], ..samples }, None, 1e-2, 1).is_none(), "a class of one");
     }
 
     #[test]
