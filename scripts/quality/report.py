@@ -29,7 +29,12 @@ def main():
     for (tool, variant, set_, strategy, _), r in latest.items():
         groups[(tool, variant, set_, strategy)].append(r)
     strategies = sorted({k[3] for k in groups}, key=["deep", "mid", "full", "auto"].index)
-    columns = [("graft", "default", "graft (defaults)"), ("graft", "epochs", "graft, head by epochs (before)"), ("pytorch", "default", "plain PyTorch recipe")]
+    columns = [
+        ("graft", "default", "graft (defaults)"),
+        ("graft", "epochs", "graft, head by epochs (before)"),
+        ("graft", "before", "graft before (b557b46)"),
+        ("pytorch", "default", "plain PyTorch recipe"),
+    ]
     for strategy in strategies:
         print(f"\n### `{strategy}`: test accuracy, mean ± standard error over seeds\n")
         present = [c for c in columns if any((c[0], c[1], s, strategy) in groups for s in SETS)]
@@ -53,7 +58,7 @@ def main():
                 (g, gse), (p, pse) = means[("graft", "default")], means[("pytorch", "default")]
                 gap = f"{(g - p) * 100:+.1f} (s.e. {math.hypot(gse, pse) * 100:.1f})"
             print(f"| {set_} | " + " | ".join(cells) + f" | {gap} |")
-    ablations = sorted({k[1:] for k in groups if k[0] == "graft" and k[1] not in ("default", "epochs")}, key=lambda k: (["deep", "mid", "full", "auto"].index(k[2]), k[1], k[0]))
+    ablations = sorted({k[1:] for k in groups if k[0] == "graft" and k[1] not in ("default", "epochs", "before")}, key=lambda k: (["deep", "mid", "full", "auto"].index(k[2]), k[1], k[0]))
     if ablations:
         print("\n### Ablations (graft with one setting changed): test accuracy, mean ± standard error over seeds\n")
         print("| strategy | set | variant | arguments | graft | plain PyTorch recipe |")

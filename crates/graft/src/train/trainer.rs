@@ -278,7 +278,11 @@ pub fn train(
         HeadInit::Probe => Some(probe_head(teacher, train, &preprocessing, options, device, reporter)?),
         _ => None,
     };
-    let (mut session, mut state) = Session::new(teacher, &plan, options, identity, &inputs, initial_head.as_ref().map(|(head, _)| head.clone()), device, reporter)?;
+    let (mut session, mut state) = Session::new(teacher, &plan, options, identity, &inputs, device, reporter)?;
+    if let (Some((head, _)), 0) = (&initial_head, state.epochs_done) {
+        // A fresh run (a resumed one has its checkpoint's head): start from the probe.
+        session.student.head = head.clone();
+    }
     let context = EpochContext { plan: &plan, preprocessing: &preprocessing, options, inputs: &inputs, device };
     let finished = session.run_epochs(&mut state, &context, reporter)?;
 
@@ -617,7 +621,6 @@ impl Session {
         options: &TrainOptions,
         identity: RunIdentity,
         inputs: &Inputs,
-        initial_head: Option<Head>,
         device: &Device,
         reporter: &dyn Reporter,
     ) -> Result<(Session, CheckpointState)> {
@@ -631,9 +634,6 @@ impl Session {
         let mut student = Student::new(backbone, plan, options.head, identity.classes.len(), options.seed, &training_device)?;
         if hyper.batch_norm == BatchNormMode::Stored {
             student.backbone = student.backbone.freeze_batch_norm_statistics();
-        }
-        if let Some(head) = initial_head {
-            student.head = head;
         }
         let steps_per_epoch = identity.train_images.div_ceil(hyper.batch_size.max(1));
         let total_steps = steps_per_epoch * hyper.epochs;
