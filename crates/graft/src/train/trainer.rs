@@ -274,12 +274,18 @@ pub fn train(
     if head_fit == HeadFit::Probe {
         return fit_probe(teacher, identity, options, &plan, preprocessing, inputs, device, reporter, started);
     }
+    // Boxed: a network's modules are large values, and debug builds give every temporary its own
+    // stack slot; the test threads' 2 MiB stacks must still hold a training step.
     let initial_head = match head_init {
-        HeadInit::Probe => Some(probe_head(teacher, train, &preprocessing, options, device, reporter)?),
+        HeadInit::Probe => Some(Box::new(probe_head(teacher, train, &preprocessing, options, device, reporter)?)),
         _ => None,
     };
     let (mut session, mut state) = Session::new(teacher, &plan, options, identity, &inputs, device, reporter)?;
-    if let (Some((head, _)), 0) = (&initial_head, state.epochs_done) {
+    if options.hyperparameters.batch_norm == BatchNormMode::Stored {
+        freeze_batch_norm_statistics(&mut session.student);
+    }
+    if let (Some(start), 0) = (&initial_head, state.epochs_done) {
+        let (head, _) = start.as_ref();
         // A fresh run (a resumed one has its checkpoint's head): start from the probe.
         session.student.head = head.clone();
     }
@@ -291,7 +297,7 @@ pub fn train(
         session.student = session.student.load_record(read_record(&current.join(BEST_FILE))?);
     }
     let mut config = run_config(teacher, options, &plan, preprocessing, &state, &inputs, count_trainable(&session.student), started.elapsed().as_secs_f64());
-    if let Some((_, fitted)) = &initial_head {
+    if let Some((_, fitted)) = initial_head.as_deref() {
         config.metrics["head_init_probe"] = serde_json::json!({"l2": fitted.l2, "iterations": fitted.iterations, "cross_validation": fitted.cross_validation});
     }
     if finished {
@@ -318,6 +324,15 @@ fn resolve_head_fit(options: &TrainOptions, plan: &FreezePlan, train_images: usi
         (HeadFit::Auto, None) if train_images <= probe::MAX_PROBE_IMAGES => HeadFit::Probe,
         _ => HeadFit::Epochs,
     })
+}
+
+/// Puts the student's batch norms on their stored statistics (`--batch-norm stored`). Out of
+/// line and on a clone (a module's tensors are shared, so cloning is cheap): in debug builds each
+/// move of the network takes a slot of its size in the frame that makes it, and the trainer's
+/// frames must fit a 2 MiB thread stack (a test thread's).
+#[inline(never)]
+fn freeze_batch_norm_statistics(student: &mut Student) {
+    *student = student.clone().with_batch_norm_statistics_frozen();
 }
 
 /// Where the head starts; an error when `probe` was asked for where it cannot apply.
@@ -632,9 +647,6 @@ impl Session {
             _ => teacher.backbone.clone(),
         };
         let mut student = Student::new(backbone, plan, options.head, identity.classes.len(), options.seed, &training_device)?;
-        if hyper.batch_norm == BatchNormMode::Stored {
-            student.backbone = student.backbone.freeze_batch_norm_statistics();
-        }
         let steps_per_epoch = identity.train_images.div_ceil(hyper.batch_size.max(1));
         let total_steps = steps_per_epoch * hyper.epochs;
         let schedule = Schedule {
