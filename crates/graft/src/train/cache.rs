@@ -289,7 +289,6 @@ fn read_shape(path: &Path) -> Option<Vec<usize>> {
     (file.metadata().ok()?.len() == expected).then_some(shape)
 }
 
-/// The values of entries, one after another.
 /// Pooled features of the whole frozen teacher (`spec.cut` at the last block) for one view of
 /// each item, through the cache under `cache_dir`: the features of the items that could be read
 /// (row-major, `dim` each), their labels, and `dim`.
@@ -313,6 +312,7 @@ pub fn pooled_features(
     Ok((read_values(&entries)?, labels, dim))
 }
 
+/// The values of entries, one after another.
 pub(crate) fn read_values(entries: &[&Entry]) -> Result<Vec<f32>> {
     let mut values = Vec::new();
     for entry in entries {

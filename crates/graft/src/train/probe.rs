@@ -138,8 +138,7 @@ pub fn cross_validate(samples: Samples<'_>, seed: u64) -> Option<CrossValidation
     let mut fold_states: Vec<Fold> = (0..fold_count)
         .into_par_iter()
         .map(|fold| {
-            let train_rows: Vec<usize> = (0..samples.len()).filter(|&row| folds[row] != fold).collect();
-            let test_rows: Vec<usize> = (0..samples.len()).filter(|&row| folds[row] == fold).collect();
+            let (train_rows, test_rows) = fold_rows(&folds, fold);
             let (train_features, labels) = samples.subset(&train_rows);
             let (test_features, test_labels) = samples.subset(&test_rows);
             let standard = Standardised::new(Samples { features: &train_features, labels: &labels, ..samples });
@@ -221,8 +220,7 @@ pub fn held_out(samples: Samples<'_>, extra_views: Option<&[f32]>, l2: f64, seed
     let per_fold: Vec<(Vec<usize>, Vec<HeldOut>)> = (0..fold_count)
         .into_par_iter()
         .map(|fold| {
-            let train_rows: Vec<usize> = (0..samples.len()).filter(|&row| folds[row] != fold).collect();
-            let test_rows: Vec<usize> = (0..samples.len()).filter(|&row| folds[row] == fold).collect();
+            let (train_rows, test_rows) = fold_rows(&folds, fold);
             let (mut features, mut labels) = samples.subset(&train_rows);
             if let Some(extra) = extra_views {
                 let (extra_features, extra_labels) = Samples { features: extra, ..samples }.subset(&train_rows);
@@ -230,18 +228,14 @@ pub fn held_out(samples: Samples<'_>, extra_views: Option<&[f32]>, l2: f64, seed
                 labels.extend(extra_labels);
             }
             let (weight, bias, _) = fit_with(Samples { features: &features, labels: &labels, ..samples }, l2);
-            let mut theta: Vec<f64> = weight.iter().map(|&w| w as f64).collect();
-            theta.extend(bias.iter().map(|&b| b as f64));
+            let (weight, bias): (Vec<f64>, Vec<f64>) = (weight.iter().map(|&w| w as f64).collect(), bias.iter().map(|&b| b as f64).collect());
             let (test_features, test_labels) = samples.subset(&test_rows);
             let z: Vec<f64> = test_features.iter().map(|&x| x as f64).collect();
-            let (_, _, probabilities) = score_with_probabilities(&theta, &z, &test_labels, d, k);
-            let outcomes = probabilities
-                .chunks_exact(k)
+            let mut out = logits(&z, &weight, &bias, test_rows.len(), d, k);
+            let outcomes = out
+                .chunks_exact_mut(k)
                 .zip(&test_labels)
-                .map(|(row, &label)| {
-                    let predicted = row.iter().enumerate().fold(0, |best, (c, p)| if *p > row[best] { c } else { best });
-                    HeldOut { correct: predicted == label, loss: -(row[label] as f64).max(1e-30).ln() }
-                })
+                .map(|(row, &label)| HeldOut { correct: argmax(row) == label, loss: softmax_in_place(row, label) })
                 .collect();
             (test_rows, outcomes)
         })
@@ -456,17 +450,28 @@ fn matmul(out: &mut [f64], m: usize, n: usize, inner: usize, lhs: &[f64], (lhs_c
     }
 }
 
-/// Replaces a row of logits by its softmax; returns the cross-entropy of `label`.
+/// The index of the largest value (the first of equal ones).
+fn argmax(row: &[f64]) -> usize {
+    row.iter().enumerate().fold(0, |best, (c, v)| if *v > row[best] { c } else { best })
+}
+
+/// The rows of each side of fold `fold`: (training rows, held-out rows), in sample order.
+fn fold_rows(folds: &[usize], fold: usize) -> (Vec<usize>, Vec<usize>) {
+    (0..folds.len()).partition(|&row| folds[row] != fold)
+}
+
+/// Replaces a row of logits by its softmax; returns the cross-entropy of `label` (from the
+/// shifted logit, so finite even where the label's probability underflows to 0).
 fn softmax_in_place(row: &mut [f64], label: usize) -> f64 {
     let max = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let label_logit = row[label] - max;
     let mut sum = 0.0;
     for value in row.iter_mut() {
         *value = (*value - max).exp();
         sum += *value;
     }
-    let log_label = (row[label] / sum).ln();
     row.iter_mut().for_each(|value| *value /= sum);
-    -log_label
+    sum.ln() - label_logit
 }
 
 /// Accuracy and mean cross-entropy of `theta` (standardised layout) on standardised rows.
@@ -479,8 +484,7 @@ fn score(theta: &[f64], z: &[f64], labels: &[usize], d: usize, k: usize) -> (f64
     let mut out = logits(z, weight, bias, n, d, k);
     let (mut correct, mut loss) = (0usize, 0.0);
     for (row, &label) in out.chunks_exact_mut(k).zip(labels) {
-        let predicted = row.iter().enumerate().fold(0, |best, (c, v)| if *v > row[best] { c } else { best });
-        correct += usize::from(predicted == label);
+        correct += usize::from(argmax(row) == label);
         loss += softmax_in_place(row, label);
     }
     (correct as f64 / n as f64, loss / n as f64)

@@ -45,15 +45,6 @@ impl Student {
         Ok(Student { backbone: backbone.fork(device).train().freeze_until(plan.cut)?, head: Head::new(head, features, classes, seed, device) })
     }
 
-    /// This student with every batch norm of the teacher on its stored statistics (see
-    /// [`Backbone::freeze_batch_norm_statistics`]). Out of line: in debug builds each move of
-    /// the network takes its own slot in the frame that makes it, and the trainer's frames must
-    /// fit a 2 MiB thread stack.
-    #[inline(never)]
-    pub fn with_batch_norm_statistics_frozen(self) -> Student {
-        Student { backbone: self.backbone.freeze_batch_norm_statistics(), head: self.head }
-    }
-
     /// Logits for inputs entering at block `cut`.
     ///
     /// # Errors

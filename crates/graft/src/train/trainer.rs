@@ -332,7 +332,7 @@ fn resolve_head_fit(options: &TrainOptions, plan: &FreezePlan, train_images: usi
 /// frames must fit a 2 MiB thread stack (a test thread's).
 #[inline(never)]
 fn freeze_batch_norm_statistics(student: &mut Student) {
-    *student = student.clone().with_batch_norm_statistics_frozen();
+    student.backbone = student.backbone.clone().freeze_batch_norm_statistics();
 }
 
 /// Where the head starts; an error when `probe` was asked for where it cannot apply.
