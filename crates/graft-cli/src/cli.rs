@@ -6,7 +6,7 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use graft::choice::Choice;
 use graft::data::augment::AugmentChoice;
-use graft::train::{BatchNormMode, HeadChoice, HeadFit, HeadInit, Optimizer, Strategy};
+use graft::train::{BatchNormMode, HeadChoice, HeadFit, HeadInit, Optimizer, Refit, Strategy};
 
 /// Parses one of a library setting's names into its value; `--help` lists the names, and a typo
 /// fails while the arguments are read, before any work starts.
@@ -229,6 +229,12 @@ pub struct TrainingArgs {
     /// `model.train()`), or `auto` (stored, but batch from scratch).
     #[arg(long, default_value = "auto", value_parser = choice::<BatchNormMode>())]
     pub batch_norm: BatchNormMode,
+
+    /// Train the student again on every image once the held-out images have chosen the epoch
+    /// count: `auto` (when graft split the validation images off and the student trains by
+    /// epochs), `on`, `off`. The held-out scores stay as the estimate.
+    #[arg(long, default_value = "auto", value_parser = choice::<Refit>())]
+    pub refit: Refit,
 
     /// Augmentation (random resized crop, flip, colour jitter): `auto` (on for mid/full), `on`, `off`.
     #[arg(long, default_value = "auto", value_parser = choice::<AugmentChoice>())]

@@ -226,7 +226,7 @@ fn train_on_a_single_class_stops_with_a_hint() {
 fn a_misspelt_setting_fails_before_any_work_with_the_accepted_names() {
     let data = repo("crates/graft-assets/data/fashion-mnist-sample/train");
     let out_dir = std::env::temp_dir().join(format!("graft-cli-typo-{}", std::process::id()));
-    for (flag, value, names) in [("--optimizer", "adamm", "adamw, sgd"), ("--strategy", "dep", "deep, mid, full"), ("--augment", "yes", "auto, on, off"), ("--batch-norm", "running", "auto, batch, stored"), ("--head-init", "zeros", "random, probe")] {
+    for (flag, value, names) in [("--optimizer", "adamm", "adamw, sgd"), ("--strategy", "dep", "deep, mid, full"), ("--augment", "yes", "auto, on, off"), ("--batch-norm", "running", "auto, batch, stored"), ("--head-init", "zeros", "random, probe"), ("--refit", "always", "auto, on, off")] {
         let started = std::time::Instant::now();
         let out = graft(&["train", "--data", data.to_str().unwrap(), "--out", out_dir.to_str().unwrap(), flag, value]);
         assert_eq!(out.status.code(), Some(2), "{flag}: {}", text(&out.stderr));

@@ -130,6 +130,13 @@ pub fn write_run_report(run: &Path, config: &RunConfig, history: &[EpochMetrics]
         validation_images = config.validation_images,
         seed = config.seed,
     );
+    if let (Some(images), Some(epochs)) = (config.metrics["refit"]["images"].as_u64(), config.metrics["refit"]["epochs"].as_u64()) {
+        let _ = write!(
+            html,
+            "<p>Then refitted: trained again from the start on all {images} images, validation ones included, for the {epochs} epochs the held-out \
+             images chose. The student is that refit; the validation figures here are the held-out run's, the estimate of its accuracy.</p>"
+        );
+    }
     if let Some(reason) = &config.strategy_reason {
         let _ = write!(html, "<p>Why this strategy: {}</p>", escape(reason));
     }

@@ -190,6 +190,7 @@ mod training {
                 // Where the recipe is not the subject, the settings runs had before these existed.
                 head_init: graft::train::HeadInit::Random,
                 batch_norm: graft::train::BatchNormMode::Batch,
+                refit: graft::train::Refit::Off,
             },
             seed: 7,
             image_size: Some(64),
@@ -438,6 +439,65 @@ mod training {
             assert_eq!((a.train_loss, a.validation_loss, a.validation_accuracy), (b.train_loss, b.validation_loss, b.validation_accuracy), "epoch {}", a.epoch);
         }
         assert_eq!(uninterrupted.config.metrics["validation_accuracy"], resumed.config.metrics["validation_accuracy"]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// `--refit auto` where graft split the validation images off: after the held-out run, a
+    /// second run on every image for as many epochs becomes the student, the held-out run's
+    /// last epoch its estimate; interrupted inside the refit and resumed, it ends with the same
+    /// student.
+    #[test]
+    fn a_refit_trains_on_every_image_for_the_chosen_epochs_and_resumes_to_the_same_student() {
+        let dir = temp_dir("refit");
+        let teacher = teacher();
+        let (train_set, validation) = sample(6);
+        let mut refit = options(Strategy::Mid, &dir.join("refit"), &dir.join("cache"));
+        refit.pooled_validation = true;
+        refit.hyperparameters.refit = graft::train::Refit::Auto;
+        let whole = train(&teacher, &train_set, &validation, &refit, &Device::flex(), &Silent).unwrap();
+        let config = &whole.config;
+        assert_eq!(config.hyperparameters.refit, graft::train::Refit::On, "auto refits where graft made the split");
+        let epochs = refit.hyperparameters.epochs as u64;
+        assert_eq!(config.metrics["refit"]["images"].as_u64().unwrap() as usize, train_set.len() + validation.len(), "{}", config.metrics);
+        assert_eq!(config.metrics["refit"]["epochs"].as_u64().unwrap(), epochs, "{}", config.metrics);
+        // The estimate is the held-out run at the epoch the refit ends on, scored as evaluated.
+        assert_eq!(config.metrics["best_epoch"].as_u64().unwrap(), epochs, "{}", config.metrics);
+        let estimate = whole.validation_evaluation.as_ref().expect("the held-out student's evaluation");
+        assert_eq!(estimate.accuracy, whole.history.last().unwrap().validation_accuracy);
+        assert_eq!(estimate.accuracy, config.metrics["validation_accuracy"].as_f64().unwrap());
+
+        // The same held-out run without the refit: the same epochs, another student.
+        let mut kept = refit.clone();
+        kept.out = dir.join("kept");
+        kept.pooled_validation = false;
+        let held_out = train(&teacher, &train_set, &validation, &kept, &Device::flex(), &Silent).unwrap();
+        assert_eq!(held_out.config.hyperparameters.refit, graft::train::Refit::Off, "the data came with its validation set");
+        let scores = |history: &[graft::train::EpochMetrics]| history.iter().map(|m| (m.train_loss, m.validation_loss, m.validation_accuracy)).collect::<Vec<_>>();
+        assert_eq!(scores(&held_out.history), scores(&whole.history));
+        let student = |run: &str| graft_weights::read(&dir.join(run).join("student.safetensors")).unwrap();
+        assert_ne!(student("refit")["head.weight"], student("kept")["head.weight"], "the refit trained a new student");
+
+        let mut interrupted = refit.clone();
+        interrupted.out = dir.join("halves");
+        interrupted.stop_after = Some(interrupted.hyperparameters.epochs + 1);
+        let first = train(&teacher, &train_set, &validation, &interrupted, &Device::flex(), &Silent).unwrap();
+        assert!(!first.finished, "stopped after the refit's first epoch");
+        assert!(!dir.join("halves/student.safetensors").exists(), "an unfinished refit saves no student");
+        interrupted.stop_after = None;
+        interrupted.resume = true;
+        let resumed = train(&teacher, &train_set, &validation, &interrupted, &Device::flex(), &Silent).unwrap();
+        assert!(resumed.finished);
+        let (resumed_student, whole_student) = (student("halves"), student("refit"));
+        let differing: Vec<&String> = whole_student.keys().filter(|key| resumed_student.get(*key) != whole_student.get(*key)).collect();
+        assert!(differing.is_empty(), "resumed inside the refit, a different student: {} of {} tensors differ, e.g. {:?}", differing.len(), whole_student.len(), &differing[..differing.len().min(5)]);
+        assert_eq!(resumed.config.metrics["refit"]["images"], config.metrics["refit"]["images"]);
+
+        // A probe fits every image already; it is not refitted by epochs.
+        let mut probe = options(Strategy::Deep, &dir.join("probe"), &dir.join("cache"));
+        probe.hyperparameters.head_fit = graft::train::HeadFit::Probe;
+        probe.hyperparameters.refit = graft::train::Refit::On;
+        let error = train(&teacher, &train_set, &validation, &probe, &Device::flex(), &Silent).unwrap_err().to_string();
+        assert!(error.contains("--refit on") && error.contains("linear probe"), "{error}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -79,6 +79,7 @@ pub fn train_student(
         head_fit: args.head_fit,
         head_init: args.head_init,
         batch_norm: args.batch_norm,
+        refit: args.refit,
     };
     let options = TrainOptions {
         strategy: args.strategy,
@@ -126,6 +127,7 @@ pub fn print_outcome(outcome: &TrainOutcome, out: &Path, json: bool, settings: &
                 "trained_parameters": config.trained_parameters,
                 "validation_accuracy": accuracy,
                 "best_epoch": config.metrics["best_epoch"],
+                "refit": config.metrics.get("refit"),
                 "seconds": outcome.seconds,
                 "cache": {"hits": outcome.cache_hits, "misses": outcome.cache_misses, "teacher_forwards": outcome.teacher_forwards},
                 "skipped": outcome.skipped.iter().map(|s| &s.name).collect::<Vec<_>>(),
@@ -134,7 +136,14 @@ pub fn print_outcome(outcome: &TrainOutcome, out: &Path, json: bool, settings: &
     } else {
         let scored = match (config.metrics.get("validation").and_then(|v| v.as_str()), config.metrics["probe"]["cross_validation"]["standard_error"].as_f64()) {
             (Some(how), Some(error)) if how.contains("cross-validation over all") => format!("cross-validated accuracy {:.2}% ± {:.2}% ({how})", accuracy * 100.0, error * 100.0),
-            _ => format!("validation accuracy {:.2}% (best epoch {})", accuracy * 100.0, config.metrics["best_epoch"]),
+            _ => match config.metrics["refit"]["images"].as_u64() {
+                Some(images) => format!(
+                    "validation accuracy {:.2}% (best epoch {}; then refitted on all {images} images for as many epochs, the held-out figure its estimate)",
+                    accuracy * 100.0,
+                    config.metrics["best_epoch"]
+                ),
+                None => format!("validation accuracy {:.2}% (best epoch {})", accuracy * 100.0, config.metrics["best_epoch"]),
+            },
         };
         println!(
             "trained a {} student of {} ({} of {} blocks frozen, {} parameters trained) in {:.1}s\n{scored}, cache {} hits / {} misses\nrun: {} (report.html, graft.json, metrics.jsonl, student.safetensors)",

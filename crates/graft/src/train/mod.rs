@@ -19,6 +19,6 @@ pub mod trainer;
 pub use head::{HeadChoice, HeadKind};
 pub use reporter::{EpochMetrics, Reporter, Silent};
 pub use strategy::{FreezePlan, Strategy};
-pub use student::{BatchNormMode, HeadFit, HeadInit, Hyperparameters, Optimizer, RunConfig, Student, load_run};
+pub use student::{BatchNormMode, HeadFit, HeadInit, Hyperparameters, Optimizer, Refit, RunConfig, Student, load_run};
 pub use run::train_run;
 pub use trainer::{TrainOptions, TrainOutcome, train};

@@ -143,6 +143,31 @@ pub enum HeadInit {
 
 crate::choice::choice!(HeadInit, "head init", [(HeadInit::Random, "random"), (HeadInit::Probe, "probe")]);
 
+/// Whether a student trained by epochs on a hold-out graft split off is trained again on every
+/// image once the hold-out has chosen its epoch count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Refit {
+    /// `on` when graft split the validation images off the training data and the student
+    /// trains by epochs (`mid`, `full`, `scratch`, a `deep` head by epochs); `off` when the data
+    /// came with its own validation set (the user kept it apart on purpose) or a linear probe
+    /// fits the head (it already fits every image, scored by cross-validation).
+    Auto,
+    /// After the held-out run, a second run on training and validation images together, on the
+    /// same schedule for as many epochs (to the best epoch where early stopping ended the
+    /// held-out run); its last epoch is the student, and the held-out run's scores at that same
+    /// epoch are the estimate of its accuracy. Measured on small sets (docs/QUALITY.md): +2
+    /// points for `mid` at 30 images per class, where 20% held out is a fifth of the data; a
+    /// refit to the held-out run's best epoch instead lost accuracy (a best epoch picked on a few
+    /// images is noise).
+    On,
+    /// The hold-out run's best epoch is the student (runs saved before this setting existed).
+    #[default]
+    Off,
+}
+
+crate::choice::choice!(Refit, "refit", [(Refit::Auto, "auto"), (Refit::On, "on"), (Refit::Off, "off")]);
+
 /// Hyper-parameters of a run, saved in `graft.json`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Hyperparameters {
@@ -179,6 +204,9 @@ pub struct Hyperparameters {
     /// Where the head starts when teacher blocks train; saved resolved.
     #[serde(default)]
     pub head_init: HeadInit,
+    /// Whether the student is trained again on every image after the hold-out run; saved resolved.
+    #[serde(default)]
+    pub refit: Refit,
 }
 
 fn one() -> usize {

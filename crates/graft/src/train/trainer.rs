@@ -18,6 +18,7 @@ use burn::store::ModuleRecord;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::cache::{CacheSpec, Entry, FeatureCache, Skipped, View, batch_from_entries, pooled_features, read_values};
+use super::evaluate::{InferenceOptions, evaluate_run};
 use super::head::Head;
 use super::probe;
 use super::head::HeadKind;
@@ -26,7 +27,7 @@ use super::reporter::{EpochMetrics, Reporter};
 use super::schedule::WarmupCosine;
 use super::strategy::{FreezePlan, Strategy};
 use super::shards;
-use super::student::{BatchNormMode, HeadFit, HeadInit, Hyperparameters, Optimizer, RunConfig, Student, StudentInput, save_run};
+use super::student::{BatchNormMode, HeadFit, HeadInit, Hyperparameters, LoadedStudent, Optimizer, Refit, RunConfig, Student, StudentInput, save_run};
 use crate::data::augment::augmented_view;
 use crate::data::dataset::{Dataset, Item, duplicates_across, duplicates_among};
 use crate::data::image::{batch_tensor, preprocess};
@@ -57,7 +58,8 @@ pub struct TrainOptions {
     pub out: PathBuf,
     /// Continue from `out/checkpoint` if it is there.
     pub resume: bool,
-    /// Stop after this many epochs in this call (as an interruption would); `None` runs to the end.
+    /// Stop after this many epochs in this call, a refit's included (as an interruption would);
+    /// `None` runs to the end.
     pub stop_after: Option<usize>,
     /// Images per teacher forward pass while filling the cache.
     pub cache_batch_size: usize,
@@ -201,6 +203,8 @@ struct CheckpointState {
 const CHECKPOINT_DIR: &str = "checkpoint";
 const LATEST_FILE: &str = "LATEST";
 const BEST_FILE: &str = "best.bpk";
+/// The refit's own checkpoints, inside the run directory (see [`refit_on_every_image`]).
+const REFIT_DIR: &str = "refit";
 
 /// The folder of the newest complete checkpoint under `root`, if any. Runs written before
 /// checkpoints had folders kept their files in `root` itself; they resume too.
@@ -236,7 +240,9 @@ fn cached_view(k: usize, augmented: bool) -> View {
 }
 
 /// Trains a student of `teacher` on `train`, validating on `validation`, and saves the run
-/// (weights, `graft.json`, `metrics.jsonl`; the report is [`crate::report::write_run`]'s).
+/// (weights, `graft.json`, `metrics.jsonl`; the report is [`crate::report::write_run`]'s). With
+/// [`Refit::On`] (resolved from `auto` as [`Refit`] says) the student is then trained again on
+/// every image for the best epoch count, and the held-out scores are its estimate.
 pub fn train(
     teacher: &Teacher,
     train: &Dataset,
@@ -245,6 +251,62 @@ pub fn train(
     device: &Device,
     reporter: &dyn Reporter,
 ) -> Result<TrainOutcome> {
+    // On a thread of its own with a known stack: a network's modules are large values, and in
+    // debug builds every temporary copy of one takes its own slot, so a training session's
+    // frames come to about 2 MiB there, all of a test thread's or a small caller thread's stack.
+    std::thread::scope(|scope| {
+        let worker = std::thread::Builder::new()
+            .name("graft-train".into())
+            .stack_size(TRAINING_STACK_BYTES)
+            .spawn_scoped(scope, || train_on_this_thread(teacher, train, validation, options, device, reporter))
+            .map_err(|error| GraftError::Invalid(format!("cannot start the training thread: {error}")))?;
+        worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// The stack of [`train`]'s thread (reserved address space; only what is used is touched).
+const TRAINING_STACK_BYTES: usize = 64 << 20;
+
+fn train_on_this_thread(
+    teacher: &Teacher,
+    train: &Dataset,
+    validation: &Dataset,
+    options: &TrainOptions,
+    device: &Device,
+    reporter: &dyn Reporter,
+) -> Result<TrainOutcome> {
+    let started = Instant::now();
+    // Two calls, not nested: each holds a whole training session in its frame.
+    let (mut outcome, refit) = train_held_out(teacher, train, validation, options, device, reporter)?;
+    if let Some(refit) = refit {
+        let every = Dataset { classes: train.classes.clone(), items: train.items.iter().chain(&validation.items).cloned().collect() };
+        outcome.finished = refit_on_every_image(teacher, &every, &refit, &mut outcome.config, device, reporter)?;
+        outcome.seconds = started.elapsed().as_secs_f64();
+    }
+    Ok(outcome)
+}
+
+/// What a refit after the held-out run needs (see [`refit_on_every_image`]).
+struct RefitPlan {
+    plan: FreezePlan,
+    preprocessing: Preprocessing,
+    /// The held-out run's options, resolved, `stop_after` less the epochs it ran.
+    options: TrainOptions,
+    /// The held-out run's best epoch.
+    epochs: usize,
+}
+
+/// The run on the training images, validated on the held-out ones; saves the student unless a
+/// refit follows (then returned with the held-out student's evaluation as the estimate).
+#[inline(never)]
+fn train_held_out(
+    teacher: &Teacher,
+    train: &Dataset,
+    validation: &Dataset,
+    options: &TrainOptions,
+    device: &Device,
+    reporter: &dyn Reporter,
+) -> Result<(TrainOutcome, Option<RefitPlan>)> {
     let started = Instant::now();
     train.check_trainable("the training set")?;
     if validation.is_empty() {
@@ -260,7 +322,8 @@ pub fn train(
         BatchNormMode::Auto => BatchNormMode::Stored,
         mode => mode,
     };
-    let options = &TrainOptions { hyperparameters: Hyperparameters { head_fit, head_init, batch_norm, ..options.hyperparameters.clone() }, ..options.clone() };
+    let refit = resolve_refit(options, head_fit)?;
+    let options = &TrainOptions { hyperparameters: Hyperparameters { head_fit, head_init, batch_norm, refit, ..options.hyperparameters.clone() }, ..options.clone() };
     let identity = RunIdentity {
         teacher_weights_sha256: teacher.weights_sha256.clone(),
         strategy: options.strategy,
@@ -269,10 +332,11 @@ pub fn train(
         validation_images: inputs.validation.len(),
         seed: options.seed,
         classes: train.classes.clone(),
-        hyperparameters: Hyperparameters { epochs: 0, patience: None, ..options.hyperparameters.clone() },
+        // What only decides when the run stops, or what follows it, may change on a resume.
+        hyperparameters: Hyperparameters { epochs: 0, patience: None, refit: Refit::Off, ..options.hyperparameters.clone() },
     };
     if head_fit == HeadFit::Probe {
-        return fit_probe(teacher, identity, options, &plan, preprocessing, inputs, device, reporter, started);
+        return Ok((fit_probe(teacher, identity, options, &plan, preprocessing, inputs, device, reporter, started)?, None));
     }
     // Boxed: a network's modules are large values, and debug builds give every temporary its own
     // stack slot; the test threads' 2 MiB stacks must still hold a training step.
@@ -289,21 +353,99 @@ pub fn train(
         // A fresh run (a resumed one has its checkpoint's head): start from the probe.
         session.student.head = head.clone();
     }
-    let context = EpochContext { plan: &plan, preprocessing: &preprocessing, options, inputs: &inputs, device };
+    let context = EpochContext { plan: &plan, preprocessing: &preprocessing, options, inputs: &inputs, device, refit_epochs: None };
+    let epochs_before = state.epochs_done;
     let finished = session.run_epochs(&mut state, &context, reporter)?;
 
+    // A refit to follow trains the whole schedule (up to the best epoch where early stopping ended
+    // this run) and keeps its last epoch: this run then stands for it at that same epoch, its
+    // student and scores that epoch's. (A best epoch picked on a few held-out images is noise,
+    // measured in docs/QUALITY.md, and its score an optimistic estimate.)
+    let refit_epochs = (refit == Refit::On && finished && state.best_epoch > 0)
+        .then_some(if state.epochs_done < options.hyperparameters.epochs { state.best_epoch } else { state.epochs_done });
+    let keep_last = refit_epochs == Some(state.epochs_done);
+    if let Some(epoch) = refit_epochs {
+        state.best_epoch = epoch;
+    }
     // The best epoch's weights become the student.
-    if let (true, Some(current)) = (state.best_epoch > 0, &session.current) {
+    if let (true, false, Some(current)) = (state.best_epoch > 0, keep_last, &session.current) {
         session.student = session.student.load_record(read_record(&current.join(BEST_FILE))?);
     }
-    let mut config = run_config(teacher, options, &plan, preprocessing, &state, &inputs, count_trainable(&session.student), started.elapsed().as_secs_f64());
+    let mut config = run_config(teacher, options, &plan, preprocessing.clone(), &state, &inputs, count_trainable(&session.student), started.elapsed().as_secs_f64());
     if let Some((_, fitted)) = initial_head.as_deref() {
         config.metrics["head_init_probe"] = serde_json::json!({"l2": fitted.l2, "iterations": fitted.iterations, "cross_validation": fitted.cross_validation});
     }
-    if finished {
-        save_run(&options.out, &session.student, &config)?;
+    if !finished {
+        return Ok((TrainOutcome::new(config, state.history, inputs, started, false, None), None));
     }
-    Ok(TrainOutcome::new(config, state.history, inputs, started, finished, None))
+    if let Some(epochs) = refit_epochs {
+        // The held-out student's scores on its validation images are the estimate; the refitted
+        // student has trained on them.
+        let estimate = evaluate_held_out(&session.student, &config, validation, options, device, reporter)?;
+        // `stop_after` counts the epochs of both runs.
+        let stop_after = options.stop_after.map(|limit| limit.saturating_sub(state.epochs_done - epochs_before));
+        let refit = RefitPlan { plan, preprocessing, options: TrainOptions { stop_after, ..options.clone() }, epochs };
+        return Ok((TrainOutcome::new(config, state.history, inputs, started, true, Some(estimate)), Some(refit)));
+    }
+    save_run(&options.out, &session.student, &config)?;
+    Ok((TrainOutcome::new(config, state.history, inputs, started, true, None), None))
+}
+
+/// The held-out student's evaluation on its validation images (the confusion matrix of the
+/// report). Out of line, as a module-sized value in the trainer's frame would be (see
+/// [`freeze_batch_norm_statistics`]).
+#[inline(never)]
+fn evaluate_held_out(student: &Student, config: &RunConfig, validation: &Dataset, options: &TrainOptions, device: &Device, reporter: &dyn Reporter) -> Result<Evaluation> {
+    let inference = InferenceOptions { batch_size: options.hyperparameters.batch_size, cache_dir: options.cache_dir.clone(), fused_plan: options.fused_plan };
+    let held_out = LoadedStudent { student: student.valid(), config: config.clone(), run: options.out.clone() };
+    evaluate_run(&held_out, validation.clone(), &inference, device, reporter)
+}
+
+/// Trains the student again, from the start, on `every` image (training and validation
+/// together) for `epochs` of the held-out run's schedule, and saves the last epoch's student as
+/// the run's, with `config` (which gains `metrics.refit`). Checkpointed
+/// in `out/refit/` (a resume continues it). Returns false when `stop_after` ended it early (the
+/// run is then not saved).
+#[inline(never)]
+fn refit_on_every_image(teacher: &Teacher, every: &Dataset, refit: &RefitPlan, config: &mut RunConfig, device: &Device, reporter: &dyn Reporter) -> Result<bool> {
+    let started = Instant::now();
+    let RefitPlan { plan, preprocessing, options, epochs } = refit;
+    let epochs = *epochs;
+    reporter.note(&format!("refitting on all {} images (validation ones included) for {epochs} epochs", every.len()));
+    let out = &options.out;
+    let options = &TrainOptions { out: options.out.join(REFIT_DIR), ..options.clone() };
+    let nothing = Dataset { classes: every.classes.clone(), items: Vec::new() };
+    let inputs = prepare_inputs(teacher, every, &nothing, plan, preprocessing, options, device, reporter)?;
+    let identity = RunIdentity {
+        teacher_weights_sha256: teacher.weights_sha256.clone(),
+        strategy: options.strategy,
+        cut: plan.cut,
+        train_images: inputs.train.len(),
+        validation_images: 0,
+        seed: options.seed,
+        classes: every.classes.clone(),
+        hyperparameters: Hyperparameters { epochs, patience: None, refit: Refit::Off, ..options.hyperparameters.clone() },
+    };
+    let initial_head = match options.hyperparameters.head_init {
+        HeadInit::Probe => Some(Box::new(probe_head(teacher, every, preprocessing, options, device, reporter)?)),
+        _ => None,
+    };
+    let (mut session, mut state) = Session::new(teacher, plan, options, identity, &inputs, device, reporter)?;
+    if options.hyperparameters.batch_norm == BatchNormMode::Stored {
+        freeze_batch_norm_statistics(&mut session.student);
+    }
+    if let (Some(start), 0) = (&initial_head, state.epochs_done) {
+        session.student.head = start.0.clone();
+    }
+    let context = EpochContext { plan, preprocessing, options, inputs: &inputs, device, refit_epochs: Some(epochs) };
+    if !session.run_epochs(&mut state, &context, reporter)? {
+        return Ok(false);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    config.metrics["refit"] = serde_json::json!({"images": inputs.train.len(), "epochs": epochs, "seconds": seconds});
+    config.metrics["seconds"] = serde_json::json!(config.metrics["seconds"].as_f64().unwrap_or(0.0) + seconds);
+    save_run(out, &session.student, config)?;
+    Ok(true)
 }
 
 /// `epochs` or `probe` for this run; an error when `probe` was asked for where it cannot apply.
@@ -323,6 +465,19 @@ fn resolve_head_fit(options: &TrainOptions, plan: &FreezePlan, train_images: usi
         (HeadFit::Probe, None) => HeadFit::Probe,
         (HeadFit::Auto, None) if train_images <= probe::MAX_PROBE_IMAGES => HeadFit::Probe,
         _ => HeadFit::Epochs,
+    })
+}
+
+/// `on` or `off` for this run (see [`Refit`]); an error when `on` was asked for where a probe
+/// fits the head (it fits every image already when graft made the split).
+fn resolve_refit(options: &TrainOptions, head_fit: HeadFit) -> Result<Refit> {
+    Ok(match (options.hyperparameters.refit, head_fit) {
+        (Refit::On, HeadFit::Probe) => {
+            return Err(GraftError::Invalid("--refit on trains by epochs again, but a linear probe fits this head (`--head-fit epochs` trains it by epochs)".into()));
+        }
+        (Refit::On, _) => Refit::On,
+        (Refit::Auto, HeadFit::Epochs) if options.pooled_validation => Refit::On,
+        _ => Refit::Off,
     })
 }
 
@@ -712,8 +867,8 @@ impl Session {
             .with_group(head_group, self.schedule.at(1.0, state.steps_done));
         let mut epochs_this_call = 0;
         let mut since_best = state.epochs_done.saturating_sub(state.best_epoch);
-        while state.epochs_done < hyper.epochs {
-            if let Some(patience) = hyper.patience
+        while state.epochs_done < context.refit_epochs.unwrap_or(hyper.epochs) {
+            if let Some(patience) = hyper.patience.filter(|_| context.refit_epochs.is_none())
                 && state.epochs_done > 0
                 && since_best >= patience
             {
@@ -726,6 +881,18 @@ impl Session {
             let epoch_started = Instant::now();
             let (train_loss, train_accuracy, learning_rate) = self.train_epoch(state, &mut scheduler, context, reporter)?;
             let train_seconds = epoch_started.elapsed().as_secs_f64();
+            if let Some(last) = context.refit_epochs {
+                state.epochs_done += 1;
+                epochs_this_call += 1;
+                reporter.note(&format!(
+                    "refit epoch {}/{last}: training loss {train_loss:.4}, accuracy {:.1}%, {:.1} images/s",
+                    state.epochs_done,
+                    train_accuracy * 100.0,
+                    context.inputs.train.len() as f64 / train_seconds.max(1e-9)
+                ));
+                self.save_checkpoint(state, false)?;
+                continue;
+            }
             let (validation_loss, validation_accuracy) = validate(&self.student, context)?;
             if !validation_loss.is_finite() {
                 return Err(self.diverged("validation loss", validation_loss, state, context));
@@ -775,7 +942,11 @@ impl Session {
         let mut order: Vec<usize> = (0..examples.len()).collect();
         SplitMix64::derive(options.seed, &[0xE90C, epoch as u64]).shuffle(&mut order);
         let head_only = epoch < hyper.gradual_unfreeze_epochs && !context.plan.is_head_only();
-        reporter.start(&format!("epoch {}/{}", epoch + 1, hyper.epochs), examples.len());
+        let label = match context.refit_epochs {
+            Some(last) => format!("refit epoch {}/{last}", epoch + 1),
+            None => format!("epoch {}/{}", epoch + 1, hyper.epochs),
+        };
+        reporter.start(&label, examples.len());
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         let mut learning_rate = 0.0;
         for batch in order.chunks(hyper.batch_size.max(1)) {
@@ -842,6 +1013,11 @@ impl Session {
             std::fs::remove_dir_all(&folder).map_err(io(&folder))?;
         }
         std::fs::create_dir_all(&folder).map_err(io(&folder))?;
+        // burn's `RunningState` (batch norms' running statistics) holds each thread's last
+        // update aside until the next update or `valid()`, and a record reads the value without
+        // it: sync first, or a run resumed from this checkpoint starts one batch behind (unseen
+        // while every epoch validated, which syncs; a refit does not validate).
+        drop(self.student.valid());
         write_record(&folder.join("student.bpk"), self.student.clone().into_record())?;
         let best_path = folder.join(BEST_FILE);
         match (&self.current, best) {
@@ -882,6 +1058,9 @@ struct EpochContext<'a> {
     options: &'a TrainOptions,
     inputs: &'a Inputs,
     device: &'a Device,
+    /// A refit ([`refit_on_every_image`]): this many epochs, no validation (there are no
+    /// held-out images), no early stop; the last epoch is the student.
+    refit_epochs: Option<usize>,
 }
 
 /// `graft.json`'s content for the run so far, with the best epoch's metrics.
