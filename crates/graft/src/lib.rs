@@ -4,6 +4,7 @@
 //! of the cut is computed once, what is behind it is trained with a new head into a *student*.
 //! Weight files are read as data by [`graft_weights`], never executed.
 
+pub mod audit;
 pub mod backend;
 pub mod bench;
 pub mod choice;

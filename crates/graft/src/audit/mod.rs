@@ -1,0 +1,4 @@
+//! What a student inherits from its public teacher: the teacher-mimicry attack (Wang et al.,
+//! USENIX Security 2018) measured on the student, and the perceptual budget it works within.
+
+pub mod dssim;
