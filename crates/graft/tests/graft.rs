@@ -501,6 +501,54 @@ mod training {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// The mimicry attack, run against the teacher alone, moves a `deep` student towards the
+    /// target's class within the DSSIM budget (small images and few iterations: the mechanics,
+    /// not the rates docs/AUDIT.md measures).
+    #[test]
+    fn the_mimicry_attack_raises_the_target_class_within_the_budget() {
+        use burn::tensor::activation::softmax;
+        use graft::audit::mimicry::{AttackOptimizer, MimicryOptions, TeacherFront, mimic};
+        let dir = temp_dir("mimicry");
+        let teacher = teacher();
+        let (train_set, validation) = sample(6);
+        let deep = options(Strategy::Deep, &dir.join("run"), &dir.join("cache"));
+        train(&teacher, &train_set, &validation, &deep, &Device::flex(), &Silent).unwrap();
+        let student = graft::train::load_run(&dir.join("run"), &Device::flex()).unwrap();
+        let preprocessing = student.config.preprocessing.clone();
+        let size = preprocessing.input_size;
+        // Two images of different classes, each the other's target.
+        let first = &validation.items[0];
+        let second = validation.items.iter().find(|item| item.label != first.label).unwrap();
+        let pixels = |item: &graft::data::dataset::Item| graft::data::image::pixels(&item.source.load().unwrap(), &preprocessing);
+        let (sources, targets) = (vec![pixels(first), pixels(second)], vec![pixels(second), pixels(first)]);
+        let front = TeacherFront::new(&teacher, student.config.plan().cut, &preprocessing).unwrap();
+        let options = MimicryOptions { budget: 0.01, iterations: 100, optimizer: AttackOptimizer::Adam, learning_rate: 0.02, penalty: 1e10 };
+        let crafted = mimic(&front, &sources, &targets, size, &options, &Device::flex(), &Silent).unwrap();
+
+        use burn::module::Module;
+        let model = student.student.valid();
+        let probabilities = |images: Vec<Vec<f32>>| -> Vec<f32> {
+            let normalised: Vec<Vec<f32>> = images
+                .iter()
+                .map(|image| image.chunks(size * size).enumerate().flat_map(|(c, plane)| plane.iter().map(move |v| (v / 255.0 - preprocessing.mean[c]) / preprocessing.std[c])).collect())
+                .collect();
+            let logits = model.logits(graft::data::image::batch_tensor(&normalised, size, &Device::flex())).unwrap();
+            softmax(logits, 1).into_data().try_to_vec::<f32>().unwrap()
+        };
+        let classes = student.config.classes.len();
+        let before = probabilities(sources.clone());
+        let after = probabilities(crafted.iter().map(|c| c.pixels.iter().map(|v| *v as f32).collect()).collect());
+        for (pair, (crafted, target)) in crafted.iter().zip([second.label, first.label]).enumerate() {
+            assert!(crafted.within_budget, "pair {pair}: no iterate within the budget");
+            // Rounding to 8-bit pixels moves DSSIM a little either way.
+            assert!(crafted.dssim <= options.budget * 1.1, "pair {pair}: DSSIM {} over the budget {}", crafted.dssim, options.budget);
+            assert!(crafted.distance < 0.9 * crafted.start_distance, "pair {pair}: distance {} from {}", crafted.distance, crafted.start_distance);
+            let (was, is) = (before[pair * classes + target], after[pair * classes + target]);
+            assert!(is > was, "pair {pair}: the target class's probability went from {was} to {is}");
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[test]
     fn a_run_resumes_with_more_epochs_but_not_with_other_settings() {
         let dir = temp_dir("resume-longer");

@@ -2,3 +2,4 @@
 //! USENIX Security 2018) measured on the student, and the perceptual budget it works within.
 
 pub mod dssim;
+pub mod mimicry;

@@ -77,12 +77,25 @@ const MAX_ASPECT: u32 = 4;
 /// Resizes the shorter side to `resize` (bilinear, antialiased when shrinking), centre-crops
 /// `input_size` square, and normalises: returns `[3, input_size, input_size]` values, channel-major.
 pub fn preprocess(image: &RgbImage, preprocessing: &Preprocessing) -> Vec<f32> {
+    let mut values = pixels(image, preprocessing);
+    let plane = preprocessing.input_size * preprocessing.input_size;
+    for (channel, values) in values.chunks_mut(plane).enumerate() {
+        for value in values {
+            *value = (*value / 255.0 - preprocessing.mean[channel]) / preprocessing.std[channel];
+        }
+    }
+    values
+}
+
+/// What [`preprocess`] normalises: the resized, centre-cropped pixels, `[3, input_size,
+/// input_size]` values in 0–255, channel-major (the space the audit perturbs images in).
+pub fn pixels(image: &RgbImage, preprocessing: &Preprocessing) -> Vec<f32> {
     let (width, height) = image.dimensions();
     let limit = width.min(height).max(1).saturating_mul(MAX_ASPECT);
     if width > limit || height > limit {
         let (crop_width, crop_height) = (width.min(limit), height.min(limit));
         let strip = image::imageops::crop_imm(image, (width - crop_width) / 2, (height - crop_height) / 2, crop_width, crop_height).to_image();
-        return preprocess(&strip, preprocessing);
+        return pixels(&strip, preprocessing);
     }
     let shorter = width.min(height).max(1) as f64;
     let scale = preprocessing.resize as f64 / shorter;
@@ -99,8 +112,7 @@ pub fn preprocess(image: &RgbImage, preprocessing: &Preprocessing) -> Vec<f32> {
             let pixel = resized.get_pixel(left + x, top + y);
             let at = (y * size + x) as usize;
             for channel in 0..3 {
-                out[channel * plane + at] =
-                    (pixel[channel] as f32 / 255.0 - preprocessing.mean[channel]) / preprocessing.std[channel];
+                out[channel * plane + at] = pixel[channel] as f32;
             }
         }
     }
