@@ -73,6 +73,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// List the teachers graft knows (with `--blocks`, each one's block names).
     Teachers(TeachersArgs),
+    /// Attack a student through its public teacher alone (the mimicry attack), beside noise and
+    /// white-box PGD baselines; writes `audit.json` into the run directory.
+    Audit(AuditArgs),
 }
 
 /// Which teacher and which weights.
@@ -312,6 +315,57 @@ pub struct EvalArgs {
 
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// The run directory of a trained student.
+    pub run: PathBuf,
+
+    /// Labelled images to draw sources and targets from (any form `train --data` takes; its
+    /// `test/` part if it has one).
+    #[arg(long)]
+    pub data: PathBuf,
+
+    /// (source, target class) pairs to attack.
+    #[arg(long, default_value_t = 20)]
+    pub pairs: usize,
+
+    /// The DSSIM budget of a crafted image.
+    #[arg(long, default_value_t = 0.003)]
+    pub budget: f64,
+
+    /// The teacher block whose output the attack mimics (default: the student's last frozen
+    /// block; the teacher's last for a student with none frozen).
+    #[arg(long)]
+    pub layer: Option<String>,
+
+    /// Attack iterations per pair (the reference runs 2,000 of Adadelta).
+    #[arg(long, default_value_t = 200)]
+    pub iterations: usize,
+
+    /// `adam` or `adadelta` (the reference's, at rate 1).
+    #[arg(long, default_value = "adam", value_parser = choice::<graft::audit::mimicry::AttackOptimizer>())]
+    pub optimizer: graft::audit::mimicry::AttackOptimizer,
+
+    /// The optimizer's rate, in tanh space.
+    #[arg(long, default_value_t = 0.01)]
+    pub learning_rate: f64,
+
+    /// Pairs attacked at once.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// The teacher's weight file when it is not in the cache (works offline).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+
+    /// Print the audit as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -74,5 +74,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Convert(args) => commands::convert::run(args, &settings),
         Command::Bench(args) => commands::bench::run(args, &settings),
         Command::Teachers(args) => commands::teachers::run(args, &settings),
+        Command::Audit(args) => commands::audit::run(args, &settings),
     }
 }

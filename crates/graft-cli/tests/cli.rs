@@ -207,6 +207,26 @@ fn train_then_eval_then_predict_with_the_student() {
     let out = with_cache(&["eval", dir.join("no-such-run").to_str().unwrap(), "--data", test.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("graft.json"), "{}", text(&out.stderr));
+
+    // The audit: a few iterations on two pairs, to see every part run and report (the rates it
+    // measures are docs/AUDIT.md's).
+    let audit = ["audit", run.to_str().unwrap(), "--data", test.to_str().unwrap(), "--pairs", "2", "--iterations", "5", "--json", "--quiet"];
+    let out = with_cache(&audit);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["layer"], "_conv_head", "a deep student is attacked at the teacher's last block");
+    assert_eq!((report["pairs"].as_u64(), report["budget"].as_f64()), (Some(2), Some(0.003)));
+    for rate in ["attack_success_rate", "noise_success_rate", "pgd_success_rate"] {
+        assert!((0.0..=1.0).contains(&report[rate].as_f64().unwrap()), "{rate}: {report}");
+    }
+    for example in report["examples"].as_array().unwrap() {
+        assert_ne!(example["source_class"], example["target_class"], "{example}");
+        assert!(example["dssim"].as_f64().unwrap() < 0.0035, "the budget, give or take the rounding: {example}");
+    }
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&std::fs::read(run.join("audit.json")).unwrap()).unwrap(), report);
+    let out = with_cache(&["audit", run.to_str().unwrap(), "--data", test.to_str().unwrap(), "--layer", "layer9", "--quiet"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no block `layer9`") && text(&out.stderr).contains("_blocks.0"), "{}", text(&out.stderr));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

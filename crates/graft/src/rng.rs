@@ -39,6 +39,12 @@ impl SplitMix64 {
         low + (high - low) * self.next_f64()
     }
 
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f64 {
+        let radius = (-2.0 * (1.0 - self.next_f64()).ln()).sqrt();
+        radius * (std::f64::consts::TAU * self.next_f64()).cos()
+    }
+
     /// Uniform in [0, bound).
     pub fn below(&mut self, bound: usize) -> usize {
         (self.next_f64() * bound as f64) as usize % bound.max(1)

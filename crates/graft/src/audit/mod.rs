@@ -3,3 +3,4 @@
 
 pub mod dssim;
 pub mod mimicry;
+pub mod run;

@@ -1,0 +1,264 @@
+//! Auditing a trained student: the mimicry attack crafted on its public teacher alone and scored
+//! on the student, beside two baselines: random noise at the same DSSIM, and white-box PGD on the
+//! student itself.
+
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use super::dssim::MsSsim;
+use super::mimicry::{Crafted, MimicryOptions, TeacherFront, mimic};
+use crate::backend::host_values;
+use crate::data::dataset::Dataset;
+use crate::error::{GraftError, Result};
+use crate::models::Teacher;
+use crate::models::zoo::Preprocessing;
+use crate::rng::SplitMix64;
+use crate::train::student::{LoadedStudent, Student};
+use crate::train::Reporter;
+
+/// What an audit does.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AuditOptions {
+    /// (source, target class) pairs attacked.
+    pub pairs: usize,
+    /// The attacked layer: a block name (its output); `None` is the student's cut (its last
+    /// frozen block), or the teacher's deepest layer for a student with no frozen block.
+    pub layer: Option<String>,
+    pub mimicry: MimicryOptions,
+    /// Pairs attacked at once.
+    pub batch_size: usize,
+    pub seed: u64,
+}
+
+/// An audit's figures (`audit.json`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct AuditReport {
+    pub layer: String,
+    /// Blocks in front of the attacked layer's output.
+    pub cut: usize,
+    pub budget: f64,
+    pub pairs: usize,
+    /// The student's accuracy on the audit's images (sources are drawn from those it gets right).
+    pub clean_accuracy: f64,
+    pub attack_success_rate: f64,
+    pub mean_dssim: f64,
+    pub within_budget: usize,
+    pub noise_success_rate: f64,
+    pub pgd_success_rate: f64,
+    pub mimicry: MimicryOptions,
+    pub seed: u64,
+    pub seconds: f64,
+    pub examples: Vec<PairResult>,
+}
+
+/// One attacked pair.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PairResult {
+    pub source: String,
+    pub source_class: String,
+    pub target: String,
+    pub target_class: String,
+    pub dssim: f64,
+    pub distance: f64,
+    pub start_distance: f64,
+    /// The student's class for the crafted image, and its probability for the target class.
+    pub predicted: String,
+    pub target_probability: f64,
+    pub success: bool,
+    pub noise_success: bool,
+    pub pgd_success: bool,
+}
+
+/// Audits `student` (trained from `teacher`) on the labelled `data`.
+///
+/// # Errors
+/// Data whose classes are not the student's, no image the student classifies correctly, a
+/// layer name the teacher does not have, a teacher other than the student's.
+pub fn audit_run(student: &LoadedStudent, teacher: &Teacher, data: Dataset, options: &AuditOptions, device: &Device, reporter: &dyn Reporter) -> Result<AuditReport> {
+    let started = std::time::Instant::now();
+    let config = &student.config;
+    if teacher.card.name != config.teacher {
+        return Err(GraftError::Invalid(format!("the student was trained from `{}`, not `{}`", config.teacher, teacher.card.name)));
+    }
+    let names = teacher.block_names();
+    let cut = match &options.layer {
+        Some(layer) => names.iter().position(|name| name == layer).map(|index| index + 1).ok_or_else(|| {
+            GraftError::Invalid(format!("teacher `{}` has no block `{layer}`; its blocks: {}", teacher.card.name, names.join(", ")))
+        })?,
+        None if config.plan().cut == 0 => names.len(),
+        None => config.plan().cut,
+    };
+    let preprocessing = config.preprocessing.clone();
+    let size = preprocessing.input_size;
+    let data = data.align_classes(&config.classes)?;
+    let model = Student { backbone: student.student.valid().backbone.freeze_batch_norm_statistics(), head: student.student.valid().head };
+
+    // The student's predictions on every image; sources are drawn from those it gets right.
+    reporter.start("reading and classifying images", data.len());
+    let mut images: Vec<(usize, Vec<f32>)> = Vec::new();
+    let mut names_of: Vec<String> = Vec::new();
+    let mut correct = Vec::new();
+    for item in &data.items {
+        match item.source.load() {
+            Ok(image) => {
+                let pixels = crate::data::image::pixels(&image, &preprocessing);
+                let predicted = argmax(&probabilities(&model, std::slice::from_ref(&pixels), &preprocessing, device)?);
+                if predicted == item.label {
+                    correct.push(images.len());
+                }
+                images.push((item.label, pixels));
+                names_of.push(item.source.name());
+            }
+            Err(error) => reporter.note(&format!("skipped {}: {error}", item.source.name())),
+        }
+        reporter.advance(1, "");
+    }
+    reporter.finish();
+    if correct.is_empty() {
+        return Err(GraftError::Invalid("the student classifies none of these images correctly: there is no source to attack".into()));
+    }
+    let clean_accuracy = correct.len() as f64 / images.len().max(1) as f64;
+    let classes = config.classes.len();
+    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
+    for (index, (label, _)) in images.iter().enumerate() {
+        by_class[*label].push(index);
+    }
+    let present: Vec<usize> = (0..classes).filter(|class| !by_class[*class].is_empty()).collect();
+    if present.len() < 2 {
+        return Err(GraftError::Invalid("the audit needs images of at least two classes (a target class other than the source's)".into()));
+    }
+    // Seeded pairs: a correctly classified source, another class, one image of it as the target.
+    let mut random = SplitMix64::derive(options.seed, &[0xA0D1]);
+    let pairs: Vec<(usize, usize)> = (0..options.pairs)
+        .map(|_| {
+            let source = correct[random.below(correct.len())];
+            let others: Vec<usize> = present.iter().copied().filter(|class| *class != images[source].0).collect();
+            let class = others[random.below(others.len())];
+            (source, by_class[class][random.below(by_class[class].len())])
+        })
+        .collect();
+
+    let front = TeacherFront::new(teacher, cut, &preprocessing)?;
+    let mut crafted: Vec<Crafted> = Vec::new();
+    for (batch, chunk) in pairs.chunks(options.batch_size.max(1)).enumerate() {
+        reporter.note(&format!("mimicry attack at `{}`: pairs {}-{} of {}", names[cut - 1], batch * options.batch_size + 1, batch * options.batch_size + chunk.len(), pairs.len()));
+        let sources: Vec<Vec<f32>> = chunk.iter().map(|(source, _)| images[*source].1.clone()).collect();
+        let targets: Vec<Vec<f32>> = chunk.iter().map(|(_, target)| images[*target].1.clone()).collect();
+        crafted.extend(mimic(&front, &sources, &targets, size, &options.mimicry, device, reporter)?);
+    }
+
+    reporter.start("baselines: noise at the same DSSIM, PGD on the student", pairs.len());
+    let measure = MsSsim::default();
+    let mut examples = Vec::with_capacity(pairs.len());
+    for (index, ((source, target), crafted)) in pairs.iter().zip(&crafted).enumerate() {
+        let target_class = images[*target].0;
+        let adversarial: Vec<f32> = crafted.pixels.iter().map(|v| *v as f32).collect();
+        let scores = probabilities(&model, std::slice::from_ref(&adversarial), &preprocessing, device)?;
+        let predicted = argmax(&scores);
+        let noisy = noise_at(&images[*source].1, crafted.dssim, size, &measure, SplitMix64::derive(options.seed, &[0x0015E, index as u64]), device)?;
+        let noise_predicted = argmax(&probabilities(&model, std::slice::from_ref(&noisy), &preprocessing, device)?);
+        let pgd = pgd_targeted(&model, &images[*source].1, target_class, size, &preprocessing, SplitMix64::derive(options.seed, &[0x96D, index as u64]), device)?;
+        let pgd_predicted = argmax(&probabilities(&model, std::slice::from_ref(&pgd), &preprocessing, device)?);
+        examples.push(PairResult {
+            source: names_of[*source].clone(),
+            source_class: config.classes[images[*source].0].clone(),
+            target: names_of[*target].clone(),
+            target_class: config.classes[target_class].clone(),
+            dssim: crafted.dssim,
+            distance: crafted.distance,
+            start_distance: crafted.start_distance,
+            predicted: config.classes[predicted].clone(),
+            target_probability: scores[target_class] as f64,
+            success: predicted == target_class,
+            noise_success: noise_predicted == target_class,
+            pgd_success: pgd_predicted == target_class,
+        });
+        reporter.advance(1, "");
+    }
+    reporter.finish();
+    let rate = |hit: fn(&PairResult) -> bool| examples.iter().filter(|example| hit(example)).count() as f64 / examples.len().max(1) as f64;
+    Ok(AuditReport {
+        layer: names[cut - 1].clone(),
+        cut,
+        budget: options.mimicry.budget,
+        pairs: examples.len(),
+        clean_accuracy,
+        attack_success_rate: rate(|example| example.success),
+        mean_dssim: examples.iter().map(|example| example.dssim).sum::<f64>() / examples.len().max(1) as f64,
+        within_budget: crafted.iter().filter(|crafted| crafted.within_budget).count(),
+        noise_success_rate: rate(|example| example.noise_success),
+        pgd_success_rate: rate(|example| example.pgd_success),
+        mimicry: options.mimicry.clone(),
+        seed: options.seed,
+        seconds: started.elapsed().as_secs_f64(),
+        examples,
+    })
+}
+
+fn argmax(values: &[f32]) -> usize {
+    values.iter().enumerate().fold(0, |best, (index, value)| if *value > values[best] { index } else { best })
+}
+
+/// Normalised `[N, 3, S, S]` input from pixels in 0–255.
+fn normalised(pixels: Tensor<4>, preprocessing: &Preprocessing) -> Tensor<4> {
+    let device = pixels.device();
+    let channel = |values: [f32; 3]| Tensor::<4>::from_data(TensorData::new(values.to_vec(), [1, 3, 1, 1]), &device);
+    (pixels / 255.0 - channel(preprocessing.mean)) / channel(preprocessing.std)
+}
+
+fn pixel_tensor(images: &[Vec<f32>], size: usize, device: &Device) -> Tensor<4> {
+    Tensor::from_data(TensorData::new(images.iter().flatten().copied().collect::<Vec<f32>>(), [images.len(), 3, size, size]), device)
+}
+
+/// The student's class probabilities for images given as pixels (one row per image, concatenated).
+fn probabilities(model: &Student, images: &[Vec<f32>], preprocessing: &Preprocessing, device: &Device) -> Result<Vec<f32>> {
+    let input = normalised(pixel_tensor(images, preprocessing.input_size, device), preprocessing);
+    host_values::<f32>(softmax(model.logits(input)?, 1).into_data())
+}
+
+/// The source plus Gaussian noise, rounded to 8-bit pixels, scaled (by bisection on its
+/// standard deviation) to the DSSIM `dssim` from the source.
+fn noise_at(source: &[f32], dssim: f64, size: usize, measure: &MsSsim, mut random: SplitMix64, device: &Device) -> Result<Vec<f32>> {
+    let normal: Vec<f32> = (0..source.len()).map(|_| random.normal() as f32).collect();
+    let reference = pixel_tensor(&[source.to_vec()], size, device);
+    let at = |sigma: f64| -> Vec<f32> { source.iter().zip(&normal).map(|(v, n)| (v + n * sigma as f32).round().clamp(0.0, 255.0)).collect() };
+    let distance = |image: &Vec<f32>| -> Result<f64> { Ok(host_values::<f32>(measure.dssim(pixel_tensor(std::slice::from_ref(image), size, device), reference.clone()).into_data())?[0] as f64) };
+    let (mut low, mut high) = (0.0f64, 64.0f64);
+    for _ in 0..20 {
+        let middle = (low + high) / 2.0;
+        if distance(&at(middle))? < dssim {
+            low = middle;
+        } else {
+            high = middle;
+        }
+    }
+    Ok(at(low))
+}
+
+/// Targeted white-box PGD on the student (L∞ ε 8/255, step 2/255, 10 steps, random start):
+/// the common defaults, in pixels 0–255. Returns the rounded adversarial image.
+fn pgd_targeted(model: &Student, source: &[f32], target: usize, size: usize, preprocessing: &Preprocessing, mut random: SplitMix64, device: &Device) -> Result<Vec<f32>> {
+    const EPSILON: f32 = 8.0;
+    const STEP: f32 = 2.0;
+    const STEPS: usize = 10;
+    let training = device.clone().autodiff();
+    let original = pixel_tensor(&[source.to_vec()], size, device);
+    let start: Vec<f32> = source.iter().map(|v| (v + random.uniform(-1.0, 1.0) as f32 * EPSILON).clamp(0.0, 255.0)).collect();
+    let mut adversarial = pixel_tensor(&[start], size, device);
+    let loss_function = CrossEntropyLossConfig::new().init(&training);
+    let targets = Tensor::<1, Int>::from_data(TensorData::new(vec![target as i64], [1]), &training);
+    for _ in 0..STEPS {
+        let variable = adversarial.clone().autodiff().require_grad();
+        let logits = model.logits(normalised(variable.clone(), preprocessing))?;
+        let gradients = loss_function.forward(logits, targets.clone()).backward();
+        let gradient = variable.grad(&gradients).ok_or_else(|| GraftError::Tensor("no gradient reached the PGD input".into()))?.inner();
+        // Descend the target's cross-entropy, then project back into the ε-ball and the pixel range.
+        let stepped = adversarial - gradient.sign() * STEP;
+        let low = (original.clone() - EPSILON).clamp_min(0.0);
+        let high = (original.clone() + EPSILON).clamp_max(255.0);
+        adversarial = stepped.max_pair(low).min_pair(high);
+    }
+    Ok(host_values::<f32>(adversarial.into_data())?.into_iter().map(|v| v.round().clamp(0.0, 255.0)).collect())
+}
