@@ -31,7 +31,7 @@ pub fn run(args: &AuditArgs, settings: &Settings) -> anyhow::Result<()> {
         seed: args.seed,
     };
     let reporter = CliReporter::new(settings.quiet);
-    let report = audit_run(&loaded, &teacher, data, &options, &settings.device, &reporter)?;
+    let report = audit_run(&loaded, &teacher, data, &options, &settings.inference(32), &settings.device, &reporter)?;
     let json = serde_json::to_string_pretty(&report)?;
     let path = args.run.join("audit.json");
     std::fs::write(&path, &json).map_err(|error| anyhow::anyhow!("cannot write `{}`: {error}", path.display()))?;

@@ -10,13 +10,14 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::dssim::MsSsim;
 use super::mimicry::{Crafted, MimicryOptions, TeacherFront, mimic};
 use crate::backend::host_values;
-use crate::data::dataset::Dataset;
+use crate::data::dataset::{Dataset, ItemSource};
 use crate::error::{GraftError, Result};
 use crate::models::Teacher;
 use crate::models::zoo::Preprocessing;
 use crate::rng::SplitMix64;
 use crate::train::student::{LoadedStudent, Student};
 use crate::train::Reporter;
+use crate::train::evaluate::{InferenceOptions, predict_sources};
 
 /// What an audit does.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -76,7 +77,15 @@ pub struct PairResult {
 /// # Errors
 /// Data whose classes are not the student's, no image the student classifies correctly, a
 /// layer name the teacher does not have, a teacher other than the student's.
-pub fn audit_run(student: &LoadedStudent, teacher: &Teacher, data: Dataset, options: &AuditOptions, device: &Device, reporter: &dyn Reporter) -> Result<AuditReport> {
+pub fn audit_run(
+    student: &LoadedStudent,
+    teacher: &Teacher,
+    data: Dataset,
+    options: &AuditOptions,
+    inference: &InferenceOptions,
+    device: &Device,
+    reporter: &dyn Reporter,
+) -> Result<AuditReport> {
     let started = std::time::Instant::now();
     let config = &student.config;
     if teacher.card.name != config.teacher {
@@ -95,35 +104,25 @@ pub fn audit_run(student: &LoadedStudent, teacher: &Teacher, data: Dataset, opti
     let data = data.align_classes(&config.classes)?;
     let model = Student { backbone: student.student.valid().backbone.freeze_batch_norm_statistics(), head: student.student.valid().head };
 
-    // The student's predictions on every image; sources are drawn from those it gets right.
-    reporter.start("reading and classifying images", data.len());
-    let mut images: Vec<(usize, Vec<f32>)> = Vec::new();
-    let mut names_of: Vec<String> = Vec::new();
-    let mut correct = Vec::new();
-    for item in &data.items {
-        match item.source.load() {
-            Ok(image) => {
-                let pixels = crate::data::image::pixels(&image, &preprocessing);
-                let predicted = argmax(&probabilities(&model, std::slice::from_ref(&pixels), &preprocessing, device)?);
-                if predicted == item.label {
-                    correct.push(images.len());
-                }
-                images.push((item.label, pixels));
-                names_of.push(item.source.name());
-            }
-            Err(error) => reporter.note(&format!("skipped {}: {error}", item.source.name())),
-        }
-        reporter.advance(1, "");
+    // The student's predictions on every image (batched, through the feature cache where the
+    // student's front is frozen); sources are drawn from those it gets right.
+    let sources: Vec<ItemSource> = data.items.iter().map(|item| item.source.clone()).collect();
+    let (predictions, skipped) = predict_sources(student, &sources, inference, device, reporter)?;
+    for bad in &skipped {
+        reporter.note(&format!("skipped {}: {}", bad.name, bad.reason));
     }
-    reporter.finish();
+    let readable: Vec<usize> = (0..data.len()).filter(|index| predictions[*index].is_some()).collect();
+    let correct: Vec<usize> =
+        readable.iter().copied().filter(|index| predictions[*index].as_deref().map(argmax) == Some(data.items[*index].label)).collect();
     if correct.is_empty() {
         return Err(GraftError::Invalid("the student classifies none of these images correctly: there is no source to attack".into()));
     }
-    let clean_accuracy = correct.len() as f64 / images.len().max(1) as f64;
+    let clean_accuracy = correct.len() as f64 / readable.len() as f64;
     let classes = config.classes.len();
+    let label = |index: usize| data.items[index].label;
     let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
-    for (index, (label, _)) in images.iter().enumerate() {
-        by_class[*label].push(index);
+    for index in &readable {
+        by_class[label(*index)].push(*index);
     }
     let present: Vec<usize> = (0..classes).filter(|class| !by_class[*class].is_empty()).collect();
     if present.len() < 2 {
@@ -134,18 +133,26 @@ pub fn audit_run(student: &LoadedStudent, teacher: &Teacher, data: Dataset, opti
     let pairs: Vec<(usize, usize)> = (0..options.pairs)
         .map(|_| {
             let source = correct[random.below(correct.len())];
-            let others: Vec<usize> = present.iter().copied().filter(|class| *class != images[source].0).collect();
+            let others: Vec<usize> = present.iter().copied().filter(|class| *class != label(source)).collect();
             let class = others[random.below(others.len())];
             (source, by_class[class][random.below(by_class[class].len())])
         })
         .collect();
+    // Pixels of the images in pairs only (a test set's worth at 224 px would be gigabytes).
+    let mut pixels: std::collections::HashMap<usize, Vec<f32>> = std::collections::HashMap::new();
+    for index in pairs.iter().flat_map(|(source, target)| [*source, *target]) {
+        if let std::collections::hash_map::Entry::Vacant(entry) = pixels.entry(index) {
+            entry.insert(crate::data::image::pixels(&data.items[index].source.load()?, &preprocessing));
+        }
+    }
+    let name = |index: usize| data.items[index].source.name();
 
     let front = TeacherFront::new(teacher, cut, &preprocessing)?;
     let mut crafted: Vec<Crafted> = Vec::new();
     for (batch, chunk) in pairs.chunks(options.batch_size.max(1)).enumerate() {
         reporter.note(&format!("mimicry attack at `{}`: pairs {}-{} of {}", names[cut - 1], batch * options.batch_size + 1, batch * options.batch_size + chunk.len(), pairs.len()));
-        let sources: Vec<Vec<f32>> = chunk.iter().map(|(source, _)| images[*source].1.clone()).collect();
-        let targets: Vec<Vec<f32>> = chunk.iter().map(|(_, target)| images[*target].1.clone()).collect();
+        let sources: Vec<Vec<f32>> = chunk.iter().map(|(source, _)| pixels[source].clone()).collect();
+        let targets: Vec<Vec<f32>> = chunk.iter().map(|(_, target)| pixels[target].clone()).collect();
         crafted.extend(mimic(&front, &sources, &targets, size, &options.mimicry, device, reporter)?);
     }
 
@@ -153,18 +160,18 @@ pub fn audit_run(student: &LoadedStudent, teacher: &Teacher, data: Dataset, opti
     let measure = MsSsim::default();
     let mut examples = Vec::with_capacity(pairs.len());
     for (index, ((source, target), crafted)) in pairs.iter().zip(&crafted).enumerate() {
-        let target_class = images[*target].0;
+        let target_class = label(*target);
         let adversarial: Vec<f32> = crafted.pixels.iter().map(|v| *v as f32).collect();
         let scores = probabilities(&model, std::slice::from_ref(&adversarial), &preprocessing, device)?;
         let predicted = argmax(&scores);
-        let noisy = noise_at(&images[*source].1, crafted.dssim, size, &measure, SplitMix64::derive(options.seed, &[0x0015E, index as u64]), device)?;
+        let noisy = noise_at(&pixels[source], crafted.dssim, size, &measure, SplitMix64::derive(options.seed, &[0x0015E, index as u64]), device)?;
         let noise_predicted = argmax(&probabilities(&model, std::slice::from_ref(&noisy), &preprocessing, device)?);
-        let pgd = pgd_targeted(&model, &images[*source].1, target_class, size, &preprocessing, SplitMix64::derive(options.seed, &[0x96D, index as u64]), device)?;
+        let pgd = pgd_targeted(&model, &pixels[source], target_class, size, &preprocessing, SplitMix64::derive(options.seed, &[0x96D, index as u64]), device)?;
         let pgd_predicted = argmax(&probabilities(&model, std::slice::from_ref(&pgd), &preprocessing, device)?);
         examples.push(PairResult {
-            source: names_of[*source].clone(),
-            source_class: config.classes[images[*source].0].clone(),
-            target: names_of[*target].clone(),
+            source: name(*source),
+            source_class: config.classes[label(*source)].clone(),
+            target: name(*target),
             target_class: config.classes[target_class].clone(),
             dssim: crafted.dssim,
             distance: crafted.distance,
