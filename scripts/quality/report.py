@@ -32,6 +32,7 @@ def main():
     columns = [
         ("graft", "default", "graft (defaults)"),
         ("graft", "epochs", "graft, head by epochs (before)"),
+        ("graft", "no-refit", "graft without the refit (56afa83)"),
         ("graft", "before", "graft before (b557b46)"),
         ("pytorch", "default", "plain PyTorch recipe"),
     ]
@@ -58,7 +59,7 @@ def main():
                 (g, gse), (p, pse) = means[("graft", "default")], means[("pytorch", "default")]
                 gap = f"{(g - p) * 100:+.1f} (s.e. {math.hypot(gse, pse) * 100:.1f})"
             print(f"| {set_} | " + " | ".join(cells) + f" | {gap} |")
-    ablations = sorted({k[1:] for k in groups if k[0] == "graft" and k[1] not in ("default", "epochs", "before")}, key=lambda k: (["deep", "mid", "full", "auto"].index(k[2]), k[1], k[0]))
+    ablations = sorted({k[1:] for k in groups if k[0] == "graft" and k[1] not in ("default", "epochs", "no-refit", "before")}, key=lambda k: (["deep", "mid", "full", "auto"].index(k[2]), k[1], k[0]))
     if ablations:
         print("\n### Ablations (graft with one setting changed): test accuracy, mean ± standard error over seeds\n")
         print("| strategy | set | variant | arguments | graft | plain PyTorch recipe |")
