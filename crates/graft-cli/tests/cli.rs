@@ -224,6 +224,11 @@ fn train_then_eval_then_predict_with_the_student() {
         assert!(example["dssim"].as_f64().unwrap() < 0.0035, "the budget, give or take the rounding: {example}");
     }
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&std::fs::read(run.join("audit.json")).unwrap()).unwrap(), report);
+    let html = std::fs::read_to_string(run.join("audit.html")).unwrap();
+    for kind in ["source", "crafted", "difference", "target"] {
+        let picture = format!("audit/pair-1-{kind}.png");
+        assert!(html.contains(&picture) && run.join(&picture).is_file(), "{picture}");
+    }
     let out = with_cache(&["audit", run.to_str().unwrap(), "--data", test.to_str().unwrap(), "--layer", "layer9", "--quiet"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("no block `layer9`") && text(&out.stderr).contains("_blocks.0"), "{}", text(&out.stderr));

@@ -160,3 +160,64 @@ pub fn write_run_report(run: &Path, config: &RunConfig, history: &[EpochMetrics]
     html.push_str("</pre></body></html>\n");
     crate::fsutil::write_atomic(&run.join("report.html"), html.as_bytes())
 }
+
+/// Writes `audit.json`, `audit.html` and the pictures of the first pairs (`audit/pair-N-*.png`:
+/// source, crafted image, their difference magnified ten times around mid-grey, target) into the
+/// run directory.
+pub fn write_audit(run: &Path, report: &crate::audit::run::AuditReport, pictures: &[crate::audit::run::PairImages]) -> Result<()> {
+    let json = serde_json::to_vec_pretty(report).map_err(|error| GraftError::Invalid(error.to_string()))?;
+    crate::fsutil::write_atomic(&run.join("audit.json"), &json)?;
+    let folder = run.join("audit");
+    std::fs::create_dir_all(&folder).map_err(|source| GraftError::Io { path: folder.clone(), source })?;
+    let save = |name: &str, size: usize, channel_major: &[u8]| -> Result<()> {
+        let plane = size * size;
+        let interleaved: Vec<u8> = (0..plane).flat_map(|at| (0..3).map(move |channel| channel_major[channel * plane + at])).collect();
+        let path = folder.join(name);
+        let image = image::RgbImage::from_raw(size as u32, size as u32, interleaved).ok_or_else(|| GraftError::Invalid(format!("a {size}×{size} picture of the wrong length")))?;
+        image.save(&path).map_err(|error| GraftError::Image { path, reason: error.to_string() })
+    };
+    let mut html = String::new();
+    let _ = write!(
+        html,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>graft audit</title>\
+         <style>body{{font-family:sans-serif;max-width:1040px;margin:2em auto;color:#222}}table{{border-collapse:collapse}}\
+         td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#f4f4f4}}img{{width:160px;image-rendering:pixelated}}</style></head><body>\
+         <h1>What the student inherits: the teacher-mimicry attack</h1>\
+         <p>Crafted on the public teacher alone, at the output of <code>{layer}</code>, within a DSSIM budget of {budget}; scored on the student.</p>\
+         <table><tr><th>pairs</th><th>attack success</th><th>mean DSSIM</th><th>within budget</th><th>noise at the same DSSIM</th><th>white-box PGD (L∞ 8/255)</th><th>clean accuracy</th></tr>\
+         <tr><td>{pairs}</td><td>{attack:.1}%</td><td>{dssim:.4}</td><td>{within}</td><td>{noise:.1}%</td><td>{pgd:.1}%</td><td>{clean:.1}%</td></tr></table>",
+        layer = escape(&report.layer),
+        budget = report.budget,
+        pairs = report.pairs,
+        attack = report.attack_success_rate * 100.0,
+        dssim = report.mean_dssim,
+        within = report.within_budget,
+        noise = report.noise_success_rate * 100.0,
+        pgd = report.pgd_success_rate * 100.0,
+        clean = report.clean_accuracy * 100.0,
+    );
+    html.push_str("<h2>Pairs</h2><table><tr><th>source</th><th>crafted</th><th>difference ×10</th><th>target</th><th>classes</th><th>DSSIM</th><th>student says</th></tr>");
+    for (index, (pictures, example)) in pictures.iter().zip(&report.examples).enumerate() {
+        let difference: Vec<u8> =
+            pictures.adversarial.iter().zip(&pictures.source).map(|(a, s)| (128.0 + 10.0 * (*a as f32 - *s as f32)).clamp(0.0, 255.0) as u8).collect();
+        for (kind, pixels) in [("source", &pictures.source), ("crafted", &pictures.adversarial), ("difference", &difference), ("target", &pictures.target)] {
+            save(&format!("pair-{index}-{kind}.png"), pictures.size, pixels)?;
+        }
+        let _ = write!(
+            html,
+            "<tr><td><img src=\"audit/pair-{index}-source.png\" alt=\"source\"></td><td><img src=\"audit/pair-{index}-crafted.png\" alt=\"crafted\"></td>\
+             <td><img src=\"audit/pair-{index}-difference.png\" alt=\"difference\"></td><td><img src=\"audit/pair-{index}-target.png\" alt=\"target\"></td>\
+             <td>{} → {}</td><td>{:.4}</td><td>{} ({:.0}% target){}</td></tr>",
+            escape(&example.source_class),
+            escape(&example.target_class),
+            example.dssim,
+            escape(&example.predicted),
+            example.target_probability * 100.0,
+            if example.success { " ✔" } else { "" },
+        );
+    }
+    html.push_str("</table><h2>Settings</h2><pre>");
+    html.push_str(&escape(&serde_json::to_string_pretty(&report.mimicry).unwrap_or_default()));
+    html.push_str("</pre></body></html>\n");
+    crate::fsutil::write_atomic(&run.join("audit.html"), html.as_bytes())
+}

@@ -31,18 +31,17 @@ pub fn run(args: &AuditArgs, settings: &Settings) -> anyhow::Result<()> {
         seed: args.seed,
     };
     let reporter = CliReporter::new(settings.quiet);
-    let report = audit_run(&loaded, &teacher, data, &options, &settings.inference(32), &settings.device, &reporter)?;
-    let json = serde_json::to_string_pretty(&report)?;
-    let path = args.run.join("audit.json");
-    std::fs::write(&path, &json).map_err(|error| anyhow::anyhow!("cannot write `{}`: {error}", path.display()))?;
+    let (report, pictures) = audit_run(&loaded, &teacher, data, &options, &settings.inference(32), &settings.device, &reporter)?;
+    graft::report::write_audit(&args.run, &report, &pictures)?;
+    let path = args.run.join("audit.html");
     if args.json {
-        println!("{json}");
+        println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
     println!(
         "mimicry attack at `{}` (DSSIM budget {}): {:.1}% of {} pairs reach the target class (mean DSSIM {:.4}; {} within budget)\n\
          baselines: noise at the same DSSIM {:.1}%, white-box PGD on the student (L∞ 8/255) {:.1}%\n\
-         clean accuracy on these images {:.1}%; {:.0}s; details: {}",
+         clean accuracy on these images {:.1}%; {:.0}s; report: {} (and audit.json)",
         report.layer,
         report.budget,
         report.attack_success_rate * 100.0,

@@ -54,6 +54,19 @@ pub struct AuditReport {
     pub examples: Vec<PairResult>,
 }
 
+/// The pixels of one attacked pair, for the report's pictures: `[3, size, size]` 8-bit,
+/// channel-major.
+#[derive(Debug, Clone)]
+pub struct PairImages {
+    pub size: usize,
+    pub source: Vec<u8>,
+    pub adversarial: Vec<u8>,
+    pub target: Vec<u8>,
+}
+
+/// Pairs whose pictures an audit keeps (the first ones; `audit.json` has every pair's figures).
+pub const PICTURED_PAIRS: usize = 6;
+
 /// One attacked pair.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PairResult {
@@ -85,7 +98,7 @@ pub fn audit_run(
     inference: &InferenceOptions,
     device: &Device,
     reporter: &dyn Reporter,
-) -> Result<AuditReport> {
+) -> Result<(AuditReport, Vec<PairImages>)> {
     let started = std::time::Instant::now();
     let config = &student.config;
     if teacher.card.name != config.teacher {
@@ -159,6 +172,8 @@ pub fn audit_run(
     reporter.start("baselines: noise at the same DSSIM, PGD on the student", pairs.len());
     let measure = MsSsim::default();
     let mut examples = Vec::with_capacity(pairs.len());
+    let mut pictures = Vec::new();
+    let bytes = |pixels: &[f32]| pixels.iter().map(|v| v.round().clamp(0.0, 255.0) as u8).collect::<Vec<u8>>();
     for (index, ((source, target), crafted)) in pairs.iter().zip(&crafted).enumerate() {
         let target_class = label(*target);
         let adversarial: Vec<f32> = crafted.pixels.iter().map(|v| *v as f32).collect();
@@ -182,11 +197,14 @@ pub fn audit_run(
             noise_success: noise_predicted == target_class,
             pgd_success: pgd_predicted == target_class,
         });
+        if pictures.len() < PICTURED_PAIRS {
+            pictures.push(PairImages { size, source: bytes(&pixels[source]), adversarial: crafted.pixels.clone(), target: bytes(&pixels[target]) });
+        }
         reporter.advance(1, "");
     }
     reporter.finish();
     let rate = |hit: fn(&PairResult) -> bool| examples.iter().filter(|example| hit(example)).count() as f64 / examples.len().max(1) as f64;
-    Ok(AuditReport {
+    let report = AuditReport {
         layer: names[cut - 1].clone(),
         cut,
         budget: options.mimicry.budget,
@@ -201,7 +219,8 @@ pub fn audit_run(
         seed: options.seed,
         seconds: started.elapsed().as_secs_f64(),
         examples,
-    })
+    };
+    Ok((report, pictures))
 }
 
 fn argmax(values: &[f32]) -> usize {
