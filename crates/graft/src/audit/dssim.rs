@@ -69,7 +69,7 @@ impl MsSsim {
 
     /// Per image: the means of the SSIM and contrast-structure maps at one scale.
     fn single_scale(&self, a: Tensor<4>, b: Tensor<4>) -> (Tensor<1>, Tensor<1>) {
-        let [_, channels, height, width] = a.dims();
+        let [_, _, height, width] = a.dims();
         let size = self.window.min(height).min(width);
         let sigma = size as f64 * self.sigma / self.window as f64;
         // The five local statistics in one grouped convolution, without padding, on pixels
