@@ -229,6 +229,11 @@ fn train_then_eval_then_predict_with_the_student() {
         let picture = format!("audit/pair-1-{kind}.png");
         assert!(html.contains(&picture) && run.join(&picture).is_file(), "{picture}");
     }
+    // An earlier layer: the activation map itself is mimicked.
+    let out = with_cache(&["audit", run.to_str().unwrap(), "--data", test.to_str().unwrap(), "--pairs", "1", "--iterations", "3", "--layer", "_blocks.15", "--json", "--quiet"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((report["layer"].as_str(), report["cut"].as_u64()), (Some("_blocks.15"), Some(17)));
     let out = with_cache(&["audit", run.to_str().unwrap(), "--data", test.to_str().unwrap(), "--layer", "layer9", "--quiet"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("no block `layer9`") && text(&out.stderr).contains("_blocks.0"), "{}", text(&out.stderr));
