@@ -549,6 +549,57 @@ mod training {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// Fingerprinting: an input crafted to carry nothing at the real teacher's last layer makes
+    /// a student built on it answer near-uniformly, and one crafted on another network of the
+    /// same architecture (random weights) does not; aimed at zero (the reference), a probe head
+    /// answers with its centred bias instead (docs/AUDIT.md).
+    #[test]
+    fn the_fingerprint_tells_the_students_teacher_from_another_network() {
+        use burn::tensor::activation::softmax;
+        use graft::audit::fingerprint::{Aim, FingerprintOptions, fingerprint_input, gini};
+        use graft::audit::mimicry::TeacherFront;
+        let dir = temp_dir("fingerprint");
+        let teacher = teacher();
+        let (train_set, validation) = sample(6);
+        let mut deep = options(Strategy::Deep, &dir.join("run"), &dir.join("cache"));
+        deep.hyperparameters.head_fit = graft::train::HeadFit::Probe;
+        train(&teacher, &train_set, &validation, &deep, &Device::flex(), &Silent).unwrap();
+        let student = graft::train::load_run(&dir.join("run"), &Device::flex()).unwrap();
+        let preprocessing = student.config.preprocessing.clone();
+        let size = preprocessing.input_size;
+        let reference: Vec<Vec<f32>> = validation.items.iter().map(|item| graft::data::image::pixels(&item.source.load().unwrap(), &preprocessing)).collect();
+        let other = graft::models::Teacher {
+            card: teacher.card.clone(),
+            backbone: graft::models::Backbone::new(teacher.card.architecture, 1000, &Device::flex()),
+            weights_sha256: "random".into(),
+        };
+        use burn::module::Module;
+        let model = student.student.valid();
+        let answer_gini = |pixels: &[f32]| -> f64 {
+            let normalised: Vec<f32> = pixels.chunks(size * size).enumerate().flat_map(|(c, plane)| plane.iter().map(move |v| (v / 255.0 - preprocessing.mean[c]) / preprocessing.std[c])).collect();
+            let logits = model.logits(graft::data::image::batch_tensor(&[normalised], size, &Device::flex())).unwrap();
+            let probabilities: Vec<f64> = softmax(logits, 1).into_data().try_to_vec::<f32>().unwrap().into_iter().map(f64::from).collect();
+            gini(&probabilities)
+        };
+        let blocks = teacher.block_names().len();
+        let mut scores = Vec::new();
+        for aim in [Aim::Mean, Aim::Zero] {
+            let options = FingerprintOptions { aim, iterations: 60, learning_rate: 0.05, seed: 1 };
+            let mut row = Vec::new();
+            for candidate in [&teacher, &other] {
+                let front = TeacherFront::new(candidate, blocks, &preprocessing).unwrap();
+                let (pixels, left) = fingerprint_input(&front, &reference, size, &options, &Device::flex(), &Silent).unwrap();
+                row.push((answer_gini(&pixels), left));
+            }
+            scores.push(row);
+        }
+        let [mean, zero] = [&scores[0], &scores[1]];
+        assert!(mean[0].1 < 0.5, "the fingerprint got near its aim: {scores:?}");
+        assert!(mean[0].0 < 0.5 * mean[1].0, "the real teacher's fingerprint answers nearer uniform than another network's: {scores:?}");
+        assert!(mean[0].0 < zero[0].0, "a probe head at zero features answers with its centred bias: {scores:?}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[test]
     fn a_run_resumes_with_more_epochs_but_not_with_other_settings() {
         let dir = temp_dir("resume-longer");

@@ -4,3 +4,4 @@
 pub mod dssim;
 pub mod mimicry;
 pub mod run;
+pub mod fingerprint;
