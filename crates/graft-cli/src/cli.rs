@@ -356,6 +356,19 @@ pub struct AuditArgs {
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
 
+    /// Instead of the attack: which public teacher the student was built on. Every zoo teacher
+    /// whose weights are at hand (bundled or cached; `--weights` adds one) gets a fingerprint
+    /// input, and the student, queried as a black box, is scored on how near-uniformly it
+    /// answers; writes `fingerprint.json`.
+    #[arg(long)]
+    pub fingerprint: bool,
+
+    /// What a fingerprint input carries at the candidate's last layer: `mean` (the mean over
+    /// `--data`'s images) or `zero` (the reference's; misses students whose head was fitted as
+    /// a linear probe, see docs/AUDIT.md).
+    #[arg(long, default_value = "mean", value_parser = choice::<graft::audit::fingerprint::Aim>())]
+    pub aim: graft::audit::fingerprint::Aim,
+
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
 

@@ -234,6 +234,17 @@ fn train_then_eval_then_predict_with_the_student() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!((report["layer"].as_str(), report["cut"].as_u64()), (Some("_blocks.15"), Some(17)));
+    // Fingerprinting, offline: the bundled teacher is the one candidate at hand.
+    let out = with_cache(&["audit", run.to_str().unwrap(), "--data", test.to_str().unwrap(), "--fingerprint", "--iterations", "10", "--json", "--quiet"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let candidates = report["candidates"].as_array().unwrap();
+    assert_eq!(candidates[0]["teacher"], "efficientnet_lite0", "{report}");
+    assert_eq!(candidates[0]["layer"], "_conv_head", "{report}");
+    for value in [&candidates[0]["gini"], &report["noise_gini"]] {
+        assert!((0.0..1.0).contains(&value.as_f64().unwrap()), "{report}");
+    }
+    assert!(run.join("fingerprint.json").is_file());
     let out = with_cache(&["audit", run.to_str().unwrap(), "--data", test.to_str().unwrap(), "--layer", "layer9", "--quiet"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("no block `layer9`") && text(&out.stderr).contains("_blocks.0"), "{}", text(&out.stderr));

@@ -1,6 +1,8 @@
 //! `graft audit`: what a student inherits from its public teacher.
 
+use graft::audit::fingerprint::{FingerprintOptions, fingerprint_teachers};
 use graft::audit::mimicry::MimicryOptions;
+use graft::models::{WeightOptions, load_teacher};
 use graft::audit::run::{AuditOptions, audit_run};
 use graft::data::dataset;
 use graft::train::load_run;
@@ -10,6 +12,9 @@ use crate::progress::CliReporter;
 use crate::settings::Settings;
 
 pub fn run(args: &AuditArgs, settings: &Settings) -> anyhow::Result<()> {
+    if args.fingerprint {
+        return fingerprint(args, settings);
+    }
     let loaded = load_run(&args.run, &settings.device)?;
     let teacher_args = TeacherArgs { teacher: loaded.config.teacher.clone(), weights: args.weights.clone(), allow_partial: false };
     let teacher = super::teacher(&teacher_args, settings)?;
@@ -54,5 +59,49 @@ pub fn run(args: &AuditArgs, settings: &Settings) -> anyhow::Result<()> {
         report.seconds,
         path.display()
     );
+    Ok(())
+}
+
+/// `graft audit --fingerprint`: ranks the teachers at hand by the student's answers.
+fn fingerprint(args: &AuditArgs, settings: &Settings) -> anyhow::Result<()> {
+    let loaded = load_run(&args.run, &settings.device)?;
+    let mut candidates = Vec::new();
+    for card in graft::models::zoo::cards() {
+        // Only what is at hand: bundled or already in the cache, never a download.
+        let options = WeightOptions { weights: None, cache_dir: settings.cache_dir.clone(), offline: true, allow_partial: false, progress: false };
+        match load_teacher(card.name, &options, &settings.device) {
+            Ok((teacher, _)) => candidates.push(teacher),
+            Err(_) => settings.log(format!("{}: weights not at hand, not a candidate", card.name)),
+        }
+    }
+    if let Some(weights) = &args.weights {
+        candidates.push(super::teacher(&TeacherArgs { teacher: loaded.config.teacher.clone(), weights: Some(weights.clone()), allow_partial: false }, settings)?);
+    }
+    let splits = dataset::open(&args.data, &settings.cache_dir)?;
+    let data = splits.test.unwrap_or(splits.train);
+    // Up to 32 of the images, seeded: the mean a `mean` fingerprint aims at.
+    let mut items = data.items;
+    graft::rng::SplitMix64::derive(args.seed, &[0x1EAF]).shuffle(&mut items);
+    let preprocessing = &loaded.config.preprocessing;
+    let reference: Vec<Vec<f32>> = items.iter().filter_map(|item| item.source.load().ok()).take(32).map(|image| graft::data::image::pixels(&image, preprocessing)).collect();
+    let options = FingerprintOptions { aim: args.aim, iterations: args.iterations, learning_rate: args.learning_rate, seed: args.seed };
+    let reporter = CliReporter::new(settings.quiet);
+    let report = fingerprint_teachers(&loaded, &candidates, &reference, &options, &settings.device, &reporter)?;
+    let json = serde_json::to_string_pretty(&report)?;
+    let path = args.run.join("fingerprint.json");
+    std::fs::write(&path, &json).map_err(|error| anyhow::anyhow!("cannot write `{}`: {error}", path.display()))?;
+    if args.json {
+        println!("{json}");
+        return Ok(());
+    }
+    println!("{:<24} {:>8} {:>14} {:>10}  weights", "candidate teacher", "gini", "top class", "top prob");
+    for candidate in &report.candidates {
+        println!("{:<24} {:>8.4} {:>14} {:>10.3}  {}", candidate.teacher, candidate.gini, candidate.top_class, candidate.top_probability, &candidate.weights_sha256[..12.min(candidate.weights_sha256.len())]);
+    }
+    println!("{:<24} {:>8.4}", "(the starting noise)", report.noise_gini);
+    match &report.verdict {
+        Some(teacher) => println!("verdict: built on {teacher} (its fingerprint's answer is under half as unequal as any other's)"),
+        None => println!("no verdict: no candidate's answer is clearly nearer uniform than the others' and the noise's"),
+    }
     Ok(())
 }

@@ -136,3 +136,94 @@ mod tests {
         assert!((gini(&[0.25, 0.75]) - 0.25).abs() < 1e-12);
     }
 }
+
+/// One candidate teacher's score.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CandidateScore {
+    pub teacher: String,
+    pub weights_sha256: String,
+    /// The block whose output the fingerprint aimed at (the candidate's last).
+    pub layer: String,
+    /// Gini coefficient of the student's answer to the fingerprint (0: uniform).
+    pub gini: f64,
+    /// The student's top class and its probability for the fingerprint.
+    pub top_class: String,
+    pub top_probability: f64,
+    /// Distance to the aim left after crafting, relative to where the noise started.
+    pub distance_left: f64,
+}
+
+/// A fingerprint audit (`fingerprint.json`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct FingerprintReport {
+    /// Best first (lowest Gini).
+    pub candidates: Vec<CandidateScore>,
+    /// Gini of the student's answer to the noise every fingerprint starts from: what an input
+    /// that means nothing in particular gets.
+    pub noise_gini: f64,
+    /// The best candidate, when its Gini is below half of both the next candidate's and the
+    /// noise's; `None` when the gap is not that clear.
+    pub verdict: Option<String>,
+    pub options: FingerprintOptions,
+}
+
+/// Scores each candidate teacher by the student's answer to that candidate's fingerprint; only
+/// the student's predictions are used. `reference` (pixels at the student's input size) give
+/// the mean for [`Aim::Mean`].
+///
+/// # Errors
+/// No candidate; what [`fingerprint_input`] returns.
+pub fn fingerprint_teachers(
+    student: &crate::train::student::LoadedStudent,
+    candidates: &[crate::models::Teacher],
+    reference: &[Vec<f32>],
+    options: &FingerprintOptions,
+    device: &Device,
+    reporter: &dyn Reporter,
+) -> Result<FingerprintReport> {
+    use burn::module::Module;
+    if candidates.is_empty() {
+        return Err(GraftError::Invalid("no candidate teacher to fingerprint (none of the zoo's weights is at hand)".into()));
+    }
+    let config = &student.config;
+    let size = config.preprocessing.input_size;
+    let model = student.student.valid();
+    // The student's answer, as a black box: class probabilities for pixels in its own format.
+    let answer = |pixels: &[f32]| -> Result<Vec<f64>> {
+        let preprocessing = &config.preprocessing;
+        let normalised: Vec<f32> = pixels
+            .chunks(size * size)
+            .enumerate()
+            .flat_map(|(channel, plane)| plane.iter().map(move |v| (v / 255.0 - preprocessing.mean[channel]) / preprocessing.std[channel]))
+            .collect();
+        let logits = model.logits(crate::data::image::batch_tensor(&[normalised], size, device))?;
+        Ok(host_values::<f32>(burn::tensor::activation::softmax(logits, 1).into_data())?.into_iter().map(f64::from).collect())
+    };
+    let mut random = SplitMix64::derive(options.seed, &[0xF1A6]);
+    let noise: Vec<f32> = (0..3 * size * size).map(|_| ((random.uniform(-0.45, 0.45) + 0.5) * 255.0) as f32).collect();
+    let noise_gini = gini(&answer(&noise)?);
+    let mut scores = Vec::new();
+    for candidate in candidates {
+        reporter.note(&format!("fingerprinting {}", candidate.card.name));
+        let blocks = candidate.block_names();
+        // The candidate's own normalisation, at the student's input size.
+        let preprocessing = crate::models::zoo::Preprocessing { input_size: size, ..candidate.card.preprocessing.clone() };
+        let front = TeacherFront::new(candidate, blocks.len(), &preprocessing)?;
+        let (pixels, distance_left) = fingerprint_input(&front, reference, size, options, device, reporter)?;
+        let probabilities = answer(&pixels)?;
+        let top = (0..probabilities.len()).fold(0, |best, class| if probabilities[class] > probabilities[best] { class } else { best });
+        scores.push(CandidateScore {
+            teacher: candidate.card.name.to_owned(),
+            weights_sha256: candidate.weights_sha256.clone(),
+            layer: blocks.last().cloned().unwrap_or_default(),
+            gini: gini(&probabilities),
+            top_class: config.classes.get(top).cloned().unwrap_or_default(),
+            top_probability: probabilities[top],
+            distance_left,
+        });
+    }
+    scores.sort_by(|a, b| a.gini.total_cmp(&b.gini));
+    let runner_up = scores.get(1).map_or(noise_gini, |next| next.gini.min(noise_gini));
+    let verdict = (scores[0].gini < 0.5 * runner_up).then(|| scores[0].teacher.clone());
+    Ok(FingerprintReport { candidates: scores, noise_gini, verdict, options: options.clone() })
+}
