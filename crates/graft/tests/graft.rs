@@ -506,7 +506,6 @@ mod training {
     /// not the rates docs/AUDIT.md measures).
     #[test]
     fn the_mimicry_attack_raises_the_target_class_within_the_budget() {
-        use burn::tensor::activation::softmax;
         use graft::audit::mimicry::{AttackOptimizer, MimicryOptions, TeacherFront, mimic};
         let dir = temp_dir("mimicry");
         let teacher = teacher();
@@ -527,14 +526,7 @@ mod training {
 
         use burn::module::Module;
         let model = student.student.valid();
-        let probabilities = |images: Vec<Vec<f32>>| -> Vec<f32> {
-            let normalised: Vec<Vec<f32>> = images
-                .iter()
-                .map(|image| image.chunks(size * size).enumerate().flat_map(|(c, plane)| plane.iter().map(move |v| (v / 255.0 - preprocessing.mean[c]) / preprocessing.std[c])).collect())
-                .collect();
-            let logits = model.logits(graft::data::image::batch_tensor(&normalised, size, &Device::flex())).unwrap();
-            softmax(logits, 1).into_data().try_to_vec::<f32>().unwrap()
-        };
+        let probabilities = |images: Vec<Vec<f32>>| graft::audit::pixels::student_probabilities(&model, &images, &preprocessing, &Device::flex()).unwrap();
         let classes = student.config.classes.len();
         let before = probabilities(sources.clone());
         let after = probabilities(crafted.iter().map(|c| c.pixels.iter().map(|v| *v as f32).collect()).collect());
@@ -555,7 +547,6 @@ mod training {
     /// answers with its centred bias instead (docs/AUDIT.md).
     #[test]
     fn the_fingerprint_tells_the_students_teacher_from_another_network() {
-        use burn::tensor::activation::softmax;
         use graft::audit::fingerprint::{Aim, FingerprintOptions, fingerprint_input, gini};
         use graft::audit::mimicry::TeacherFront;
         let dir = temp_dir("fingerprint");
@@ -576,10 +567,8 @@ mod training {
         use burn::module::Module;
         let model = student.student.valid();
         let answer_gini = |pixels: &[f32]| -> f64 {
-            let normalised: Vec<f32> = pixels.chunks(size * size).enumerate().flat_map(|(c, plane)| plane.iter().map(move |v| (v / 255.0 - preprocessing.mean[c]) / preprocessing.std[c])).collect();
-            let logits = model.logits(graft::data::image::batch_tensor(&[normalised], size, &Device::flex())).unwrap();
-            let probabilities: Vec<f64> = softmax(logits, 1).into_data().try_to_vec::<f32>().unwrap().into_iter().map(f64::from).collect();
-            gini(&probabilities)
+            let probabilities = graft::audit::pixels::student_probabilities(&model, &[pixels.to_vec()], &preprocessing, &Device::flex()).unwrap();
+            gini(&probabilities.into_iter().map(f64::from).collect::<Vec<f64>>())
         };
         let blocks = teacher.block_names().len();
         let mut scores = Vec::new();

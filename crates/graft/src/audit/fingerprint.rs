@@ -76,8 +76,7 @@ pub fn fingerprint_input(
             }
             let mut sum: Option<Tensor<2>> = None;
             for chunk in reference.chunks(16) {
-                let pixels = Tensor::<4>::from_data(TensorData::new(chunk.iter().flatten().copied().collect::<Vec<f32>>(), [chunk.len(), 3, size, size]), device);
-                let part = front.representation(pixels)?.sum_dim(0);
+                let part = front.representation(super::pixels::batch(chunk, size, device))?.sum_dim(0);
                 sum = Some(match sum {
                     Some(sum) => sum + part,
                     None => part,
@@ -190,14 +189,8 @@ pub fn fingerprint_teachers(
     let model = student.student.valid();
     // The student's answer, as a black box: class probabilities for pixels in its own format.
     let answer = |pixels: &[f32]| -> Result<Vec<f64>> {
-        let preprocessing = &config.preprocessing;
-        let normalised: Vec<f32> = pixels
-            .chunks(size * size)
-            .enumerate()
-            .flat_map(|(channel, plane)| plane.iter().map(move |v| (v / 255.0 - preprocessing.mean[channel]) / preprocessing.std[channel]))
-            .collect();
-        let logits = model.logits(crate::data::image::batch_tensor(&[normalised], size, device))?;
-        Ok(host_values::<f32>(burn::tensor::activation::softmax(logits, 1).into_data())?.into_iter().map(f64::from).collect())
+        let probabilities = super::pixels::student_probabilities(&model, &[pixels.to_vec()], &config.preprocessing, device)?;
+        Ok(probabilities.into_iter().map(f64::from).collect())
     };
     let mut random = SplitMix64::derive(options.seed, &[0xF1A6]);
     let noise: Vec<f32> = (0..3 * size * size).map(|_| ((random.uniform(-0.45, 0.45) + 0.5) * 255.0) as f32).collect();

@@ -8,7 +8,7 @@
 //! space (pixels stay within 0–255), keeps each pair's best iterate within the budget, and rounds
 //! it to 8-bit pixels, as the reference code does.
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 
 use super::dssim::MsSsim;
 use crate::error::{GraftError, Result};
@@ -53,9 +53,7 @@ impl TeacherFront {
     /// # Errors
     /// None in practice (the cut was checked); kept for the block-range check underneath.
     pub fn representation(&self, pixels: Tensor<4>) -> Result<Tensor<2>> {
-        let device = pixels.device();
-        let channel = |values: [f32; 3]| Tensor::<4>::from_data(TensorData::new(values.to_vec(), [1, 3, 1, 1]), &device);
-        let input = (pixels / 255.0 - channel(self.mean)) / channel(self.std);
+        let input = super::pixels::normalise(pixels, self.mean, self.std);
         let activations = self.backbone.forward_blocks(input, 0..self.cut)?;
         Ok(if self.cut == self.blocks { self.backbone.features(activations) } else { activations.flatten(1, 3) })
     }
@@ -107,11 +105,6 @@ pub struct Crafted {
     pub within_budget: bool,
 }
 
-/// The pixels of `count` images `[3, size, size]` each as one `[count, 3, size, size]` tensor.
-fn stack(images: &[Vec<f32>], size: usize, device: &Device) -> Tensor<4> {
-    Tensor::from_data(TensorData::new(images.iter().flatten().copied().collect::<Vec<f32>>(), [images.len(), 3, size, size]), device)
-}
-
 /// tanh's range scaled just inside ±1, so that 0 and 255 stay finite in tanh space.
 const TANH_SCALE: f64 = 2.0 - 1e-6;
 
@@ -137,8 +130,8 @@ pub fn mimic(
         return Ok(Vec::new());
     }
     let measure = MsSsim::default();
-    let source = stack(sources, size, device);
-    let target = front.representation(stack(targets, size, device))?;
+    let source = super::pixels::batch(sources, size, device);
+    let target = front.representation(super::pixels::batch(targets, size, device))?;
     let source_tanh = ((source.clone() / 255.0 - 0.5) * TANH_SCALE).atanh();
     let to_pixels = |modifier: Tensor<4>, source_tanh: Tensor<4>| ((modifier + source_tanh).tanh() / TANH_SCALE + 0.5) * 255.0;
     let distance_of = |pixels: Tensor<4>| -> Result<Tensor<1>> {
@@ -187,7 +180,7 @@ pub fn mimic(
     }
     // DSSIM of what is handed out: the rounded pixels.
     let rounded: Vec<Vec<f32>> = crafted.iter().map(|c| c.pixels.iter().map(|v| *v as f32).collect()).collect();
-    let dssim = crate::backend::host_values::<f32>(measure.dssim(stack(&rounded, size, device), source).into_data())?;
+    let dssim = crate::backend::host_values::<f32>(measure.dssim(super::pixels::batch(&rounded, size, device), source).into_data())?;
     for (crafted, dssim) in crafted.iter_mut().zip(dssim) {
         crafted.dssim = dssim as f64;
     }

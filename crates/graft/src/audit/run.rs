@@ -4,11 +4,11 @@
 
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::dssim::MsSsim;
 use super::mimicry::{Crafted, MimicryOptions, TeacherFront, mimic};
+use super::pixels::{batch as pixel_tensor, normalise, student_probabilities as probabilities};
 use crate::backend::host_values;
 use crate::data::dataset::{Dataset, ItemSource};
 use crate::error::{GraftError, Result};
@@ -227,22 +227,6 @@ fn argmax(values: &[f32]) -> usize {
     values.iter().enumerate().fold(0, |best, (index, value)| if *value > values[best] { index } else { best })
 }
 
-/// Normalised `[N, 3, S, S]` input from pixels in 0–255.
-fn normalised(pixels: Tensor<4>, preprocessing: &Preprocessing) -> Tensor<4> {
-    let device = pixels.device();
-    let channel = |values: [f32; 3]| Tensor::<4>::from_data(TensorData::new(values.to_vec(), [1, 3, 1, 1]), &device);
-    (pixels / 255.0 - channel(preprocessing.mean)) / channel(preprocessing.std)
-}
-
-fn pixel_tensor(images: &[Vec<f32>], size: usize, device: &Device) -> Tensor<4> {
-    Tensor::from_data(TensorData::new(images.iter().flatten().copied().collect::<Vec<f32>>(), [images.len(), 3, size, size]), device)
-}
-
-/// The student's class probabilities for images given as pixels (one row per image, concatenated).
-fn probabilities(model: &Student, images: &[Vec<f32>], preprocessing: &Preprocessing, device: &Device) -> Result<Vec<f32>> {
-    let input = normalised(pixel_tensor(images, preprocessing.input_size, device), preprocessing);
-    host_values::<f32>(softmax(model.logits(input)?, 1).into_data())
-}
 
 /// The source plus Gaussian noise, rounded to 8-bit pixels, scaled (by bisection on its
 /// standard deviation) to the DSSIM `dssim` from the source.
@@ -277,7 +261,7 @@ fn pgd_targeted(model: &Student, source: &[f32], target: usize, size: usize, pre
     let targets = Tensor::<1, Int>::from_data(TensorData::new(vec![target as i64], [1]), &training);
     for _ in 0..STEPS {
         let variable = adversarial.clone().autodiff().require_grad();
-        let logits = model.logits(normalised(variable.clone(), preprocessing))?;
+        let logits = model.logits(normalise(variable.clone(), preprocessing.mean, preprocessing.std))?;
         let gradients = loss_function.forward(logits, targets.clone()).backward();
         let gradient = variable.grad(&gradients).ok_or_else(|| GraftError::Tensor("no gradient reached the PGD input".into()))?.inner();
         // Descend the target's cross-entropy, then project back into the ε-ball and the pixel range.
