@@ -242,7 +242,7 @@ fn cached_view(k: usize, augmented: bool) -> View {
 /// Trains a student of `teacher` on `train`, validating on `validation`, and saves the run
 /// (weights, `graft.json`, `metrics.jsonl`; the report is [`crate::report::write_run`]'s). With
 /// [`Refit::On`] (resolved from `auto` as [`Refit`] says) the student is then trained again on
-/// every image for the best epoch count, and the held-out scores are its estimate.
+/// every image for as many epochs, and the held-out run's scores are its estimate.
 pub fn train(
     teacher: &Teacher,
     train: &Dataset,
@@ -292,7 +292,8 @@ struct RefitPlan {
     preprocessing: Preprocessing,
     /// The held-out run's options, resolved, `stop_after` less the epochs it ran.
     options: TrainOptions,
-    /// The held-out run's best epoch.
+    /// Epochs the refit trains: as many as the held-out run did (to its best epoch where early
+    /// stopping ended it).
     epochs: usize,
 }
 
@@ -339,7 +340,7 @@ fn train_held_out(
         return Ok((fit_probe(teacher, identity, options, &plan, preprocessing, inputs, device, reporter, started)?, None));
     }
     // Boxed: a network's modules are large values, and debug builds give every temporary its own
-    // stack slot; the test threads' 2 MiB stacks must still hold a training step.
+    // stack slot (see `train`'s thread).
     let initial_head = match head_init {
         HeadInit::Probe => Some(Box::new(probe_head(teacher, train, &preprocessing, options, device, reporter)?)),
         _ => None,
