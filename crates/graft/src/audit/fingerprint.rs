@@ -12,7 +12,7 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::mimicry::TeacherFront;
+use super::mimicry::{AttackOptimizer, MimicryOptions, State, TeacherFront};
 use crate::backend::host_values;
 use crate::error::{GraftError, Result};
 use crate::rng::SplitMix64;
@@ -85,11 +85,10 @@ pub fn fingerprint_input(
             sum.map(|sum| sum / reference.len() as f64)
         }
     };
-    let mut random = SplitMix64::derive(options.seed, &[0xF1A6]);
-    // Uniform noise kept off 0 and 255, where tanh space has no gradient.
-    let noise: Vec<f32> = (0..3 * size * size).map(|_| random.uniform(-0.45, 0.45) as f32).collect();
+    let noise: Vec<f32> = starting_noise(options.seed, size).into_iter().map(|u| u as f32).collect();
     let mut modifier = Tensor::<4>::from_data(TensorData::new(noise, [1, 3, size, size]), device).mul_scalar(2.0).atanh();
-    let (mut first, mut second) = (modifier.zeros_like(), modifier.zeros_like());
+    let adam = MimicryOptions { optimizer: AttackOptimizer::Adam, learning_rate: options.learning_rate, ..MimicryOptions::reference() };
+    let mut optimizer = State::new(&adam, modifier.clone());
     let to_pixels = |modifier: Tensor<4>| (modifier.tanh() / 2.0 + 0.5) * 255.0;
     let distance = |pixels: Tensor<4>| -> Result<Tensor<1>> {
         let representation = front.representation(pixels)?;
@@ -102,24 +101,25 @@ pub fn fingerprint_input(
     let start = host_values::<f32>(distance(to_pixels(modifier.clone()))?.into_data())?[0] as f64;
     let mut left = start;
     reporter.start("crafting the fingerprint", options.iterations);
-    const BETA1: f64 = 0.9;
-    const BETA2: f64 = 0.999;
-    for step in 1..=options.iterations {
+    for _ in 0..options.iterations {
         let variable = modifier.clone().autodiff().require_grad();
         let loss = distance(to_pixels(variable.clone()))?;
         left = host_values::<f32>(loss.clone().inner().into_data())?[0] as f64;
         let gradients = loss.backward();
         let gradient = variable.grad(&gradients).ok_or_else(|| GraftError::Tensor("no gradient reached the fingerprint".into()))?.inner();
-        first = first * BETA1 + gradient.clone() * (1.0 - BETA1);
-        second = second * BETA2 + gradient.powi_scalar(2) * (1.0 - BETA2);
-        let first_unbiased = first.clone() / (1.0 - BETA1.powi(step as i32));
-        let second_unbiased = second.clone() / (1.0 - BETA2.powi(step as i32));
-        modifier = modifier - first_unbiased / (second_unbiased.sqrt() + 1e-8) * options.learning_rate;
+        modifier = optimizer.step(modifier, gradient);
         reporter.advance(1, &format!("distance {:.3} of {:.3}", left, start));
     }
     reporter.finish();
     let pixels = host_values::<f32>(to_pixels(modifier).into_data())?.into_iter().map(|v| v.round().clamp(0.0, 255.0)).collect();
     Ok((pixels, left / start.max(f64::MIN_POSITIVE)))
+}
+
+/// The seeded uniform values in ±0.45 every fingerprint starts from, one per pixel value: pixels
+/// `(u + 0.5)·255`, kept off 0 and 255, where tanh space has no gradient.
+fn starting_noise(seed: u64, size: usize) -> Vec<f64> {
+    let mut random = SplitMix64::derive(seed, &[0xF1A6]);
+    (0..3 * size * size).map(|_| random.uniform(-0.45, 0.45)).collect()
 }
 
 #[cfg(test)]
@@ -192,8 +192,7 @@ pub fn fingerprint_teachers(
         let probabilities = super::pixels::student_probabilities(&model, &[pixels.to_vec()], &config.preprocessing, device)?;
         Ok(probabilities.into_iter().map(f64::from).collect())
     };
-    let mut random = SplitMix64::derive(options.seed, &[0xF1A6]);
-    let noise: Vec<f32> = (0..3 * size * size).map(|_| ((random.uniform(-0.45, 0.45) + 0.5) * 255.0) as f32).collect();
+    let noise: Vec<f32> = starting_noise(options.seed, size).into_iter().map(|u| ((u + 0.5) * 255.0) as f32).collect();
     let noise_gini = gini(&answer(&noise)?);
     let mut scores = Vec::new();
     for candidate in candidates {
@@ -204,7 +203,7 @@ pub fn fingerprint_teachers(
         let front = TeacherFront::new(candidate, blocks.len(), &preprocessing)?;
         let (pixels, distance_left) = fingerprint_input(&front, reference, size, options, device, reporter)?;
         let probabilities = answer(&pixels)?;
-        let top = (0..probabilities.len()).fold(0, |best, class| if probabilities[class] > probabilities[best] { class } else { best });
+        let top = crate::train::probe::argmax(&probabilities);
         scores.push(CandidateScore {
             teacher: candidate.card.name.to_owned(),
             weights_sha256: candidate.weights_sha256.clone(),

@@ -187,14 +187,15 @@ pub fn mimic(
     Ok(crafted)
 }
 
-/// The optimizer's state for one modifier tensor (elementwise, no autodiff).
-enum State {
+/// The optimizer's state for one modifier tensor (elementwise, no autodiff); the fingerprint's
+/// Adam too.
+pub(super) enum State {
     Adadelta { rate: f64, squared_gradients: Tensor<4>, squared_updates: Tensor<4> },
     Adam { rate: f64, first: Tensor<4>, second: Tensor<4>, step: i32 },
 }
 
 impl State {
-    fn new(options: &MimicryOptions, like: Tensor<4>) -> State {
+    pub(super) fn new(options: &MimicryOptions, like: Tensor<4>) -> State {
         let zeros = like.zeros_like();
         match options.optimizer {
             AttackOptimizer::Adadelta => State::Adadelta { rate: options.learning_rate, squared_gradients: zeros.clone(), squared_updates: zeros },
@@ -202,7 +203,7 @@ impl State {
         }
     }
 
-    fn step(&mut self, value: Tensor<4>, gradient: Tensor<4>) -> Tensor<4> {
+    pub(super) fn step(&mut self, value: Tensor<4>, gradient: Tensor<4>) -> Tensor<4> {
         const EPSILON: f64 = 1e-8;
         match self {
             State::Adadelta { rate, squared_gradients, squared_updates } => {

@@ -17,6 +17,7 @@ use crate::models::zoo::Preprocessing;
 use crate::rng::SplitMix64;
 use crate::train::student::{LoadedStudent, Student};
 use crate::train::Reporter;
+use crate::train::probe::argmax;
 use crate::train::evaluate::{InferenceOptions, predict_sources};
 
 /// What an audit does.
@@ -115,7 +116,8 @@ pub fn audit_run(
     let preprocessing = config.preprocessing.clone();
     let size = preprocessing.input_size;
     let data = data.align_classes(&config.classes)?;
-    let model = Student { backbone: student.student.valid().backbone.freeze_batch_norm_statistics(), head: student.student.valid().head };
+    let valid = student.student.valid();
+    let model = Student { backbone: valid.backbone.freeze_batch_norm_statistics(), head: valid.head };
 
     // The student's predictions on every image (batched, through the feature cache where the
     // student's front is frozen); sources are drawn from those it gets right.
@@ -221,10 +223,6 @@ pub fn audit_run(
         examples,
     };
     Ok((report, pictures))
-}
-
-fn argmax(values: &[f32]) -> usize {
-    values.iter().enumerate().fold(0, |best, (index, value)| if *value > values[best] { index } else { best })
 }
 
 

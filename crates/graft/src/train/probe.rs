@@ -451,7 +451,8 @@ fn matmul(out: &mut [f64], m: usize, n: usize, inner: usize, lhs: &[f64], (lhs_c
 }
 
 /// The index of the largest value (the first of equal ones).
-fn argmax(row: &[f64]) -> usize {
+/// The index of the first largest value.
+pub(crate) fn argmax<T: PartialOrd>(row: &[T]) -> usize {
     row.iter().enumerate().fold(0, |best, (c, v)| if *v > row[best] { c } else { best })
 }
 
