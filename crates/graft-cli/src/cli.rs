@@ -76,6 +76,10 @@ pub enum Command {
     /// Attack a student through its public teacher alone (the mimicry attack), beside noise and
     /// white-box PGD baselines; writes `audit.json` into the run directory.
     Audit(AuditArgs),
+    /// Retrain a student away from the mimicry attack (every layer, with a penalty on staying
+    /// near the teacher's representation); writes a new run and the attack's success before and
+    /// after.
+    Harden(HardenArgs),
 }
 
 /// Which teacher and which weights.
@@ -377,6 +381,75 @@ pub struct AuditArgs {
     pub weights: Option<PathBuf>,
 
     /// Print the audit as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HardenArgs {
+    /// The run directory of the student to harden.
+    pub run: PathBuf,
+
+    /// Labelled images to retrain on (any form `train --data` takes; its training and validation
+    /// parts together), usually the student's own training data.
+    #[arg(long)]
+    pub data: PathBuf,
+
+    /// Where to write the hardened run (a run directory `eval`, `predict` and `audit` take).
+    #[arg(long)]
+    pub out: PathBuf,
+
+    /// Labelled images the accuracy and the attack are measured on, before and after (default:
+    /// `--data`'s `test/` part, or else `--data` itself, which then measures the training images).
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+
+    /// The teacher block whose output the student is moved away from (default: what `graft audit`
+    /// attacks: the student's last frozen block, the teacher's last for a student with none).
+    #[arg(long)]
+    pub layer: Option<String>,
+
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+
+    /// AdamW's peak rate for every layer (cosine decay).
+    #[arg(long, default_value_t = 1e-3)]
+    pub learning_rate: f64,
+
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+
+    /// The distance the student's representation must keep from the teacher's, as a multiple of
+    /// the mean distance between two training images' teacher representations (ramped up over
+    /// the first half of the epochs).
+    #[arg(long, default_value_t = 1.0)]
+    pub threshold: f64,
+
+    /// What a representation still on the teacher's costs, in nats of cross-entropy.
+    #[arg(long, default_value_t = 10.0)]
+    pub penalty: f64,
+
+    /// Attacked pairs before and after (0: accuracy only). The same crafted images score both
+    /// students: the attack never sees the student.
+    #[arg(long, default_value_t = 10)]
+    pub pairs: usize,
+
+    /// The attack's DSSIM budget.
+    #[arg(long, default_value_t = 0.003)]
+    pub budget: f64,
+
+    /// The attack's iterations per pair (Adam at 0.01, as `graft audit`).
+    #[arg(long, default_value_t = 200)]
+    pub iterations: usize,
+
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// The teacher's weight file when it is not in the cache (works offline).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+
+    /// Print the before/after figures as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }

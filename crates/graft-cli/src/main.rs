@@ -75,5 +75,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => commands::bench::run(args, &settings),
         Command::Teachers(args) => commands::teachers::run(args, &settings),
         Command::Audit(args) => commands::audit::run(args, &settings),
+        Command::Harden(args) => commands::harden::run(args, &settings),
     }
 }

@@ -589,6 +589,48 @@ mod training {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// `graft harden`: the hardened student's representation at the attacked layer moves away
+    /// from the teacher's, it is saved as a run that loads back, and the mimicry images crafted on
+    /// the teacher (the same images for both students) pull it towards their targets less.
+    #[test]
+    fn hardening_moves_the_student_away_from_what_the_attack_mimics() {
+        use graft::audit::harden::{HardenOptions, harden};
+        use graft::audit::mimicry::{AttackOptimizer, MimicryOptions};
+        use graft::audit::run::{AuditOptions, craft, score};
+        let dir = temp_dir("harden");
+        let teacher = teacher();
+        let (train_set, validation) = sample(8);
+        let mut deep = options(Strategy::Deep, &dir.join("run"), &dir.join("cache"));
+        deep.hyperparameters.head_fit = graft::train::HeadFit::Probe;
+        train(&teacher, &train_set, &validation, &deep, &Device::flex(), &Silent).unwrap();
+        let student = graft::train::load_run(&dir.join("run"), &Device::flex()).unwrap();
+        let inference = graft::train::evaluate::InferenceOptions { batch_size: 16, cache_dir: dir.join("cache"), fused_plan: true };
+        let audit = AuditOptions {
+            pairs: 6,
+            layer: None,
+            mimicry: MimicryOptions { budget: 0.01, iterations: 80, optimizer: AttackOptimizer::Adam, learning_rate: 0.02, penalty: 1e10 },
+            batch_size: 6,
+            seed: 1,
+        };
+        let attack = craft(&student, &teacher, validation.clone(), &audit, &inference, &Device::flex(), &Silent).unwrap();
+        let (before, _) = score(&attack, &student, attack.clean_accuracy, &Device::flex(), &Silent).unwrap();
+
+        let options = HardenOptions { epochs: 6, batch_size: 10, ..HardenOptions::default() };
+        let (hardened, config, report) = harden(&student, &teacher, &train_set, &options, &Device::flex(), &Silent).unwrap();
+        assert_eq!(config.strategy, Strategy::Full);
+        assert!(config.frozen_blocks.is_empty());
+        let last = report.history.last().unwrap();
+        assert!(report.history[0].mean_distance < last.mean_distance, "the distance to the teacher grew: {:?}", report.history);
+        assert!(last.mean_distance > 0.5 * report.final_threshold, "it came near τ: {:?}", report.history);
+        graft::train::student::save_run(&dir.join("hardened"), &hardened, &config).unwrap();
+        let hardened = graft::train::load_run(&dir.join("hardened"), &Device::flex()).unwrap();
+        let (after, _) = score(&attack, &hardened, 0.0, &Device::flex(), &Silent).unwrap();
+        let pull = |report: &graft::audit::run::AuditReport| report.examples.iter().map(|example| example.target_probability).sum::<f64>() / report.examples.len() as f64;
+        assert!(pull(&after) < pull(&before), "the crafted images pull the hardened student less: {} against {}", pull(&after), pull(&before));
+        assert!(after.attack_success_rate <= before.attack_success_rate);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[test]
     fn a_run_resumes_with_more_epochs_but_not_with_other_settings() {
         let dir = temp_dir("resume-longer");

@@ -16,16 +16,7 @@ pub fn run(args: &AuditArgs, settings: &Settings) -> anyhow::Result<()> {
         return fingerprint(args, settings);
     }
     let loaded = load_run(&args.run, &settings.device)?;
-    let teacher_args = TeacherArgs { teacher: loaded.config.teacher.clone(), weights: args.weights.clone(), allow_partial: false };
-    let teacher = super::teacher(&teacher_args, settings)?;
-    if teacher.weights_sha256 != loaded.config.teacher_weights_sha256 {
-        anyhow::bail!(
-            "the student was trained from {} weights with sha256 {}, these are {}\nhint: pass the same weight file with --weights",
-            loaded.config.teacher,
-            loaded.config.teacher_weights_sha256,
-            teacher.weights_sha256
-        );
-    }
+    let teacher = teacher_of(&loaded.config, args.weights.as_ref(), settings)?;
     let splits = dataset::open(&args.data, &settings.cache_dir)?;
     let data = splits.test.unwrap_or(splits.train);
     let options = AuditOptions {
@@ -60,6 +51,21 @@ pub fn run(args: &AuditArgs, settings: &Settings) -> anyhow::Result<()> {
         path.display()
     );
     Ok(())
+}
+
+/// The teacher a student was trained from, its weights checked against the run's.
+pub fn teacher_of(config: &graft::train::RunConfig, weights: Option<&std::path::PathBuf>, settings: &Settings) -> anyhow::Result<graft::models::Teacher> {
+    let teacher_args = TeacherArgs { teacher: config.teacher.clone(), weights: weights.cloned(), allow_partial: false };
+    let teacher = super::teacher(&teacher_args, settings)?;
+    if teacher.weights_sha256 != config.teacher_weights_sha256 {
+        anyhow::bail!(
+            "the student was trained from {} weights with sha256 {}, these are {}\nhint: pass the same weight file with --weights",
+            config.teacher,
+            config.teacher_weights_sha256,
+            teacher.weights_sha256
+        );
+    }
+    Ok(teacher)
 }
 
 /// `graft audit --fingerprint`: ranks the teachers at hand by the student's answers.

@@ -6,3 +6,4 @@ pub mod pixels;
 pub mod mimicry;
 pub mod run;
 pub mod fingerprint;
+pub mod harden;

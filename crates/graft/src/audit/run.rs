@@ -15,7 +15,7 @@ use crate::error::{GraftError, Result};
 use crate::models::Teacher;
 use crate::models::zoo::Preprocessing;
 use crate::rng::SplitMix64;
-use crate::train::student::{LoadedStudent, Student};
+use crate::train::student::{LoadedStudent, RunConfig, Student};
 use crate::train::Reporter;
 use crate::train::probe::argmax;
 use crate::train::evaluate::{InferenceOptions, predict_sources};
@@ -86,11 +86,11 @@ pub struct PairResult {
     pub pgd_success: bool,
 }
 
-/// Audits `student` (trained from `teacher`) on the labelled `data`.
+/// Audits `student` (trained from `teacher`) on the labelled `data`: [`craft`], then [`score`]
+/// on the same student.
 ///
 /// # Errors
-/// Data whose classes are not the student's, no image the student classifies correctly, a
-/// layer name the teacher does not have, a teacher other than the student's.
+/// As [`craft`] and [`score`].
 pub fn audit_run(
     student: &LoadedStudent,
     teacher: &Teacher,
@@ -100,39 +100,64 @@ pub fn audit_run(
     device: &Device,
     reporter: &dyn Reporter,
 ) -> Result<(AuditReport, Vec<PairImages>)> {
+    let attack = craft(student, teacher, data, options, inference, device, reporter)?;
+    let accuracy = attack.clean_accuracy;
+    score(&attack, student, accuracy, device, reporter)
+}
+
+/// The crafted images of an audit: made on the teacher alone, so any student of that teacher
+/// can be scored on them (as `graft harden` scores the student before and after).
+pub struct Attack {
+    /// The audit's images, their classes aligned with the student's.
+    pub data: Dataset,
+    pub options: AuditOptions,
+    /// The attacked layer's name, and the blocks in front of its output.
+    pub layer: String,
+    pub cut: usize,
+    /// `(source, target)` indices into `data`.
+    pub pairs: Vec<(usize, usize)>,
+    /// Pixels of the images in pairs, by index.
+    pub pixels: std::collections::HashMap<usize, Vec<f32>>,
+    pub crafted: Vec<Crafted>,
+    /// The accuracy on `data` of the student whose correctly classified images are the sources.
+    pub clean_accuracy: f64,
+    pub preprocessing: Preprocessing,
+    pub started: std::time::Instant,
+}
+
+/// Draws the audit's pairs (sources among the images `student` classifies correctly) and crafts
+/// each pair's image on `teacher` alone.
+///
+/// # Errors
+/// Data whose classes are not the student's, no image the student classifies correctly, a
+/// layer name the teacher does not have, a teacher other than the student's.
+pub fn craft(
+    student: &LoadedStudent,
+    teacher: &Teacher,
+    data: Dataset,
+    options: &AuditOptions,
+    inference: &InferenceOptions,
+    device: &Device,
+    reporter: &dyn Reporter,
+) -> Result<Attack> {
     let started = std::time::Instant::now();
     let config = &student.config;
     if teacher.card.name != config.teacher {
         return Err(GraftError::Invalid(format!("the student was trained from `{}`, not `{}`", config.teacher, teacher.card.name)));
     }
     let names = teacher.block_names();
-    let cut = match &options.layer {
-        Some(layer) => names.iter().position(|name| name == layer).map(|index| index + 1).ok_or_else(|| {
-            GraftError::Invalid(format!("teacher `{}` has no block `{layer}`; its blocks: {}", teacher.card.name, names.join(", ")))
-        })?,
-        None if config.plan().cut == 0 => names.len(),
-        None => config.plan().cut,
-    };
+    let cut = attacked_cut(config, teacher, options.layer.as_deref())?;
     let preprocessing = config.preprocessing.clone();
     let size = preprocessing.input_size;
     let data = data.align_classes(&config.classes)?;
-    let valid = student.student.valid();
-    let model = Student { backbone: valid.backbone.freeze_batch_norm_statistics(), head: valid.head };
 
     // The student's predictions on every image (batched, through the feature cache where the
     // student's front is frozen); sources are drawn from those it gets right.
-    let sources: Vec<ItemSource> = data.items.iter().map(|item| item.source.clone()).collect();
-    let (predictions, skipped) = predict_sources(student, &sources, inference, device, reporter)?;
-    for bad in &skipped {
-        reporter.note(&format!("skipped {}: {}", bad.name, bad.reason));
-    }
-    let readable: Vec<usize> = (0..data.len()).filter(|index| predictions[*index].is_some()).collect();
-    let correct: Vec<usize> =
-        readable.iter().copied().filter(|index| predictions[*index].as_deref().map(argmax) == Some(data.items[*index].label)).collect();
+    let (readable, correct) = correctly_classified(student, &data, inference, device, reporter)?;
+    let clean_accuracy = correct.len() as f64 / readable.len().max(1) as f64;
     if correct.is_empty() {
         return Err(GraftError::Invalid("the student classifies none of these images correctly: there is no source to attack".into()));
     }
-    let clean_accuracy = correct.len() as f64 / readable.len() as f64;
     let classes = config.classes.len();
     let label = |index: usize| data.items[index].label;
     let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
@@ -160,7 +185,6 @@ pub fn audit_run(
             entry.insert(crate::data::image::pixels(&data.items[index].source.load()?, &preprocessing));
         }
     }
-    let name = |index: usize| data.items[index].source.name();
 
     let front = TeacherFront::new(teacher, cut, &preprocessing)?;
     let mut crafted: Vec<Crafted> = Vec::new();
@@ -170,21 +194,73 @@ pub fn audit_run(
         let targets: Vec<Vec<f32>> = chunk.iter().map(|(_, target)| pixels[target].clone()).collect();
         crafted.extend(mimic(&front, &sources, &targets, size, &options.mimicry, device, reporter)?);
     }
+    Ok(Attack { data, options: options.clone(), layer: names[cut - 1].clone(), cut, pairs, pixels, crafted, clean_accuracy, preprocessing, started })
+}
 
-    reporter.start("baselines: noise at the same DSSIM, PGD on the student", pairs.len());
+/// The blocks in front of the attacked layer's output: `layer`'s, or by default the student's
+/// cut (its last frozen block), the teacher's last block for a student with no frozen block.
+///
+/// # Errors
+/// A layer name the teacher does not have.
+pub fn attacked_cut(config: &RunConfig, teacher: &Teacher, layer: Option<&str>) -> Result<usize> {
+    let names = teacher.block_names();
+    match layer {
+        Some(layer) => names.iter().position(|name| name == layer).map(|index| index + 1).ok_or_else(|| {
+            GraftError::Invalid(format!("teacher `{}` has no block `{layer}`; its blocks: {}", teacher.card.name, names.join(", ")))
+        }),
+        None if config.plan().cut == 0 => Ok(names.len()),
+        None => Ok(config.plan().cut),
+    }
+}
+
+/// The indices of `data`'s readable images, and of those `student` classifies correctly
+/// (unreadable images are noted).
+///
+/// # Errors
+/// Images that cannot be scored at all.
+pub fn correctly_classified(student: &LoadedStudent, data: &Dataset, inference: &InferenceOptions, device: &Device, reporter: &dyn Reporter) -> Result<(Vec<usize>, Vec<usize>)> {
+    let sources: Vec<ItemSource> = data.items.iter().map(|item| item.source.clone()).collect();
+    let (predictions, skipped) = predict_sources(student, &sources, inference, device, reporter)?;
+    for bad in &skipped {
+        reporter.note(&format!("skipped {}: {}", bad.name, bad.reason));
+    }
+    let readable: Vec<usize> = (0..data.len()).filter(|index| predictions[*index].is_some()).collect();
+    let correct: Vec<usize> =
+        readable.iter().copied().filter(|index| predictions[*index].as_deref().map(argmax) == Some(data.items[*index].label)).collect();
+    Ok((readable, correct))
+}
+
+/// Scores `attack`'s crafted images on `student` (a student of the attack's teacher with the
+/// same classes), with the two baselines made on that student: noise at each crafted image's
+/// DSSIM, and white-box PGD. `clean_accuracy` is the student's on the attack's images.
+///
+/// # Errors
+/// A tensor that cannot be read back.
+pub fn score(attack: &Attack, student: &LoadedStudent, clean_accuracy: f64, device: &Device, reporter: &dyn Reporter) -> Result<(AuditReport, Vec<PairImages>)> {
+    let config = &student.config;
+    let preprocessing = &attack.preprocessing;
+    let size = preprocessing.input_size;
+    let options = &attack.options;
+    let valid = student.student.valid();
+    let model = Student { backbone: valid.backbone.freeze_batch_norm_statistics(), head: valid.head };
+    let label = |index: usize| attack.data.items[index].label;
+    let name = |index: usize| attack.data.items[index].source.name();
+    let pixels = &attack.pixels;
+
+    reporter.start("baselines: noise at the same DSSIM, PGD on the student", attack.pairs.len());
     let measure = MsSsim::default();
-    let mut examples = Vec::with_capacity(pairs.len());
+    let mut examples = Vec::with_capacity(attack.pairs.len());
     let mut pictures = Vec::new();
     let bytes = |pixels: &[f32]| pixels.iter().map(|v| v.round().clamp(0.0, 255.0) as u8).collect::<Vec<u8>>();
-    for (index, ((source, target), crafted)) in pairs.iter().zip(&crafted).enumerate() {
+    for (index, ((source, target), crafted)) in attack.pairs.iter().zip(&attack.crafted).enumerate() {
         let target_class = label(*target);
         let adversarial: Vec<f32> = crafted.pixels.iter().map(|v| *v as f32).collect();
-        let scores = probabilities(&model, std::slice::from_ref(&adversarial), &preprocessing, device)?;
+        let scores = probabilities(&model, std::slice::from_ref(&adversarial), preprocessing, device)?;
         let predicted = argmax(&scores);
         let noisy = noise_at(&pixels[source], crafted.dssim, size, &measure, SplitMix64::derive(options.seed, &[0x0015E, index as u64]), device)?;
-        let noise_predicted = argmax(&probabilities(&model, std::slice::from_ref(&noisy), &preprocessing, device)?);
-        let pgd = pgd_targeted(&model, &pixels[source], target_class, size, &preprocessing, SplitMix64::derive(options.seed, &[0x96D, index as u64]), device)?;
-        let pgd_predicted = argmax(&probabilities(&model, std::slice::from_ref(&pgd), &preprocessing, device)?);
+        let noise_predicted = argmax(&probabilities(&model, std::slice::from_ref(&noisy), preprocessing, device)?);
+        let pgd = pgd_targeted(&model, &pixels[source], target_class, size, preprocessing, SplitMix64::derive(options.seed, &[0x96D, index as u64]), device)?;
+        let pgd_predicted = argmax(&probabilities(&model, std::slice::from_ref(&pgd), preprocessing, device)?);
         examples.push(PairResult {
             source: name(*source),
             source_class: config.classes[label(*source)].clone(),
@@ -207,24 +283,23 @@ pub fn audit_run(
     reporter.finish();
     let rate = |hit: fn(&PairResult) -> bool| examples.iter().filter(|example| hit(example)).count() as f64 / examples.len().max(1) as f64;
     let report = AuditReport {
-        layer: names[cut - 1].clone(),
-        cut,
+        layer: attack.layer.clone(),
+        cut: attack.cut,
         budget: options.mimicry.budget,
         pairs: examples.len(),
         clean_accuracy,
         attack_success_rate: rate(|example| example.success),
         mean_dssim: examples.iter().map(|example| example.dssim).sum::<f64>() / examples.len().max(1) as f64,
-        within_budget: crafted.iter().filter(|crafted| crafted.within_budget).count(),
+        within_budget: attack.crafted.iter().filter(|crafted| crafted.within_budget).count(),
         noise_success_rate: rate(|example| example.noise_success),
         pgd_success_rate: rate(|example| example.pgd_success),
         mimicry: options.mimicry.clone(),
         seed: options.seed,
-        seconds: started.elapsed().as_secs_f64(),
+        seconds: attack.started.elapsed().as_secs_f64(),
         examples,
     };
     Ok((report, pictures))
 }
-
 
 /// The source plus Gaussian noise, rounded to 8-bit pixels, scaled (by bisection on its
 /// standard deviation) to the DSSIM `dssim` from the source.

@@ -1,0 +1,370 @@
+//! `graft harden`: retrains a student away from the teacher-mimicry attack, the defense of Wang,
+//! Yao, Viswanath, Zheng and Zhao (USENIX Security 2018, section 6; the reference code's
+//! `pubfig65_patch_neuron_distance.py`). Every layer trains, with the cross-entropy plus a
+//! penalty whenever the student's representation at layer K is within a threshold τ of the
+//! teacher's for the same image:
+//!
+//! `CE + λ·mean_i max(τ − d_i, 0)²`, `d_i = sqrt(Σ_j w_j (S_K(x_i)_j − T_K(x_i)_j)²)`,
+//!
+//! `w_j` how much the head uses neuron j (the summed absolute weights leaving it, as the
+//! reference weighs them; uniform for an activation map K, which no head reads directly), τ
+//! ramped up linearly over the first half of the epochs. An attacker who matches the teacher's
+//! representation at K then no longer matches what the student computes there.
+//!
+//! Scales differ from the reference's (a VGG-Face fc7 layer, τ up to 5,000, λ 1e-6): τ is set
+//! as a multiple of the mean weighted distance between two training images' teacher
+//! representations, and λ so that the whole threshold missed costs `penalty` nats, the penalty
+//! term being `penalty·(max(τ − d, 0)/τ_max)²`.
+
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use super::mimicry::TeacherFront;
+use super::pixels::{batch as pixel_tensor, normalise};
+use super::run::attacked_cut;
+use crate::backend::host_values;
+use crate::data::dataset::Dataset;
+use crate::error::{GraftError, Result};
+use crate::models::Teacher;
+use crate::rng::SplitMix64;
+use crate::train::head::Head;
+use crate::train::schedule::WarmupCosine;
+use crate::train::strategy::Strategy;
+use crate::train::student::{LoadedStudent, RunConfig, Student};
+use crate::train::trainer::{adamw, count_trainable};
+use crate::train::Reporter;
+
+/// How a student is hardened.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HardenOptions {
+    /// Layer K, a block name; `None` is what `graft audit` attacks by default (the student's
+    /// cut, the teacher's last block for a student with no frozen block).
+    pub layer: Option<String>,
+    pub epochs: usize,
+    /// AdamW's peak rate (cosine decay, no warm-up); every layer trains at it.
+    pub learning_rate: f64,
+    pub batch_size: usize,
+    /// τ at the end of its ramp, as a multiple of the mean weighted distance between two
+    /// training images' teacher representations at K.
+    pub threshold: f64,
+    /// The penalty, in nats, of a representation still on the teacher's when τ has ramped up.
+    pub penalty: f64,
+    pub seed: u64,
+}
+
+impl Default for HardenOptions {
+    fn default() -> HardenOptions {
+        HardenOptions { layer: None, epochs: 10, learning_rate: 1e-3, batch_size: 32, threshold: 1.0, penalty: 10.0, seed: 1 }
+    }
+}
+
+/// One epoch of hardening.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct HardenEpoch {
+    pub epoch: usize,
+    /// τ this epoch.
+    pub threshold: f64,
+    pub cross_entropy: f64,
+    pub penalty: f64,
+    /// Mean `d` over the epoch's images, and the share of them still within τ.
+    pub mean_distance: f64,
+    pub within_threshold: f64,
+    pub train_accuracy: f64,
+    pub seconds: f64,
+}
+
+/// What hardening did (`harden.json` beside the hardened run's `graft.json`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct HardenReport {
+    /// The hardened run's source, and its strategy.
+    pub from_run: String,
+    pub from_strategy: Strategy,
+    pub layer: String,
+    pub cut: usize,
+    pub images: usize,
+    /// The mean weighted distance between two training images' teacher representations, and
+    /// τ at the end of its ramp.
+    pub typical_distance: f64,
+    pub final_threshold: f64,
+    pub options: HardenOptions,
+    pub history: Vec<HardenEpoch>,
+    pub seconds: f64,
+}
+
+/// Pairs of training images whose representations' distance sets the scale of τ.
+const SCALE_PAIRS: usize = 512;
+
+/// Retrains `student` (a student of `teacher`) on `data` away from the teacher's representation
+/// at layer K. Returns the hardened student (inference form) and its run config: a `full` student,
+/// every block trained, saved like any run (see [`crate::train::save_run`]).
+///
+/// # Errors
+/// A teacher other than the student's, data whose classes are not the student's, fewer than
+/// two readable images, a layer the teacher does not have, a loss that stops being finite.
+pub fn harden(student: &LoadedStudent, teacher: &Teacher, data: &Dataset, options: &HardenOptions, device: &Device, reporter: &dyn Reporter) -> Result<(Student, RunConfig, HardenReport)> {
+    let started = std::time::Instant::now();
+    let config = &student.config;
+    if teacher.card.name != config.teacher || teacher.weights_sha256 != config.teacher_weights_sha256 {
+        return Err(GraftError::Invalid(format!(
+            "the student was trained from `{}` weights {}, not `{}` weights {}",
+            config.teacher, config.teacher_weights_sha256, teacher.card.name, teacher.weights_sha256
+        )));
+    }
+    let positive = |value: f64| value.is_finite() && value > 0.0;
+    if options.epochs == 0 || options.batch_size == 0 || !positive(options.threshold) || !positive(options.learning_rate) || !(options.penalty.is_finite() && options.penalty >= 0.0) {
+        return Err(GraftError::Invalid("hardening needs at least one epoch, a batch of at least one image, a positive threshold and learning rate, and a penalty of at least 0".into()));
+    }
+    let names = teacher.block_names();
+    let blocks = names.len();
+    let cut = attacked_cut(config, teacher, options.layer.as_deref())?;
+    let preprocessing = config.preprocessing.clone();
+    let size = preprocessing.input_size;
+    let data = data.clone().align_classes(&config.classes)?;
+
+    // Every readable image's pixels and label (no augmentation: the distance is to the teacher's
+    // representation of the same view).
+    reporter.start("reading images", data.len());
+    let mut images: Vec<Vec<f32>> = Vec::with_capacity(data.len());
+    let mut labels: Vec<usize> = Vec::with_capacity(data.len());
+    for item in &data.items {
+        match item.source.load() {
+            Ok(image) => {
+                images.push(crate::data::image::pixels(&image, &preprocessing));
+                labels.push(item.label);
+            }
+            Err(error) => reporter.note(&format!("skipped {}: {error}", item.source.name())),
+        }
+        reporter.advance(1, "");
+    }
+    reporter.finish();
+    if images.len() < 2 {
+        return Err(GraftError::Invalid("hardening needs at least two readable images".into()));
+    }
+
+    // The teacher's representation of each image at K, computed once.
+    let front = TeacherFront::new(teacher, cut, &preprocessing)?;
+    reporter.start(&format!("the teacher's representations at `{}`", names[cut - 1]), images.len());
+    let mut teacher_rows: Vec<Vec<f32>> = Vec::with_capacity(images.len());
+    for chunk in images.chunks(options.batch_size) {
+        let representation = front.representation(pixel_tensor(chunk, size, device))?;
+        let [count, dim] = representation.dims();
+        let values = host_values::<f32>(representation.into_data())?;
+        teacher_rows.extend((0..count).map(|row| values[row * dim..(row + 1) * dim].to_vec()));
+        reporter.advance(chunk.len(), "");
+    }
+    reporter.finish();
+    let dim = teacher_rows[0].len();
+    let weights = neuron_weights(&student.student.head, cut == blocks, dim)?;
+    let typical_distance = mean_pair_distance(&teacher_rows, &weights, options.seed);
+    let final_threshold = options.threshold * typical_distance;
+    reporter.note(&format!(
+        "hardening at `{}`: τ ramps to {final_threshold:.3} ({} × the mean distance between two images' teacher representations, {typical_distance:.3})",
+        names[cut - 1], options.threshold
+    ));
+
+    let training = device.clone().autodiff();
+    training.seed(options.seed);
+    let mut model = Student {
+        backbone: student.student.backbone.clone().fork(&training).train().freeze_until(0)?.freeze_batch_norm_statistics(),
+        head: student.student.head.clone().fork(&training).train(),
+    };
+    let mut optimizer = adamw(config.hyperparameters.weight_decay).init();
+    let loss_function = CrossEntropyLossConfig::new().init(&training);
+    let weight_tensor = Tensor::<2>::from_data(TensorData::new(weights.clone(), [1, dim]), &training);
+    let steps_per_epoch = images.len().div_ceil(options.batch_size);
+    let schedule = WarmupCosine { peak: options.learning_rate, warmup_steps: 0, total_steps: steps_per_epoch * options.epochs, step: 0 };
+    let ramp = options.epochs.div_ceil(2).max(1);
+    let mut history = Vec::with_capacity(options.epochs);
+    let mut step = 0;
+    for epoch in 0..options.epochs {
+        let epoch_started = std::time::Instant::now();
+        let threshold = final_threshold * ((epoch + 1) as f64 / ramp as f64).min(1.0);
+        let mut order: Vec<usize> = (0..images.len()).collect();
+        SplitMix64::derive(options.seed, &[0x4A2D, epoch as u64]).shuffle(&mut order);
+        reporter.start(&format!("hardening epoch {}/{}", epoch + 1, options.epochs), images.len());
+        let (mut cross_entropy_sum, mut penalty_sum, mut distance_sum, mut within, mut correct) = (0.0f64, 0.0f64, 0.0f64, 0usize, 0usize);
+        for batch in order.chunks(options.batch_size) {
+            let count = batch.len();
+            let pixels: Vec<Vec<f32>> = batch.iter().map(|index| images[*index].clone()).collect();
+            let input = normalise(pixel_tensor(&pixels, size, &training), preprocessing.mean, preprocessing.std);
+            let reference: Vec<f32> = batch.iter().flat_map(|index| teacher_rows[*index].iter().copied()).collect();
+            let reference = Tensor::<2>::from_data(TensorData::new(reference, [count, dim]), &training);
+            let targets: Vec<i64> = batch.iter().map(|index| labels[*index] as i64).collect();
+            let targets = Tensor::<1, Int>::from_data(TensorData::new(targets.clone(), [count]), &training);
+
+            let (representation, logits) = forward_at(&model, input, cut, blocks)?;
+            let cross_entropy = loss_function.forward(logits.clone(), targets);
+            // `d` with a floor inside the root: at the start the student's representation is the
+            // teacher's exactly, where the root's derivative is infinite.
+            let distance = ((representation - reference).powf_scalar(2.0) * weight_tensor.clone()).sum_dim(1).add_scalar(1e-12).sqrt();
+            let shortfall = (distance.clone().neg().add_scalar(threshold)).clamp_min(0.0) / final_threshold;
+            let penalty = shortfall.powf_scalar(2.0).mean() * options.penalty;
+            let loss = cross_entropy.clone() + penalty.clone();
+            let (cross_entropy_value, penalty_value) = (scalar(cross_entropy)?, scalar(penalty)?);
+            if !cross_entropy_value.is_finite() || !penalty_value.is_finite() {
+                reporter.finish();
+                return Err(GraftError::Diverged { what: "hardening loss", value: cross_entropy_value + penalty_value, epoch: epoch + 1, learning_rate: options.learning_rate, kept_epoch: None });
+            }
+            let distances = host_values::<f32>(distance.valid().into_data())?;
+            distance_sum += distances.iter().map(|d| *d as f64).sum::<f64>();
+            within += distances.iter().filter(|d| (**d as f64) < threshold).count();
+            let predicted = host_values::<f32>(logits.valid().argmax(1).float().into_data())?;
+            correct += predicted.iter().zip(batch).filter(|(class, index)| **class as usize == labels[**index]).count();
+            cross_entropy_sum += cross_entropy_value * count as f64;
+            penalty_sum += penalty_value * count as f64;
+
+            let gradients = burn::optim::GradientsParams::from_grads(loss.backward(), &model);
+            model = optimizer.step(schedule.at(step), model, gradients);
+            step += 1;
+            reporter.advance(count, &format!("loss {:.4} + {:.4}", cross_entropy_value, penalty_value));
+        }
+        reporter.finish();
+        let seen = images.len() as f64;
+        let record = HardenEpoch {
+            epoch: epoch + 1,
+            threshold,
+            cross_entropy: cross_entropy_sum / seen,
+            penalty: penalty_sum / seen,
+            mean_distance: distance_sum / seen,
+            within_threshold: within as f64 / seen,
+            train_accuracy: correct as f64 / seen,
+            seconds: epoch_started.elapsed().as_secs_f64(),
+        };
+        reporter.note(&format!(
+            "hardening epoch {}/{}: cross-entropy {:.4}, penalty {:.4}, distance to the teacher {:.3} (τ {:.3}, {:.0}% of images within it), training accuracy {:.1}%",
+            record.epoch,
+            options.epochs,
+            record.cross_entropy,
+            record.penalty,
+            record.mean_distance,
+            threshold,
+            record.within_threshold * 100.0,
+            record.train_accuracy * 100.0
+        ));
+        history.push(record);
+    }
+
+    let hardened = model.valid();
+    let report = HardenReport {
+        from_run: student.run.display().to_string(),
+        from_strategy: config.strategy,
+        layer: names[cut - 1].clone(),
+        cut,
+        images: images.len(),
+        typical_distance,
+        final_threshold,
+        options: options.clone(),
+        history,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let last = report.history.last().map(|epoch| epoch.train_accuracy);
+    let hardened_config = RunConfig {
+        strategy: Strategy::Full,
+        strategy_reason: Some(format!("hardened (`graft harden`) from the `{}` student {} against the mimicry attack at `{}`", config.strategy, report.from_run, report.layer)),
+        frozen_blocks: Vec::new(),
+        trainable_blocks: names.clone(),
+        trained_parameters: count_trainable(&model),
+        // The caller knows where the images came from (the CLI names the folder).
+        data: format!("{} images (hardening)", images.len()),
+        train_images: images.len(),
+        validation_images: 0,
+        metrics: serde_json::json!({
+            "train_accuracy": last,
+            "seconds": report.seconds,
+            "harden": {"layer": report.layer, "threshold": report.final_threshold, "epochs": options.epochs, "from_run": report.from_run},
+            "before_hardening": config.metrics,
+        }),
+        ..config.clone()
+    };
+    Ok((hardened, hardened_config, report))
+}
+
+/// The student's representation at the output of block `cut` (flattened; the pooled features
+/// after the last block) and its logits, in one pass.
+fn forward_at(student: &Student, input: Tensor<4>, cut: usize, blocks: usize) -> Result<(Tensor<2>, Tensor<2>)> {
+    let activations = student.backbone.forward_blocks(input, 0..cut)?;
+    if cut == blocks {
+        let features = student.backbone.features(activations);
+        return Ok((features.clone(), student.head.forward(features)));
+    }
+    let representation = activations.clone().flatten(1, 3);
+    let behind = student.backbone.forward_blocks(activations, cut..blocks)?;
+    Ok((representation, student.head.forward(student.backbone.features(behind))))
+}
+
+/// How much the head uses each of the `dim` neurons at K: for the pooled features the head reads
+/// (`pooled`), the summed absolute weights leaving each, as the reference weighs them; otherwise
+/// (an activation map) 1 each. Scaled to a mean of 1, so that `d` is on the scale of a plain
+/// Euclidean distance.
+fn neuron_weights(head: &Head, pooled: bool, dim: usize) -> Result<Vec<f32>> {
+    if !pooled {
+        return Ok(vec![1.0; dim]);
+    }
+    let first = match head {
+        Head::Linear(linear) => &linear.weight,
+        Head::Mlp(mlp) => &mlp.hidden.weight,
+    };
+    // burn's layout: `[inputs, outputs]`.
+    let [inputs, outputs] = first.val().dims();
+    if inputs != dim {
+        return Err(GraftError::Invalid(format!("the head reads {inputs} features, the teacher's representation has {dim}")));
+    }
+    let values = host_values::<f32>(first.val().into_data())?;
+    let mut sums: Vec<f32> = values.chunks(outputs).map(|row| row.iter().map(|w| w.abs()).sum()).collect();
+    let mean = sums.iter().map(|s| *s as f64).sum::<f64>() / dim as f64;
+    if mean > 0.0 {
+        sums.iter_mut().for_each(|s| *s = (*s as f64 / mean) as f32);
+    } else {
+        sums.fill(1.0);
+    }
+    Ok(sums)
+}
+
+/// The mean weighted distance between the representations of seeded pairs of distinct rows.
+fn mean_pair_distance(rows: &[Vec<f32>], weights: &[f32], seed: u64) -> f64 {
+    let mut random = SplitMix64::derive(seed, &[0x7A0]);
+    let mut total = 0.0;
+    for _ in 0..SCALE_PAIRS {
+        let first = random.below(rows.len());
+        let second = (first + 1 + random.below(rows.len() - 1)) % rows.len();
+        total += weighted_distance(&rows[first], &rows[second], weights);
+    }
+    total / SCALE_PAIRS as f64
+}
+
+fn weighted_distance(a: &[f32], b: &[f32], weights: &[f32]) -> f64 {
+    a.iter().zip(b).zip(weights).map(|((x, y), w)| *w as f64 * (*x as f64 - *y as f64).powi(2)).sum::<f64>().sqrt()
+}
+
+fn scalar(tensor: Tensor<1>) -> Result<f64> {
+    Ok(host_values::<f32>(tensor.valid().into_data())?[0] as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pair_distances_weigh_each_neuron() {
+        assert_eq!(weighted_distance(&[0.0, 0.0], &[3.0, 4.0], &[1.0, 1.0]), 5.0);
+        assert_eq!(weighted_distance(&[0.0, 0.0], &[3.0, 4.0], &[0.0, 1.0]), 4.0);
+        // Two rows: every pair is that one pair, whichever way round.
+        let rows = vec![vec![0.0, 0.0], vec![3.0, 4.0]];
+        assert!((mean_pair_distance(&rows, &[1.0, 1.0], 3) - 5.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_linear_heads_neuron_weights_are_its_summed_absolute_weights_at_mean_one() {
+        let device = Device::flex();
+        let mut head = Head::new(crate::train::head::HeadKind::Linear, 3, 2, 1, &device);
+        if let Head::Linear(linear) = &mut head {
+            // Rows: neuron 0 sends 1 + 1, neuron 1 sends 0 + 0, neuron 2 sends 2 + 2 (mean 2).
+            let weight = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, -1.0, 0.0, 0.0, 2.0, -2.0], [3, 2]), &device);
+            linear.weight = burn::module::Param::from_tensor(weight);
+        }
+        assert_eq!(neuron_weights(&head, true, 3).unwrap(), vec![1.0, 0.0, 2.0]);
+        assert_eq!(neuron_weights(&head, false, 5).unwrap(), vec![1.0; 5]);
+        assert!(neuron_weights(&head, true, 4).is_err(), "a head that reads another width");
+    }
+}
