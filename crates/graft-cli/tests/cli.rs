@@ -177,6 +177,7 @@ fn train_then_eval_then_predict_with_the_student() {
     let out = with_cache(&["eval", run.to_str().unwrap(), "--data", test.to_str().unwrap(), "--json", "--quiet"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let evaluation: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report_accuracy = |evaluation: &serde_json::Value| evaluation["accuracy"].clone();
     let accuracy = evaluation["accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&accuracy));
     assert_eq!(evaluation["images"], 12);
@@ -245,6 +246,36 @@ fn train_then_eval_then_predict_with_the_student() {
         assert!((0.0..1.0).contains(&value.as_f64().unwrap()), "{report}");
     }
     assert!(run.join("fingerprint.json").is_file());
+    // Hardening: a new run that `eval` and `audit` take, the attack measured before and after on
+    // the same crafted images (the figures are docs/AUDIT.md's).
+    let hardened = dir.join("hardened");
+    let harden = ["harden", run.to_str().unwrap(), "--data", train.to_str().unwrap(), "--test", test.to_str().unwrap(), "--out", hardened.to_str().unwrap()];
+    let out = with_cache(&[&harden[..], &["--epochs", "2", "--pairs", "2", "--iterations", "5", "--json", "--quiet"]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(outcome["harden"]["layer"], "_conv_head");
+    assert_eq!(outcome["harden"]["history"].as_array().unwrap().len(), 2);
+    assert_eq!(outcome["before"]["attack"]["pairs"], 2);
+    assert_eq!(outcome["before"]["accuracy"], report_accuracy(&evaluation), "before: the student's accuracy on --test");
+    for side in ["before", "after"] {
+        assert!((0.0..=1.0).contains(&outcome[side]["attack"]["attack_success_rate"].as_f64().unwrap()), "{outcome}");
+    }
+    let crafted = |side: &str| outcome[side]["attack"]["examples"].as_array().unwrap().iter().map(|example| example["dssim"].clone()).collect::<Vec<_>>();
+    assert_eq!(crafted("before"), crafted("after"), "the same crafted images score both students");
+    assert!(hardened.join("harden.json").is_file() && hardened.join("audit.html").is_file());
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(hardened.join("graft.json")).unwrap()).unwrap();
+    assert_eq!((config["strategy"].as_str(), config["frozen_blocks"].as_array().unwrap().len()), (Some("full"), 0));
+    let out = with_cache(&["eval", hardened.to_str().unwrap(), "--data", test.to_str().unwrap(), "--json", "--quiet"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let evaluation: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(evaluation["accuracy"], outcome["after"]["accuracy"], "after: the hardened run's accuracy, as `eval` scores it");
+    let out = with_cache(&["audit", hardened.to_str().unwrap(), "--data", test.to_str().unwrap(), "--pairs", "1", "--iterations", "2", "--json", "--quiet"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["layer"], "_conv_head", "a hardened student is audited at the layer it was hardened at");
+    let out = with_cache(&[&harden[..], &["--epochs", "0", "--quiet"]].concat());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("at least one epoch"), "{}", text(&out.stderr));
     let out = with_cache(&["audit", run.to_str().unwrap(), "--data", test.to_str().unwrap(), "--layer", "layer9", "--quiet"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("no block `layer9`") && text(&out.stderr).contains("_blocks.0"), "{}", text(&out.stderr));

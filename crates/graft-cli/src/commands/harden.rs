@@ -35,6 +35,16 @@ pub fn run(args: &HardenArgs, settings: &Settings) -> anyhow::Result<()> {
     if args.out == args.run {
         anyhow::bail!("--out must be a new run directory, not the student's own ({})", args.run.display());
     }
+    let options = HardenOptions {
+        layer: args.layer.clone(),
+        epochs: args.epochs,
+        learning_rate: args.learning_rate,
+        batch_size: args.batch_size,
+        threshold: args.threshold,
+        penalty: args.penalty,
+        seed: args.seed,
+    };
+    options.check()?;
     let loaded = load_run(&args.run, &settings.device)?;
     let teacher = super::audit::teacher_of(&loaded.config, args.weights.as_ref(), settings)?;
     let splits = dataset::open(&args.data, &settings.cache_dir)?;
@@ -79,15 +89,6 @@ pub fn run(args: &HardenArgs, settings: &Settings) -> anyhow::Result<()> {
     };
     let before_attack = attack.as_ref().map(|attack| score(attack, &loaded, before_accuracy, &settings.device, &reporter)).transpose()?;
 
-    let options = HardenOptions {
-        layer: args.layer.clone(),
-        epochs: args.epochs,
-        learning_rate: args.learning_rate,
-        batch_size: args.batch_size,
-        threshold: args.threshold,
-        penalty: args.penalty,
-        seed: args.seed,
-    };
     let (student, mut config, report) = harden(&loaded, &teacher, &train, &options, &settings.device, &reporter)?;
     config.data = format!("{} ({} images; hardening)", args.data.display(), report.images);
     save_run(&args.out, &student, &config)?;

@@ -53,6 +53,18 @@ pub struct HardenOptions {
     pub seed: u64,
 }
 
+impl HardenOptions {
+    /// # Errors
+    /// No epoch, an empty batch, a threshold or learning rate not above 0, a negative penalty.
+    pub fn check(&self) -> Result<()> {
+        let positive = |value: f64| value.is_finite() && value > 0.0;
+        if self.epochs == 0 || self.batch_size == 0 || !positive(self.threshold) || !positive(self.learning_rate) || !(self.penalty.is_finite() && self.penalty >= 0.0) {
+            return Err(GraftError::Invalid("hardening needs at least one epoch, a batch of at least one image, a positive threshold and learning rate, and a penalty of at least 0".into()));
+        }
+        Ok(())
+    }
+}
+
 impl Default for HardenOptions {
     fn default() -> HardenOptions {
         HardenOptions { layer: None, epochs: 10, learning_rate: 1e-3, batch_size: 32, threshold: 1.0, penalty: 10.0, seed: 1 }
@@ -111,10 +123,7 @@ pub fn harden(student: &LoadedStudent, teacher: &Teacher, data: &Dataset, option
             config.teacher, config.teacher_weights_sha256, teacher.card.name, teacher.weights_sha256
         )));
     }
-    let positive = |value: f64| value.is_finite() && value > 0.0;
-    if options.epochs == 0 || options.batch_size == 0 || !positive(options.threshold) || !positive(options.learning_rate) || !(options.penalty.is_finite() && options.penalty >= 0.0) {
-        return Err(GraftError::Invalid("hardening needs at least one epoch, a batch of at least one image, a positive threshold and learning rate, and a penalty of at least 0".into()));
-    }
+    options.check()?;
     let names = teacher.block_names();
     let blocks = names.len();
     let cut = attacked_cut(config, teacher, options.layer.as_deref())?;

@@ -197,14 +197,15 @@ pub fn craft(
     Ok(Attack { data, options: options.clone(), layer: names[cut - 1].clone(), cut, pairs, pixels, crafted, clean_accuracy, preprocessing, started })
 }
 
-/// The blocks in front of the attacked layer's output: `layer`'s, or by default the student's
-/// cut (its last frozen block), the teacher's last block for a student with no frozen block.
+/// The blocks in front of the attacked layer's output: `layer`'s, or by default the layer a
+/// hardened student was hardened at (`graft harden`), else the student's cut (its last frozen
+/// block), the teacher's last block for a student with no frozen block.
 ///
 /// # Errors
 /// A layer name the teacher does not have.
 pub fn attacked_cut(config: &RunConfig, teacher: &Teacher, layer: Option<&str>) -> Result<usize> {
     let names = teacher.block_names();
-    match layer {
+    match layer.or(config.metrics["harden"]["layer"].as_str()) {
         Some(layer) => names.iter().position(|name| name == layer).map(|index| index + 1).ok_or_else(|| {
             GraftError::Invalid(format!("teacher `{}` has no block `{layer}`; its blocks: {}", teacher.card.name, names.join(", ")))
         }),
