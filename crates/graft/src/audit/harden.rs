@@ -30,9 +30,10 @@ use crate::models::Teacher;
 use crate::rng::SplitMix64;
 use crate::train::head::Head;
 use crate::train::schedule::WarmupCosine;
+use crate::train::shards;
 use crate::train::strategy::Strategy;
 use crate::train::student::{LoadedStudent, RunConfig, Student};
-use crate::train::trainer::{adamw, count_trainable};
+use crate::train::trainer::{adamw, count_trainable, on_training_thread};
 use crate::train::Reporter;
 
 /// How a student is hardened.
@@ -115,6 +116,12 @@ const SCALE_PAIRS: usize = 512;
 /// A teacher other than the student's, data whose classes are not the student's, fewer than
 /// two readable images, a layer the teacher does not have, a loss that stops being finite.
 pub fn harden(student: &LoadedStudent, teacher: &Teacher, data: &Dataset, options: &HardenOptions, device: &Device, reporter: &dyn Reporter) -> Result<(Student, RunConfig, HardenReport)> {
+    // On a thread with a training session's stack, as `train` (debug builds give every copy of a
+    // network its own stack slot).
+    on_training_thread(|| harden_on_this_thread(student, teacher, data, options, device, reporter))
+}
+
+fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Dataset, options: &HardenOptions, device: &Device, reporter: &dyn Reporter) -> Result<(Student, RunConfig, HardenReport)> {
     let started = std::time::Instant::now();
     let config = &student.config;
     if teacher.card.name != config.teacher || teacher.weights_sha256 != config.teacher_weights_sha256 {
@@ -184,6 +191,7 @@ pub fn harden(student: &LoadedStudent, teacher: &Teacher, data: &Dataset, option
     let steps_per_epoch = images.len().div_ceil(options.batch_size);
     let schedule = WarmupCosine { peak: options.learning_rate, warmup_steps: 0, total_steps: steps_per_epoch * options.epochs, step: 0 };
     let ramp = options.epochs.div_ceil(2).max(1);
+    let shard_count = config.hyperparameters.shards.max(1);
     let mut history = Vec::with_capacity(options.epochs);
     let mut step = 0;
     for epoch in 0..options.epochs {
@@ -195,38 +203,53 @@ pub fn harden(student: &LoadedStudent, teacher: &Teacher, data: &Dataset, option
         let (mut cross_entropy_sum, mut penalty_sum, mut distance_sum, mut within, mut correct) = (0.0f64, 0.0f64, 0.0f64, 0usize, 0usize);
         for batch in order.chunks(options.batch_size) {
             let count = batch.len();
-            let pixels: Vec<Vec<f32>> = batch.iter().map(|index| images[*index].clone()).collect();
-            let input = normalise(pixel_tensor(&pixels, size, &training), preprocessing.mean, preprocessing.std);
-            let reference: Vec<f32> = batch.iter().flat_map(|index| teacher_rows[*index].iter().copied()).collect();
-            let reference = Tensor::<2>::from_data(TensorData::new(reference, [count, dim]), &training);
-            let targets: Vec<i64> = batch.iter().map(|index| labels[*index] as i64).collect();
-            let targets = Tensor::<1, Int>::from_data(TensorData::new(targets.clone(), [count]), &training);
-
-            let (representation, logits) = forward_at(&model, input, cut, blocks)?;
-            let cross_entropy = loss_function.forward(logits.clone(), targets);
-            // `d` with a floor inside the root: at the start the student's representation is the
-            // teacher's exactly, where the root's derivative is infinite.
-            let distance = ((representation - reference).powf_scalar(2.0) * weight_tensor.clone()).sum_dim(1).add_scalar(1e-12).sqrt();
-            let shortfall = (distance.clone().neg().add_scalar(threshold)).clamp_min(0.0) / final_threshold;
-            let penalty = shortfall.powf_scalar(2.0).mean() * options.penalty;
-            let loss = cross_entropy.clone() + penalty.clone();
-            let (cross_entropy_value, penalty_value) = (scalar(cross_entropy)?, scalar(penalty)?);
-            if !cross_entropy_value.is_finite() || !penalty_value.is_finite() {
-                reporter.finish();
-                return Err(GraftError::Diverged { what: "hardening loss", value: cross_entropy_value + penalty_value, epoch: epoch + 1, learning_rate: options.learning_rate, kept_epoch: None });
+            // The batch split into shards trained side by side (see `shards`), each shard's
+            // figures kept by its index.
+            let parts = shards::split(batch, shard_count);
+            let shares: Vec<f64> = parts.iter().map(|part| part.len() as f64 / count as f64).collect();
+            let figures = std::sync::Mutex::new(Vec::with_capacity(parts.len()));
+            let work: Vec<(usize, Vec<usize>)> = parts.into_iter().enumerate().collect();
+            let pass = |replica: &Student, (index, part): (usize, Vec<usize>)| -> Result<(f64, Tensor<2>, burn::optim::GradientsParams)> {
+                let rows = part.len();
+                let pixels: Vec<Vec<f32>> = part.iter().map(|image| images[*image].clone()).collect();
+                let input = normalise(pixel_tensor(&pixels, size, &training), preprocessing.mean, preprocessing.std);
+                let reference: Vec<f32> = part.iter().flat_map(|image| teacher_rows[*image].iter().copied()).collect();
+                let reference = Tensor::<2>::from_data(TensorData::new(reference, [rows, dim]), &training);
+                let targets: Vec<i64> = part.iter().map(|image| labels[*image] as i64).collect();
+                let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [rows]), &training);
+                let (representation, logits) = forward_at(replica, input, cut, blocks)?;
+                let cross_entropy = loss_function.forward(logits.clone(), targets);
+                // `d` with a floor inside the root: at the start the student's representation is
+                // the teacher's exactly, where the root's derivative is infinite.
+                let distance = ((representation - reference).powf_scalar(2.0) * weight_tensor.clone()).sum_dim(1).add_scalar(1e-12).sqrt();
+                let shortfall = distance.clone().neg().add_scalar(threshold).clamp_min(0.0) / final_threshold;
+                let penalty = shortfall.powf_scalar(2.0).mean() * options.penalty;
+                let loss = cross_entropy.clone() + penalty.clone();
+                let (cross_entropy, penalty) = (scalar(cross_entropy)?, scalar(penalty)?);
+                let distances = host_values::<f32>(distance.valid().into_data())?;
+                let predicted = host_values::<f32>(logits.clone().valid().argmax(1).float().into_data())?;
+                let correct = predicted.iter().zip(&part).filter(|(class, image)| **class as usize == labels[**image]).count();
+                let gradients = burn::optim::GradientsParams::from_grads(loss.backward(), replica);
+                figures.lock().map_err(|_| GraftError::Invalid("a hardening shard panicked".into()))?.push((index, rows, cross_entropy, penalty, distances, correct));
+                Ok((cross_entropy + penalty, logits.valid(), gradients))
+            };
+            let step_result = shards::parallel(&model, work, &shares, &training, pass)?;
+            let mut figures = figures.into_inner().map_err(|_| GraftError::Invalid("a hardening shard panicked".into()))?;
+            figures.sort_by_key(|figure| figure.0);
+            for (_, rows, cross_entropy, penalty, distances, shard_correct) in figures {
+                if !cross_entropy.is_finite() || !penalty.is_finite() {
+                    reporter.finish();
+                    return Err(GraftError::Diverged { what: "hardening loss", value: cross_entropy + penalty, epoch: epoch + 1, learning_rate: options.learning_rate, kept_epoch: None });
+                }
+                cross_entropy_sum += cross_entropy * rows as f64;
+                penalty_sum += penalty * rows as f64;
+                distance_sum += distances.iter().map(|d| *d as f64).sum::<f64>();
+                within += distances.iter().filter(|d| (**d as f64) < threshold).count();
+                correct += shard_correct;
             }
-            let distances = host_values::<f32>(distance.valid().into_data())?;
-            distance_sum += distances.iter().map(|d| *d as f64).sum::<f64>();
-            within += distances.iter().filter(|d| (**d as f64) < threshold).count();
-            let predicted = host_values::<f32>(logits.valid().argmax(1).float().into_data())?;
-            correct += predicted.iter().zip(batch).filter(|(class, index)| **class as usize == labels[**index]).count();
-            cross_entropy_sum += cross_entropy_value * count as f64;
-            penalty_sum += penalty_value * count as f64;
-
-            let gradients = burn::optim::GradientsParams::from_grads(loss.backward(), &model);
-            model = optimizer.step(schedule.at(step), model, gradients);
+            model = optimizer.step(schedule.at(step), model, step_result.gradients);
             step += 1;
-            reporter.advance(count, &format!("loss {:.4} + {:.4}", cross_entropy_value, penalty_value));
+            reporter.advance(count, &format!("loss {:.4}", step_result.loss));
         }
         reporter.finish();
         let seen = images.len() as f64;

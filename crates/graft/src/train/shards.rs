@@ -59,19 +59,34 @@ pub fn step(
     let total: f64 = loss_weights.iter().sum();
     let shares: Vec<f64> = loss_weights.iter().map(|weight| weight / total).collect();
 
+    parallel(student, shards, &shares, device, |replica, (input, labels)| forward_backward(replica, input, labels, cut, loss_function, head_only, device))
+}
+
+/// Runs `pass` (forward and backward of one shard, returning its mean loss, its logits and its
+/// gradients) on every shard at the same time, each on a thread of its own through a replica of
+/// `student`, and adds the gradients up, shard `i`'s times `shares[i]` (which sum to 1); the loss
+/// likewise. Updates the batch norms' running statistics from the whole batch's.
+///
+/// # Errors
+/// The first shard's error.
+pub fn parallel<S, F>(student: &Student, shards: Vec<S>, shares: &[f64], device: &Device, pass: F) -> Result<Step>
+where
+    S: Send,
+    F: Fn(&Student, S) -> Result<(f64, Tensor<2>, GradientsParams)> + Sync,
+{
     let threads = intra_op_threads(device, shards.len());
-    let run = |replica: Student, input: StudentInput, labels: Vec<i64>| {
+    let run = |replica: Student, shard: S| {
         if let Some(threads) = threads {
             set_intra_op_threads(threads);
         }
-        batch_statistics::collect(|| forward_backward(&replica, input, labels, cut, loss_function, head_only, device))
+        batch_statistics::collect(|| pass(&replica, shard))
     };
     let replicas: Vec<Student> = shards.iter().map(|_| student.clone().map(&mut FreshLeaves)).collect();
     #[allow(clippy::type_complexity)]
     let results: Vec<(Result<(f64, Tensor<2>, GradientsParams)>, Vec<BatchStatistics>)> = std::thread::scope(|scope| {
         // Every shard on a thread of its own, so that a per-thread setting (libtorch's intra-op
         // threads) never touches the calling thread.
-        let handles: Vec<_> = replicas.into_iter().zip(shards).map(|(replica, (input, labels))| scope.spawn(move || run(replica, input, labels))).collect();
+        let handles: Vec<_> = replicas.into_iter().zip(shards).map(|(replica, shard)| scope.spawn(move || run(replica, shard))).collect();
         handles.into_iter().map(|handle| handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
     });
 
@@ -79,7 +94,7 @@ pub fn step(
     let mut logits = Vec::with_capacity(results.len());
     let mut gradients = Vec::with_capacity(results.len());
     let mut statistics = Vec::with_capacity(results.len());
-    for ((result, shard_statistics), share) in results.into_iter().zip(&shares) {
+    for ((result, shard_statistics), share) in results.into_iter().zip(shares) {
         let (shard_loss, shard_logits, shard_gradients) = result?;
         loss += shard_loss * share;
         logits.push(shard_logits);
@@ -87,7 +102,7 @@ pub fn step(
         statistics.push(shard_statistics);
     }
     update_running_statistics(statistics);
-    let mut sum = WeightedSum { shards: gradients, shares, out: GradientsParams::new() };
+    let mut sum = WeightedSum { shards: gradients, shares: shares.to_vec(), out: GradientsParams::new() };
     student.visit(&mut sum);
     Ok(Step { loss, logits, gradients: sum.out })
 }

@@ -254,11 +254,17 @@ pub fn train(
     // On a thread of its own with a known stack: a network's modules are large values, and in
     // debug builds every temporary copy of one takes its own slot, so a training session's
     // frames come to about 2 MiB there, all of a test thread's or a small caller thread's stack.
+    on_training_thread(|| train_on_this_thread(teacher, train, validation, options, device, reporter))
+}
+
+/// Runs `work` on a thread of its own with [`TRAINING_STACK_BYTES`] of stack (see [`train`]),
+/// and returns what it returns (a panic in it resumes here).
+pub(crate) fn on_training_thread<T: Send>(work: impl FnOnce() -> Result<T> + Send) -> Result<T> {
     std::thread::scope(|scope| {
         let worker = std::thread::Builder::new()
             .name("graft-train".into())
             .stack_size(TRAINING_STACK_BYTES)
-            .spawn_scoped(scope, || train_on_this_thread(teacher, train, validation, options, device, reporter))
+            .spawn_scoped(scope, work)
             .map_err(|error| GraftError::Invalid(format!("cannot start the training thread: {error}")))?;
         worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
