@@ -412,8 +412,8 @@ pub struct HardenArgs {
     #[arg(long, default_value_t = 10)]
     pub epochs: usize,
 
-    /// AdamW's peak rate for every layer (cosine decay).
-    #[arg(long, default_value_t = 1e-3)]
+    /// AdamW's peak rate for every layer (cosine decay; 1e-3 wrecks a trained student).
+    #[arg(long, default_value_t = 1e-4)]
     pub learning_rate: f64,
 
     #[arg(long, default_value_t = 32)]

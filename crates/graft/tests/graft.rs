@@ -615,19 +615,26 @@ mod training {
         let attack = craft(&student, &teacher, validation.clone(), &audit, &inference, &Device::flex(), &Silent).unwrap();
         let (before, _) = score(&attack, &student, attack.clean_accuracy, &Device::flex(), &Silent).unwrap();
 
+        // The default setting: the penalty moves the representation at K beyond τ, and well away
+        // from where the same training without it leaves it.
         let options = HardenOptions { epochs: 6, batch_size: 10, ..HardenOptions::default() };
-        let (hardened, config, report) = harden(&student, &teacher, &train_set, &options, &Device::flex(), &Silent).unwrap();
+        let (_, config, report) = harden(&student, &teacher, &train_set, &options, &Device::flex(), &Silent).unwrap();
         assert_eq!(config.strategy, Strategy::Full);
         assert!(config.frozen_blocks.is_empty());
-        let last = report.history.last().unwrap();
-        assert!(report.history[0].mean_distance < last.mean_distance, "the distance to the teacher grew: {:?}", report.history);
-        assert!(last.mean_distance > 0.5 * report.final_threshold, "it came near τ: {:?}", report.history);
+        let distance = |report: &graft::audit::harden::HardenReport| report.history.last().unwrap().mean_distance;
+        assert!(distance(&report) > report.final_threshold, "the student's representation ended beyond τ: {:?}", report.history);
+        let (_, _, unpenalised) = harden(&student, &teacher, &train_set, &HardenOptions { penalty: 0.0, ..options.clone() }, &Device::flex(), &Silent).unwrap();
+        assert!(distance(&unpenalised) < 0.8 * distance(&report), "{:?} against {:?}", unpenalised.history, report.history);
+        // A strong hardening (ten times the default rate), for an effect on the attack clear on
+        // 60 images at 64 px (docs/AUDIT.md measures the default at the teacher's own size).
+        let strong = HardenOptions { learning_rate: 1e-3, ..options };
+        let (hardened, config, _) = harden(&student, &teacher, &train_set, &strong, &Device::flex(), &Silent).unwrap();
         graft::train::student::save_run(&dir.join("hardened"), &hardened, &config).unwrap();
         let hardened = graft::train::load_run(&dir.join("hardened"), &Device::flex()).unwrap();
         let (after, _) = score(&attack, &hardened, 0.0, &Device::flex(), &Silent).unwrap();
         let pull = |report: &graft::audit::run::AuditReport| report.examples.iter().map(|example| example.target_probability).sum::<f64>() / report.examples.len() as f64;
-        assert!(pull(&after) < pull(&before), "the crafted images pull the hardened student less: {} against {}", pull(&after), pull(&before));
-        assert!(after.attack_success_rate <= before.attack_success_rate);
+        assert!(pull(&after) < 0.5 * pull(&before), "the crafted images pull the hardened student less: {} against {}", pull(&after), pull(&before));
+        assert!(after.attack_success_rate <= before.attack_success_rate, "{} against {}", after.attack_success_rate, before.attack_success_rate);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -43,7 +43,10 @@ pub struct HardenOptions {
     /// cut, the teacher's last block for a student with no frozen block).
     pub layer: Option<String>,
     pub epochs: usize,
-    /// AdamW's peak rate (cosine decay, no warm-up); every layer trains at it.
+    /// AdamW's peak rate (cosine decay, no warm-up); every layer trains at it. 1e-4 by default:
+    /// at 1e-3 (graft's rate for `full` from a random head) the first steps wreck a trained
+    /// student (training accuracy 24% after two epochs on `fm10`, 54% test accuracy at the end
+    /// against 78% before; docs/AUDIT.md).
     pub learning_rate: f64,
     pub batch_size: usize,
     /// τ at the end of its ramp, as a multiple of the mean weighted distance between two
@@ -68,7 +71,7 @@ impl HardenOptions {
 
 impl Default for HardenOptions {
     fn default() -> HardenOptions {
-        HardenOptions { layer: None, epochs: 10, learning_rate: 1e-3, batch_size: 32, threshold: 1.0, penalty: 10.0, seed: 1 }
+        HardenOptions { layer: None, epochs: 10, learning_rate: 1e-4, batch_size: 32, threshold: 1.0, penalty: 10.0, seed: 1 }
     }
 }
 
@@ -138,15 +141,15 @@ fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Data
     let size = preprocessing.input_size;
     let data = data.clone().align_classes(&config.classes)?;
 
-    // Every readable image's pixels and label (no augmentation: the distance is to the teacher's
-    // representation of the same view).
+    // Every readable image's pixels (8-bit, as resized: a quarter of the memory of floats) and
+    // label (no augmentation: the distance is to the teacher's representation of the same view).
     reporter.start("reading images", data.len());
-    let mut images: Vec<Vec<f32>> = Vec::with_capacity(data.len());
+    let mut images: Vec<Vec<u8>> = Vec::with_capacity(data.len());
     let mut labels: Vec<usize> = Vec::with_capacity(data.len());
     for item in &data.items {
         match item.source.load() {
             Ok(image) => {
-                images.push(crate::data::image::pixels(&image, &preprocessing));
+                images.push(crate::data::image::pixels(&image, &preprocessing).into_iter().map(|value| value as u8).collect());
                 labels.push(item.label);
             }
             Err(error) => reporter.note(&format!("skipped {}: {error}", item.source.name())),
@@ -162,8 +165,9 @@ fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Data
     let front = TeacherFront::new(teacher, cut, &preprocessing)?;
     reporter.start(&format!("the teacher's representations at `{}`", names[cut - 1]), images.len());
     let mut teacher_rows: Vec<Vec<f32>> = Vec::with_capacity(images.len());
+    let floats = |images: &[&Vec<u8>]| -> Vec<Vec<f32>> { images.iter().map(|image| image.iter().map(|value| *value as f32).collect()).collect() };
     for chunk in images.chunks(options.batch_size) {
-        let representation = front.representation(pixel_tensor(chunk, size, device))?;
+        let representation = front.representation(pixel_tensor(&floats(&chunk.iter().collect::<Vec<_>>()), size, device))?;
         let [count, dim] = representation.dims();
         let values = host_values::<f32>(representation.into_data())?;
         teacher_rows.extend((0..count).map(|row| values[row * dim..(row + 1) * dim].to_vec()));
@@ -211,7 +215,7 @@ fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Data
             let work: Vec<(usize, Vec<usize>)> = parts.into_iter().enumerate().collect();
             let pass = |replica: &Student, (index, part): (usize, Vec<usize>)| -> Result<(f64, Tensor<2>, burn::optim::GradientsParams)> {
                 let rows = part.len();
-                let pixels: Vec<Vec<f32>> = part.iter().map(|image| images[*image].clone()).collect();
+                let pixels = floats(&part.iter().map(|image| &images[*image]).collect::<Vec<_>>());
                 let input = normalise(pixel_tensor(&pixels, size, &training), preprocessing.mean, preprocessing.std);
                 let reference: Vec<f32> = part.iter().flat_map(|image| teacher_rows[*image].iter().copied()).collect();
                 let reference = Tensor::<2>::from_data(TensorData::new(reference, [rows, dim]), &training);
