@@ -80,8 +80,7 @@ pub fn run(args: &HardenArgs, settings: &Settings) -> anyhow::Result<()> {
     let attack = (args.pairs > 0).then(|| craft(&loaded, &teacher, measuring.clone(), &audit_options, &inference, &settings.device, &reporter)).transpose()?;
     let accuracy = |student: &LoadedStudent| -> anyhow::Result<f64> {
         let aligned = measuring.clone().align_classes(&student.config.classes)?;
-        let (readable, correct) = correctly_classified(student, &aligned, &inference, &settings.device, &reporter)?;
-        Ok(correct.len() as f64 / readable.len().max(1) as f64)
+        Ok(correctly_classified(student, &aligned, &inference, &settings.device, &reporter)?.accuracy())
     };
     let before_accuracy = match &attack {
         Some(attack) => attack.clean_accuracy,

@@ -191,7 +191,7 @@ fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Data
     };
     let mut optimizer = adamw(config.hyperparameters.weight_decay).init();
     let loss_function = CrossEntropyLossConfig::new().init(&training);
-    let weight_tensor = Tensor::<2>::from_data(TensorData::new(weights.clone(), [1, dim]), &training);
+    let weight_tensor = Tensor::<2>::from_data(TensorData::new(weights, [1, dim]), &training);
     let steps_per_epoch = images.len().div_ceil(options.batch_size);
     let schedule = WarmupCosine { peak: options.learning_rate, warmup_steps: 0, total_steps: steps_per_epoch * options.epochs, step: 0 };
     let ramp = options.epochs.div_ceil(2).max(1);
@@ -207,13 +207,10 @@ fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Data
         let (mut cross_entropy_sum, mut penalty_sum, mut distance_sum, mut within, mut correct) = (0.0f64, 0.0f64, 0.0f64, 0usize, 0usize);
         for batch in order.chunks(options.batch_size) {
             let count = batch.len();
-            // The batch split into shards trained side by side (see `shards`), each shard's
-            // figures kept by its index.
+            // The batch split into shards trained side by side (see `shards`).
             let parts = shards::split(batch, shard_count);
             let shares: Vec<f64> = parts.iter().map(|part| part.len() as f64 / count as f64).collect();
-            let figures = std::sync::Mutex::new(Vec::with_capacity(parts.len()));
-            let work: Vec<(usize, Vec<usize>)> = parts.into_iter().enumerate().collect();
-            let pass = |replica: &Student, (index, part): (usize, Vec<usize>)| -> Result<(f64, Tensor<2>, burn::optim::GradientsParams)> {
+            let pass = |replica: &Student, part: Vec<usize>| -> Result<(f64, Tensor<2>, burn::optim::GradientsParams, ShardFigures)> {
                 let rows = part.len();
                 let pixels = floats(&part.iter().map(|image| &images[*image]).collect::<Vec<_>>());
                 let input = normalise(pixel_tensor(&pixels, size, &training), preprocessing.mean, preprocessing.std);
@@ -234,22 +231,19 @@ fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Data
                 let predicted = host_values::<f32>(logits.clone().valid().argmax(1).float().into_data())?;
                 let correct = predicted.iter().zip(&part).filter(|(class, image)| **class as usize == labels[**image]).count();
                 let gradients = burn::optim::GradientsParams::from_grads(loss.backward(), replica);
-                figures.lock().map_err(|_| GraftError::Invalid("a hardening shard panicked".into()))?.push((index, rows, cross_entropy, penalty, distances, correct));
-                Ok((cross_entropy + penalty, logits.valid(), gradients))
+                Ok((cross_entropy + penalty, logits.valid(), gradients, ShardFigures { rows, cross_entropy, penalty, distances, correct }))
             };
-            let step_result = shards::parallel(&model, work, &shares, &training, pass)?;
-            let mut figures = figures.into_inner().map_err(|_| GraftError::Invalid("a hardening shard panicked".into()))?;
-            figures.sort_by_key(|figure| figure.0);
-            for (_, rows, cross_entropy, penalty, distances, shard_correct) in figures {
-                if !cross_entropy.is_finite() || !penalty.is_finite() {
+            let (step_result, figures) = shards::parallel(&model, parts, &shares, &training, pass)?;
+            for shard in figures {
+                if !shard.cross_entropy.is_finite() || !shard.penalty.is_finite() {
                     reporter.finish();
-                    return Err(GraftError::Diverged { what: "hardening loss", value: cross_entropy + penalty, epoch: epoch + 1, learning_rate: options.learning_rate, kept_epoch: None });
+                    return Err(GraftError::Diverged { what: "hardening loss", value: shard.cross_entropy + shard.penalty, epoch: epoch + 1, learning_rate: options.learning_rate, kept_epoch: None });
                 }
-                cross_entropy_sum += cross_entropy * rows as f64;
-                penalty_sum += penalty * rows as f64;
-                distance_sum += distances.iter().map(|d| *d as f64).sum::<f64>();
-                within += distances.iter().filter(|d| (**d as f64) < threshold).count();
-                correct += shard_correct;
+                cross_entropy_sum += shard.cross_entropy * shard.rows as f64;
+                penalty_sum += shard.penalty * shard.rows as f64;
+                distance_sum += shard.distances.iter().map(|d| *d as f64).sum::<f64>();
+                within += shard.distances.iter().filter(|d| (**d as f64) < threshold).count();
+                correct += shard.correct;
             }
             model = optimizer.step(schedule.at(step), model, step_result.gradients);
             step += 1;
@@ -314,6 +308,16 @@ fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Data
         ..config.clone()
     };
     Ok((hardened, hardened_config, report))
+}
+
+/// One shard's figures in a hardening step: its size, mean cross-entropy and penalty, each
+/// image's distance to the teacher at K, and how many it classified correctly.
+struct ShardFigures {
+    rows: usize,
+    cross_entropy: f64,
+    penalty: f64,
+    distances: Vec<f32>,
+    correct: usize,
 }
 
 /// The student's representation at the output of block `cut` (flattened; the pooled features

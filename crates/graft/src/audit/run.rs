@@ -153,8 +153,9 @@ pub fn craft(
 
     // The student's predictions on every image (batched, through the feature cache where the
     // student's front is frozen); sources are drawn from those it gets right.
-    let (readable, correct) = correctly_classified(student, &data, inference, device, reporter)?;
-    let clean_accuracy = correct.len() as f64 / readable.len().max(1) as f64;
+    let classified = correctly_classified(student, &data, inference, device, reporter)?;
+    let clean_accuracy = classified.accuracy();
+    let Classified { readable, correct } = classified;
     if correct.is_empty() {
         return Err(GraftError::Invalid("the student classifies none of these images correctly: there is no source to attack".into()));
     }
@@ -214,12 +215,27 @@ pub fn attacked_cut(config: &RunConfig, teacher: &Teacher, layer: Option<&str>) 
     }
 }
 
+/// Which of a data set's images a student classifies correctly.
+pub struct Classified {
+    /// Indices of the readable images.
+    pub readable: Vec<usize>,
+    /// Indices of those the student classifies correctly.
+    pub correct: Vec<usize>,
+}
+
+impl Classified {
+    /// The student's accuracy over the readable images.
+    pub fn accuracy(&self) -> f64 {
+        self.correct.len() as f64 / self.readable.len().max(1) as f64
+    }
+}
+
 /// The indices of `data`'s readable images, and of those `student` classifies correctly
 /// (unreadable images are noted).
 ///
 /// # Errors
 /// Images that cannot be scored at all.
-pub fn correctly_classified(student: &LoadedStudent, data: &Dataset, inference: &InferenceOptions, device: &Device, reporter: &dyn Reporter) -> Result<(Vec<usize>, Vec<usize>)> {
+pub fn correctly_classified(student: &LoadedStudent, data: &Dataset, inference: &InferenceOptions, device: &Device, reporter: &dyn Reporter) -> Result<Classified> {
     let sources: Vec<ItemSource> = data.items.iter().map(|item| item.source.clone()).collect();
     let (predictions, skipped) = predict_sources(student, &sources, inference, device, reporter)?;
     for bad in &skipped {
@@ -228,7 +244,7 @@ pub fn correctly_classified(student: &LoadedStudent, data: &Dataset, inference: 
     let readable: Vec<usize> = (0..data.len()).filter(|index| predictions[*index].is_some()).collect();
     let correct: Vec<usize> =
         readable.iter().copied().filter(|index| predictions[*index].as_deref().map(argmax) == Some(data.items[*index].label)).collect();
-    Ok((readable, correct))
+    Ok(Classified { readable, correct })
 }
 
 /// Scores `attack`'s crafted images on `student` (a student of the attack's teacher with the

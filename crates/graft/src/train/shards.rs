@@ -59,20 +59,26 @@ pub fn step(
     let total: f64 = loss_weights.iter().sum();
     let shares: Vec<f64> = loss_weights.iter().map(|weight| weight / total).collect();
 
-    parallel(student, shards, &shares, device, |replica, (input, labels)| forward_backward(replica, input, labels, cut, loss_function, head_only, device))
+    let (step, _) = parallel(student, shards, &shares, device, |replica, (input, labels)| {
+        forward_backward(replica, input, labels, cut, loss_function, head_only, device).map(|(loss, logits, gradients)| (loss, logits, gradients, ()))
+    })?;
+    Ok(step)
 }
 
-/// Runs `pass` (forward and backward of one shard, returning its mean loss, its logits and its
-/// gradients) on every shard at the same time, each on a thread of its own through a replica of
-/// `student`, and adds the gradients up, shard `i`'s times `shares[i]` (which sum to 1); the loss
-/// likewise. Updates the batch norms' running statistics from the whole batch's.
+/// Runs `pass` (forward and backward of one shard, returning its mean loss, its logits, its
+/// gradients and whatever else the caller measures on it) on every shard at the same time, each
+/// on a thread of its own through a replica of `student`, and adds the gradients up, shard `i`'s
+/// times `shares[i]` (which sum to 1); the loss likewise. Returns the step and each shard's own
+/// figures, in the shards' order. Updates the batch norms' running statistics from the whole
+/// batch's.
 ///
 /// # Errors
 /// The first shard's error.
-pub fn parallel<S, F>(student: &Student, shards: Vec<S>, shares: &[f64], device: &Device, pass: F) -> Result<Step>
+pub fn parallel<S, X, F>(student: &Student, shards: Vec<S>, shares: &[f64], device: &Device, pass: F) -> Result<(Step, Vec<X>)>
 where
     S: Send,
-    F: Fn(&Student, S) -> Result<(f64, Tensor<2>, GradientsParams)> + Sync,
+    X: Send,
+    F: Fn(&Student, S) -> Result<(f64, Tensor<2>, GradientsParams, X)> + Sync,
 {
     let threads = intra_op_threads(device, shards.len());
     let run = |replica: Student, shard: S| {
@@ -83,7 +89,7 @@ where
     };
     let replicas: Vec<Student> = shards.iter().map(|_| student.clone().map(&mut FreshLeaves)).collect();
     #[allow(clippy::type_complexity)]
-    let results: Vec<(Result<(f64, Tensor<2>, GradientsParams)>, Vec<BatchStatistics>)> = std::thread::scope(|scope| {
+    let results: Vec<(Result<(f64, Tensor<2>, GradientsParams, X)>, Vec<BatchStatistics>)> = std::thread::scope(|scope| {
         // Every shard on a thread of its own, so that a per-thread setting (libtorch's intra-op
         // threads) never touches the calling thread.
         let handles: Vec<_> = replicas.into_iter().zip(shards).map(|(replica, shard)| scope.spawn(move || run(replica, shard))).collect();
@@ -94,17 +100,19 @@ where
     let mut logits = Vec::with_capacity(results.len());
     let mut gradients = Vec::with_capacity(results.len());
     let mut statistics = Vec::with_capacity(results.len());
+    let mut figures = Vec::with_capacity(results.len());
     for ((result, shard_statistics), share) in results.into_iter().zip(shares) {
-        let (shard_loss, shard_logits, shard_gradients) = result?;
+        let (shard_loss, shard_logits, shard_gradients, shard_figures) = result?;
         loss += shard_loss * share;
         logits.push(shard_logits);
         gradients.push(shard_gradients);
         statistics.push(shard_statistics);
+        figures.push(shard_figures);
     }
     update_running_statistics(statistics);
     let mut sum = WeightedSum { shards: gradients, shares: shares.to_vec(), out: GradientsParams::new() };
     student.visit(&mut sum);
-    Ok(Step { loss, logits, gradients: sum.out })
+    Ok((Step { loss, logits, gradients: sum.out }, figures))
 }
 
 /// One forward and backward pass of `student` on one shard: its mean loss, its logits (in
