@@ -73,6 +73,15 @@ pub enum GraftError {
 
     #[error("{0}")]
     Invalid(String),
+
+    #[error("cannot use the tokenizer `{}`: {reason}", path.display())]
+    Tokenizer { path: PathBuf, reason: String },
+
+    #[error("`{}` is not a text teacher graft can run: {reason}", path.display())]
+    TextModel { path: PathBuf, reason: String },
+
+    #[error("`{}`, {location}: {reason}", path.display())]
+    TextData { path: PathBuf, location: String, reason: String },
 }
 
 pub type Result<T, E = GraftError> = std::result::Result<T, E>;

@@ -16,6 +16,7 @@ pub mod models;
 pub mod predict;
 pub mod report;
 pub mod rng;
+pub mod text;
 pub mod train;
 pub mod weights;
 

@@ -1,6 +1,7 @@
 //! graft's integration tests: real weights, real images, reference outputs.
 
 mod common;
+mod text;
 
 use std::path::{Path, PathBuf};
 
