@@ -89,7 +89,8 @@ pub struct TeacherArgs {
     #[arg(long, default_value = graft::models::zoo::DEFAULT_TEACHER)]
     pub teacher: String,
 
-    /// A local weight file for the teacher (safetensors or .pth); works offline.
+    /// A local weight file for the teacher (safetensors or .pth), or for a text teacher its
+    /// model directory (config.json, tokenizer.json, model.safetensors); works offline.
     #[arg(long)]
     pub weights: Option<PathBuf>,
 
@@ -111,9 +112,13 @@ pub struct PredictArgs {
     #[arg(long, conflicts_with = "json")]
     pub csv: bool,
 
-    /// Image files, or folders of images.
-    #[arg(required = true)]
+    /// Image files, or folders of images; for a text student, the texts themselves.
+    #[arg(required_unless_present = "file")]
     pub images: Vec<PathBuf>,
+
+    /// Texts to predict, one per line of this file (`-`: standard input); text students only.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
 
     /// How many classes to show per image.
     #[arg(long, default_value_t = 5)]
@@ -133,11 +138,16 @@ pub struct EmbedArgs {
     #[command(flatten)]
     pub teacher: TeacherArgs,
 
-    /// Image files, or folders of images.
-    #[arg(required = true)]
+    /// Image files, or folders of images; for a text teacher, the texts themselves.
+    #[arg(required_unless_present = "file")]
     pub images: Vec<PathBuf>,
 
-    /// Print JSON: [{"path", "features": [...]}] (default: CSV rows `path,v1,v2,...`).
+    /// Texts to embed, one per line of this file (`-`: standard input); text teachers only.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+
+    /// Print JSON: [{"path", "features": [...]}] (for texts [{"text", "features": [...]}])
+    /// (default: CSV rows `path,v1,v2,...`).
     #[arg(long)]
     pub json: bool,
 
@@ -299,6 +309,9 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub training: TrainingArgs,
 
+    #[command(flatten)]
+    pub columns: TextColumnArgs,
+
     /// Print the run summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -319,6 +332,28 @@ pub struct EvalArgs {
 
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
+
+    #[command(flatten)]
+    pub columns: TextColumnArgs,
+}
+
+/// Which columns of a CSV/TSV (or keys of JSON Lines) hold a text student's data.
+#[derive(Debug, Args)]
+pub struct TextColumnArgs {
+    /// The text column (default: the first of text, sentence, review, content, message, body,
+    /// document).
+    #[arg(long)]
+    pub text_column: Option<String>,
+
+    /// The label column (default: the first of label, category, class, target, sentiment, y).
+    #[arg(long)]
+    pub label_column: Option<String>,
+}
+
+impl TextColumnArgs {
+    pub fn columns(&self) -> graft::text::Columns {
+        graft::text::Columns { text: self.text_column.clone(), label: self.label_column.clone() }
+    }
 }
 
 #[derive(Debug, Args)]

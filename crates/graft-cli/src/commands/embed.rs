@@ -6,6 +6,12 @@ use crate::cli::EmbedArgs;
 use crate::settings::Settings;
 
 pub fn run(args: &EmbedArgs, settings: &Settings) -> anyhow::Result<()> {
+    if super::text::is_text(&args.teacher) {
+        return super::text::embed(args, settings);
+    }
+    if args.file.is_some() {
+        anyhow::bail!("--file reads texts, for a text teacher; give images as arguments");
+    }
     let images = super::expand_images(&args.images)?;
     let teacher = super::teacher(&args.teacher, settings)?;
     let (features, skipped) = embed_images(&teacher, &images, args.batch_size, &settings.device)?;

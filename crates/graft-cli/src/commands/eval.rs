@@ -9,6 +9,9 @@ use crate::progress::CliReporter;
 use crate::settings::Settings;
 
 pub fn run(args: &EvalArgs, settings: &Settings) -> anyhow::Result<()> {
+    if graft::text::is_text_run(&args.run) {
+        return super::text::eval(args, settings);
+    }
     let loaded = load_run(&args.run, &settings.device)?;
     let splits = dataset::open(&args.data, &settings.cache_dir)?;
     // A data set with a test part is scored on it; otherwise on everything it holds.

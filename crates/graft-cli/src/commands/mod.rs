@@ -10,6 +10,7 @@ pub mod eval;
 pub mod harden;
 pub mod predict;
 pub mod teachers;
+pub mod text;
 pub mod train;
 
 use std::path::PathBuf;

@@ -11,6 +11,12 @@ use crate::progress::CliReporter;
 use crate::settings::Settings;
 
 pub fn run(args: &PredictArgs, settings: &Settings) -> anyhow::Result<()> {
+    if let Some(run) = args.student.as_deref().filter(|run| graft::text::is_text_run(run)) {
+        return super::text::predict(args, run, settings);
+    }
+    if args.file.is_some() {
+        anyhow::bail!("--file reads texts, for a text student; give images as arguments");
+    }
     let images = super::expand_images(&args.images)?;
     let predictions = match &args.student {
         Some(run) => {

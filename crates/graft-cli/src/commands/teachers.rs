@@ -16,5 +16,15 @@ pub fn run(args: &TeachersArgs, settings: &Settings) -> anyhow::Result<()> {
             println!("{:<20} blocks: {}", "", backbone.block_names().join(" "));
         }
     }
+    println!("\n{:<20} {:>5}  {:<10} description", "text teacher", "tokens", "weights");
+    for card in graft::text::text_cards() {
+        let cached = settings.cache_dir.join("text-teachers").join(card.name).join("model.safetensors").is_file();
+        let status = match card.source {
+            graft::text::zoo::TextSource::Local { .. } => "--weights",
+            _ if cached => "cached",
+            _ => "download",
+        };
+        println!("{:<20} {:>5}  {:<10} {}", card.name, card.max_tokens, status, card.description);
+    }
     Ok(())
 }

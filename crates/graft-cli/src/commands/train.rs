@@ -12,6 +12,9 @@ use crate::progress::CliReporter;
 use crate::settings::Settings;
 
 pub fn run(args: &TrainArgs, settings: &Settings) -> anyhow::Result<()> {
+    if super::text::is_text(&args.teacher) {
+        return super::text::train(args, settings);
+    }
     let teacher = super::teacher(&args.teacher, settings)?;
     let (train_set, validation, split) = open_training_data(&args.data, &args.training, settings)?;
     let outcome = train_student(&teacher, &train_set, &validation, split, &args.training, &args.out, args.resume, &args.data.display().to_string(), settings)?;

@@ -211,31 +211,13 @@ impl Dataset {
 
     /// Splits off a stratified, seeded fraction of each class as a validation set.
     pub fn stratified_split(self, fraction: f64, seed: u64) -> (Dataset, Dataset) {
-        let mut by_class: BTreeMap<usize, Vec<Item>> = BTreeMap::new();
-        for item in self.items {
-            by_class.entry(item.label).or_default().push(item);
-        }
-        let mut rng = crate::rng::SplitMix64::new(seed ^ 0x5EED_5EED);
-        let (mut train, mut validation) = (Vec::new(), Vec::new());
-        for (_, mut items) in by_class {
-            rng.shuffle(&mut items);
-            // At least one held-out item per class with two or more items.
-            let held = ((items.len() as f64 * fraction).round() as usize).clamp(usize::from(items.len() >= 2), items.len().saturating_sub(1));
-            validation.extend(items.drain(..held));
-            train.extend(items);
-        }
+        let (train, validation) = stratified_split(self.items, |item| item.label, fraction, seed);
         (Dataset { classes: self.classes.clone(), items: train }, Dataset { classes: self.classes, items: validation })
     }
 
     /// Keeps at most `per_class` items of each class (the first ones in a seeded shuffle).
     pub fn subsample(self, per_class: usize, seed: u64) -> Dataset {
-        let mut items = self.items;
-        crate::rng::SplitMix64::new(seed).shuffle(&mut items);
-        let mut taken = vec![0usize; self.classes.len()];
-        items.retain(|item| {
-            taken[item.label] += 1;
-            taken[item.label] <= per_class
-        });
+        let items = subsample(self.items, |item| item.label, self.classes.len(), per_class, seed);
         Dataset { classes: self.classes, items }
     }
 
@@ -251,6 +233,35 @@ impl Dataset {
         }
         Ok(Dataset { classes: classes.to_vec(), items })
     }
+}
+
+/// Splits labelled items into (kept, held out): a seeded, stratified `fraction` of each class
+/// held out, at least one of every class with two or more items. Images and texts split alike.
+pub fn stratified_split<T>(items: Vec<T>, label: impl Fn(&T) -> usize, fraction: f64, seed: u64) -> (Vec<T>, Vec<T>) {
+    let mut by_class: BTreeMap<usize, Vec<T>> = BTreeMap::new();
+    for item in items {
+        by_class.entry(label(&item)).or_default().push(item);
+    }
+    let mut rng = crate::rng::SplitMix64::new(seed ^ 0x5EED_5EED);
+    let (mut kept, mut held_out) = (Vec::new(), Vec::new());
+    for (_, mut items) in by_class {
+        rng.shuffle(&mut items);
+        let held = ((items.len() as f64 * fraction).round() as usize).clamp(usize::from(items.len() >= 2), items.len().saturating_sub(1));
+        held_out.extend(items.drain(..held));
+        kept.extend(items);
+    }
+    (kept, held_out)
+}
+
+/// At most `per_class` items of each of `classes` classes: the first ones in a seeded shuffle.
+pub fn subsample<T>(mut items: Vec<T>, label: impl Fn(&T) -> usize, classes: usize, per_class: usize, seed: u64) -> Vec<T> {
+    crate::rng::SplitMix64::new(seed).shuffle(&mut items);
+    let mut taken = vec![0usize; classes];
+    items.retain(|item| {
+        taken[label(item)] += 1;
+        taken[label(item)] <= per_class
+    });
+    items
 }
 
 /// Validation items whose bytes are identical to a training item's, as (validation, training)

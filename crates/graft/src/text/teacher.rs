@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
+use rayon::prelude::*;
 
 use super::bert::{Bert, BertConfig, BertKeys, TokenBatch};
 use super::tokenize::{Encoded, TextTokenizer};
@@ -187,11 +188,12 @@ impl TextTeacher {
     }
 
     /// Sentence features of `texts`, `batch_size` at a time; texts of similar length are batched
-    /// together so little is spent on padding. `progress` hears the texts done so far.
+    /// together so little is spent on padding. `progress` hears how many more texts are done, batch
+    /// by batch.
     ///
     /// # Errors
     /// The tokenizer's failure, or a tensor whose values cannot be read back.
-    pub fn embed(&self, texts: &[&str], batch_size: usize, device: &Device, progress: &mut dyn FnMut(usize)) -> Result<Embedded> {
+    pub fn embed(&self, texts: &[&str], batch_size: usize, device: &Device, progress: &(dyn Fn(usize) + Sync)) -> Result<Embedded> {
         let encoded = self.tokenizer.encode(texts)?;
         self.embed_encoded(&encoded, batch_size, device, progress)
     }
@@ -200,21 +202,28 @@ impl TextTeacher {
     ///
     /// # Errors
     /// A tensor whose values cannot be read back.
-    pub fn embed_encoded(&self, encoded: &[Encoded], batch_size: usize, device: &Device, progress: &mut dyn FnMut(usize)) -> Result<Embedded> {
+    pub fn embed_encoded(&self, encoded: &[Encoded], batch_size: usize, device: &Device, progress: &(dyn Fn(usize) + Sync)) -> Result<Embedded> {
         let width = self.feature_dim();
         let mut order: Vec<usize> = (0..encoded.len()).collect();
         order.sort_by_key(|&index| std::cmp::Reverse(encoded[index].ids.len()));
+        // Batches run in parallel (rayon, one batch per worker): an encoder's operations on a
+        // batch of short texts are too small to keep every core busy on their own.
+        let chunks: Vec<&[usize]> = order.chunks(batch_size.max(1)).collect();
+        let computed: Vec<Result<Vec<f32>>> = chunks
+            .par_iter()
+            .map(|chunk| {
+                let sequences: Vec<&Encoded> = chunk.iter().map(|&index| &encoded[index]).collect();
+                let values = crate::backend::host_values::<f32>(self.features(&TokenBatch::pad(&sequences), device).into_data());
+                progress(chunk.len());
+                values
+            })
+            .collect();
         let mut features = vec![0.0_f32; encoded.len() * width];
-        let mut done = 0;
-        for chunk in order.chunks(batch_size.max(1)) {
-            let sequences: Vec<&Encoded> = chunk.iter().map(|&index| &encoded[index]).collect();
-            let batch = TokenBatch::pad(&sequences);
-            let values = crate::backend::host_values::<f32>(self.features(&batch, device).into_data())?;
+        for (chunk, values) in chunks.iter().zip(computed) {
+            let values = values?;
             for (row, &index) in chunk.iter().enumerate() {
                 features[index * width..(index + 1) * width].copy_from_slice(&values[row * width..(row + 1) * width]);
             }
-            done += chunk.len();
-            progress(done);
         }
         Ok(Embedded { features, width, truncated: encoded.iter().filter(|e| e.truncated).count() })
     }

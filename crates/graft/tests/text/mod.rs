@@ -40,12 +40,12 @@ fn check_against(teacher: &TextTeacher, expected: &Expected, tolerance: f32) {
         assert_eq!(encoded.ids, row.ids, "token ids of {:?}", row.text);
         assert_eq!(encoded.truncated, row.truncated, "truncation of {:?}", row.text);
     }
-    let together = teacher.embed(&texts, 3, &device, &mut |_| {}).unwrap();
+    let together = teacher.embed(&texts, 3, &device, &|_| {}).unwrap();
     assert_eq!(together.truncated, expected.rows.iter().filter(|row| row.truncated).count());
     for (index, row) in expected.rows.iter().enumerate() {
         let difference = max_difference(together.row(index), &row.features);
         assert!(difference <= tolerance, "{:?}: features differ by {difference}", row.text);
-        let alone = teacher.embed(&[row.text.as_str()], 1, &device, &mut |_| {}).unwrap();
+        let alone = teacher.embed(&[row.text.as_str()], 1, &device, &|_| {}).unwrap();
         let difference = max_difference(alone.row(0), together.row(index));
         assert!(difference <= 1e-5, "{:?}: alone and in a padded batch differ by {difference}", row.text);
     }

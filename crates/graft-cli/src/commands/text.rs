@@ -1,0 +1,237 @@
+//! The verbs for text teachers and students: `train`, `eval`, `predict` and `embed` route here
+//! when the teacher (or the run) is a text one.
+
+use std::path::{Path, PathBuf};
+
+use graft::models::WeightOptions;
+use graft::text::{self, TextStudent, TextTeacher, TextTrainOptions};
+
+use crate::cli::{EmbedArgs, EvalArgs, PredictArgs, TeacherArgs, TrainArgs};
+use crate::progress::CliReporter;
+use crate::settings::Settings;
+
+/// Whether the arguments name a text teacher.
+pub fn is_text(args: &TeacherArgs) -> bool {
+    text::is_text_teacher(&args.teacher, args.weights.as_deref())
+}
+
+/// Loads the text teacher the arguments name.
+pub fn teacher(args: &TeacherArgs, settings: &Settings) -> anyhow::Result<TextTeacher> {
+    load(&args.teacher, args.weights.clone(), settings)
+}
+
+fn load(name: &str, weights: Option<PathBuf>, settings: &Settings) -> anyhow::Result<TextTeacher> {
+    let options = WeightOptions { weights, cache_dir: settings.cache_dir.clone(), offline: settings.offline, allow_partial: false, progress: !settings.quiet };
+    let (teacher, report) = text::load_text_teacher(name, &options, &settings.device)?;
+    settings.log(format!(
+        "teacher {}: {report} (weights sha256 {}, {} tokens at most, {:?} pooling)",
+        teacher.name,
+        &teacher.weights_sha256[..12],
+        teacher.tokenizer.max_length(),
+        teacher.pooling
+    ));
+    Ok(teacher)
+}
+
+/// A text student's teacher: from the directory the run recorded, else (moved or deleted) the
+/// zoo's copy in the cache.
+fn student_teacher(student: &TextStudent, settings: &Settings) -> anyhow::Result<TextTeacher> {
+    let recorded = &student.config.teacher_directory;
+    let weights = recorded.join("config.json").is_file().then(|| recorded.clone());
+    if weights.is_none() && text::text_card(&student.config.teacher).is_none() {
+        anyhow::bail!(
+            "the teacher directory `{}` this student was trained with is gone, and `{}` is not in graft's zoo\nhint: put the model back there",
+            recorded.display(),
+            student.config.teacher
+        );
+    }
+    let teacher = load(&student.config.teacher, weights, settings)?;
+    student.check_teacher(&teacher)?;
+    Ok(teacher)
+}
+
+/// The texts of `predict` and `embed`: the arguments, or the lines of `--file` (`-` = stdin).
+fn texts(arguments: &[PathBuf], file: Option<&Path>) -> anyhow::Result<Vec<String>> {
+    let mut texts: Vec<String> = arguments.iter().map(|text| text.to_string_lossy().into_owned()).collect();
+    if let Some(file) = file {
+        texts.extend(text::data::read_lines(file)?);
+    }
+    if texts.is_empty() {
+        anyhow::bail!("no texts given");
+    }
+    Ok(texts)
+}
+
+pub fn train(args: &TrainArgs, settings: &Settings) -> anyhow::Result<()> {
+    let training = &args.training;
+    if training.strategy != graft::train::Strategy::Deep {
+        anyhow::bail!(
+            "text students train with `--strategy deep` (the encoder frozen, a linear probe on its cached sentence features); `{}` is built for image teachers only so far",
+            training.strategy
+        );
+    }
+    if args.resume {
+        anyhow::bail!("a text `deep` student trains in seconds from cached features: run it again instead of `--resume`");
+    }
+    let teacher = teacher(&args.teacher, settings)?;
+    let data_path = &args.data;
+    let open = |path: &Path| text::data::open(path, &args.columns.columns());
+    // DIR/train (+ DIR/val) when the folder is split already, else the whole of it.
+    let (mut train_set, validation) = if data_path.join("train").is_dir() {
+        let train_set = open(&data_path.join("train"))?;
+        let validation = ["val", "valid", "validation"].iter().map(|name| data_path.join(name)).find(|dir| dir.is_dir()).map(|dir| open(&dir)).transpose()?;
+        (train_set, validation)
+    } else {
+        (open(data_path)?, None)
+    };
+    for skipped in &train_set.skipped {
+        eprintln!("skipped {}: {}", skipped.location, skipped.reason);
+    }
+    if let Some(per_class) = training.per_class {
+        train_set = train_set.subsample(per_class, training.seed);
+    }
+    train_set.check_trainable(&format!("`{}`", data_path.display()))?;
+    let counts = train_set.class_counts();
+    settings.log(format!(
+        "data: {} texts in {} classes ({}..{} per class){}",
+        train_set.len(),
+        train_set.classes.len(),
+        counts.iter().min().unwrap_or(&0),
+        counts.iter().max().unwrap_or(&0),
+        validation.as_ref().map_or_else(|| ", scored by cross-validation".to_owned(), |v| format!(", {} for validation", v.len()))
+    ));
+    let options = TextTrainOptions {
+        seed: training.seed,
+        cache_dir: settings.cache_dir.clone(),
+        out: args.out.clone(),
+        batch_size: training.batch_size,
+        data: data_path.display().to_string(),
+    };
+    let reporter = CliReporter::new(settings.quiet);
+    let outcome = text::train_text(&teacher, &train_set, validation.as_ref(), &options, &settings.device, &reporter)?;
+    let config = &outcome.config;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "run": args.out,
+                "modality": "text",
+                "teacher": config.teacher,
+                "strategy": config.strategy,
+                "validation_accuracy": outcome.accuracy,
+                "standard_error": outcome.standard_error,
+                "validation": config.metrics["validation"],
+                "texts": train_set.len(),
+                "truncated": outcome.truncated,
+                "seconds": outcome.seconds,
+                "cache": {"hits": outcome.cache_hits},
+            }))?
+        );
+    } else {
+        let scored = match outcome.standard_error {
+            Some(error) => format!("cross-validated accuracy {:.2}% ± {:.2}%", outcome.accuracy * 100.0, error * 100.0),
+            None => format!("validation accuracy {:.2}%", outcome.accuracy * 100.0),
+        };
+        println!(
+            "trained a deep text student of {} on {} texts in {:.1}s\n{scored} ({}); {} texts longer than {} tokens were cut\nrun: {} (report.html, graft.json, student.safetensors)",
+            config.teacher,
+            train_set.len(),
+            outcome.seconds,
+            config.metrics["validation"].as_str().unwrap_or(""),
+            outcome.truncated,
+            config.max_length,
+            args.out.display()
+        );
+    }
+    Ok(())
+}
+
+pub fn eval(args: &EvalArgs, settings: &Settings) -> anyhow::Result<()> {
+    let student = TextStudent::load(&args.run)?;
+    let teacher = student_teacher(&student, settings)?;
+    let test_dir = args.data.join("test");
+    let data = text::data::open(if test_dir.is_dir() { &test_dir } else { &args.data }, &args.columns.columns())?;
+    for skipped in &data.skipped {
+        eprintln!("skipped {}: {}", skipped.location, skipped.reason);
+    }
+    let reporter = CliReporter::new(settings.quiet);
+    let (evaluation, wrong, truncated) = text::evaluate_text(&student, &teacher, data, &settings.cache_dir, args.batch_size, &settings.device, &reporter)?;
+    if args.json {
+        let mut value = serde_json::to_value(&evaluation)?;
+        value["texts"] = serde_json::json!(evaluation.images);
+        value["truncated"] = serde_json::json!(truncated);
+        value["confidently_wrong"] = serde_json::to_value(&wrong)?;
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    println!("{} texts, accuracy {:.2}%, macro F1 {:.3} ({truncated} cut at {} tokens)", evaluation.images, evaluation.accuracy * 100.0, evaluation.macro_f1, student.config.max_length);
+    println!("\n{:<24} {:>9} {:>9} {:>9} {:>8}", "class", "precision", "recall", "f1", "support");
+    for class in &evaluation.per_class {
+        println!("{:<24} {:>9.3} {:>9.3} {:>9.3} {:>8}", class.class, class.precision, class.recall, class.f1, class.support);
+    }
+    if !wrong.is_empty() {
+        println!("\nmost confidently wrong:");
+        for example in wrong.iter().take(5) {
+            let shown: String = example.text.chars().take(100).collect::<String>().replace('\n', " ");
+            println!("  {:>5.1}% {} (is {}): {shown}", example.confidence * 100.0, example.predicted, example.label);
+        }
+    }
+    Ok(())
+}
+
+pub fn predict(args: &PredictArgs, run: &Path, settings: &Settings) -> anyhow::Result<()> {
+    let student = TextStudent::load(run)?;
+    let teacher = student_teacher(&student, settings)?;
+    let texts = texts(&args.images, args.file.as_deref())?;
+    let borrowed: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let (probabilities, truncated) = text::predict_texts(&student, &teacher, &borrowed, args.batch_size, &settings.device)?;
+    if truncated > 0 {
+        settings.log(format!("{truncated} texts were longer than {} tokens and were cut", student.config.max_length));
+    }
+    let classes = &student.config.classes;
+    let rows: Vec<_> = texts.iter().zip(probabilities.chunks(classes.len())).map(|(text, row)| (text, graft::predict::top_k(row, args.top, classes))).collect();
+    if args.json {
+        let json: Vec<_> = rows.iter().map(|(text, top)| serde_json::json!({"text": text, "top": top})).collect();
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else if args.csv {
+        let mut writer = csv::Writer::from_writer(std::io::stdout().lock());
+        writer.write_record(["text", "rank", "class_index", "label", "probability"])?;
+        for (text, top) in &rows {
+            for (rank, class) in top.iter().enumerate() {
+                writer.write_record([text.as_str(), &(rank + 1).to_string(), &class.class_index.to_string(), &class.label, &class.probability.to_string()])?;
+            }
+        }
+        writer.flush()?;
+    } else {
+        for (text, top) in &rows {
+            println!("{text}");
+            for (rank, class) in top.iter().enumerate() {
+                println!("  {:>2}. {:<32} {:>6.2}%", rank + 1, class.label, class.probability * 100.0);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn embed(args: &EmbedArgs, settings: &Settings) -> anyhow::Result<()> {
+    let teacher = teacher(&args.teacher, settings)?;
+    let texts = texts(&args.images, args.file.as_deref())?;
+    let borrowed: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let embedded = teacher.embed(&borrowed, args.batch_size, &settings.device, &|_| {})?;
+    if embedded.truncated > 0 {
+        settings.log(format!("{} texts were longer than {} tokens and were cut", embedded.truncated, teacher.tokenizer.max_length()));
+    }
+    if args.json {
+        let rows: Vec<_> = texts.iter().enumerate().map(|(index, text)| serde_json::json!({"text": text, "features": embedded.row(index)})).collect();
+        println!("{}", serde_json::to_string(&rows)?);
+    } else {
+        let mut writer = csv::Writer::from_writer(std::io::stdout().lock());
+        for (index, text) in texts.iter().enumerate() {
+            let mut record = vec![text.clone()];
+            record.extend(embedded.row(index).iter().map(f32::to_string));
+            writer.write_record(&record)?;
+        }
+        writer.flush()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,367 @@
+//! Text students: a frozen sentence encoder and a linear head fitted on its cached sentence
+//! features (`deep`), saved as a run directory (`student.safetensors` + `graft.json` +
+//! `report.html`) that `eval` and `predict` read back.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::tensor::Device;
+
+use super::cache::cached_features;
+use super::data::TextDataset;
+use super::teacher::{Pooling, TextTeacher};
+use crate::error::{GraftError, Result};
+use crate::train::metrics::{Evaluation, evaluate};
+use crate::train::probe::{self, Samples};
+use crate::train::reporter::Reporter;
+
+/// What `graft.json` holds for a text student.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TextRunConfig {
+    pub graft_version: String,
+    /// Always `text` (image runs have no such field).
+    pub modality: String,
+    pub teacher: String,
+    /// Where the teacher was loaded from (eval and predict load it from there unless told
+    /// otherwise).
+    pub teacher_directory: PathBuf,
+    pub teacher_weights_sha256: String,
+    pub tokenizer_sha256: String,
+    pub max_length: usize,
+    pub pooling: Pooling,
+    pub strategy: String,
+    pub classes: Vec<String>,
+    pub feature_dim: usize,
+    pub seed: u64,
+    pub data: String,
+    pub metrics: serde_json::Value,
+}
+
+/// A text student loaded from its run directory: the head (burn's `Linear` layout, weight
+/// `[feature_dim, classes]`) and its configuration.
+#[derive(Debug, Clone)]
+pub struct TextStudent {
+    pub config: TextRunConfig,
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+/// How to train a text student.
+#[derive(Debug, Clone)]
+pub struct TextTrainOptions {
+    pub seed: u64,
+    pub cache_dir: PathBuf,
+    pub out: PathBuf,
+    pub batch_size: usize,
+    /// Where the data came from, for the run's record.
+    pub data: String,
+}
+
+/// What training did.
+#[derive(Debug, Clone)]
+pub struct TextOutcome {
+    pub config: TextRunConfig,
+    /// The accuracy the run reports: cross-validated on every text when graft made the split,
+    /// else on the given validation texts.
+    pub accuracy: f64,
+    pub standard_error: Option<f64>,
+    pub truncated: usize,
+    pub cache_hits: usize,
+    pub seconds: f64,
+}
+
+/// Whether a run directory holds a text student.
+pub fn is_text_run(run: &Path) -> bool {
+    std::fs::read_to_string(run.join("graft.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .is_some_and(|config| config["modality"] == "text")
+}
+
+impl TextStudent {
+    /// Class probabilities of sentence features (`[rows, feature_dim]`), one row each.
+    pub fn probabilities(&self, features: &[f32]) -> Vec<f32> {
+        let dim = self.config.feature_dim;
+        let classes = self.config.classes.len();
+        let mut out = Vec::with_capacity(features.len() / dim.max(1) * classes);
+        for row in features.chunks(dim) {
+            let mut logits = self.bias.clone();
+            for (feature, weights) in row.iter().zip(self.weight.chunks(classes)) {
+                for (logit, weight) in logits.iter_mut().zip(weights) {
+                    *logit += feature * weight;
+                }
+            }
+            let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let total: f32 = logits.iter().map(|logit| (logit - max).exp()).sum();
+            out.extend(logits.iter().map(|logit| (logit - max).exp() / total));
+        }
+        out
+    }
+
+    /// Reads a run directory.
+    ///
+    /// # Errors
+    /// A directory that is not a text run, or a damaged head.
+    pub fn load(run: &Path) -> Result<TextStudent> {
+        let config_path = run.join("graft.json");
+        let text = std::fs::read_to_string(&config_path).map_err(|source| GraftError::Io { path: config_path.clone(), source })?;
+        let config: TextRunConfig = serde_json::from_str(&text).map_err(|error| GraftError::Checkpoint { path: config_path.clone(), reason: error.to_string() })?;
+        let weights_path = run.join("student.safetensors");
+        let tensors = graft_weights::read(&weights_path)?;
+        let (dim, classes) = (config.feature_dim, config.classes.len());
+        let take = |key: &str, shape: Vec<usize>| -> Result<Vec<f32>> {
+            let tensor = tensors.get(key).ok_or_else(|| GraftError::Checkpoint { path: weights_path.clone(), reason: format!("no `{key}`") })?;
+            if tensor.shape != shape {
+                return Err(GraftError::Checkpoint { path: weights_path.clone(), reason: format!("`{key}` has shape {:?}, expected {shape:?}", tensor.shape) });
+            }
+            tensor.as_f32().map(<[f32]>::to_vec).ok_or_else(|| GraftError::Checkpoint { path: weights_path.clone(), reason: format!("`{key}` is not float32") })
+        };
+        // Saved in PyTorch's `[out, in]` order, as every other graft head.
+        let torch_weight = take("head.weight", vec![classes, dim])?;
+        let mut weight = vec![0.0; dim * classes];
+        for class in 0..classes {
+            for feature in 0..dim {
+                weight[feature * classes + class] = torch_weight[class * dim + feature];
+            }
+        }
+        let bias = take("head.bias", vec![classes])?;
+        Ok(TextStudent { config, weight, bias })
+    }
+
+    fn save(&self, run: &Path) -> Result<()> {
+        std::fs::create_dir_all(run).map_err(|source| GraftError::Io { path: run.to_owned(), source })?;
+        let (dim, classes) = (self.config.feature_dim, self.config.classes.len());
+        let mut torch_weight = vec![0.0; dim * classes];
+        for feature in 0..dim {
+            for class in 0..classes {
+                torch_weight[class * dim + feature] = self.weight[feature * classes + class];
+            }
+        }
+        let mut tensors = graft_weights::TensorMap::new();
+        tensors.insert("head.weight".to_owned(), graft_weights::Tensor::from_f32(vec![classes, dim], torch_weight));
+        tensors.insert("head.bias".to_owned(), graft_weights::Tensor::from_f32(vec![classes], self.bias.clone()));
+        graft_weights::write_safetensors(&run.join("student.safetensors"), &tensors)?;
+        let config_path = run.join("graft.json");
+        let json = serde_json::to_string_pretty(&self.config).map_err(|error| GraftError::Invalid(error.to_string()))?;
+        std::fs::write(&config_path, json).map_err(|source| GraftError::Io { path: config_path, source })
+    }
+
+    /// Checks that `teacher` is the one this student was trained on.
+    ///
+    /// # Errors
+    /// Different weights or tokenizer.
+    pub fn check_teacher(&self, teacher: &TextTeacher) -> Result<()> {
+        if teacher.weights_sha256 != self.config.teacher_weights_sha256 || teacher.tokenizer_sha256 != self.config.tokenizer_sha256 {
+            return Err(GraftError::Invalid(format!(
+                "the teacher in `{}` is not the one this student was trained on (weights sha256 {}, tokenizer {}; the run expects {}, {})",
+                teacher.directory.display(),
+                &teacher.weights_sha256[..12],
+                &teacher.tokenizer_sha256[..12],
+                &self.config.teacher_weights_sha256[..12.min(self.config.teacher_weights_sha256.len())],
+                &self.config.tokenizer_sha256[..12.min(self.config.tokenizer_sha256.len())]
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Trains a `deep` text student: the encoder frozen, each text's sentence features computed once
+/// (and cached), a linear head fitted as a probe (multinomial logistic regression, its L2
+/// strength chosen by cross-validation, as for images). Without `validation` the probe fits on
+/// every text and the reported accuracy is the cross-validated one; with it, the probe fits on
+/// `train_set` and is scored on `validation`.
+///
+/// # Errors
+/// Untrainable data, the tokenizer's or the cache's failure, or a run directory that cannot be
+/// written.
+pub fn train_text(
+    teacher: &TextTeacher,
+    train_set: &TextDataset,
+    validation: Option<&TextDataset>,
+    options: &TextTrainOptions,
+    device: &Device,
+    reporter: &dyn Reporter,
+) -> Result<TextOutcome> {
+    let started = Instant::now();
+    train_set.check_trainable("the training data")?;
+    let classes = train_set.classes.len();
+    let batch = options.batch_size.max(1);
+    let (train_features, train_hit) = cached_features(teacher, &train_set.texts(), &options.cache_dir, batch, device, reporter)?;
+    let labels = train_set.labels();
+    let samples = Samples { features: &train_features.features, dim: train_features.width, labels: &labels, classes };
+    reporter.start("fitting the probe", 0);
+    let fitted = probe::fit(samples, options.seed);
+    reporter.finish();
+    let mut truncated = train_features.truncated;
+    let mut cache_hits = usize::from(train_hit);
+    let cross_validation = fitted.cross_validation.as_ref();
+    let mut metrics = serde_json::json!({
+        "probe": {
+            "l2": fitted.l2,
+            "iterations": fitted.iterations,
+            "cross_validation": cross_validation.map(|cv| serde_json::json!({
+                "folds": cv.folds, "accuracy": cv.accuracy, "standard_error": cv.standard_error, "log_loss": cv.log_loss, "grid": cv.grid,
+            })),
+        },
+        "train_texts": train_set.len(),
+    });
+    let mut student = TextStudent {
+        config: TextRunConfig {
+            graft_version: env!("CARGO_PKG_VERSION").to_owned(),
+            modality: "text".to_owned(),
+            teacher: teacher.name.clone(),
+            teacher_directory: std::fs::canonicalize(&teacher.directory).unwrap_or_else(|_| teacher.directory.clone()),
+            teacher_weights_sha256: teacher.weights_sha256.clone(),
+            tokenizer_sha256: teacher.tokenizer_sha256.clone(),
+            max_length: teacher.tokenizer.max_length(),
+            pooling: teacher.pooling,
+            strategy: "deep".to_owned(),
+            classes: train_set.classes.clone(),
+            feature_dim: train_features.width,
+            seed: options.seed,
+            data: options.data.clone(),
+            metrics: serde_json::Value::Null,
+        },
+        weight: fitted.weight.clone(),
+        bias: fitted.bias.clone(),
+    };
+    let (accuracy, standard_error, evaluation, examples) = match validation {
+        Some(validation) => {
+            let validation = validation.clone().align_classes(&train_set.classes)?;
+            let (features, hit) = cached_features(teacher, &validation.texts(), &options.cache_dir, batch, device, reporter)?;
+            truncated += features.truncated;
+            cache_hits += usize::from(hit);
+            let probabilities = student.probabilities(&features.features);
+            let evaluation = evaluate(&probabilities, &validation.labels(), &train_set.classes);
+            metrics["validation"] = serde_json::json!("the given validation texts");
+            let examples = confidently_wrong(&validation, &probabilities, 10);
+            (evaluation.accuracy, None, evaluation, examples)
+        }
+        None => {
+            let cv = cross_validation.ok_or_else(|| GraftError::Invalid("every class needs at least two texts for cross-validation".to_owned()))?;
+            let evaluation = evaluate(&cv.out_of_fold, &labels, &train_set.classes);
+            metrics["validation"] = serde_json::json!(format!("{}-fold cross-validation over all {} texts", cv.folds, train_set.len()));
+            let examples = confidently_wrong(train_set, &cv.out_of_fold, 10);
+            (cv.accuracy, Some(cv.standard_error), evaluation, examples)
+        }
+    };
+    metrics["validation_accuracy"] = serde_json::json!(accuracy);
+    metrics["truncated_texts"] = serde_json::json!(truncated);
+    metrics["confidently_wrong"] = serde_json::to_value(&examples).unwrap_or_default();
+    student.config.metrics = metrics;
+    student.save(&options.out)?;
+    crate::report::plot_confusion(&options.out.join("confusion.png"), &evaluation)?;
+    write_text_report(&options.out, &student.config, &evaluation, &examples)?;
+    Ok(TextOutcome { config: student.config, accuracy, standard_error, truncated, cache_hits, seconds: started.elapsed().as_secs_f64() })
+}
+
+/// A text the student got wrong, most confident first: what a text user reads first.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WrongExample {
+    pub text: String,
+    pub location: String,
+    pub label: String,
+    pub predicted: String,
+    pub confidence: f64,
+}
+
+/// The `count` most confidently wrong predictions among `probabilities` (one row per text).
+pub fn confidently_wrong(data: &TextDataset, probabilities: &[f32], count: usize) -> Vec<WrongExample> {
+    let classes = data.classes.len();
+    let mut wrong: Vec<WrongExample> = data
+        .items
+        .iter()
+        .zip(probabilities.chunks(classes))
+        .filter_map(|(item, row)| {
+            let predicted = crate::train::probe::argmax(row);
+            (predicted != item.label).then(|| WrongExample {
+                text: item.text.clone(),
+                location: item.location.clone(),
+                label: data.classes[item.label].clone(),
+                predicted: data.classes[predicted].clone(),
+                confidence: f64::from(row[predicted]),
+            })
+        })
+        .collect();
+    wrong.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+    wrong.truncate(count);
+    wrong
+}
+
+/// Scores a text student on labelled texts (their classes a subset of the student's).
+///
+/// # Errors
+/// A class the student does not know, or the encoder's failure.
+pub fn evaluate_text(
+    student: &TextStudent,
+    teacher: &TextTeacher,
+    data: TextDataset,
+    cache_dir: &Path,
+    batch_size: usize,
+    device: &Device,
+    reporter: &dyn Reporter,
+) -> Result<(Evaluation, Vec<WrongExample>, usize)> {
+    student.check_teacher(teacher)?;
+    let data = data.align_classes(&student.config.classes)?;
+    if data.is_empty() {
+        return Err(GraftError::Invalid("the evaluation set holds no labelled texts".into()));
+    }
+    let (features, _) = cached_features(teacher, &data.texts(), cache_dir, batch_size, device, reporter)?;
+    let probabilities = student.probabilities(&features.features);
+    let evaluation = evaluate(&probabilities, &data.labels(), &student.config.classes);
+    Ok((evaluation, confidently_wrong(&data, &probabilities, 10), features.truncated))
+}
+
+/// Class probabilities for texts, one row of `classes` per text, and how many were truncated.
+///
+/// # Errors
+/// The encoder's failure, or a teacher that is not the student's.
+pub fn predict_texts(student: &TextStudent, teacher: &TextTeacher, texts: &[&str], batch_size: usize, device: &Device) -> Result<(Vec<f32>, usize)> {
+    student.check_teacher(teacher)?;
+    let features = teacher.embed(texts, batch_size, device, &|_| {})?;
+    Ok((student.probabilities(&features.features), features.truncated))
+}
+
+fn write_text_report(run: &Path, config: &TextRunConfig, evaluation: &Evaluation, examples: &[WrongExample]) -> Result<()> {
+    let escape = |text: &str| text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let mut html = format!(
+        "<!doctype html><meta charset=\"utf-8\"><title>graft text student</title>\
+         <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td,th{{padding:.2em .6em;text-align:left;vertical-align:top}}</style>\
+         <h1>A {} text student of {}</h1><p>{} classes: {}. Accuracy {:.2}% ({}). {} texts were longer than the teacher's {} tokens and were cut.</p>\
+         <img src=\"confusion.png\" alt=\"confusion matrix\">",
+        escape(&config.strategy),
+        escape(&config.teacher),
+        config.classes.len(),
+        escape(&config.classes.join(", ")),
+        evaluation.accuracy * 100.0,
+        escape(config.metrics["validation"].as_str().unwrap_or("")),
+        config.metrics["truncated_texts"],
+        config.max_length,
+    );
+    html.push_str("<h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>texts</th></tr>");
+    for class in &evaluation.per_class {
+        html.push_str(&format!(
+            "<tr><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td></tr>",
+            escape(&class.class),
+            class.precision,
+            class.recall,
+            class.f1,
+            class.support
+        ));
+    }
+    html.push_str("</table><h2>Most confidently wrong</h2><table><tr><th>text</th><th>label</th><th>predicted</th><th>confidence</th></tr>");
+    for example in examples {
+        let shown: String = example.text.chars().take(400).collect();
+        html.push_str(&format!(
+            "<tr><td>{}<br><small>{}</small></td><td>{}</td><td>{}</td><td>{:.1}%</td></tr>",
+            escape(&shown),
+            escape(&example.location),
+            escape(&example.label),
+            escape(&example.predicted),
+            example.confidence * 100.0
+        ));
+    }
+    html.push_str("</table>");
+    let path = run.join("report.html");
+    std::fs::write(&path, html).map_err(|source| GraftError::Io { path, source })
+}
