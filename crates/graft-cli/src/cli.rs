@@ -113,7 +113,7 @@ pub struct PredictArgs {
     pub csv: bool,
 
     /// Image files, or folders of images; for a text student, the texts themselves.
-    #[arg(required_unless_present = "file")]
+    #[arg(required_unless_present = "file", value_parser = clap::builder::OsStringValueParser::new().map(PathBuf::from))]
     pub images: Vec<PathBuf>,
 
     /// Texts to predict, one per line of this file (`-`: standard input); text students only.
@@ -139,7 +139,7 @@ pub struct EmbedArgs {
     pub teacher: TeacherArgs,
 
     /// Image files, or folders of images; for a text teacher, the texts themselves.
-    #[arg(required_unless_present = "file")]
+    #[arg(required_unless_present = "file", value_parser = clap::builder::OsStringValueParser::new().map(PathBuf::from))]
     pub images: Vec<PathBuf>,
 
     /// Texts to embed, one per line of this file (`-`: standard input); text teachers only.

@@ -413,3 +413,130 @@ fn interrupted_and_failed_checkpoints_resume_to_the_same_result() {
     assert_eq!(std::fs::read(run.join("student.safetensors")).unwrap(), std::fs::read(whole.join("student.safetensors")).unwrap());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+const SPORTS: &[&str] = &[
+    "The striker scored twice in the second half.",
+    "Our goalkeeper saved a penalty in extra time.",
+    "The marathon runners crossed the finish line at noon.",
+    "She served an ace to win the tennis match.",
+    "The coach benched two players after the defeat.",
+    "He hit a home run in the bottom of the ninth inning.",
+    "The cyclists climbed the mountain stage in heavy rain.",
+    "The referee showed a red card after the foul.",
+    "They won the championship on the final lap.",
+    "The quarterback threw a touchdown pass.",
+    "The swimmer broke the world record in the relay.",
+    "Fans cheered as the team lifted the trophy.",
+    "The boxer was knocked down in the third round.",
+    "A late goal sent the club into the cup final.",
+    "The sprinter false-started and was disqualified.",
+    "The skier crashed on the downhill course.",
+];
+
+const COOKING: &[&str] = &[
+    "Simmer the tomato sauce for twenty minutes.",
+    "Knead the dough until it is smooth and elastic.",
+    "Whisk the eggs with sugar until pale.",
+    "Roast the vegetables with olive oil and garlic.",
+    "Season the soup with salt and black pepper.",
+    "Bake the bread at two hundred degrees for forty minutes.",
+    "Chop the onions finely and fry them in butter.",
+    "Let the cake cool before adding the icing.",
+    "Marinate the chicken overnight in yoghurt and spices.",
+    "Stir the risotto while adding the stock slowly.",
+    "Grate the cheese over the pasta before serving.",
+    "Melt the chocolate gently over a pan of hot water.",
+    "Boil the potatoes until a knife slides in easily.",
+    "Fold the flour into the batter without overmixing.",
+    "Slice the lemons thinly for the tart.",
+    "Fry the garlic until golden, then add the spinach.",
+];
+
+/// A CSV of `text,label` rows (texts with commas and quotes, so quoting is exercised).
+fn texts_csv(path: &Path, rows: &[(&str, &str)]) {
+    let mut writer = csv::Writer::from_path(path).unwrap();
+    writer.write_record(["id", "sentence", "topic"]).unwrap();
+    for (index, (text, label)) in rows.iter().enumerate() {
+        writer.write_record([index.to_string().as_str(), text, label]).unwrap();
+    }
+    writer.flush().unwrap();
+}
+
+/// all-MiniLM-L6-v2 where the tests have it (`GRAFT_TEST_MINILM`, or `target/test-assets/`,
+/// as scripts/fetch-test-assets.sh puts it), else the tiny random BERT fixture: the verbs work
+/// the same on both; only the real teacher is asked to be accurate.
+fn text_teacher_directory() -> (PathBuf, bool) {
+    let real = std::env::var_os("GRAFT_TEST_MINILM").map(PathBuf::from).unwrap_or_else(|| repo("target/test-assets/all-minilm-l6-v2"));
+    if real.join("model.safetensors").is_file() { (real, true) } else { (repo("crates/graft/tests/fixtures/tiny-bert"), false) }
+}
+
+#[test]
+fn text_students_train_eval_predict_and_embed() {
+    let dir = std::env::temp_dir().join(format!("graft-cli-text-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (teacher, real) = text_teacher_directory();
+    let teacher = teacher.to_str().unwrap();
+    let rows = |range: std::ops::Range<usize>| -> Vec<(&str, &str)> {
+        range.clone().map(|i| (SPORTS[i], "sports")).chain(range.map(|i| (COOKING[i], "cooking"))).collect()
+    };
+    let (train, test) = (dir.join("train.csv"), dir.join("test.csv"));
+    texts_csv(&train, &rows(0..12));
+    texts_csv(&test, &rows(12..16));
+    let run = dir.join("run");
+
+    // Without naming the columns: neither `sentence` nor `topic`... `sentence` is a default
+    // text column, `topic` is no default label column.
+    let out = graft(&["train", "--teacher", "all-minilm-l6-v2", "--weights", teacher, "--data", train.to_str().unwrap(), "--out", run.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no label column") && text(&out.stderr).contains("--label-column"), "{}", text(&out.stderr));
+    // Strategies beyond `deep` are refused with what works instead.
+    let out = graft(&["train", "--teacher", "all-minilm-l6-v2", "--weights", teacher, "--data", train.to_str().unwrap(), "--label-column", "topic", "--strategy", "full", "--out", run.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--strategy deep"), "{}", text(&out.stderr));
+
+    let out = graft(&["train", "--teacher", "all-minilm-l6-v2", "--weights", teacher, "--data", train.to_str().unwrap(), "--label-column", "topic", "--out", run.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    assert_eq!((summary["modality"].as_str(), summary["strategy"].as_str(), summary["texts"].as_u64()), (Some("text"), Some("deep"), Some(24)));
+    for file in ["graft.json", "student.safetensors", "report.html", "confusion.png"] {
+        assert!(run.join(file).is_file(), "{file} missing");
+    }
+
+    let out = graft(&["eval", run.to_str().unwrap(), "--data", test.to_str().unwrap(), "--label-column", "topic", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let evaluation: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    assert_eq!(evaluation["texts"], 8);
+    assert_eq!(evaluation["classes"], serde_json::json!(["cooking", "sports"]));
+
+    let out = graft(&["predict", "--student", run.to_str().unwrap(), "--json", "--top", "1", "The goalkeeper dived and caught the ball.", "Add a pinch of salt to the boiling water."]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let predictions: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    assert_eq!(predictions.as_array().map(Vec::len), Some(2));
+    assert_eq!(predictions[1]["text"], "Add a pinch of salt to the boiling water.");
+
+    // Texts from a file, one per line; embed gives one unit vector per text.
+    let lines = dir.join("lines.txt");
+    std::fs::write(&lines, "first text\n\n   \nsecond, with ünïcödé\n").unwrap();
+    let out = graft(&["embed", "--teacher", "all-minilm-l6-v2", "--weights", teacher, "--file", lines.to_str().unwrap(), "", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let embedded: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    let embedded = embedded.as_array().unwrap();
+    assert_eq!(embedded.iter().map(|row| row["text"].as_str().unwrap()).collect::<Vec<_>>(), ["", "first text", "second, with ünïcödé"]);
+    let width = if real { 384 } else { 16 };
+    for row in embedded {
+        let features: Vec<f64> = row["features"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert_eq!(features.len(), width);
+        assert!((features.iter().map(|v| v * v).sum::<f64>() - 1.0).abs() < 1e-4);
+    }
+
+    if real {
+        // Sports against cooking is easy for a sentence encoder: the student must get it.
+        assert!(summary["validation_accuracy"].as_f64().unwrap() >= 0.9, "{summary}");
+        assert!(evaluation["accuracy"].as_f64().unwrap() >= 0.85, "{evaluation}");
+        assert_eq!(predictions[0]["top"][0]["label"], "sports", "{predictions}");
+        assert_eq!(predictions[1]["top"][0]["label"], "cooking", "{predictions}");
+    } else {
+        eprintln!("all-MiniLM-L6-v2 is not at hand: the text verbs ran on the tiny random BERT, accuracy not checked");
+    }
+}
