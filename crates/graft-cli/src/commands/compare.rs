@@ -67,7 +67,7 @@ pub fn run(args: &CompareArgs, settings: &Settings) -> anyhow::Result<()> {
         args.data.display(),
         train_set.len(),
         validation.len(),
-        args.training.epochs,
+        args.training.epochs.unwrap_or(10),
         args.training.seed
     );
     std::fs::write(args.out.join("compare.md"), format!("{header}{table}"))?;

@@ -63,27 +63,19 @@ fn texts(arguments: &[PathBuf], file: Option<&Path>) -> anyhow::Result<Vec<Strin
 }
 
 pub fn train(args: &TrainArgs, settings: &Settings) -> anyhow::Result<()> {
+    use graft::text::finetune::{DEFAULT_ENCODER_FACTOR, DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE};
+    use graft::train::Strategy;
     let training = &args.training;
-    if training.strategy != graft::train::Strategy::Deep {
-        anyhow::bail!(
-            "text students train with `--strategy deep` (the encoder frozen, a linear probe on its cached sentence features); `{}` is built for image teachers only so far",
-            training.strategy
-        );
+    if !matches!(training.strategy, Strategy::Deep | Strategy::Mid | Strategy::Full | Strategy::Auto) {
+        anyhow::bail!("text students train with `--strategy deep`, `mid`, `full` or `auto`; `{}` is for image teachers", training.strategy);
     }
     if args.resume {
-        anyhow::bail!("a text `deep` student trains in seconds from cached features: run it again instead of `--resume`");
+        anyhow::bail!("text students keep no checkpoints to resume from: run it again (a `deep` student trains in seconds from cached features)");
     }
     let teacher = teacher(&args.teacher, settings)?;
     let data_path = &args.data;
-    let open = |path: &Path| text::data::open(path, &args.columns.columns());
-    // DIR/train (+ DIR/val) when the folder is split already, else the whole of it.
-    let (mut train_set, validation) = if data_path.join("train").is_dir() {
-        let train_set = open(&data_path.join("train"))?;
-        let validation = ["val", "valid", "validation"].iter().map(|name| data_path.join(name)).find(|dir| dir.is_dir()).map(|dir| open(&dir)).transpose()?;
-        (train_set, validation)
-    } else {
-        (open(data_path)?, None)
-    };
+    let splits = text::data::open_splits(data_path, &args.columns.columns())?;
+    let (mut train_set, validation) = (splits.train, splits.validation);
     for skipped in &train_set.skipped {
         eprintln!("skipped {}: {}", skipped.location, skipped.reason);
     }
@@ -98,9 +90,21 @@ pub fn train(args: &TrainArgs, settings: &Settings) -> anyhow::Result<()> {
         train_set.classes.len(),
         counts.iter().min().unwrap_or(&0),
         counts.iter().max().unwrap_or(&0),
-        validation.as_ref().map_or_else(|| ", scored by cross-validation".to_owned(), |v| format!(", {} for validation", v.len()))
+        match (&validation, training.strategy) {
+            (Some(validation), _) => format!(", {} given for validation", validation.len()),
+            (None, Strategy::Deep) => ", scored by cross-validation".to_owned(),
+            (None, _) => format!(", {:.0}% held out to score it", training.validation_fraction * 100.0),
+        }
     ));
     let options = TextTrainOptions {
+        strategy: training.strategy,
+        unfreeze: training.unfreeze,
+        epochs: training.epochs.unwrap_or(DEFAULT_EPOCHS),
+        learning_rate: training.learning_rate.unwrap_or(DEFAULT_LEARNING_RATE),
+        encoder_factor: training.backbone_lr_factor.unwrap_or(DEFAULT_ENCODER_FACTOR),
+        weight_decay: training.weight_decay,
+        shards: training.shards.unwrap_or_else(|| graft::device::default_shards(&settings.device)),
+        validation_fraction: training.validation_fraction,
         seed: training.seed,
         cache_dir: settings.cache_dir.clone(),
         out: args.out.clone(),
@@ -133,7 +137,8 @@ pub fn train(args: &TrainArgs, settings: &Settings) -> anyhow::Result<()> {
             None => format!("validation accuracy {:.2}%", outcome.accuracy * 100.0),
         };
         println!(
-            "trained a deep text student of {} on {} texts in {:.1}s\n{scored} ({}); {} texts longer than {} tokens were cut\nrun: {} (report.html, graft.json, student.safetensors)",
+            "trained a {} text student of {} on {} texts in {:.1}s\n{scored} ({}); {} texts longer than {} tokens were cut\nrun: {} (report.html, graft.json, student.safetensors)",
+            config.strategy,
             config.teacher,
             train_set.len(),
             outcome.seconds,
@@ -149,8 +154,12 @@ pub fn train(args: &TrainArgs, settings: &Settings) -> anyhow::Result<()> {
 pub fn eval(args: &EvalArgs, settings: &Settings) -> anyhow::Result<()> {
     let student = TextStudent::load(&args.run)?;
     let teacher = student_teacher(&student, settings)?;
-    let test_dir = args.data.join("test");
-    let data = text::data::open(if test_dir.is_dir() { &test_dir } else { &args.data }, &args.columns.columns())?;
+    // Data that comes split is scored on its test part; otherwise on everything it holds.
+    let splits = text::data::open_splits(&args.data, &args.columns.columns())?;
+    let data = match splits.test {
+        Some(test) => test,
+        None => splits.train,
+    };
     for skipped in &data.skipped {
         eprintln!("skipped {}: {}", skipped.location, skipped.reason);
     }

@@ -63,11 +63,11 @@ pub fn train_student(
     let reporter = CliReporter::new(settings.quiet);
     let hyperparameters = Hyperparameters {
         optimizer: args.optimizer,
-        learning_rate: args.learning_rate,
-        backbone_learning_rate_factor: args.backbone_lr_factor,
+        learning_rate: args.learning_rate.unwrap_or(1e-3),
+        backbone_learning_rate_factor: args.backbone_lr_factor.unwrap_or(1.0),
         weight_decay: args.weight_decay,
         momentum: args.momentum,
-        epochs: args.epochs,
+        epochs: args.epochs.unwrap_or(10),
         batch_size: args.batch_size,
         warmup_epochs: args.warmup_epochs,
         label_smoothing: args.label_smoothing,

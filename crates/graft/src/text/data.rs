@@ -251,6 +251,39 @@ fn open_folder(dir: &Path) -> Result<TextDataset> {
     Ok(TextDataset::from_rows(rows, skipped))
 }
 
+/// A training set and the validation and test sets the data came with.
+#[derive(Debug, Clone)]
+pub struct TextSplits {
+    pub train: TextDataset,
+    pub validation: Option<TextDataset>,
+    pub test: Option<TextDataset>,
+}
+
+/// Opens data that may come split: a folder holding `train.csv` (or `.tsv`, `.jsonl`) with
+/// `val`/`validation` and `test` files beside it, or `train/`, `val/`, `test/` class folders;
+/// anything else is one training set ([`open`]). Validation and test sets take the training
+/// set's classes.
+///
+/// # Errors
+/// As [`open`], or a validation or test class the training set lacks.
+pub fn open_splits(path: &Path, columns: &Columns) -> Result<TextSplits> {
+    let find = |stems: &[&str]| -> Option<PathBuf> {
+        if !path.is_dir() {
+            return None;
+        }
+        stems.iter().flat_map(|stem| ["csv", "tsv", "jsonl", "ndjson"].iter().map(move |extension| path.join(format!("{stem}.{extension}")))).find(|file| file.is_file())
+            .or_else(|| stems.iter().map(|stem| path.join(stem)).find(|dir| dir.is_dir()))
+    };
+    let Some(train_path) = find(&["train", "training"]) else {
+        return Ok(TextSplits { train: open(path, columns)?, validation: None, test: None });
+    };
+    let train = open(&train_path, columns)?;
+    let aligned = |stems: &[&str]| find(stems).map(|other| open(&other, columns)?.align_classes(&train.classes)).transpose();
+    let validation = aligned(&["val", "valid", "validation"])?;
+    let test = aligned(&["test", "testing"])?;
+    Ok(TextSplits { train, validation, test })
+}
+
 /// Texts to predict: one per line of a file (or of standard input, `-`), blank lines left out.
 ///
 /// # Errors

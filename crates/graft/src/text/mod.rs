@@ -4,6 +4,7 @@
 pub mod bert;
 pub mod cache;
 pub mod data;
+pub mod finetune;
 pub mod student;
 pub mod teacher;
 pub mod tokenize;

@@ -7,10 +7,14 @@ use std::time::Instant;
 
 use burn::tensor::Device;
 
+use super::bert::{Bert, BertKeys};
 use super::cache::cached_features;
 use super::data::TextDataset;
+use super::finetune::{FinetuneOptions, finetune};
 use super::teacher::{Pooling, TextTeacher};
 use crate::error::{GraftError, Result};
+use crate::train::Strategy;
+use crate::weights::{collect_tensors, load_into, sha256_file};
 use crate::train::metrics::{Evaluation, evaluate};
 use crate::train::probe::{self, Samples};
 use crate::train::reporter::Reporter;
@@ -30,6 +34,8 @@ pub struct TextRunConfig {
     pub max_length: usize,
     pub pooling: Pooling,
     pub strategy: String,
+    /// Transformer layers `[0, cut)` stayed frozen (all of them for `deep`, 0 for `full`).
+    pub cut: usize,
     pub classes: Vec<String>,
     pub feature_dim: usize,
     pub seed: u64,
@@ -38,17 +44,31 @@ pub struct TextRunConfig {
 }
 
 /// A text student loaded from its run directory: the head (burn's `Linear` layout, weight
-/// `[feature_dim, classes]`) and its configuration.
+/// `[feature_dim, classes]`), its configuration, and for a fine-tuned student its encoder's
+/// tensors (Hugging Face names under `bert.`).
 #[derive(Debug, Clone)]
 pub struct TextStudent {
     pub config: TextRunConfig,
     pub weight: Vec<f32>,
     pub bias: Vec<f32>,
+    pub encoder: Option<(PathBuf, graft_weights::TensorMap)>,
 }
 
 /// How to train a text student.
 #[derive(Debug, Clone)]
 pub struct TextTrainOptions {
+    /// `deep`, `mid` or `full` (`auto` is resolved before, by [`super::advise`]).
+    pub strategy: Strategy,
+    /// `mid`: how many of the last transformer layers train (default: a third of them).
+    pub unfreeze: Option<usize>,
+    /// Fine-tuning (`mid`, `full`): epochs, peak rates, weight decay, shards.
+    pub epochs: usize,
+    pub learning_rate: f64,
+    pub encoder_factor: f64,
+    pub weight_decay: f64,
+    pub shards: usize,
+    /// Fine-tuning without given validation texts: the stratified fraction held out to score it.
+    pub validation_fraction: f64,
     pub seed: u64,
     pub cache_dir: PathBuf,
     pub out: PathBuf,
@@ -125,10 +145,31 @@ impl TextStudent {
             }
         }
         let bias = take("head.bias", vec![classes])?;
-        Ok(TextStudent { config, weight, bias })
+        let encoder = (config.strategy != "deep").then(|| (weights_path.clone(), tensors));
+        Ok(TextStudent { config, weight, bias, encoder })
     }
 
-    fn save(&self, run: &Path) -> Result<()> {
+    /// The encoder that computes this student's sentence features: the teacher itself for `deep`,
+    /// else the teacher with the student's trained layers (its weights' digest is then the
+    /// student file's, so cached features are the student's own).
+    ///
+    /// # Errors
+    /// A student file whose encoder does not fit the teacher.
+    pub fn encoder(&self, teacher: &TextTeacher, device: &Device) -> Result<TextTeacher> {
+        self.check_teacher(teacher)?;
+        let Some((path, tensors)) = &self.encoder else {
+            return Ok(teacher.clone());
+        };
+        let keys = BertKeys { prefix: "bert.".to_owned() };
+        let mut encoder_tensors = graft_weights::TensorMap::new();
+        for (key, tensor) in tensors.iter().filter(|(key, _)| key.starts_with("bert.")) {
+            encoder_tensors.insert(key.clone(), tensor.clone());
+        }
+        let (bert, _) = load_into(teacher.config.init(device), &encoder_tensors, &keys, path, false)?;
+        Ok(TextTeacher { bert, weights_sha256: sha256_file(path)?, ..teacher.clone() })
+    }
+
+    fn save(&self, run: &Path, encoder: Option<&Bert>) -> Result<()> {
         std::fs::create_dir_all(run).map_err(|source| GraftError::Io { path: run.to_owned(), source })?;
         let (dim, classes) = (self.config.feature_dim, self.config.classes.len());
         let mut torch_weight = vec![0.0; dim * classes];
@@ -140,6 +181,9 @@ impl TextStudent {
         let mut tensors = graft_weights::TensorMap::new();
         tensors.insert("head.weight".to_owned(), graft_weights::Tensor::from_f32(vec![classes, dim], torch_weight));
         tensors.insert("head.bias".to_owned(), graft_weights::Tensor::from_f32(vec![classes], self.bias.clone()));
+        if let Some(encoder) = encoder {
+            tensors.extend(collect_tensors(encoder, &BertKeys { prefix: "bert.".to_owned() })?);
+        }
         graft_weights::write_safetensors(&run.join("student.safetensors"), &tensors)?;
         let config_path = run.join("graft.json");
         let json = serde_json::to_string_pretty(&self.config).map_err(|error| GraftError::Invalid(error.to_string()))?;
@@ -165,15 +209,20 @@ impl TextStudent {
     }
 }
 
-/// Trains a `deep` text student: the encoder frozen, each text's sentence features computed once
-/// (and cached), a linear head fitted as a probe (multinomial logistic regression, its L2
-/// strength chosen by cross-validation, as for images). Without `validation` the probe fits on
-/// every text and the reported accuracy is the cross-validated one; with it, the probe fits on
-/// `train_set` and is scored on `validation`.
+/// Trains a text student.
+///
+/// - `deep`: the encoder frozen, each text's sentence features computed once (and cached), a
+///   linear head fitted as a probe (multinomial logistic regression, its L2 strength chosen by
+///   cross-validation, as for images). Without `validation` the probe fits on every text and the
+///   reported accuracy is the cross-validated one; with it, the probe fits on `train_set` and is
+///   scored on `validation`.
+/// - `mid` / `full`: the last layers (`mid`) or every layer (`full`) fine-tuned with a new head
+///   ([`finetune`]); without `validation`, a stratified fraction is held out to score each epoch
+///   and the last epoch is kept.
 ///
 /// # Errors
-/// Untrainable data, the tokenizer's or the cache's failure, or a run directory that cannot be
-/// written.
+/// Untrainable data, a strategy text students do not have, the tokenizer's or the cache's
+/// failure, or a run directory that cannot be written.
 pub fn train_text(
     teacher: &TextTeacher,
     train_set: &TextDataset,
@@ -184,6 +233,116 @@ pub fn train_text(
 ) -> Result<TextOutcome> {
     let started = Instant::now();
     train_set.check_trainable("the training data")?;
+    let layers = teacher.bert.layer_count();
+    let cut = match options.strategy {
+        Strategy::Deep => layers,
+        Strategy::Full => 0,
+        Strategy::Mid => {
+            let unfrozen = options.unfreeze.unwrap_or_else(|| layers.div_ceil(3)).clamp(1, layers);
+            layers - unfrozen
+        }
+        other => return Err(GraftError::Invalid(format!("text students train with `deep`, `mid` or `full` (`auto` chooses among them); not `{other}`"))),
+    };
+    let mut config = TextRunConfig {
+        graft_version: env!("CARGO_PKG_VERSION").to_owned(),
+        modality: "text".to_owned(),
+        teacher: teacher.name.clone(),
+        teacher_directory: std::fs::canonicalize(&teacher.directory).unwrap_or_else(|_| teacher.directory.clone()),
+        teacher_weights_sha256: teacher.weights_sha256.clone(),
+        tokenizer_sha256: teacher.tokenizer_sha256.clone(),
+        max_length: teacher.tokenizer.max_length(),
+        pooling: teacher.pooling,
+        strategy: options.strategy.to_string(),
+        cut,
+        classes: train_set.classes.clone(),
+        feature_dim: teacher.feature_dim(),
+        seed: options.seed,
+        data: options.data.clone(),
+        metrics: serde_json::Value::Null,
+    };
+    let (student, encoder, mut metrics, evaluation, examples, standard_error, truncated, cache_hits) = if options.strategy == Strategy::Deep {
+        let fitted = fit_deep(teacher, train_set, validation, &config, options, device, reporter)?;
+        (fitted.student, None, fitted.metrics, fitted.evaluation, fitted.examples, fitted.standard_error, fitted.truncated, fitted.cache_hits)
+    } else {
+        let (train_part, validation_part, how) = match validation {
+            Some(validation) => (train_set.clone(), validation.clone().align_classes(&train_set.classes)?, "the given validation texts".to_owned()),
+            None => {
+                let fraction = options.validation_fraction;
+                let (train_part, held_out) = train_set.clone().stratified_split(fraction, options.seed);
+                let how = format!("{} texts held out ({:.0}%), the last epoch kept", held_out.len(), fraction * 100.0);
+                (train_part, held_out, how)
+            }
+        };
+        let train_encoded = teacher.tokenizer.encode(&train_part.texts())?;
+        let validation_encoded = teacher.tokenizer.encode(&validation_part.texts())?;
+        let truncated = train_encoded.iter().chain(&validation_encoded).filter(|encoded| encoded.truncated).count();
+        let (train_labels, validation_labels) = (train_part.labels(), validation_part.labels());
+        let finetune_options = FinetuneOptions {
+            cut,
+            epochs: options.epochs,
+            learning_rate: options.learning_rate,
+            encoder_factor: options.encoder_factor,
+            weight_decay: options.weight_decay,
+            batch_size: options.batch_size.max(1),
+            shards: options.shards,
+            seed: options.seed,
+        };
+        let validation_input = (!validation_part.is_empty()).then_some((validation_encoded.as_slice(), validation_labels.as_slice()));
+        let (net, history) = finetune(teacher, (&train_encoded, &train_labels), validation_input, train_set.classes.len(), &finetune_options, device, reporter)?;
+        let weight = crate::backend::host_values::<f32>(net.head.weight.val().into_data())?;
+        let bias = net.head.bias.as_ref().map(|bias| crate::backend::host_values::<f32>(bias.val().into_data())).transpose()?.unwrap_or_default();
+        let student = TextStudent { config: config.clone(), weight, bias, encoder: None };
+        let probabilities = if validation_part.is_empty() {
+            Vec::new()
+        } else {
+            super::finetune::probabilities(&net, &validation_encoded, teacher.pooling, train_set.classes.len(), options.batch_size, device)?
+        };
+        let evaluation = evaluate(&probabilities, &validation_labels, &train_set.classes);
+        let examples = confidently_wrong(&validation_part, &probabilities, 10);
+        let metrics = serde_json::json!({
+            "validation": how,
+            "train_texts": train_part.len(),
+            "validation_texts": validation_part.len(),
+            "history": history,
+            "recipe": {
+                "epochs": options.epochs, "learning_rate": options.learning_rate, "encoder_learning_rate": options.learning_rate * options.encoder_factor,
+                "weight_decay": options.weight_decay, "batch_size": options.batch_size, "warmup_fraction": super::finetune::WARMUP_FRACTION,
+                "trained_layers": layers - cut,
+            },
+        });
+        (student, Some(net.bert), metrics, evaluation, examples, None, truncated, 0)
+    };
+    metrics["validation_accuracy"] = serde_json::json!(evaluation.accuracy);
+    metrics["truncated_texts"] = serde_json::json!(truncated);
+    metrics["confidently_wrong"] = serde_json::to_value(&examples).unwrap_or_default();
+    config.metrics = metrics;
+    let student = TextStudent { config: config.clone(), ..student };
+    student.save(&options.out, encoder.as_ref())?;
+    crate::report::plot_confusion(&options.out.join("confusion.png"), &evaluation)?;
+    write_text_report(&options.out, &config, &evaluation, &examples)?;
+    Ok(TextOutcome { config, accuracy: evaluation.accuracy, standard_error, truncated, cache_hits, seconds: started.elapsed().as_secs_f64() })
+}
+
+/// What the `deep` probe gives.
+struct DeepFit {
+    student: TextStudent,
+    metrics: serde_json::Value,
+    evaluation: Evaluation,
+    examples: Vec<WrongExample>,
+    standard_error: Option<f64>,
+    truncated: usize,
+    cache_hits: usize,
+}
+
+fn fit_deep(
+    teacher: &TextTeacher,
+    train_set: &TextDataset,
+    validation: Option<&TextDataset>,
+    config: &TextRunConfig,
+    options: &TextTrainOptions,
+    device: &Device,
+    reporter: &dyn Reporter,
+) -> Result<DeepFit> {
     let classes = train_set.classes.len();
     let batch = options.batch_size.max(1);
     let (train_features, train_hit) = cached_features(teacher, &train_set.texts(), &options.cache_dir, batch, device, reporter)?;
@@ -205,54 +364,29 @@ pub fn train_text(
         },
         "train_texts": train_set.len(),
     });
-    let mut student = TextStudent {
-        config: TextRunConfig {
-            graft_version: env!("CARGO_PKG_VERSION").to_owned(),
-            modality: "text".to_owned(),
-            teacher: teacher.name.clone(),
-            teacher_directory: std::fs::canonicalize(&teacher.directory).unwrap_or_else(|_| teacher.directory.clone()),
-            teacher_weights_sha256: teacher.weights_sha256.clone(),
-            tokenizer_sha256: teacher.tokenizer_sha256.clone(),
-            max_length: teacher.tokenizer.max_length(),
-            pooling: teacher.pooling,
-            strategy: "deep".to_owned(),
-            classes: train_set.classes.clone(),
-            feature_dim: train_features.width,
-            seed: options.seed,
-            data: options.data.clone(),
-            metrics: serde_json::Value::Null,
-        },
-        weight: fitted.weight.clone(),
-        bias: fitted.bias.clone(),
-    };
-    let (accuracy, standard_error, evaluation, examples) = match validation {
+    let student = TextStudent { config: config.clone(), weight: fitted.weight.clone(), bias: fitted.bias.clone(), encoder: None };
+    let (standard_error, evaluation, examples) = match validation {
         Some(validation) => {
             let validation = validation.clone().align_classes(&train_set.classes)?;
             let (features, hit) = cached_features(teacher, &validation.texts(), &options.cache_dir, batch, device, reporter)?;
             truncated += features.truncated;
             cache_hits += usize::from(hit);
             let probabilities = student.probabilities(&features.features);
-            let evaluation = evaluate(&probabilities, &validation.labels(), &train_set.classes);
             metrics["validation"] = serde_json::json!("the given validation texts");
             let examples = confidently_wrong(&validation, &probabilities, 10);
-            (evaluation.accuracy, None, evaluation, examples)
+            (None, evaluate(&probabilities, &validation.labels(), &train_set.classes), examples)
         }
         None => {
             let cv = cross_validation.ok_or_else(|| GraftError::Invalid("every class needs at least two texts for cross-validation".to_owned()))?;
-            let evaluation = evaluate(&cv.out_of_fold, &labels, &train_set.classes);
             metrics["validation"] = serde_json::json!(format!("{}-fold cross-validation over all {} texts", cv.folds, train_set.len()));
             let examples = confidently_wrong(train_set, &cv.out_of_fold, 10);
-            (cv.accuracy, Some(cv.standard_error), evaluation, examples)
+            let mut evaluation = evaluate(&cv.out_of_fold, &labels, &train_set.classes);
+            // The probe's own cross-validated figure (the mean over folds) is the one reported.
+            evaluation.accuracy = cv.accuracy;
+            (Some(cv.standard_error), evaluation, examples)
         }
     };
-    metrics["validation_accuracy"] = serde_json::json!(accuracy);
-    metrics["truncated_texts"] = serde_json::json!(truncated);
-    metrics["confidently_wrong"] = serde_json::to_value(&examples).unwrap_or_default();
-    student.config.metrics = metrics;
-    student.save(&options.out)?;
-    crate::report::plot_confusion(&options.out.join("confusion.png"), &evaluation)?;
-    write_text_report(&options.out, &student.config, &evaluation, &examples)?;
-    Ok(TextOutcome { config: student.config, accuracy, standard_error, truncated, cache_hits, seconds: started.elapsed().as_secs_f64() })
+    Ok(DeepFit { student, metrics, evaluation, examples, standard_error, truncated, cache_hits })
 }
 
 /// A text the student got wrong, most confident first: what a text user reads first.
@@ -301,12 +435,12 @@ pub fn evaluate_text(
     device: &Device,
     reporter: &dyn Reporter,
 ) -> Result<(Evaluation, Vec<WrongExample>, usize)> {
-    student.check_teacher(teacher)?;
+    let encoder = student.encoder(teacher, device)?;
     let data = data.align_classes(&student.config.classes)?;
     if data.is_empty() {
         return Err(GraftError::Invalid("the evaluation set holds no labelled texts".into()));
     }
-    let (features, _) = cached_features(teacher, &data.texts(), cache_dir, batch_size, device, reporter)?;
+    let (features, _) = cached_features(&encoder, &data.texts(), cache_dir, batch_size, device, reporter)?;
     let probabilities = student.probabilities(&features.features);
     let evaluation = evaluate(&probabilities, &data.labels(), &student.config.classes);
     Ok((evaluation, confidently_wrong(&data, &probabilities, 10), features.truncated))
@@ -317,8 +451,8 @@ pub fn evaluate_text(
 /// # Errors
 /// The encoder's failure, or a teacher that is not the student's.
 pub fn predict_texts(student: &TextStudent, teacher: &TextTeacher, texts: &[&str], batch_size: usize, device: &Device) -> Result<(Vec<f32>, usize)> {
-    student.check_teacher(teacher)?;
-    let features = teacher.embed(texts, batch_size, device, &|_| {})?;
+    let encoder = student.encoder(teacher, device)?;
+    let features = encoder.embed(texts, batch_size, device, &|_| {})?;
     Ok((student.probabilities(&features.features), features.truncated))
 }
 

@@ -12,6 +12,22 @@ use super::tokenize::{Encoded, TextTokenizer};
 use crate::error::{GraftError, Result};
 use crate::weights::{LoadReport, load_into, sha256_file};
 
+/// Pools hidden states `[rows, length, hidden]` into sentence vectors (padding left out), then
+/// L2-normalises them, as sentence-transformers' `Pooling` and `Normalize` modules do.
+pub fn pool_normalised(hidden: Tensor<3>, batch: &TokenBatch, pooling: Pooling, device: &Device) -> Tensor<2> {
+    let [rows, length, width] = hidden.dims();
+    let pooled = match pooling {
+        Pooling::Cls => hidden.slice([0..rows, 0..1, 0..width]).reshape([rows, width]),
+        Pooling::Mean => {
+            let mask = Tensor::<3>::from_data(TensorData::new(batch.mask.clone(), [rows, length, 1]), device);
+            let counts = mask.clone().sum_dim(1).reshape([rows, 1]).clamp_min(1e-9);
+            (hidden * mask.expand([rows, length, width])).sum_dim(1).reshape([rows, width]) / counts.expand([rows, width])
+        }
+    };
+    let norms = pooled.clone().powf_scalar(2.0).sum_dim(1).sqrt().clamp_min(1e-12);
+    pooled / norms.expand([rows, width])
+}
+
 /// How token states become one sentence vector (sentence-transformers' `1_Pooling`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -25,7 +41,7 @@ pub enum Pooling {
 
 /// A sentence encoder with its tokenizer and pooling. Sentence features are pooled, then
 /// L2-normalised.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TextTeacher {
     /// The zoo name, or the directory's name for a model outside the zoo.
     pub name: String,
@@ -169,17 +185,7 @@ impl TextTeacher {
 
     /// Pools hidden states `[rows, length, hidden]` into L2-normalised sentence vectors.
     pub fn pool(&self, hidden: Tensor<3>, batch: &TokenBatch, device: &Device) -> Tensor<2> {
-        let [rows, length, width] = hidden.dims();
-        let pooled = match self.pooling {
-            Pooling::Cls => hidden.slice([0..rows, 0..1, 0..width]).reshape([rows, width]),
-            Pooling::Mean => {
-                let mask = Tensor::<3>::from_data(TensorData::new(batch.mask.clone(), [rows, length, 1]), device);
-                let counts = mask.clone().sum_dim(1).reshape([rows, 1]).clamp_min(1e-9);
-                (hidden * mask.expand([rows, length, width])).sum_dim(1).reshape([rows, width]) / counts.expand([rows, width])
-            }
-        };
-        let norms = pooled.clone().powf_scalar(2.0).sum_dim(1).sqrt().clamp_min(1e-12);
-        pooled / norms.expand([rows, width])
+        pool_normalised(hidden, batch, self.pooling, device)
     }
 
     /// L2-normalised sentence features of one padded batch.

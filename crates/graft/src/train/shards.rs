@@ -74,20 +74,21 @@ pub fn step(
 ///
 /// # Errors
 /// The first shard's error.
-pub fn parallel<S, X, F>(student: &Student, shards: Vec<S>, shares: &[f64], device: &Device, pass: F) -> Result<(Step, Vec<X>)>
+pub fn parallel<M, S, X, F>(student: &M, shards: Vec<S>, shares: &[f64], device: &Device, pass: F) -> Result<(Step, Vec<X>)>
 where
+    M: Module,
     S: Send,
     X: Send,
-    F: Fn(&Student, S) -> Result<(f64, Tensor<2>, GradientsParams, X)> + Sync,
+    F: Fn(&M, S) -> Result<(f64, Tensor<2>, GradientsParams, X)> + Sync,
 {
     let threads = intra_op_threads(device, shards.len());
-    let run = |replica: Student, shard: S| {
+    let run = |replica: M, shard: S| {
         if let Some(threads) = threads {
             set_intra_op_threads(threads);
         }
         batch_statistics::collect(|| pass(&replica, shard))
     };
-    let replicas: Vec<Student> = shards.iter().map(|_| student.clone().map(&mut FreshLeaves)).collect();
+    let replicas: Vec<M> = shards.iter().map(|_| student.clone().map(&mut FreshLeaves)).collect();
     #[allow(clippy::type_complexity)]
     let results: Vec<(Result<(f64, Tensor<2>, GradientsParams, X)>, Vec<BatchStatistics>)> = std::thread::scope(|scope| {
         // Every shard on a thread of its own, so that a per-thread setting (libtorch's intra-op

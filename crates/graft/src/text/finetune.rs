@@ -1,0 +1,267 @@
+//! Fine-tuning a text student (`mid`: the last layers of the encoder and the head; `full`:
+//! every layer): the head on the pooled, normalised sentence vector, as `deep`'s probe sees it.
+//!
+//! `mid` runs the frozen front of the encoder once per text and keeps each text's hidden states
+//! at the cut (unpadded); every epoch then starts from them. Batches are split into shards that
+//! run forward and backward side by side (`train::shards`), as image students train.
+
+use burn::module::{Module, ParamGroup};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::{Linear, LinearConfig};
+use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use rayon::prelude::*;
+
+use super::bert::{Bert, TokenBatch, attention_bias};
+use super::teacher::{Pooling, TextTeacher, pool_normalised};
+use super::tokenize::Encoded;
+use crate::backend::host_values;
+use crate::error::{GraftError, Result};
+use crate::rng::SplitMix64;
+use crate::train::reporter::Reporter;
+use crate::train::schedule::WarmupCosine;
+use crate::train::shards;
+
+/// Epochs of text fine-tuning unless told otherwise.
+pub const DEFAULT_EPOCHS: usize = 3;
+/// The head's peak learning rate.
+pub const DEFAULT_LEARNING_RATE: f64 = 1e-3;
+/// The encoder's rate as a fraction of the head's: 5e-5, within the range BERT's authors
+/// recommend for fine-tuning (2e-5 to 5e-5).
+pub const DEFAULT_ENCODER_FACTOR: f64 = 0.05;
+/// The fraction of the steps the learning rate warms up over.
+pub const WARMUP_FRACTION: f64 = 0.1;
+
+/// The encoder and a linear head on its pooled sentence vector.
+#[derive(Module, Debug)]
+pub struct TextNet {
+    pub bert: Bert,
+    pub head: Linear,
+}
+
+/// What fine-tuning does.
+#[derive(Debug, Clone)]
+pub struct FinetuneOptions {
+    /// Transformer layers `[0, cut)` (and the embeddings) stay frozen; 0 trains everything.
+    pub cut: usize,
+    pub epochs: usize,
+    pub learning_rate: f64,
+    pub encoder_factor: f64,
+    pub weight_decay: f64,
+    pub batch_size: usize,
+    pub shards: usize,
+    pub seed: u64,
+}
+
+/// One epoch's figures.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TextEpoch {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    /// On the held-out texts, when there are any.
+    pub validation_accuracy: Option<f64>,
+    pub texts_per_second: f64,
+    pub seconds: f64,
+}
+
+/// Where a batch enters the network: token ids, or hidden states at the cut.
+enum Entry {
+    Tokens,
+    Hidden(Tensor<3>),
+}
+
+impl TextNet {
+    fn logits(&self, batch: &TokenBatch, entry: Entry, cut: usize, pooling: Pooling, device: &Device) -> Tensor<2> {
+        let bias = attention_bias(batch, device);
+        let hidden = match entry {
+            Entry::Tokens => self.bert.embed(batch, device),
+            Entry::Hidden(hidden) => hidden,
+        };
+        let hidden = self.bert.forward_layers(hidden, &bias, cut..self.bert.layer_count());
+        self.head.forward(pool_normalised(hidden, batch, pooling, device))
+    }
+}
+
+/// The frozen front's hidden states at `cut` for every text, unpadded (`[tokens * width]`
+/// each), computed in parallel batches.
+fn hidden_at_cut(teacher: &TextTeacher, encoded: &[Encoded], cut: usize, batch_size: usize, device: &Device, reporter: &dyn Reporter) -> Result<Vec<Vec<f32>>> {
+    let width = teacher.feature_dim();
+    let mut order: Vec<usize> = (0..encoded.len()).collect();
+    order.sort_by_key(|&index| std::cmp::Reverse(encoded[index].ids.len()));
+    reporter.start(&format!("encoding texts up to layer {cut}"), encoded.len());
+    let chunks: Vec<&[usize]> = order.chunks(batch_size.max(1)).collect();
+    let computed: Vec<Result<Vec<f32>>> = chunks
+        .par_iter()
+        .map(|chunk| {
+            let batch = TokenBatch::pad(&chunk.iter().map(|&index| &encoded[index]).collect::<Vec<_>>());
+            let bias = attention_bias(&batch, device);
+            let hidden = teacher.bert.forward_layers(teacher.bert.embed(&batch, device), &bias, 0..cut);
+            let values = host_values::<f32>(hidden.into_data());
+            reporter.advance(chunk.len(), "");
+            values
+        })
+        .collect();
+    reporter.finish();
+    let mut out = vec![Vec::new(); encoded.len()];
+    for (chunk, values) in chunks.iter().zip(computed) {
+        let values = values?;
+        let length = values.len() / (chunk.len() * width).max(1);
+        for (row, &index) in chunk.iter().enumerate() {
+            let tokens = encoded[index].ids.len();
+            out[index] = values[row * length * width..(row * length + tokens) * width].to_vec();
+        }
+    }
+    Ok(out)
+}
+
+/// A batch's hidden states at the cut, padded with zeros to its longest text.
+fn hidden_batch(rows: &[&Vec<f32>], batch: &TokenBatch, width: usize, device: &Device) -> Tensor<3> {
+    let mut values = vec![0.0f32; batch.rows * batch.length * width];
+    for (row, hidden) in rows.iter().enumerate() {
+        let start = row * batch.length * width;
+        values[start..start + hidden.len()].copy_from_slice(hidden);
+    }
+    Tensor::<3>::from_data(TensorData::new(values, [batch.rows, batch.length, width]), device)
+}
+
+/// Fine-tunes `teacher`'s encoder with a new head on `train` (texts tokenized, labels), scoring
+/// each epoch on `validation` when given. Returns the trained network (inference form) and the
+/// epochs' figures; the last epoch is kept.
+///
+/// # Errors
+/// A cut past the encoder's layers, a diverging loss, or a tensor that cannot be read back.
+pub fn finetune(
+    teacher: &TextTeacher,
+    train: (&[Encoded], &[usize]),
+    validation: Option<(&[Encoded], &[usize])>,
+    classes: usize,
+    options: &FinetuneOptions,
+    device: &Device,
+    reporter: &dyn Reporter,
+) -> Result<(TextNet, Vec<TextEpoch>)> {
+    let layers = teacher.bert.layer_count();
+    if options.cut >= layers + 1 {
+        return Err(GraftError::BlockRange { start: options.cut, end: layers, count: layers });
+    }
+    let (encoded, labels) = train;
+    let width = teacher.feature_dim();
+    let cached = if options.cut > 0 { Some(hidden_at_cut(teacher, encoded, options.cut, options.batch_size, device, reporter)?) } else { None };
+
+    let training = device.clone().autodiff();
+    training.seed(options.seed);
+    let head: Linear = LinearConfig::new(width, classes).init(&training);
+    let bert = teacher.bert.clone().fork(&training).train();
+    let mut frozen = burn::module::list_param_ids(&bert.embeddings);
+    for layer in &bert.encoder.layer[..options.cut] {
+        frozen.extend(burn::module::list_param_ids(layer));
+    }
+    let mut model = TextNet { bert: bert.freeze_group(ParamGroup::from_ids(frozen)), head };
+    let head_group = ParamGroup::ids_from_module(model.head.clone());
+    let mut optimizer = crate::train::trainer::adamw(options.weight_decay).init();
+    let loss_function = CrossEntropyLossConfig::new().init(&training);
+    let steps_per_epoch = encoded.len().div_ceil(options.batch_size.max(1));
+    let total_steps = steps_per_epoch * options.epochs;
+    let warmup_steps = ((total_steps as f64 * WARMUP_FRACTION).round() as usize).max(1);
+    let schedule = |peak: f64| WarmupCosine { peak, warmup_steps, total_steps, step: 0 };
+    let mut scheduler = ModuleLrScheduler::new(schedule(options.learning_rate * options.encoder_factor)).with_group(head_group, schedule(options.learning_rate));
+    let pooling = teacher.pooling;
+    let cut = options.cut;
+    let mut history = Vec::with_capacity(options.epochs);
+    for epoch in 0..options.epochs {
+        let started = std::time::Instant::now();
+        let mut order: Vec<usize> = (0..encoded.len()).collect();
+        SplitMix64::derive(options.seed, &[0x7E47, epoch as u64]).shuffle(&mut order);
+        reporter.start(&format!("epoch {}/{}", epoch + 1, options.epochs), encoded.len());
+        let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+        for batch in order.chunks(options.batch_size.max(1)) {
+            let parts = shards::split(batch, options.shards.max(1));
+            let shares: Vec<f64> = parts.iter().map(|part| part.len() as f64 / batch.len() as f64).collect();
+            let pass = |replica: &TextNet, part: Vec<usize>| -> Result<(f64, Tensor<2>, burn::optim::GradientsParams, usize)> {
+                let tokens = TokenBatch::pad(&part.iter().map(|&index| &encoded[index]).collect::<Vec<_>>());
+                let entry = match &cached {
+                    Some(cached) => Entry::Hidden(hidden_batch(&part.iter().map(|&index| &cached[index]).collect::<Vec<_>>(), &tokens, width, &training)),
+                    None => Entry::Tokens,
+                };
+                let logits = replica.logits(&tokens, entry, cut, pooling, &training);
+                let targets: Vec<i64> = part.iter().map(|&index| labels[index] as i64).collect();
+                let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [part.len()]), &training);
+                let loss = loss_function.forward(logits.clone(), targets);
+                let loss_value = f64::from(loss.clone().into_scalar::<f32>());
+                let predicted = host_values::<f32>(logits.clone().valid().argmax(1).float().into_data())?;
+                let right = predicted.iter().zip(&part).filter(|(class, index)| **class as usize == labels[**index]).count();
+                let gradients = burn::optim::GradientsParams::from_grads(loss.backward(), replica);
+                Ok((loss_value, logits.valid(), gradients, right))
+            };
+            let (result, rights) = shards::parallel(&model, parts, &shares, &training, pass)?;
+            if !result.loss.is_finite() {
+                reporter.finish();
+                return Err(GraftError::Diverged { what: "training loss", value: result.loss, epoch: epoch + 1, learning_rate: options.learning_rate, kept_epoch: None });
+            }
+            loss_sum += result.loss * batch.len() as f64;
+            correct += rights.iter().sum::<usize>();
+            model = optimizer.step(scheduler.step(), model, result.gradients);
+            reporter.advance(batch.len(), &format!("loss {:.4}", result.loss));
+        }
+        reporter.finish();
+        let seconds = started.elapsed().as_secs_f64();
+        let validation_accuracy = match validation {
+            Some((texts, labels)) => {
+                let probabilities = probabilities(&model.valid(), texts, pooling, classes, options.batch_size, device)?;
+                Some(accuracy(&probabilities, labels, classes))
+            }
+            None => None,
+        };
+        let record = TextEpoch {
+            epoch: epoch + 1,
+            train_loss: loss_sum / encoded.len() as f64,
+            train_accuracy: correct as f64 / encoded.len() as f64,
+            validation_accuracy,
+            texts_per_second: encoded.len() as f64 / seconds.max(1e-9),
+            seconds,
+        };
+        reporter.note(&format!(
+            "epoch {}/{}: training loss {:.4}, accuracy {:.1}%{}, {:.1} texts/s",
+            record.epoch,
+            options.epochs,
+            record.train_loss,
+            record.train_accuracy * 100.0,
+            record.validation_accuracy.map_or_else(String::new, |accuracy| format!(", validation accuracy {:.1}%", accuracy * 100.0)),
+            record.texts_per_second
+        ));
+        history.push(record);
+    }
+    Ok((model.valid(), history))
+}
+
+/// Class probabilities of tokenized texts through a trained network, one row of `classes` each,
+/// in parallel batches.
+///
+/// # Errors
+/// A tensor that cannot be read back.
+pub fn probabilities(net: &TextNet, encoded: &[Encoded], pooling: Pooling, classes: usize, batch_size: usize, device: &Device) -> Result<Vec<f32>> {
+    let mut order: Vec<usize> = (0..encoded.len()).collect();
+    order.sort_by_key(|&index| std::cmp::Reverse(encoded[index].ids.len()));
+    let chunks: Vec<&[usize]> = order.chunks(batch_size.max(1)).collect();
+    let computed: Vec<Result<Vec<f32>>> = chunks
+        .par_iter()
+        .map(|chunk| {
+            let batch = TokenBatch::pad(&chunk.iter().map(|&index| &encoded[index]).collect::<Vec<_>>());
+            let logits = net.logits(&batch, Entry::Tokens, 0, pooling, device);
+            host_values::<f32>(burn::tensor::activation::softmax(logits, 1).into_data())
+        })
+        .collect();
+    let mut out = vec![0.0f32; encoded.len() * classes];
+    for (chunk, values) in chunks.iter().zip(computed) {
+        let values = values?;
+        for (row, &index) in chunk.iter().enumerate() {
+            out[index * classes..(index + 1) * classes].copy_from_slice(&values[row * classes..(row + 1) * classes]);
+        }
+    }
+    Ok(out)
+}
+
+fn accuracy(probabilities: &[f32], labels: &[usize], classes: usize) -> f64 {
+    let right = probabilities.chunks(classes).zip(labels).filter(|(row, label)| crate::train::probe::argmax(row) == **label).count();
+    right as f64 / labels.len().max(1) as f64
+}
