@@ -490,10 +490,10 @@ fn text_students_train_eval_predict_and_embed() {
     let out = graft(&["train", "--teacher", "all-minilm-l6-v2", "--weights", teacher, "--data", train.to_str().unwrap(), "--out", run.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("no label column") && text(&out.stderr).contains("--label-column"), "{}", text(&out.stderr));
-    // Strategies beyond `deep` are refused with what works instead.
-    let out = graft(&["train", "--teacher", "all-minilm-l6-v2", "--weights", teacher, "--data", train.to_str().unwrap(), "--label-column", "topic", "--strategy", "full", "--out", run.to_str().unwrap()]);
+    // Image-only strategies are refused with what works instead.
+    let out = graft(&["train", "--teacher", "all-minilm-l6-v2", "--weights", teacher, "--data", train.to_str().unwrap(), "--label-column", "topic", "--strategy", "scratch", "--out", run.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("--strategy deep"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("`deep`, `mid`, `full` or `auto`"), "{}", text(&out.stderr));
 
     let out = graft(&["train", "--teacher", "all-minilm-l6-v2", "--weights", teacher, "--data", train.to_str().unwrap(), "--label-column", "topic", "--out", run.to_str().unwrap(), "--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -529,6 +529,26 @@ fn text_students_train_eval_predict_and_embed() {
         assert_eq!(features.len(), width);
         assert!((features.iter().map(|v| v * v).sum::<f64>() - 1.0).abs() < 1e-4);
     }
+
+    // A fine-tuned student (the last layer, one epoch) is saved with its encoder, and eval and
+    // predict run that encoder, not the teacher's.
+    let tuned = dir.join("tuned");
+    let out = graft(&["train", "--teacher", "all-minilm-l6-v2", "--weights", teacher, "--data", train.to_str().unwrap(), "--label-column", "topic", "--strategy", "mid", "--unfreeze", "1", "--epochs", "1", "--out", tuned.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let tuned_summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    assert_eq!(tuned_summary["strategy"], "mid");
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tuned.join("graft.json")).unwrap()).unwrap();
+    assert_eq!(saved["metrics"]["history"].as_array().map(Vec::len), Some(1), "{saved}");
+    let out = graft(&["eval", tuned.to_str().unwrap(), "--data", test.to_str().unwrap(), "--label-column", "topic", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = graft(&["predict", "--student", tuned.to_str().unwrap(), "--json", "Add a pinch of salt."]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // `auto` with 12 texts a class keeps the probe and says why.
+    let out = graft(&["train", "--teacher", "all-minilm-l6-v2", "--weights", teacher, "--data", train.to_str().unwrap(), "--label-column", "topic", "--strategy", "auto", "--out", dir.join("auto").to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let auto: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    assert_eq!(auto["strategy"], "deep");
+    assert!(auto["strategy_reason"].as_str().is_some_and(|reason| reason.contains("12 texts in the smallest class")), "{auto}");
 
     if real {
         // Sports against cooking is easy for a sentence encoder: the student must get it.

@@ -67,7 +67,7 @@ pub fn train(args: &TrainArgs, settings: &Settings) -> anyhow::Result<()> {
     use graft::train::Strategy;
     let training = &args.training;
     if !matches!(training.strategy, Strategy::Deep | Strategy::Mid | Strategy::Full | Strategy::Auto) {
-        anyhow::bail!("text students train with `--strategy deep`, `mid`, `full` or `auto`; `{}` is for image teachers", training.strategy);
+        anyhow::bail!("text students train with `deep`, `mid`, `full` or `auto`; `{}` is for image teachers", training.strategy);
     }
     if args.resume {
         anyhow::bail!("text students keep no checkpoints to resume from: run it again (a `deep` student trains in seconds from cached features)");
@@ -122,6 +122,7 @@ pub fn train(args: &TrainArgs, settings: &Settings) -> anyhow::Result<()> {
                 "modality": "text",
                 "teacher": config.teacher,
                 "strategy": config.strategy,
+                "strategy_reason": config.strategy_reason,
                 "validation_accuracy": outcome.accuracy,
                 "standard_error": outcome.standard_error,
                 "validation": config.metrics["validation"],

@@ -34,6 +34,9 @@ pub struct TextRunConfig {
     pub max_length: usize,
     pub pooling: Pooling,
     pub strategy: String,
+    /// Why `auto` chose the strategy it did.
+    #[serde(default)]
+    pub strategy_reason: Option<String>,
     /// Transformer layers `[0, cut)` stayed frozen (all of them for `deep`, 0 for `full`).
     pub cut: usize,
     pub classes: Vec<String>,
@@ -209,6 +212,11 @@ impl TextStudent {
     }
 }
 
+/// The texts per class below which `auto` keeps `deep` without measuring a fine-tuned student:
+/// too few to move an encoder without overfitting it, and the probe is cross-validated where a
+/// fine-tuned student is scored on a fifth of them.
+pub const AUTO_MIN_PER_CLASS: usize = 50;
+
 /// Trains a text student.
 ///
 /// - `deep`: the encoder frozen, each text's sentence features computed once (and cached), a
@@ -219,6 +227,10 @@ impl TextStudent {
 /// - `mid` / `full`: the last layers (`mid`) or every layer (`full`) fine-tuned with a new head
 ///   ([`finetune`]); without `validation`, a stratified fraction is held out to score each epoch
 ///   and the last epoch is kept.
+/// - `auto`: measures. The `deep` probe first (seconds, from cached features); below
+///   [`AUTO_MIN_PER_CLASS`] texts per class it is kept; otherwise a `mid` student is trained too
+///   and kept only when it scores more than one standard error (at least half a point) above
+///   the probe. `full` costs several times `mid` and is left to be asked for.
 ///
 /// # Errors
 /// Untrainable data, a strategy text students do not have, the tokenizer's or the cache's
@@ -234,15 +246,7 @@ pub fn train_text(
     let started = Instant::now();
     train_set.check_trainable("the training data")?;
     let layers = teacher.bert.layer_count();
-    let cut = match options.strategy {
-        Strategy::Deep => layers,
-        Strategy::Full => 0,
-        Strategy::Mid => {
-            let unfrozen = options.unfreeze.unwrap_or_else(|| layers.div_ceil(3)).clamp(1, layers);
-            layers - unfrozen
-        }
-        other => return Err(GraftError::Invalid(format!("text students train with `deep`, `mid` or `full` (`auto` chooses among them); not `{other}`"))),
-    };
+    let mid_cut = layers - options.unfreeze.unwrap_or_else(|| layers.div_ceil(3)).clamp(1, layers);
     let mut config = TextRunConfig {
         graft_version: env!("CARGO_PKG_VERSION").to_owned(),
         modality: "text".to_owned(),
@@ -253,68 +257,50 @@ pub fn train_text(
         max_length: teacher.tokenizer.max_length(),
         pooling: teacher.pooling,
         strategy: options.strategy.to_string(),
-        cut,
+        strategy_reason: None,
+        cut: layers,
         classes: train_set.classes.clone(),
         feature_dim: teacher.feature_dim(),
         seed: options.seed,
         data: options.data.clone(),
         metrics: serde_json::Value::Null,
     };
-    let (student, encoder, mut metrics, evaluation, examples, standard_error, truncated, cache_hits) = if options.strategy == Strategy::Deep {
-        let fitted = fit_deep(teacher, train_set, validation, &config, options, device, reporter)?;
-        (fitted.student, None, fitted.metrics, fitted.evaluation, fitted.examples, fitted.standard_error, fitted.truncated, fitted.cache_hits)
-    } else {
-        let (train_part, validation_part, how) = match validation {
-            Some(validation) => (train_set.clone(), validation.clone().align_classes(&train_set.classes)?, "the given validation texts".to_owned()),
-            None => {
-                let fraction = options.validation_fraction;
-                let (train_part, held_out) = train_set.clone().stratified_split(fraction, options.seed);
-                let how = format!("{} texts held out ({:.0}%), the last epoch kept", held_out.len(), fraction * 100.0);
-                (train_part, held_out, how)
+    let (trained, strategy, cut, reason) = match options.strategy {
+        Strategy::Deep => (fit_deep(teacher, train_set, validation, &config, options, device, reporter)?, Strategy::Deep, layers, None),
+        Strategy::Mid => (fit_finetuned(teacher, train_set, validation, &config, options, mid_cut, device, reporter)?, Strategy::Mid, mid_cut, None),
+        Strategy::Full => (fit_finetuned(teacher, train_set, validation, &config, options, 0, device, reporter)?, Strategy::Full, 0, None),
+        Strategy::Auto => {
+            let deep = fit_deep(teacher, train_set, validation, &config, options, device, reporter)?;
+            let fewest = train_set.class_counts().into_iter().min().unwrap_or(0);
+            let deep_error = deep.standard_error.unwrap_or_else(|| binomial_error(deep.evaluation.accuracy, deep.evaluation.images));
+            if fewest < AUTO_MIN_PER_CLASS {
+                let reason = format!("deep: {fewest} texts in the smallest class, below the {AUTO_MIN_PER_CLASS} a fine-tuned encoder needs; the probe scores {:.1}%", deep.evaluation.accuracy * 100.0);
+                (deep, Strategy::Deep, layers, Some(reason))
+            } else {
+                reporter.note(&format!("auto: the deep probe scores {:.1}% ± {:.1}%; measuring a mid student", deep.evaluation.accuracy * 100.0, deep_error * 100.0));
+                let mid = fit_finetuned(teacher, train_set, validation, &config, options, mid_cut, device, reporter)?;
+                let margin = deep_error.max(0.005);
+                let gain = mid.evaluation.accuracy - deep.evaluation.accuracy;
+                let figures = format!("mid {:.1}% against deep {:.1}% ± {:.1}%", mid.evaluation.accuracy * 100.0, deep.evaluation.accuracy * 100.0, deep_error * 100.0);
+                if gain > margin {
+                    (mid, Strategy::Mid, mid_cut, Some(format!("mid: fine-tuning the last {} layers scored higher ({figures})", layers - mid_cut)))
+                } else {
+                    (deep, Strategy::Deep, layers, Some(format!("deep: fine-tuning gained no more than the probe's error ({figures})")))
+                }
             }
-        };
-        let train_encoded = teacher.tokenizer.encode(&train_part.texts())?;
-        let validation_encoded = teacher.tokenizer.encode(&validation_part.texts())?;
-        let truncated = train_encoded.iter().chain(&validation_encoded).filter(|encoded| encoded.truncated).count();
-        let (train_labels, validation_labels) = (train_part.labels(), validation_part.labels());
-        let finetune_options = FinetuneOptions {
-            cut,
-            epochs: options.epochs,
-            learning_rate: options.learning_rate,
-            encoder_factor: options.encoder_factor,
-            weight_decay: options.weight_decay,
-            batch_size: options.batch_size.max(1),
-            shards: options.shards,
-            seed: options.seed,
-        };
-        let validation_input = (!validation_part.is_empty()).then_some((validation_encoded.as_slice(), validation_labels.as_slice()));
-        let (net, history) = finetune(teacher, (&train_encoded, &train_labels), validation_input, train_set.classes.len(), &finetune_options, device, reporter)?;
-        let weight = crate::backend::host_values::<f32>(net.head.weight.val().into_data())?;
-        let bias = net.head.bias.as_ref().map(|bias| crate::backend::host_values::<f32>(bias.val().into_data())).transpose()?.unwrap_or_default();
-        let student = TextStudent { config: config.clone(), weight, bias, encoder: None };
-        let probabilities = if validation_part.is_empty() {
-            Vec::new()
-        } else {
-            super::finetune::probabilities(&net, &validation_encoded, teacher.pooling, train_set.classes.len(), options.batch_size, device)?
-        };
-        let evaluation = evaluate(&probabilities, &validation_labels, &train_set.classes);
-        let examples = confidently_wrong(&validation_part, &probabilities, 10);
-        let metrics = serde_json::json!({
-            "validation": how,
-            "train_texts": train_part.len(),
-            "validation_texts": validation_part.len(),
-            "history": history,
-            "recipe": {
-                "epochs": options.epochs, "learning_rate": options.learning_rate, "encoder_learning_rate": options.learning_rate * options.encoder_factor,
-                "weight_decay": options.weight_decay, "batch_size": options.batch_size, "warmup_fraction": super::finetune::WARMUP_FRACTION,
-                "trained_layers": layers - cut,
-            },
-        });
-        (student, Some(net.bert), metrics, evaluation, examples, None, truncated, 0)
+        }
+        other => return Err(GraftError::Invalid(format!("text students train with `deep`, `mid`, `full` or `auto`; not `{other}`"))),
     };
+    if let Some(reason) = &reason {
+        reporter.note(&format!("auto: {reason}"));
+    }
+    let Trained { student, encoder, mut metrics, evaluation, examples, standard_error, truncated, cache_hits } = trained;
     metrics["validation_accuracy"] = serde_json::json!(evaluation.accuracy);
     metrics["truncated_texts"] = serde_json::json!(truncated);
     metrics["confidently_wrong"] = serde_json::to_value(&examples).unwrap_or_default();
+    config.strategy = strategy.to_string();
+    config.strategy_reason = reason;
+    config.cut = cut;
     config.metrics = metrics;
     let student = TextStudent { config: config.clone(), ..student };
     student.save(&options.out, encoder.as_ref())?;
@@ -323,10 +309,18 @@ pub fn train_text(
     Ok(TextOutcome { config, accuracy: evaluation.accuracy, standard_error, truncated, cache_hits, seconds: started.elapsed().as_secs_f64() })
 }
 
-/// What the `deep` probe gives.
-struct DeepFit {
+/// The standard error of an accuracy measured on `count` examples.
+fn binomial_error(accuracy: f64, count: usize) -> f64 {
+    (accuracy * (1.0 - accuracy) / count.max(1) as f64).sqrt()
+}
+
+/// A trained student before it is saved, with how it scored.
+struct Trained {
     student: TextStudent,
+    /// The trained encoder of a fine-tuned student.
+    encoder: Option<Bert>,
     metrics: serde_json::Value,
+    /// On the validation texts, or the probe's out-of-fold predictions.
     evaluation: Evaluation,
     examples: Vec<WrongExample>,
     standard_error: Option<f64>,
@@ -334,6 +328,68 @@ struct DeepFit {
     cache_hits: usize,
 }
 
+#[allow(clippy::too_many_arguments)]
+fn fit_finetuned(
+    teacher: &TextTeacher,
+    train_set: &TextDataset,
+    validation: Option<&TextDataset>,
+    config: &TextRunConfig,
+    options: &TextTrainOptions,
+    cut: usize,
+    device: &Device,
+    reporter: &dyn Reporter,
+) -> Result<Trained> {
+    let layers = teacher.bert.layer_count();
+    let (train_part, validation_part, how) = match validation {
+        Some(validation) => (train_set.clone(), validation.clone().align_classes(&train_set.classes)?, "the given validation texts".to_owned()),
+        None => {
+            let fraction = options.validation_fraction;
+            let (train_part, held_out) = train_set.clone().stratified_split(fraction, options.seed);
+            let how = format!("{} texts held out ({:.0}%), the last epoch kept", held_out.len(), fraction * 100.0);
+            (train_part, held_out, how)
+        }
+    };
+    let train_encoded = teacher.tokenizer.encode(&train_part.texts())?;
+    let validation_encoded = teacher.tokenizer.encode(&validation_part.texts())?;
+    let truncated = train_encoded.iter().chain(&validation_encoded).filter(|encoded| encoded.truncated).count();
+    let (train_labels, validation_labels) = (train_part.labels(), validation_part.labels());
+    let finetune_options = FinetuneOptions {
+        cut,
+        epochs: options.epochs,
+        learning_rate: options.learning_rate,
+        encoder_factor: options.encoder_factor,
+        weight_decay: options.weight_decay,
+        batch_size: options.batch_size.max(1),
+        shards: options.shards,
+        seed: options.seed,
+    };
+    let validation_input = (!validation_part.is_empty()).then_some((validation_encoded.as_slice(), validation_labels.as_slice()));
+    let (net, history) = finetune(teacher, (&train_encoded, &train_labels), validation_input, train_set.classes.len(), &finetune_options, device, reporter)?;
+    let weight = crate::backend::host_values::<f32>(net.head.weight.val().into_data())?;
+    let bias = net.head.bias.as_ref().map(|bias| crate::backend::host_values::<f32>(bias.val().into_data())).transpose()?.unwrap_or_default();
+    let student = TextStudent { config: config.clone(), weight, bias, encoder: None };
+    let probabilities = if validation_part.is_empty() {
+        Vec::new()
+    } else {
+        super::finetune::probabilities(&net, &validation_encoded, teacher.pooling, train_set.classes.len(), options.batch_size, device)?
+    };
+    let evaluation = evaluate(&probabilities, &validation_labels, &train_set.classes);
+    let examples = confidently_wrong(&validation_part, &probabilities, 10);
+    let metrics = serde_json::json!({
+        "validation": how,
+        "train_texts": train_part.len(),
+        "validation_texts": validation_part.len(),
+        "history": history,
+        "recipe": {
+            "epochs": options.epochs, "learning_rate": options.learning_rate, "encoder_learning_rate": options.learning_rate * options.encoder_factor,
+            "weight_decay": options.weight_decay, "batch_size": options.batch_size, "warmup_fraction": super::finetune::WARMUP_FRACTION,
+            "trained_layers": layers - cut,
+        },
+    });
+    Ok(Trained { student, encoder: Some(net.bert), metrics, evaluation, examples, standard_error: None, truncated, cache_hits: 0 })
+}
+
+#[allow(clippy::too_many_arguments)]
 fn fit_deep(
     teacher: &TextTeacher,
     train_set: &TextDataset,
@@ -342,7 +398,7 @@ fn fit_deep(
     options: &TextTrainOptions,
     device: &Device,
     reporter: &dyn Reporter,
-) -> Result<DeepFit> {
+) -> Result<Trained> {
     let classes = train_set.classes.len();
     let batch = options.batch_size.max(1);
     let (train_features, train_hit) = cached_features(teacher, &train_set.texts(), &options.cache_dir, batch, device, reporter)?;
@@ -386,7 +442,7 @@ fn fit_deep(
             (Some(cv.standard_error), evaluation, examples)
         }
     };
-    Ok(DeepFit { student, metrics, evaluation, examples, standard_error, truncated, cache_hits })
+    Ok(Trained { student, encoder: None, metrics, evaluation, examples, standard_error, truncated, cache_hits })
 }
 
 /// A text the student got wrong, most confident first: what a text user reads first.

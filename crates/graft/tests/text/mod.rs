@@ -107,3 +107,25 @@ fn a_directory_without_a_model_says_what_it_lacks() {
     let message = TextTeacher::from_directory(None, &no_tokenizer, &device).unwrap_err().to_string();
     assert!(message.contains("tokenizer.json"), "{message}");
 }
+
+/// Fine-tuning the last layer from cached hidden states: the frozen front is untouched, the
+/// trained layer and the head move, and the training loss falls on texts that can be told apart.
+#[test]
+fn mid_fine_tuning_trains_only_behind_the_cut() {
+    use graft::text::finetune::{FinetuneOptions, finetune};
+    let device = Device::flex();
+    let (teacher, _) = TextTeacher::from_directory(None, &repo("crates/graft/tests/fixtures/tiny-bert"), &device).unwrap();
+    let texts: Vec<String> = (0..24).map(|i| if i % 2 == 0 { format!("the dog and the fox {i}") } else { format!("eating food is {i}") }).collect();
+    let labels: Vec<usize> = (0..24).map(|i| i % 2).collect();
+    let encoded = teacher.tokenizer.encode(&texts.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+    let options = FinetuneOptions { cut: 1, epochs: 8, learning_rate: 0.1, encoder_factor: 0.1, weight_decay: 0.0, batch_size: 8, shards: 2, seed: 3 };
+    let (net, history) = finetune(&teacher, (&encoded, &labels), Some((&encoded, &labels)), 2, &options, &device, &graft::train::reporter::Silent).unwrap();
+    assert_eq!(history.len(), 8);
+    assert!(history[7].train_loss < history[0].train_loss * 0.8, "{history:?}");
+    assert!(history[7].validation_accuracy.unwrap() >= 0.9, "{history:?}");
+    let values = |bert: &graft::text::bert::Bert, layer: usize| crate::common::values(bert.encoder.layer[layer].attention.self_attention.query.weight.val());
+    assert_eq!(values(&net.bert, 0), values(&teacher.bert, 0), "the frozen layer moved");
+    assert_ne!(values(&net.bert, 1), values(&teacher.bert, 1), "the trained layer did not move");
+    let embeddings = |bert: &graft::text::bert::Bert| crate::common::values(bert.embeddings.word_embeddings.weight.val());
+    assert_eq!(embeddings(&net.bert), embeddings(&teacher.bert), "the embeddings moved");
+}
