@@ -521,7 +521,7 @@ pub struct CompareArgs {
     #[arg(long, default_value = "graft-compare")]
     pub out: PathBuf,
 
-    /// Strategies to compare, in order.
+    /// Strategies to compare, in order (text teachers: deep, mid and full; `scratch` is skipped).
     #[arg(long, value_delimiter = ',', default_value = "deep,mid,full,scratch", value_parser = choice::<Strategy>())]
     pub strategies: Vec<Strategy>,
 
@@ -531,6 +531,9 @@ pub struct CompareArgs {
 
     #[command(flatten)]
     pub training: TrainingArgs,
+
+    #[command(flatten)]
+    pub columns: TextColumnArgs,
 
     /// Print the table as JSON.
     #[arg(long)]

@@ -550,6 +550,16 @@ fn text_students_train_eval_predict_and_embed() {
     assert_eq!(auto["strategy"], "deep");
     assert!(auto["strategy_reason"].as_str().is_some_and(|reason| reason.contains("12 texts in the smallest class")), "{auto}");
 
+    // compare: the strategies side by side on the same held-out texts, scored on the test texts.
+    let compared = dir.join("compare");
+    let out = graft(&["compare", "--teacher", "all-minilm-l6-v2", "--weights", teacher, "--data", train.to_str().unwrap(), "--test", test.to_str().unwrap(), "--label-column", "topic", "--strategies", "deep,mid,scratch", "--epochs", "1", "--unfreeze", "1", "--out", compared.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    let strategies: Vec<&str> = rows.as_array().unwrap().iter().map(|row| row["strategy"].as_str().unwrap()).collect();
+    assert_eq!(strategies, ["deep", "mid"], "scratch is for image teachers");
+    assert!(rows.as_array().unwrap().iter().all(|row| row["test_accuracy"].as_f64().is_some()), "{rows}");
+    assert!(compared.join("compare.md").is_file());
+
     if real {
         // Sports against cooking is easy for a sentence encoder: the student must get it.
         assert!(summary["validation_accuracy"].as_f64().unwrap() >= 0.9, "{summary}");

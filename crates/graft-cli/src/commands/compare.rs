@@ -22,6 +22,9 @@ struct Row {
 }
 
 pub fn run(args: &CompareArgs, settings: &Settings) -> anyhow::Result<()> {
+    if super::text::is_text(&args.teacher) {
+        return super::text::compare(args, settings);
+    }
     let teacher = super::teacher(&args.teacher, settings)?;
     let (train_set, validation, _) = super::train::open_training_data(&args.data, &args.training, settings)?;
     let test = match &args.test {

@@ -6,9 +6,29 @@ use std::path::{Path, PathBuf};
 use graft::models::WeightOptions;
 use graft::text::{self, TextStudent, TextTeacher, TextTrainOptions};
 
-use crate::cli::{EmbedArgs, EvalArgs, PredictArgs, TeacherArgs, TrainArgs};
+use crate::cli::{CompareArgs, EmbedArgs, EvalArgs, PredictArgs, TeacherArgs, TrainArgs, TrainingArgs};
 use crate::progress::CliReporter;
 use crate::settings::Settings;
+
+/// The text recipe from the arguments: what is not given takes the text defaults.
+fn train_options(training: &TrainingArgs, out: &Path, data: &Path, settings: &Settings) -> TextTrainOptions {
+    use graft::text::finetune::{DEFAULT_ENCODER_FACTOR, DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE};
+    TextTrainOptions {
+        strategy: training.strategy,
+        unfreeze: training.unfreeze,
+        epochs: training.epochs.unwrap_or(DEFAULT_EPOCHS),
+        learning_rate: training.learning_rate.unwrap_or(DEFAULT_LEARNING_RATE),
+        encoder_factor: training.backbone_lr_factor.unwrap_or(DEFAULT_ENCODER_FACTOR),
+        weight_decay: training.weight_decay,
+        shards: training.shards.unwrap_or_else(|| graft::device::default_shards(&settings.device)),
+        validation_fraction: training.validation_fraction,
+        seed: training.seed,
+        cache_dir: settings.cache_dir.clone(),
+        out: out.to_owned(),
+        batch_size: training.batch_size,
+        data: data.display().to_string(),
+    }
+}
 
 /// Whether the arguments name a text teacher.
 pub fn is_text(args: &TeacherArgs) -> bool {
@@ -63,7 +83,6 @@ fn texts(arguments: &[PathBuf], file: Option<&Path>) -> anyhow::Result<Vec<Strin
 }
 
 pub fn train(args: &TrainArgs, settings: &Settings) -> anyhow::Result<()> {
-    use graft::text::finetune::{DEFAULT_ENCODER_FACTOR, DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE};
     use graft::train::Strategy;
     let training = &args.training;
     if !matches!(training.strategy, Strategy::Deep | Strategy::Mid | Strategy::Full | Strategy::Auto) {
@@ -96,21 +115,7 @@ pub fn train(args: &TrainArgs, settings: &Settings) -> anyhow::Result<()> {
             (None, _) => format!(", {:.0}% held out to score it", training.validation_fraction * 100.0),
         }
     ));
-    let options = TextTrainOptions {
-        strategy: training.strategy,
-        unfreeze: training.unfreeze,
-        epochs: training.epochs.unwrap_or(DEFAULT_EPOCHS),
-        learning_rate: training.learning_rate.unwrap_or(DEFAULT_LEARNING_RATE),
-        encoder_factor: training.backbone_lr_factor.unwrap_or(DEFAULT_ENCODER_FACTOR),
-        weight_decay: training.weight_decay,
-        shards: training.shards.unwrap_or_else(|| graft::device::default_shards(&settings.device)),
-        validation_fraction: training.validation_fraction,
-        seed: training.seed,
-        cache_dir: settings.cache_dir.clone(),
-        out: args.out.clone(),
-        batch_size: training.batch_size,
-        data: data_path.display().to_string(),
-    };
+    let options = train_options(training, &args.out, data_path, settings);
     let reporter = CliReporter::new(settings.quiet);
     let outcome = text::train_text(&teacher, &train_set, validation.as_ref(), &options, &settings.device, &reporter)?;
     let config = &outcome.config;
@@ -242,6 +247,71 @@ pub fn embed(args: &EmbedArgs, settings: &Settings) -> anyhow::Result<()> {
             writer.write_record(&record)?;
         }
         writer.flush()?;
+    }
+    Ok(())
+}
+
+/// `graft compare` for a text teacher: each strategy trained on the same texts and scored on the
+/// same held-out ones (the data's own validation part, or one split made once for all), and on
+/// the test texts when there are any.
+pub fn compare(args: &CompareArgs, settings: &Settings) -> anyhow::Result<()> {
+    use graft::train::Strategy;
+    use std::fmt::Write as _;
+    let teacher = teacher(&args.teacher, settings)?;
+    let splits = text::data::open_splits(&args.data, &args.columns.columns())?;
+    let mut train_set = splits.train;
+    if let Some(per_class) = args.training.per_class {
+        train_set = train_set.subsample(per_class, args.training.seed);
+    }
+    train_set.check_trainable(&format!("`{}`", args.data.display()))?;
+    let (train_set, validation) = match splits.validation {
+        Some(validation) => (train_set, validation),
+        None => train_set.stratified_split(args.training.validation_fraction, args.training.seed),
+    };
+    let test = match &args.test {
+        Some(path) => Some(text::data::open(path, &args.columns.columns())?),
+        None => splits.test,
+    };
+    let reporter = CliReporter::new(settings.quiet);
+    let mut table = String::from("| strategy | validation accuracy | test accuracy | wall time (s) |\n|---|---|---|---|\n");
+    let mut rows = Vec::new();
+    for strategy in args.strategies.iter().filter(|strategy| matches!(strategy, Strategy::Deep | Strategy::Mid | Strategy::Full | Strategy::Auto)) {
+        settings.log(format!("== {strategy}"));
+        let mut training = args.training.clone();
+        training.strategy = *strategy;
+        let out = args.out.join(strategy.to_string());
+        let options = train_options(&training, &out, &args.data, settings);
+        let outcome = text::train_text(&teacher, &train_set, Some(&validation), &options, &settings.device, &reporter)?;
+        let test_accuracy = match &test {
+            Some(test) => {
+                let student = TextStudent::load(&out)?;
+                Some(text::evaluate_text(&student, &teacher, test.clone(), &settings.cache_dir, 32, &settings.device, &reporter)?.0.accuracy)
+            }
+            None => None,
+        };
+        let shown = test_accuracy.map_or("–".to_owned(), |accuracy| format!("{:.2}%", accuracy * 100.0));
+        let _ = writeln!(table, "| {} | {:.2}% | {shown} | {:.1} |", outcome.config.strategy, outcome.accuracy * 100.0, outcome.seconds);
+        rows.push(serde_json::json!({
+            "strategy": outcome.config.strategy, "validation_accuracy": outcome.accuracy, "test_accuracy": test_accuracy,
+            "seconds": outcome.seconds, "run": out,
+        }));
+    }
+    std::fs::create_dir_all(&args.out)?;
+    let header = format!(
+        "# graft compare\n\nText teacher `{}`, data `{}`, {} training / {} validation texts, seed {}.\n\n",
+        teacher.name,
+        args.data.display(),
+        train_set.len(),
+        validation.len(),
+        args.training.seed
+    );
+    std::fs::write(args.out.join("compare.md"), format!("{header}{table}"))?;
+    std::fs::write(args.out.join("compare.json"), serde_json::to_string_pretty(&rows)?)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print!("{table}");
+        settings.log(format!("written to {}", args.out.join("compare.md").display()));
     }
     Ok(())
 }

@@ -65,7 +65,8 @@ pub struct TextEpoch {
     pub seconds: f64,
 }
 
-/// Where a batch enters the network: token ids, or hidden states at the cut.
+/// Where a batch enters the network: token ids (every layer runs), or hidden states at the cut
+/// (the layers behind it run).
 enum Entry {
     Tokens,
     Hidden(Tensor<3>),
@@ -74,11 +75,11 @@ enum Entry {
 impl TextNet {
     fn logits(&self, batch: &TokenBatch, entry: Entry, cut: usize, pooling: Pooling, device: &Device) -> Tensor<2> {
         let bias = attention_bias(batch, device);
-        let hidden = match entry {
-            Entry::Tokens => self.bert.embed(batch, device),
-            Entry::Hidden(hidden) => hidden,
+        let (hidden, from) = match entry {
+            Entry::Tokens => (self.bert.embed(batch, device), 0),
+            Entry::Hidden(hidden) => (hidden, cut),
         };
-        let hidden = self.bert.forward_layers(hidden, &bias, cut..self.bert.layer_count());
+        let hidden = self.bert.forward_layers(hidden, &bias, from..self.bert.layer_count());
         self.head.forward(pool_normalised(hidden, batch, pooling, device))
     }
 }
