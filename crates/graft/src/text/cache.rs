@@ -1,6 +1,8 @@
-//! Sentence features computed once: a set of texts' features are stored under a key made of the
-//! teacher (weights and tokenizer), its limit and pooling, and every text, so a second run on the
-//! same data (another seed, `eval` on the same file) skips the encoder.
+//! Sentence features computed once per text, as image features are per image: an entry is one
+//! text's sentence vector (and whether the text was cut), keyed by everything that changes its
+//! numbers: the weights' and the tokenizer's SHA-256, the limit, the pooling, the cache format,
+//! and the text itself. A second run on the same texts (another seed, `eval` on the same file,
+//! a CSV with rows added) encodes only what is new.
 
 use std::path::{Path, PathBuf};
 
@@ -8,30 +10,49 @@ use burn::tensor::Device;
 use sha2::Digest;
 
 use super::teacher::{Embedded, TextTeacher};
-use crate::error::Result;
+use crate::error::{GraftError, Result};
+use crate::rng::hash_str;
 use crate::train::reporter::Reporter;
 
-/// The cache file of `texts`' features under `cache_dir`.
-pub fn cache_path(teacher: &TextTeacher, texts: &[&str], cache_dir: &Path) -> PathBuf {
-    let mut hasher = sha2::Sha256::new();
-    hasher.update(b"graft text features v1\0");
-    hasher.update(teacher.weights_sha256.as_bytes());
-    hasher.update(teacher.tokenizer_sha256.as_bytes());
-    hasher.update((teacher.tokenizer.max_length() as u64).to_le_bytes());
-    hasher.update(format!("{:?}", teacher.pooling).as_bytes());
-    for text in texts {
-        hasher.update((text.len() as u64).to_le_bytes());
-        hasher.update(text.as_bytes());
-    }
-    cache_dir.join("text-features").join(format!("{}.safetensors", crate::fsutil::hex(&hasher.finalize())))
+/// The version of the entries' layout: bumped whenever the numbers they hold would change.
+pub const TEXT_CACHE_FORMAT: u32 = 1;
+
+/// Where `teacher`'s entries live under `cache_dir`.
+pub fn cache_directory(teacher: &TextTeacher, cache_dir: &Path) -> PathBuf {
+    let numbers = format!("format {TEXT_CACHE_FORMAT}; tokenizer {}; limit {}; pooling {:?}", teacher.tokenizer_sha256, teacher.tokenizer.max_length(), teacher.pooling);
+    cache_dir.join("text-features").join(format!("{}-{}-{}", teacher.name, &teacher.weights_sha256[..16.min(teacher.weights_sha256.len())], hash_str(&numbers)))
 }
 
-/// `texts`' sentence features, from the cache when they are there (the flag says so), else
-/// computed with a progress bar and stored. A damaged cache file is recomputed.
+fn entry_path(directory: &Path, text: &str) -> PathBuf {
+    let hash = crate::fsutil::hex(&sha2::Sha256::digest(text.as_bytes()));
+    directory.join(&hash[..2]).join(format!("{hash}.f32"))
+}
+
+/// An entry's bytes: a flag (1.0 when the text was cut), then the vector, little-endian f32.
+fn read_entry(path: &Path, width: usize) -> Option<(bool, Vec<f32>)> {
+    let bytes = std::fs::read(path).ok()?;
+    if bytes.len() != (width + 1) * 4 {
+        return None;
+    }
+    let values: Vec<f32> = bytes.chunks_exact(4).map(|chunk| f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]])).collect();
+    Some((values[0] > 0.5, values[1..].to_vec()))
+}
+
+fn write_entry(path: &Path, truncated: bool, vector: &[f32]) -> std::io::Result<()> {
+    let mut bytes = Vec::with_capacity((vector.len() + 1) * 4);
+    bytes.extend_from_slice(&(if truncated { 1.0f32 } else { 0.0 }).to_le_bytes());
+    for value in vector {
+        bytes.extend_from_slice(&value.to_le_bytes());
+    }
+    graft_weights::write_atomic(path, |temporary| std::fs::write(temporary, &bytes))
+}
+
+/// `texts`' sentence features: each from the cache when it is there, the rest computed (with a
+/// progress bar) and stored. Returns them and how many came from the cache. A damaged entry is
+/// recomputed; a cache that cannot be written is not an error (the reporter hears why).
 ///
 /// # Errors
-/// The encoder's failure. A cache that cannot be written is not an error (the features are
-/// returned all the same; the reporter hears why).
+/// The encoder's failure.
 pub fn cached_features(
     teacher: &TextTeacher,
     texts: &[&str],
@@ -39,24 +60,43 @@ pub fn cached_features(
     batch_size: usize,
     device: &Device,
     reporter: &dyn Reporter,
-) -> Result<(Embedded, bool)> {
-    let path = cache_path(teacher, texts, cache_dir);
+) -> Result<(Embedded, usize)> {
+    let directory = cache_directory(teacher, cache_dir);
     let width = teacher.feature_dim();
-    if let Ok(tensors) = graft_weights::read(&path)
-        && let (Some(features), Some(truncated)) = (tensors.get("features"), tensors.get("truncated"))
-        && features.shape == [texts.len(), width]
-        && let (Some(values), Some(truncated)) = (features.as_f32(), truncated.as_f32().and_then(|t| t.first()))
-    {
-        return Ok((Embedded { features: values.to_vec(), width, truncated: *truncated as usize }, true));
+    let paths: Vec<PathBuf> = texts.iter().map(|text| entry_path(&directory, text)).collect();
+    let mut features = vec![0.0f32; texts.len() * width];
+    let mut truncated = 0;
+    let mut missing = Vec::new();
+    for (index, path) in paths.iter().enumerate() {
+        match read_entry(path, width) {
+            Some((cut, vector)) => {
+                features[index * width..(index + 1) * width].copy_from_slice(&vector);
+                truncated += usize::from(cut);
+            }
+            None => missing.push(index),
+        }
     }
-    reporter.start("encoding texts", texts.len());
-    let embedded = teacher.embed(texts, batch_size, device, &|count| reporter.advance(count, ""))?;
-    reporter.finish();
-    let mut tensors = graft_weights::TensorMap::new();
-    tensors.insert("features".to_owned(), graft_weights::Tensor::from_f32(vec![texts.len(), width], embedded.features.clone()));
-    tensors.insert("truncated".to_owned(), graft_weights::Tensor::from_f32(vec![1], vec![embedded.truncated as f32]));
-    if let Err(error) = graft_weights::write_safetensors(&path, &tensors) {
-        reporter.note(&format!("could not store the text features in the cache: {error}"));
+    let hits = texts.len() - missing.len();
+    if !missing.is_empty() {
+        reporter.start("encoding texts", missing.len());
+        let wanted: Vec<&str> = missing.iter().map(|&index| texts[index]).collect();
+        let encoded = teacher.tokenizer.encode(&wanted)?;
+        let computed = teacher.embed_encoded(&encoded, batch_size, device, &|count| reporter.advance(count, ""))?;
+        reporter.finish();
+        let mut unwritable: Option<GraftError> = None;
+        for (row, &index) in missing.iter().enumerate() {
+            let vector = computed.row(row);
+            features[index * width..(index + 1) * width].copy_from_slice(vector);
+            truncated += usize::from(encoded[row].truncated);
+            if unwritable.is_none()
+                && let Err(source) = write_entry(&paths[index], encoded[row].truncated, vector)
+            {
+                unwritable = Some(GraftError::Io { path: paths[index].clone(), source });
+            }
+        }
+        if let Some(error) = unwritable {
+            reporter.note(&format!("could not store the text features in the cache: {error}"));
+        }
     }
-    Ok((embedded, false))
+    Ok((Embedded { features, width, truncated }, hits))
 }

@@ -89,6 +89,7 @@ pub struct TextOutcome {
     pub accuracy: f64,
     pub standard_error: Option<f64>,
     pub truncated: usize,
+    /// How many texts' features came from the cache.
     pub cache_hits: usize,
     pub seconds: f64,
 }
@@ -401,14 +402,14 @@ fn fit_deep(
 ) -> Result<Trained> {
     let classes = train_set.classes.len();
     let batch = options.batch_size.max(1);
-    let (train_features, train_hit) = cached_features(teacher, &train_set.texts(), &options.cache_dir, batch, device, reporter)?;
+    let (train_features, train_hits) = cached_features(teacher, &train_set.texts(), &options.cache_dir, batch, device, reporter)?;
     let labels = train_set.labels();
     let samples = Samples { features: &train_features.features, dim: train_features.width, labels: &labels, classes };
     reporter.start("fitting the probe", 0);
     let fitted = probe::fit(samples, options.seed);
     reporter.finish();
     let mut truncated = train_features.truncated;
-    let mut cache_hits = usize::from(train_hit);
+    let mut cache_hits = train_hits;
     let cross_validation = fitted.cross_validation.as_ref();
     let mut metrics = serde_json::json!({
         "probe": {
@@ -424,9 +425,9 @@ fn fit_deep(
     let (standard_error, evaluation, examples) = match validation {
         Some(validation) => {
             let validation = validation.clone().align_classes(&train_set.classes)?;
-            let (features, hit) = cached_features(teacher, &validation.texts(), &options.cache_dir, batch, device, reporter)?;
+            let (features, hits) = cached_features(teacher, &validation.texts(), &options.cache_dir, batch, device, reporter)?;
             truncated += features.truncated;
-            cache_hits += usize::from(hit);
+            cache_hits += hits;
             let probabilities = student.probabilities(&features.features);
             metrics["validation"] = serde_json::json!("the given validation texts");
             let examples = confidently_wrong(&validation, &probabilities, 10);

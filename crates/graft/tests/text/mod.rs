@@ -129,3 +129,41 @@ fn mid_fine_tuning_trains_only_behind_the_cut() {
     let embeddings = |bert: &graft::text::bert::Bert| crate::common::values(bert.embeddings.word_embeddings.weight.val());
     assert_eq!(embeddings(&net.bert), embeddings(&teacher.bert), "the embeddings moved");
 }
+
+/// Features are cached per text: a second call reads them all, a new text alone is encoded, a
+/// damaged entry is recomputed, and every value is what the encoder gives.
+#[test]
+fn sentence_features_are_cached_per_text() {
+    use graft::text::cache::{cache_directory, cached_features};
+    let device = Device::flex();
+    let (teacher, _) = TextTeacher::from_directory(None, &repo("crates/graft/tests/fixtures/tiny-bert"), &device).unwrap();
+    let cache = std::env::temp_dir().join(format!("graft-text-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let silent = graft::train::reporter::Silent;
+    let texts = ["the dog", "eating food", "the fox and the dog"];
+    let (first, hits) = cached_features(&teacher, &texts, &cache, 2, &device, &silent).unwrap();
+    assert_eq!(hits, 0);
+    let (again, hits) = cached_features(&teacher, &texts, &cache, 2, &device, &silent).unwrap();
+    assert_eq!((hits, &again.features), (3, &first.features));
+    let (more, hits) = cached_features(&teacher, &["eating food", "a new text", "the dog"], &cache, 2, &device, &silent).unwrap();
+    assert_eq!(hits, 2);
+    assert_eq!(more.row(0), first.row(1));
+    assert_eq!(more.row(2), first.row(0));
+    let direct = teacher.embed(&["a new text"], 1, &device, &|_| {}).unwrap();
+    assert!(max_difference(more.row(1), direct.row(0)) <= 1e-6);
+    // Damage every entry: each is recomputed, to the same values.
+    for entry in walk(&cache_directory(&teacher, &cache)) {
+        std::fs::write(entry, b"not a vector").unwrap();
+    }
+    let (repaired, hits) = cached_features(&teacher, &texts, &cache, 2, &device, &silent).unwrap();
+    assert_eq!((hits, &repaired.features), (0, &first.features));
+}
+
+fn walk(directory: &std::path::Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(directory).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() { files.extend(walk(&path)) } else { files.push(path) }
+    }
+    files
+}
