@@ -25,6 +25,7 @@ import torch.nn as nn
 
 
 def read(path):
+    csv.field_size_limit(1 << 30)  # some e-mails are longer than the csv module's default limit
     with open(path, newline="", encoding="utf-8") as file:
         rows = list(csv.DictReader(file))
     return [row["text"] for row in rows], [row["label"] for row in rows]
