@@ -550,6 +550,11 @@ fn text_students_train_eval_predict_and_embed() {
     assert_eq!(auto["strategy"], "deep");
     assert!(auto["strategy_reason"].as_str().is_some_and(|reason| reason.contains("12 texts in the smallest class")), "{auto}");
 
+    // The image audit says so instead of failing on the run's contents.
+    let out = graft(&["audit", run.to_str().unwrap(), "--data", test.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("is a text student"), "{}", text(&out.stderr));
+
     // compare: the strategies side by side on the same held-out texts, scored on the test texts.
     let compared = dir.join("compare");
     let out = graft(&["compare", "--teacher", "all-minilm-l6-v2", "--weights", teacher, "--data", train.to_str().unwrap(), "--test", test.to_str().unwrap(), "--label-column", "topic", "--strategies", "deep,mid,scratch", "--epochs", "1", "--unfreeze", "1", "--out", compared.to_str().unwrap(), "--json"]);

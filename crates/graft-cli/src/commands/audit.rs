@@ -12,6 +12,9 @@ use crate::progress::CliReporter;
 use crate::settings::Settings;
 
 pub fn run(args: &AuditArgs, settings: &Settings) -> anyhow::Result<()> {
+    if graft::text::is_text_run(&args.run) {
+        anyhow::bail!("`{}` is a text student: the mimicry attack and the fingerprint perturb images, so they audit image students only", args.run.display());
+    }
     if args.fingerprint {
         return fingerprint(args, settings);
     }

@@ -32,6 +32,9 @@ struct Outcome {
 }
 
 pub fn run(args: &HardenArgs, settings: &Settings) -> anyhow::Result<()> {
+    if graft::text::is_text_run(&args.run) {
+        anyhow::bail!("`{}` is a text student: `harden` defends image students against the mimicry attack", args.run.display());
+    }
     if args.out == args.run {
         anyhow::bail!("--out must be a new run directory, not the student's own ({})", args.run.display());
     }

@@ -133,6 +133,9 @@ impl TextStudent {
         let weights_path = run.join("student.safetensors");
         let tensors = graft_weights::read(&weights_path)?;
         let (dim, classes) = (config.feature_dim, config.classes.len());
+        if dim == 0 || classes < 2 {
+            return Err(GraftError::Checkpoint { path: config_path, reason: format!("a feature width of {dim} and {classes} classes is no student") });
+        }
         let take = |key: &str, shape: Vec<usize>| -> Result<Vec<f32>> {
             let tensor = tensors.get(key).ok_or_else(|| GraftError::Checkpoint { path: weights_path.clone(), reason: format!("no `{key}`") })?;
             if tensor.shape != shape {
