@@ -63,7 +63,6 @@ pub fn run(args: &CompareArgs, settings: &Settings) -> anyhow::Result<()> {
         let test = row.test_accuracy.map_or("–".to_owned(), |a| format!("{:.2}%", a * 100.0));
         let _ = writeln!(table, "| {} | {:.2}% | {} | {:.1} | {} |", row.strategy, row.validation_accuracy * 100.0, test, row.seconds, row.trained_parameters);
     }
-    std::fs::create_dir_all(&args.out)?;
     let header = format!(
         "# graft compare\n\nTeacher `{}`, data `{}`, {} training / {} validation images, {} epochs each, seed {}.\n\n",
         teacher.card.name,
@@ -73,10 +72,17 @@ pub fn run(args: &CompareArgs, settings: &Settings) -> anyhow::Result<()> {
         args.training.epochs.unwrap_or(10),
         args.training.seed
     );
+    write_report(args, &header, &table, &rows, settings)
+}
+
+/// Writes `compare.md` (the header and the table) and `compare.json` (the rows) into `--out`, and
+/// prints the table, or the rows with `--json`.
+pub fn write_report(args: &CompareArgs, header: &str, table: &str, rows: &impl serde::Serialize, settings: &Settings) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.out)?;
     std::fs::write(args.out.join("compare.md"), format!("{header}{table}"))?;
-    std::fs::write(args.out.join("compare.json"), serde_json::to_string_pretty(&rows)?)?;
+    std::fs::write(args.out.join("compare.json"), serde_json::to_string_pretty(rows)?)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        println!("{}", serde_json::to_string_pretty(rows)?);
     } else {
         print!("{table}");
         settings.log(format!("written to {}", args.out.join("compare.md").display()));

@@ -296,7 +296,6 @@ pub fn compare(args: &CompareArgs, settings: &Settings) -> anyhow::Result<()> {
             "seconds": outcome.seconds, "run": out,
         }));
     }
-    std::fs::create_dir_all(&args.out)?;
     let header = format!(
         "# graft compare\n\nText teacher `{}`, data `{}`, {} training / {} validation texts, seed {}.\n\n",
         teacher.name,
@@ -305,13 +304,5 @@ pub fn compare(args: &CompareArgs, settings: &Settings) -> anyhow::Result<()> {
         validation.len(),
         args.training.seed
     );
-    std::fs::write(args.out.join("compare.md"), format!("{header}{table}"))?;
-    std::fs::write(args.out.join("compare.json"), serde_json::to_string_pretty(&rows)?)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-    } else {
-        print!("{table}");
-        settings.log(format!("written to {}", args.out.join("compare.md").display()));
-    }
-    Ok(())
+    super::compare::write_report(args, &header, &table, &rows, settings)
 }

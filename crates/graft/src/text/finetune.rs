@@ -241,25 +241,9 @@ pub fn finetune(
 /// # Errors
 /// A tensor that cannot be read back.
 pub fn probabilities(net: &TextNet, encoded: &[Encoded], pooling: Pooling, classes: usize, batch_size: usize, device: &Device) -> Result<Vec<f32>> {
-    let mut order: Vec<usize> = (0..encoded.len()).collect();
-    order.sort_by_key(|&index| std::cmp::Reverse(encoded[index].ids.len()));
-    let chunks: Vec<&[usize]> = order.chunks(batch_size.max(1)).collect();
-    let computed: Vec<Result<Vec<f32>>> = chunks
-        .par_iter()
-        .map(|chunk| {
-            let batch = TokenBatch::pad(&chunk.iter().map(|&index| &encoded[index]).collect::<Vec<_>>());
-            let logits = net.logits(&batch, Entry::Tokens, 0, pooling, device);
-            host_values::<f32>(burn::tensor::activation::softmax(logits, 1).into_data())
-        })
-        .collect();
-    let mut out = vec![0.0f32; encoded.len() * classes];
-    for (chunk, values) in chunks.iter().zip(computed) {
-        let values = values?;
-        for (row, &index) in chunk.iter().enumerate() {
-            out[index * classes..(index + 1) * classes].copy_from_slice(&values[row * classes..(row + 1) * classes]);
-        }
-    }
-    Ok(out)
+    super::teacher::by_length_batches(encoded, batch_size, classes, |batch| {
+        host_values::<f32>(burn::tensor::activation::softmax(net.logits(batch, Entry::Tokens, 0, pooling, device), 1).into_data())
+    })
 }
 
 fn accuracy(probabilities: &[f32], labels: &[usize], classes: usize) -> f64 {

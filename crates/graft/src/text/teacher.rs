@@ -28,6 +28,34 @@ pub fn pool_normalised(hidden: Tensor<3>, batch: &TokenBatch, pooling: Pooling, 
     pooled / norms.expand([rows, width])
 }
 
+/// Runs `compute` on `encoded` in padded batches of texts of similar length (sorted longest
+/// first, so little goes on padding), the batches in parallel (rayon: an encoder's operations on
+/// a batch of short texts are too small to keep every core busy on their own), and gathers the
+/// `width` values it gives per text back into the texts' order.
+///
+/// # Errors
+/// The first batch's error.
+pub(crate) fn by_length_batches(
+    encoded: &[Encoded],
+    batch_size: usize,
+    width: usize,
+    compute: impl Fn(&TokenBatch) -> Result<Vec<f32>> + Sync,
+) -> Result<Vec<f32>> {
+    let mut order: Vec<usize> = (0..encoded.len()).collect();
+    order.sort_by_key(|&index| std::cmp::Reverse(encoded[index].ids.len()));
+    let chunks: Vec<&[usize]> = order.chunks(batch_size.max(1)).collect();
+    let computed: Vec<Result<Vec<f32>>> =
+        chunks.par_iter().map(|chunk| compute(&TokenBatch::pad(&chunk.iter().map(|&index| &encoded[index]).collect::<Vec<_>>()))).collect();
+    let mut out = vec![0.0f32; encoded.len() * width];
+    for (chunk, values) in chunks.iter().zip(computed) {
+        let values = values?;
+        for (row, &index) in chunk.iter().enumerate() {
+            out[index * width..(index + 1) * width].copy_from_slice(&values[row * width..(row + 1) * width]);
+        }
+    }
+    Ok(out)
+}
+
 /// How token states become one sentence vector (sentence-transformers' `1_Pooling`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -210,27 +238,11 @@ impl TextTeacher {
     /// A tensor whose values cannot be read back.
     pub fn embed_encoded(&self, encoded: &[Encoded], batch_size: usize, device: &Device, progress: &(dyn Fn(usize) + Sync)) -> Result<Embedded> {
         let width = self.feature_dim();
-        let mut order: Vec<usize> = (0..encoded.len()).collect();
-        order.sort_by_key(|&index| std::cmp::Reverse(encoded[index].ids.len()));
-        // Batches run in parallel (rayon, one batch per worker): an encoder's operations on a
-        // batch of short texts are too small to keep every core busy on their own.
-        let chunks: Vec<&[usize]> = order.chunks(batch_size.max(1)).collect();
-        let computed: Vec<Result<Vec<f32>>> = chunks
-            .par_iter()
-            .map(|chunk| {
-                let sequences: Vec<&Encoded> = chunk.iter().map(|&index| &encoded[index]).collect();
-                let values = crate::backend::host_values::<f32>(self.features(&TokenBatch::pad(&sequences), device).into_data());
-                progress(chunk.len());
-                values
-            })
-            .collect();
-        let mut features = vec![0.0_f32; encoded.len() * width];
-        for (chunk, values) in chunks.iter().zip(computed) {
-            let values = values?;
-            for (row, &index) in chunk.iter().enumerate() {
-                features[index * width..(index + 1) * width].copy_from_slice(&values[row * width..(row + 1) * width]);
-            }
-        }
+        let features = by_length_batches(encoded, batch_size, width, |batch| {
+            let values = crate::backend::host_values::<f32>(self.features(batch, device).into_data());
+            progress(batch.rows);
+            values
+        })?;
         Ok(Embedded { features, width, truncated: encoded.iter().filter(|e| e.truncated).count() })
     }
 }
