@@ -65,19 +65,14 @@ pub struct TextEpoch {
     pub seconds: f64,
 }
 
-/// Where a batch enters the network: token ids (every layer runs), or hidden states at the cut
-/// (the layers behind it run).
-enum Entry {
-    Tokens,
-    Hidden(Tensor<3>),
-}
-
 impl TextNet {
-    fn logits(&self, batch: &TokenBatch, entry: Entry, cut: usize, pooling: Pooling, device: &Device) -> Tensor<2> {
+    /// Logits of a batch entering at its token ids (`at_cut` `None`: every layer runs) or at
+    /// its hidden states at the cut (the layers behind it run).
+    fn logits(&self, batch: &TokenBatch, at_cut: Option<Tensor<3>>, cut: usize, pooling: Pooling, device: &Device) -> Tensor<2> {
         let bias = attention_bias(batch, device);
-        let (hidden, from) = match entry {
-            Entry::Tokens => (self.bert.embed(batch, device), 0),
-            Entry::Hidden(hidden) => (hidden, cut),
+        let (hidden, from) = match at_cut {
+            None => (self.bert.embed(batch, device), 0),
+            Some(hidden) => (hidden, cut),
         };
         let hidden = self.bert.forward_layers(hidden, &bias, from..self.bert.layer_count());
         self.head.forward(pool_normalised(hidden, batch, pooling, device))
@@ -142,7 +137,7 @@ pub fn finetune(
     reporter: &dyn Reporter,
 ) -> Result<(TextNet, Vec<TextEpoch>)> {
     let layers = teacher.bert.layer_count();
-    if options.cut >= layers + 1 {
+    if options.cut > layers {
         return Err(GraftError::BlockRange { start: options.cut, end: layers, count: layers });
     }
     let (encoded, labels) = train;
@@ -180,10 +175,7 @@ pub fn finetune(
             let shares: Vec<f64> = parts.iter().map(|part| part.len() as f64 / batch.len() as f64).collect();
             let pass = |replica: &TextNet, part: Vec<usize>| -> Result<(f64, Tensor<2>, burn::optim::GradientsParams, usize)> {
                 let tokens = TokenBatch::pad(&part.iter().map(|&index| &encoded[index]).collect::<Vec<_>>());
-                let entry = match &cached {
-                    Some(cached) => Entry::Hidden(hidden_batch(&part.iter().map(|&index| &cached[index]).collect::<Vec<_>>(), &tokens, width, &training)),
-                    None => Entry::Tokens,
-                };
+                let entry = cached.as_ref().map(|cached| hidden_batch(&part.iter().map(|&index| &cached[index]).collect::<Vec<_>>(), &tokens, width, &training));
                 let logits = replica.logits(&tokens, entry, cut, pooling, &training);
                 let targets: Vec<i64> = part.iter().map(|&index| labels[index] as i64).collect();
                 let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [part.len()]), &training);
@@ -242,7 +234,7 @@ pub fn finetune(
 /// A tensor that cannot be read back.
 pub fn probabilities(net: &TextNet, encoded: &[Encoded], pooling: Pooling, classes: usize, batch_size: usize, device: &Device) -> Result<Vec<f32>> {
     super::teacher::by_length_batches(encoded, batch_size, classes, |batch| {
-        host_values::<f32>(burn::tensor::activation::softmax(net.logits(batch, Entry::Tokens, 0, pooling, device), 1).into_data())
+        host_values::<f32>(burn::tensor::activation::softmax(net.logits(batch, None, 0, pooling, device), 1).into_data())
     })
 }
 
