@@ -195,7 +195,8 @@ impl ModuleMapper for Loader<'_> {
     }
 }
 
-fn transpose_2d(values: &[f32], rows: usize, columns: usize) -> Vec<f32> {
+/// A row-major `rows` x `columns` matrix transposed (PyTorch's `[out, in]` <-> burn's `[in, out]`).
+pub(crate) fn transpose_2d(values: &[f32], rows: usize, columns: usize) -> Vec<f32> {
     let mut out = vec![0.0; values.len()];
     for row in 0..rows {
         for column in 0..columns {

@@ -121,9 +121,16 @@ fn hidden_batch(rows: &[&Vec<f32>], batch: &TokenBatch, width: usize, device: &D
     Tensor::<3>::from_data(TensorData::new(values, [batch.rows, batch.length, width]), device)
 }
 
+/// What fine-tuning gives: the trained network (inference form), each epoch's figures, and the
+/// last epoch's class probabilities of the validation texts (empty without them).
+pub struct Finetuned {
+    pub net: TextNet,
+    pub history: Vec<TextEpoch>,
+    pub validation_probabilities: Vec<f32>,
+}
+
 /// Fine-tunes `teacher`'s encoder with a new head on `train` (texts tokenized, labels), scoring
-/// each epoch on `validation` when given. Returns the trained network (inference form) and the
-/// epochs' figures; the last epoch is kept.
+/// each epoch on `validation` when given; the last epoch is kept.
 ///
 /// # Errors
 /// A cut past the encoder's layers, a diverging loss, or a tensor that cannot be read back.
@@ -135,7 +142,7 @@ pub fn finetune(
     options: &FinetuneOptions,
     device: &Device,
     reporter: &dyn Reporter,
-) -> Result<(TextNet, Vec<TextEpoch>)> {
+) -> Result<Finetuned> {
     let layers = teacher.bert.layer_count();
     if options.cut > layers {
         return Err(GraftError::BlockRange { start: options.cut, end: layers, count: layers });
@@ -164,6 +171,7 @@ pub fn finetune(
     let pooling = teacher.pooling;
     let cut = options.cut;
     let mut history = Vec::with_capacity(options.epochs);
+    let mut validation_probabilities = Vec::new();
     for epoch in 0..options.epochs {
         let started = std::time::Instant::now();
         let mut order: Vec<usize> = (0..encoded.len()).collect();
@@ -200,8 +208,8 @@ pub fn finetune(
         let seconds = started.elapsed().as_secs_f64();
         let validation_accuracy = match validation {
             Some((texts, labels)) => {
-                let probabilities = probabilities(&model.valid(), texts, pooling, classes, options.batch_size, device)?;
-                Some(accuracy(&probabilities, labels, classes))
+                validation_probabilities = probabilities(&model.valid(), texts, pooling, classes, options.batch_size, device)?;
+                Some(accuracy(&validation_probabilities, labels, classes))
             }
             None => None,
         };
@@ -224,7 +232,14 @@ pub fn finetune(
         ));
         history.push(record);
     }
-    Ok((model.valid(), history))
+    let net = model.valid();
+    if history.is_empty()
+        && let Some((texts, _)) = validation
+    {
+        // No epoch ran (`--epochs 0`): the untrained student is still scored.
+        validation_probabilities = probabilities(&net, texts, pooling, classes, options.batch_size, device)?;
+    }
+    Ok(Finetuned { net, history, validation_probabilities })
 }
 
 /// Class probabilities of tokenized texts through a trained network, one row of `classes` each,

@@ -14,7 +14,7 @@ use super::finetune::{FinetuneOptions, finetune};
 use super::teacher::{Pooling, TextTeacher};
 use crate::error::{GraftError, Result};
 use crate::train::Strategy;
-use crate::weights::{collect_tensors, load_into, sha256_file};
+use crate::weights::{collect_tensors, load_into, sha256_file, transpose_2d};
 use crate::train::metrics::{Evaluation, evaluate};
 use crate::train::probe::{self, Samples};
 use crate::train::reporter::Reporter;
@@ -145,12 +145,7 @@ impl TextStudent {
         };
         // Saved in PyTorch's `[out, in]` order, as every other graft head.
         let torch_weight = take("head.weight", vec![classes, dim])?;
-        let mut weight = vec![0.0; dim * classes];
-        for class in 0..classes {
-            for feature in 0..dim {
-                weight[feature * classes + class] = torch_weight[class * dim + feature];
-            }
-        }
+        let weight = transpose_2d(&torch_weight, classes, dim);
         let bias = take("head.bias", vec![classes])?;
         let encoder = (config.strategy != "deep").then(|| (weights_path.clone(), tensors));
         Ok(TextStudent { config, weight, bias, encoder })
@@ -167,24 +162,16 @@ impl TextStudent {
         let Some((path, tensors)) = &self.encoder else {
             return Ok(teacher.clone());
         };
-        let keys = BertKeys { prefix: "bert.".to_owned() };
-        let mut encoder_tensors = graft_weights::TensorMap::new();
-        for (key, tensor) in tensors.iter().filter(|(key, _)| key.starts_with("bert.")) {
-            encoder_tensors.insert(key.clone(), tensor.clone());
-        }
-        let (bert, _) = load_into(teacher.config.init(device), &encoder_tensors, &keys, path, false)?;
+        // The head's tensors beside the encoder's are only reported unused, and the report is not
+        // needed: every encoder tensor must be there (a strict load).
+        let (bert, _) = load_into(teacher.config.init(device), tensors, &BertKeys { prefix: "bert.".to_owned() }, path, false)?;
         Ok(TextTeacher { bert, weights_sha256: sha256_file(path)?, ..teacher.clone() })
     }
 
     fn save(&self, run: &Path, encoder: Option<&Bert>) -> Result<()> {
         std::fs::create_dir_all(run).map_err(|source| GraftError::Io { path: run.to_owned(), source })?;
         let (dim, classes) = (self.config.feature_dim, self.config.classes.len());
-        let mut torch_weight = vec![0.0; dim * classes];
-        for feature in 0..dim {
-            for class in 0..classes {
-                torch_weight[class * dim + feature] = self.weight[feature * classes + class];
-            }
-        }
+        let torch_weight = transpose_2d(&self.weight, dim, classes);
         let mut tensors = graft_weights::TensorMap::new();
         tensors.insert("head.weight".to_owned(), graft_weights::Tensor::from_f32(vec![classes, dim], torch_weight));
         tensors.insert("head.bias".to_owned(), graft_weights::Tensor::from_f32(vec![classes], self.bias.clone()));
@@ -368,15 +355,11 @@ fn fit_finetuned(
         seed: options.seed,
     };
     let validation_input = (!validation_part.is_empty()).then_some((validation_encoded.as_slice(), validation_labels.as_slice()));
-    let (net, history) = finetune(teacher, (&train_encoded, &train_labels), validation_input, train_set.classes.len(), &finetune_options, device, reporter)?;
+    let super::finetune::Finetuned { net, history, validation_probabilities: probabilities } =
+        finetune(teacher, (&train_encoded, &train_labels), validation_input, train_set.classes.len(), &finetune_options, device, reporter)?;
     let weight = crate::backend::host_values::<f32>(net.head.weight.val().into_data())?;
     let bias = net.head.bias.as_ref().map(|bias| crate::backend::host_values::<f32>(bias.val().into_data())).transpose()?.unwrap_or_default();
     let student = TextStudent { config: config.clone(), weight, bias, encoder: None };
-    let probabilities = if validation_part.is_empty() {
-        Vec::new()
-    } else {
-        super::finetune::probabilities(&net, &validation_encoded, teacher.pooling, train_set.classes.len(), options.batch_size, device)?
-    };
     let evaluation = evaluate(&probabilities, &validation_labels, &train_set.classes);
     let examples = confidently_wrong(&validation_part, &probabilities, 10);
     let metrics = serde_json::json!({

@@ -98,10 +98,6 @@ impl Embedded {
     pub fn row(&self, index: usize) -> &[f32] {
         &self.features[index * self.width..(index + 1) * self.width]
     }
-
-    pub fn rows(&self) -> usize {
-        self.features.len().checked_div(self.width).unwrap_or(0)
-    }
 }
 
 #[derive(serde::Deserialize)]
@@ -191,6 +187,19 @@ impl TextTeacher {
         let tokenizer = TextTokenizer::from_file(&tokenizer_path, max_length)?;
         let tensors = graft_weights::read(&weights_path)?;
         let prefix = if tensors.contains_key("bert.embeddings.word_embeddings.weight") { "bert." } else { "" };
+        // The layers are built before the weights fill them: a config that names more layers
+        // than the file holds would allocate for nothing (or abort on a lying count).
+        let layers_in_file = tensors
+            .keys()
+            .filter_map(|key| key.strip_prefix(prefix)?.strip_prefix("encoder.layer.")?.split('.').next()?.parse::<usize>().ok())
+            .max()
+            .map_or(0, |last| last + 1);
+        if config.num_hidden_layers != layers_in_file {
+            return Err(GraftError::TextModel {
+                path: config_path,
+                reason: format!("num_hidden_layers is {} but `{}` holds {layers_in_file} layers", config.num_hidden_layers, weights_path.display()),
+            });
+        }
         let (bert, report) = load_into(config.init(device), &tensors, &BertKeys { prefix: prefix.to_owned() }, &weights_path, false)?;
         let name = name.map(str::to_owned).unwrap_or_else(|| directory.file_name().map_or_else(|| "bert".to_owned(), |n| n.to_string_lossy().into_owned()));
         let teacher = TextTeacher {

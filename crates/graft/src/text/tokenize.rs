@@ -76,11 +76,6 @@ impl TextTokenizer {
         self.max_length
     }
 
-    /// The id of a token in the vocabulary, if it has one.
-    pub fn token_id(&self, token: &str) -> Option<u32> {
-        self.inner.token_to_id(token)
-    }
-
     /// Tokenizes `texts` in parallel, one [`Encoded`] per text, in order.
     ///
     /// # Errors

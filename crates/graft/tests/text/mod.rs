@@ -119,7 +119,7 @@ fn mid_fine_tuning_trains_only_behind_the_cut() {
     let labels: Vec<usize> = (0..24).map(|i| i % 2).collect();
     let encoded = teacher.tokenizer.encode(&texts.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
     let options = FinetuneOptions { cut: 1, epochs: 8, learning_rate: 0.1, encoder_factor: 0.1, weight_decay: 0.0, batch_size: 8, shards: 2, seed: 3 };
-    let (net, history) = finetune(&teacher, (&encoded, &labels), Some((&encoded, &labels)), 2, &options, &device, &graft::train::reporter::Silent).unwrap();
+    let graft::text::finetune::Finetuned { net, history, .. } = finetune(&teacher, (&encoded, &labels), Some((&encoded, &labels)), 2, &options, &device, &graft::train::reporter::Silent).unwrap();
     assert_eq!(history.len(), 8);
     assert!(history[7].train_loss < history[0].train_loss * 0.8, "{history:?}");
     assert!(history[7].validation_accuracy.unwrap() >= 0.9, "{history:?}");
@@ -166,4 +166,22 @@ fn walk(directory: &std::path::Path) -> Vec<PathBuf> {
         if path.is_dir() { files.extend(walk(&path)) } else { files.push(path) }
     }
     files
+}
+
+/// A config that names more layers than the weight file holds is refused before anything is
+/// built for them (a lying count of a billion layers once aborted on allocation).
+#[test]
+fn a_config_naming_layers_the_weights_lack_is_refused() {
+    let device = Device::flex();
+    let lying = std::env::temp_dir().join(format!("graft-text-lying-config-{}", std::process::id()));
+    std::fs::create_dir_all(&lying).unwrap();
+    let tiny = repo("crates/graft/tests/fixtures/tiny-bert");
+    for file in ["tokenizer.json", "model.safetensors"] {
+        std::fs::copy(tiny.join(file), lying.join(file)).unwrap();
+    }
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tiny.join("config.json")).unwrap()).unwrap();
+    config["num_hidden_layers"] = serde_json::json!(1_000_000_000u64);
+    std::fs::write(lying.join("config.json"), config.to_string()).unwrap();
+    let message = TextTeacher::from_directory(None, &lying, &device).unwrap_err().to_string();
+    assert!(message.contains("num_hidden_layers is 1000000000") && message.contains("holds 2 layers"), "{message}");
 }
