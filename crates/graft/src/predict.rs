@@ -2,11 +2,13 @@
 
 use std::path::PathBuf;
 
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 use burn::tensor::activation::softmax;
 
+use crate::backend::fused::FusedBackbone;
 use crate::backend::host_values;
-use crate::data::image::{batch_tensor, load_rgb, preprocess};
+use crate::data::image::{batch_tensor, load_rgb_at_least, preprocess};
+use rayon::prelude::*;
 use crate::error::Result;
 use crate::models::Teacher;
 use crate::train::cache::Skipped;
@@ -32,10 +34,13 @@ fn load_batch<'a>(teacher: &Teacher, paths: &'a [PathBuf], device: &Device, skip
     let preprocessing = &teacher.card.preprocessing;
     let mut images = Vec::with_capacity(paths.len());
     let mut kept = Vec::with_capacity(paths.len());
-    for path in paths {
-        match load_rgb(path) {
+    // Decoded in parallel, large JPEGs at the reduced scale the resize needs.
+    let prepared: Vec<Result<Vec<f32>>> =
+        paths.par_iter().map(|path| Ok(preprocess(&load_rgb_at_least(path, preprocessing.resize as u32)?, preprocessing))).collect();
+    for (path, image) in paths.iter().zip(prepared) {
+        match image {
             Ok(image) => {
-                images.push(preprocess(&image, preprocessing));
+                images.push(image);
                 kept.push(path);
             }
             Err(error) => skipped.push(Skipped { name: path.display().to_string(), reason: error.to_string() }),
@@ -44,8 +49,19 @@ fn load_batch<'a>(teacher: &Teacher, paths: &'a [PathBuf], device: &Device, skip
     (!images.is_empty()).then(|| (batch_tensor(&images, preprocessing.input_size, device), kept))
 }
 
+/// The teacher's pooled features of preprocessed images: through graft's fused CPU plan where
+/// `fused` has one (see [`FusedBackbone::for_device`]), else through burn's modules.
+fn teacher_features(teacher: &Teacher, images: Tensor<4>, fused: Option<&FusedBackbone>) -> Result<Tensor<2>> {
+    match fused {
+        Some(fused) => fused.features_from(images, 0),
+        None => Ok(teacher.features(images)),
+    }
+}
+
 /// The `k` most probable ImageNet classes for each readable image, `batch_size` images at a
-/// time; the unreadable images are returned with the reason.
+/// time; the unreadable images are returned with the reason. `fused_plan`: whether the teacher
+/// may run through graft's fused CPU plan on `flex` (the same values up to rounding, faster).
+#[allow(clippy::too_many_arguments)] // each is a different kind of input; none group naturally.
 pub fn predict_images(
     teacher: &Teacher,
     paths: &[PathBuf],
@@ -53,12 +69,14 @@ pub fn predict_images(
     labels: &[String],
     batch_size: usize,
     device: &Device,
+    fused_plan: bool,
 ) -> Result<(Vec<Prediction>, Vec<Skipped>)> {
     let mut predictions = Vec::with_capacity(paths.len());
     let mut skipped = Vec::new();
+    let fused = FusedBackbone::for_device(&teacher.backbone, device, fused_plan);
     for chunk in paths.chunks(batch_size.max(1)) {
         let Some((images, kept)) = load_batch(teacher, chunk, device, &mut skipped) else { continue };
-        let probabilities = softmax(teacher.logits(images), 1);
+        let probabilities = softmax(teacher.backbone.classify(teacher_features(teacher, images, fused.as_ref())?), 1);
         let [_, classes] = probabilities.dims();
         let values = host_values::<f32>(probabilities.into_data())?;
         for (row, path) in values.chunks(classes).zip(kept) {
@@ -86,12 +104,13 @@ pub fn top_k(probabilities: &[f32], k: usize, labels: &[String]) -> Vec<ClassSco
 /// The teacher's pooled feature vector for each readable image, with its path; the unreadable
 /// images are returned with the reason.
 #[allow(clippy::type_complexity)]
-pub fn embed_images(teacher: &Teacher, paths: &[PathBuf], batch_size: usize, device: &Device) -> Result<(Vec<(PathBuf, Vec<f32>)>, Vec<Skipped>)> {
+pub fn embed_images(teacher: &Teacher, paths: &[PathBuf], batch_size: usize, device: &Device, fused_plan: bool) -> Result<(Vec<(PathBuf, Vec<f32>)>, Vec<Skipped>)> {
     let mut out = Vec::with_capacity(paths.len());
     let mut skipped = Vec::new();
+    let fused = FusedBackbone::for_device(&teacher.backbone, device, fused_plan);
     for chunk in paths.chunks(batch_size.max(1)) {
         let Some((images, kept)) = load_batch(teacher, chunk, device, &mut skipped) else { continue };
-        let features = teacher.features(images);
+        let features = teacher_features(teacher, images, fused.as_ref())?;
         let [_, width] = features.dims();
         out.extend(kept.into_iter().cloned().zip(host_values::<f32>(features.into_data())?.chunks(width).map(<[f32]>::to_vec)));
     }

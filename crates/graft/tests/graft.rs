@@ -36,11 +36,19 @@ fn lite0_recognises_the_cat_and_the_espresso() {
     let device = Device::flex();
     let (teacher, _) = load_teacher("efficientnet_lite0", &offline_options(), &device).unwrap();
     let paths = vec![repo("crates/graft-assets/images/chelsea.png"), repo("crates/graft-assets/images/coffee.png")];
-    let predictions = graft::predict::predict_images(&teacher, &paths, 3, zoo::imagenet_labels(), 8, &device).unwrap().0;
+    let predictions = graft::predict::predict_images(&teacher, &paths, 3, zoo::imagenet_labels(), 8, &device, true).unwrap().0;
     let cat = &predictions[0].top[0];
     assert!(["tabby", "tiger cat", "Egyptian cat"].contains(&cat.label.as_str()), "{:?}", predictions[0]);
     assert_eq!(predictions[1].top[0].label, "espresso", "{:?}", predictions[1]);
     assert!(predictions[1].top[0].probability > 0.5);
+    // Through burn's modules instead of the fused CPU plan: the same classes and probabilities.
+    let reference = graft::predict::predict_images(&teacher, &paths, 3, zoo::imagenet_labels(), 8, &device, false).unwrap().0;
+    for (fused, plain) in predictions.iter().zip(&reference) {
+        for (a, b) in fused.top.iter().zip(&plain.top) {
+            assert_eq!(a.class_index, b.class_index);
+            assert!((a.probability - b.probability).abs() < 1e-3, "{a:?} {b:?}");
+        }
+    }
 }
 
 fn lite0_tensors() -> graft_weights::TensorMap {

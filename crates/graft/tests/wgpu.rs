@@ -27,7 +27,7 @@ fn pretrained_lite0_predicts_the_same_on_wgpu_as_on_flex() {
     let paths = vec![repo("crates/graft-assets/images/chelsea.png"), repo("crates/graft-assets/images/coffee.png")];
     let predict = |device: &Device| {
         let (teacher, _) = load_teacher("efficientnet_lite0", &options, device).unwrap();
-        graft::predict::predict_images(&teacher, &paths, 5, zoo::imagenet_labels(), 8, device).unwrap().0
+        graft::predict::predict_images(&teacher, &paths, 5, zoo::imagenet_labels(), 8, device, true).unwrap().0
     };
     let (gpu, cpu) = (predict(&wgpu()), predict(&Device::flex()));
     for (g, c) in gpu.iter().zip(&cpu) {

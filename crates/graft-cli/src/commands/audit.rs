@@ -92,7 +92,7 @@ fn fingerprint(args: &AuditArgs, settings: &Settings) -> anyhow::Result<()> {
     let mut items = data.items;
     graft::rng::SplitMix64::derive(args.seed, &[0x1EAF]).shuffle(&mut items);
     let preprocessing = &loaded.config.preprocessing;
-    let reference: Vec<Vec<f32>> = items.iter().filter_map(|item| item.source.load().ok()).take(32).map(|image| graft::data::image::pixels(&image, preprocessing)).collect();
+    let reference: Vec<Vec<f32>> = items.iter().filter_map(|item| item.source.load_at_least(preprocessing.resize as u32).ok()).take(32).map(|image| graft::data::image::pixels(&image, preprocessing)).collect();
     let options = FingerprintOptions { aim: args.aim, iterations: args.iterations, learning_rate: args.learning_rate, seed: args.seed };
     let reporter = CliReporter::new(settings.quiet);
     let report = fingerprint_teachers(&loaded, &candidates, &reference, &options, &settings.device, &reporter)?;

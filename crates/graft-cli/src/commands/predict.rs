@@ -33,7 +33,7 @@ pub fn run(args: &PredictArgs, settings: &Settings) -> anyhow::Result<()> {
         }
         None => {
             let teacher = super::teacher(&args.teacher, settings)?;
-            let (predictions, skipped) = predict_images(&teacher, &images, args.top, imagenet_labels(), args.batch_size, &settings.device)?;
+            let (predictions, skipped) = predict_images(&teacher, &images, args.top, imagenet_labels(), args.batch_size, &settings.device, settings.fused_plan)?;
             super::report_skipped(&skipped, images.len())?;
             predictions
         }

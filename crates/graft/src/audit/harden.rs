@@ -147,7 +147,7 @@ fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Data
     let mut images: Vec<Vec<u8>> = Vec::with_capacity(data.len());
     let mut labels: Vec<usize> = Vec::with_capacity(data.len());
     for item in &data.items {
-        match item.source.load() {
+        match item.source.load_at_least(preprocessing.resize as u32) {
             Ok(image) => {
                 images.push(crate::data::image::pixels(&image, &preprocessing).into_iter().map(|value| value as u8).collect());
                 labels.push(item.label);

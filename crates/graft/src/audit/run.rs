@@ -183,7 +183,7 @@ pub fn craft(
     let mut pixels: std::collections::HashMap<usize, Vec<f32>> = std::collections::HashMap::new();
     for index in pairs.iter().flat_map(|(source, target)| [*source, *target]) {
         if let std::collections::hash_map::Entry::Vacant(entry) = pixels.entry(index) {
-            entry.insert(crate::data::image::pixels(&data.items[index].source.load()?, &preprocessing));
+            entry.insert(crate::data::image::pixels(&data.items[index].source.load_at_least(preprocessing.resize as u32)?, &preprocessing));
         }
     }
 

@@ -58,6 +58,23 @@ impl AugmentChoice {
     }
 }
 
+/// The smallest share of the image's area a random resized crop keeps, and the narrowest aspect.
+const MIN_CROP_AREA: f64 = 0.35;
+const MIN_CROP_ASPECT: f64 = 3.0 / 4.0;
+
+/// The shorter side an image must keep when it is decoded for views under `augmentation`, so no
+/// view is scaled up from fewer pixels than the full image would give it: the resize for the
+/// plain view; for random resized crops, the input size over the smallest box's side
+/// (`sqrt(0.35 * 3/4)`, about half the shorter side).
+pub fn min_decoded_side(preprocessing: &Preprocessing, augmentation: &Augmentation) -> u32 {
+    let plain = preprocessing.resize.max(preprocessing.input_size) as u32;
+    if augmentation.random_resized_crop {
+        plain.max((preprocessing.input_size as f64 / (MIN_CROP_AREA * MIN_CROP_ASPECT).sqrt()).ceil() as u32)
+    } else {
+        plain
+    }
+}
+
 /// An augmented view of `image`, preprocessed for the teacher (`[3, size, size]`, normalised).
 pub fn augmented_view(image: &RgbImage, preprocessing: &Preprocessing, augmentation: &Augmentation, rng: &mut SplitMix64) -> Vec<f32> {
     if augmentation.is_none() {
@@ -96,8 +113,8 @@ pub fn augmented_view(image: &RgbImage, preprocessing: &Preprocessing, augmentat
 fn random_crop_box(width: u32, height: u32, rng: &mut SplitMix64) -> (u32, u32, u32, u32) {
     let area = (width * height) as f64;
     for _ in 0..10 {
-        let target = area * rng.uniform(0.35, 1.0);
-        let aspect = rng.uniform((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln()).exp();
+        let target = area * rng.uniform(MIN_CROP_AREA, 1.0);
+        let aspect = rng.uniform(MIN_CROP_ASPECT.ln(), (1.0 / MIN_CROP_ASPECT).ln()).exp();
         let w = (target * aspect).sqrt().round() as u32;
         let h = (target / aspect).sqrt().round() as u32;
         if w >= 1 && h >= 1 && w <= width && h <= height {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use image::RgbImage;
 
-use super::image::{is_image_path, load_rgb};
+use super::image::{is_image_path, load_rgb_at_least};
 use crate::error::{GraftError, Result};
 
 /// IDX image file (uncompressed, on disk) read item by item.
@@ -132,8 +132,14 @@ impl ItemSource {
 
     /// Decodes the image to RGB (greyscale replicated).
     pub fn load(&self) -> Result<RgbImage> {
+        self.load_at_least(u32::MAX)
+    }
+
+    /// [`load`](Self::load) for a use that needs a shorter side of only `min_side` pixels: large
+    /// JPEGs decode at a reduced scale ([`load_rgb_at_least`]).
+    pub fn load_at_least(&self, min_side: u32) -> Result<RgbImage> {
         match self {
-            ItemSource::File(path) => load_rgb(path),
+            ItemSource::File(path) => load_rgb_at_least(path, min_side),
             ItemSource::Idx { images, index } => {
                 let pixels = images.pixels(*index)?;
                 let grey = image::GrayImage::from_raw(images.layout.columns as u32, images.layout.rows as u32, pixels)

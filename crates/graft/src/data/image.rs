@@ -36,6 +36,70 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     decode_rgb(path, &bytes)
 }
 
+/// [`load_rgb`] for a use that needs the shorter side to be only `min_side` pixels: a JPEG at
+/// least twice that size is decoded at 1/2, 1/4 or 1/8 scale (its decoder scales in the DCT
+/// domain, as Pillow's draft mode and libjpeg do), the largest reduction that keeps the shorter
+/// side at or above `min_side`. A phone photo of 4000 x 3000 pixels decodes at 500 x 375 for a
+/// teacher that resizes to 256, several times faster than whole. Other formats, and JPEGs that
+/// are not that much larger, decode whole, pixel for pixel as [`load_rgb`] does.
+pub fn load_rgb_at_least(path: &Path, min_side: u32) -> Result<RgbImage> {
+    let bytes = std::fs::read(path).map_err(|source| GraftError::Io { path: path.to_owned(), source })?;
+    decode_rgb_at_least(path, &bytes, min_side)
+}
+
+/// [`load_rgb_at_least`] on a file's bytes; `path` names it in errors.
+pub fn decode_rgb_at_least(path: &Path, bytes: &[u8], min_side: u32) -> Result<RgbImage> {
+    match decode_jpeg_reduced(bytes, min_side) {
+        Some(image) => Ok(image),
+        None => decode_rgb(path, bytes),
+    }
+}
+
+/// The reduced decode of [`decode_rgb_at_least`], or `None` where it does not apply: not a
+/// JPEG, less than twice `min_side`, a colour mode other than greyscale or YCbCr/RGB (CMYK goes
+/// through the full decoder's conversion), past the size limits, or anything the scaling
+/// decoder cannot read (the full decoder then decodes it, or says what is wrong).
+fn decode_jpeg_reduced(bytes: &[u8], min_side: u32) -> Option<RgbImage> {
+    use jpeg_decoder::PixelFormat;
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return None;
+    }
+    let mut decoder = jpeg_decoder::Decoder::new(bytes);
+    decoder.read_info().ok()?;
+    let info = decoder.info()?;
+    let (width, height) = (info.width as u32, info.height as u32);
+    if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE || width as u64 * height as u64 * 3 > MAX_DECODED_BYTES {
+        return None;
+    }
+    if !matches!(info.pixel_format, PixelFormat::L8 | PixelFormat::RGB24) {
+        return None;
+    }
+    let eighths = reduced_eighths(width.min(height), min_side)?;
+    let scaled = |side: u32| (side * eighths).div_ceil(8);
+    let (scaled_width, scaled_height) = (scaled(width), scaled(height));
+    let (out_width, out_height) = decoder.scale(scaled_width as u16, scaled_height as u16).ok()?;
+    if (out_width as u32, out_height as u32) != (scaled_width, scaled_height) {
+        return None;
+    }
+    decoder.set_max_decoding_buffer_size(MAX_DECODED_BYTES as usize);
+    let pixels = decoder.decode().ok()?;
+    let image = match info.pixel_format {
+        PixelFormat::RGB24 => image::DynamicImage::ImageRgb8(RgbImage::from_raw(scaled_width, scaled_height, pixels)?),
+        _ => image::DynamicImage::ImageLuma8(image::GrayImage::from_raw(scaled_width, scaled_height, pixels)?),
+    };
+    let orientation = decoder.exif_data().and_then(image::metadata::Orientation::from_exif_chunk);
+    let mut image = image;
+    image.apply_orientation(orientation.unwrap_or(image::metadata::Orientation::NoTransforms));
+    Some(image.into_rgb8())
+}
+
+/// The scale, in eighths (1, 2 or 4), at which a JPEG whose shorter side is `shorter` pixels
+/// still has at least `min_side` pixels on that side (the decoder rounds up); `None` when only
+/// the full size (8/8) does.
+fn reduced_eighths(shorter: u32, min_side: u32) -> Option<u32> {
+    [1, 2, 4].into_iter().find(|eighths| (shorter * eighths).div_ceil(8) >= min_side.max(1))
+}
+
 /// [`load_rgb`] on a file's bytes; `path` names it in errors.
 pub fn decode_rgb(path: &Path, bytes: &[u8]) -> Result<RgbImage> {
     let bad = |reason: String| GraftError::Image { path: path.to_owned(), reason };
@@ -225,6 +289,78 @@ mod tests {
         let gif = include_bytes!("../../tests/fixtures/fuzz-gif-claims-3gb.gif");
         let error = decode_rgb(Path::new("claims.gif"), gif).unwrap_err().to_string();
         assert!(error.contains("claims.gif") && error.contains("limit"), "{error}");
+    }
+
+    fn jpeg(image: &RgbImage) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 92)
+            .write_image(image.as_raw(), image.width(), image.height(), image::ExtendedColorType::Rgb8)
+            .unwrap();
+        bytes
+    }
+
+    #[test]
+    fn the_reduction_keeps_the_shorter_side_at_or_above_what_is_asked() {
+        assert_eq!(reduced_eighths(3000, 256), Some(1), "4000 x 3000 for a resize to 256: 500 x 375");
+        assert_eq!(reduced_eighths(3000, 440), Some(2));
+        assert_eq!(reduced_eighths(1200, 256), Some(2));
+        assert_eq!(reduced_eighths(1024, 256), Some(2), "exactly a quarter would do, a half is the next that is not below");
+        assert_eq!(reduced_eighths(1025, 256), Some(2));
+        assert_eq!(reduced_eighths(2048, 256), Some(1));
+        assert_eq!(reduced_eighths(500, 256), None, "less than twice: decoded whole");
+        assert_eq!(reduced_eighths(300, u32::MAX), None);
+        for shorter in 1..2000 {
+            for min_side in [1, 17, 224, 256, 440] {
+                if let Some(eighths) = reduced_eighths(shorter, min_side) {
+                    assert!((shorter * eighths).div_ceil(8) >= min_side && eighths < 8);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_large_photo_decoded_reduced_gives_the_teachers_input_the_full_decode_gives() {
+        // Chelsea (451 x 300) scaled up 4x: 1804 x 1200, about a 2-megapixel photo.
+        let photo = image::load_from_memory(include_bytes!("../../../graft-assets/images/chelsea.png")).unwrap().to_rgb8();
+        let large = image::imageops::resize(&photo, 1804, 1200, FilterType::CatmullRom);
+        let bytes = jpeg(&large);
+        let path = Path::new("chelsea-large.jpg");
+        let full = decode_rgb(path, &bytes).unwrap();
+        let reduced = decode_rgb_at_least(path, &bytes, 256).unwrap();
+        assert_eq!(full.dimensions(), (1804, 1200));
+        assert_eq!(reduced.dimensions(), (451, 300), "a quarter: the shorter side 300 >= 256, an eighth (150) would not do");
+        let preprocessing = Preprocessing { input_size: 224, resize: 256, mean: [0.0; 3], std: [1.0 / 255.0; 3] };
+        let (a, b) = (preprocess(&full, &preprocessing), preprocess(&reduced, &preprocessing));
+        let mean = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len() as f32;
+        assert!(mean < 2.0, "mean absolute difference {mean} (of 255)");
+        // Not much larger than asked for: decoded whole, the same pixels as before.
+        assert_eq!(decode_rgb_at_least(path, &bytes, 700).unwrap(), full);
+        assert_eq!(decode_rgb_at_least(path, &bytes, u32::MAX).unwrap(), full);
+    }
+
+    #[test]
+    fn a_reduced_decode_turns_upright_and_keeps_greyscale_grey() {
+        let image = RgbImage::from_fn(640, 320, |x, _| if x < 320 { Rgb([255, 0, 0]) } else { Rgb([0, 0, 255]) });
+        let upright = decode_rgb_at_least(Path::new("portrait.jpg"), &jpeg_with_orientation(&image, 6), 16).unwrap();
+        assert_eq!(upright.dimensions(), (40, 80), "an eighth, then turned");
+        let (top, bottom) = (upright.get_pixel(20, 10), upright.get_pixel(20, 70));
+        assert!(top[0] > 200 && top[2] < 60, "top is red: {top:?}");
+        assert!(bottom[2] > 200 && bottom[0] < 60, "bottom is blue: {bottom:?}");
+        let grey = image::GrayImage::from_fn(400, 300, |x, _| image::Luma([(x / 2) as u8]));
+        let mut bytes = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 92).write_image(grey.as_raw(), 400, 300, image::ExtendedColorType::L8).unwrap();
+        let decoded = decode_rgb_at_least(Path::new("grey.jpg"), &bytes, 64).unwrap();
+        assert_eq!(decoded.dimensions(), (100, 75));
+        let pixel = decoded.get_pixel(50, 30);
+        assert!(pixel[0] == pixel[1] && pixel[1] == pixel[2] && (pixel[0] as i32 - 100).abs() < 6, "{pixel:?}");
+        // A broken large JPEG is still an error naming the file.
+        let mut broken = jpeg(&image);
+        broken.truncate(600);
+        broken.extend_from_slice(&[0xFF, 0xD9]);
+        match decode_rgb_at_least(Path::new("broken.jpg"), &broken, 16) {
+            Err(error) => assert!(error.to_string().contains("broken.jpg"), "{error}"),
+            Ok(decoded) => assert_eq!(decoded.dimensions(), (80, 40), "decoded as far as it goes, reduced"),
+        }
     }
 
     #[test]

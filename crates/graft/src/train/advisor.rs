@@ -117,7 +117,7 @@ fn pooled_at(
     for chunk in items.chunks(16) {
         let mut images = Vec::new();
         for item in chunk {
-            if let Ok(image) = item.source.load() {
+            if let Ok(image) = item.source.load_at_least(preprocessing.resize as u32) {
                 images.push(preprocess(&image, preprocessing));
                 labels.push(item.label);
             }

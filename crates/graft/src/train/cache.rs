@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use burn::tensor::{Device, Tensor, TensorData};
+use rayon::prelude::*;
 
 use super::reporter::Reporter;
-use crate::data::augment::{Augmentation, augmented_view};
+use crate::data::augment::{Augmentation, augmented_view, min_decoded_side};
 use crate::data::dataset::ItemSource;
 use crate::data::image::{RESIZE_FILTER, batch_tensor, preprocess};
 use crate::error::{GraftError, Result};
@@ -25,8 +26,9 @@ use crate::models::zoo::Preprocessing;
 use crate::rng::{SplitMix64, hash_str};
 
 /// The version of the entries' layout and of the image pipeline that makes them: bumped whenever
-/// either changes the numbers (2: EXIF orientation applied, long strips cropped before resizing).
-pub const CACHE_FORMAT: u32 = 2;
+/// either changes the numbers (2: EXIF orientation applied, long strips cropped before resizing;
+/// 3: large JPEGs decoded at a reduced scale).
+pub const CACHE_FORMAT: u32 = 3;
 
 /// Which version of an image an entry holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -132,19 +134,27 @@ impl FeatureCache {
     ) -> Result<(Vec<Option<Entry>>, Vec<Skipped>)> {
         let mut entries: Vec<Option<Entry>> = vec![None; requests.len()];
         let mut skipped = Vec::new();
-        let mut pending: Vec<Pending> = Vec::new();
-        let mut hashes: std::collections::HashMap<String, std::result::Result<ContentHash, String>> = Default::default();
         reporter.start(stage, requests.len());
+        // Content hashes, one per distinct image (its augmented views share it), read in parallel.
+        let mut names: Vec<(String, &ItemSource)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (source, _) in requests {
+            let name = source.name();
+            if seen.insert(name.clone()) {
+                names.push((name, source));
+            }
+        }
+        let hashes: std::collections::HashMap<String, std::result::Result<ContentHash, String>> = names
+            .into_par_iter()
+            .map(|(name, source)| (name, source.content_hash().map(ContentHash).map_err(|error| error.to_string())))
+            .collect();
+        let mut misses: Vec<(usize, PathBuf, ContentHash)> = Vec::new();
         for (index, (source, view)) in requests.iter().enumerate() {
             let name = source.name();
-            let hash = hashes
-                .entry(name.clone())
-                .or_insert_with(|| source.content_hash().map(ContentHash).map_err(|error| error.to_string()))
-                .clone();
-            let hash = match hash {
-                Ok(hash) => hash,
+            let hash = match &hashes[&name] {
+                Ok(hash) => *hash,
                 Err(reason) => {
-                    skipped.push(Skipped { name, reason });
+                    skipped.push(Skipped { name, reason: reason.clone() });
                     reporter.advance(1, "");
                     continue;
                 }
@@ -157,30 +167,41 @@ impl FeatureCache {
                 continue;
             }
             self.stats.misses.fetch_add(1, Ordering::Relaxed);
-            let image = match source.load() {
-                Ok(image) => image,
-                Err(error) => {
-                    skipped.push(Skipped { name, reason: error.to_string() });
-                    reporter.advance(1, "");
-                    continue;
-                }
-            };
-            let input = match view {
-                View::Eval => preprocess(&image, &spec.preprocessing),
-                View::Augmented(k) => {
-                    let mut rng = SplitMix64::derive(spec.seed, &[hash.seed(), *k as u64]);
-                    augmented_view(&image, &spec.preprocessing, &spec.augmentation, &mut rng)
-                }
-            };
-            pending.push(Pending { index, path, content: hash, input });
-            if pending.len() >= batch_size {
-                self.run_batch(teacher, spec, &mut pending, &mut entries, device)?;
-                reporter.advance(batch_size, "computing");
-            }
+            misses.push((index, path, hash));
         }
-        let remaining = pending.len();
-        self.run_batch(teacher, spec, &mut pending, &mut entries, device)?;
-        reporter.advance(remaining, "computing");
+        // The missing ones a batch at a time: decoded and preprocessed in parallel (at the reduced
+        // size their views need), then through the teacher.
+        let eval_side = spec.preprocessing.resize as u32;
+        let augmented_side = min_decoded_side(&spec.preprocessing, &spec.augmentation);
+        for batch in misses.chunks(batch_size.max(1)) {
+            let inputs: Vec<Result<Vec<f32>>> = batch
+                .par_iter()
+                .map(|(index, _, hash)| {
+                    let (source, view) = &requests[*index];
+                    Ok(match view {
+                        View::Eval => preprocess(&source.load_at_least(eval_side)?, &spec.preprocessing),
+                        View::Augmented(k) => {
+                            let image = source.load_at_least(augmented_side)?;
+                            let mut rng = SplitMix64::derive(spec.seed, &[hash.seed(), *k as u64]);
+                            augmented_view(&image, &spec.preprocessing, &spec.augmentation, &mut rng)
+                        }
+                    })
+                })
+                .collect();
+            let mut pending = Vec::with_capacity(batch.len());
+            for ((index, path, hash), input) in batch.iter().zip(inputs) {
+                match input {
+                    Ok(input) => pending.push(Pending { index: *index, path: path.clone(), content: *hash, input }),
+                    Err(error) => {
+                        skipped.push(Skipped { name: requests[*index].0.name(), reason: error.to_string() });
+                        reporter.advance(1, "");
+                    }
+                }
+            }
+            let computed = pending.len();
+            self.run_batch(teacher, spec, &mut pending, &mut entries, device)?;
+            reporter.advance(computed, "computing");
+        }
         reporter.finish();
         Ok((entries, skipped))
     }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use burn::module::Module;
 use burn::tensor::Device;
 use burn::tensor::activation::softmax;
+use rayon::prelude::*;
 
 use super::cache::{CacheSpec, FeatureCache, Skipped, View, batch_from_entries};
 use super::metrics::{Evaluation, evaluate};
@@ -87,10 +88,13 @@ pub fn predict_sources(
         for chunk in indices.chunks(batch_size) {
             let mut images = Vec::new();
             let mut kept = Vec::new();
-            for index in chunk {
-                match sources[*index].load() {
+            let side = config.preprocessing.resize as u32;
+            let prepared: Vec<Result<Vec<f32>>> =
+                chunk.par_iter().map(|index| Ok(preprocess(&sources[*index].load_at_least(side)?, &config.preprocessing))).collect();
+            for (index, image) in chunk.iter().zip(prepared) {
+                match image {
                     Ok(image) => {
-                        images.push(preprocess(&image, &config.preprocessing));
+                        images.push(image);
                         kept.push(*index);
                     }
                     Err(error) => skipped.push(Skipped { name: sources[*index].name(), reason: error.to_string() }),

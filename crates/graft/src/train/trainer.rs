@@ -28,7 +28,8 @@ use super::schedule::WarmupCosine;
 use super::strategy::{FreezePlan, Strategy};
 use super::shards;
 use super::student::{BatchNormMode, HeadFit, HeadInit, Hyperparameters, LoadedStudent, Optimizer, Refit, RunConfig, Student, StudentInput, save_run};
-use crate::data::augment::augmented_view;
+use crate::data::augment::{augmented_view, min_decoded_side};
+use rayon::prelude::*;
 use crate::data::dataset::{Dataset, Item, duplicates_across, duplicates_among};
 use crate::data::image::{batch_tensor, preprocess};
 use crate::error::{GraftError, Result};
@@ -706,19 +707,18 @@ fn prepare_inputs(
         (inputs, duplicates_among(train_hashes, validation_hashes))
     } else {
         let mut skipped = Vec::new();
+        // Decoded (in parallel, at the size training decodes them) only to find the unreadable.
+        let side = preprocessing.resize as u32;
         let mut readable = |dataset: &Dataset| -> Vec<Item> {
-            dataset
-                .items
-                .iter()
-                .filter(|item| match item.source.load() {
-                    Ok(_) => true,
-                    Err(error) => {
-                        skipped.push(Skipped { name: item.source.name(), reason: error.to_string() });
-                        false
-                    }
-                })
-                .cloned()
-                .collect()
+            let errors: Vec<Option<GraftError>> = dataset.items.par_iter().map(|item| item.source.load_at_least(side).err()).collect();
+            let mut kept = Vec::with_capacity(dataset.items.len());
+            for (item, error) in dataset.items.iter().zip(errors) {
+                match error {
+                    None => kept.push(item.clone()),
+                    Some(error) => skipped.push(Skipped { name: item.source.name(), reason: error.to_string() }),
+                }
+            }
+            kept
         };
         let train_items = readable(train);
         let validation_items = readable(validation);
@@ -1134,19 +1134,28 @@ fn make_input(examples: &[&Example], context: &EpochContext<'_>, epoch: usize, t
         });
     }
     let preprocessing = context.preprocessing;
-    let mut images = Vec::with_capacity(examples.len());
-    for example in examples {
-        let Example::Image(item) = example else {
-            return Err(GraftError::Invalid("a batch mixes cached features and images".into()));
-        };
-        let image = item.source.load()?;
-        images.push(if training {
-            let mut rng = SplitMix64::derive(context.options.seed, &[0xA116, epoch as u64, crate::rng::fnv1a(&item.source.name())]);
-            augmented_view(&image, preprocessing, &context.options.hyperparameters.augmentation, &mut rng)
-        } else {
-            preprocess(&image, preprocessing)
-        });
-    }
+    let augmentation = &context.options.hyperparameters.augmentation;
+    let items = examples
+        .iter()
+        .map(|example| match example {
+            Example::Image(item) => Ok(item),
+            Example::Cached(_) => Err(GraftError::Invalid("a batch mixes cached features and images".into())),
+        })
+        .collect::<Result<Vec<&Item>>>()?;
+    // Decoded and preprocessed in parallel, each at the size its view needs.
+    let side = if training { min_decoded_side(preprocessing, augmentation) } else { preprocessing.resize as u32 };
+    let images = items
+        .par_iter()
+        .map(|item| {
+            let image = item.source.load_at_least(side)?;
+            Ok(if training {
+                let mut rng = SplitMix64::derive(context.options.seed, &[0xA116, epoch as u64, crate::rng::fnv1a(&item.source.name())]);
+                augmented_view(&image, preprocessing, augmentation, &mut rng)
+            } else {
+                preprocess(&image, preprocessing)
+            })
+        })
+        .collect::<Result<Vec<Vec<f32>>>>()?;
     Ok(StudentInput::Activations(batch_tensor(&images, preprocessing.input_size, device)))
 }
 
