@@ -8,8 +8,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# (graft implementation, strategy, target speed-up over the PyTorch reference)
-TARGETS = [("graft", "deep", 5.0), ("graft", "mid", 3.0), ("graft", "full", 0.6), ("graft-libtorch", "full", 1.0)]
+# (graft implementation, strategy, image size, target speed-up over the PyTorch reference)
+TARGETS = [("graft", "deep", 112, 5.0), ("graft", "mid", 112, 3.0), ("graft", "mid", 224, 3.0), ("graft", "full", 112, 0.6),
+           ("graft", "full", 224, 0.8), ("graft-libtorch", "full", 112, 1.0)]
 
 
 def cpu_model():
@@ -28,7 +29,8 @@ def kernel_rows(rows):
 
 def main():
     rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
-    e2e = {(r["implementation"], r["strategy"]): r for r in rows if "strategy" in r and not r.get("memory_run")}
+    e2e = {(r["implementation"], r["strategy"], r.get("image_size", 112)): r for r in rows if "strategy" in r and not r.get("memory_run")}
+    decode = {(r["implementation"], r["mode"]): r for r in rows if "mode" in r and "images" in r}
     memory = [r for r in rows if r.get("memory_run")]
     kernels = kernel_rows(rows)
     sgemm = next((r for r in rows if r.get("operation") == "sgemm_2048" and r.get("device", "cpu") == "cpu"), None)
@@ -62,12 +64,17 @@ def main():
         "graft's time is `graft train` (cold feature cache) plus `graft eval`; the reference recomputes the frozen layers "
         "every epoch, as torchvision's fine-tuning tutorial does, with one DataLoader worker. Peak memory is the "
         "largest resident set of any of the commands (GNU time).\n")
-    say("| strategy | backend | graft s | PyTorch s | speed-up | target | graft test acc | PyTorch test acc | graft train img/s | PyTorch train img/s | graft peak MiB | PyTorch peak MiB |")
-    say("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for implementation, strategy, target in TARGETS:
-        g, p = e2e.get((implementation, strategy)), e2e.get(("pytorch", strategy))
+    say("At 224x224, the teacher's own size (what a user gets without `--image-size`), `full` and `mid` run on fewer "
+        "images: 300 training images (30 + 10 of each class, train + validation), scored on 500 test images (50 of each "
+        "class); 3 epochs for full, 10 for mid (`PARTS=e2e224`). Rows at 224 name their commit where it differs from "
+        "the run's.\n")
+    say("| strategy | size | backend | graft s | PyTorch s | speed-up | target | graft test acc | PyTorch test acc | graft train img/s | PyTorch train img/s | graft peak MiB | PyTorch peak MiB |")
+    say("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for implementation, strategy, size, target in sorted(TARGETS, key=lambda t: (t[1] != "deep", t[1] != "mid", t[1], t[0], t[2])):
+        g, p = e2e.get((implementation, strategy, size)), e2e.get(("pytorch", strategy, size))
         if not g or not p:
             continue
+        size_cell = f"{size}" + (f" ({g['graft_commit']})" if g.get("graft_commit") and g["graft_commit"] != commit else "")
         backend = "libtorch" if implementation == "graft-libtorch" else "flex"
         speedup = p["seconds"] / g["seconds"]
         # In points, rounded to the measurement's resolution (2,000 test images: 0.05 points), so
@@ -75,12 +82,34 @@ def main():
         gap = round((g["test_accuracy"] - p["test_accuracy"]) * 100, 2)
         # Accuracy within 1 point: no more than 1 point below the reference (above it is fine).
         verdict = f"speed {'met' if speedup >= target else 'missed'}; accuracy {gap:+.2f} pt: {'met' if gap >= -1.0 else 'missed'}"
-        say(f"| {strategy} | {backend} | {g['seconds']:.1f} | {p['seconds']:.1f} | {speedup:.2f}x | ≥ {target}x, ≥ −1 pt: {verdict} | "
+        say(f"| {strategy} | {size_cell} | {backend} | {g['seconds']:.1f} | {p['seconds']:.1f} | {speedup:.2f}x | ≥ {target}x, ≥ −1 pt: {verdict} | "
             f"{g['test_accuracy'] * 100:.2f}% | {p['test_accuracy'] * 100:.2f}% | {g['train_images_per_second']:.1f} | "
             f"{p['train_images_per_second']:.1f} | {g['peak_rss_mib']:.0f} | {p['peak_rss_mib']:.0f} |")
     say("")
     say("graft's train img/s for deep and mid counts training steps on cached features; the reference's includes "
         "the frozen layers' forward pass, which it recomputes every epoch.\n")
+
+    if decode:
+        pillow_full = decode.get(("pillow", "full"))
+        say("## Decoding phone-size photos\n")
+        say("40 JPEGs of 4000x3000 pixels (3 MB each, `scripts/bench/phone_jpegs.py`: scikit-image's photos cropped, scaled "
+            "up, with sensor-like noise; every fifth stored sideways with an EXIF orientation) (`PARTS=decode`). `predict` "
+            "is `graft predict` with the bundled Lite0 teacher, whole process; `cache_fill` is `graft train --strategy deep "
+            "--epochs 1` on them as two classes with a cold feature cache. Pillow decodes, turns upright, resizes to 256 "
+            "and crops 224, in one thread: `full` decodes every pixel, `draft` lets the JPEG decoder scale down as it "
+            "decodes. `graft-before` is the code before the reduced decode.\n")
+        say("| implementation | commit | what | seconds for 40 | per image ms | against Pillow full | peak MiB |")
+        say("|---|---|---|---|---|---|---|")
+        for (implementation, mode), r in sorted(decode.items(), key=lambda item: (item[0][0] != "pillow", item[0][0], item[0][1])):
+            ratio = f"{pillow_full['seconds'] / r['seconds']:.2f}x faster" if pillow_full and r is not pillow_full else "–"
+            peak = f"{r['peak_rss_mib']:.0f}" if "peak_rss_mib" in r else "–"
+            say(f"| {implementation} | {r.get('graft_commit', '–')} | {mode} | {r['seconds']:.2f} | {r['seconds'] / r['images'] * 1000:.0f} | {ratio} | {peak} |")
+        before = {mode: decode.get(("graft-before", mode)) for mode in ("predict", "cache_fill")}
+        for mode, b in before.items():
+            a = decode.get(("graft", mode))
+            if a and b:
+                say(f"\n`{mode}`: {b['seconds'] / a['seconds']:.1f}x faster than before (target ≥ 4x: {'met' if b['seconds'] / a['seconds'] >= 4 else 'missed'}).")
+        say("")
 
     if memory:
         say("## Memory: all 60,000 Fashion-MNIST training images\n")
@@ -135,6 +164,10 @@ def main():
     say("- Transfer against from scratch on Fashion-MNIST (100 images per class, all 10,000 test images): "
         "`scripts/fashion_mnist_strategies.sh` writes `docs/FASHION_MNIST.md`, with its own wall times.")
     say("- The demo: `time (GRAFT_CACHE_DIR=$(mktemp -d) ./target/release/graft demo)`; its figures are in the README.")
+    say("- Text students against the same recipes in PyTorch (accuracy, whole-process time, peak memory; Rotten Tomatoes "
+        "and SpamAssassin, all-MiniLM-L6-v2): `PYTHON=/tmp/st/bin/python scripts/text/run.sh` then `python3 "
+        "scripts/text/report.py /tmp/graft-text/results.jsonl`; the table and what it shows in `docs/TEXT.md`, the raw "
+        "lines in `docs/text-results.jsonl`.")
     # Hand-written notes on the recorded run, kept in their own file so that rebuilding the tables
     # keeps them; they name the commit they describe.
     notes_path = os.path.join(ROOT, "docs/bench-notes.md")

@@ -8,7 +8,7 @@
 # end and the kernels on libtorch; GRAFT_TCH_PYTHON is that virtualenv's python (its torch/lib
 # holds the shared libraries the build loads). SKIP_60K=1 leaves out the 60,000-image memory run
 # (scripts/bench/memory_60k.sh, ~15 minutes). PARTS picks what runs (default
-# "e2e libtorch kernels 60k"), RESULTS where the raw results go (default $OUT/results.jsonl);
+# "e2e e2e224 decode libtorch kernels 60k"), RESULTS where the raw results go (default $OUT/results.jsonl);
 # docs/BENCHMARKS.md is rewritten only when e2e and kernels both ran; it ends with
 # docs/bench-notes.md (hand-written notes on the recorded run: update them with the run) and
 # includes the GPU kernel table from docs/bench-gpu.jsonl when that exists (scripts/bench/gpu.sh).
@@ -24,7 +24,7 @@ results=${RESULTS:-$out/results.jsonl}
 # Which code ran, and when: report.py reads this line, not the checkout it runs in.
 printf '{"run": {"graft_commit": "%s", "date": "%s"}}\n' \
     "$(scripts/bench/graft_commit.sh)" "$(date -u +%F)" >> "$results"
-parts=" ${PARTS:-e2e libtorch kernels 60k} "
+parts=" ${PARTS:-e2e e2e224 decode libtorch kernels 60k} "
 [ -n "${SKIP_60K:-}" ] && parts=${parts/ 60k / }
 part() { [[ "$parts" == *" $1 "* ]]; }
 data=$out/data
@@ -35,7 +35,9 @@ peak() { grep "Maximum resident set size" "$1" | awk '{printf "%.1f", $NF / 1024
 
 # graft end to end with a cold feature cache: `train` then `eval` on the test set; appends one
 # JSON line to $results. Usage: graft_e2e IMPLEMENTATION BINARY TAG STRATEGY EPOCHS [OPTION...]
-# (TAG prefixes the run's files; OPTIONs go to both commands).
+# (TAG prefixes the run's files; OPTIONs go to both commands). $size is the image size, $data the
+# data set.
+size=112
 graft_e2e() {
     local implementation=$1 binary=$2 tag=$3 strategy=$4 epochs=$5 start end
     shift 5
@@ -43,14 +45,14 @@ graft_e2e() {
     rm -rf "$GRAFT_CACHE_DIR" "$out/run-$tag$strategy"
     start=$(date +%s.%N)
     /usr/bin/time -v -o "$out/time-${tag}train-$strategy" "$binary" train --quiet "$@" --data "$data" --strategy "$strategy" \
-        --epochs "$epochs" --image-size 112 --out "$out/run-$tag$strategy" --json > "$out/graft-${tag}train-$strategy.json"
+        --epochs "$epochs" --image-size "$size" --out "$out/run-$tag$strategy" --json > "$out/graft-${tag}train-$strategy.json"
     /usr/bin/time -v -o "$out/time-${tag}eval-$strategy" "$binary" eval --quiet "$@" "$out/run-$tag$strategy" --data "$data/test" \
         --json > "$out/graft-${tag}eval-$strategy.json"
     end=$(date +%s.%N)
     python3 - "$implementation" "$tag" "$strategy" "$epochs" "$out" "$start" "$end" \
-        "$(peak "$out/time-${tag}train-$strategy")" "$(peak "$out/time-${tag}eval-$strategy")" >> "$results" <<'PY'
+        "$(peak "$out/time-${tag}train-$strategy")" "$(peak "$out/time-${tag}eval-$strategy")" "$size" >> "$results" <<'PY'
 import json, sys
-implementation, tag, strategy, epochs, out, start, end, peak_train, peak_eval = sys.argv[1:]
+implementation, tag, strategy, epochs, out, start, end, peak_train, peak_eval, size = sys.argv[1:]
 train = json.load(open(f"{out}/graft-{tag}train-{strategy}.json"))
 evaluation = json.load(open(f"{out}/graft-{tag}eval-{strategy}.json"))
 metrics = [json.loads(line) for line in open(f"{out}/run-{tag}{strategy}/metrics.jsonl")]
@@ -60,17 +62,74 @@ print(json.dumps({
     "seconds": float(end) - float(start),
     "train_images_per_second": sum(m["images_per_second"] * m["seconds"] for m in metrics) / sum(m["seconds"] for m in metrics),
     "peak_rss_mib": max(float(peak_train), float(peak_eval)),
+    "image_size": int(size),
 }))
 PY
+}
+
+# The PyTorch reference on the same data, size and epochs; appends one JSON line to $results.
+reference_e2e() {
+    local strategy=$1 epochs=$2 tag=${3:-}
+    /usr/bin/time -v -o "$out/time-${tag}ref-$strategy" "$python" scripts/bench/pytorch_reference.py train --data "$data" \
+        --strategy "$strategy" --epochs "$epochs" --image-size "$size" > "$out/${tag}ref-$strategy.json"
+    python3 -c "import json,sys; r=json.load(open(sys.argv[1])); r['peak_rss_mib']=float(sys.argv[2]); r['image_size']=int(sys.argv[3]); print(json.dumps(r))" \
+        "$out/${tag}ref-$strategy.json" "$(peak "$out/time-${tag}ref-$strategy")" "$size" >> "$results"
 }
 
 part e2e && for spec in deep:10 mid:10 full:3; do
     strategy=${spec%%:*}; epochs=${spec##*:}
     echo "== $strategy ($epochs epochs)" >&2
     graft_e2e graft "$graft" "" "$strategy" "$epochs"
-    /usr/bin/time -v -o "$out/time-ref-$strategy" "$python" scripts/bench/pytorch_reference.py train --data "$data" --strategy "$strategy" --epochs "$epochs" > "$out/ref-$strategy.json"
-    python3 -c "import json,sys; r=json.load(open(sys.argv[1])); r['peak_rss_mib']=float(sys.argv[2]); print(json.dumps(r))" "$out/ref-$strategy.json" "$(peak "$out/time-ref-$strategy")" >> "$results"
+    reference_e2e "$strategy" "$epochs"
 done
+
+# `full` and `mid` at the teacher's own size (224 px), on fewer images: 30 + 10 of each class to
+# train, 50 of each to test.
+if part e2e224; then
+    data=$out/data224
+    [ -d "$data/train" ] || python3 scripts/make_demo_data.py --out "$data" --train 30 --val 10 --test 50 >&2
+    size=224
+    for spec in full:3 mid:10; do
+        strategy=${spec%%:*}; epochs=${spec##*:}
+        echo "== $strategy ($epochs epochs) at 224 px" >&2
+        graft_e2e graft "$graft" 224- "$strategy" "$epochs"
+        reference_e2e "$strategy" "$epochs" 224-
+    done
+    data=$out/data size=112
+fi
+
+# Decoding phone-size photos (40 JPEGs of 4000 x 3000): `graft predict` against Pillow decoding and
+# resizing the same files whole, and with its JPEG draft mode. GRAFT_BEFORE: another graft binary
+# to time on the same files (the code before a change).
+if part decode; then
+    photos=$out/phone-jpegs
+    [ -f "$photos/photo39.jpg" ] || "$python" scripts/bench/phone_jpegs.py --out "$photos" >&2
+    echo "== decode: 40 phone-size JPEGs" >&2
+    "$python" scripts/bench/decode.py "$photos" >> "$results"
+    # The same photos as a two-class data set, for the feature cache's fill (`train --strategy deep`).
+    mkdir -p "$out/phone-classes/a" "$out/phone-classes/b"
+    for i in $(seq 0 39); do
+        ln -sf "$photos/photo$(printf %02d "$i").jpg" "$out/phone-classes/$([ $((i % 2)) = 0 ] && echo a || echo b)/"
+    done
+    # One JSON line: implementation, mode, commit, then the command.
+    decode_run() {
+        local label=$1 mode=$2 commit=$3 start end
+        shift 3
+        start=$(date +%s.%N)
+        /usr/bin/time -v -o "$out/time-decode-$label-$mode" "$@" > /dev/null
+        end=$(date +%s.%N)
+        python3 -c "import json,sys; print(json.dumps({'implementation': sys.argv[1], 'mode': sys.argv[2], 'images': 40, 'seconds': float(sys.argv[4]) - float(sys.argv[3]), 'peak_rss_mib': float(sys.argv[5]), 'graft_commit': sys.argv[6]}))" \
+            "$label" "$mode" "$start" "$end" "$(peak "$out/time-decode-$label-$mode")" "$commit" >> "$results"
+    }
+    for binary in "$graft" ${GRAFT_BEFORE:-}; do
+        if [ "$binary" = "$graft" ]; then label=graft commit=$(scripts/bench/graft_commit.sh); else label=graft-before commit=${GRAFT_BEFORE_COMMIT:-?}; fi
+        "$binary" predict --quiet --offline --json "$photos" > /dev/null  # warms the page cache
+        decode_run "$label" predict "$commit" "$binary" predict --quiet --offline --json "$photos"
+        rm -rf "$out/cache-phone" "$out/run-phone"
+        decode_run "$label" cache_fill "$commit" env GRAFT_CACHE_DIR="$out/cache-phone" "$binary" train --quiet --offline \
+            --data "$out/phone-classes" --strategy deep --epochs 1 --out "$out/run-phone"
+    done
+fi
 
 if [ -n "${GRAFT_TCH:-}" ]; then
     # The libtorch build loads torch's shared libraries from the torch==2.9.0 virtualenv.
