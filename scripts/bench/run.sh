@@ -22,8 +22,9 @@ mkdir -p "$out"
 results=${RESULTS:-$out/results.jsonl}
 : > "$results"
 # Which code ran, and when: report.py reads this line, not the checkout it runs in.
-printf '{"run": {"graft_commit": "%s", "date": "%s"}}\n' \
-    "$(scripts/bench/graft_commit.sh)" "$(date -u +%F)" >> "$results"
+# (The commit as the build left it: editing crates/ while this runs does not change the binary.)
+commit=$(scripts/bench/graft_commit.sh)
+printf '{"run": {"graft_commit": "%s", "date": "%s"}}\n' "$commit" "$(date -u +%F)" >> "$results"
 parts=" ${PARTS:-e2e e2e224 decode libtorch kernels 60k} "
 [ -n "${SKIP_60K:-}" ] && parts=${parts/ 60k / }
 part() { [[ "$parts" == *" $1 "* ]]; }
@@ -122,11 +123,12 @@ if part decode; then
             "$label" "$mode" "$start" "$end" "$(peak "$out/time-decode-$label-$mode")" "$commit" >> "$results"
     }
     for binary in "$graft" ${GRAFT_BEFORE:-}; do
-        if [ "$binary" = "$graft" ]; then label=graft commit=$(scripts/bench/graft_commit.sh); else label=graft-before commit=${GRAFT_BEFORE_COMMIT:-?}; fi
+        if [ "$binary" = "$graft" ]; then label=graft; else label=graft-before; fi
+        binary_commit=$([ "$label" = graft ] && echo "$commit" || echo "${GRAFT_BEFORE_COMMIT:-?}")
         "$binary" predict --quiet --offline --json "$photos" > /dev/null  # warms the page cache
-        decode_run "$label" predict "$commit" "$binary" predict --quiet --offline --json "$photos"
+        decode_run "$label" predict "$binary_commit" "$binary" predict --quiet --offline --json "$photos"
         rm -rf "$out/cache-phone" "$out/run-phone"
-        decode_run "$label" cache_fill "$commit" env GRAFT_CACHE_DIR="$out/cache-phone" "$binary" train --quiet --offline \
+        decode_run "$label" cache_fill "$binary_commit" env GRAFT_CACHE_DIR="$out/cache-phone" "$binary" train --quiet --offline \
             --data "$out/phone-classes" --strategy deep --epochs 1 --out "$out/run-phone"
     done
 fi

@@ -1,7 +1,10 @@
 //! How the math runs, apart from what the network is: a network's description run through burn
-//! ([`forward`]), operations rewritten for `flex` and for libtorch ([`ops`], [`libtorch`]), and
+//! ([`forward`]), operations rewritten for `flex` and for libtorch ([`ops`], [`depthwise`],
+//! [`batchnorm`], [`libtorch`]), and
 //! frozen blocks compiled for the CPU ([`fused`]).
 
+pub mod batchnorm;
+pub mod depthwise;
 pub mod forward;
 pub mod fused;
 #[cfg(feature = "tch")]

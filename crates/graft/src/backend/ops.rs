@@ -37,8 +37,18 @@ pub fn conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         && conv.groups == 1
         && matches!(conv.padding, PaddingConfig2d::Valid | PaddingConfig2d::Explicit(0, 0, 0, 0));
     let [batch, channels, height, width] = x.dims();
-    if conv.groups > 1 && conv.groups == channels && inputs == 1 && outputs == channels && height * width <= DEPTHWISE_DENSE_MAX_PIXELS {
-        return depthwise_dense(conv, x);
+    if conv.groups > 1 && conv.groups == channels && inputs == 1 && outputs == channels && conv.dilation == [1, 1] {
+        if height * width <= DEPTHWISE_DENSE_MAX_PIXELS {
+            return depthwise_dense(conv, x);
+        }
+        if super::depthwise::applies(&x, &conv.weight.val()) {
+            let padding = padding_sides(&conv.padding, [kernel_h, kernel_w], conv.stride, height, width);
+            let y = super::depthwise::conv(x, conv.weight.val(), conv.stride, padding);
+            return match &conv.bias {
+                Some(bias) => y + bias.val().reshape([1, channels, 1, 1]),
+                None => y,
+            };
+        }
     }
     if !pointwise {
         return conv.forward(x);
@@ -149,6 +159,13 @@ pub fn normalize_activated(bn: &BatchNorm, x: Tensor<4>, activation: Activation)
     #[cfg(feature = "tch")]
     if bn.training.is_enabled() && super::libtorch::differentiates(&x, &bn.gamma.val()) {
         return normalize_libtorch(bn, x, activation);
+    }
+    // On flex, training with autodiff: graft's fused batch norm and activation.
+    if bn.training.is_enabled() && (x.is_autodiff() || bn.gamma.val().is_autodiff()) && super::batchnorm::applies(&x, &bn.gamma.val()) {
+        let [batch, _, height, width] = x.dims();
+        let (output, mean, variance) = super::batchnorm::train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon, activation);
+        batch_statistics::record(bn, mean, variance, batch * height * width);
+        return output;
     }
     activate(normalize(bn, x), activation)
 }

@@ -1,0 +1,344 @@
+//! Depthwise convolutions on `flex` as graft's own kernels, forward and backward.
+//!
+//! burn's `flex` runs a depthwise convolution through its general convolution, and its backward
+//! through a general transposed convolution: at the large planes of a network at its own size
+//! (Lite0 at 224x224: 112x112 and 56x56 planes) that backward was among the largest items of a
+//! `full` training step (docs/PERFORMANCE.md). Here each of the three is a direct loop over one
+//! plane (one image's channel) at a time, the planes spread over the cores: the forward and the
+//! input's gradient write whole output rows from whole input rows (vectorised where the stride is
+//! 1), and the filter's gradient is a sum of row dot products per channel. Recorded in burn's
+//! autodiff graph as one operation whose backward is these kernels; the outputs and gradients
+//! equal burn's convolution's up to rounding (tests below).
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::{DType, Tensor, TensorData};
+use rayon::prelude::*;
+
+type Tracked = Autodiff<Flex, NoCheckpointing>;
+
+/// The shape of one depthwise convolution: input `[batch, channels, height, width]`, filter
+/// `[channels, 1, kernel_h, kernel_w]`, padding (top, left; bottom and right follow from the
+/// output size), output `[batch, channels, out_h, out_w]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub batch: usize,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    /// Padding as (top, left, bottom, right).
+    pub padding: [usize; 4],
+}
+
+impl Geometry {
+    pub fn output(&self) -> [usize; 2] {
+        let [top, left, bottom, right] = self.padding;
+        [
+            (self.height + top + bottom - self.kernel[0]) / self.stride[0] + 1,
+            (self.width + left + right - self.kernel[1]) / self.stride[1] + 1,
+        ]
+    }
+
+    /// The output columns `ox` whose tap `kx` falls inside the input row, as a range.
+    fn columns(&self, kx: usize, out_w: usize) -> std::ops::Range<usize> {
+        let (left, stride) = (self.padding[1], self.stride[1]);
+        let first = if kx >= left { 0 } else { (left - kx).div_ceil(stride) };
+        // ix = ox * stride + kx - left < width  <=>  ox * stride < width + left - kx
+        let end = (self.width + left).saturating_sub(kx).div_ceil(stride).min(out_w);
+        first..end.max(first)
+    }
+
+    /// The input row under output row `oy`'s tap `ky`, if inside the image.
+    fn row(&self, oy: usize, ky: usize) -> Option<usize> {
+        (oy * self.stride[0] + ky).checked_sub(self.padding[0]).filter(|iy| *iy < self.height)
+    }
+}
+
+/// `y[n, c] = x[n, c] (*) w[c]`: the forward, one plane per task.
+pub fn forward_values(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
+    let [out_h, out_w] = g.output();
+    let plane_out = out_h * out_w;
+    let mut y = vec![0.0f32; g.batch * g.channels * plane_out];
+    y.par_chunks_mut(plane_out).enumerate().for_each(|(plane, out)| forward_plane(x, w, g, plane, out));
+    y
+}
+
+/// One output plane of [`forward_values`].
+#[inline(never)]
+fn forward_plane(x: &[f32], w: &[f32], g: &Geometry, plane: usize, out: &mut [f32]) {
+    let [out_h, out_w] = g.output();
+    let [kernel_h, kernel_w] = g.kernel;
+    let (plane_in, taps) = (g.height * g.width, kernel_h * kernel_w);
+    let c = plane % g.channels;
+    let input = &x[plane * plane_in..(plane + 1) * plane_in];
+    let filter = &w[c * taps..(c + 1) * taps];
+    for oy in 0..out_h {
+        let out_row = &mut out[oy * out_w..(oy + 1) * out_w];
+        for ky in 0..kernel_h {
+            let Some(iy) = g.row(oy, ky) else { continue };
+            let in_row = &input[iy * g.width..(iy + 1) * g.width];
+            for kx in 0..kernel_w {
+                let weight = filter[ky * kernel_w + kx];
+                let columns = g.columns(kx, out_w);
+                if columns.is_empty() {
+                    continue;
+                }
+                let shift = kx as isize - g.padding[1] as isize;
+                if g.stride[1] == 1 {
+                    let start = (columns.start as isize + shift) as usize;
+                    let source = &in_row[start..start + columns.len()];
+                    for (o, i) in out_row[columns].iter_mut().zip(source) {
+                        *o += weight * i;
+                    }
+                } else {
+                    for ox in columns {
+                        out_row[ox] += weight * in_row[(ox as isize * g.stride[1] as isize + shift) as usize];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The gradient of the input for an output gradient `gy`: each output pixel's gradient spread
+/// back over the input pixels under its taps, one input plane per task.
+pub fn input_gradient(gy: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
+    let plane_in = g.height * g.width;
+    let mut gx = vec![0.0f32; g.batch * g.channels * plane_in];
+    gx.par_chunks_mut(plane_in).enumerate().for_each(|(plane, grad_in)| input_gradient_plane(gy, w, g, plane, grad_in));
+    gx
+}
+
+/// One input plane of [`input_gradient`].
+#[inline(never)]
+fn input_gradient_plane(gy: &[f32], w: &[f32], g: &Geometry, plane: usize, grad_in: &mut [f32]) {
+    let [out_h, out_w] = g.output();
+    let [kernel_h, kernel_w] = g.kernel;
+    let (plane_out, taps) = (out_h * out_w, kernel_h * kernel_w);
+    let c = plane % g.channels;
+    let grad_out = &gy[plane * plane_out..(plane + 1) * plane_out];
+    let filter = &w[c * taps..(c + 1) * taps];
+    for oy in 0..out_h {
+        let go_row = &grad_out[oy * out_w..(oy + 1) * out_w];
+        for ky in 0..kernel_h {
+            let Some(iy) = g.row(oy, ky) else { continue };
+            let gi_row = &mut grad_in[iy * g.width..(iy + 1) * g.width];
+            for kx in 0..kernel_w {
+                let weight = filter[ky * kernel_w + kx];
+                let columns = g.columns(kx, out_w);
+                if columns.is_empty() {
+                    continue;
+                }
+                let shift = kx as isize - g.padding[1] as isize;
+                if g.stride[1] == 1 {
+                    let start = (columns.start as isize + shift) as usize;
+                    let target = &mut gi_row[start..start + columns.len()];
+                    for (i, o) in target.iter_mut().zip(&go_row[columns]) {
+                        *i += weight * o;
+                    }
+                } else {
+                    for ox in columns {
+                        gi_row[(ox as isize * g.stride[1] as isize + shift) as usize] += weight * go_row[ox];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The gradient of the filter for an output gradient `gy`: per channel, each tap's sum over the
+/// batch of the output gradient times the input under that tap; one channel per task.
+pub fn filter_gradient(gy: &[f32], x: &[f32], g: &Geometry) -> Vec<f32> {
+    let taps = g.kernel[0] * g.kernel[1];
+    let mut gw = vec![0.0f32; g.channels * taps];
+    gw.par_chunks_mut(taps).enumerate().for_each(|(c, grad_filter)| filter_gradient_channel(gy, x, g, c, grad_filter));
+    gw
+}
+
+/// One channel of [`filter_gradient`].
+#[inline(never)]
+fn filter_gradient_channel(gy: &[f32], x: &[f32], g: &Geometry, c: usize, grad_filter: &mut [f32]) {
+    let [out_h, out_w] = g.output();
+    let [kernel_h, kernel_w] = g.kernel;
+    let (plane_in, plane_out, taps) = (g.height * g.width, out_h * out_w, kernel_h * kernel_w);
+    let mut sums = vec![0.0f64; taps];
+    for n in 0..g.batch {
+        let plane = n * g.channels + c;
+        let input = &x[plane * plane_in..(plane + 1) * plane_in];
+        let grad_out = &gy[plane * plane_out..(plane + 1) * plane_out];
+        for oy in 0..out_h {
+            let go_row = &grad_out[oy * out_w..(oy + 1) * out_w];
+            for ky in 0..kernel_h {
+                let Some(iy) = g.row(oy, ky) else { continue };
+                let in_row = &input[iy * g.width..(iy + 1) * g.width];
+                for kx in 0..kernel_w {
+                    let columns = g.columns(kx, out_w);
+                    if columns.is_empty() {
+                        continue;
+                    }
+                    let shift = kx as isize - g.padding[1] as isize;
+                    let sum = if g.stride[1] == 1 {
+                        let start = (columns.start as isize + shift) as usize;
+                        dot(&go_row[columns.clone()], &in_row[start..start + columns.len()])
+                    } else {
+                        columns.map(|ox| go_row[ox] * in_row[(ox as isize * g.stride[1] as isize + shift) as usize]).sum()
+                    };
+                    sums[ky * kernel_w + kx] += sum as f64;
+                }
+            }
+        }
+    }
+    for (out, sum) in grad_filter.iter_mut().zip(sums) {
+        *out = sum as f32;
+    }
+}
+
+/// A dot product in eight lanes (so the compiler vectorises it without reassociating a single sum).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let chunks = a.len() / 8;
+    for (ca, cb) in a[..chunks * 8].chunks_exact(8).zip(b[..chunks * 8].chunks_exact(8)) {
+        for lane in 0..8 {
+            lanes[lane] += ca[lane] * cb[lane];
+        }
+    }
+    let tail: f32 = a[chunks * 8..].iter().zip(&b[chunks * 8..]).map(|(x, y)| x * y).sum();
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// A float tensor's values on `flex`, row-major.
+fn values(tensor: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match tensor.as_slice::<f32>() {
+        Some(values) => std::borrow::Cow::Borrowed(values),
+        None => std::borrow::Cow::Owned(tensor.to_contiguous().as_slice::<f32>().expect("a contiguous f32 tensor").to_vec()),
+    }
+}
+
+fn flex_tensor(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// Whether [`conv`] runs this input and filter: float32 tensors on `flex`.
+pub fn applies(x: &Tensor<4>, weight: &Tensor<4>) -> bool {
+    let flex = |tensor: &Tensor<4>| {
+        let device = tensor.device();
+        device == burn::tensor::Device::flex() || device == burn::tensor::Device::flex().autodiff()
+    };
+    flex(x) && flex(weight) && x.dtype() == DType::F32 && weight.dtype() == DType::F32
+}
+
+/// The depthwise convolution of `x` (`[batch, channels, h, w]`) with `weight` (`[channels, 1,
+/// kh, kw]`) on `flex` ([`applies`]), no bias; tracked by burn's autodiff when either is.
+pub fn conv(x: Tensor<4>, weight: Tensor<4>, stride: [usize; 2], padding: [usize; 4]) -> Tensor<4> {
+    let [batch, channels, height, width] = x.dims();
+    let [_, _, kernel_h, kernel_w] = weight.dims();
+    let geometry = Geometry { batch, channels, height, width, kernel: [kernel_h, kernel_w], stride, padding };
+    let [out_h, out_w] = geometry.output();
+    let out_shape = [batch, channels, out_h, out_w];
+    if !x.is_autodiff() && !weight.is_autodiff() {
+        let x = x.try_into_primitive::<Flex>().expect("a tensor on flex");
+        let w = weight.try_into_primitive::<Flex>().expect("a tensor on flex");
+        let y = forward_values(&values(&x), &values(&w), &geometry);
+        return Tensor::from_primitive::<Flex>(flex_tensor(y, out_shape));
+    }
+    let x = x.autodiff().try_into_primitive::<Tracked>().expect("a tensor on flex");
+    let w = weight.autodiff().try_into_primitive::<Tracked>().expect("a tensor on flex");
+    let y = flex_tensor(forward_values(&values(x.primitive()), &values(w.primitive()), &geometry), out_shape);
+    let output = match DepthwiseBackward.prepare::<NoCheckpointing>([x.node(), w.node()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish((x.primitive().clone(), w.primitive().clone(), geometry), y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    Tensor::from_primitive::<Tracked>(output)
+}
+
+#[derive(Debug)]
+struct DepthwiseBackward;
+
+impl Backward<Flex, 2> for DepthwiseBackward {
+    /// The input, the filter and the shape.
+    type State = (FlexTensor, FlexTensor, Geometry);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (x, w, geometry) = ops.state;
+        let gy = values(&grad);
+        let [x_node, w_node] = ops.parents;
+        if let Some(node) = w_node {
+            let gw = filter_gradient(&gy, &values(&x), &geometry);
+            grads.register::<Flex>(node.id, flex_tensor(gw, [geometry.channels, 1, geometry.kernel[0], geometry.kernel[1]]));
+        }
+        if let Some(node) = x_node {
+            let gx = input_gradient(&gy, &values(&w), &geometry);
+            grads.register::<Flex>(node.id, flex_tensor(gx, [geometry.batch, geometry.channels, geometry.height, geometry.width]));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::Conv2dConfig;
+    use burn::tensor::{Device, Distribution};
+
+    fn relative_difference<const D: usize>(expected: Tensor<D>, actual: Tensor<D>) -> f32 {
+        let scale = expected.clone().abs().max().into_scalar::<f32>();
+        (expected - actual).abs().max().into_scalar::<f32>() / scale
+    }
+
+    /// Outputs and gradients equal burn's own convolution's for the depthwise layers of
+    /// EfficientNet-Lite and MobileNetV2 (3x3 and 5x5, stride 1 and 2, TensorFlow's uneven "same"
+    /// padding and PyTorch's even padding), on odd and even sizes, tracked or not.
+    #[test]
+    fn depthwise_matches_burn_forward_and_backward() {
+        let device = Device::flex().autodiff();
+        let cases = [
+            (3, 3, 1, PaddingConfig2d::Same, 9),
+            (4, 3, 2, PaddingConfig2d::Same, 12),
+            (5, 5, 2, PaddingConfig2d::Same, 11),
+            (2, 5, 1, PaddingConfig2d::Same, 14),
+            (3, 3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), 10),
+            (6, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 7),
+            (2, 5, 2, PaddingConfig2d::Same, 3),
+        ];
+        for (channels, kernel, stride, padding, size) in cases {
+            let layer = Conv2dConfig::new([channels, channels], [kernel, kernel])
+                .with_groups(channels)
+                .with_stride([stride, stride])
+                .with_padding(padding.clone())
+                .with_bias(false)
+                .init(&device);
+            let sides = crate::backend::ops::padding_sides(&padding, [kernel, kernel], [stride, stride], size, size + 1);
+            for input_tracked in [true, false] {
+                let x = Tensor::<4>::random([3, channels, size, size + 1], Distribution::Normal(0.0, 1.0), &device);
+                let x = if input_tracked { x.require_grad() } else { x };
+                let expected = layer.forward(x.clone());
+                let actual = conv(x.clone(), layer.weight.val(), [stride, stride], sides);
+                assert_eq!(expected.dims(), actual.dims(), "{channels} {kernel} {stride} {size}");
+                assert!(relative_difference(expected.clone(), actual.clone()) < 1e-5);
+                let target = Tensor::<4>::random(expected.dims(), Distribution::Normal(0.0, 1.0), &device);
+                let expected_grads = (expected * target.clone()).sum().backward();
+                let actual_grads = (actual * target).sum().backward();
+                let weight = |grads| layer.weight.grad(grads).expect("a weight gradient");
+                assert!(relative_difference(weight(&expected_grads), weight(&actual_grads)) < 1e-5, "{channels} {kernel} {stride} {size}");
+                match (x.grad(&expected_grads), x.grad(&actual_grads)) {
+                    (Some(expected), Some(actual)) => assert!(relative_difference(expected, actual) < 1e-5),
+                    (None, None) => assert!(!input_tracked),
+                    _ => panic!("the input's gradient exists for one implementation only"),
+                }
+            }
+            // Without autodiff: the same forward as burn's module without autodiff.
+            let plain = burn::module::Module::valid(&layer);
+            let x = Tensor::<4>::random([2, channels, size, size + 1], Distribution::Normal(0.0, 1.0), &Device::flex());
+            let actual = conv(x.clone(), plain.weight.val(), [stride, stride], sides);
+            assert!(!actual.is_autodiff());
+            assert!(relative_difference(plain.forward(x), actual) < 1e-5);
+        }
+    }
+}
