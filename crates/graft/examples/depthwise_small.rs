@@ -7,6 +7,12 @@
 //!
 //!     cargo run --release -p graft --example depthwise_small
 //!
+//! At the teacher's own size (224x224, batch 16, one training shard: every depthwise layer of
+//! Lite0 on planes above 64 pixels, which graft runs through its direct kernels,
+//! `backend/depthwise.rs`):
+//!
+//!     cargo run --release -p graft --example depthwise_small -- flex224
+//!
 //! On libtorch (build with `--features tch`, pass `libtorch`) graft has libtorch differentiate
 //! the convolution (`models/libtorch.rs`), where burn computes the weight gradient one channel at
 //! a time; shapes are all of Lite0's depthwise convolutions at 112x112 input, batch 16 (one
@@ -32,6 +38,11 @@ fn flex() -> (Device, Shapes) {
     (Device::flex().autodiff(), (vec![(1152, 5, 1, 4), (1152, 3, 1, 4), (672, 5, 2, 7), (480, 3, 1, 7), (480, 5, 1, 7)], 32))
 }
 
+fn flex224() -> (Device, Shapes) {
+    let shapes = vec![(32, 3, 1, 112), (96, 3, 2, 112), (144, 3, 1, 56), (144, 5, 2, 56), (240, 5, 1, 28), (240, 3, 2, 28), (480, 3, 1, 14), (672, 5, 1, 14), (672, 5, 2, 14)];
+    (Device::flex().autodiff(), (shapes, 16))
+}
+
 #[cfg(feature = "tch")]
 #[allow(deprecated)] // burn 0.22 marks libtorch deprecated.
 fn libtorch() -> (Device, Shapes) {
@@ -48,9 +59,10 @@ fn libtorch() -> (Device, Shapes) {
 fn main() {
     let (device, (shapes, batch)) = match std::env::args().nth(1).as_deref() {
         None | Some("flex") => flex(),
+        Some("flex224") => flex224(),
         Some("libtorch") => libtorch(),
         Some(other) => {
-            eprintln!("unknown device `{other}`: `flex` (default) or `libtorch`");
+            eprintln!("unknown device `{other}`: `flex` (default), `flex224` or `libtorch`");
             std::process::exit(2)
         }
     };

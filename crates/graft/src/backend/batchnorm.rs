@@ -16,30 +16,25 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::Tensor;
 use rayon::prelude::*;
 
+use super::{flex_tensor, flex_values as values};
 use crate::models::block::Activation;
 
 type Tracked = Autodiff<Flex, NoCheckpointing>;
-
-/// Whether [`train`] runs this input and these parameters: float32 tensors on `flex`.
-pub fn applies(x: &Tensor<4>, gamma: &Tensor<1>) -> bool {
-    let flex = |device: burn::tensor::Device| device == burn::tensor::Device::flex() || device == burn::tensor::Device::flex().autodiff();
-    flex(x.device()) && flex(gamma.device()) && x.dtype() == DType::F32 && gamma.dtype() == DType::F32
-}
 
 /// `activation(batch_norm(x))` with the batch's own statistics, tracked by burn's autodiff when
 /// any input is. Returns the output and the batch's mean and (biased) variance, untracked.
 pub fn train(x: Tensor<4>, gamma: Tensor<1>, beta: Tensor<1>, epsilon: f64, activation: Activation) -> (Tensor<4>, Tensor<1>, Tensor<1>) {
     let [batch, channels, height, width] = x.dims();
     let shape = Shape { batch, channels, plane: height * width };
-    let statistic = |values: Vec<f32>| Tensor::<1>::from_primitive::<Flex>(FlexTensor::from_data(TensorData::new(values, [channels])));
+    let statistic = |values: Vec<f32>| Tensor::<1>::from_primitive::<Flex>(flex_tensor(values, [channels]));
     if !x.is_autodiff() && !gamma.is_autodiff() && !beta.is_autodiff() {
         let [x, gamma, beta] = [x.into_primitive_flex(), gamma.into_primitive_flex(), beta.into_primitive_flex()];
         let (mean, variance) = statistics(&values(&x), &shape);
         let y = forward_values(&values(&x), &values(&gamma), &values(&beta), &mean, &inverse_std(&variance, epsilon), activation, &shape);
-        let y = Tensor::<4>::from_primitive::<Flex>(FlexTensor::from_data(TensorData::new(y, [batch, channels, height, width])));
+        let y = Tensor::<4>::from_primitive::<Flex>(flex_tensor(y, [batch, channels, height, width]));
         return (y, statistic(mean), statistic(variance));
     }
     let x = x.autodiff().try_into_primitive::<Tracked>().expect("a tensor on flex");
@@ -48,10 +43,10 @@ pub fn train(x: Tensor<4>, gamma: Tensor<1>, beta: Tensor<1>, epsilon: f64, acti
     let (mean, variance) = statistics(&values(x.primitive()), &shape);
     let inverse = inverse_std(&variance, epsilon);
     let y = forward_values(&values(x.primitive()), &values(gamma.primitive()), &values(beta.primitive()), &mean, &inverse, activation, &shape);
-    let y = FlexTensor::from_data(TensorData::new(y, [batch, channels, height, width]));
+    let y = flex_tensor(y, [batch, channels, height, width]);
     let output = match NormBackward.prepare::<NoCheckpointing>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
-            let state = NormState { x: x.primitive().clone(), gamma: gamma.primitive().clone(), output: y.clone(), mean: mean.clone(), inverse_std: inverse, activation, shape };
+            let state = NormState { x: x.primitive().clone(), gamma: gamma.primitive().clone(), output: y.clone(), mean: mean.clone(), inverse_std: inverse, activation, shape, height, width };
             prep.finish(state, y)
         }
         OpsKind::UnTracked(prep) => prep.finish(y),
@@ -135,6 +130,8 @@ struct NormState {
     inverse_std: Vec<f32>,
     activation: Activation,
     shape: Shape,
+    height: usize,
+    width: usize,
 }
 
 /// The output gradient with the activation's backward applied: zero where it clamped (read
@@ -180,7 +177,7 @@ impl Backward<Flex, 3> for NormBackward {
             .collect();
         let [x_node, gamma_node, beta_node] = ops.parents;
         let channels = shape.channels;
-        let per_channel = |values: Vec<f32>| FlexTensor::from_data(TensorData::new(values, [channels]));
+        let per_channel = |values: Vec<f32>| flex_tensor(values, [channels]);
         if let Some(node) = gamma_node {
             grads.register::<Flex>(node.id, per_channel(sums.iter().map(|(_, dot)| *dot as f32).collect()));
         }
@@ -204,16 +201,8 @@ impl Backward<Flex, 3> for NormBackward {
                     *o = scale * (passed(state.activation, y, g) - mean_g - xhat * mean_gx);
                 }
             });
-            grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(gx, state.x.layout().shape().clone())));
+            grads.register::<Flex>(node.id, flex_tensor(gx, [shape.batch, shape.channels, state.height, state.width]));
         }
-    }
-}
-
-/// A float tensor's values on `flex`, row-major.
-fn values(tensor: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    match tensor.as_slice::<f32>() {
-        Some(values) => std::borrow::Cow::Borrowed(values),
-        None => std::borrow::Cow::Owned(tensor.to_contiguous().as_slice::<f32>().expect("a contiguous f32 tensor").to_vec()),
     }
 }
 

@@ -5,8 +5,9 @@
 //! (Lite0 at 224x224: 112x112 and 56x56 planes) that backward was among the largest items of a
 //! `full` training step (docs/PERFORMANCE.md). Here each of the three is a direct loop over one
 //! plane (one image's channel) at a time, the planes spread over the cores: the forward and the
-//! input's gradient write whole output rows from whole input rows (vectorised where the stride is
-//! 1), and the filter's gradient is a sum of row dot products per channel. Recorded in burn's
+//! input's gradient write whole output rows from whole input rows, and the filter's gradient is
+//! a sum of row dot products per channel, every tap a contiguous run (a strided row is first
+//! split into its phases, [`Phased`]). Recorded in burn's
 //! autodiff graph as one operation whose backward is these kernels; the outputs and gradients
 //! equal burn's convolution's up to rounding (tests below).
 
@@ -16,8 +17,10 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::Tensor;
 use rayon::prelude::*;
+
+use super::{flex_tensor, flex_values as values};
 
 type Tracked = Autodiff<Flex, NoCheckpointing>;
 
@@ -60,6 +63,64 @@ impl Geometry {
     }
 }
 
+/// One input row split into its `stride` phases, padded: phase `p` holds the padded row's
+/// pixels `p, p + stride, p + 2 stride, ...`, so that tap `kx` of every output pixel of a row is
+/// one contiguous run (`tap`), where a strided row would be a gather.
+struct Phased {
+    stride: usize,
+    left: usize,
+    /// Pixels per phase.
+    len: usize,
+    out_w: usize,
+    values: Vec<f32>,
+}
+
+impl Phased {
+    fn new(g: &Geometry, out_w: usize) -> Phased {
+        let stride = g.stride[1];
+        let len = (g.width + g.padding[1] + g.padding[3]).div_ceil(stride).max(out_w + (g.kernel[1] - 1) / stride);
+        Phased { stride, left: g.padding[1], len, out_w, values: vec![0.0; stride * len] }
+    }
+
+    /// Loads an input row (zero in the padding).
+    fn fill(&mut self, row: &[f32]) {
+        self.values.fill(0.0);
+        let (mut phase, mut at) = (self.left % self.stride, self.left / self.stride);
+        for value in row {
+            self.values[phase * self.len + at] = *value;
+            phase += 1;
+            if phase == self.stride {
+                phase = 0;
+                at += 1;
+            }
+        }
+    }
+
+    /// The inputs under tap `kx` of each output pixel of the row.
+    fn tap(&self, kx: usize) -> &[f32] {
+        let start = (kx % self.stride) * self.len + kx / self.stride;
+        &self.values[start..start + self.out_w]
+    }
+
+    fn tap_mut(&mut self, kx: usize) -> &mut [f32] {
+        let start = (kx % self.stride) * self.len + kx / self.stride;
+        &mut self.values[start..start + self.out_w]
+    }
+
+    /// Adds the phases back onto an input row (the adjoint of `fill`; the padding is dropped).
+    fn add_to(&self, row: &mut [f32]) {
+        let (mut phase, mut at) = (self.left % self.stride, self.left / self.stride);
+        for value in row {
+            *value += self.values[phase * self.len + at];
+            phase += 1;
+            if phase == self.stride {
+                phase = 0;
+                at += 1;
+            }
+        }
+    }
+}
+
 /// `y[n, c] = x[n, c] (*) w[c]`: the forward, one plane per task.
 pub fn forward_values(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
     let [out_h, out_w] = g.output();
@@ -78,6 +139,23 @@ fn forward_plane(x: &[f32], w: &[f32], g: &Geometry, plane: usize, out: &mut [f3
     let c = plane % g.channels;
     let input = &x[plane * plane_in..(plane + 1) * plane_in];
     let filter = &w[c * taps..(c + 1) * taps];
+    if g.stride[1] > 1 {
+        let mut phased = Phased::new(g, out_w);
+        for oy in 0..out_h {
+            let out_row = &mut out[oy * out_w..(oy + 1) * out_w];
+            for ky in 0..kernel_h {
+                let Some(iy) = g.row(oy, ky) else { continue };
+                phased.fill(&input[iy * g.width..(iy + 1) * g.width]);
+                for kx in 0..kernel_w {
+                    let weight = filter[ky * kernel_w + kx];
+                    for (o, i) in out_row.iter_mut().zip(phased.tap(kx)) {
+                        *o += weight * i;
+                    }
+                }
+            }
+        }
+        return;
+    }
     for oy in 0..out_h {
         let out_row = &mut out[oy * out_w..(oy + 1) * out_w];
         for ky in 0..kernel_h {
@@ -89,17 +167,10 @@ fn forward_plane(x: &[f32], w: &[f32], g: &Geometry, plane: usize, out: &mut [f3
                 if columns.is_empty() {
                     continue;
                 }
-                let shift = kx as isize - g.padding[1] as isize;
-                if g.stride[1] == 1 {
-                    let start = (columns.start as isize + shift) as usize;
-                    let source = &in_row[start..start + columns.len()];
-                    for (o, i) in out_row[columns].iter_mut().zip(source) {
-                        *o += weight * i;
-                    }
-                } else {
-                    for ox in columns {
-                        out_row[ox] += weight * in_row[(ox as isize * g.stride[1] as isize + shift) as usize];
-                    }
+                let start = (columns.start as isize + kx as isize - g.padding[1] as isize) as usize;
+                let source = &in_row[start..start + columns.len()];
+                for (o, i) in out_row[columns].iter_mut().zip(source) {
+                    *o += weight * i;
                 }
             }
         }
@@ -124,6 +195,24 @@ fn input_gradient_plane(gy: &[f32], w: &[f32], g: &Geometry, plane: usize, grad_
     let c = plane % g.channels;
     let grad_out = &gy[plane * plane_out..(plane + 1) * plane_out];
     let filter = &w[c * taps..(c + 1) * taps];
+    if g.stride[1] > 1 {
+        let mut phased = Phased::new(g, out_w);
+        for oy in 0..out_h {
+            let go_row = &grad_out[oy * out_w..(oy + 1) * out_w];
+            for ky in 0..kernel_h {
+                let Some(iy) = g.row(oy, ky) else { continue };
+                phased.values.fill(0.0);
+                for kx in 0..kernel_w {
+                    let weight = filter[ky * kernel_w + kx];
+                    for (i, o) in phased.tap_mut(kx).iter_mut().zip(go_row) {
+                        *i += weight * o;
+                    }
+                }
+                phased.add_to(&mut grad_in[iy * g.width..(iy + 1) * g.width]);
+            }
+        }
+        return;
+    }
     for oy in 0..out_h {
         let go_row = &grad_out[oy * out_w..(oy + 1) * out_w];
         for ky in 0..kernel_h {
@@ -135,17 +224,10 @@ fn input_gradient_plane(gy: &[f32], w: &[f32], g: &Geometry, plane: usize, grad_
                 if columns.is_empty() {
                     continue;
                 }
-                let shift = kx as isize - g.padding[1] as isize;
-                if g.stride[1] == 1 {
-                    let start = (columns.start as isize + shift) as usize;
-                    let target = &mut gi_row[start..start + columns.len()];
-                    for (i, o) in target.iter_mut().zip(&go_row[columns]) {
-                        *i += weight * o;
-                    }
-                } else {
-                    for ox in columns {
-                        gi_row[(ox as isize * g.stride[1] as isize + shift) as usize] += weight * go_row[ox];
-                    }
+                let start = (columns.start as isize + kx as isize - g.padding[1] as isize) as usize;
+                let target = &mut gi_row[start..start + columns.len()];
+                for (i, o) in target.iter_mut().zip(&go_row[columns]) {
+                    *i += weight * o;
                 }
             }
         }
@@ -168,10 +250,24 @@ fn filter_gradient_channel(gy: &[f32], x: &[f32], g: &Geometry, c: usize, grad_f
     let [kernel_h, kernel_w] = g.kernel;
     let (plane_in, plane_out, taps) = (g.height * g.width, out_h * out_w, kernel_h * kernel_w);
     let mut sums = vec![0.0f64; taps];
+    let mut phased = Phased::new(g, out_w);
     for n in 0..g.batch {
         let plane = n * g.channels + c;
         let input = &x[plane * plane_in..(plane + 1) * plane_in];
         let grad_out = &gy[plane * plane_out..(plane + 1) * plane_out];
+        if g.stride[1] > 1 {
+            for oy in 0..out_h {
+                let go_row = &grad_out[oy * out_w..(oy + 1) * out_w];
+                for ky in 0..kernel_h {
+                    let Some(iy) = g.row(oy, ky) else { continue };
+                    phased.fill(&input[iy * g.width..(iy + 1) * g.width]);
+                    for kx in 0..kernel_w {
+                        sums[ky * kernel_w + kx] += dot(go_row, phased.tap(kx)) as f64;
+                    }
+                }
+            }
+            continue;
+        }
         for oy in 0..out_h {
             let go_row = &grad_out[oy * out_w..(oy + 1) * out_w];
             for ky in 0..kernel_h {
@@ -182,14 +278,8 @@ fn filter_gradient_channel(gy: &[f32], x: &[f32], g: &Geometry, c: usize, grad_f
                     if columns.is_empty() {
                         continue;
                     }
-                    let shift = kx as isize - g.padding[1] as isize;
-                    let sum = if g.stride[1] == 1 {
-                        let start = (columns.start as isize + shift) as usize;
-                        dot(&go_row[columns.clone()], &in_row[start..start + columns.len()])
-                    } else {
-                        columns.map(|ox| go_row[ox] * in_row[(ox as isize * g.stride[1] as isize + shift) as usize]).sum()
-                    };
-                    sums[ky * kernel_w + kx] += sum as f64;
+                    let start = (columns.start as isize + kx as isize - g.padding[1] as isize) as usize;
+                    sums[ky * kernel_w + kx] += dot(&go_row[columns.clone()], &in_row[start..start + columns.len()]) as f64;
                 }
             }
         }
@@ -212,29 +302,8 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
-/// A float tensor's values on `flex`, row-major.
-fn values(tensor: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    match tensor.as_slice::<f32>() {
-        Some(values) => std::borrow::Cow::Borrowed(values),
-        None => std::borrow::Cow::Owned(tensor.to_contiguous().as_slice::<f32>().expect("a contiguous f32 tensor").to_vec()),
-    }
-}
-
-fn flex_tensor(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape))
-}
-
-/// Whether [`conv`] runs this input and filter: float32 tensors on `flex`.
-pub fn applies(x: &Tensor<4>, weight: &Tensor<4>) -> bool {
-    let flex = |tensor: &Tensor<4>| {
-        let device = tensor.device();
-        device == burn::tensor::Device::flex() || device == burn::tensor::Device::flex().autodiff()
-    };
-    flex(x) && flex(weight) && x.dtype() == DType::F32 && weight.dtype() == DType::F32
-}
-
 /// The depthwise convolution of `x` (`[batch, channels, h, w]`) with `weight` (`[channels, 1,
-/// kh, kw]`) on `flex` ([`applies`]), no bias; tracked by burn's autodiff when either is.
+/// kh, kw]`), float32 on `flex`, no bias; tracked by burn's autodiff when either is.
 pub fn conv(x: Tensor<4>, weight: Tensor<4>, stride: [usize; 2], padding: [usize; 4]) -> Tensor<4> {
     let [batch, channels, height, width] = x.dims();
     let [_, _, kernel_h, kernel_w] = weight.dims();

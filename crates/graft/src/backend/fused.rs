@@ -252,7 +252,8 @@ fn conv(op: &ConvOp, x: &Map) -> Map {
     if k == 1 && s == 1 && top + left + bottom + right == 0 {
         matmul(&op.weight, &x.data, &mut out, op.outputs, depth, plane);
     } else {
-        let columns = im2col(x, k, s, [top, left], out_h, out_w);
+        let mut columns = vec![0.0f32; depth * plane];
+        super::convolution::im2col(&x.data, [x.channels, x.height, x.width], [k, k], [s, s], [top, left], [out_h, out_w], &mut columns);
         matmul(&op.weight, &columns, &mut out, op.outputs, depth, plane);
     }
     for (channel, values) in out.chunks_mut(plane).enumerate() {
@@ -289,31 +290,6 @@ fn matmul(lhs: &[f32], rhs: &[f32], out: &mut [f32], m: usize, k: usize, n: usiz
             gemm::Parallelism::None,
         );
     }
-}
-
-/// `[inputs * k * k, out_h * out_w]`: each row one (channel, ky, kx) tap over every output pixel.
-fn im2col(x: &Map, k: usize, s: usize, [top, left]: [usize; 2], out_h: usize, out_w: usize) -> Vec<f32> {
-    let plane = out_h * out_w;
-    let mut columns = vec![0.0f32; x.channels * k * k * plane];
-    for channel in 0..x.channels {
-        let input = &x.data[channel * x.height * x.width..(channel + 1) * x.height * x.width];
-        for ky in 0..k {
-            for kx in 0..k {
-                let row = &mut columns[((channel * k + ky) * k + kx) * plane..][..plane];
-                for oy in 0..out_h {
-                    let Some(iy) = (oy * s + ky).checked_sub(top).filter(|iy| *iy < x.height) else { continue };
-                    let source = &input[iy * x.width..(iy + 1) * x.width];
-                    let target = &mut row[oy * out_w..(oy + 1) * out_w];
-                    for (ox, value) in target.iter_mut().enumerate() {
-                        if let Some(ix) = (ox * s + kx).checked_sub(left).filter(|ix| *ix < x.width) {
-                            *value = source[ix];
-                        }
-                    }
-                }
-            }
-        }
-    }
-    columns
 }
 
 /// One filter per channel. The plane is copied once into a zero-padded buffer split into

@@ -1,9 +1,10 @@
 //! How the math runs, apart from what the network is: a network's description run through burn
-//! ([`forward`]), operations rewritten for `flex` and for libtorch ([`ops`], [`depthwise`],
-//! [`batchnorm`], [`libtorch`]), and
+//! ([`forward`]), operations rewritten for `flex` and for libtorch ([`ops`], [`convolution`],
+//! [`depthwise`], [`batchnorm`], [`libtorch`]), and
 //! frozen blocks compiled for the CPU ([`fused`]).
 
 pub mod batchnorm;
+pub mod convolution;
 pub mod depthwise;
 pub mod forward;
 pub mod fused;
@@ -21,4 +22,24 @@ use crate::error::{GraftError, Result};
 /// The backend could not hand the values over (a failed read, an unsupported element type).
 pub fn host_values<E: Element>(data: TensorData) -> Result<Vec<E>> {
     data.convert::<E>().try_into_vec::<E>().map_err(|error| GraftError::Tensor(format!("{error:?}")))
+}
+
+/// Whether `tensor` is float32 on `flex` (with or without autodiff): what graft's own `flex`
+/// operations ([`convolution`], [`depthwise`], [`batchnorm`]) take.
+pub(crate) fn on_flex_f32<const D: usize>(tensor: &burn::tensor::Tensor<D>) -> bool {
+    let device = tensor.device();
+    (device == burn::tensor::Device::flex() || device == burn::tensor::Device::flex().autodiff()) && tensor.dtype() == burn::tensor::DType::F32
+}
+
+/// A float tensor's values on `flex`, row-major (copied only if its layout is strided).
+pub(crate) fn flex_values(tensor: &burn::backend::flex::FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match tensor.as_slice::<f32>() {
+        Some(values) => std::borrow::Cow::Borrowed(values),
+        None => std::borrow::Cow::Owned(tensor.to_contiguous().as_slice::<f32>().expect("a contiguous f32 tensor").to_vec()),
+    }
+}
+
+/// Row-major values as a `flex` tensor.
+pub(crate) fn flex_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> burn::backend::flex::FlexTensor {
+    burn::backend::flex::FlexTensor::from_data(TensorData::new(values, shape))
 }

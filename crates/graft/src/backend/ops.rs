@@ -41,7 +41,7 @@ pub fn conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         if height * width <= DEPTHWISE_DENSE_MAX_PIXELS {
             return depthwise_dense(conv, x);
         }
-        if super::depthwise::applies(&x, &conv.weight.val()) {
+        if super::on_flex_f32(&x) && super::on_flex_f32(&conv.weight.val()) {
             let padding = padding_sides(&conv.padding, [kernel_h, kernel_w], conv.stride, height, width);
             let y = super::depthwise::conv(x, conv.weight.val(), conv.stride, padding);
             return match &conv.bias {
@@ -51,6 +51,14 @@ pub fn conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         }
     }
     if !pointwise {
+        if conv.groups == 1 && conv.dilation == [1, 1] && super::on_flex_f32(&x) && super::on_flex_f32(&conv.weight.val()) {
+            let padding = padding_sides(&conv.padding, [kernel_h, kernel_w], conv.stride, height, width);
+            let y = super::convolution::conv(x, conv.weight.val(), conv.stride, padding);
+            return match &conv.bias {
+                Some(bias) => y + bias.val().reshape([1, outputs, 1, 1]),
+                None => y,
+            };
+        }
         return conv.forward(x);
     }
     debug_assert_eq!(channels, inputs);
@@ -161,7 +169,7 @@ pub fn normalize_activated(bn: &BatchNorm, x: Tensor<4>, activation: Activation)
         return normalize_libtorch(bn, x, activation);
     }
     // On flex, training with autodiff: graft's fused batch norm and activation.
-    if bn.training.is_enabled() && (x.is_autodiff() || bn.gamma.val().is_autodiff()) && super::batchnorm::applies(&x, &bn.gamma.val()) {
+    if bn.training.is_enabled() && (x.is_autodiff() || bn.gamma.val().is_autodiff()) && super::on_flex_f32(&x) && super::on_flex_f32(&bn.gamma.val()) {
         let [batch, _, height, width] = x.dims();
         let (output, mean, variance) = super::batchnorm::train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon, activation);
         batch_statistics::record(bn, mean, variance, batch * height * width);

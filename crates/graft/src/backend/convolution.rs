@@ -1,0 +1,335 @@
+//! Convolutions with one group and a kernel larger than 1x1 on `flex` (ResNet's 3x3 and 7x7,
+//! the stems of EfficientNet-Lite and MobileNetV2), forward and backward as matrix products.
+//!
+//! burn's `flex` takes a convolution's input gradient through a general transposed convolution
+//! and its filter gradient through a convolution of the input with the output gradient as the
+//! filter; at ResNet-50's sizes those were most of a `full` training step. Here each image is
+//! unfolded (im2col: one row per input channel and filter tap, one column per output pixel) and
+//! - the forward is `filter [out, in·kh·kw] x columns`,
+//! - the filter's gradient is the sum over images of `output gradient x columns^T`,
+//! - the input's gradient is `filter^T x output gradient`, folded back onto the input (col2im),
+//!
+//! one image per task over the cores, each product on its task's thread. The columns are made
+//! again in the backward rather than kept: a batch's columns are kernel-area times the input's
+//! size. Recorded in burn's autodiff as one operation; values and gradients equal burn's
+//! convolution's up to rounding (tests below).
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::Tensor;
+use rayon::prelude::*;
+
+use super::{flex_tensor, flex_values};
+
+type Tracked = Autodiff<Flex, NoCheckpointing>;
+
+/// The shape of one convolution: input `[batch, inputs, height, width]`, filter `[outputs,
+/// inputs, kernel_h, kernel_w]`, padding (top, left, bottom, right).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub batch: usize,
+    pub inputs: usize,
+    pub outputs: usize,
+    pub height: usize,
+    pub width: usize,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 4],
+}
+
+impl Geometry {
+    pub fn output(&self) -> [usize; 2] {
+        let [top, left, bottom, right] = self.padding;
+        [
+            (self.height + top + bottom - self.kernel[0]) / self.stride[0] + 1,
+            (self.width + left + right - self.kernel[1]) / self.stride[1] + 1,
+        ]
+    }
+
+    /// Rows of an image's columns: input channels times filter taps.
+    fn depth(&self) -> usize {
+        self.inputs * self.kernel[0] * self.kernel[1]
+    }
+
+    fn pixels(&self) -> usize {
+        let [out_h, out_w] = self.output();
+        out_h * out_w
+    }
+
+    fn image(&self) -> usize {
+        self.inputs * self.height * self.width
+    }
+}
+
+/// Unfolds one image (`[channels, height, width]`) into `columns` (`[channels * kh * kw, out_h *
+/// out_w]`): row (c, ky, kx) holds, for every output pixel, the input under that tap (0 in the
+/// padding).
+#[allow(clippy::too_many_arguments)] // a convolution's geometry, spelled out for the fused plan too.
+pub(crate) fn im2col(
+    input: &[f32],
+    [channels, height, width]: [usize; 3],
+    [kernel_h, kernel_w]: [usize; 2],
+    [stride_h, stride_w]: [usize; 2],
+    [top, left]: [usize; 2],
+    [out_h, out_w]: [usize; 2],
+    columns: &mut [f32],
+) {
+    let plane = out_h * out_w;
+    for channel in 0..channels {
+        let source = &input[channel * height * width..(channel + 1) * height * width];
+        for ky in 0..kernel_h {
+            for kx in 0..kernel_w {
+                let row = &mut columns[((channel * kernel_h + ky) * kernel_w + kx) * plane..][..plane];
+                for oy in 0..out_h {
+                    let target = &mut row[oy * out_w..(oy + 1) * out_w];
+                    let Some(iy) = (oy * stride_h + ky).checked_sub(top).filter(|iy| *iy < height) else {
+                        target.fill(0.0);
+                        continue;
+                    };
+                    let line = &source[iy * width..(iy + 1) * width];
+                    for (ox, value) in target.iter_mut().enumerate() {
+                        *value = match (ox * stride_w + kx).checked_sub(left).filter(|ix| *ix < width) {
+                            Some(ix) => line[ix],
+                            None => 0.0,
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Folds columns back onto an image: the adjoint of [`im2col`], adding each column entry to the
+/// input pixel it was read from.
+fn col2im(columns: &[f32], g: &Geometry, image: &mut [f32]) {
+    let [out_h, out_w] = g.output();
+    let [kernel_h, kernel_w] = g.kernel;
+    let [top, left, ..] = g.padding;
+    let plane = out_h * out_w;
+    for channel in 0..g.inputs {
+        let target = &mut image[channel * g.height * g.width..(channel + 1) * g.height * g.width];
+        for ky in 0..kernel_h {
+            for kx in 0..kernel_w {
+                let row = &columns[((channel * kernel_h + ky) * kernel_w + kx) * plane..][..plane];
+                for oy in 0..out_h {
+                    let Some(iy) = (oy * g.stride[0] + ky).checked_sub(top).filter(|iy| *iy < g.height) else { continue };
+                    let line = &mut target[iy * g.width..(iy + 1) * g.width];
+                    for (ox, value) in row[oy * out_w..(oy + 1) * out_w].iter().enumerate() {
+                        if let Some(ix) = (ox * g.stride[1] + kx).checked_sub(left).filter(|ix| *ix < g.width) {
+                            line[ix] += value;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A matrix as gemm reads it: where it starts and its column and row strides.
+#[derive(Clone, Copy)]
+struct View {
+    ptr: *const f32,
+    column_stride: isize,
+    row_stride: isize,
+}
+
+impl View {
+    /// A row-major `rows x columns` matrix in `values`.
+    fn rows(values: &[f32], columns: usize) -> View {
+        View { ptr: values.as_ptr(), column_stride: 1, row_stride: columns as isize }
+    }
+
+    /// The transpose of a row-major matrix with `columns` columns in `values`.
+    fn transposed(values: &[f32], columns: usize) -> View {
+        View { ptr: values.as_ptr(), column_stride: columns as isize, row_stride: 1 }
+    }
+}
+
+/// `out[m x n] (+)= lhs[m x k] * rhs[k x n]` on the calling thread; `out` is row-major and is
+/// added to when `accumulate`. The caller guarantees the views lie inside live slices of at
+/// least m*k and k*n values.
+fn product(out: &mut [f32], lhs: View, rhs: View, [m, k, n]: [usize; 3], accumulate: bool) {
+    assert!(out.len() >= m * n);
+    // SAFETY: `out` holds m*n values, row-major and unaliased; `lhs` and `rhs` come from
+    // `View::rows` / `View::transposed` on slices the callers size as m x k and k x n.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.ptr,
+            lhs.column_stride,
+            lhs.row_stride,
+            rhs.ptr,
+            rhs.column_stride,
+            rhs.row_stride,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// The forward: one image per task.
+pub fn forward_values(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
+    let (pixels, depth) = (g.pixels(), g.depth());
+    let mut y = vec![0.0f32; g.batch * g.outputs * pixels];
+    y.par_chunks_mut(g.outputs * pixels).enumerate().for_each_init(
+        || vec![0.0f32; depth * pixels],
+        |columns, (n, out)| {
+            im2col(&x[n * g.image()..(n + 1) * g.image()], [g.inputs, g.height, g.width], g.kernel, g.stride, [g.padding[0], g.padding[1]], g.output(), columns);
+            product(out, View::rows(w, depth), View::rows(columns, pixels), [g.outputs, depth, pixels], false);
+        },
+    );
+    y
+}
+
+/// The filter's gradient: each task sums its images' `gy_n x columns_n^T`, then the tasks' sums
+/// are added.
+pub fn filter_gradient(gy: &[f32], x: &[f32], g: &Geometry) -> Vec<f32> {
+    let (pixels, depth) = (g.pixels(), g.depth());
+    (0..g.batch)
+        .into_par_iter()
+        .fold(
+            || (vec![0.0f32; g.outputs * depth], vec![0.0f32; depth * pixels]),
+            |(mut sum, mut columns), n| {
+                im2col(&x[n * g.image()..(n + 1) * g.image()], [g.inputs, g.height, g.width], g.kernel, g.stride, [g.padding[0], g.padding[1]], g.output(), &mut columns);
+                let grad = &gy[n * g.outputs * pixels..(n + 1) * g.outputs * pixels];
+                product(&mut sum, View::rows(grad, pixels), View::transposed(&columns, pixels), [g.outputs, pixels, depth], true);
+                (sum, columns)
+            },
+        )
+        .map(|(sum, _)| sum)
+        .reduce(|| vec![0.0f32; g.outputs * depth], |mut a, b| {
+            a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+            a
+        })
+}
+
+/// The input's gradient: per image, `filter^T x gy_n` folded back onto the image.
+pub fn input_gradient(gy: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
+    let (pixels, depth) = (g.pixels(), g.depth());
+    let mut gx = vec![0.0f32; g.batch * g.image()];
+    gx.par_chunks_mut(g.image()).enumerate().for_each_init(
+        || vec![0.0f32; depth * pixels],
+        |columns, (n, image)| {
+            let grad = &gy[n * g.outputs * pixels..(n + 1) * g.outputs * pixels];
+            product(columns, View::transposed(w, depth), View::rows(grad, pixels), [depth, g.outputs, pixels], false);
+            col2im(columns, g, image);
+        },
+    );
+    gx
+}
+
+/// The convolution of `x` with `weight` (one group, no bias) on `flex`; tracked by burn's
+/// autodiff when either is. `padding` is (top, left, bottom, right).
+pub fn conv(x: Tensor<4>, weight: Tensor<4>, stride: [usize; 2], padding: [usize; 4]) -> Tensor<4> {
+    let [batch, inputs, height, width] = x.dims();
+    let [outputs, _, kernel_h, kernel_w] = weight.dims();
+    let geometry = Geometry { batch, inputs, outputs, height, width, kernel: [kernel_h, kernel_w], stride, padding };
+    let [out_h, out_w] = geometry.output();
+    let out_shape = [batch, outputs, out_h, out_w];
+    if !x.is_autodiff() && !weight.is_autodiff() {
+        let x = x.try_into_primitive::<Flex>().expect("a tensor on flex");
+        let w = weight.try_into_primitive::<Flex>().expect("a tensor on flex");
+        let y = forward_values(&flex_values(&x), &flex_values(&w), &geometry);
+        return Tensor::from_primitive::<Flex>(flex_tensor(y, out_shape));
+    }
+    let x = x.autodiff().try_into_primitive::<Tracked>().expect("a tensor on flex");
+    let w = weight.autodiff().try_into_primitive::<Tracked>().expect("a tensor on flex");
+    let y = flex_tensor(forward_values(&flex_values(x.primitive()), &flex_values(w.primitive()), &geometry), out_shape);
+    let output = match ConvBackward.prepare::<NoCheckpointing>([x.node(), w.node()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish((x.primitive().clone(), w.primitive().clone(), geometry), y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    Tensor::from_primitive::<Tracked>(output)
+}
+
+#[derive(Debug)]
+struct ConvBackward;
+
+impl Backward<Flex, 2> for ConvBackward {
+    /// The input, the filter and the shape.
+    type State = (FlexTensor, FlexTensor, Geometry);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (x, w, g) = ops.state;
+        let gy = flex_values(&grad);
+        let [x_node, w_node] = ops.parents;
+        if let Some(node) = w_node {
+            let gw = filter_gradient(&gy, &flex_values(&x), &g);
+            grads.register::<Flex>(node.id, flex_tensor(gw, [g.outputs, g.inputs, g.kernel[0], g.kernel[1]]));
+        }
+        if let Some(node) = x_node {
+            let gx = input_gradient(&gy, &flex_values(&w), &g);
+            grads.register::<Flex>(node.id, flex_tensor(gx, [g.batch, g.inputs, g.height, g.width]));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::Conv2dConfig;
+    use burn::tensor::{Device, Distribution};
+
+    fn relative_difference<const D: usize>(expected: Tensor<D>, actual: Tensor<D>) -> f32 {
+        let scale = expected.clone().abs().max().into_scalar::<f32>();
+        (expected - actual).abs().max().into_scalar::<f32>() / scale
+    }
+
+    /// Outputs and gradients equal burn's own convolution's for ResNet's and the stems' shapes
+    /// (3x3 stride 1 and 2, 7x7 stride 2, TensorFlow's uneven "same" padding, no padding, a
+    /// rectangular kernel), tracked or not, and without autodiff.
+    #[test]
+    fn convolution_matches_burn_forward_and_backward() {
+        let device = Device::flex().autodiff();
+        let cases = [
+            (3, 4, [3, 3], 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 9),
+            (3, 5, [3, 3], 2, PaddingConfig2d::Same, 10),
+            (2, 3, [7, 7], 2, PaddingConfig2d::Explicit(3, 3, 3, 3), 13),
+            (4, 2, [3, 3], 2, PaddingConfig2d::Valid, 8),
+            (3, 6, [1, 3], 1, PaddingConfig2d::Explicit(0, 1, 0, 1), 6),
+        ];
+        for (inputs, outputs, kernel, stride, padding, size) in cases {
+            let layer = Conv2dConfig::new([inputs, outputs], kernel).with_stride([stride, stride]).with_padding(padding.clone()).with_bias(false).init(&device);
+            let sides = crate::backend::ops::padding_sides(&padding, kernel, [stride, stride], size, size + 1);
+            for input_tracked in [true, false] {
+                let x = Tensor::<4>::random([3, inputs, size, size + 1], Distribution::Normal(0.0, 1.0), &device);
+                let x = if input_tracked { x.require_grad() } else { x };
+                let expected = layer.forward(x.clone());
+                let actual = conv(x.clone(), layer.weight.val(), [stride, stride], sides);
+                assert_eq!(expected.dims(), actual.dims(), "{inputs} {outputs} {kernel:?} {stride} {size}");
+                assert!(relative_difference(expected.clone(), actual.clone()) < 1e-5);
+                let target = Tensor::<4>::random(expected.dims(), Distribution::Normal(0.0, 1.0), &device);
+                let expected_grads = (expected * target.clone()).sum().backward();
+                let actual_grads = (actual * target).sum().backward();
+                let weight = |grads| layer.weight.grad(grads).expect("a weight gradient");
+                assert!(relative_difference(weight(&expected_grads), weight(&actual_grads)) < 1e-5, "{inputs} {outputs} {kernel:?} {stride} {size}");
+                match (x.grad(&expected_grads), x.grad(&actual_grads)) {
+                    (Some(expected), Some(actual)) => assert!(relative_difference(expected, actual) < 1e-5),
+                    (None, None) => assert!(!input_tracked),
+                    _ => panic!("the input's gradient exists for one implementation only"),
+                }
+            }
+            let plain = burn::module::Module::valid(&layer);
+            let x = Tensor::<4>::random([2, inputs, size, size + 1], Distribution::Normal(0.0, 1.0), &Device::flex());
+            let actual = conv(x.clone(), plain.weight.val(), [stride, stride], sides);
+            assert!(!actual.is_autodiff());
+            assert!(relative_difference(plain.forward(x), actual) < 1e-5);
+        }
+    }
+}
