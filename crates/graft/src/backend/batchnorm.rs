@@ -209,12 +209,9 @@ impl Backward<Flex, 3> for NormBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::relative_difference;
     use burn::tensor::{Device, Distribution};
 
-    fn relative_difference<const D: usize>(expected: Tensor<D>, actual: Tensor<D>) -> f32 {
-        let scale = expected.clone().abs().max().into_scalar::<f32>().max(1e-12);
-        (expected - actual).abs().max().into_scalar::<f32>() / scale
-    }
 
     /// Output, statistics and the gradients of input, gamma and beta equal burn's batch norm
     /// followed by the activation, for each activation, with and without a tracked input.

@@ -14,18 +14,8 @@
 //! size. Recorded in burn's autodiff as one operation; values and gradients equal burn's
 //! convolution's up to rounding (tests below).
 
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::flex::FlexTensor;
-use burn::backend::{Autodiff, Flex};
 use burn::tensor::Tensor;
 use rayon::prelude::*;
-
-use super::{flex_tensor, flex_values};
-
-type Tracked = Autodiff<Flex, NoCheckpointing>;
 
 /// The shape of one convolution: input `[batch, inputs, height, width]`, filter `[outputs,
 /// inputs, kernel_h, kernel_w]`, padding (top, left, bottom, right).
@@ -237,59 +227,44 @@ pub fn input_gradient(gy: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
 pub fn conv(x: Tensor<4>, weight: Tensor<4>, stride: [usize; 2], padding: [usize; 4]) -> Tensor<4> {
     let [batch, inputs, height, width] = x.dims();
     let [outputs, _, kernel_h, kernel_w] = weight.dims();
-    let geometry = Geometry { batch, inputs, outputs, height, width, kernel: [kernel_h, kernel_w], stride, padding };
-    let [out_h, out_w] = geometry.output();
-    let out_shape = [batch, outputs, out_h, out_w];
-    if !x.is_autodiff() && !weight.is_autodiff() {
-        let x = x.try_into_primitive::<Flex>().expect("a tensor on flex");
-        let w = weight.try_into_primitive::<Flex>().expect("a tensor on flex");
-        let y = forward_values(&flex_values(&x), &flex_values(&w), &geometry);
-        return Tensor::from_primitive::<Flex>(flex_tensor(y, out_shape));
-    }
-    let x = x.autodiff().try_into_primitive::<Tracked>().expect("a tensor on flex");
-    let w = weight.autodiff().try_into_primitive::<Tracked>().expect("a tensor on flex");
-    let y = flex_tensor(forward_values(&flex_values(x.primitive()), &flex_values(w.primitive()), &geometry), out_shape);
-    let output = match ConvBackward.prepare::<NoCheckpointing>([x.node(), w.node()]).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => prep.finish((x.primitive().clone(), w.primitive().clone(), geometry), y),
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    };
-    Tensor::from_primitive::<Tracked>(output)
+    super::flexop::run(x, weight, Geometry { batch, inputs, outputs, height, width, kernel: [kernel_h, kernel_w], stride, padding })
 }
 
-#[derive(Debug)]
-struct ConvBackward;
+impl super::flexop::Kernels for Geometry {
+    fn input_shape(&self) -> [usize; 4] {
+        [self.batch, self.inputs, self.height, self.width]
+    }
 
-impl Backward<Flex, 2> for ConvBackward {
-    /// The input, the filter and the shape.
-    type State = (FlexTensor, FlexTensor, Geometry);
+    fn filter_shape(&self) -> [usize; 4] {
+        [self.outputs, self.inputs, self.kernel[0], self.kernel[1]]
+    }
 
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let grad = grads.consume::<Flex>(&ops.node);
-        let (x, w, g) = ops.state;
-        let gy = flex_values(&grad);
-        let [x_node, w_node] = ops.parents;
-        if let Some(node) = w_node {
-            let gw = filter_gradient(&gy, &flex_values(&x), &g);
-            grads.register::<Flex>(node.id, flex_tensor(gw, [g.outputs, g.inputs, g.kernel[0], g.kernel[1]]));
-        }
-        if let Some(node) = x_node {
-            let gx = input_gradient(&gy, &flex_values(&w), &g);
-            grads.register::<Flex>(node.id, flex_tensor(gx, [g.batch, g.inputs, g.height, g.width]));
-        }
+    fn output_shape(&self) -> [usize; 4] {
+        let [out_h, out_w] = self.output();
+        [self.batch, self.outputs, out_h, out_w]
+    }
+
+    fn forward(&self, x: &[f32], w: &[f32]) -> Vec<f32> {
+        forward_values(x, w, self)
+    }
+
+    fn filter_gradient(&self, gy: &[f32], x: &[f32]) -> Vec<f32> {
+        filter_gradient(gy, x, self)
+    }
+
+    fn input_gradient(&self, gy: &[f32], w: &[f32]) -> Vec<f32> {
+        input_gradient(gy, w, self)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::relative_difference;
     use burn::nn::PaddingConfig2d;
     use burn::nn::conv::Conv2dConfig;
     use burn::tensor::{Device, Distribution};
 
-    fn relative_difference<const D: usize>(expected: Tensor<D>, actual: Tensor<D>) -> f32 {
-        let scale = expected.clone().abs().max().into_scalar::<f32>();
-        (expected - actual).abs().max().into_scalar::<f32>() / scale
-    }
 
     /// Outputs and gradients equal burn's own convolution's for ResNet's and the stems' shapes
     /// (3x3 stride 1 and 2, 7x7 stride 2, TensorFlow's uneven "same" padding, no padding, a

@@ -11,18 +11,8 @@
 //! autodiff graph as one operation whose backward is these kernels; the outputs and gradients
 //! equal burn's convolution's up to rounding (tests below).
 
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::flex::FlexTensor;
-use burn::backend::{Autodiff, Flex};
 use burn::tensor::Tensor;
 use rayon::prelude::*;
-
-use super::{flex_tensor, flex_values as values};
-
-type Tracked = Autodiff<Flex, NoCheckpointing>;
 
 /// The shape of one depthwise convolution: input `[batch, channels, height, width]`, filter
 /// `[channels, 1, kernel_h, kernel_w]`, padding (top, left; bottom and right follow from the
@@ -307,59 +297,44 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 pub fn conv(x: Tensor<4>, weight: Tensor<4>, stride: [usize; 2], padding: [usize; 4]) -> Tensor<4> {
     let [batch, channels, height, width] = x.dims();
     let [_, _, kernel_h, kernel_w] = weight.dims();
-    let geometry = Geometry { batch, channels, height, width, kernel: [kernel_h, kernel_w], stride, padding };
-    let [out_h, out_w] = geometry.output();
-    let out_shape = [batch, channels, out_h, out_w];
-    if !x.is_autodiff() && !weight.is_autodiff() {
-        let x = x.try_into_primitive::<Flex>().expect("a tensor on flex");
-        let w = weight.try_into_primitive::<Flex>().expect("a tensor on flex");
-        let y = forward_values(&values(&x), &values(&w), &geometry);
-        return Tensor::from_primitive::<Flex>(flex_tensor(y, out_shape));
-    }
-    let x = x.autodiff().try_into_primitive::<Tracked>().expect("a tensor on flex");
-    let w = weight.autodiff().try_into_primitive::<Tracked>().expect("a tensor on flex");
-    let y = flex_tensor(forward_values(&values(x.primitive()), &values(w.primitive()), &geometry), out_shape);
-    let output = match DepthwiseBackward.prepare::<NoCheckpointing>([x.node(), w.node()]).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => prep.finish((x.primitive().clone(), w.primitive().clone(), geometry), y),
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    };
-    Tensor::from_primitive::<Tracked>(output)
+    super::flexop::run(x, weight, Geometry { batch, channels, height, width, kernel: [kernel_h, kernel_w], stride, padding })
 }
 
-#[derive(Debug)]
-struct DepthwiseBackward;
+impl super::flexop::Kernels for Geometry {
+    fn input_shape(&self) -> [usize; 4] {
+        [self.batch, self.channels, self.height, self.width]
+    }
 
-impl Backward<Flex, 2> for DepthwiseBackward {
-    /// The input, the filter and the shape.
-    type State = (FlexTensor, FlexTensor, Geometry);
+    fn filter_shape(&self) -> [usize; 4] {
+        [self.channels, 1, self.kernel[0], self.kernel[1]]
+    }
 
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let grad = grads.consume::<Flex>(&ops.node);
-        let (x, w, geometry) = ops.state;
-        let gy = values(&grad);
-        let [x_node, w_node] = ops.parents;
-        if let Some(node) = w_node {
-            let gw = filter_gradient(&gy, &values(&x), &geometry);
-            grads.register::<Flex>(node.id, flex_tensor(gw, [geometry.channels, 1, geometry.kernel[0], geometry.kernel[1]]));
-        }
-        if let Some(node) = x_node {
-            let gx = input_gradient(&gy, &values(&w), &geometry);
-            grads.register::<Flex>(node.id, flex_tensor(gx, [geometry.batch, geometry.channels, geometry.height, geometry.width]));
-        }
+    fn output_shape(&self) -> [usize; 4] {
+        let [out_h, out_w] = self.output();
+        [self.batch, self.channels, out_h, out_w]
+    }
+
+    fn forward(&self, x: &[f32], w: &[f32]) -> Vec<f32> {
+        forward_values(x, w, self)
+    }
+
+    fn filter_gradient(&self, gy: &[f32], x: &[f32]) -> Vec<f32> {
+        filter_gradient(gy, x, self)
+    }
+
+    fn input_gradient(&self, gy: &[f32], w: &[f32]) -> Vec<f32> {
+        input_gradient(gy, w, self)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::relative_difference;
     use burn::nn::PaddingConfig2d;
     use burn::nn::conv::Conv2dConfig;
     use burn::tensor::{Device, Distribution};
 
-    fn relative_difference<const D: usize>(expected: Tensor<D>, actual: Tensor<D>) -> f32 {
-        let scale = expected.clone().abs().max().into_scalar::<f32>();
-        (expected - actual).abs().max().into_scalar::<f32>() / scale
-    }
 
     /// Outputs and gradients equal burn's own convolution's for the depthwise layers of
     /// EfficientNet-Lite and MobileNetV2 (3x3 and 5x5, stride 1 and 2, TensorFlow's uneven "same"

@@ -6,6 +6,7 @@
 pub mod batchnorm;
 pub mod convolution;
 pub mod depthwise;
+mod flexop;
 pub mod forward;
 pub mod fused;
 #[cfg(feature = "tch")]
@@ -42,4 +43,12 @@ pub(crate) fn flex_values(tensor: &burn::backend::flex::FlexTensor) -> std::borr
 /// Row-major values as a `flex` tensor.
 pub(crate) fn flex_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> burn::backend::flex::FlexTensor {
     burn::backend::flex::FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// The largest difference between two tensors relative to the largest magnitude in `expected`
+/// (tests of graft's own operations against burn's).
+#[cfg(test)]
+pub(crate) fn relative_difference<const D: usize>(expected: burn::tensor::Tensor<D>, actual: burn::tensor::Tensor<D>) -> f32 {
+    let scale = expected.clone().abs().max().into_scalar::<f32>().max(1e-12);
+    (expected - actual).abs().max().into_scalar::<f32>() / scale
 }
