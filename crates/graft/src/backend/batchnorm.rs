@@ -27,41 +27,35 @@ type Tracked = Autodiff<Flex, NoCheckpointing>;
 /// `activation(batch_norm(x))` with the batch's own statistics, tracked by burn's autodiff when
 /// any input is. Returns the output and the batch's mean and (biased) variance, untracked.
 pub fn train(x: Tensor<4>, gamma: Tensor<1>, beta: Tensor<1>, epsilon: f64, activation: Activation) -> (Tensor<4>, Tensor<1>, Tensor<1>) {
-    let [batch, channels, height, width] = x.dims();
+    let dims = x.dims();
+    let [batch, channels, height, width] = dims;
     let shape = Shape { batch, channels, plane: height * width };
     let statistic = |values: Vec<f32>| Tensor::<1>::from_primitive::<Flex>(flex_tensor(values, [channels]));
+    // The statistics, and the output they give, from the inputs' values.
+    let normalize = |x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor| {
+        let x = values(x);
+        let (mean, variance) = statistics(&x, &shape);
+        let inverse = inverse_std(&variance, epsilon);
+        let y = flex_tensor(forward_values(&x, &values(gamma), &values(beta), &mean, &inverse, activation, &shape), dims);
+        (y, mean, variance, inverse)
+    };
     if !x.is_autodiff() && !gamma.is_autodiff() && !beta.is_autodiff() {
-        let [x, gamma, beta] = [x.into_primitive_flex(), gamma.into_primitive_flex(), beta.into_primitive_flex()];
-        let (mean, variance) = statistics(&values(&x), &shape);
-        let y = forward_values(&values(&x), &values(&gamma), &values(&beta), &mean, &inverse_std(&variance, epsilon), activation, &shape);
-        let y = Tensor::<4>::from_primitive::<Flex>(flex_tensor(y, [batch, channels, height, width]));
-        return (y, statistic(mean), statistic(variance));
+        let plain = |tensor: Tensor<1>| tensor.try_into_primitive::<Flex>().expect("a tensor on flex");
+        let (y, mean, variance, _) = normalize(&x.try_into_primitive::<Flex>().expect("a tensor on flex"), &plain(gamma), &plain(beta));
+        return (Tensor::<4>::from_primitive::<Flex>(y), statistic(mean), statistic(variance));
     }
     let x = x.autodiff().try_into_primitive::<Tracked>().expect("a tensor on flex");
     let gamma = gamma.autodiff().try_into_primitive::<Tracked>().expect("a tensor on flex");
     let beta = beta.autodiff().try_into_primitive::<Tracked>().expect("a tensor on flex");
-    let (mean, variance) = statistics(&values(x.primitive()), &shape);
-    let inverse = inverse_std(&variance, epsilon);
-    let y = forward_values(&values(x.primitive()), &values(gamma.primitive()), &values(beta.primitive()), &mean, &inverse, activation, &shape);
-    let y = flex_tensor(y, [batch, channels, height, width]);
+    let (y, mean, variance, inverse) = normalize(x.primitive(), gamma.primitive(), beta.primitive());
     let output = match NormBackward.prepare::<NoCheckpointing>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
-            let state = NormState { x: x.primitive().clone(), gamma: gamma.primitive().clone(), output: y.clone(), mean: mean.clone(), inverse_std: inverse, activation, shape, height, width };
+            let state = NormState { x: x.primitive().clone(), gamma: gamma.primitive().clone(), output: y.clone(), mean: mean.clone(), inverse_std: inverse, activation, shape, dims };
             prep.finish(state, y)
         }
         OpsKind::UnTracked(prep) => prep.finish(y),
     };
     (Tensor::<4>::from_primitive::<Tracked>(output), statistic(mean), statistic(variance))
-}
-
-trait IntoFlex {
-    fn into_primitive_flex(self) -> FlexTensor;
-}
-
-impl<const D: usize> IntoFlex for Tensor<D> {
-    fn into_primitive_flex(self) -> FlexTensor {
-        self.try_into_primitive::<Flex>().expect("a tensor on flex")
-    }
 }
 
 /// `[batch, channels, plane]` with `plane` = height x width.
@@ -130,8 +124,8 @@ struct NormState {
     inverse_std: Vec<f32>,
     activation: Activation,
     shape: Shape,
-    height: usize,
-    width: usize,
+    /// The input's `[batch, channels, height, width]`.
+    dims: [usize; 4],
 }
 
 /// The output gradient with the activation's backward applied: zero where it clamped (read
@@ -201,7 +195,7 @@ impl Backward<Flex, 3> for NormBackward {
                     *o = scale * (passed(state.activation, y, g) - mean_g - xhat * mean_gx);
                 }
             });
-            grads.register::<Flex>(node.id, flex_tensor(gx, [shape.batch, shape.channels, state.height, state.width]));
+            grads.register::<Flex>(node.id, flex_tensor(gx, state.dims));
         }
     }
 }

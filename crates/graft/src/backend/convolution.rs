@@ -33,11 +33,7 @@ pub struct Geometry {
 
 impl Geometry {
     pub fn output(&self) -> [usize; 2] {
-        let [top, left, bottom, right] = self.padding;
-        [
-            (self.height + top + bottom - self.kernel[0]) / self.stride[0] + 1,
-            (self.width + left + right - self.kernel[1]) / self.stride[1] + 1,
-        ]
+        super::ops::output_size(self.height, self.width, self.kernel, self.stride, self.padding)
     }
 
     /// Rows of an image's columns: input channels times filter taps.

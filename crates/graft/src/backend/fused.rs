@@ -25,7 +25,7 @@ use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::tensor::{Device, Tensor, TensorData};
 use rayon::prelude::*;
 
-use super::ops::padding_sides;
+use super::ops::{output_size, padding_sides};
 use crate::error::{GraftError, Result};
 use crate::models::Backbone;
 use crate::models::block::{Activation, Layer as Described};
@@ -238,10 +238,10 @@ fn input_clone(map: &Map) -> Map {
 
 fn conv(op: &ConvOp, x: &Map) -> Map {
     debug_assert_eq!(x.channels, op.inputs);
-    let [top, left, bottom, right] = padding_sides(&op.padding, [op.kernel; 2], [op.stride; 2], x.height, x.width);
+    let padding = padding_sides(&op.padding, [op.kernel; 2], [op.stride; 2], x.height, x.width);
+    let [top, left, bottom, right] = padding;
     let (k, s) = (op.kernel, op.stride);
-    let out_h = (x.height + top + bottom - k) / s + 1;
-    let out_w = (x.width + left + right - k) / s + 1;
+    let [out_h, out_w] = output_size(x.height, x.width, [k, k], [s, s], padding);
     let plane = out_h * out_w;
     let mut out = vec![0.0f32; op.outputs * plane];
     if op.depthwise {

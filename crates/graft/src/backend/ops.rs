@@ -85,9 +85,9 @@ fn depthwise_dense(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let [batch, channels, height, width] = x.dims();
     let [_, _, kernel, kernel_w] = conv.weight.val().dims();
     let stride = conv.stride;
-    let [top, left, bottom, right] = padding_sides(&conv.padding, [kernel, kernel_w], stride, height, width);
-    let out_h = (height + top + bottom - kernel) / stride[0] + 1;
-    let out_w = (width + left + right - kernel_w) / stride[1] + 1;
+    let padding = padding_sides(&conv.padding, [kernel, kernel_w], stride, height, width);
+    let [top, left, ..] = padding;
+    let [out_h, out_w] = output_size(height, width, [kernel, kernel_w], stride, padding);
     let (pixels, outputs) = (height * width, out_h * out_w);
     // taps[(ky, kx), (o, i)] = 1 where input pixel i is under tap (ky, kx) of output pixel o.
     let mut taps = vec![0.0f32; kernel * kernel_w * outputs * pixels];
@@ -110,6 +110,12 @@ fn depthwise_dense(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         Some(bias) => y + bias.val().reshape([1, channels, 1, 1]),
         None => y,
     }
+}
+
+/// A convolution's output `[height, width]` for an input of `height` x `width` with `padding`
+/// as (top, left, bottom, right).
+pub(crate) fn output_size(height: usize, width: usize, kernel: [usize; 2], stride: [usize; 2], [top, left, bottom, right]: [usize; 4]) -> [usize; 2] {
+    [(height + top + bottom - kernel[0]) / stride[0] + 1, (width + left + right - kernel[1]) / stride[1] + 1]
 }
 
 /// A convolution's padding as (top, left, bottom, right) for an input of `height` x `width`:
