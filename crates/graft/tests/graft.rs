@@ -451,6 +451,33 @@ mod training {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// A `full` run trains on images, the next batch decoded and augmented on another thread
+    /// while one trains: stopped after its first batch, it ends with `Interrupted` (that thread
+    /// waiting with the second batch must not hold it up) and resumes from the start.
+    #[test]
+    fn an_interrupt_between_image_batches_stops_a_full_run_cleanly() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        struct StopAfterFirstBatch(Arc<AtomicBool>);
+        impl graft::train::Reporter for StopAfterFirstBatch {
+            fn advance(&self, _count: usize, _detail: &str) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let dir = temp_dir("interrupt");
+        let teacher = teacher();
+        let (train_set, validation) = sample(2);
+        let flag = Arc::new(AtomicBool::new(false));
+        let mut run = options(Strategy::Full, &dir.join("run"), &dir.join("cache"));
+        run.hyperparameters.batch_size = 4;
+        run.hyperparameters.augmentation = Augmentation::standard();
+        run.interrupt = Some(flag.clone());
+        let error = train(&teacher, &train_set, &validation, &run, &Device::flex(), &StopAfterFirstBatch(flag.clone())).unwrap_err();
+        assert!(matches!(error, graft::GraftError::Interrupted { epochs_done: 0, .. }), "{error}");
+        assert!(!dir.join("run/student.safetensors").exists());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     /// `--refit auto` where graft split the validation images off: after the held-out run, a
     /// second run on every image for as many epochs becomes the student, the held-out run's
     /// last epoch its estimate; interrupted inside the refit and resumed, it ends with the same

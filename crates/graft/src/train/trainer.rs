@@ -956,39 +956,79 @@ impl Session {
         reporter.start(&label, examples.len());
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         let mut learning_rate = 0.0;
-        for batch in order.chunks(hyper.batch_size.max(1)) {
-            if options.interrupt.as_ref().is_some_and(|flag| flag.load(std::sync::atomic::Ordering::Relaxed)) {
-                reporter.finish();
-                return Err(GraftError::Interrupted { epochs_done: state.epochs_done, checkpoint: self.current.clone().unwrap_or_else(|| self.checkpoint.clone()) });
+        let view_of = |index: usize| -> &Example {
+            let (views_of_item, _) = &examples[index];
+            let view = SplitMix64::derive(options.seed, &[0x71E3, epoch as u64, index as u64]).below(views_of_item.len());
+            &views_of_item[view]
+        };
+        let batches: Vec<&[usize]> = order.chunks(hyper.batch_size.max(1)).collect();
+        let shard_count = self.shard_count;
+        // Images (not cached entries) are decoded and augmented for the next batch on another
+        // thread while this one trains: one batch ahead, no more (a rendezvous channel).
+        let images = examples.iter().any(|(views, _)| views.iter().any(|view| matches!(view, Example::Image(_))));
+        let outcome = std::thread::scope(|scope| -> Result<()> {
+            let (sender, prepared) = std::sync::mpsc::sync_channel::<Result<Vec<Option<Vec<Vec<f32>>>>>>(0);
+            if images {
+                let batches = &batches;
+                scope.spawn(move || {
+                    for batch in batches {
+                        let shards_of_batch: Vec<&Example> = batch.iter().map(|index| view_of(*index)).collect();
+                        let views = shards::split(&shards_of_batch, shard_count)
+                            .iter()
+                            .map(|part| host_views(part, context, epoch, true))
+                            .collect::<Result<Vec<_>>>();
+                        // The trainer stopped (an error, an interrupt): nothing more to make.
+                        if sender.send(views).is_err() {
+                            break;
+                        }
+                    }
+                });
+            } else {
+                drop(sender);
             }
-            let labels: Vec<i64> = batch.iter().map(|index| examples[*index].1 as i64).collect();
-            let batch_examples: Vec<&Example> = batch
-                .iter()
-                .map(|index| {
-                    let (views_of_item, _) = &examples[*index];
-                    let view = SplitMix64::derive(options.seed, &[0x71E3, epoch as u64, *index as u64]).below(views_of_item.len());
-                    &views_of_item[view]
-                })
-                .collect();
-            let part_labels = shards::split(&labels, self.shard_count);
-            let parts = shards::split(&batch_examples, self.shard_count)
-                .into_iter()
-                .zip(part_labels.iter().cloned())
-                .map(|(part, labels)| Ok((make_input(&part, context, epoch, true, &self.training_device)?, labels)))
-                .collect::<Result<Vec<_>>>()?;
-            let step = shards::step(&self.student, parts, context.plan.cut, &self.loss_function, self.class_weights.as_deref(), head_only, &self.training_device)?;
-            if !step.loss.is_finite() {
-                reporter.finish();
-                return Err(self.diverged("training loss", step.loss, state, context));
+            for batch in &batches {
+                if options.interrupt.as_ref().is_some_and(|flag| flag.load(std::sync::atomic::Ordering::Relaxed)) {
+                    return Err(GraftError::Interrupted { epochs_done: state.epochs_done, checkpoint: self.current.clone().unwrap_or_else(|| self.checkpoint.clone()) });
+                }
+                let labels: Vec<i64> = batch.iter().map(|index| examples[*index].1 as i64).collect();
+                let batch_examples: Vec<&Example> = batch.iter().map(|index| view_of(*index)).collect();
+                let part_labels = shards::split(&labels, self.shard_count);
+                let part_examples = shards::split(&batch_examples, self.shard_count);
+                let views = if images {
+                    prepared.recv().map_err(|_| GraftError::Invalid("the thread preparing training images stopped".into()))??
+                } else {
+                    vec![None; part_examples.len()]
+                };
+                let parts = part_examples
+                    .iter()
+                    .zip(views)
+                    .zip(part_labels.iter().cloned())
+                    .map(|((part, views), labels)| {
+                        let input = match views {
+                            Some(views) => image_input(&views, context, &self.training_device),
+                            None => cached_input(part, context, &self.training_device)?,
+                        };
+                        Ok((input, labels))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let step = shards::step(&self.student, parts, context.plan.cut, &self.loss_function, self.class_weights.as_deref(), head_only, &self.training_device)?;
+                if !step.loss.is_finite() {
+                    return Err(self.diverged("training loss", step.loss, state, context));
+                }
+                correct += step.logits.iter().zip(&part_labels).map(|(logits, labels)| count_correct(logits, labels)).sum::<Result<usize>>()?;
+                learning_rate = self.schedule.at(1.0, state.steps_done).at(state.steps_done);
+                let rates = scheduler.step();
+                self.student = self.optimizer.step(rates, self.student.clone(), step.gradients);
+                state.steps_done += 1;
+                loss_sum += step.loss * batch.len() as f64;
+                seen += batch.len();
+                reporter.advance(batch.len(), &format!("loss {:.4}", loss_sum / seen as f64));
             }
-            correct += step.logits.iter().zip(&part_labels).map(|(logits, labels)| count_correct(logits, labels)).sum::<Result<usize>>()?;
-            learning_rate = self.schedule.at(1.0, state.steps_done).at(state.steps_done);
-            let rates = scheduler.step();
-            self.student = self.optimizer.step(rates, self.student.clone(), step.gradients);
-            state.steps_done += 1;
-            loss_sum += step.loss * batch.len() as f64;
-            seen += batch.len();
-            reporter.advance(batch.len(), &format!("loss {:.4}", loss_sum / seen as f64));
+            Ok(())
+        });
+        if let Err(error) = outcome {
+            reporter.finish();
+            return Err(error);
         }
         reporter.finish();
         Ok((loss_sum / seen.max(1) as f64, correct as f64 / seen.max(1) as f64, learning_rate))
@@ -1125,13 +1165,39 @@ const ADAMW_EPSILON: f32 = 1e-8;
 /// Builds the student's input for a batch of examples on `device`: cached entries as they are,
 /// images preprocessed (augmented when `training`).
 fn make_input(examples: &[&Example], context: &EpochContext<'_>, epoch: usize, training: bool, device: &Device) -> Result<StudentInput> {
-    let entries: Vec<&Entry> = examples.iter().filter_map(|example| if let Example::Cached(entry) = example { Some(entry) } else { None }).collect();
-    if entries.len() == examples.len() {
-        return Ok(if context.plan.is_head_only() {
-            StudentInput::Features(batch_from_entries::<2>(&entries, device)?)
-        } else {
-            StudentInput::Activations(batch_from_entries::<4>(&entries, device)?)
-        });
+    match host_views(examples, context, epoch, training)? {
+        Some(images) => Ok(image_input(&images, context, device)),
+        None => cached_input(examples, context, device),
+    }
+}
+
+/// The student's input from cached entries (every example cached).
+fn cached_input(examples: &[&Example], context: &EpochContext<'_>, device: &Device) -> Result<StudentInput> {
+    let entries = examples
+        .iter()
+        .map(|example| match example {
+            Example::Cached(entry) => Ok(entry),
+            Example::Image(_) => Err(GraftError::Invalid("a batch mixes cached features and images".into())),
+        })
+        .collect::<Result<Vec<&Entry>>>()?;
+    Ok(if context.plan.is_head_only() {
+        StudentInput::Features(batch_from_entries::<2>(&entries, device)?)
+    } else {
+        StudentInput::Activations(batch_from_entries::<4>(&entries, device)?)
+    })
+}
+
+/// The student's input from images preprocessed on the host ([`host_views`]).
+fn image_input(images: &[Vec<f32>], context: &EpochContext<'_>, device: &Device) -> StudentInput {
+    StudentInput::Activations(batch_tensor(images, context.preprocessing.input_size, device))
+}
+
+/// A batch's images decoded and preprocessed on the host (augmented when `training`), in
+/// parallel, each decoded at the size its view needs; `None` when every example is cached.
+/// Needs nothing of the device, so the next batch's can be made while this one trains.
+fn host_views(examples: &[&Example], context: &EpochContext<'_>, epoch: usize, training: bool) -> Result<Option<Vec<Vec<f32>>>> {
+    if examples.iter().all(|example| matches!(example, Example::Cached(_))) {
+        return Ok(None);
     }
     let preprocessing = context.preprocessing;
     let augmentation = &context.options.hyperparameters.augmentation;
@@ -1142,7 +1208,6 @@ fn make_input(examples: &[&Example], context: &EpochContext<'_>, epoch: usize, t
             Example::Cached(_) => Err(GraftError::Invalid("a batch mixes cached features and images".into())),
         })
         .collect::<Result<Vec<&Item>>>()?;
-    // Decoded and preprocessed in parallel, each at the size its view needs.
     let side = if training { min_decoded_side(preprocessing, augmentation) } else { preprocessing.resize as u32 };
     let images = items
         .par_iter()
@@ -1156,7 +1221,7 @@ fn make_input(examples: &[&Example], context: &EpochContext<'_>, epoch: usize, t
             })
         })
         .collect::<Result<Vec<Vec<f32>>>>()?;
-    Ok(StudentInput::Activations(batch_tensor(&images, preprocessing.input_size, device)))
+    Ok(Some(images))
 }
 
 /// Validation loss (plain cross-entropy) and accuracy, in inference mode.
