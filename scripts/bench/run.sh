@@ -130,6 +130,13 @@ if part decode; then
         rm -rf "$out/cache-phone" "$out/run-phone"
         decode_run "$label" cache_fill "$binary_commit" env GRAFT_CACHE_DIR="$out/cache-phone" "$binary" train --quiet --offline \
             --data "$out/phone-classes" --strategy deep --epochs 1 --out "$out/run-phone"
+        # Fine-tuning on the photos themselves: every epoch decodes and augments each one again
+        # (the next batch's while this one trains; batches of 8, so an epoch has four).
+        # Augmentation on, no refit: decoding, not the augmentation choice's probe passes, is
+        # what this times.
+        rm -rf "$out/run-phone-full"
+        decode_run "$label" full_train "$binary_commit" env GRAFT_CACHE_DIR="$out/cache-phone" "$binary" train --quiet --offline \
+            --data "$out/phone-classes" --strategy full --epochs 2 --batch-size 8 --augment on --refit off --out "$out/run-phone-full"
     done
 fi
 
