@@ -972,8 +972,8 @@ impl Session {
                 let batches = &batches;
                 scope.spawn(move || {
                     for batch in batches {
-                        let shards_of_batch: Vec<&Example> = batch.iter().map(|index| view_of(*index)).collect();
-                        let views = shards::split(&shards_of_batch, shard_count)
+                        let batch_examples: Vec<&Example> = batch.iter().map(|index| view_of(*index)).collect();
+                        let views = shards::split(&batch_examples, shard_count)
                             .iter()
                             .map(|part| host_views(part, context, epoch, true))
                             .collect::<Result<Vec<_>>>();
