@@ -453,7 +453,7 @@ mod training {
 
     /// A `full` run trains on images, the next batch decoded and augmented on another thread
     /// while one trains: stopped after its first batch, it ends with `Interrupted` (that thread
-    /// waiting with the second batch must not hold it up) and resumes from the start.
+    /// waiting with the second batch must not hold it up) and writes no student.
     #[test]
     fn an_interrupt_between_image_batches_stops_a_full_run_cleanly() {
         use std::sync::Arc;
