@@ -69,6 +69,10 @@ pub enum Command {
     Embed(EmbedArgs),
     /// Convert a weight file (safetensors, PyTorch zip or legacy .pth) to safetensors.
     Convert(ConvertArgs),
+    /// Write a student's network as a weight file of its teacher (safetensors, the published
+    /// checkpoint's layout): it can teach new students (`train --weights`) or stand as another
+    /// network in `audit --fingerprint --weights`.
+    Export(ExportArgs),
     /// Measure teacher inference and training steps (images per second) on this machine.
     Bench(BenchArgs),
     /// List the teachers graft knows (with `--blocks`, each one's block names).
@@ -162,6 +166,15 @@ pub struct ConvertArgs {
     pub input: PathBuf,
     /// The safetensors file to write.
     pub output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The run directory of a trained image student.
+    pub run: PathBuf,
+    /// The safetensors file to write.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// How to train: strategy, head, optimisation, data handling.
@@ -412,7 +425,9 @@ pub struct AuditArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
 
-    /// The teacher's weight file when it is not in the cache (works offline).
+    /// The teacher's weight file when it is not in the cache (works offline). With
+    /// `--fingerprint`: one more candidate, a network of the student's teacher's architecture
+    /// (another public model built on it, or a student written out by `graft export`).
     #[arg(long)]
     pub weights: Option<PathBuf>,
 

@@ -72,6 +72,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Predict(args) => commands::predict::run(args, &settings),
         Command::Embed(args) => commands::embed::run(args, &settings),
         Command::Convert(args) => commands::convert::run(args, &settings),
+        Command::Export(args) => commands::export::run(args, &settings),
         Command::Bench(args) => commands::bench::run(args, &settings),
         Command::Teachers(args) => commands::teachers::run(args, &settings),
         Command::Audit(args) => commands::audit::run(args, &settings),

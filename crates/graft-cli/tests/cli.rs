@@ -273,6 +273,28 @@ fn train_then_eval_then_predict_with_the_student() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["layer"], "_conv_head", "a hardened student is audited at the layer it was hardened at");
+    // `graft export`: the hardened student's network as a teacher weight file. The fingerprint
+    // takes it as a second candidate, named by its file, and a new student trains from it.
+    let exported = dir.join("hardened-teacher.safetensors");
+    let out = with_cache(&["export", hardened.to_str().unwrap(), "--out", exported.to_str().unwrap(), "--quiet"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("--teacher efficientnet_lite0 --weights"), "{}", text(&out.stdout));
+    let out = with_cache(&["audit", run.to_str().unwrap(), "--data", test.to_str().unwrap(), "--fingerprint", "--iterations", "5", "--weights", exported.to_str().unwrap(), "--json", "--quiet"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let candidates = report["candidates"].as_array().unwrap();
+    let names: Vec<&str> = candidates.iter().map(|candidate| candidate["teacher"].as_str().unwrap()).collect();
+    assert!(names.len() == 2 && names.contains(&"efficientnet_lite0") && names.iter().any(|name| name.ends_with("hardened-teacher.safetensors)")), "{names:?}");
+    assert_ne!(candidates[0]["weights_sha256"], candidates[1]["weights_sha256"]);
+    let exported_sha = candidates.iter().find(|candidate| candidate["teacher"] != "efficientnet_lite0").unwrap()["weights_sha256"].clone();
+    let from_export = dir.join("from-export");
+    let out = with_cache(&["train", "--weights", exported.to_str().unwrap(), "--data", train.to_str().unwrap(), "--out", from_export.to_str().unwrap(), "--image-size", "64", "--quiet"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(from_export.join("graft.json")).unwrap()).unwrap();
+    assert_eq!(config["teacher_weights_sha256"], exported_sha, "the new student's teacher is the exported network");
+    let out = with_cache(&["export", dir.join("no-such-run").to_str().unwrap(), "--out", exported.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("graft.json"), "{}", text(&out.stderr));
     let out = with_cache(&[&harden[..], &["--epochs", "0", "--quiet"]].concat());
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("at least one epoch"), "{}", text(&out.stderr));

@@ -244,6 +244,29 @@ mod training {
         }
         assert!(same > 200, "{same}");
         assert!(changed > 5, "the unfrozen blocks did not train ({changed} tensors changed)");
+
+        // `graft export`: the student's network as a teacher weight file, under the published
+        // checkpoint's names and shapes with the student's values; it loads back as the teacher.
+        let loaded = graft::train::load_run(&dir.join("run"), &Device::flex()).unwrap();
+        let file = dir.join("exported.safetensors");
+        let written = graft::train::student::export_teacher_weights(&loaded, &file).unwrap();
+        let exported = graft_weights::read(&file).unwrap();
+        assert_eq!(written, exported.len());
+        let published: std::collections::BTreeSet<&String> = original.keys().filter(|key| !key.ends_with("num_batches_tracked")).collect();
+        assert_eq!(exported.keys().collect::<std::collections::BTreeSet<_>>(), published, "the published checkpoint's tensors, no more, no fewer");
+        for (key, tensor) in &exported {
+            let student = &trained[&format!("backbone.{key}")];
+            assert_eq!((&tensor.shape, &tensor.values), (&student.shape, &student.values), "`{key}`");
+        }
+        let (exported_teacher, report) = load_teacher("efficientnet_lite0", &WeightOptions { weights: Some(file.clone()), ..offline_options() }, &Device::flex()).unwrap();
+        assert!(report.is_complete(), "{report}");
+        assert_eq!(exported_teacher.weights_sha256, graft::weights::sha256_file(&file).unwrap());
+        let image = Tensor::<4>::from_data(TensorData::new((0..3 * 64 * 64).map(|i| ((i % 97) as f32 / 48.0) - 1.0).collect::<Vec<f32>>(), [1, 3, 64, 64]), &Device::flex());
+        use burn::module::Module;
+        let student = loaded.student.valid();
+        let blocks = student.backbone.blocks();
+        let want = values(student.backbone.features(graft::backend::forward::blocks(&blocks, image.clone())));
+        assert_eq!(values(exported_teacher.features(image)), want, "the exported teacher computes the student's features");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -79,12 +79,18 @@ fn fingerprint(args: &AuditArgs, settings: &Settings) -> anyhow::Result<()> {
         // Only what is at hand: bundled or already in the cache, never a download.
         let options = WeightOptions { weights: None, cache_dir: settings.cache_dir.clone(), offline: true, allow_partial: false, progress: false };
         match load_teacher(card.name, &options, &settings.device) {
-            Ok((teacher, _)) => candidates.push(teacher),
+            Ok((teacher, _)) => candidates.push((card.name.to_owned(), teacher)),
             Err(_) => settings.log(format!("{}: weights not at hand, not a candidate", card.name)),
         }
     }
     if let Some(weights) = &args.weights {
-        candidates.push(super::teacher(&TeacherArgs { teacher: loaded.config.teacher.clone(), weights: Some(weights.clone()), allow_partial: false }, settings)?);
+        // Another network of the student's teacher's architecture (another public model built on
+        // it, or a student written out by `graft export`), named by its file.
+        let teacher = super::teacher(&TeacherArgs { teacher: loaded.config.teacher.clone(), weights: Some(weights.clone()), allow_partial: false }, settings)?;
+        match candidates.iter().find(|(_, known)| known.weights_sha256 == teacher.weights_sha256) {
+            Some((name, _)) => settings.log(format!("`{}` holds the same weights as {name}: already a candidate", weights.display())),
+            None => candidates.push((format!("{} ({})", teacher.card.name, weights.display()), teacher)),
+        }
     }
     let splits = dataset::open(&args.data, &settings.cache_dir)?;
     let data = splits.test.unwrap_or(splits.train);

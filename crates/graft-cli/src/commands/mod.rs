@@ -7,6 +7,7 @@ pub mod convert;
 pub mod demo;
 pub mod embed;
 pub mod eval;
+pub mod export;
 pub mod harden;
 pub mod predict;
 pub mod teachers;

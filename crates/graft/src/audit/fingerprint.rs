@@ -166,15 +166,16 @@ pub struct FingerprintReport {
     pub options: FingerprintOptions,
 }
 
-/// Scores each candidate teacher by the student's answer to that candidate's fingerprint; only
-/// the student's predictions are used. `reference` (pixels at the student's input size) give
-/// the mean for [`Aim::Mean`].
+/// Scores each candidate teacher, reported under the name it comes with (a zoo name, or a zoo
+/// name and the weight file given), by the student's answer to that candidate's fingerprint;
+/// only the student's predictions are used. `reference` (pixels at the student's input size)
+/// give the mean for [`Aim::Mean`].
 ///
 /// # Errors
 /// No candidate; what [`fingerprint_input`] returns.
 pub fn fingerprint_teachers(
     student: &crate::train::student::LoadedStudent,
-    candidates: &[crate::models::Teacher],
+    candidates: &[(String, crate::models::Teacher)],
     reference: &[Vec<f32>],
     options: &FingerprintOptions,
     device: &Device,
@@ -195,8 +196,8 @@ pub fn fingerprint_teachers(
     let noise: Vec<f32> = starting_noise(options.seed, size).into_iter().map(|u| ((u + 0.5) * 255.0) as f32).collect();
     let noise_gini = gini(&answer(&noise)?);
     let mut scores = Vec::new();
-    for candidate in candidates {
-        reporter.note(&format!("fingerprinting {}", candidate.card.name));
+    for (name, candidate) in candidates {
+        reporter.note(&format!("fingerprinting {name}"));
         let blocks = candidate.block_names();
         // The candidate's own normalisation, at the student's input size.
         let preprocessing = crate::models::zoo::Preprocessing { input_size: size, ..candidate.card.preprocessing.clone() };
@@ -205,7 +206,7 @@ pub fn fingerprint_teachers(
         let probabilities = answer(&pixels)?;
         let top = crate::train::probe::argmax(&probabilities);
         scores.push(CandidateScore {
-            teacher: candidate.card.name.to_owned(),
+            teacher: name.clone(),
             weights_sha256: candidate.weights_sha256.clone(),
             layer: blocks.last().cloned().unwrap_or_default(),
             gini: gini(&probabilities),

@@ -260,6 +260,25 @@ pub fn save_run(run: &Path, student: &Student, config: &RunConfig) -> Result<()>
     crate::fsutil::write_atomic(&run.join(CONFIG_FILE), &json)
 }
 
+/// Writes a trained student's network as a weight file of its teacher (safetensors, in the
+/// layout of the teacher's published checkpoint: the same tensor names and shapes, so PyTorch
+/// code that loads the teacher loads it too): every block as the student has it, batch-norm
+/// statistics included, and the teacher's ImageNet classifier, which no strategy trains. The
+/// student's head is not in it. `--weights` takes the file as that teacher's weights: a student
+/// fine-tuned on one domain can teach students of another, or stand as another network in a
+/// fingerprint. Returns the number of tensors written.
+///
+/// # Errors
+/// A teacher the zoo does not know; the file cannot be written.
+pub fn export_teacher_weights(student: &LoadedStudent, path: &Path) -> Result<usize> {
+    let card = zoo::find(&student.config.teacher)?;
+    let backbone = &student.student.backbone;
+    let keys = backbone.key_map(card.source.layout, card.architecture);
+    let tensors = collect_tensors(backbone, keys.as_ref())?;
+    graft_weights::write_safetensors(path, &tensors)?;
+    Ok(tensors.len())
+}
+
 /// Reads a run's config.
 pub fn load_config(run: &Path) -> Result<RunConfig> {
     let path = run.join(CONFIG_FILE);
