@@ -130,6 +130,16 @@ enum Example {
     Image(Item),
 }
 
+impl Example {
+    /// The cached entry; for an image, an error that says what needed the entry (`what`).
+    fn cached(&self, what: &str) -> Result<&Entry> {
+        match self {
+            Example::Cached(entry) => Ok(entry),
+            Example::Image(item) => Err(GraftError::Invalid(format!("{what} needs cached entries, and `{}` is an image to decode", item.source.name()))),
+        }
+    }
+}
+
 /// A training image's examples (its cached views, or the image itself) and its label.
 type TrainExample = (Vec<Example>, usize);
 
@@ -561,13 +571,7 @@ fn fit_probe(
 ) -> Result<TrainOutcome> {
     let classes = identity.classes.clone();
     let samples_of = |examples: Vec<&Example>, labels: Vec<usize>| -> Result<(Vec<f32>, usize, Vec<usize>)> {
-        let entries = examples
-            .into_iter()
-            .map(|example| match example {
-                Example::Cached(entry) => Ok(entry),
-                Example::Image(_) => Err(GraftError::Invalid("the linear probe needs cached features".into())),
-            })
-            .collect::<Result<Vec<&Entry>>>()?;
+        let entries = examples.into_iter().map(|example| example.cached("the linear probe")).collect::<Result<Vec<&Entry>>>()?;
         let dim = entries.first().map_or(0, |entry| entry.shape.iter().product());
         Ok((read_values(&entries)?, dim, labels))
     };
@@ -1173,13 +1177,7 @@ fn make_input(examples: &[&Example], context: &EpochContext<'_>, epoch: usize, t
 
 /// The student's input from cached entries (every example cached).
 fn cached_input(examples: &[&Example], context: &EpochContext<'_>, device: &Device) -> Result<StudentInput> {
-    let entries = examples
-        .iter()
-        .map(|example| match example {
-            Example::Cached(entry) => Ok(entry),
-            Example::Image(_) => Err(GraftError::Invalid("a batch mixes cached features and images".into())),
-        })
-        .collect::<Result<Vec<&Entry>>>()?;
+    let entries = examples.iter().map(|example| example.cached("a batch with cached entries")).collect::<Result<Vec<&Entry>>>()?;
     Ok(if context.plan.is_head_only() {
         StudentInput::Features(batch_from_entries::<2>(&entries, device)?)
     } else {
