@@ -389,7 +389,8 @@ pub struct AuditArgs {
     pub budget: f64,
 
     /// The teacher block whose output the attack mimics (default: the student's last frozen
-    /// block; the teacher's last for a student with none frozen).
+    /// block; the teacher's last for a student with none frozen). With `--fingerprint`: the
+    /// block the fingerprints aim at (default: each candidate's last).
     #[arg(long)]
     pub layer: Option<String>,
 

@@ -279,13 +279,14 @@ fn train_then_eval_then_predict_with_the_student() {
     let out = with_cache(&["export", hardened.to_str().unwrap(), "--out", exported.to_str().unwrap(), "--quiet"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("--teacher efficientnet_lite0 --weights"), "{}", text(&out.stdout));
-    let out = with_cache(&["audit", run.to_str().unwrap(), "--data", test.to_str().unwrap(), "--fingerprint", "--iterations", "5", "--weights", exported.to_str().unwrap(), "--json", "--quiet"]);
+    let out = with_cache(&["audit", run.to_str().unwrap(), "--data", test.to_str().unwrap(), "--fingerprint", "--iterations", "5", "--weights", exported.to_str().unwrap(), "--layer", "_blocks.15", "--json", "--quiet"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let candidates = report["candidates"].as_array().unwrap();
     let names: Vec<&str> = candidates.iter().map(|candidate| candidate["teacher"].as_str().unwrap()).collect();
     assert!(names.len() == 2 && names.contains(&"efficientnet_lite0") && names.iter().any(|name| name.ends_with("hardened-teacher.safetensors)")), "{names:?}");
     assert_ne!(candidates[0]["weights_sha256"], candidates[1]["weights_sha256"]);
+    assert!(candidates.iter().all(|candidate| candidate["layer"] == "_blocks.15"), "--layer aims every fingerprint at that block: {report}");
     let exported_sha = candidates.iter().find(|candidate| candidate["teacher"] != "efficientnet_lite0").unwrap()["weights_sha256"].clone();
     let from_export = dir.join("from-export");
     let out = with_cache(&["train", "--weights", exported.to_str().unwrap(), "--data", train.to_str().unwrap(), "--out", from_export.to_str().unwrap(), "--image-size", "64", "--quiet"]);

@@ -632,7 +632,7 @@ mod training {
         let blocks = teacher.block_names().len();
         let mut scores = Vec::new();
         for aim in [Aim::Mean, Aim::Zero] {
-            let options = FingerprintOptions { aim, iterations: 60, learning_rate: 0.05, seed: 1 };
+            let options = FingerprintOptions { aim, layer: None, iterations: 60, learning_rate: 0.05, seed: 1 };
             let mut row = Vec::new();
             for candidate in [&teacher, &other] {
                 let front = TeacherFront::new(candidate, blocks, &preprocessing).unwrap();

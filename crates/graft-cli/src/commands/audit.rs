@@ -99,7 +99,7 @@ fn fingerprint(args: &AuditArgs, settings: &Settings) -> anyhow::Result<()> {
     graft::rng::SplitMix64::derive(args.seed, &[0x1EAF]).shuffle(&mut items);
     let preprocessing = &loaded.config.preprocessing;
     let reference: Vec<Vec<f32>> = items.iter().filter_map(|item| item.source.load_at_least(preprocessing.resize as u32).ok()).take(32).map(|image| graft::data::image::pixels(&image, preprocessing)).collect();
-    let options = FingerprintOptions { aim: args.aim, iterations: args.iterations, learning_rate: args.learning_rate, seed: args.seed };
+    let options = FingerprintOptions { aim: args.aim, layer: args.layer.clone(), iterations: args.iterations, learning_rate: args.learning_rate, seed: args.seed };
     let reporter = CliReporter::new(settings.quiet);
     let report = fingerprint_teachers(&loaded, &candidates, &reference, &options, &settings.device, &reporter)?;
     let json = serde_json::to_string_pretty(&report)?;

@@ -34,6 +34,9 @@ crate::choice::choice!(Aim, "fingerprint aim", [(Aim::Zero, "zero"), (Aim::Mean,
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FingerprintOptions {
     pub aim: Aim,
+    /// The block whose output the fingerprint aims at; `None`: each candidate's last.
+    #[serde(default)]
+    pub layer: Option<String>,
     pub iterations: usize,
     pub learning_rate: f64,
     pub seed: u64,
@@ -141,7 +144,7 @@ mod tests {
 pub struct CandidateScore {
     pub teacher: String,
     pub weights_sha256: String,
-    /// The block whose output the fingerprint aimed at (the candidate's last).
+    /// The block whose output the fingerprint aimed at (by default the candidate's last).
     pub layer: String,
     /// Gini coefficient of the student's answer to the fingerprint (0: uniform).
     pub gini: f64,
@@ -201,14 +204,20 @@ pub fn fingerprint_teachers(
         let blocks = candidate.block_names();
         // The candidate's own normalisation, at the student's input size.
         let preprocessing = crate::models::zoo::Preprocessing { input_size: size, ..candidate.card.preprocessing.clone() };
-        let front = TeacherFront::new(candidate, blocks.len(), &preprocessing)?;
+        let cut = match &options.layer {
+            Some(layer) => blocks.iter().position(|block| block == layer).map(|index| index + 1).ok_or_else(|| {
+                GraftError::Invalid(format!("candidate `{name}` has no block `{layer}`; its blocks: {}", blocks.join(", ")))
+            })?,
+            None => blocks.len(),
+        };
+        let front = TeacherFront::new(candidate, cut, &preprocessing)?;
         let (pixels, distance_left) = fingerprint_input(&front, reference, size, options, device, reporter)?;
         let probabilities = answer(&pixels)?;
         let top = crate::train::probe::argmax(&probabilities);
         scores.push(CandidateScore {
             teacher: name.clone(),
             weights_sha256: candidate.weights_sha256.clone(),
-            layer: blocks.last().cloned().unwrap_or_default(),
+            layer: blocks[cut - 1].clone(),
             gini: gini(&probabilities),
             top_class: config.classes.get(top).cloned().unwrap_or_default(),
             top_probability: probabilities[top],
