@@ -205,9 +205,7 @@ pub fn fingerprint_teachers(
         // The candidate's own normalisation, at the student's input size.
         let preprocessing = crate::models::zoo::Preprocessing { input_size: size, ..candidate.card.preprocessing.clone() };
         let cut = match &options.layer {
-            Some(layer) => blocks.iter().position(|block| block == layer).map(|index| index + 1).ok_or_else(|| {
-                GraftError::Invalid(format!("candidate `{name}` has no block `{layer}`; its blocks: {}", blocks.join(", ")))
-            })?,
+            Some(layer) => candidate.cut_after(layer)?,
             None => blocks.len(),
         };
         let front = TeacherFront::new(candidate, cut, &preprocessing)?;

@@ -205,12 +205,9 @@ pub fn craft(
 /// # Errors
 /// A layer name the teacher does not have.
 pub fn attacked_cut(config: &RunConfig, teacher: &Teacher, layer: Option<&str>) -> Result<usize> {
-    let names = teacher.block_names();
     match layer.or(config.metrics["harden"]["layer"].as_str()) {
-        Some(layer) => names.iter().position(|name| name == layer).map(|index| index + 1).ok_or_else(|| {
-            GraftError::Invalid(format!("teacher `{}` has no block `{layer}`; its blocks: {}", teacher.card.name, names.join(", ")))
-        }),
-        None if config.plan().cut == 0 => Ok(names.len()),
+        Some(layer) => teacher.cut_after(layer),
+        None if config.plan().cut == 0 => Ok(teacher.block_names().len()),
         None => Ok(config.plan().cut),
     }
 }

@@ -190,6 +190,17 @@ impl Teacher {
         self.backbone.block_names()
     }
 
+    /// The blocks in front of block `layer`'s output (its index plus one), as a cut.
+    ///
+    /// # Errors
+    /// A block name this teacher does not have; the message lists the ones it has.
+    pub fn cut_after(&self, layer: &str) -> Result<usize> {
+        let names = self.block_names();
+        names.iter().position(|name| name == layer).map(|index| index + 1).ok_or_else(|| {
+            GraftError::Invalid(format!("teacher `{}` has no block `{layer}`; its blocks: {}", self.card.name, names.join(", ")))
+        })
+    }
+
     /// Runs blocks `[0, until)`: the part in front of a cut.
     pub fn forward_until(&self, x: Tensor<4>, until: usize) -> Result<Tensor<4>> {
         self.backbone.forward_blocks(x, 0..until)
