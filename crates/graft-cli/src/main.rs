@@ -1,5 +1,6 @@
 //! The `graft` binary: parses arguments, resolves settings, calls the library.
 
+mod allocator;
 mod cli;
 mod commands;
 mod progress;
@@ -20,6 +21,7 @@ pub static INTERRUPT: LazyLock<Arc<AtomicBool>> = LazyLock::new(|| Arc::new(Atom
 const INTERRUPTED: u8 = 130;
 
 fn main() -> std::process::ExitCode {
+    allocator::keep_freed_memory();
     let cli = Cli::parse();
     // A second Ctrl-C quits at once; the checkpoint on disk is whole either way.
     let handler = ctrlc::set_handler(|| {

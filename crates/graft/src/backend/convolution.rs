@@ -51,9 +51,19 @@ impl Geometry {
     }
 }
 
+/// The output positions `o` in `0..out` whose input position `o * stride + tap - pad` lies in
+/// `0..size`: a range, since the position grows with `o`.
+fn valid(out: usize, size: usize, stride: usize, tap: usize, pad: usize) -> std::ops::Range<usize> {
+    // First o with o * stride + tap >= pad; first o with o * stride + tap >= pad + size.
+    let first = pad.saturating_sub(tap).div_ceil(stride).min(out);
+    let end = (pad + size).saturating_sub(tap).div_ceil(stride).clamp(first, out);
+    first..end
+}
+
 /// Unfolds one image (`[channels, height, width]`) into `columns` (`[channels * kh * kw, out_h *
 /// out_w]`): row (c, ky, kx) holds, for every output pixel, the input under that tap (0 in the
-/// padding).
+/// padding). Each output row's valid span is found once per tap and copied (a contiguous run at
+/// stride 1), the padding around it filled with zeros.
 #[allow(clippy::too_many_arguments)] // a convolution's geometry, spelled out for the fused plan too.
 pub(crate) fn im2col(
     input: &[f32],
@@ -68,20 +78,28 @@ pub(crate) fn im2col(
     for channel in 0..channels {
         let source = &input[channel * height * width..(channel + 1) * height * width];
         for ky in 0..kernel_h {
+            let rows = valid(out_h, height, stride_h, ky, top);
             for kx in 0..kernel_w {
                 let row = &mut columns[((channel * kernel_h + ky) * kernel_w + kx) * plane..][..plane];
-                for oy in 0..out_h {
+                let span = valid(out_w, width, stride_w, kx, left);
+                row[..rows.start * out_w].fill(0.0);
+                row[rows.end * out_w..].fill(0.0);
+                for oy in rows.clone() {
                     let target = &mut row[oy * out_w..(oy + 1) * out_w];
-                    let Some(iy) = (oy * stride_h + ky).checked_sub(top).filter(|iy| *iy < height) else {
-                        target.fill(0.0);
+                    let line = &source[(oy * stride_h + ky - top) * width..][..width];
+                    target[..span.start].fill(0.0);
+                    target[span.end..].fill(0.0);
+                    if span.is_empty() {
                         continue;
-                    };
-                    let line = &source[iy * width..(iy + 1) * width];
-                    for (ox, value) in target.iter_mut().enumerate() {
-                        *value = match (ox * stride_w + kx).checked_sub(left).filter(|ix| *ix < width) {
-                            Some(ix) => line[ix],
-                            None => 0.0,
-                        };
+                    }
+                    let first = span.start * stride_w + kx - left;
+                    let target = &mut target[span.clone()];
+                    if stride_w == 1 {
+                        target.copy_from_slice(&line[first..first + target.len()]);
+                    } else {
+                        for (value, source) in target.iter_mut().zip(line[first..].iter().step_by(stride_w)) {
+                            *value = *source;
+                        }
                     }
                 }
             }
@@ -94,20 +112,27 @@ pub(crate) fn im2col(
 fn col2im(columns: &[f32], g: &Geometry, image: &mut [f32]) {
     let [out_h, out_w] = g.output();
     let [kernel_h, kernel_w] = g.kernel;
+    let [stride_h, stride_w] = g.stride;
     let [top, left, ..] = g.padding;
     let plane = out_h * out_w;
     for channel in 0..g.inputs {
         let target = &mut image[channel * g.height * g.width..(channel + 1) * g.height * g.width];
         for ky in 0..kernel_h {
+            let rows = valid(out_h, g.height, stride_h, ky, top);
             for kx in 0..kernel_w {
                 let row = &columns[((channel * kernel_h + ky) * kernel_w + kx) * plane..][..plane];
-                for oy in 0..out_h {
-                    let Some(iy) = (oy * g.stride[0] + ky).checked_sub(top).filter(|iy| *iy < g.height) else { continue };
-                    let line = &mut target[iy * g.width..(iy + 1) * g.width];
-                    for (ox, value) in row[oy * out_w..(oy + 1) * out_w].iter().enumerate() {
-                        if let Some(ix) = (ox * g.stride[1] + kx).checked_sub(left).filter(|ix| *ix < g.width) {
-                            line[ix] += value;
-                        }
+                let span = valid(out_w, g.width, stride_w, kx, left);
+                if span.is_empty() {
+                    continue;
+                }
+                let first = span.start * stride_w + kx - left;
+                for oy in rows.clone() {
+                    let values = &row[oy * out_w..(oy + 1) * out_w][span.clone()];
+                    let line = &mut target[(oy * stride_h + ky - top) * g.width..][..g.width];
+                    if stride_w == 1 {
+                        line[first..first + values.len()].iter_mut().zip(values).for_each(|(pixel, value)| *pixel += value);
+                    } else {
+                        line[first..].iter_mut().step_by(stride_w).zip(values).for_each(|(pixel, value)| *pixel += value);
                     }
                 }
             }
@@ -261,6 +286,58 @@ mod tests {
     use burn::nn::conv::Conv2dConfig;
     use burn::tensor::{Device, Distribution};
 
+
+    /// The unfolding reads, for every tap and output pixel, exactly the input pixel under it (0
+    /// in the padding), and the folding is its adjoint: `<im2col(x), c> = <x, col2im(c)>`, over
+    /// geometries where whole rows and columns of taps fall in the padding (a 7x7 kernel on a
+    /// 2x3 image, padding wider than the image, strides 1-3).
+    #[test]
+    fn unfolding_reads_each_tap_and_folding_is_its_adjoint() {
+        let naive = |x: &[f32], g: &Geometry| {
+            let [out_h, out_w] = g.output();
+            let mut columns = Vec::new();
+            for c in 0..g.inputs {
+                for ky in 0..g.kernel[0] {
+                    for kx in 0..g.kernel[1] {
+                        for oy in 0..out_h {
+                            for ox in 0..out_w {
+                                let iy = (oy * g.stride[0] + ky) as isize - g.padding[0] as isize;
+                                let ix = (ox * g.stride[1] + kx) as isize - g.padding[1] as isize;
+                                let inside = (0..g.height as isize).contains(&iy) && (0..g.width as isize).contains(&ix);
+                                columns.push(if inside { x[(c * g.height + iy as usize) * g.width + ix as usize] } else { 0.0 });
+                            }
+                        }
+                    }
+                }
+            }
+            columns
+        };
+        let mut state = 17u32;
+        let mut random = move || {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        for (height, width, kernel, stride, padding) in [
+            (5, 6, [3, 3], [1, 1], [1, 1, 1, 1]),
+            (7, 7, [3, 3], [2, 2], [0, 0, 1, 1]),
+            (2, 3, [7, 7], [2, 2], [3, 3, 3, 3]),
+            (9, 4, [1, 3], [3, 1], [0, 2, 0, 2]),
+            (3, 3, [3, 5], [1, 2], [4, 0, 4, 5]),
+            (8, 8, [1, 1], [2, 2], [0, 0, 0, 0]),
+        ] {
+            let g = Geometry { batch: 1, inputs: 2, outputs: 1, height, width, kernel, stride, padding };
+            let x: Vec<f32> = (0..g.image()).map(|_| random()).collect();
+            let mut columns = vec![f32::NAN; g.depth() * g.pixels()];
+            im2col(&x, [g.inputs, height, width], kernel, stride, [padding[0], padding[1]], g.output(), &mut columns);
+            assert_eq!(columns, naive(&x, &g), "{g:?}");
+            let c: Vec<f32> = (0..columns.len()).map(|_| random()).collect();
+            let mut folded = vec![0.0f32; g.image()];
+            col2im(&c, &g, &mut folded);
+            let left: f64 = columns.iter().zip(&c).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+            let right: f64 = x.iter().zip(&folded).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+            assert!((left - right).abs() < 1e-4, "{g:?}: {left} against {right}");
+        }
+    }
 
     /// Outputs and gradients equal burn's own convolution's for ResNet's and the stems' shapes
     /// (3x3 stride 1 and 2, 7x7 stride 2, TensorFlow's uneven "same" padding, no padding, a
