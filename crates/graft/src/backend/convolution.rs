@@ -312,11 +312,8 @@ mod tests {
             }
             columns
         };
-        let mut state = 17u32;
-        let mut random = move || {
-            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
+        let mut rng = crate::rng::SplitMix64::new(17);
+        let mut random = move || rng.uniform(-0.5, 0.5) as f32;
         for (height, width, kernel, stride, padding) in [
             (5, 6, [3, 3], [1, 1], [1, 1, 1, 1]),
             (7, 7, [3, 3], [2, 2], [0, 0, 1, 1]),
