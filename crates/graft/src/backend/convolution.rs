@@ -9,7 +9,9 @@
 //! - the filter's gradient is the sum over images of `output gradient x columns^T`,
 //! - the input's gradient is `filter^T x output gradient`, folded back onto the input (col2im),
 //!
-//! one image per task over the cores, each product on its task's thread. The columns are made
+//! a few images per product where planes are small (their columns side by side, so a 7x7 plane's
+//! product is not 49 columns thin), the groups spread over the cores, each product on its
+//! task's thread. The columns are made
 //! again in the backward rather than kept: a batch's columns are kernel-area times the input's
 //! size. Recorded in burn's autodiff as one operation; values and gradients equal burn's
 //! convolution's up to rounding (tests below).
@@ -68,11 +70,27 @@ fn valid(out: usize, size: usize, stride: usize, tap: usize, pad: usize) -> std:
 pub(crate) fn im2col(
     input: &[f32],
     [channels, height, width]: [usize; 3],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+    output: [usize; 2],
+    columns: &mut [f32],
+) {
+    im2col_into(input, [channels, height, width], kernel, stride, padding, output, columns, output[0] * output[1]);
+}
+
+/// [`im2col`] into rows `row_stride` apart: row r of this image's columns is
+/// `columns[r * row_stride..][..out_h * out_w]` (several images' columns side by side).
+#[allow(clippy::too_many_arguments)]
+fn im2col_into(
+    input: &[f32],
+    [channels, height, width]: [usize; 3],
     [kernel_h, kernel_w]: [usize; 2],
     [stride_h, stride_w]: [usize; 2],
     [top, left]: [usize; 2],
     [out_h, out_w]: [usize; 2],
     columns: &mut [f32],
+    row_stride: usize,
 ) {
     let plane = out_h * out_w;
     for channel in 0..channels {
@@ -80,7 +98,7 @@ pub(crate) fn im2col(
         for ky in 0..kernel_h {
             let rows = valid(out_h, height, stride_h, ky, top);
             for kx in 0..kernel_w {
-                let row = &mut columns[((channel * kernel_h + ky) * kernel_w + kx) * plane..][..plane];
+                let row = &mut columns[((channel * kernel_h + ky) * kernel_w + kx) * row_stride..][..plane];
                 let span = valid(out_w, width, stride_w, kx, left);
                 row[..rows.start * out_w].fill(0.0);
                 row[rows.end * out_w..].fill(0.0);
@@ -109,7 +127,13 @@ pub(crate) fn im2col(
 
 /// Folds columns back onto an image: the adjoint of [`im2col`], adding each column entry to the
 /// input pixel it was read from.
+#[cfg(test)]
 fn col2im(columns: &[f32], g: &Geometry, image: &mut [f32]) {
+    col2im_from(columns, g.pixels(), g, image);
+}
+
+/// [`col2im`] from rows `row_stride` apart (see [`im2col_into`]).
+fn col2im_from(columns: &[f32], row_stride: usize, g: &Geometry, image: &mut [f32]) {
     let [out_h, out_w] = g.output();
     let [kernel_h, kernel_w] = g.kernel;
     let [stride_h, stride_w] = g.stride;
@@ -120,7 +144,7 @@ fn col2im(columns: &[f32], g: &Geometry, image: &mut [f32]) {
         for ky in 0..kernel_h {
             let rows = valid(out_h, g.height, stride_h, ky, top);
             for kx in 0..kernel_w {
-                let row = &columns[((channel * kernel_h + ky) * kernel_w + kx) * plane..][..plane];
+                let row = &columns[((channel * kernel_h + ky) * kernel_w + kx) * row_stride..][..plane];
                 let span = valid(out_w, g.width, stride_w, kx, left);
                 if span.is_empty() {
                     continue;
@@ -192,52 +216,125 @@ fn product(out: &mut [f32], lhs: View, rhs: View, [m, k, n]: [usize; 3], accumul
     }
 }
 
-/// The forward: one image per task.
+/// Output pixels a matrix product should span at least: on small planes (ResNet's last stages,
+/// 7x7 and 14x14) one image's product is thin, and the filter is packed again and a filter-sized
+/// sum read and written for every image. Several images' columns side by side make one product.
+const MIN_PRODUCT_PIXELS: usize = 512;
+
+/// Images per product: each thread's share of the batch cut into the fewest equal groups of at
+/// most the images that span [`MIN_PRODUCT_PIXELS`] (on 7x7 planes 11 images span 539 pixels; a
+/// share of 16 becomes two groups of 8, not 11 and 5, which would leave a core idle).
+fn group_size(g: &Geometry) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let share = g.batch.div_ceil(threads).max(1);
+    let wanted = MIN_PRODUCT_PIXELS.div_ceil(g.pixels().max(1));
+    share.div_ceil(share.div_ceil(wanted)).max(1)
+}
+
+/// Unfolds images `first..first + count` side by side: row r of image j at
+/// `columns[r * count·pixels + j·pixels..]`.
+fn unfold_group(x: &[f32], g: &Geometry, first: usize, count: usize, columns: &mut [f32]) {
+    let (pixels, width) = (g.pixels(), count * g.pixels());
+    for j in 0..count {
+        let n = first + j;
+        im2col_into(&x[n * g.image()..(n + 1) * g.image()], [g.inputs, g.height, g.width], g.kernel, g.stride, [g.padding[0], g.padding[1]], g.output(), &mut columns[j * pixels..], width);
+    }
+}
+
+/// The output gradients of images `first..first + count` as one `[outputs, count·pixels]`
+/// matrix (in `wide`), or the one image's own when `count` is 1.
+fn gather_group<'a>(gy: &'a [f32], g: &Geometry, first: usize, count: usize, wide: &'a mut [f32]) -> &'a [f32] {
+    let (pixels, per_image) = (g.pixels(), g.outputs * g.pixels());
+    if count == 1 {
+        return &gy[first * per_image..(first + 1) * per_image];
+    }
+    let width = count * pixels;
+    for j in 0..count {
+        for o in 0..g.outputs {
+            wide[o * width + j * pixels..][..pixels].copy_from_slice(&gy[((first + j) * g.outputs + o) * pixels..][..pixels]);
+        }
+    }
+    &wide[..g.outputs * width]
+}
+
+/// The forward: `group` images per product, one group per task.
 pub fn forward_values(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
-    let (pixels, depth) = (g.pixels(), g.depth());
-    let mut y = vec![0.0f32; g.batch * g.outputs * pixels];
-    y.par_chunks_mut(g.outputs * pixels).enumerate().for_each_init(
-        || vec![0.0f32; depth * pixels],
-        |columns, (n, out)| {
-            im2col(&x[n * g.image()..(n + 1) * g.image()], [g.inputs, g.height, g.width], g.kernel, g.stride, [g.padding[0], g.padding[1]], g.output(), columns);
-            product(out, View::rows(w, depth), View::rows(columns, pixels), [g.outputs, depth, pixels], false);
+    forward_grouped(x, w, g, group_size(g))
+}
+
+fn forward_grouped(x: &[f32], w: &[f32], g: &Geometry, group: usize) -> Vec<f32> {
+    let (pixels, depth, per_image) = (g.pixels(), g.depth(), g.outputs * g.pixels());
+    let mut y = vec![0.0f32; g.batch * per_image];
+    y.par_chunks_mut(group * per_image).enumerate().for_each_init(
+        || (vec![0.0f32; depth * group * pixels], vec![0.0f32; if group > 1 { group * per_image } else { 0 }]),
+        |(columns, wide), (chunk, out)| {
+            let count = out.len() / per_image;
+            let width = count * pixels;
+            unfold_group(x, g, chunk * group, count, columns);
+            let columns = View::rows(&columns[..depth * width], width);
+            if count == 1 {
+                product(out, View::rows(w, depth), columns, [g.outputs, depth, pixels], false);
+                return;
+            }
+            let wide = &mut wide[..g.outputs * width];
+            product(wide, View::rows(w, depth), columns, [g.outputs, depth, width], false);
+            for j in 0..count {
+                for o in 0..g.outputs {
+                    out[(j * g.outputs + o) * pixels..][..pixels].copy_from_slice(&wide[o * width + j * pixels..][..pixels]);
+                }
+            }
         },
     );
     y
 }
 
-/// The filter's gradient: each task sums its images' `gy_n x columns_n^T`, then the tasks' sums
-/// are added.
+/// The filter's gradient: each task sums its groups' `gy_group x columns_group^T`, then the
+/// tasks' sums are added.
 pub fn filter_gradient(gy: &[f32], x: &[f32], g: &Geometry) -> Vec<f32> {
-    let (pixels, depth) = (g.pixels(), g.depth());
-    (0..g.batch)
+    filter_gradient_grouped(gy, x, g, group_size(g))
+}
+
+fn filter_gradient_grouped(gy: &[f32], x: &[f32], g: &Geometry, group: usize) -> Vec<f32> {
+    let (pixels, depth, per_image) = (g.pixels(), g.depth(), g.outputs * g.pixels());
+    (0..g.batch.div_ceil(group))
         .into_par_iter()
         .fold(
-            || (vec![0.0f32; g.outputs * depth], vec![0.0f32; depth * pixels]),
-            |(mut sum, mut columns), n| {
-                im2col(&x[n * g.image()..(n + 1) * g.image()], [g.inputs, g.height, g.width], g.kernel, g.stride, [g.padding[0], g.padding[1]], g.output(), &mut columns);
-                let grad = &gy[n * g.outputs * pixels..(n + 1) * g.outputs * pixels];
-                product(&mut sum, View::rows(grad, pixels), View::transposed(&columns, pixels), [g.outputs, pixels, depth], true);
-                (sum, columns)
+            || (vec![0.0f32; g.outputs * depth], vec![0.0f32; depth * group * pixels], vec![0.0f32; if group > 1 { group * per_image } else { 0 }]),
+            |(mut sum, mut columns, mut wide), chunk| {
+                let first = chunk * group;
+                let count = group.min(g.batch - first);
+                let width = count * pixels;
+                unfold_group(x, g, first, count, &mut columns);
+                let grad = gather_group(gy, g, first, count, &mut wide);
+                product(&mut sum, View::rows(grad, width), View::transposed(&columns[..depth * width], width), [g.outputs, width, depth], true);
+                (sum, columns, wide)
             },
         )
-        .map(|(sum, _)| sum)
+        .map(|(sum, _, _)| sum)
         .reduce(|| vec![0.0f32; g.outputs * depth], |mut a, b| {
             a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
             a
         })
 }
 
-/// The input's gradient: per image, `filter^T x gy_n` folded back onto the image.
+/// The input's gradient: per group, `filter^T x gy_group` folded back onto each image.
 pub fn input_gradient(gy: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
-    let (pixels, depth) = (g.pixels(), g.depth());
+    input_gradient_grouped(gy, w, g, group_size(g))
+}
+
+fn input_gradient_grouped(gy: &[f32], w: &[f32], g: &Geometry, group: usize) -> Vec<f32> {
+    let (pixels, depth, per_image) = (g.pixels(), g.depth(), g.outputs * g.pixels());
     let mut gx = vec![0.0f32; g.batch * g.image()];
-    gx.par_chunks_mut(g.image()).enumerate().for_each_init(
-        || vec![0.0f32; depth * pixels],
-        |columns, (n, image)| {
-            let grad = &gy[n * g.outputs * pixels..(n + 1) * g.outputs * pixels];
-            product(columns, View::transposed(w, depth), View::rows(grad, pixels), [depth, g.outputs, pixels], false);
-            col2im(columns, g, image);
+    gx.par_chunks_mut(group * g.image()).enumerate().for_each_init(
+        || (vec![0.0f32; depth * group * pixels], vec![0.0f32; if group > 1 { group * per_image } else { 0 }]),
+        |(columns, wide), (chunk, images)| {
+            let count = images.len() / g.image();
+            let width = count * pixels;
+            let grad = gather_group(gy, g, chunk * group, count, wide);
+            product(&mut columns[..depth * width], View::transposed(w, depth), View::rows(grad, width), [depth, g.outputs, width], false);
+            for (j, image) in images.chunks_mut(g.image()).enumerate() {
+                col2im_from(&columns[j * pixels..], width, g, image);
+            }
         },
     );
     gx
@@ -333,6 +430,37 @@ mod tests {
             let left: f64 = columns.iter().zip(&c).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
             let right: f64 = x.iter().zip(&folded).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
             assert!((left - right).abs() < 1e-4, "{g:?}: {left} against {right}");
+        }
+    }
+
+    /// Several images per product (their columns side by side) give what one image per product
+    /// gives, forward and both gradients, for every group size up to the batch (the last group
+    /// short), on planes small enough that `group_size` groups them.
+    #[test]
+    fn grouped_products_match_one_image_at_a_time() {
+        let mut rng = crate::rng::SplitMix64::new(5);
+        let mut random = move |n: usize| -> Vec<f32> { (0..n).map(|_| rng.uniform(-1.0, 1.0) as f32).collect() };
+        let close = |actual: &[f32], expected: &[f32]| {
+            let scale = expected.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            actual.len() == expected.len() && actual.iter().zip(expected).all(|(a, b)| (a - b).abs() <= 1e-5 * scale)
+        };
+        for (height, width, kernel, stride, padding) in [
+            (7, 7, [3, 3], [1, 1], [1, 1, 1, 1]),
+            (9, 8, [3, 3], [2, 2], [0, 0, 1, 1]),
+            (5, 6, [7, 7], [2, 2], [3, 3, 3, 3]),
+        ] {
+            let g = Geometry { batch: 5, inputs: 3, outputs: 4, height, width, kernel, stride, padding };
+            let x = random(g.batch * g.image());
+            let w = random(g.outputs * g.depth());
+            let gy = random(g.batch * g.outputs * g.pixels());
+            let forward = forward_grouped(&x, &w, &g, 1);
+            let filter = filter_gradient_grouped(&gy, &x, &g, 1);
+            let input = input_gradient_grouped(&gy, &w, &g, 1);
+            for group in 2..=g.batch {
+                assert!(close(&forward_grouped(&x, &w, &g, group), &forward), "forward, {group} images a product, {g:?}");
+                assert!(close(&filter_gradient_grouped(&gy, &x, &g, group), &filter), "filter gradient, {group} images a product, {g:?}");
+                assert!(close(&input_gradient_grouped(&gy, &w, &g, group), &input), "input gradient, {group} images a product, {g:?}");
+            }
         }
     }
 
