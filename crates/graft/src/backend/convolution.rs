@@ -257,6 +257,13 @@ fn gather_group<'a>(gy: &'a [f32], g: &Geometry, first: usize, count: usize, wid
     &wide[..g.outputs * width]
 }
 
+/// A task's buffers for groups of `group` images: their columns side by side, and (when there is
+/// more than one image) their `[outputs, group·pixels]` output or output gradient.
+fn scratch(g: &Geometry, group: usize) -> (Vec<f32>, Vec<f32>) {
+    let wide = if group > 1 { group * g.outputs * g.pixels() } else { 0 };
+    (vec![0.0f32; g.depth() * group * g.pixels()], vec![0.0f32; wide])
+}
+
 /// The forward: `group` images per product, one group per task.
 pub fn forward_values(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
     forward_grouped(x, w, g, group_size(g))
@@ -266,7 +273,7 @@ fn forward_grouped(x: &[f32], w: &[f32], g: &Geometry, group: usize) -> Vec<f32>
     let (pixels, depth, per_image) = (g.pixels(), g.depth(), g.outputs * g.pixels());
     let mut y = vec![0.0f32; g.batch * per_image];
     y.par_chunks_mut(group * per_image).enumerate().for_each_init(
-        || (vec![0.0f32; depth * group * pixels], vec![0.0f32; if group > 1 { group * per_image } else { 0 }]),
+        || scratch(g, group),
         |(columns, wide), (chunk, out)| {
             let count = out.len() / per_image;
             let width = count * pixels;
@@ -295,11 +302,14 @@ pub fn filter_gradient(gy: &[f32], x: &[f32], g: &Geometry) -> Vec<f32> {
 }
 
 fn filter_gradient_grouped(gy: &[f32], x: &[f32], g: &Geometry, group: usize) -> Vec<f32> {
-    let (pixels, depth, per_image) = (g.pixels(), g.depth(), g.outputs * g.pixels());
+    let (pixels, depth) = (g.pixels(), g.depth());
     (0..g.batch.div_ceil(group))
         .into_par_iter()
         .fold(
-            || (vec![0.0f32; g.outputs * depth], vec![0.0f32; depth * group * pixels], vec![0.0f32; if group > 1 { group * per_image } else { 0 }]),
+            || {
+                let (columns, wide) = scratch(g, group);
+                (vec![0.0f32; g.outputs * depth], columns, wide)
+            },
             |(mut sum, mut columns, mut wide), chunk| {
                 let first = chunk * group;
                 let count = group.min(g.batch - first);
@@ -323,10 +333,10 @@ pub fn input_gradient(gy: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
 }
 
 fn input_gradient_grouped(gy: &[f32], w: &[f32], g: &Geometry, group: usize) -> Vec<f32> {
-    let (pixels, depth, per_image) = (g.pixels(), g.depth(), g.outputs * g.pixels());
+    let (pixels, depth) = (g.pixels(), g.depth());
     let mut gx = vec![0.0f32; g.batch * g.image()];
     gx.par_chunks_mut(group * g.image()).enumerate().for_each_init(
-        || (vec![0.0f32; depth * group * pixels], vec![0.0f32; if group > 1 { group * per_image } else { 0 }]),
+        || scratch(g, group),
         |(columns, wide), (chunk, images)| {
             let count = images.len() / g.image();
             let width = count * pixels;
