@@ -3,11 +3,20 @@ standard error over seeds, per set and strategy, graft beside the plain PyTorch 
 The last result of each (tool, variant, set, strategy, seed) counts.
 
     python3 scripts/quality/report.py /tmp/graft-quality/results.jsonl
+    python3 scripts/quality/report.py docs/quality-results.jsonl --splice docs/QUALITY.md
+
+With --splice the tables replace what stands between the page's two markers (BEGIN and END
+below) instead of being printed.
 """
+import argparse
 import collections
+import contextlib
+import io
 import json
 import math
-import sys
+
+BEGIN = "<!-- tables: scripts/quality/report.py --splice; do not edit by hand -->"
+END = "<!-- end of tables -->"
 
 SETS = ["fm10", "fm30", "fm100", "digits30", "digits100"]
 
@@ -19,9 +28,9 @@ def mean_se(values):
     return mean, se
 
 
-def main():
+def tables(path):
     latest = {}
-    for line in open(sys.argv[1]):
+    for line in open(path):
         r = json.loads(line)
         key = (r["tool"], r.get("variant", "default"), r["set"], r.get("asked", r["strategy"]), r["seed"])
         latest[key] = r
@@ -39,8 +48,10 @@ def main():
     for strategy in strategies:
         print(f"\n### `{strategy}`: test accuracy, mean ± standard error over seeds\n")
         present = [c for c in columns if any((c[0], c[1], s, strategy) in groups for s in SETS)]
-        print("| set | " + " | ".join(c[2] for c in present) + " | graft − plain |")
-        print("|---|" + "---|" * (len(present) + 1))
+        # `auto` has no plain recipe to stand beside; its criterion is the best fixed strategy.
+        extra = ["chosen", "best of deep, mid, full (graft defaults)", "auto − best"] if strategy == "auto" else ["graft − plain"]
+        print("| set | " + " | ".join([c[2] for c in present] + extra) + " |")
+        print("|---|" + "---|" * (len(present) + len(extra)))
         for set_ in SETS:
             cells, means = [], {}
             for tool, variant, _ in present:
@@ -58,7 +69,8 @@ def main():
             if ("graft", "default") in means and ("pytorch", "default") in means:
                 (g, gse), (p, pse) = means[("graft", "default")], means[("pytorch", "default")]
                 gap = f"{(g - p) * 100:+.1f} (s.e. {math.hypot(gse, pse) * 100:.1f})"
-            print(f"| {set_} | " + " | ".join(cells) + f" | {gap} |")
+            last = auto_cells(groups, set_) if strategy == "auto" else [gap]
+            print(f"| {set_} | " + " | ".join(cells + last) + " |")
     ablations = sorted({k[1:] for k in groups if k[0] == "graft" and k[1] not in ("default", "epochs", "no-refit", "before")}, key=lambda k: (["deep", "mid", "full", "auto"].index(k[2]), k[1], k[0]))
     if ablations:
         print("\n### Ablations (graft with one setting changed): test accuracy, mean ± standard error over seeds\n")
@@ -75,7 +87,50 @@ def main():
             print(f"| {strategy} | {set_} | {variant} | `{rows[0].get('args', '')}` | {mean * 100:.1f} ± {se * 100:.1f} (n={len(rows)}) | {plain_cell} |")
     machines = {r.get("machine") for r in latest.values() if r.get("machine")}
     commits = {r.get("commit") for r in latest.values() if r.get("commit")}
-    print(f"\nMachine: {', '.join(sorted(machines))}; graft commit {', '.join(sorted(commits))}.")
+    print(f"\nMachines: {'; '.join(sorted(machines))}. graft commits: {', '.join(sorted(commits))}.")
+
+
+def auto_cells(groups, set_):
+    """What `auto` chose on a set, the best fixed strategy's mean there, and auto's distance to it
+    (the issue's criterion: within 1 point of the best)."""
+    rows = groups.get(("graft", "default", set_, "auto"), [])
+    chosen = collections.Counter(r["strategy"] for r in rows)
+    chosen_cell = ", ".join(f"{s} ×{n}" for s, n in sorted(chosen.items())) or "–"
+    best = None
+    for strategy in ("deep", "mid", "full"):
+        fixed = groups.get(("graft", "default", set_, strategy), [])
+        if fixed:
+            mean, se = mean_se([r["test_accuracy"] for r in fixed])
+            if best is None or mean > best[1]:
+                best = (strategy, mean, se, len(fixed))
+    if best is None:
+        return [chosen_cell, "–", ""]
+    strategy, mean, se, n = best
+    gap = ""
+    if rows:
+        auto_mean, auto_se = mean_se([r["test_accuracy"] for r in rows])
+        gap = f"{(auto_mean - mean) * 100:+.1f} (s.e. {math.hypot(auto_se, se) * 100:.1f})"
+    return [chosen_cell, f"{strategy}: {mean * 100:.1f} ± {se * 100:.1f} (n={n})", gap]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", help="results.jsonl from scripts/quality/run.sh")
+    parser.add_argument("--splice", metavar="PAGE", help="replace the tables between the markers of this page")
+    args = parser.parse_args()
+    if not args.splice:
+        tables(args.results)
+        return
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        tables(args.results)
+    page = open(args.splice).read()
+    if page.count(BEGIN) != 1 or page.count(END) != 1 or page.index(BEGIN) > page.index(END):
+        raise SystemExit(f"{args.splice}: needs exactly one {BEGIN!r} and, after it, one {END!r}")
+    head, rest = page.split(BEGIN)
+    _, tail = rest.split(END)
+    with open(args.splice, "w") as f:
+        f.write(head + BEGIN + "\n" + out.getvalue().strip("\n") + "\n" + END + tail)
 
 
 if __name__ == "__main__":
