@@ -597,4 +597,6 @@ fn text_students_train_eval_predict_and_embed() {
     } else {
         eprintln!("all-MiniLM-L6-v2 is not at hand: the text verbs ran on the tiny random BERT, accuracy not checked");
     }
+    // The runs hold the encoder's weights (about 170 MB): leave nothing behind.
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -89,11 +89,27 @@ fn quick() -> DownloadPolicy {
     DownloadPolicy { connect_timeout: Duration::from_secs(5), read_timeout: Duration::from_millis(300), attempts: 3, first_backoff: Duration::from_millis(10) }
 }
 
-fn folder(name: &str) -> std::path::PathBuf {
+/// An empty folder of the test's own, removed with what it holds when the test ends.
+fn folder(name: &str) -> Folder {
     let dir = std::env::temp_dir().join(format!("graft-download-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Folder(dir)
+}
+
+struct Folder(std::path::PathBuf);
+
+impl std::ops::Deref for Folder {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Folder {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn nothing(_: u64, _: Option<u64>) {}
@@ -102,7 +118,8 @@ fn nothing(_: u64, _: Option<u64>) {}
 fn a_broken_connection_is_resumed_from_where_it_stopped() {
     let (body, sha256) = payload();
     let server = serve(body.clone(), |index| Reply::Body { cut: (index == 0).then_some(100_000) });
-    let destination = folder("resume").join("weights.pth");
+    let dir = folder("resume");
+    let destination = dir.join("weights.pth");
     download(&server.url, &destination, Expected { sha256: &sha256, size: Some(body.len() as u64) }, &quick(), &mut nothing).unwrap();
     assert_eq!(std::fs::read(&destination).unwrap(), body);
     assert!(!partial_path(&destination).exists());
@@ -113,7 +130,8 @@ fn a_broken_connection_is_resumed_from_where_it_stopped() {
 fn a_file_that_does_not_match_its_checksum_is_refused_and_deleted() {
     let (body, _) = payload();
     let server = serve(body.clone(), |_| Reply::Body { cut: None });
-    let destination = folder("mismatch").join("weights.pth");
+    let dir = folder("mismatch");
+    let destination = dir.join("weights.pth");
     let wrong = "0".repeat(64);
     let error = download(&server.url, &destination, Expected { sha256: &wrong, size: None }, &quick(), &mut nothing).unwrap_err();
     assert!(error.contains("checksum mismatch") && error.contains(&wrong), "{error}");
@@ -124,7 +142,8 @@ fn a_file_that_does_not_match_its_checksum_is_refused_and_deleted() {
 fn a_server_announcing_more_than_the_published_size_is_stopped_before_the_body() {
     let (body, sha256) = payload();
     let server = serve(body.clone(), |_| Reply::Announce { length: 50 << 30 });
-    let destination = folder("oversize").join("weights.pth");
+    let dir = folder("oversize");
+    let destination = dir.join("weights.pth");
     let error = download(&server.url, &destination, Expected { sha256: &sha256, size: Some(body.len() as u64) }, &quick(), &mut nothing).unwrap_err();
     assert!(error.contains("more than the 300000 expected"), "{error}");
     assert_eq!(server.ranges.lock().unwrap().len(), 1, "not retried");
@@ -134,7 +153,8 @@ fn a_server_announcing_more_than_the_published_size_is_stopped_before_the_body()
 fn a_stalled_server_times_out_and_is_retried_then_given_up() {
     let (body, sha256) = payload();
     let server = serve(body, |_| Reply::Stall);
-    let destination = folder("stall").join("weights.pth");
+    let dir = folder("stall");
+    let destination = dir.join("weights.pth");
     let started = Instant::now();
     let error = download(&server.url, &destination, Expected { sha256: &sha256, size: None }, &quick(), &mut nothing).unwrap_err();
     assert!(error.contains("gave up after 3 tries"), "{error}");
@@ -145,7 +165,8 @@ fn a_stalled_server_times_out_and_is_retried_then_given_up() {
 fn a_missing_file_fails_at_once() {
     let (body, sha256) = payload();
     let server = serve(body, |_| Reply::Status(404));
-    let destination = folder("missing").join("weights.pth");
+    let dir = folder("missing");
+    let destination = dir.join("weights.pth");
     let error = download(&server.url, &destination, Expected { sha256: &sha256, size: None }, &quick(), &mut nothing).unwrap_err();
     assert!(error.contains("404"), "{error}");
     assert_eq!(server.ranges.lock().unwrap().len(), 1, "a 404 is not retried");
@@ -179,9 +200,8 @@ fn a_cached_teacher_file_changed_after_download_is_refused() {
     let cached = cache.join("weights").join(card.source.file_name);
     std::fs::create_dir_all(cached.parent().unwrap()).unwrap();
     std::fs::write(&cached, b"not the published file").unwrap();
-    let options = WeightOptions { weights: None, cache_dir: cache.clone(), offline: true, allow_partial: false, progress: false };
+    let options = WeightOptions { weights: None, cache_dir: cache.to_path_buf(), offline: true, allow_partial: false, progress: false };
     let error = load_teacher("resnet18", &options, &Device::flex()).unwrap_err().to_string();
     assert!(error.contains(&cached.display().to_string()) && error.contains(card.source.sha256.unwrap()), "{error}");
     assert!(error.contains("delete it"), "{error}");
-    let _ = std::fs::remove_dir_all(Path::new(&cache));
 }

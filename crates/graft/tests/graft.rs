@@ -382,6 +382,36 @@ mod training {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// `auto` adds a measurement and nothing else: with the same seed, its student is bit for
+    /// bit the one the strategy it chose trains, augmentation choice and refit included (so an
+    /// `auto` row of docs/QUALITY.md is the chosen strategy's run with the same seed).
+    #[test]
+    fn auto_trains_exactly_the_strategy_it_chose() {
+        use graft::data::augment::AugmentChoice;
+        let dir = temp_dir("auto-same");
+        let teacher = teacher();
+        let (train_set, validation) = sample(6);
+        let mut auto = options(Strategy::Auto, &dir.join("auto"), &dir.join("cache"));
+        auto.hyperparameters.epochs = 1;
+        // 32 px keeps it under a minute in the test profile; on this sample the advisor picks
+        // `full`, so the augmentation measurement and the refit run in both.
+        auto.image_size = Some(32);
+        auto.hyperparameters.refit = graft::train::Refit::On;
+        let mut direct = auto.clone();
+        let chosen = graft::train::train_run(&teacher, &train_set, &validation, auto, AugmentChoice::Auto, &Device::flex(), &Silent).unwrap();
+        assert_ne!(chosen.config.strategy, Strategy::Auto);
+        assert!(chosen.config.strategy_reason.is_some());
+        direct.strategy = chosen.config.strategy;
+        direct.out = dir.join("direct");
+        let again = graft::train::train_run(&teacher, &train_set, &validation, direct, AugmentChoice::Auto, &Device::flex(), &Silent).unwrap();
+        assert_eq!(again.config.hyperparameters, chosen.config.hyperparameters, "the same recipe, augmentation included");
+        let student = |run: &str| std::fs::read(dir.join(run).join("student.safetensors")).unwrap();
+        assert!(student("auto") == student("direct"), "auto's {} student differs from {}'s own", chosen.config.strategy, chosen.config.strategy);
+        let accuracies = |outcome: &graft::train::TrainOutcome| outcome.history.iter().map(|epoch| epoch.validation_accuracy).collect::<Vec<_>>();
+        assert_eq!(accuracies(&again), accuracies(&chosen));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[test]
     fn a_diverging_loss_stops_the_run_and_says_what_to_lower() {
         let dir = temp_dir("diverge");

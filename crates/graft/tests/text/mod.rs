@@ -157,6 +157,7 @@ fn sentence_features_are_cached_per_text() {
     }
     let (repaired, hits) = cached_features(&teacher, &texts, &cache, 2, &device, &silent).unwrap();
     assert_eq!((hits, &repaired.features), (0, &first.features));
+    std::fs::remove_dir_all(&cache).unwrap();
 }
 
 fn walk(directory: &std::path::Path) -> Vec<PathBuf> {
@@ -184,4 +185,5 @@ fn a_config_naming_layers_the_weights_lack_is_refused() {
     std::fs::write(lying.join("config.json"), config.to_string()).unwrap();
     let message = TextTeacher::from_directory(None, &lying, &device).unwrap_err().to_string();
     assert!(message.contains("num_hidden_layers is 1000000000") && message.contains("holds 2 layers"), "{message}");
+    std::fs::remove_dir_all(&lying).unwrap();
 }
