@@ -52,6 +52,7 @@ def tables(path):
         extra = ["chosen", "best of deep, mid, full (graft defaults)", "auto − best"] if strategy == "auto" else ["graft − plain"]
         print("| set | " + " | ".join([c[2] for c in present] + extra) + " |")
         print("|---|" + "---|" * (len(present) + len(extra)))
+        any_derived = False
         for set_ in SETS:
             cells, means = [], {}
             for tool, variant, _ in present:
@@ -62,7 +63,10 @@ def tables(path):
                 mean, se = mean_se([r["test_accuracy"] for r in rows])
                 means[(tool, variant)] = (mean, se)
                 seconds = sum(r.get("seconds", 0.0) for r in rows) / len(rows)
-                cells.append(f"{mean * 100:.1f} ± {se * 100:.1f} (n={len(rows)}, {seconds:.0f} s)")
+                derived = sum(1 for r in rows if r.get("derived"))
+                mark = f", {derived} derived†" if derived else ""
+                cells.append(f"{mean * 100:.1f} ± {se * 100:.1f} (n={len(rows)}{mark}, {seconds:.0f} s)")
+                any_derived = any_derived or bool(derived)
             if not any(c != "–" for c in cells):
                 continue
             gap = ""
@@ -71,6 +75,10 @@ def tables(path):
                 gap = f"{(g - p) * 100:+.1f} (s.e. {math.hypot(gse, pse) * 100:.1f})"
             last = auto_cells(groups, set_) if strategy == "auto" else [gap]
             print(f"| {set_} | " + " | ".join(cells + last) + " |")
+        if any_derived:
+            print("\n† not run again: the chosen strategy's run with the same seed and binary, which is bit for bit"
+                  " what `auto` trains once the advisor has chosen (test `auto_trains_exactly_the_strategy_it_chose`);"
+                  " its seconds add the advisor's.")
     ablations = sorted({k[1:] for k in groups if k[0] == "graft" and k[1] not in ("default", "epochs", "no-refit", "before")}, key=lambda k: (["deep", "mid", "full", "auto"].index(k[2]), k[1], k[0]))
     if ablations:
         print("\n### Ablations (graft with one setting changed): test accuracy, mean ± standard error over seeds\n")
