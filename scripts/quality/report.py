@@ -21,6 +21,20 @@ END = "<!-- end of tables -->"
 SETS = ["fm10", "fm30", "fm100", "digits30", "digits100"]
 
 
+def pm(mean, se, n):
+    """`mean ± se` in points; one seed has no standard error to show."""
+    return f"{mean * 100:.1f} ± {se * 100:.1f}" if n > 1 else f"{mean * 100:.1f}"
+
+
+def gap_text(a, a_se, a_n, b, b_se, b_n):
+    """The difference of two means in points, with its standard error where both have one."""
+    if a_n > 1 and b_n > 1:
+        spread = f" (s.e. {math.hypot(a_se, b_se) * 100:.1f})"
+    else:
+        spread = " (one seed each)" if a_n == b_n == 1 else " (one side one seed: no standard error)"
+    return f"{(a - b) * 100:+.1f}{spread}"
+
+
 def mean_se(values):
     n = len(values)
     mean = sum(values) / n
@@ -61,18 +75,17 @@ def tables(path):
                     cells.append("–")
                     continue
                 mean, se = mean_se([r["test_accuracy"] for r in rows])
-                means[(tool, variant)] = (mean, se)
+                means[(tool, variant)] = (mean, se, len(rows))
                 seconds = sum(r.get("seconds", 0.0) for r in rows) / len(rows)
                 derived = sum(1 for r in rows if r.get("derived"))
                 mark = f", {derived} derived†" if derived else ""
-                cells.append(f"{mean * 100:.1f} ± {se * 100:.1f} (n={len(rows)}{mark}, {seconds:.0f} s)")
+                cells.append(f"{pm(mean, se, len(rows))} (n={len(rows)}{mark}, {seconds:.0f} s)")
                 any_derived = any_derived or bool(derived)
             if not any(c != "–" for c in cells):
                 continue
             gap = ""
             if ("graft", "default") in means and ("pytorch", "default") in means:
-                (g, gse), (p, pse) = means[("graft", "default")], means[("pytorch", "default")]
-                gap = f"{(g - p) * 100:+.1f} (s.e. {math.hypot(gse, pse) * 100:.1f})"
+                gap = gap_text(*means[("graft", "default")], *means[("pytorch", "default")])
             last = auto_cells(groups, set_) if strategy == "auto" else [gap]
             print(f"| {set_} | " + " | ".join(cells + last) + " |")
         if any_derived:
@@ -91,8 +104,8 @@ def tables(path):
             plain_cell = "–"
             if plain:
                 p, pse = mean_se([r["test_accuracy"] for r in plain])
-                plain_cell = f"{p * 100:.1f} ± {pse * 100:.1f} (n={len(plain)})"
-            print(f"| {strategy} | {set_} | {variant} | `{rows[0].get('args', '')}` | {mean * 100:.1f} ± {se * 100:.1f} (n={len(rows)}) | {plain_cell} |")
+                plain_cell = f"{pm(p, pse, len(plain))} (n={len(plain)})"
+            print(f"| {strategy} | {set_} | {variant} | `{rows[0].get('args', '')}` | {pm(mean, se, len(rows))} (n={len(rows)}) | {plain_cell} |")
     machines = {r.get("machine") for r in latest.values() if r.get("machine")}
     commits = {r.get("commit") for r in latest.values() if r.get("commit")}
     print(f"\nMachines: {'; '.join(sorted(machines))}. graft commits: {', '.join(sorted(commits))}.")
@@ -117,8 +130,8 @@ def auto_cells(groups, set_):
     gap = ""
     if rows:
         auto_mean, auto_se = mean_se([r["test_accuracy"] for r in rows])
-        gap = f"{(auto_mean - mean) * 100:+.1f} (s.e. {math.hypot(auto_se, se) * 100:.1f})"
-    return [chosen_cell, f"{strategy}: {mean * 100:.1f} ± {se * 100:.1f} (n={n})", gap]
+        gap = gap_text(auto_mean, auto_se, len(rows), mean, se, n)
+    return [chosen_cell, f"{strategy}: {pm(mean, se, n)} (n={n})", gap]
 
 
 def main():
