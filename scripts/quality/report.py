@@ -86,7 +86,7 @@ def tables(path):
             gap = ""
             if ("graft", "default") in means and ("pytorch", "default") in means:
                 gap = gap_text(*means[("graft", "default")], *means[("pytorch", "default")])
-            last = auto_cells(groups, set_) if strategy == "auto" else [gap]
+            last = auto_cells(groups, set_, means.get(("graft", "default"))) if strategy == "auto" else [gap]
             print(f"| {set_} | " + " | ".join(cells + last) + " |")
         if any_derived:
             print("\n† not run again: the chosen strategy's run with the same seed and binary, which is bit for bit"
@@ -111,9 +111,9 @@ def tables(path):
     print(f"\nMachines: {'; '.join(sorted(machines))}. graft commits: {', '.join(sorted(commits))}.")
 
 
-def auto_cells(groups, set_):
+def auto_cells(groups, set_, auto):
     """What `auto` chose on a set, the best fixed strategy's mean there, and auto's distance to it
-    (the issue's criterion: within 1 point of the best)."""
+    (the issue's criterion: within 1 point of the best). `auto`: its (mean, s.e., seeds), or None."""
     rows = groups.get(("graft", "default", set_, "auto"), [])
     chosen = collections.Counter(r["strategy"] for r in rows)
     chosen_cell = ", ".join(f"{s} ×{n}" for s, n in sorted(chosen.items())) or "–"
@@ -127,10 +127,7 @@ def auto_cells(groups, set_):
     if best is None:
         return [chosen_cell, "–", ""]
     strategy, mean, se, n = best
-    gap = ""
-    if rows:
-        auto_mean, auto_se = mean_se([r["test_accuracy"] for r in rows])
-        gap = gap_text(auto_mean, auto_se, len(rows), mean, se, n)
+    gap = gap_text(*auto, mean, se, n) if auto else ""
     return [chosen_cell, f"{strategy}: {pm(mean, se, n)} (n={n})", gap]
 
 
