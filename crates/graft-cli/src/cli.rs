@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
+use graft::audit::harden::Distance;
 use graft::choice::Choice;
 use graft::data::augment::AugmentChoice;
 use graft::train::{BatchNormMode, HeadChoice, HeadFit, HeadInit, Optimizer, Refit, Strategy};
@@ -480,6 +481,12 @@ pub struct HardenArgs {
     /// What a representation still on the teacher's costs, in nats of cross-entropy.
     #[arg(long, default_value_t = 10.0)]
     pub penalty: f64,
+
+    /// How the distance to the teacher's representation is measured: `euclidean` (the
+    /// reference's), or `standardised` (each channel shifted and scaled to mean 0, variance 1 over
+    /// the batch first, so that rescaling channels does not count as moving away).
+    #[arg(long, default_value = "euclidean", value_parser = choice::<Distance>())]
+    pub distance: Distance,
 
     /// Attacked pairs before and after (0: accuracy only). The same crafted images score both
     /// students: the attack never sees the student.

@@ -712,6 +712,10 @@ mod training {
         assert!(config.frozen_blocks.is_empty());
         let distance = |report: &graft::audit::harden::HardenReport| report.history.last().unwrap().mean_distance;
         assert!(distance(&report) > report.final_threshold, "the student's representation ended beyond τ: {:?}", report.history);
+        // Both distances are logged, the penalised one as `mean_distance`.
+        let last = report.history.last().unwrap();
+        assert!((last.mean_euclidean_distance - last.mean_distance).abs() < 1e-6 * last.mean_distance.max(1.0), "{last:?}");
+        assert!(last.mean_standardised_distance > 0.0 && report.typical_standardised_distance > 0.0, "{report:?}");
         let (_, _, unpenalised) = harden(&student, &teacher, &train_set, &HardenOptions { penalty: 0.0, ..options.clone() }, &Device::flex(), &Silent).unwrap();
         assert!(distance(&unpenalised) < 0.8 * distance(&report), "{:?} against {:?}", unpenalised.history, report.history);
         // A strong hardening (ten times the default rate), for an effect on the attack clear on

@@ -45,6 +45,7 @@ pub fn run(args: &HardenArgs, settings: &Settings) -> anyhow::Result<()> {
         batch_size: args.batch_size,
         threshold: args.threshold,
         penalty: args.penalty,
+        distance: args.distance,
         seed: args.seed,
     };
     options.check()?;

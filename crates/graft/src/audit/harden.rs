@@ -15,6 +15,13 @@
 //! as a multiple of the mean weighted distance between two training images' teacher
 //! representations, and λ so that the whole threshold missed costs `penalty` nats, the penalty
 //! term being `penalty·(max(τ − d, 0)/τ_max)²`.
+//!
+//! `--distance standardised` measures `d` after shifting and scaling each channel of both
+//! representations to mean 0 and variance 1 over the batch's images (and positions, for an
+//! activation map). Its point: the Euclidean distance can be bought by rescaling channels (the
+//! batch norm closing each block does it with two numbers a channel), and a student whose map is
+//! a per-channel affine function of the teacher's is as easy to steer with an image that mimics
+//! the teacher's as the teacher itself. Both distances are logged whichever one is penalised.
 
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
@@ -54,8 +61,26 @@ pub struct HardenOptions {
     pub threshold: f64,
     /// The penalty, in nats, of a representation still on the teacher's when τ has ramped up.
     pub penalty: f64,
+    /// How `d` is measured.
+    #[serde(default)]
+    pub distance: Distance,
     pub seed: u64,
 }
+
+/// How the distance between the student's and the teacher's representations at K is measured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Distance {
+    /// On the representations as they are, each neuron weighted by the head's use of it (the
+    /// reference's).
+    #[default]
+    Euclidean,
+    /// The same, after each channel of each representation is shifted and scaled to mean 0 and
+    /// variance 1 over the batch (blind to a per-channel rescaling).
+    Standardised,
+}
+
+crate::choice::choice!(Distance, "distance", [(Distance::Euclidean, "euclidean"), (Distance::Standardised, "standardised")]);
 
 impl HardenOptions {
     /// # Errors
@@ -71,7 +96,7 @@ impl HardenOptions {
 
 impl Default for HardenOptions {
     fn default() -> HardenOptions {
-        HardenOptions { layer: None, epochs: 10, learning_rate: 1e-4, batch_size: 32, threshold: 1.0, penalty: 10.0, seed: 1 }
+        HardenOptions { layer: None, epochs: 10, learning_rate: 1e-4, batch_size: 32, threshold: 1.0, penalty: 10.0, distance: Distance::Euclidean, seed: 1 }
     }
 }
 
@@ -83,9 +108,15 @@ pub struct HardenEpoch {
     pub threshold: f64,
     pub cross_entropy: f64,
     pub penalty: f64,
-    /// Mean `d` over the epoch's images, and the share of them still within τ.
+    /// Mean `d` over the epoch's images (as `options.distance` measures it), and the share of
+    /// them still within τ.
     pub mean_distance: f64,
     pub within_threshold: f64,
+    /// Mean `d` measured either way, whichever one the penalty uses.
+    #[serde(default)]
+    pub mean_euclidean_distance: f64,
+    #[serde(default)]
+    pub mean_standardised_distance: f64,
     pub train_accuracy: f64,
     pub seconds: f64,
 }
@@ -103,6 +134,12 @@ pub struct HardenReport {
     /// τ at the end of its ramp.
     pub typical_distance: f64,
     pub final_threshold: f64,
+    /// The mean distance between two training images' teacher representations measured either
+    /// way (`typical_distance` is one of them).
+    #[serde(default)]
+    pub typical_euclidean_distance: f64,
+    #[serde(default)]
+    pub typical_standardised_distance: f64,
     pub options: HardenOptions,
     pub history: Vec<HardenEpoch>,
     pub seconds: f64,
@@ -175,12 +212,23 @@ fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Data
     }
     reporter.finish();
     let dim = teacher_rows[0].len();
+    let channels = front.channels(size, device)?;
+    if channels == 0 || dim % channels != 0 {
+        return Err(GraftError::Invalid(format!("the representation at `{}` has {dim} values, not a whole number of its {channels} channels", names[cut - 1])));
+    }
     let weights = neuron_weights(&student.student.head, cut == blocks, dim)?;
-    let typical_distance = mean_pair_distance(&teacher_rows, &weights, options.seed);
+    let typical_euclidean_distance = mean_pair_distance(&teacher_rows, &weights, options.seed);
+    let typical_standardised_distance = mean_pair_distance(&standardised_rows(&teacher_rows, channels), &weights, options.seed);
+    let typical_distance = match options.distance {
+        Distance::Euclidean => typical_euclidean_distance,
+        Distance::Standardised => typical_standardised_distance,
+    };
     let final_threshold = options.threshold * typical_distance;
     reporter.note(&format!(
-        "hardening at `{}`: τ ramps to {final_threshold:.3} ({} × the mean distance between two images' teacher representations, {typical_distance:.3})",
-        names[cut - 1], options.threshold
+        "hardening at `{}`: τ ramps to {final_threshold:.3} ({} × the mean {} distance between two images' teacher representations, {typical_distance:.3})",
+        names[cut - 1],
+        options.threshold,
+        options.distance
     ));
 
     let training = device.clone().autodiff();
@@ -205,6 +253,7 @@ fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Data
         SplitMix64::derive(options.seed, &[0x4A2D, epoch as u64]).shuffle(&mut order);
         reporter.start(&format!("hardening epoch {}/{}", epoch + 1, options.epochs), images.len());
         let (mut cross_entropy_sum, mut penalty_sum, mut distance_sum, mut within, mut correct) = (0.0f64, 0.0f64, 0.0f64, 0usize, 0usize);
+        let (mut euclidean_sum, mut standardised_sum) = (0.0f64, 0.0f64);
         for batch in order.chunks(options.batch_size) {
             let count = batch.len();
             // The batch split into shards trained side by side (see `shards`).
@@ -222,7 +271,14 @@ fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Data
                 let cross_entropy = loss_function.forward(logits.clone(), targets);
                 // `d` with a floor inside the root: at the start the student's representation is
                 // the teacher's exactly, where the root's derivative is infinite.
-                let distance = ((representation - reference).powf_scalar(2.0) * weight_tensor.clone()).sum_dim(1).add_scalar(1e-12).sqrt();
+                let measure = |a: Tensor<2>, b: Tensor<2>| ((a - b).powf_scalar(2.0) * weight_tensor.clone().expand([rows, dim])).sum_dim(1).add_scalar(1e-12).sqrt();
+                let euclidean = measure(representation.clone(), reference.clone());
+                let standardised = measure(standardise(representation, channels), standardise(reference, channels));
+                let (distance, other) = match options.distance {
+                    Distance::Euclidean => (euclidean, standardised.detach()),
+                    Distance::Standardised => (standardised, euclidean.detach()),
+                };
+                let other = host_values::<f32>(other.valid().into_data())?;
                 let shortfall = distance.clone().neg().add_scalar(threshold).clamp_min(0.0) / final_threshold;
                 let penalty = shortfall.powf_scalar(2.0).mean() * options.penalty;
                 let loss = cross_entropy.clone() + penalty.clone();
@@ -231,7 +287,13 @@ fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Data
                 let predicted = host_values::<f32>(logits.clone().valid().argmax(1).float().into_data())?;
                 let correct = predicted.iter().zip(&part).filter(|(class, image)| **class as usize == labels[**image]).count();
                 let gradients = burn::optim::GradientsParams::from_grads(loss.backward(), replica);
-                Ok((cross_entropy + penalty, logits.valid(), gradients, ShardFigures { rows, cross_entropy, penalty, distances, correct }))
+                let (euclidean, standardised) = match options.distance {
+                    Distance::Euclidean => (distances.clone(), other),
+                    Distance::Standardised => (other, distances.clone()),
+                };
+                let sum = |values: Vec<f32>| values.iter().map(|value| *value as f64).sum::<f64>();
+                let (euclidean, standardised) = (sum(euclidean), sum(standardised));
+                Ok((cross_entropy + penalty, logits.valid(), gradients, ShardFigures { rows, cross_entropy, penalty, distances, euclidean, standardised, correct }))
             };
             let (step_result, figures) = shards::parallel(&model, parts, &shares, &training, pass)?;
             for shard in figures {
@@ -244,6 +306,8 @@ fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Data
                 distance_sum += shard.distances.iter().map(|d| *d as f64).sum::<f64>();
                 within += shard.distances.iter().filter(|d| (**d as f64) < threshold).count();
                 correct += shard.correct;
+                euclidean_sum += shard.euclidean;
+                standardised_sum += shard.standardised;
             }
             model = optimizer.step(schedule.at(step), model, step_result.gradients);
             step += 1;
@@ -258,18 +322,25 @@ fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Data
             penalty: penalty_sum / seen,
             mean_distance: distance_sum / seen,
             within_threshold: within as f64 / seen,
+            mean_euclidean_distance: euclidean_sum / seen,
+            mean_standardised_distance: standardised_sum / seen,
             train_accuracy: correct as f64 / seen,
             seconds: epoch_started.elapsed().as_secs_f64(),
         };
         reporter.note(&format!(
-            "hardening epoch {}/{}: cross-entropy {:.4}, penalty {:.4}, distance to the teacher {:.3} (τ {:.3}, {:.0}% of images within it), training accuracy {:.1}%",
+            "hardening epoch {}/{}: cross-entropy {:.4}, penalty {:.4}, {} distance to the teacher {:.3} (τ {:.3}, {:.0}% of images within it; euclidean {:.3}, standardised {:.3}: {:.2} and {:.2} of two images'), training accuracy {:.1}%",
             record.epoch,
             options.epochs,
             record.cross_entropy,
             record.penalty,
+            options.distance,
             record.mean_distance,
             threshold,
             record.within_threshold * 100.0,
+            record.mean_euclidean_distance,
+            record.mean_standardised_distance,
+            record.mean_euclidean_distance / typical_euclidean_distance,
+            record.mean_standardised_distance / typical_standardised_distance,
             record.train_accuracy * 100.0
         ));
         history.push(record);
@@ -284,6 +355,8 @@ fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Data
         images: images.len(),
         typical_distance,
         final_threshold,
+        typical_euclidean_distance,
+        typical_standardised_distance,
         options: options.clone(),
         history,
         seconds: started.elapsed().as_secs_f64(),
@@ -317,6 +390,9 @@ struct ShardFigures {
     cross_entropy: f64,
     penalty: f64,
     distances: Vec<f32>,
+    /// The summed distances measured either way.
+    euclidean: f64,
+    standardised: f64,
     correct: usize,
 }
 
@@ -361,6 +437,40 @@ fn neuron_weights(head: &Head, pooled: bool, dim: usize) -> Result<Vec<f32>> {
     Ok(sums)
 }
 
+/// Floor under a channel's variance when it is standardised (a channel constant over the batch,
+/// such as a dead one, comes out 0).
+const VARIANCE_FLOOR: f64 = 1e-5;
+
+/// Representations `[N, C·P]` (C channels of P positions, each channel's positions one after
+/// another), each channel shifted and scaled to mean 0 and variance 1 over the N rows and P
+/// positions.
+fn standardise(representation: Tensor<2>, channels: usize) -> Tensor<2> {
+    let [rows, dim] = representation.dims();
+    let positions = dim / channels;
+    let map = representation.reshape([rows, channels, positions]);
+    let mean = map.clone().mean_dim(2).mean_dim(0).expand([rows, channels, positions]);
+    let centred = map - mean;
+    let variance = centred.clone().powf_scalar(2.0).mean_dim(2).mean_dim(0).add_scalar(VARIANCE_FLOOR);
+    (centred / variance.sqrt().expand([rows, channels, positions])).reshape([rows, dim])
+}
+
+/// [`standardise`] on rows held on the host.
+fn standardised_rows(rows: &[Vec<f32>], channels: usize) -> Vec<Vec<f32>> {
+    let positions = rows[0].len() / channels;
+    let count = (rows.len() * positions) as f64;
+    let mut standardised: Vec<Vec<f32>> = rows.to_vec();
+    for channel in 0..channels {
+        let span = channel * positions..(channel + 1) * positions;
+        let values = || rows.iter().flat_map(|row| row[span.clone()].iter().map(|value| *value as f64));
+        let mean = values().sum::<f64>() / count;
+        let scale = (values().map(|value| (value - mean).powi(2)).sum::<f64>() / count + VARIANCE_FLOOR).sqrt();
+        for row in &mut standardised {
+            row[span.clone()].iter_mut().for_each(|value| *value = ((*value as f64 - mean) / scale) as f32);
+        }
+    }
+    standardised
+}
+
 /// The mean weighted distance between the representations of seeded pairs of distinct rows.
 fn mean_pair_distance(rows: &[Vec<f32>], weights: &[f32], seed: u64) -> f64 {
     let mut random = SplitMix64::derive(seed, &[0x7A0]);
@@ -392,6 +502,37 @@ mod tests {
         // Two rows: every pair is that one pair, whichever way round.
         let rows = vec![vec![0.0, 0.0], vec![3.0, 4.0]];
         assert!((mean_pair_distance(&rows, &[1.0, 1.0], 3) - 5.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn standardised_representations_are_blind_to_a_per_channel_rescaling_only() {
+        let device = Device::flex();
+        // 4 rows of 2 channels × 3 positions.
+        let rows: Vec<Vec<f32>> = (0..4).map(|row| (0..6).map(|at| ((row * 7 + at * 3) % 5) as f32 + 0.5 * at as f32).collect()).collect();
+        let tensor = |rows: &[Vec<f32>]| Tensor::<2>::from_data(TensorData::new(rows.concat(), [rows.len(), 6]), &device);
+        // The tensor form (training) and the host form (τ's scale) agree.
+        let on_device = host_values::<f32>(standardise(tensor(&rows), 2).into_data()).unwrap();
+        let on_host = standardised_rows(&rows, 2).concat();
+        assert!(on_device.iter().zip(&on_host).all(|(a, b)| (a - b).abs() < 1e-4), "{on_device:?} against {on_host:?}");
+        // Each channel over its rows and positions: mean 0, variance 1.
+        for channel in 0..2 {
+            let values: Vec<f32> = (0..4).flat_map(|row| on_host[row * 6 + channel * 3..row * 6 + channel * 3 + 3].to_vec()).collect();
+            let mean = values.iter().sum::<f32>() / 12.0;
+            let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 12.0;
+            assert!(mean.abs() < 1e-5 && (variance - 1.0).abs() < 1e-3, "channel {channel}: mean {mean}, variance {variance}");
+        }
+        // Channel 0 times 3 plus 1, channel 1 times 0.5 minus 2: far in the Euclidean sense, the
+        // same standardised.
+        let rescaled: Vec<Vec<f32>> = rows.iter().map(|row| row.iter().enumerate().map(|(at, v)| if at < 3 { 3.0 * v + 1.0 } else { 0.5 * v - 2.0 }).collect()).collect();
+        let ones = [1.0; 6];
+        assert!(weighted_distance(&rows[0], &rescaled[0], &ones) > 1.0);
+        let (a, b) = (standardised_rows(&rows, 2), standardised_rows(&rescaled, 2));
+        assert!((0..4).all(|row| weighted_distance(&a[row], &b[row], &ones) < 1e-3));
+        // A change that mixes positions is not a rescaling: it stays.
+        let mut moved = rows.clone();
+        moved[0].swap(0, 2);
+        let c = standardised_rows(&moved, 2);
+        assert!(weighted_distance(&a[0], &c[0], &ones) > 0.1);
     }
 
     #[test]

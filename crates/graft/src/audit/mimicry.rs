@@ -57,6 +57,17 @@ impl TeacherFront {
         let activations = self.backbone.forward_blocks(input, 0..self.cut)?;
         Ok(if self.cut == self.blocks { self.backbone.features(activations) } else { activations.flatten(1, 3) })
     }
+
+    /// The representation's channels (of its activation map, or the pooled features' count) at
+    /// input size `size`: [`TeacherFront::representation`]'s rows hold each channel's positions
+    /// one after another.
+    ///
+    /// # Errors
+    /// As [`TeacherFront::representation`].
+    pub fn channels(&self, size: usize, device: &Device) -> Result<usize> {
+        let activations = self.backbone.forward_blocks(Tensor::<4>::zeros([1, 3, size, size], device), 0..self.cut)?;
+        Ok(if self.cut == self.blocks { self.backbone.features(activations).dims()[1] } else { activations.dims()[1] })
+    }
 }
 
 /// How the modifier descends.
