@@ -76,7 +76,9 @@ pub enum Distance {
     #[default]
     Euclidean,
     /// The same, after each channel of each representation is shifted and scaled to mean 0 and
-    /// variance 1 over the batch (blind to a per-channel rescaling).
+    /// variance 1 over the batch (blind to a per-channel rescaling). Over each shard of a batch
+    /// (see `shards`), its images and, for an activation map, their positions: a shard of one
+    /// image has no spread of pooled features to measure, and counts as distance 0.
     Standardised,
 }
 
