@@ -220,7 +220,12 @@ fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Data
     }
     let weights = neuron_weights(&student.student.head, cut == blocks, dim)?;
     let typical_euclidean_distance = mean_pair_distance(&teacher_rows, &weights, options.seed);
-    let typical_standardised_distance = mean_pair_distance(&standardised_rows(&teacher_rows, channels), &weights, options.seed);
+    let standardised_teacher_rows = {
+        let all = Tensor::<2>::from_data(TensorData::new(teacher_rows.concat(), [teacher_rows.len(), dim]), device);
+        let values = host_values::<f32>(standardise(all, channels).into_data())?;
+        values.chunks(dim).map(<[f32]>::to_vec).collect::<Vec<_>>()
+    };
+    let typical_standardised_distance = mean_pair_distance(&standardised_teacher_rows, &weights, options.seed);
     let typical_distance = match options.distance {
         Distance::Euclidean => typical_euclidean_distance,
         Distance::Standardised => typical_standardised_distance,
@@ -276,25 +281,21 @@ fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Data
                 let measure = |a: Tensor<2>, b: Tensor<2>| ((a - b).powf_scalar(2.0) * weight_tensor.clone().expand([rows, dim])).sum_dim(1).add_scalar(1e-12).sqrt();
                 let euclidean = measure(representation.clone(), reference.clone());
                 let standardised = measure(standardise(representation, channels), standardise(reference, channels));
-                let (distance, other) = match options.distance {
-                    Distance::Euclidean => (euclidean, standardised.detach()),
-                    Distance::Standardised => (standardised, euclidean.detach()),
+                let euclidean_values = host_values::<f32>(euclidean.clone().valid().into_data())?;
+                let standardised_values = host_values::<f32>(standardised.clone().valid().into_data())?;
+                let (distance, distances) = match options.distance {
+                    Distance::Euclidean => (euclidean, euclidean_values.clone()),
+                    Distance::Standardised => (standardised, standardised_values.clone()),
                 };
-                let other = host_values::<f32>(other.valid().into_data())?;
                 let shortfall = distance.clone().neg().add_scalar(threshold).clamp_min(0.0) / final_threshold;
                 let penalty = shortfall.powf_scalar(2.0).mean() * options.penalty;
                 let loss = cross_entropy.clone() + penalty.clone();
                 let (cross_entropy, penalty) = (scalar(cross_entropy)?, scalar(penalty)?);
-                let distances = host_values::<f32>(distance.valid().into_data())?;
                 let predicted = host_values::<f32>(logits.clone().valid().argmax(1).float().into_data())?;
                 let correct = predicted.iter().zip(&part).filter(|(class, image)| **class as usize == labels[**image]).count();
                 let gradients = burn::optim::GradientsParams::from_grads(loss.backward(), replica);
-                let (euclidean, standardised) = match options.distance {
-                    Distance::Euclidean => (distances.clone(), other),
-                    Distance::Standardised => (other, distances.clone()),
-                };
-                let sum = |values: Vec<f32>| values.iter().map(|value| *value as f64).sum::<f64>();
-                let (euclidean, standardised) = (sum(euclidean), sum(standardised));
+                let sum = |values: &[f32]| values.iter().map(|value| *value as f64).sum::<f64>();
+                let (euclidean, standardised) = (sum(&euclidean_values), sum(&standardised_values));
                 Ok((cross_entropy + penalty, logits.valid(), gradients, ShardFigures { rows, cross_entropy, penalty, distances, euclidean, standardised, correct }))
             };
             let (step_result, figures) = shards::parallel(&model, parts, &shares, &training, pass)?;
@@ -456,23 +457,6 @@ fn standardise(representation: Tensor<2>, channels: usize) -> Tensor<2> {
     (centred / variance.sqrt().expand([rows, channels, positions])).reshape([rows, dim])
 }
 
-/// [`standardise`] on rows held on the host.
-fn standardised_rows(rows: &[Vec<f32>], channels: usize) -> Vec<Vec<f32>> {
-    let positions = rows[0].len() / channels;
-    let count = (rows.len() * positions) as f64;
-    let mut standardised: Vec<Vec<f32>> = rows.to_vec();
-    for channel in 0..channels {
-        let span = channel * positions..(channel + 1) * positions;
-        let values = || rows.iter().flat_map(|row| row[span.clone()].iter().map(|value| *value as f64));
-        let mean = values().sum::<f64>() / count;
-        let scale = (values().map(|value| (value - mean).powi(2)).sum::<f64>() / count + VARIANCE_FLOOR).sqrt();
-        for row in &mut standardised {
-            row[span.clone()].iter_mut().for_each(|value| *value = ((*value as f64 - mean) / scale) as f32);
-        }
-    }
-    standardised
-}
-
 /// The mean weighted distance between the representations of seeded pairs of distinct rows.
 fn mean_pair_distance(rows: &[Vec<f32>], weights: &[f32], seed: u64) -> f64 {
     let mut random = SplitMix64::derive(seed, &[0x7A0]);
@@ -511,14 +495,14 @@ mod tests {
         let device = Device::flex();
         // 4 rows of 2 channels × 3 positions.
         let rows: Vec<Vec<f32>> = (0..4).map(|row| (0..6).map(|at| ((row * 7 + at * 3) % 5) as f32 + 0.5 * at as f32).collect()).collect();
-        let tensor = |rows: &[Vec<f32>]| Tensor::<2>::from_data(TensorData::new(rows.concat(), [rows.len(), 6]), &device);
-        // The tensor form (training) and the host form (τ's scale) agree.
-        let on_device = host_values::<f32>(standardise(tensor(&rows), 2).into_data()).unwrap();
-        let on_host = standardised_rows(&rows, 2).concat();
-        assert!(on_device.iter().zip(&on_host).all(|(a, b)| (a - b).abs() < 1e-4), "{on_device:?} against {on_host:?}");
+        let standardised = |rows: &[Vec<f32>]| -> Vec<Vec<f32>> {
+            let tensor = Tensor::<2>::from_data(TensorData::new(rows.concat(), [rows.len(), 6]), &device);
+            host_values::<f32>(standardise(tensor, 2).into_data()).unwrap().chunks(6).map(<[f32]>::to_vec).collect()
+        };
+        let a = standardised(&rows);
         // Each channel over its rows and positions: mean 0, variance 1.
         for channel in 0..2 {
-            let values: Vec<f32> = (0..4).flat_map(|row| on_host[row * 6 + channel * 3..row * 6 + channel * 3 + 3].to_vec()).collect();
+            let values: Vec<f32> = a.iter().flat_map(|row| row[channel * 3..channel * 3 + 3].to_vec()).collect();
             let mean = values.iter().sum::<f32>() / 12.0;
             let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 12.0;
             assert!(mean.abs() < 1e-5 && (variance - 1.0).abs() < 1e-3, "channel {channel}: mean {mean}, variance {variance}");
@@ -528,12 +512,12 @@ mod tests {
         let rescaled: Vec<Vec<f32>> = rows.iter().map(|row| row.iter().enumerate().map(|(at, v)| if at < 3 { 3.0 * v + 1.0 } else { 0.5 * v - 2.0 }).collect()).collect();
         let ones = [1.0; 6];
         assert!(weighted_distance(&rows[0], &rescaled[0], &ones) > 1.0);
-        let (a, b) = (standardised_rows(&rows, 2), standardised_rows(&rescaled, 2));
+        let b = standardised(&rescaled);
         assert!((0..4).all(|row| weighted_distance(&a[row], &b[row], &ones) < 1e-3));
         // A change that mixes positions is not a rescaling: it stays.
         let mut moved = rows.clone();
         moved[0].swap(0, 2);
-        let c = standardised_rows(&moved, 2);
+        let c = standardised(&moved);
         assert!(weighted_distance(&a[0], &c[0], &ones) > 0.1);
     }
 
