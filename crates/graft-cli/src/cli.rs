@@ -488,6 +488,17 @@ pub struct HardenArgs {
     #[arg(long, default_value = "euclidean", value_parser = choice::<Distance>())]
     pub distance: Distance,
 
+    /// Also train on this many teacher-mimicry images, crafted on the teacher alone from the
+    /// training images (each toward a training image of another class, within `--budget`) and
+    /// labelled as their source: adversarial training against the attack (0: none; the number
+    /// of training images gives each one such twin).
+    #[arg(long, default_value_t = 0)]
+    pub mimicry_examples: usize,
+
+    /// Iterations of the attack crafting each mimicry example (Adam at 0.01).
+    #[arg(long, default_value_t = 50)]
+    pub mimicry_example_iterations: usize,
+
     /// Attacked pairs before and after (0: accuracy only). The same crafted images score both
     /// students: the attack never sees the student.
     #[arg(long, default_value_t = 10)]

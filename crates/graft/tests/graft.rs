@@ -683,6 +683,15 @@ mod training {
     /// the teacher (the same images for both students) pull it towards their targets less.
     #[test]
     fn hardening_moves_the_student_away_from_what_the_attack_mimics() {
+        // Debug builds give every network this long test holds its own stack slot: more than a
+        // test thread's 2 MiB.
+        std::thread::scope(|scope| {
+            let worker = std::thread::Builder::new().stack_size(64 << 20).spawn_scoped(scope, hardening_checks).unwrap();
+            worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        });
+    }
+
+    fn hardening_checks() {
         use graft::audit::harden::{HardenOptions, harden};
         use graft::audit::mimicry::{AttackOptimizer, MimicryOptions};
         use graft::audit::run::{AuditOptions, craft, score};
@@ -716,7 +725,9 @@ mod training {
         let last = report.history.last().unwrap();
         assert!((last.mean_euclidean_distance - last.mean_distance).abs() < 1e-6 * last.mean_distance.max(1.0), "{last:?}");
         assert!(last.mean_standardised_distance > 0.0 && report.typical_standardised_distance > 0.0, "{report:?}");
-        let (_, _, unpenalised) = harden(&student, &teacher, &train_set, &HardenOptions { penalty: 0.0, ..options.clone() }, &Device::flex(), &Silent).unwrap();
+        let plain = HardenOptions { penalty: 0.0, ..options.clone() };
+        let (plain_student, plain_config, unpenalised) = harden(&student, &teacher, &train_set, &plain, &Device::flex(), &Silent).unwrap();
+        assert!(unpenalised.mimicry_examples.is_none());
         assert!(distance(&unpenalised) < 0.8 * distance(&report), "{:?} against {:?}", unpenalised.history, report.history);
         // A strong hardening (ten times the default rate), for an effect on the attack clear on
         // 60 images at 64 px (docs/AUDIT.md measures the default at the teacher's own size).
@@ -728,6 +739,28 @@ mod training {
         let pull = |report: &graft::audit::run::AuditReport| report.examples.iter().map(|example| example.target_probability).sum::<f64>() / report.examples.len() as f64;
         assert!(pull(&after) < 0.5 * pull(&before), "the crafted images pull the hardened student less: {} against {}", pull(&after), pull(&before));
         assert!(after.attack_success_rate <= before.attack_success_rate, "{} against {}", after.attack_success_rate, before.attack_success_rate);
+
+        // Adversarial training: the same training without the penalty, on a mimicry example of
+        // every training image as well (crafted on the teacher from other training images, none
+        // of the attack's), leaves the attack's images less pull than the training without them.
+        let adversarial = HardenOptions {
+            mimicry_examples: train_set.len(),
+            mimicry: MimicryOptions { budget: 0.01, iterations: 40, optimizer: AttackOptimizer::Adam, learning_rate: 0.02, penalty: 1e10 },
+            ..plain
+        };
+        let (adversarial_student, adversarial_config, report) = harden(&student, &teacher, &train_set, &adversarial, &Device::flex(), &Silent).unwrap();
+        let examples = report.mimicry_examples.as_ref().unwrap();
+        assert_eq!(examples.crafted, train_set.len());
+        assert!(examples.used > train_set.len() / 2 && examples.mean_dssim < 0.01, "{examples:?}");
+        assert_eq!(adversarial_config.train_images, train_set.len(), "the examples are not counted as training images");
+        assert!(adversarial_config.data.contains("mimicry examples"), "{}", adversarial_config.data);
+        let mut pulls = Vec::new();
+        for (name, trained, config) in [("plain", plain_student, plain_config), ("adversarial", adversarial_student, adversarial_config)] {
+            graft::train::student::save_run(&dir.join(name), &trained, &config).unwrap();
+            let loaded = graft::train::load_run(&dir.join(name), &Device::flex()).unwrap();
+            pulls.push(pull(&score(&attack, &loaded, 0.0, &Device::flex(), &Silent).unwrap().0));
+        }
+        assert!(pulls[1] < 0.8 * pulls[0], "the mimicry examples lower the crafted images' pull: {} against {} without them ({} before)", pulls[1], pulls[0], pull(&before));
         std::fs::remove_dir_all(dir).unwrap();
     }
 

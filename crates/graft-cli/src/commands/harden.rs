@@ -46,6 +46,8 @@ pub fn run(args: &HardenArgs, settings: &Settings) -> anyhow::Result<()> {
         threshold: args.threshold,
         penalty: args.penalty,
         distance: args.distance,
+        mimicry_examples: args.mimicry_examples,
+        mimicry: MimicryOptions { budget: args.budget, iterations: args.mimicry_example_iterations, ..graft::audit::harden::example_attack() },
         seed: args.seed,
     };
     options.check()?;
@@ -93,7 +95,10 @@ pub fn run(args: &HardenArgs, settings: &Settings) -> anyhow::Result<()> {
     let before_attack = attack.as_ref().map(|attack| score(attack, &loaded, before_accuracy, &settings.device, &reporter)).transpose()?;
 
     let (student, mut config, report) = harden(&loaded, &teacher, &train, &options, &settings.device, &reporter)?;
-    config.data = format!("{} ({} images; hardening)", args.data.display(), report.images);
+    config.data = match &report.mimicry_examples {
+        Some(examples) => format!("{} ({} images and {} mimicry examples; hardening)", args.data.display(), report.images, examples.used),
+        None => format!("{} ({} images; hardening)", args.data.display(), report.images),
+    };
     save_run(&args.out, &student, &config)?;
     let hardened = LoadedStudent { student, config, run: args.out.clone() };
     let after_accuracy = accuracy(&hardened)?;
@@ -126,6 +131,9 @@ pub fn run(args: &HardenArgs, settings: &Settings) -> anyhow::Result<()> {
         harden.seconds,
         outcome.out
     );
+    if let Some(examples) = &harden.mimicry_examples {
+        println!("trained on {} mimicry examples as well ({} crafted, mean DSSIM {:.4}, {:.0}s)", examples.used, examples.crafted, examples.mean_dssim, examples.seconds);
+    }
     println!("measured on {}", outcome.measured_on);
     println!("{:<8} {:>9} {:>15} {:>8} {:>8}", "", "accuracy", "mimicry attack", "noise", "PGD");
     for (name, measured) in [("before", &outcome.before), ("after", &outcome.after)] {

@@ -22,12 +22,18 @@
 //! batch norm closing each block does it with two numbers a channel), and a student whose map is
 //! a per-channel affine function of the teacher's is as easy to steer with an image that mimics
 //! the teacher's as the teacher itself. Both distances are logged whichever one is penalised.
+//!
+//! `mimicry_examples` adds adversarial training against the attack itself: images crafted on the
+//! teacher alone (the attacker's only tool, so they can be crafted once, before training), from
+//! training images toward training images of other classes, trained on with their source's
+//! label. The student can only classify them right by no longer seeing the target where the
+//! teacher does, which is what the attack relies on.
 
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::mimicry::TeacherFront;
+use super::mimicry::{AttackOptimizer, MimicryOptions, TeacherFront, mimic};
 use super::pixels::{batch as pixel_tensor, normalise};
 use super::run::attacked_cut;
 use crate::backend::host_values;
@@ -64,7 +70,25 @@ pub struct HardenOptions {
     /// How `d` is measured.
     #[serde(default)]
     pub distance: Distance,
+    /// Teacher-mimicry images to train on as well (0: none): each crafted by `mimicry` on the
+    /// teacher alone from a seeded training image toward a training image of another class, as
+    /// the attacker crafts, and labelled as its source (adversarial training against the attack;
+    /// the teacher is fixed, so each image is crafted once, before training). Sources cycle
+    /// through the training images in a seeded order; an image that stayed over the budget is
+    /// not used.
+    #[serde(default)]
+    pub mimicry_examples: usize,
+    /// The attack that crafts them.
+    #[serde(default = "example_attack")]
+    pub mimicry: MimicryOptions,
     pub seed: u64,
+}
+
+/// The attack that crafts the training examples by default: `graft audit`'s (budget 0.003, Adam
+/// at 0.01) for a quarter of its 200 iterations, to keep crafting within a few times the cost of
+/// the hardening itself.
+pub fn example_attack() -> MimicryOptions {
+    MimicryOptions { budget: 0.003, iterations: 50, optimizer: AttackOptimizer::Adam, learning_rate: 0.01, penalty: 1e10 }
 }
 
 /// How the distance between the student's and the teacher's representations at K is measured.
@@ -92,13 +116,27 @@ impl HardenOptions {
         if self.epochs == 0 || self.batch_size == 0 || !positive(self.threshold) || !positive(self.learning_rate) || !(self.penalty.is_finite() && self.penalty >= 0.0) {
             return Err(GraftError::Invalid("hardening needs at least one epoch, a batch of at least one image, a positive threshold and learning rate, and a penalty of at least 0".into()));
         }
+        if self.mimicry_examples > 0 && (self.mimicry.iterations == 0 || !positive(self.mimicry.budget) || !positive(self.mimicry.learning_rate)) {
+            return Err(GraftError::Invalid("crafting mimicry examples needs at least one iteration, a positive DSSIM budget and a positive learning rate".into()));
+        }
         Ok(())
     }
 }
 
 impl Default for HardenOptions {
     fn default() -> HardenOptions {
-        HardenOptions { layer: None, epochs: 10, learning_rate: 1e-4, batch_size: 32, threshold: 1.0, penalty: 10.0, distance: Distance::Euclidean, seed: 1 }
+        HardenOptions {
+            layer: None,
+            epochs: 10,
+            learning_rate: 1e-4,
+            batch_size: 32,
+            threshold: 1.0,
+            penalty: 10.0,
+            distance: Distance::Euclidean,
+            mimicry_examples: 0,
+            mimicry: example_attack(),
+            seed: 1,
+        }
     }
 }
 
@@ -143,7 +181,23 @@ pub struct HardenReport {
     #[serde(default)]
     pub typical_standardised_distance: f64,
     pub options: HardenOptions,
+    /// The mimicry examples trained on, when asked for.
+    #[serde(default)]
+    pub mimicry_examples: Option<MimicryExamples>,
     pub history: Vec<HardenEpoch>,
+    pub seconds: f64,
+}
+
+/// The teacher-mimicry images crafted to train on.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct MimicryExamples {
+    /// Crafted, and of those within the DSSIM budget (the ones trained on).
+    pub crafted: usize,
+    pub used: usize,
+    /// Over the used ones: DSSIM from the source (rounded pixels), and the teacher's distance
+    /// to the target's representation at K left, as a share of where the source started.
+    pub mean_dssim: f64,
+    pub mean_distance_left: f64,
     pub seconds: f64,
 }
 
@@ -200,8 +254,28 @@ fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Data
         return Err(GraftError::Invalid("hardening needs at least two readable images".into()));
     }
 
-    // The teacher's representation of each image at K, computed once.
+    // The teacher's representation of each image at K, computed once (of the mimicry examples
+    // too, which join the training images).
     let front = TeacherFront::new(teacher, cut, &preprocessing)?;
+    let clean = images.len();
+    let examples = match options.mimicry_examples {
+        0 => None,
+        count => {
+            let (crafted, sources, figures) = mimicry_examples(&front, &images, &labels, count, size, options, device, reporter)?;
+            reporter.note(&format!(
+                "{} of {} mimicry examples within the DSSIM budget {} (mean DSSIM {:.4}; the teacher's distance to the target left: {:.0}%; {:.0}s)",
+                figures.used,
+                figures.crafted,
+                options.mimicry.budget,
+                figures.mean_dssim,
+                figures.mean_distance_left * 100.0,
+                figures.seconds
+            ));
+            labels.extend(sources.iter().map(|source| labels[*source]).collect::<Vec<_>>());
+            images.extend(crafted);
+            Some(figures)
+        }
+    };
     reporter.start(&format!("the teacher's representations at `{}`", names[cut - 1]), images.len());
     let mut teacher_rows: Vec<Vec<f32>> = Vec::with_capacity(images.len());
     let floats = |images: &[&Vec<u8>]| -> Vec<Vec<f32>> { images.iter().map(|image| image.iter().map(|value| *value as f32).collect()).collect() };
@@ -215,13 +289,14 @@ fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Data
     reporter.finish();
     let dim = teacher_rows[0].len();
     let channels = front.channels(size, device)?;
-    if channels == 0 || dim % channels != 0 {
+    if channels == 0 || !dim.is_multiple_of(channels) {
         return Err(GraftError::Invalid(format!("the representation at `{}` has {dim} values, not a whole number of its {channels} channels", names[cut - 1])));
     }
     let weights = neuron_weights(&student.student.head, cut == blocks, dim)?;
-    let typical_euclidean_distance = mean_pair_distance(&teacher_rows, &weights, options.seed);
+    // τ's scale from the training images as they are.
+    let typical_euclidean_distance = mean_pair_distance(&teacher_rows[..clean], &weights, options.seed);
     let standardised_teacher_rows = {
-        let all = Tensor::<2>::from_data(TensorData::new(teacher_rows.concat(), [teacher_rows.len(), dim]), device);
+        let all = Tensor::<2>::from_data(TensorData::new(teacher_rows[..clean].concat(), [clean, dim]), device);
         let values = host_values::<f32>(standardise(all, channels).into_data())?;
         values.chunks(dim).map(<[f32]>::to_vec).collect::<Vec<_>>()
     };
@@ -355,12 +430,13 @@ fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Data
         from_strategy: config.strategy,
         layer: names[cut - 1].clone(),
         cut,
-        images: images.len(),
+        images: clean,
         typical_distance,
         final_threshold,
         typical_euclidean_distance,
         typical_standardised_distance,
         options: options.clone(),
+        mimicry_examples: examples,
         history,
         seconds: started.elapsed().as_secs_f64(),
     };
@@ -372,19 +448,81 @@ fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Data
         trainable_blocks: names.clone(),
         trained_parameters: count_trainable(&model),
         // The caller knows where the images came from (the CLI names the folder).
-        data: format!("{} images (hardening)", images.len()),
-        train_images: images.len(),
+        data: match &report.mimicry_examples {
+            Some(examples) => format!("{clean} images and {} mimicry examples (hardening)", examples.used),
+            None => format!("{clean} images (hardening)"),
+        },
+        train_images: clean,
         validation_images: 0,
         metrics: serde_json::json!({
             "train_accuracy": last,
             "seconds": report.seconds,
-            "harden": {"layer": report.layer, "threshold": report.final_threshold, "epochs": options.epochs, "from_run": report.from_run},
+            "harden": {"layer": report.layer, "threshold": report.final_threshold, "epochs": options.epochs, "from_run": report.from_run, "mimicry_examples": report.mimicry_examples.as_ref().map(|examples| examples.used)},
             "before_hardening": config.metrics,
         }),
         ..config.clone()
     };
     Ok((hardened, hardened_config, report))
 }
+
+/// Crafts `count` mimicry examples on the teacher alone (see [`HardenOptions::mimicry_examples`]):
+/// the pixels of those within the budget, and each one's source image.
+#[allow(clippy::too_many_arguments)]
+fn mimicry_examples(
+    front: &TeacherFront,
+    images: &[Vec<u8>],
+    labels: &[usize],
+    count: usize,
+    size: usize,
+    options: &HardenOptions,
+    device: &Device,
+    reporter: &dyn Reporter,
+) -> Result<(Vec<Vec<u8>>, Vec<usize>, MimicryExamples)> {
+    let started = std::time::Instant::now();
+    if labels.iter().all(|label| *label == labels[0]) {
+        return Err(GraftError::Invalid("mimicry examples need training images of at least two classes".into()));
+    }
+    let mut random = SplitMix64::derive(options.seed, &[0x3A7C]);
+    let mut order: Vec<usize> = (0..images.len()).collect();
+    random.shuffle(&mut order);
+    let pairs: Vec<(usize, usize)> = (0..count)
+        .map(|at| {
+            let source = order[at % order.len()];
+            let target = loop {
+                let candidate = random.below(images.len());
+                if labels[candidate] != labels[source] {
+                    break candidate;
+                }
+            };
+            (source, target)
+        })
+        .collect();
+    let floats = |indices: &mut dyn Iterator<Item = usize>| -> Vec<Vec<f32>> { indices.map(|image| images[image].iter().map(|value| *value as f32).collect()).collect() };
+    reporter.start("crafting mimicry examples on the teacher", count);
+    let (mut crafted, mut sources) = (Vec::new(), Vec::new());
+    let (mut dssim_sum, mut left_sum) = (0.0f64, 0.0f64);
+    for chunk in pairs.chunks(EXAMPLE_BATCH) {
+        let from = floats(&mut chunk.iter().map(|(source, _)| *source));
+        let toward = floats(&mut chunk.iter().map(|(_, target)| *target));
+        for ((source, _), image) in chunk.iter().zip(mimic(front, &from, &toward, size, &options.mimicry, device, &crate::train::Silent)?) {
+            if image.within_budget {
+                dssim_sum += image.dssim;
+                left_sum += image.distance / image.start_distance.max(f64::MIN_POSITIVE);
+                crafted.push(image.pixels);
+                sources.push(*source);
+            }
+        }
+        reporter.advance(chunk.len(), &format!("{} within budget", crafted.len()));
+    }
+    reporter.finish();
+    let used = crafted.len();
+    let mean = |sum: f64| if used == 0 { 0.0 } else { sum / used as f64 };
+    let figures = MimicryExamples { crafted: count, used, mean_dssim: mean(dssim_sum), mean_distance_left: mean(left_sum), seconds: started.elapsed().as_secs_f64() };
+    Ok((crafted, sources, figures))
+}
+
+/// Pairs crafted side by side (as `graft audit` crafts them).
+const EXAMPLE_BATCH: usize = 8;
 
 /// One shard's figures in a hardening step: its size, mean cross-entropy and penalty, each
 /// image's distance to the teacher at K, and how many it classified correctly.
