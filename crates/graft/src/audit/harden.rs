@@ -620,6 +620,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn options_that_cannot_craft_mimicry_examples_are_refused() {
+        assert!(HardenOptions::default().check().is_ok());
+        let examples = HardenOptions { mimicry_examples: 4, ..HardenOptions::default() };
+        assert!(examples.check().is_ok());
+        for mimicry in [MimicryOptions { iterations: 0, ..example_attack() }, MimicryOptions { budget: 0.0, ..example_attack() }, MimicryOptions { learning_rate: f64::NAN, ..example_attack() }] {
+            let error = HardenOptions { mimicry: mimicry.clone(), ..examples.clone() }.check().unwrap_err().to_string();
+            assert!(error.contains("mimicry examples"), "{error}");
+            // Without examples the crafting settings are not used, so not checked.
+            assert!(HardenOptions { mimicry, ..HardenOptions::default() }.check().is_ok());
+        }
+    }
+
+    #[test]
     fn pair_distances_weigh_each_neuron() {
         assert_eq!(weighted_distance(&[0.0, 0.0], &[3.0, 4.0], &[1.0, 1.0]), 5.0);
         assert_eq!(weighted_distance(&[0.0, 0.0], &[3.0, 4.0], &[0.0, 1.0]), 4.0);
