@@ -95,10 +95,7 @@ pub fn run(args: &HardenArgs, settings: &Settings) -> anyhow::Result<()> {
     let before_attack = attack.as_ref().map(|attack| score(attack, &loaded, before_accuracy, &settings.device, &reporter)).transpose()?;
 
     let (student, mut config, report) = harden(&loaded, &teacher, &train, &options, &settings.device, &reporter)?;
-    config.data = match &report.mimicry_examples {
-        Some(examples) => format!("{} ({} images and {} mimicry examples; hardening)", args.data.display(), report.images, examples.used),
-        None => format!("{} ({} images; hardening)", args.data.display(), report.images),
-    };
+    config.data = format!("{} ({}; hardening)", args.data.display(), report.images_trained_on());
     save_run(&args.out, &student, &config)?;
     let hardened = LoadedStudent { student, config, run: args.out.clone() };
     let after_accuracy = accuracy(&hardened)?;

@@ -188,6 +188,16 @@ pub struct HardenReport {
     pub seconds: f64,
 }
 
+impl HardenReport {
+    /// What the student was hardened on: "N images", and the mimicry examples when there were.
+    pub fn images_trained_on(&self) -> String {
+        match &self.mimicry_examples {
+            Some(examples) => format!("{} images and {} mimicry examples", self.images, examples.used),
+            None => format!("{} images", self.images),
+        }
+    }
+}
+
 /// The teacher-mimicry images crafted to train on.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct MimicryExamples {
@@ -278,9 +288,8 @@ fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Data
     };
     reporter.start(&format!("the teacher's representations at `{}`", names[cut - 1]), images.len());
     let mut teacher_rows: Vec<Vec<f32>> = Vec::with_capacity(images.len());
-    let floats = |images: &[&Vec<u8>]| -> Vec<Vec<f32>> { images.iter().map(|image| image.iter().map(|value| *value as f32).collect()).collect() };
     for chunk in images.chunks(options.batch_size) {
-        let representation = front.representation(pixel_tensor(&floats(&chunk.iter().collect::<Vec<_>>()), size, device))?;
+        let representation = front.representation(pixel_tensor(&floats(chunk), size, device))?;
         let [count, dim] = representation.dims();
         let values = host_values::<f32>(representation.into_data())?;
         teacher_rows.extend((0..count).map(|row| values[row * dim..(row + 1) * dim].to_vec()));
@@ -343,7 +352,7 @@ fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Data
             let shares: Vec<f64> = parts.iter().map(|part| part.len() as f64 / count as f64).collect();
             let pass = |replica: &Student, part: Vec<usize>| -> Result<(f64, Tensor<2>, burn::optim::GradientsParams, ShardFigures)> {
                 let rows = part.len();
-                let pixels = floats(&part.iter().map(|image| &images[*image]).collect::<Vec<_>>());
+                let pixels = floats(part.iter().map(|image| &images[*image]));
                 let input = normalise(pixel_tensor(&pixels, size, &training), preprocessing.mean, preprocessing.std);
                 let reference: Vec<f32> = part.iter().flat_map(|image| teacher_rows[*image].iter().copied()).collect();
                 let reference = Tensor::<2>::from_data(TensorData::new(reference, [rows, dim]), &training);
@@ -358,9 +367,11 @@ fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Data
                 let standardised = measure(standardise(representation, channels), standardise(reference, channels));
                 let euclidean_values = host_values::<f32>(euclidean.clone().valid().into_data())?;
                 let standardised_values = host_values::<f32>(standardised.clone().valid().into_data())?;
+                let sum = |values: &[f32]| values.iter().map(|value| *value as f64).sum::<f64>();
+                let (euclidean_sum, standardised_sum) = (sum(&euclidean_values), sum(&standardised_values));
                 let (distance, distances) = match options.distance {
-                    Distance::Euclidean => (euclidean, euclidean_values.clone()),
-                    Distance::Standardised => (standardised, standardised_values.clone()),
+                    Distance::Euclidean => (euclidean, euclidean_values),
+                    Distance::Standardised => (standardised, standardised_values),
                 };
                 let shortfall = distance.clone().neg().add_scalar(threshold).clamp_min(0.0) / final_threshold;
                 let penalty = shortfall.powf_scalar(2.0).mean() * options.penalty;
@@ -369,9 +380,7 @@ fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Data
                 let predicted = host_values::<f32>(logits.clone().valid().argmax(1).float().into_data())?;
                 let correct = predicted.iter().zip(&part).filter(|(class, image)| **class as usize == labels[**image]).count();
                 let gradients = burn::optim::GradientsParams::from_grads(loss.backward(), replica);
-                let sum = |values: &[f32]| values.iter().map(|value| *value as f64).sum::<f64>();
-                let (euclidean, standardised) = (sum(&euclidean_values), sum(&standardised_values));
-                Ok((cross_entropy + penalty, logits.valid(), gradients, ShardFigures { rows, cross_entropy, penalty, distances, euclidean, standardised, correct }))
+                Ok((cross_entropy + penalty, logits.valid(), gradients, ShardFigures { rows, cross_entropy, penalty, distances, euclidean: euclidean_sum, standardised: standardised_sum, correct }))
             };
             let (step_result, figures) = shards::parallel(&model, parts, &shares, &training, pass)?;
             for shard in figures {
@@ -448,10 +457,7 @@ fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Data
         trainable_blocks: names.clone(),
         trained_parameters: count_trainable(&model),
         // The caller knows where the images came from (the CLI names the folder).
-        data: match &report.mimicry_examples {
-            Some(examples) => format!("{clean} images and {} mimicry examples (hardening)", examples.used),
-            None => format!("{clean} images (hardening)"),
-        },
+        data: format!("{} (hardening)", report.images_trained_on()),
         train_images: clean,
         validation_images: 0,
         metrics: serde_json::json!({
@@ -497,13 +503,12 @@ fn mimicry_examples(
             (source, target)
         })
         .collect();
-    let floats = |indices: &mut dyn Iterator<Item = usize>| -> Vec<Vec<f32>> { indices.map(|image| images[image].iter().map(|value| *value as f32).collect()).collect() };
     reporter.start("crafting mimicry examples on the teacher", count);
     let (mut crafted, mut sources) = (Vec::new(), Vec::new());
     let (mut dssim_sum, mut left_sum) = (0.0f64, 0.0f64);
     for chunk in pairs.chunks(EXAMPLE_BATCH) {
-        let from = floats(&mut chunk.iter().map(|(source, _)| *source));
-        let toward = floats(&mut chunk.iter().map(|(_, target)| *target));
+        let from = floats(chunk.iter().map(|(source, _)| &images[*source]));
+        let toward = floats(chunk.iter().map(|(_, target)| &images[*target]));
         for ((source, _), image) in chunk.iter().zip(mimic(front, &from, &toward, size, &options.mimicry, device, &crate::train::Silent)?) {
             if image.within_budget {
                 dssim_sum += image.dssim;
@@ -519,6 +524,11 @@ fn mimicry_examples(
     let mean = |sum: f64| if used == 0 { 0.0 } else { sum / used as f64 };
     let figures = MimicryExamples { crafted: count, used, mean_dssim: mean(dssim_sum), mean_distance_left: mean(left_sum), seconds: started.elapsed().as_secs_f64() };
     Ok((crafted, sources, figures))
+}
+
+/// 8-bit pixels as the floats the networks take.
+fn floats<'a>(images: impl IntoIterator<Item = &'a Vec<u8>>) -> Vec<Vec<f32>> {
+    images.into_iter().map(|image| image.iter().map(|value| *value as f32).collect()).collect()
 }
 
 /// Pairs crafted side by side (as `graft audit` crafts them).
