@@ -490,10 +490,11 @@ pub struct HardenArgs {
 
     /// Also train on this many teacher-mimicry images, crafted on the teacher alone from the
     /// training images (each toward a training image of another class, within `--budget`) and
-    /// labelled as their source: adversarial training against the attack (0: none; the number
-    /// of training images gives each one such twin).
-    #[arg(long, default_value_t = 0)]
-    pub mimicry_examples: usize,
+    /// labelled as their source: adversarial training against the attack. Default: one per
+    /// training image (crafting costs a few seconds an image on a laptop CPU); 0: none, the
+    /// distance penalty alone.
+    #[arg(long)]
+    pub mimicry_examples: Option<usize>,
 
     /// Iterations of the attack crafting each mimicry example (Adam at 0.01).
     #[arg(long, default_value_t = 50)]

@@ -250,11 +250,12 @@ fn train_then_eval_then_predict_with_the_student() {
     // the same crafted images (the figures are docs/AUDIT.md's).
     let hardened = dir.join("hardened");
     let harden = ["harden", run.to_str().unwrap(), "--data", train.to_str().unwrap(), "--test", test.to_str().unwrap(), "--out", hardened.to_str().unwrap()];
-    let out = with_cache(&[&harden[..], &["--epochs", "2", "--pairs", "2", "--iterations", "5", "--json", "--quiet"]].concat());
+    let out = with_cache(&[&harden[..], &["--epochs", "2", "--pairs", "2", "--iterations", "5", "--mimicry-examples", "3", "--mimicry-example-iterations", "2", "--json", "--quiet"]].concat());
     assert!(out.status.success(), "{}", text(&out.stderr));
     let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(outcome["harden"]["layer"], "_conv_head");
     assert_eq!(outcome["harden"]["history"].as_array().unwrap().len(), 2);
+    assert_eq!(outcome["harden"]["mimicry_examples"]["crafted"], 3, "{}", outcome["harden"]);
     assert_eq!(outcome["before"]["attack"]["pairs"], 2);
     assert_eq!(outcome["before"]["accuracy"], report_accuracy(&evaluation), "before: the student's accuracy on --test");
     for side in ["before", "after"] {

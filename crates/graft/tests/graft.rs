@@ -715,7 +715,7 @@ mod training {
 
         // The default setting: the penalty moves the representation at K beyond τ, and well away
         // from where the same training without it leaves it.
-        let options = HardenOptions { epochs: 6, batch_size: 10, ..HardenOptions::default() };
+        let options = HardenOptions { epochs: 6, batch_size: 10, mimicry_examples: Some(0), ..HardenOptions::default() };
         let (_, config, report) = harden(&student, &teacher, &train_set, &options, &Device::flex(), &Silent).unwrap();
         assert_eq!(config.strategy, Strategy::Full);
         assert!(config.frozen_blocks.is_empty());
@@ -741,10 +741,11 @@ mod training {
         assert!(after.attack_success_rate <= before.attack_success_rate, "{} against {}", after.attack_success_rate, before.attack_success_rate);
 
         // Adversarial training: the same training without the penalty, on a mimicry example of
-        // every training image as well (crafted on the teacher from other training images, none
-        // of the attack's), leaves the attack's images less pull than the training without them.
+        // every training image as well (the default count; crafted on the teacher from other
+        // training images, none of the attack's), leaves the attack's images less pull than the
+        // training without them.
         let adversarial = HardenOptions {
-            mimicry_examples: train_set.len(),
+            mimicry_examples: None,
             mimicry: MimicryOptions { budget: 0.01, iterations: 40, optimizer: AttackOptimizer::Adam, learning_rate: 0.02, penalty: 1e10 },
             ..plain
         };
