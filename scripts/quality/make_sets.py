@@ -1,7 +1,7 @@
 """Writes the small labelled sets docs/QUALITY.md is measured on, as image folders
 `SET/{train,test}/<class>/<n>.png`:
 
-- fm10, fm30, fm100: the first 10, 30, 100 Fashion-MNIST training images of each class (28x28
+- fm10, fm30, fm50, fm100: the first 10, 30, 50, 100 Fashion-MNIST training images of each class (28x28
   greyscale, as published); test: the first 100 test images of each class (1,000).
 - digits30, digits100: scikit-learn's 8x8 digits (pixel values 0-16), the first 30 or 100 of each
   class for training, upscaled to 224x224 (bilinear) as the teacher sees them; test: every image
@@ -68,7 +68,7 @@ def main():
     parser.add_argument("--digits-csv", required=True)
     args = parser.parse_args()
     out = pathlib.Path(args.out)
-    fashion(out, pathlib.Path(args.fashion), [10, 30, 100], 100)
+    fashion(out, pathlib.Path(args.fashion), [10, 30, 50, 100], 100)
     digits(out, pathlib.Path(args.digits_csv), [30, 100])
 
 

@@ -28,7 +28,9 @@ ARGS=${ARGS:-}
 if [ ! -x "$GRAFT" ]; then (cd "$ROOT" && cargo build --release -p graft-cli); fi
 mkdir -p "$WORK/runs"
 
-if [ ! -d "$WORK/sets/digits100" ]; then
+missing=0
+for set in $SETS; do [ -d "$WORK/sets/$set" ] || missing=1; done
+if [ "$missing" = 1 ]; then
   # scikit-learn's digits ship in its wheel; any recent wheel carries the same file.
   mkdir -p "$WORK/wheels"
   "$PYTHON" -m pip download -q --no-deps --only-binary=:all: scikit-learn -d "$WORK/wheels"
@@ -38,7 +40,8 @@ fi
 
 RESULTS=$WORK/results.jsonl
 machine="$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-commit=$(cd "$ROOT" && git rev-parse --short HEAD)
+# COMMIT names the commit GRAFT was built from when it is not the checkout's.
+commit=${COMMIT:-$(cd "$ROOT" && git rev-parse --short HEAD)}
 
 graft_run() {  # set strategy seed variant [extra train arguments...]
   local set=$1 strategy=$2 seed=$3 variant=$4; shift 4

@@ -77,19 +77,30 @@ pub fn advise(
 /// probe; from it on, `mid`.
 pub const MID_FROM_PER_CLASS: usize = 16;
 
+/// From this many training examples per class on, a domain near the teacher's is fine-tuned
+/// whole (`full`) rather than in its last blocks (`mid`).
+pub const FULL_FROM_PER_CLASS: usize = 60;
+
 /// The strategy for a domain far from the teacher's or not (earlier blocks probing as well as the
 /// last) and the median training examples per class (after the hold-out), and why. Measured on
-/// small sets (docs/QUALITY.md): near ImageNet's domain (Fashion-MNIST) the `deep` probe is best
-/// at 8 training images per class, `mid` (refitted on every image) from 24 on, by 1.2 points at
-/// 24 and 1.9 at 80; far from it (8x8 digits, 24 per class) `full` beats `mid` by 3 points and
-/// `deep` by 10, with batch norms on their stored statistics.
+/// small sets (docs/QUALITY.md, `auto`): near ImageNet's domain (Fashion-MNIST) the `deep` probe
+/// is best at 8 training images per class; `mid` (refitted on every image) from 24 on, level with
+/// `full` at 24 and 40 at a tenth of its time or less; `full` best at 80, by 1.1 points. Far from it
+/// (8x8 digits, 24 and 80 per class) `full` is best at either size, with batch norms on their
+/// stored statistics.
 pub fn decide(far: bool, examples_per_class: usize) -> (Strategy, String) {
     match (far, examples_per_class) {
-        (_, n) if n >= 1000 => (Strategy::Full, format!("with {n} examples per class there is enough data to fine-tune every layer")),
         (false, n) if n < MID_FROM_PER_CLASS => {
             (Strategy::Deep, format!("the last block's features separate the classes best and {n} examples per class are too few to retrain blocks safely"))
         }
-        (false, n) => (Strategy::Mid, format!("the teacher's features fit the data and {n} examples per class are enough to adapt the last blocks")),
+        (false, n) if n < FULL_FROM_PER_CLASS => (
+            Strategy::Mid,
+            format!("the teacher's features fit the data and {n} examples per class are enough to adapt the last blocks (below {FULL_FROM_PER_CLASS} per class, retraining every block measured level with that, at 8 to 20 times the time)"),
+        ),
+        (false, n) => (
+            Strategy::Full,
+            format!("the teacher's features fit the data, and with {n} examples per class retraining every block pays: from {FULL_FROM_PER_CLASS} per class on it measured about a point above adapting the last blocks (`--strategy mid`, 8 times faster)"),
+        ),
         (true, n) => (
             Strategy::Full,
             format!("earlier blocks probe as well as the last, so the domain is far from ImageNet and features of every depth need adapting: every block is retrained ({n} examples per class)"),
@@ -184,7 +195,10 @@ mod tests {
         assert_eq!(decide(false, 8).0, Strategy::Deep);
         assert_eq!(decide(false, 15).0, Strategy::Deep);
         assert_eq!(decide(false, 24).0, Strategy::Mid);
-        assert_eq!(decide(false, 80).0, Strategy::Mid);
+        assert_eq!(decide(false, 40).0, Strategy::Mid);
+        assert_eq!(decide(false, FULL_FROM_PER_CLASS - 1).0, Strategy::Mid);
+        assert_eq!(decide(false, FULL_FROM_PER_CLASS).0, Strategy::Full);
+        assert_eq!(decide(false, 80).0, Strategy::Full);
         assert_eq!(decide(false, 1000).0, Strategy::Full);
         assert!(decide(true, 24).1.contains("24 examples per class"));
     }
