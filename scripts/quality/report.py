@@ -18,7 +18,7 @@ import math
 BEGIN = "<!-- tables: scripts/quality/report.py --splice; do not edit by hand -->"
 END = "<!-- end of tables -->"
 
-SETS = ["fm10", "fm30", "fm100", "digits30", "digits100"]
+SETS = ["fm10", "fm30", "fm50", "fm100", "digits30", "digits100"]
 
 
 def pm(mean, se, n):
