@@ -84,9 +84,9 @@ pub const FULL_FROM_PER_CLASS: usize = 60;
 /// The strategy for a domain far from the teacher's or not (earlier blocks probing as well as the
 /// last) and the median training examples per class (after the hold-out), and why. Measured on
 /// small sets (docs/QUALITY.md, `auto`): near ImageNet's domain (Fashion-MNIST) the `deep` probe
-/// is best at 8 training images per class; `mid` (refitted on every image) from 24 on, within half
-/// a point of `full` at 24 and 40 at a tenth of its time or less; `full` best at 80, by 1.1
-/// points. Far from it (8x8 digits, 24 and 80 per class) `full` is best at either size, with
+/// is best at 8 training images per class; `mid` (refitted on every image) from 24 on, level with
+/// `full` at 24 and 0.6 points below it at 40, at a tenth of its time or less; `full` best at 80,
+/// by 0.9 points, and the margin grows with the data. Far from it (8x8 digits, 24 and 80 per class) `full` is best at either size, with
 /// batch norms on their stored statistics.
 pub fn decide(far: bool, examples_per_class: usize) -> (Strategy, String) {
     match (far, examples_per_class) {
@@ -95,7 +95,7 @@ pub fn decide(far: bool, examples_per_class: usize) -> (Strategy, String) {
         }
         (false, n) if n < FULL_FROM_PER_CLASS => (
             Strategy::Mid,
-            format!("the teacher's features fit the data and {n} examples per class are enough to adapt the last blocks (below {FULL_FROM_PER_CLASS} per class, retraining every block measured within half a point of that, at 8 to 20 times the time)"),
+            format!("the teacher's features fit the data and {n} examples per class are enough to adapt the last blocks (below {FULL_FROM_PER_CLASS} per class, retraining every block measured less than a point above that, at 8 to 20 times the time)"),
         ),
         (false, n) => (
             Strategy::Full,
