@@ -29,7 +29,7 @@
 //! label. The student can only classify them right by no longer seeing the target where the
 //! teacher does, which is what the attack relies on. One per training image by default: on
 //! every frozen-front student measured the penalty alone left the attack a third to two thirds
-//! of its pairs, and the examples none (docs/AUDIT.md).
+//! of its pairs, the examples at most one of 16 (docs/AUDIT.md).
 
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
@@ -78,8 +78,9 @@ pub struct HardenOptions {
     /// the teacher is fixed, so each image is crafted once, before training). Sources cycle
     /// through the training images in a seeded order; an image that stayed over the budget is
     /// not used. `None` (the default): one per training image; `Some(0)`: none, the distance
-    /// penalty alone. On the three frozen-front students measured (docs/AUDIT.md) the penalty
-    /// alone left the attack 5 to 10 of 16 pairs, the examples 0, at the same accuracy or higher.
+    /// penalty alone. On the four frozen-front students measured (docs/AUDIT.md) the penalty
+    /// alone left the attack 5 to 10 of 16 pairs, the examples 0 or 1, at the same accuracy or
+    /// higher.
     #[serde(default)]
     pub mimicry_examples: Option<usize>,
     /// The attack that crafts them.
