@@ -86,8 +86,8 @@ pub const FULL_FROM_PER_CLASS: usize = 60;
 /// small sets (docs/QUALITY.md, `auto`): near ImageNet's domain (Fashion-MNIST) the `deep` probe
 /// is best at 8 training images per class; `mid` (refitted on every image) from 24 on, level with
 /// `full` at 24 and 0.6 points below it at 40, at a tenth of its time or less; `full` best at 80,
-/// by 0.9 points, and the margin grows with the data. Far from it (8x8 digits, 24 and 80 per class) `full` is best at either size, with
-/// batch norms on their stored statistics.
+/// by 0.9 points: the margin grows with the data. Far from it (8x8 digits, 24 and 80 per class)
+/// `full` is best at either size, with batch norms on their stored statistics.
 pub fn decide(far: bool, examples_per_class: usize) -> (Strategy, String) {
     match (far, examples_per_class) {
         (false, n) if n < MID_FROM_PER_CLASS => {
