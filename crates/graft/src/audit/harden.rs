@@ -36,7 +36,7 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::mimicry::{AttackOptimizer, MimicryOptions, TeacherFront, mimic};
-use super::pixels::{batch as pixel_tensor, normalise};
+use super::pixels::{batch as pixel_tensor, floats, normalise};
 use super::run::attacked_cut;
 use crate::backend::host_values;
 use crate::data::dataset::Dataset;
@@ -529,11 +529,6 @@ fn mimicry_examples(
     let mean = |sum: f64| if used == 0 { 0.0 } else { sum / used as f64 };
     let figures = MimicryExamples { crafted: count, used, mean_dssim: mean(dssim_sum), mean_distance_left: mean(left_sum), seconds: started.elapsed().as_secs_f64() };
     Ok((crafted, sources, figures))
-}
-
-/// 8-bit pixels as the floats the networks take.
-fn floats<'a>(images: impl IntoIterator<Item = &'a Vec<u8>>) -> Vec<Vec<f32>> {
-    images.into_iter().map(|image| image.iter().map(|value| *value as f32).collect()).collect()
 }
 
 /// Pairs crafted side by side (as `graft audit` crafts them).

@@ -190,7 +190,7 @@ pub fn mimic(
         crafted.push(Crafted { pixels, dssim: 0.0, distance, start_distance: start_distance[pair] as f64, within_budget });
     }
     // DSSIM of what is handed out: the rounded pixels.
-    let rounded: Vec<Vec<f32>> = crafted.iter().map(|c| c.pixels.iter().map(|v| *v as f32).collect()).collect();
+    let rounded = super::pixels::floats(crafted.iter().map(|c| &c.pixels));
     let dssim = crate::backend::host_values::<f32>(measure.dssim(super::pixels::batch(&rounded, size, device), source).into_data())?;
     for (crafted, dssim) in crafted.iter_mut().zip(dssim) {
         crafted.dssim = dssim as f64;

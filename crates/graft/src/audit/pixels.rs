@@ -8,6 +8,12 @@ use crate::error::Result;
 use crate::models::zoo::Preprocessing;
 use crate::train::student::Student;
 
+/// 8-bit images (rounded crafted pixels, decoded training images) as the float pixels [`batch`]
+/// takes.
+pub fn floats<'a>(images: impl IntoIterator<Item = &'a Vec<u8>>) -> Vec<Vec<f32>> {
+    images.into_iter().map(|image| image.iter().map(|value| *value as f32).collect()).collect()
+}
+
 /// Images `[3, size, size]` each as one `[N, 3, size, size]` tensor.
 pub fn batch(images: &[Vec<f32>], size: usize, device: &Device) -> Tensor<4> {
     Tensor::from_data(TensorData::new(images.iter().flatten().copied().collect::<Vec<f32>>(), [images.len(), 3, size, size]), device)
