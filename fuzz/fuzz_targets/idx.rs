@@ -33,7 +33,8 @@ fuzz_target!(|data: &[u8]| {
         }
         1 => {
             let path = dir.join("train-images-idx3-ubyte.gz");
-            let mut encoder = flate2::write::GzEncoder::new(std::fs::File::create(&path).unwrap(), flate2::Compression::fast());
+            let mut encoder =
+                flate2::write::GzEncoder::new(std::fs::File::create(&path).unwrap(), flate2::Compression::fast());
             encoder.write_all(images).unwrap();
             encoder.finish().unwrap();
             path

@@ -19,7 +19,8 @@
 
 /// The variables by which a user sets glibc's allocator; any one of them leaves it as it is.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-const USER_SETTINGS: [&str; 5] = ["MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES"];
+const USER_SETTINGS: [&str; 5] =
+    ["MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES"];
 
 /// Keeps freed memory in the process (see the module's documentation). Call first in `main`,
 /// before any thread exists. Returns whether the settings were applied.
@@ -34,7 +35,8 @@ pub fn keep_freed_memory() -> bool {
     // it, the largest an int carries, 2 GiB).
     unsafe {
         let arena = libc::mallopt(libc::M_ARENA_MAX, 1) == 1;
-        let mmap = libc::mallopt(libc::M_MMAP_THRESHOLD, -1) == 1 || libc::mallopt(libc::M_MMAP_THRESHOLD, i32::MAX) == 1;
+        let mmap =
+            libc::mallopt(libc::M_MMAP_THRESHOLD, -1) == 1 || libc::mallopt(libc::M_MMAP_THRESHOLD, i32::MAX) == 1;
         let trim = libc::mallopt(libc::M_TRIM_THRESHOLD, -1) == 1;
         arena && mmap && trim
     }

@@ -54,8 +54,12 @@ fn flag_hint(error: &anyhow::Error) -> Option<&'static str> {
     match error.downcast_ref::<GraftError>()? {
         GraftError::Download { .. } => Some("pass the downloaded file with `--weights PATH`"),
         GraftError::IncompleteLoad { .. } => Some("`--allow-partial` keeps the model's own values for these"),
-        GraftError::Checkpoint { .. } | GraftError::CheckpointMismatch { .. } => Some("use another `--out`, or drop `--resume` to start over"),
-        GraftError::Interrupted { epochs_done, .. } if *epochs_done > 0 => Some("run the same command with `--resume` to continue from there"),
+        GraftError::Checkpoint { .. } | GraftError::CheckpointMismatch { .. } => {
+            Some("use another `--out`, or drop `--resume` to start over")
+        }
+        GraftError::Interrupted { epochs_done, .. } if *epochs_done > 0 => {
+            Some("run the same command with `--resume` to continue from there")
+        }
         GraftError::Diverged { .. } => Some("`--learning-rate` sets the learning rate"),
         _ => None,
     }

@@ -66,7 +66,14 @@ impl Reporter for CliReporter {
     fn epoch(&self, m: &EpochMetrics) {
         self.println(&format!(
             "epoch {:>3}  loss {:.4}  acc {:.3}  val_loss {:.4}  val_acc {:.3}  lr {:.2e}  {:.0} img/s  {:.1}s",
-            m.epoch, m.train_loss, m.train_accuracy, m.validation_loss, m.validation_accuracy, m.learning_rate, m.images_per_second, m.seconds
+            m.epoch,
+            m.train_loss,
+            m.train_accuracy,
+            m.validation_loss,
+            m.validation_accuracy,
+            m.learning_rate,
+            m.images_per_second,
+            m.seconds
         ));
     }
 

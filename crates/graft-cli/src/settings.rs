@@ -20,7 +20,8 @@ pub struct Settings {
 
 impl Settings {
     pub fn resolve(global: &GlobalArgs) -> anyhow::Result<Settings> {
-        let env_flag = |name: &str| std::env::var(name).is_ok_and(|value| !matches!(value.as_str(), "" | "0" | "false"));
+        let env_flag =
+            |name: &str| std::env::var(name).is_ok_and(|value| !matches!(value.as_str(), "" | "0" | "false"));
         let cache_dir = match &global.cache_dir {
             Some(dir) => dir.clone(),
             None => default_cache_dir(),
@@ -49,7 +50,11 @@ impl Settings {
     /// Prints a log line to stderr unless `--quiet`.
     /// How students run on new images with these settings.
     pub fn inference(&self, batch_size: usize) -> graft::train::evaluate::InferenceOptions {
-        graft::train::evaluate::InferenceOptions { batch_size, cache_dir: self.cache_dir.clone(), fused_plan: self.fused_plan }
+        graft::train::evaluate::InferenceOptions {
+            batch_size,
+            cache_dir: self.cache_dir.clone(),
+            fused_plan: self.fused_plan,
+        }
     }
 
     pub fn log(&self, message: impl AsRef<str>) {

@@ -24,7 +24,16 @@ fn text(bytes: &[u8]) -> String {
 fn predict_json_puts_a_cat_first_for_chelsea_and_espresso_for_coffee() {
     let chelsea = repo("crates/graft-assets/images/chelsea.png");
     let coffee = repo("crates/graft-assets/images/coffee.png");
-    let out = graft(&["predict", "--teacher", "efficientnet_lite0", "--json", "--top", "3", chelsea.to_str().unwrap(), coffee.to_str().unwrap()]);
+    let out = graft(&[
+        "predict",
+        "--teacher",
+        "efficientnet_lite0",
+        "--json",
+        "--top",
+        "3",
+        chelsea.to_str().unwrap(),
+        coffee.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
     let rows = rows.as_array().unwrap();
@@ -42,7 +51,8 @@ fn predict_json_puts_a_cat_first_for_chelsea_and_espresso_for_coffee() {
 
 #[test]
 fn predict_quiet_prints_a_table_and_nothing_on_stderr() {
-    let out = graft(&["predict", "--quiet", "--top", "1", repo("crates/graft-assets/images/coffee.png").to_str().unwrap()]);
+    let out =
+        graft(&["predict", "--quiet", "--top", "1", repo("crates/graft-assets/images/coffee.png").to_str().unwrap()]);
     assert!(out.status.success());
     let stdout = text(&out.stdout);
     assert!(stdout.contains("coffee.png") && stdout.contains("espresso"), "{stdout}");
@@ -85,11 +95,21 @@ fn embed_json_gives_one_1280_vector_per_image() {
 #[test]
 fn hostile_weights_fail_with_exit_code_1_and_a_clear_message() {
     let hostile = repo("crates/graft-weights/tests/fixtures/hostile_zip.pth");
-    let out = graft(&["predict", "--weights", hostile.to_str().unwrap(), repo("crates/graft-assets/images/coffee.png").to_str().unwrap()]);
+    let out = graft(&[
+        "predict",
+        "--weights",
+        hostile.to_str().unwrap(),
+        repo("crates/graft-assets/images/coffee.png").to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(text(&out.stdout), "");
     let stderr = text(&out.stderr);
-    assert!(stderr.starts_with("error: refusing to load") && stderr.contains("hostile_zip.pth") && stderr.contains("system"), "{stderr}");
+    assert!(
+        stderr.starts_with("error: refusing to load")
+            && stderr.contains("hostile_zip.pth")
+            && stderr.contains("system"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -97,7 +117,11 @@ fn unknown_teacher_and_offline_download_explain_themselves() {
     let coffee = repo("crates/graft-assets/images/coffee.png");
     let out = graft(&["predict", "--teacher", "vgg16", coffee.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("unknown teacher `vgg16`; known teachers: efficientnet_lite0"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("unknown teacher `vgg16`; known teachers: efficientnet_lite0"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let out = graft(&["predict", "--teacher", "alexnet", coffee.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
@@ -110,11 +134,21 @@ fn convert_legacy_pth_to_safetensors() {
     let dir = std::env::temp_dir().join(format!("graft-cli-convert-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let output = dir.join("lite0.safetensors");
-    let out = graft(&["convert", repo("crates/graft-assets/weights/efficientnet-lite0-57934424.pth").to_str().unwrap(), output.to_str().unwrap()]);
+    let out = graft(&[
+        "convert",
+        repo("crates/graft-assets/weights/efficientnet-lite0-57934424.pth").to_str().unwrap(),
+        output.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).starts_with("wrote 296 tensors"), "{}", text(&out.stdout));
     // The converted file works as the teacher's weights.
-    let out = graft(&["predict", "--json", "--weights", output.to_str().unwrap(), repo("crates/graft-assets/images/coffee.png").to_str().unwrap()]);
+    let out = graft(&[
+        "predict",
+        "--json",
+        "--weights",
+        output.to_str().unwrap(),
+        repo("crates/graft-assets/images/coffee.png").to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rows[0]["top"][0]["label"], "espresso");
@@ -152,14 +186,36 @@ fn train_then_eval_then_predict_with_the_student() {
     let run = dir.join("run");
     let cache = dir.join("cache");
     let with_cache = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_graft")).args(args).env("GRAFT_CACHE_DIR", &cache).env("GRAFT_OFFLINE", "1").output().unwrap()
+        Command::new(env!("CARGO_BIN_EXE_graft"))
+            .args(args)
+            .env("GRAFT_CACHE_DIR", &cache)
+            .env("GRAFT_OFFLINE", "1")
+            .output()
+            .unwrap()
     };
 
-    let out = with_cache(&["train", "--teacher", "efficientnet_lite0", "--data", train.to_str().unwrap(), "--strategy", "deep", "--out", run.to_str().unwrap(), "--image-size", "64", "--quiet"]);
+    let out = with_cache(&[
+        "train",
+        "--teacher",
+        "efficientnet_lite0",
+        "--data",
+        train.to_str().unwrap(),
+        "--strategy",
+        "deep",
+        "--out",
+        run.to_str().unwrap(),
+        "--image-size",
+        "64",
+        "--quiet",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stderr), "", "--quiet prints nothing on stderr");
     // A deep head is a linear probe fitted on every image, scored by cross-validation.
-    assert!(text(&out.stdout).contains("cross-validated accuracy") && text(&out.stdout).contains("over all 24 images"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("cross-validated accuracy") && text(&out.stdout).contains("over all 24 images"),
+        "{}",
+        text(&out.stdout)
+    );
     for file in ["student.safetensors", "graft.json", "metrics.jsonl", "report.html", "curves.png", "confusion.png"] {
         assert!(run.join(file).is_file(), "{file} missing");
     }
@@ -187,7 +243,16 @@ fn train_then_eval_then_predict_with_the_student() {
     // clearly.
     assert!(accuracy > 0.5, "accuracy {accuracy}");
 
-    let out = with_cache(&["predict", "--student", run.to_str().unwrap(), test.join("Bag").to_str().unwrap(), "--json", "--top", "2", "--quiet"]);
+    let out = with_cache(&[
+        "predict",
+        "--student",
+        run.to_str().unwrap(),
+        test.join("Bag").to_str().unwrap(),
+        "--json",
+        "--top",
+        "2",
+        "--quiet",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = rows.as_array().unwrap();
@@ -198,7 +263,16 @@ fn train_then_eval_then_predict_with_the_student() {
         assert_eq!(row["top"].as_array().unwrap().len(), 2);
     }
 
-    let out = with_cache(&["predict", "--student", run.to_str().unwrap(), test.join("Trouser").to_str().unwrap(), "--csv", "--top", "1", "--quiet"]);
+    let out = with_cache(&[
+        "predict",
+        "--student",
+        run.to_str().unwrap(),
+        test.join("Trouser").to_str().unwrap(),
+        "--csv",
+        "--top",
+        "1",
+        "--quiet",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
@@ -211,7 +285,18 @@ fn train_then_eval_then_predict_with_the_student() {
 
     // The audit: a few iterations on two pairs, to see every part run and report (the rates it
     // measures are docs/AUDIT.md's).
-    let audit = ["audit", run.to_str().unwrap(), "--data", test.to_str().unwrap(), "--pairs", "2", "--iterations", "5", "--json", "--quiet"];
+    let audit = [
+        "audit",
+        run.to_str().unwrap(),
+        "--data",
+        test.to_str().unwrap(),
+        "--pairs",
+        "2",
+        "--iterations",
+        "5",
+        "--json",
+        "--quiet",
+    ];
     let out = with_cache(&audit);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -224,19 +309,45 @@ fn train_then_eval_then_predict_with_the_student() {
         assert_ne!(example["source_class"], example["target_class"], "{example}");
         assert!(example["dssim"].as_f64().unwrap() < 0.0035, "the budget, give or take the rounding: {example}");
     }
-    assert_eq!(serde_json::from_slice::<serde_json::Value>(&std::fs::read(run.join("audit.json")).unwrap()).unwrap(), report);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&std::fs::read(run.join("audit.json")).unwrap()).unwrap(),
+        report
+    );
     let html = std::fs::read_to_string(run.join("audit.html")).unwrap();
     for kind in ["source", "crafted", "difference", "target"] {
         let picture = format!("audit/pair-1-{kind}.png");
         assert!(html.contains(&picture) && run.join(&picture).is_file(), "{picture}");
     }
     // An earlier layer: the activation map itself is mimicked.
-    let out = with_cache(&["audit", run.to_str().unwrap(), "--data", test.to_str().unwrap(), "--pairs", "1", "--iterations", "3", "--layer", "_blocks.15", "--json", "--quiet"]);
+    let out = with_cache(&[
+        "audit",
+        run.to_str().unwrap(),
+        "--data",
+        test.to_str().unwrap(),
+        "--pairs",
+        "1",
+        "--iterations",
+        "3",
+        "--layer",
+        "_blocks.15",
+        "--json",
+        "--quiet",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!((report["layer"].as_str(), report["cut"].as_u64()), (Some("_blocks.15"), Some(17)));
     // Fingerprinting, offline: the bundled teacher is the one candidate at hand.
-    let out = with_cache(&["audit", run.to_str().unwrap(), "--data", test.to_str().unwrap(), "--fingerprint", "--iterations", "10", "--json", "--quiet"]);
+    let out = with_cache(&[
+        "audit",
+        run.to_str().unwrap(),
+        "--data",
+        test.to_str().unwrap(),
+        "--fingerprint",
+        "--iterations",
+        "10",
+        "--json",
+        "--quiet",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let candidates = report["candidates"].as_array().unwrap();
@@ -249,8 +360,36 @@ fn train_then_eval_then_predict_with_the_student() {
     // Hardening: a new run that `eval` and `audit` take, the attack measured before and after on
     // the same crafted images (the figures are docs/AUDIT.md's).
     let hardened = dir.join("hardened");
-    let harden = ["harden", run.to_str().unwrap(), "--data", train.to_str().unwrap(), "--test", test.to_str().unwrap(), "--out", hardened.to_str().unwrap()];
-    let out = with_cache(&[&harden[..], &["--epochs", "2", "--pairs", "2", "--iterations", "5", "--mimicry-examples", "3", "--mimicry-example-iterations", "2", "--json", "--quiet"]].concat());
+    let harden = [
+        "harden",
+        run.to_str().unwrap(),
+        "--data",
+        train.to_str().unwrap(),
+        "--test",
+        test.to_str().unwrap(),
+        "--out",
+        hardened.to_str().unwrap(),
+    ];
+    let out = with_cache(
+        &[
+            &harden[..],
+            &[
+                "--epochs",
+                "2",
+                "--pairs",
+                "2",
+                "--iterations",
+                "5",
+                "--mimicry-examples",
+                "3",
+                "--mimicry-example-iterations",
+                "2",
+                "--json",
+                "--quiet",
+            ],
+        ]
+        .concat(),
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(outcome["harden"]["layer"], "_conv_head");
@@ -261,16 +400,38 @@ fn train_then_eval_then_predict_with_the_student() {
     for side in ["before", "after"] {
         assert!((0.0..=1.0).contains(&outcome[side]["attack"]["attack_success_rate"].as_f64().unwrap()), "{outcome}");
     }
-    let crafted = |side: &str| outcome[side]["attack"]["examples"].as_array().unwrap().iter().map(|example| example["dssim"].clone()).collect::<Vec<_>>();
+    let crafted = |side: &str| {
+        outcome[side]["attack"]["examples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|example| example["dssim"].clone())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(crafted("before"), crafted("after"), "the same crafted images score both students");
     assert!(hardened.join("harden.json").is_file() && hardened.join("audit.html").is_file());
-    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(hardened.join("graft.json")).unwrap()).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(hardened.join("graft.json")).unwrap()).unwrap();
     assert_eq!((config["strategy"].as_str(), config["frozen_blocks"].as_array().unwrap().len()), (Some("full"), 0));
     let out = with_cache(&["eval", hardened.to_str().unwrap(), "--data", test.to_str().unwrap(), "--json", "--quiet"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let evaluation: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(evaluation["accuracy"], outcome["after"]["accuracy"], "after: the hardened run's accuracy, as `eval` scores it");
-    let out = with_cache(&["audit", hardened.to_str().unwrap(), "--data", test.to_str().unwrap(), "--pairs", "1", "--iterations", "2", "--json", "--quiet"]);
+    assert_eq!(
+        evaluation["accuracy"], outcome["after"]["accuracy"],
+        "after: the hardened run's accuracy, as `eval` scores it"
+    );
+    let out = with_cache(&[
+        "audit",
+        hardened.to_str().unwrap(),
+        "--data",
+        test.to_str().unwrap(),
+        "--pairs",
+        "1",
+        "--iterations",
+        "2",
+        "--json",
+        "--quiet",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["layer"], "_conv_head", "a hardened student is audited at the layer it was hardened at");
@@ -280,19 +441,55 @@ fn train_then_eval_then_predict_with_the_student() {
     let out = with_cache(&["export", hardened.to_str().unwrap(), "--out", exported.to_str().unwrap(), "--quiet"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("--teacher efficientnet_lite0 --weights"), "{}", text(&out.stdout));
-    let out = with_cache(&["audit", run.to_str().unwrap(), "--data", test.to_str().unwrap(), "--fingerprint", "--iterations", "5", "--weights", exported.to_str().unwrap(), "--layer", "_blocks.15", "--json", "--quiet"]);
+    let out = with_cache(&[
+        "audit",
+        run.to_str().unwrap(),
+        "--data",
+        test.to_str().unwrap(),
+        "--fingerprint",
+        "--iterations",
+        "5",
+        "--weights",
+        exported.to_str().unwrap(),
+        "--layer",
+        "_blocks.15",
+        "--json",
+        "--quiet",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let candidates = report["candidates"].as_array().unwrap();
     let names: Vec<&str> = candidates.iter().map(|candidate| candidate["teacher"].as_str().unwrap()).collect();
-    assert!(names.len() == 2 && names.contains(&"efficientnet_lite0") && names.iter().any(|name| name.ends_with("hardened-teacher.safetensors)")), "{names:?}");
+    assert!(
+        names.len() == 2
+            && names.contains(&"efficientnet_lite0")
+            && names.iter().any(|name| name.ends_with("hardened-teacher.safetensors)")),
+        "{names:?}"
+    );
     assert_ne!(candidates[0]["weights_sha256"], candidates[1]["weights_sha256"]);
-    assert!(candidates.iter().all(|candidate| candidate["layer"] == "_blocks.15"), "--layer aims every fingerprint at that block: {report}");
-    let exported_sha = candidates.iter().find(|candidate| candidate["teacher"] != "efficientnet_lite0").unwrap()["weights_sha256"].clone();
+    assert!(
+        candidates.iter().all(|candidate| candidate["layer"] == "_blocks.15"),
+        "--layer aims every fingerprint at that block: {report}"
+    );
+    let exported_sha =
+        candidates.iter().find(|candidate| candidate["teacher"] != "efficientnet_lite0").unwrap()["weights_sha256"]
+            .clone();
     let from_export = dir.join("from-export");
-    let out = with_cache(&["train", "--weights", exported.to_str().unwrap(), "--data", train.to_str().unwrap(), "--out", from_export.to_str().unwrap(), "--image-size", "64", "--quiet"]);
+    let out = with_cache(&[
+        "train",
+        "--weights",
+        exported.to_str().unwrap(),
+        "--data",
+        train.to_str().unwrap(),
+        "--out",
+        from_export.to_str().unwrap(),
+        "--image-size",
+        "64",
+        "--quiet",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(from_export.join("graft.json")).unwrap()).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(from_export.join("graft.json")).unwrap()).unwrap();
     assert_eq!(config["teacher_weights_sha256"], exported_sha, "the new student's teacher is the exported network");
     let out = with_cache(&["export", dir.join("no-such-run").to_str().unwrap(), "--out", exported.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
@@ -300,9 +497,14 @@ fn train_then_eval_then_predict_with_the_student() {
     let out = with_cache(&[&harden[..], &["--epochs", "0", "--quiet"]].concat());
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("at least one epoch"), "{}", text(&out.stderr));
-    let out = with_cache(&["audit", run.to_str().unwrap(), "--data", test.to_str().unwrap(), "--layer", "layer9", "--quiet"]);
+    let out =
+        with_cache(&["audit", run.to_str().unwrap(), "--data", test.to_str().unwrap(), "--layer", "layer9", "--quiet"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("no block `layer9`") && text(&out.stderr).contains("_blocks.0"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no block `layer9`") && text(&out.stderr).contains("_blocks.0"),
+        "{}",
+        text(&out.stderr)
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -311,8 +513,13 @@ fn train_on_a_single_class_stops_with_a_hint() {
     let dir = std::env::temp_dir().join(format!("graft-cli-one-class-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("data/Bag")).unwrap();
-    std::fs::copy(repo("crates/graft-assets/data/fashion-mnist-sample/train/Bag/00035.png"), dir.join("data/Bag/a.png")).unwrap();
-    let out = graft(&["train", "--data", dir.join("data").to_str().unwrap(), "--out", dir.join("run").to_str().unwrap()]);
+    std::fs::copy(
+        repo("crates/graft-assets/data/fashion-mnist-sample/train/Bag/00035.png"),
+        dir.join("data/Bag/a.png"),
+    )
+    .unwrap();
+    let out =
+        graft(&["train", "--data", dir.join("data").to_str().unwrap(), "--out", dir.join("run").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("only one class (Bag)"), "{}", text(&out.stderr));
     std::fs::remove_dir_all(&dir).unwrap();
@@ -322,7 +529,14 @@ fn train_on_a_single_class_stops_with_a_hint() {
 fn a_misspelt_setting_fails_before_any_work_with_the_accepted_names() {
     let data = repo("crates/graft-assets/data/fashion-mnist-sample/train");
     let out_dir = std::env::temp_dir().join(format!("graft-cli-typo-{}", std::process::id()));
-    for (flag, value, names) in [("--optimizer", "adamm", "adamw, sgd"), ("--strategy", "dep", "deep, mid, full"), ("--augment", "yes", "auto, on, off"), ("--batch-norm", "running", "auto, batch, stored"), ("--head-init", "zeros", "random, probe"), ("--refit", "always", "auto, on, off")] {
+    for (flag, value, names) in [
+        ("--optimizer", "adamm", "adamw, sgd"),
+        ("--strategy", "dep", "deep, mid, full"),
+        ("--augment", "yes", "auto, on, off"),
+        ("--batch-norm", "running", "auto, batch, stored"),
+        ("--head-init", "zeros", "random, probe"),
+        ("--refit", "always", "auto, on, off"),
+    ] {
         let started = std::time::Instant::now();
         let out = graft(&["train", "--data", data.to_str().unwrap(), "--out", out_dir.to_str().unwrap(), flag, value]);
         assert_eq!(out.status.code(), Some(2), "{flag}: {}", text(&out.stderr));
@@ -336,10 +550,18 @@ fn a_misspelt_setting_fails_before_any_work_with_the_accepted_names() {
 
 #[test]
 fn show_settings_lists_the_fused_plan_from_the_environment() {
-    let out = Command::new(env!("CARGO_BIN_EXE_graft")).args(["--show-settings", "teachers"]).env("GRAFT_FUSED", "0").output().expect("run graft");
+    let out = Command::new(env!("CARGO_BIN_EXE_graft"))
+        .args(["--show-settings", "teachers"])
+        .env("GRAFT_FUSED", "0")
+        .output()
+        .expect("run graft");
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("fused_plan = false"), "{}", text(&out.stderr));
-    let out = Command::new(env!("CARGO_BIN_EXE_graft")).args(["--show-settings", "teachers"]).env_remove("GRAFT_FUSED").output().expect("run graft");
+    let out = Command::new(env!("CARGO_BIN_EXE_graft"))
+        .args(["--show-settings", "teachers"])
+        .env_remove("GRAFT_FUSED")
+        .output()
+        .expect("run graft");
     assert!(text(&out.stderr).contains("fused_plan = true"), "{}", text(&out.stderr));
 }
 
@@ -379,9 +601,24 @@ fn interrupted_and_failed_checkpoints_resume_to_the_same_result() {
     let train = small_data(&dir, "train", 8);
     let cache = dir.join("cache");
     let args = |run: &Path| -> Vec<String> {
-        ["train", "--teacher", "efficientnet_lite0", "--data", train.to_str().unwrap(), "--strategy", "full", "--image-size", "32", "--epochs", "6", "--quiet", "--out", run.to_str().unwrap()]
-            .map(str::to_owned)
-            .to_vec()
+        [
+            "train",
+            "--teacher",
+            "efficientnet_lite0",
+            "--data",
+            train.to_str().unwrap(),
+            "--strategy",
+            "full",
+            "--image-size",
+            "32",
+            "--epochs",
+            "6",
+            "--quiet",
+            "--out",
+            run.to_str().unwrap(),
+        ]
+        .map(str::to_owned)
+        .to_vec()
     };
     let command = || {
         let mut command = Command::new(env!("CARGO_BIN_EXE_graft"));
@@ -434,7 +671,10 @@ fn interrupted_and_failed_checkpoints_resume_to_the_same_result() {
     let out = command().args(&resume).output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(metrics_without_timings(&run), expected, "resumed twice, the same epochs as the uninterrupted run");
-    assert_eq!(std::fs::read(run.join("student.safetensors")).unwrap(), std::fs::read(whole.join("student.safetensors")).unwrap());
+    assert_eq!(
+        std::fs::read(run.join("student.safetensors")).unwrap(),
+        std::fs::read(whole.join("student.safetensors")).unwrap()
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -490,8 +730,14 @@ fn texts_csv(path: &Path, rows: &[(&str, &str)]) {
 /// as scripts/fetch-test-assets.sh puts it), else the tiny random BERT fixture: the verbs work
 /// the same on both; only the real teacher is asked to be accurate.
 fn text_teacher_directory() -> (PathBuf, bool) {
-    let real = std::env::var_os("GRAFT_TEST_MINILM").map(PathBuf::from).unwrap_or_else(|| repo("target/test-assets/all-minilm-l6-v2"));
-    if real.join("model.safetensors").is_file() { (real, true) } else { (repo("crates/graft/tests/fixtures/tiny-bert"), false) }
+    let real = std::env::var_os("GRAFT_TEST_MINILM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo("target/test-assets/all-minilm-l6-v2"));
+    if real.join("model.safetensors").is_file() {
+        (real, true)
+    } else {
+        (repo("crates/graft/tests/fixtures/tiny-bert"), false)
+    }
 }
 
 #[test]
@@ -511,29 +757,83 @@ fn text_students_train_eval_predict_and_embed() {
 
     // Without naming the columns: neither `sentence` nor `topic`... `sentence` is a default
     // text column, `topic` is no default label column.
-    let out = graft(&["train", "--teacher", "all-minilm-l6-v2", "--weights", teacher, "--data", train.to_str().unwrap(), "--out", run.to_str().unwrap()]);
+    let out = graft(&[
+        "train",
+        "--teacher",
+        "all-minilm-l6-v2",
+        "--weights",
+        teacher,
+        "--data",
+        train.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("no label column") && text(&out.stderr).contains("--label-column"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no label column") && text(&out.stderr).contains("--label-column"),
+        "{}",
+        text(&out.stderr)
+    );
     // Image-only strategies are refused with what works instead.
-    let out = graft(&["train", "--teacher", "all-minilm-l6-v2", "--weights", teacher, "--data", train.to_str().unwrap(), "--label-column", "topic", "--strategy", "scratch", "--out", run.to_str().unwrap()]);
+    let out = graft(&[
+        "train",
+        "--teacher",
+        "all-minilm-l6-v2",
+        "--weights",
+        teacher,
+        "--data",
+        train.to_str().unwrap(),
+        "--label-column",
+        "topic",
+        "--strategy",
+        "scratch",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("`deep`, `mid`, `full` or `auto`"), "{}", text(&out.stderr));
 
-    let out = graft(&["train", "--teacher", "all-minilm-l6-v2", "--weights", teacher, "--data", train.to_str().unwrap(), "--label-column", "topic", "--out", run.to_str().unwrap(), "--json"]);
+    let out = graft(&[
+        "train",
+        "--teacher",
+        "all-minilm-l6-v2",
+        "--weights",
+        teacher,
+        "--data",
+        train.to_str().unwrap(),
+        "--label-column",
+        "topic",
+        "--out",
+        run.to_str().unwrap(),
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
-    assert_eq!((summary["modality"].as_str(), summary["strategy"].as_str(), summary["texts"].as_u64()), (Some("text"), Some("deep"), Some(24)));
+    assert_eq!(
+        (summary["modality"].as_str(), summary["strategy"].as_str(), summary["texts"].as_u64()),
+        (Some("text"), Some("deep"), Some(24))
+    );
     for file in ["graft.json", "student.safetensors", "report.html", "confusion.png"] {
         assert!(run.join(file).is_file(), "{file} missing");
     }
 
-    let out = graft(&["eval", run.to_str().unwrap(), "--data", test.to_str().unwrap(), "--label-column", "topic", "--json"]);
+    let out =
+        graft(&["eval", run.to_str().unwrap(), "--data", test.to_str().unwrap(), "--label-column", "topic", "--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let evaluation: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
     assert_eq!(evaluation["texts"], 8);
     assert_eq!(evaluation["classes"], serde_json::json!(["cooking", "sports"]));
 
-    let out = graft(&["predict", "--student", run.to_str().unwrap(), "--json", "--top", "1", "The goalkeeper dived and caught the ball.", "Add a pinch of salt to the boiling water."]);
+    let out = graft(&[
+        "predict",
+        "--student",
+        run.to_str().unwrap(),
+        "--json",
+        "--top",
+        "1",
+        "The goalkeeper dived and caught the ball.",
+        "Add a pinch of salt to the boiling water.",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let predictions: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
     assert_eq!(predictions.as_array().map(Vec::len), Some(2));
@@ -542,11 +842,24 @@ fn text_students_train_eval_predict_and_embed() {
     // Texts from a file, one per line; embed gives one unit vector per text.
     let lines = dir.join("lines.txt");
     std::fs::write(&lines, "first text\n\n   \nsecond, with ünïcödé\n").unwrap();
-    let out = graft(&["embed", "--teacher", "all-minilm-l6-v2", "--weights", teacher, "--file", lines.to_str().unwrap(), "", "--json"]);
+    let out = graft(&[
+        "embed",
+        "--teacher",
+        "all-minilm-l6-v2",
+        "--weights",
+        teacher,
+        "--file",
+        lines.to_str().unwrap(),
+        "",
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let embedded: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
     let embedded = embedded.as_array().unwrap();
-    assert_eq!(embedded.iter().map(|row| row["text"].as_str().unwrap()).collect::<Vec<_>>(), ["", "first text", "second, with ünïcödé"]);
+    assert_eq!(
+        embedded.iter().map(|row| row["text"].as_str().unwrap()).collect::<Vec<_>>(),
+        ["", "first text", "second, with ünïcödé"]
+    );
     let width = if real { 384 } else { 16 };
     for row in embedded {
         let features: Vec<f64> = row["features"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
@@ -557,22 +870,68 @@ fn text_students_train_eval_predict_and_embed() {
     // A fine-tuned student (the last layer, one epoch) is saved with its encoder, and eval and
     // predict run that encoder, not the teacher's.
     let tuned = dir.join("tuned");
-    let out = graft(&["train", "--teacher", "all-minilm-l6-v2", "--weights", teacher, "--data", train.to_str().unwrap(), "--label-column", "topic", "--strategy", "mid", "--unfreeze", "1", "--epochs", "1", "--out", tuned.to_str().unwrap(), "--json"]);
+    let out = graft(&[
+        "train",
+        "--teacher",
+        "all-minilm-l6-v2",
+        "--weights",
+        teacher,
+        "--data",
+        train.to_str().unwrap(),
+        "--label-column",
+        "topic",
+        "--strategy",
+        "mid",
+        "--unfreeze",
+        "1",
+        "--epochs",
+        "1",
+        "--out",
+        tuned.to_str().unwrap(),
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let tuned_summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
     assert_eq!(tuned_summary["strategy"], "mid");
-    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tuned.join("graft.json")).unwrap()).unwrap();
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tuned.join("graft.json")).unwrap()).unwrap();
     assert_eq!(saved["metrics"]["history"].as_array().map(Vec::len), Some(1), "{saved}");
-    let out = graft(&["eval", tuned.to_str().unwrap(), "--data", test.to_str().unwrap(), "--label-column", "topic", "--json"]);
+    let out = graft(&[
+        "eval",
+        tuned.to_str().unwrap(),
+        "--data",
+        test.to_str().unwrap(),
+        "--label-column",
+        "topic",
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = graft(&["predict", "--student", tuned.to_str().unwrap(), "--json", "Add a pinch of salt."]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     // `auto` with 12 texts a class keeps the probe and says why.
-    let out = graft(&["train", "--teacher", "all-minilm-l6-v2", "--weights", teacher, "--data", train.to_str().unwrap(), "--label-column", "topic", "--strategy", "auto", "--out", dir.join("auto").to_str().unwrap(), "--json"]);
+    let out = graft(&[
+        "train",
+        "--teacher",
+        "all-minilm-l6-v2",
+        "--weights",
+        teacher,
+        "--data",
+        train.to_str().unwrap(),
+        "--label-column",
+        "topic",
+        "--strategy",
+        "auto",
+        "--out",
+        dir.join("auto").to_str().unwrap(),
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let auto: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
     assert_eq!(auto["strategy"], "deep");
-    assert!(auto["strategy_reason"].as_str().is_some_and(|reason| reason.contains("12 texts in the smallest class")), "{auto}");
+    assert!(
+        auto["strategy_reason"].as_str().is_some_and(|reason| reason.contains("12 texts in the smallest class")),
+        "{auto}"
+    );
 
     // The image audit says so instead of failing on the run's contents.
     let out = graft(&["audit", run.to_str().unwrap(), "--data", test.to_str().unwrap()]);
@@ -581,7 +940,28 @@ fn text_students_train_eval_predict_and_embed() {
 
     // compare: the strategies side by side on the same held-out texts, scored on the test texts.
     let compared = dir.join("compare");
-    let out = graft(&["compare", "--teacher", "all-minilm-l6-v2", "--weights", teacher, "--data", train.to_str().unwrap(), "--test", test.to_str().unwrap(), "--label-column", "topic", "--strategies", "deep,mid,scratch", "--epochs", "1", "--unfreeze", "1", "--out", compared.to_str().unwrap(), "--json"]);
+    let out = graft(&[
+        "compare",
+        "--teacher",
+        "all-minilm-l6-v2",
+        "--weights",
+        teacher,
+        "--data",
+        train.to_str().unwrap(),
+        "--test",
+        test.to_str().unwrap(),
+        "--label-column",
+        "topic",
+        "--strategies",
+        "deep,mid,scratch",
+        "--epochs",
+        "1",
+        "--unfreeze",
+        "1",
+        "--out",
+        compared.to_str().unwrap(),
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
     let strategies: Vec<&str> = rows.as_array().unwrap().iter().map(|row| row["strategy"].as_str().unwrap()).collect();

@@ -61,7 +61,9 @@ pub fn read_bytes(path: &Path, bytes: &[u8]) -> Result<TensorMap> {
         Some(Format::Safetensors) => safetensors::parse_with(path, bytes, &budget),
         Some(Format::PytorchZip) => pytorch::parse_zip(path, bytes, &budget),
         Some(Format::PytorchLegacy) => pytorch::parse_legacy(path, bytes, &budget),
-        None if bytes.is_empty() => Err(WeightsError::Truncated { path: path.to_owned(), what: "the file is empty".into() }),
+        None if bytes.is_empty() => {
+            Err(WeightsError::Truncated { path: path.to_owned(), what: "the file is empty".into() })
+        }
         None => Err(WeightsError::NotWeights {
             path: path.to_owned(),
             reason: "it is neither safetensors nor a PyTorch checkpoint (zip or legacy pickle)".into(),
@@ -73,7 +75,8 @@ pub fn read_bytes(path: &Path, bytes: &[u8]) -> Result<TensorMap> {
 /// appears whole or not at all.
 pub fn write_safetensors(path: &Path, tensors: &TensorMap) -> Result<()> {
     let bytes = safetensors::serialize(tensors);
-    write_atomic(path, |temporary| std::fs::write(temporary, &bytes)).map_err(|source| WeightsError::Write { path: path.to_owned(), source })
+    write_atomic(path, |temporary| std::fs::write(temporary, &bytes))
+        .map_err(|source| WeightsError::Write { path: path.to_owned(), source })
 }
 
 /// Writes `path` so that a reader never sees half of it: `write` fills a temporary file with a

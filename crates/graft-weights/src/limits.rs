@@ -30,14 +30,24 @@ impl<'a> Budget<'a> {
     /// The budget for a file of `file_bytes` bytes.
     pub(crate) fn for_file(path: &'a Path, file_bytes: usize) -> Budget<'a> {
         let file_bytes = file_bytes as u64;
-        Budget { path, file_bytes, limit: file_bytes.saturating_mul(BYTES_PER_FILE_BYTE).saturating_add(BASE_BYTES), used: Cell::new(0) }
+        Budget {
+            path,
+            file_bytes,
+            limit: file_bytes.saturating_mul(BYTES_PER_FILE_BYTE).saturating_add(BASE_BYTES),
+            used: Cell::new(0),
+        }
     }
 
     /// Records `bytes` more memory for `what`, or refuses when that passes the limit.
     pub(crate) fn charge(&self, bytes: u64, what: impl FnOnce() -> String) -> Result<()> {
         let used = self.used.get().saturating_add(bytes);
         if used > self.limit {
-            return Err(WeightsError::TooLarge { path: self.path.to_owned(), what: what(), limit: self.limit, file_bytes: self.file_bytes });
+            return Err(WeightsError::TooLarge {
+                path: self.path.to_owned(),
+                what: what(),
+                limit: self.limit,
+                file_bytes: self.file_bytes,
+            });
         }
         self.used.set(used);
         Ok(())

@@ -260,7 +260,10 @@ impl<'a> Machine<'a> {
 
     fn take(&mut self, count: usize) -> Result<&'a [u8]> {
         let end = self.position.checked_add(count).filter(|end| *end <= self.data.len()).ok_or_else(|| {
-            WeightsError::Truncated { path: self.path.to_owned(), what: format!("pickle ends inside an opcode at byte {}", self.position) }
+            WeightsError::Truncated {
+                path: self.path.to_owned(),
+                what: format!("pickle ends inside an opcode at byte {}", self.position),
+            }
         })?;
         let bytes = &self.data[self.position..end];
         self.position = end;
@@ -356,10 +359,13 @@ impl<'a> Machine<'a> {
             self.stack.pop();
             items
         };
-        Ok(items.into_iter().map(|slot| match slot {
-            Slot::Value(value) => value,
-            Slot::Mark => unreachable!("the last mark was found above"),
-        }).collect())
+        Ok(items
+            .into_iter()
+            .map(|slot| match slot {
+                Slot::Value(value) => value,
+                Slot::Mark => unreachable!("the last mark was found above"),
+            })
+            .collect())
     }
 
     fn global(&self, module: &str, name: &str) -> Result<Value> {
@@ -438,12 +444,12 @@ impl<'a> Machine<'a> {
                         let pairs = pairs.items().ok_or_else(|| self.error("OrderedDict argument is not a list"))?;
                         self.charge(pairs.len().saturating_mul(3 * VALUE_BYTES), "an OrderedDict")?;
                         pairs
-                        .into_iter()
-                        .map(|pair| match pair.items().as_deref() {
-                            Some([key, value]) => Ok((key.clone(), value.clone())),
-                            _ => Err(self.error("OrderedDict item is not a pair")),
-                        })
-                        .collect::<Result<_>>()?
+                            .into_iter()
+                            .map(|pair| match pair.items().as_deref() {
+                                Some([key, value]) => Ok((key.clone(), value.clone())),
+                                _ => Err(self.error("OrderedDict item is not a pair")),
+                            })
+                            .collect::<Result<_>>()?
                     }
                 };
                 Ok(Value::Dict(Rc::new(RefCell::new(entries))))
@@ -489,7 +495,9 @@ impl<'a> Machine<'a> {
     fn persistent_load(&self, pid: Value) -> Result<Value> {
         let items = pid.items().ok_or_else(|| self.error("persistent id is not a tuple"))?;
         match items.as_slice() {
-            [Value::Str(tag), Value::Global(Global::Storage(dtype)), key, _location, _numel, rest @ ..] if &**tag == "storage" => {
+            [Value::Str(tag), Value::Global(Global::Storage(dtype)), key, _location, _numel, rest @ ..]
+                if &**tag == "storage" =>
+            {
                 let key = match key {
                     Value::Str(key) => key.to_string(),
                     Value::Int(key) => key.to_string(),
@@ -573,7 +581,8 @@ impl<'a> Machine<'a> {
                 }
                 b'L' => {
                     let line = self.line()?;
-                    let value = line.trim_end_matches('L').parse().map_err(|_| self.error(format!("bad LONG `{line}`")))?;
+                    let value =
+                        line.trim_end_matches('L').parse().map_err(|_| self.error(format!("bad LONG `{line}`")))?;
                     self.push(Value::Int(value))?;
                 }
                 b'G' => {
@@ -799,7 +808,10 @@ mod tests {
         // cos\nsystem\n(S'touch /tmp/pwned'\ntR.  — the classic payload, protocol 0.
         let payload = b"cos\nsystem\n(S'touch /tmp/pwned'\ntR.";
         let error = run(payload).unwrap_err();
-        assert!(matches!(&error, WeightsError::ForbiddenGlobal { module, name, .. } if module == "os" && name == "system"), "{error}");
+        assert!(
+            matches!(&error, WeightsError::ForbiddenGlobal { module, name, .. } if module == "os" && name == "system"),
+            "{error}"
+        );
         assert!(error.to_string().contains("`os.system`"), "{error}");
     }
 

@@ -17,10 +17,9 @@ const LEGACY_MAGIC: i128 = 0x1950a86a20f9469cfc6c;
 pub(crate) fn parse_zip(path: &Path, bytes: &[u8], budget: &Budget) -> Result<TensorMap> {
     let not_weights = |reason: String| WeightsError::NotWeights { path: path.to_owned(), reason };
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|error| match error {
-        zip::result::ZipError::Io(_) | zip::result::ZipError::InvalidArchive(_) => WeightsError::Truncated {
-            path: path.to_owned(),
-            what: format!("the zip archive is damaged ({error})"),
-        },
+        zip::result::ZipError::Io(_) | zip::result::ZipError::InvalidArchive(_) => {
+            WeightsError::Truncated { path: path.to_owned(), what: format!("the zip archive is damaged ({error})") }
+        }
         other => not_weights(format!("cannot open the zip archive ({other})")),
     })?;
     let names: Vec<String> = archive.file_names().map(str::to_owned).collect();
@@ -46,7 +45,10 @@ pub(crate) fn parse_zip(path: &Path, bytes: &[u8], budget: &Budget) -> Result<Te
         let name = format!("{prefix}data/{}", tensor.storage.key);
         if !storages.contains_key(&tensor.storage.key) {
             if !names.contains(&name) {
-                return Err(WeightsError::Truncated { path: path.to_owned(), what: format!("storage `{name}` of tensor `{key}` is missing") });
+                return Err(WeightsError::Truncated {
+                    path: path.to_owned(),
+                    what: format!("storage `{name}` of tensor `{key}` is missing"),
+                });
             }
             storages.insert(tensor.storage.key.clone(), read_entry(path, &mut archive, &name, budget)?);
         }
@@ -56,12 +58,19 @@ pub(crate) fn parse_zip(path: &Path, bytes: &[u8], budget: &Budget) -> Result<Te
 
 /// One zip entry's bytes. Its declared size is charged to the budget before anything is
 /// allocated, and no more than that is ever read, whatever the compressed stream expands to.
-fn read_entry(path: &Path, archive: &mut zip::ZipArchive<std::io::Cursor<&[u8]>>, name: &str, budget: &Budget) -> Result<Vec<u8>> {
-    let truncated = |error: String| WeightsError::Truncated { path: path.to_owned(), what: format!("zip entry `{name}`: {error}") };
+fn read_entry(
+    path: &Path,
+    archive: &mut zip::ZipArchive<std::io::Cursor<&[u8]>>,
+    name: &str,
+    budget: &Budget,
+) -> Result<Vec<u8>> {
+    let truncated =
+        |error: String| WeightsError::Truncated { path: path.to_owned(), what: format!("zip entry `{name}`: {error}") };
     let entry = archive.by_name(name).map_err(|error| truncated(error.to_string()))?;
     let size = entry.size();
     budget.charge(size, || format!("zip entry `{name}` ({size} bytes uncompressed)"))?;
-    let capacity = usize::try_from(size).map_err(|_| truncated(format!("declared size {size} does not fit in memory")))?;
+    let capacity =
+        usize::try_from(size).map_err(|_| truncated(format!("declared size {size} does not fit in memory")))?;
     let mut bytes = Vec::with_capacity(capacity);
     entry.take(size).read_to_end(&mut bytes).map_err(|error| truncated(error.to_string()))?;
     if bytes.len() as u64 != size {
@@ -76,29 +85,42 @@ pub(crate) fn parse_legacy(path: &Path, bytes: &[u8], budget: &Budget) -> Result
     let mut position = 0;
     match unpickle(path, bytes, &mut position, budget)?.root {
         Value::Int(LEGACY_MAGIC) => {}
-        _ => return Err(WeightsError::NotWeights { path: path.to_owned(), reason: "a pickle, but not a PyTorch checkpoint (wrong magic number)".into() }),
+        _ => {
+            return Err(WeightsError::NotWeights {
+                path: path.to_owned(),
+                reason: "a pickle, but not a PyTorch checkpoint (wrong magic number)".into(),
+            });
+        }
     }
     let _protocol_version = unpickle(path, bytes, &mut position, budget)?;
     let _system_info = unpickle(path, bytes, &mut position, budget)?;
     let object = unpickle(path, bytes, &mut position, budget)?;
     let keys = unpickle(path, bytes, &mut position, budget)?;
     let Value::List(keys) = &keys.root else {
-        return Err(WeightsError::NotWeights { path: path.to_owned(), reason: "the storage key list is missing".into() });
+        return Err(WeightsError::NotWeights {
+            path: path.to_owned(),
+            reason: "the storage key list is missing".into(),
+        });
     };
     let tensors = flatten(path, &object.root, budget)?;
     drop(object);
-    let sizes: HashMap<String, usize> = tensors
-        .iter()
-        .map(|(_, tensor)| (tensor.storage.key.clone(), tensor.storage.dtype.size()))
-        .collect();
+    let sizes: HashMap<String, usize> =
+        tensors.iter().map(|(_, tensor)| (tensor.storage.key.clone(), tensor.storage.dtype.size())).collect();
     let mut storages: HashMap<String, &[u8]> = HashMap::new();
     for key in keys.borrow().iter() {
         let Value::Str(key) = key else {
-            return Err(WeightsError::NotWeights { path: path.to_owned(), reason: "a storage key is not a string".into() });
+            return Err(WeightsError::NotWeights {
+                path: path.to_owned(),
+                reason: "a storage key is not a string".into(),
+            });
         };
-        let truncated = || WeightsError::Truncated { path: path.to_owned(), what: format!("storage `{key}` ends past the end of the file") };
+        let truncated = || WeightsError::Truncated {
+            path: path.to_owned(),
+            what: format!("storage `{key}` ends past the end of the file"),
+        };
         let count_bytes = position.checked_add(8).and_then(|end| bytes.get(position..end)).ok_or_else(truncated)?;
-        let count = usize::try_from(u64::from_le_bytes(count_bytes.try_into().expect("8 bytes"))).map_err(|_| truncated())?;
+        let count =
+            usize::try_from(u64::from_le_bytes(count_bytes.try_into().expect("8 bytes"))).map_err(|_| truncated())?;
         position += 8;
         // A storage no tensor uses still occupies its bytes; its element size is then unknown
         // only if nothing refers to it, which PyTorch never writes.
@@ -129,7 +151,9 @@ fn flatten(path: &Path, root: &Value, budget: &Budget) -> Result<Vec<(String, Te
         fn walk(&mut self, prefix: &str, value: &Value) -> Result<()> {
             match value {
                 Value::Tensor(tensor) => {
-                    self.budget.charge((prefix.len() + std::mem::size_of::<(String, TensorRef)>()) as u64, || format!("the names of its tensors (at `{prefix}`)"))?;
+                    self.budget.charge((prefix.len() + std::mem::size_of::<(String, TensorRef)>()) as u64, || {
+                        format!("the names of its tensors (at `{prefix}`)")
+                    })?;
                     self.out.push((prefix.to_owned(), TensorRef::clone(tensor)));
                 }
                 Value::Dict(entries) => {
@@ -139,10 +163,13 @@ fn flatten(path: &Path, root: &Value, budget: &Budget) -> Result<Vec<(String, Te
                         return Err(not_weights(format!("the dict at `{prefix}` contains itself")));
                     }
                     if self.open.len() >= MAX_DICT_DEPTH {
-                        return Err(not_weights(format!("dicts are nested more than {MAX_DICT_DEPTH} levels deep (at `{prefix}`)")));
+                        return Err(not_weights(format!(
+                            "dicts are nested more than {MAX_DICT_DEPTH} levels deep (at `{prefix}`)"
+                        )));
                     }
                     self.open.push(identity);
-                    let entries = entries.try_borrow().map_err(|_| not_weights(format!("the dict at `{prefix}` is in use")))?;
+                    let entries =
+                        entries.try_borrow().map_err(|_| not_weights(format!("the dict at `{prefix}` is in use")))?;
                     for (key, value) in entries.iter() {
                         let key = match key {
                             Value::Str(key) => key.to_string(),
@@ -180,17 +207,21 @@ fn materialize<'s>(
     let mut tensors = TensorMap::new();
     for (key, tensor) in refs {
         let bad = |reason: String| WeightsError::BadTensor { path: path.to_owned(), key: key.clone(), reason };
-        let bytes = storage_bytes(&tensor.storage).ok_or_else(|| bad(format!("storage `{}` is missing", tensor.storage.key)))?;
+        let bytes = storage_bytes(&tensor.storage)
+            .ok_or_else(|| bad(format!("storage `{}` is missing", tensor.storage.key)))?;
         let dtype = tensor.storage.dtype;
         let available = bytes.len() / dtype.size();
-        let offset = tensor.storage.view_offset.checked_add(tensor.offset).ok_or_else(|| bad("its offset overflows".into()))?;
-        let numel = tensor.shape.iter().try_fold(1usize, |acc, size| acc.checked_mul(*size)).ok_or_else(|| bad(format!("shape {:?} overflows", tensor.shape)))?;
+        let offset =
+            tensor.storage.view_offset.checked_add(tensor.offset).ok_or_else(|| bad("its offset overflows".into()))?;
+        let numel = tensor
+            .shape
+            .iter()
+            .try_fold(1usize, |acc, size| acc.checked_mul(*size))
+            .ok_or_else(|| bad(format!("shape {:?} overflows", tensor.shape)))?;
         if numel > 0 {
-            let last = tensor
-                .shape
-                .iter()
-                .zip(&tensor.strides)
-                .try_fold(offset, |acc, (size, stride)| (size - 1).checked_mul(*stride).and_then(|step| acc.checked_add(step)));
+            let last = tensor.shape.iter().zip(&tensor.strides).try_fold(offset, |acc, (size, stride)| {
+                (size - 1).checked_mul(*stride).and_then(|step| acc.checked_add(step))
+            });
             match last {
                 Some(last) if last < available => {}
                 _ => {
@@ -202,7 +233,9 @@ fn materialize<'s>(
             }
         }
         let element_bytes = if dtype.is_float() { 4 } else { 8 };
-        budget.charge((numel as u64).saturating_mul(element_bytes), || format!("tensor `{key}` (shape {:?}, {numel} elements)", tensor.shape))?;
+        budget.charge((numel as u64).saturating_mul(element_bytes), || {
+            format!("tensor `{key}` (shape {:?}, {numel} elements)", tensor.shape)
+        })?;
         let values = decode_elements(dtype, bytes, strided_indices(&tensor.shape, &tensor.strides, offset));
         tensors.insert(key, Tensor { shape: tensor.shape, source_dtype: dtype, values });
     }

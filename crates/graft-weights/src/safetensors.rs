@@ -20,7 +20,10 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<TensorMap> {
 pub(crate) fn parse_with(path: &Path, bytes: &[u8], budget: &Budget) -> Result<TensorMap> {
     let not_weights = |reason: String| WeightsError::NotWeights { path: path.to_owned(), reason };
     if bytes.len() < 8 {
-        return Err(WeightsError::Truncated { path: path.to_owned(), what: "shorter than the 8-byte header length".into() });
+        return Err(WeightsError::Truncated {
+            path: path.to_owned(),
+            what: "shorter than the 8-byte header length".into(),
+        });
     }
     let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
     if header_len > MAX_HEADER_BYTES {
@@ -45,8 +48,8 @@ pub(crate) fn parse_with(path: &Path, bytes: &[u8], budget: &Budget) -> Result<T
         }
         let bad = |reason: String| WeightsError::BadTensor { path: path.to_owned(), key: key.clone(), reason };
         let dtype_name = entry["dtype"].as_str().ok_or_else(|| bad("no `dtype`".into()))?;
-        let dtype = DType::from_safetensors_name(dtype_name)
-            .ok_or_else(|| bad(format!("unsupported dtype `{dtype_name}`")))?;
+        let dtype =
+            DType::from_safetensors_name(dtype_name).ok_or_else(|| bad(format!("unsupported dtype `{dtype_name}`")))?;
         let shape: Vec<usize> = entry["shape"]
             .as_array()
             .ok_or_else(|| bad("no `shape`".into()))?
@@ -62,10 +65,14 @@ pub(crate) fn parse_with(path: &Path, bytes: &[u8], budget: &Budget) -> Result<T
             ),
             _ => return Err(bad("`data_offsets` must have two entries".into())),
         };
-        let numel = shape.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d)).ok_or_else(|| bad("shape overflows".into()))?;
+        let numel =
+            shape.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d)).ok_or_else(|| bad("shape overflows".into()))?;
         let expected = numel.checked_mul(dtype.size()).ok_or_else(|| bad("shape overflows".into()))?;
         if end < start || end - start != expected {
-            return Err(bad(format!("{} bytes of data for shape {shape:?} of {dtype} (needs {expected})", end.saturating_sub(start))));
+            return Err(bad(format!(
+                "{} bytes of data for shape {shape:?} of {dtype} (needs {expected})",
+                end.saturating_sub(start)
+            )));
         }
         if end > data.len() {
             return Err(WeightsError::Truncated {
@@ -137,6 +144,9 @@ mod tests {
         tensors.insert("fc.weight".into(), Tensor::from_f32(vec![4], vec![1.0; 4]));
         let bytes = serialize(&tensors);
         let error = parse(Path::new("m.safetensors"), &bytes[..bytes.len() - 3]).unwrap_err().to_string();
-        assert!(error.contains("m.safetensors") && error.contains("fc.weight") && error.contains("truncated"), "{error}");
+        assert!(
+            error.contains("m.safetensors") && error.contains("fc.weight") && error.contains("truncated"),
+            "{error}"
+        );
     }
 }

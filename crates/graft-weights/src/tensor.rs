@@ -139,12 +139,12 @@ pub(crate) fn decode_elements(dtype: DType, bytes: &[u8], indices: impl Iterator
     match dtype {
         DType::F32 => Values::F32(indices.map(|i| f32::from_le_bytes(at(i).try_into().unwrap())).collect()),
         DType::F64 => Values::F32(indices.map(|i| f64::from_le_bytes(at(i).try_into().unwrap()) as f32).collect()),
-        DType::F16 => Values::F32(
-            indices.map(|i| half::f16::from_le_bytes(at(i).try_into().unwrap()).to_f32()).collect(),
-        ),
-        DType::BF16 => Values::F32(
-            indices.map(|i| half::bf16::from_le_bytes(at(i).try_into().unwrap()).to_f32()).collect(),
-        ),
+        DType::F16 => {
+            Values::F32(indices.map(|i| half::f16::from_le_bytes(at(i).try_into().unwrap()).to_f32()).collect())
+        }
+        DType::BF16 => {
+            Values::F32(indices.map(|i| half::bf16::from_le_bytes(at(i).try_into().unwrap()).to_f32()).collect())
+        }
         DType::I64 => Values::I64(indices.map(|i| i64::from_le_bytes(at(i).try_into().unwrap())).collect()),
         DType::I32 => Values::I64(indices.map(|i| i32::from_le_bytes(at(i).try_into().unwrap()) as i64).collect()),
         DType::I16 => Values::I64(indices.map(|i| i16::from_le_bytes(at(i).try_into().unwrap()) as i64).collect()),
@@ -217,7 +217,10 @@ mod tests {
         assert_eq!(strided_indices(&[3], &[2], 1).collect::<Vec<_>>(), vec![1, 3, 5]);
         assert_eq!(strided_indices(&[0, 4], &[4, 1], 0).count(), 0);
         // A 2x2x3 view with a broadcast (stride 0) middle dimension.
-        assert_eq!(strided_indices(&[2, 2, 3], &[3, 0, 1], 2).collect::<Vec<_>>(), vec![2, 3, 4, 2, 3, 4, 5, 6, 7, 5, 6, 7]);
+        assert_eq!(
+            strided_indices(&[2, 2, 3], &[3, 0, 1], 2).collect::<Vec<_>>(),
+            vec![2, 3, 4, 2, 3, 4, 5, 6, 7, 5, 6, 7]
+        );
     }
 
     #[test]

@@ -231,7 +231,8 @@ fn safetensors_entries_sharing_one_range_hit_the_budget() {
     // 20,000 names for the same 64 KiB of data: 1.3 GB of tensors from a 2 MB file.
     let mut header = serde_json::Map::new();
     for i in 0..20_000 {
-        header.insert(format!("t{i}"), serde_json::json!({"dtype": "F32", "shape": [16384], "data_offsets": [0, 65536]}));
+        header
+            .insert(format!("t{i}"), serde_json::json!({"dtype": "F32", "shape": [16384], "data_offsets": [0, 65536]}));
     }
     let header = serde_json::to_vec(&header).unwrap();
     let mut bytes = (header.len() as u64).to_le_bytes().to_vec();

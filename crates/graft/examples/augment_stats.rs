@@ -20,7 +20,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let size: usize = size.parse()?;
     let views: u64 = views.parse()?;
     // As the benchmark: the Fashion-MNIST normalisation of graft's Lite0 card, resize 256/224.
-    let preprocessing = Preprocessing { input_size: size, resize: (size as f64 * 256.0 / 224.0).round() as usize, mean: [127.0 / 255.0; 3], std: [128.0 / 255.0; 3] };
+    let preprocessing = Preprocessing {
+        input_size: size,
+        resize: (size as f64 * 256.0 / 224.0).round() as usize,
+        mean: [127.0 / 255.0; 3],
+        std: [128.0 / 255.0; 3],
+    };
     let plane = size * size;
     let (mut means, mut stds, mut differences) = (Vec::new(), Vec::new(), Vec::new());
     for (index, path) in images.iter().enumerate() {
@@ -34,7 +39,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let variance = channel.iter().map(|v| (*v as f64 - mean).powi(2)).sum::<f64>() / plane as f64;
             means.push(mean);
             stds.push(variance.sqrt());
-            differences.push(channel.iter().zip(&eval[..plane]).map(|(a, b)| (a - b).abs() as f64).sum::<f64>() / plane as f64);
+            differences.push(
+                channel.iter().zip(&eval[..plane]).map(|(a, b)| (a - b).abs() as f64).sum::<f64>() / plane as f64,
+            );
         }
     }
     let summary = |values: &[f64]| {

@@ -35,18 +35,40 @@ fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
 type Shapes = (Vec<(usize, usize, usize, usize)>, usize);
 
 fn flex() -> (Device, Shapes) {
-    (Device::flex().autodiff(), (vec![(1152, 5, 1, 4), (1152, 3, 1, 4), (672, 5, 2, 7), (480, 3, 1, 7), (480, 5, 1, 7)], 32))
+    (
+        Device::flex().autodiff(),
+        (vec![(1152, 5, 1, 4), (1152, 3, 1, 4), (672, 5, 2, 7), (480, 3, 1, 7), (480, 5, 1, 7)], 32),
+    )
 }
 
 fn flex224() -> (Device, Shapes) {
-    let shapes = vec![(32, 3, 1, 112), (96, 3, 2, 112), (144, 3, 1, 56), (144, 5, 2, 56), (240, 5, 1, 28), (240, 3, 2, 28), (480, 3, 1, 14), (672, 5, 1, 14), (672, 5, 2, 14)];
+    let shapes = vec![
+        (32, 3, 1, 112),
+        (96, 3, 2, 112),
+        (144, 3, 1, 56),
+        (144, 5, 2, 56),
+        (240, 5, 1, 28),
+        (240, 3, 2, 28),
+        (480, 3, 1, 14),
+        (672, 5, 1, 14),
+        (672, 5, 2, 14),
+    ];
     (Device::flex().autodiff(), (shapes, 16))
 }
 
 #[cfg(feature = "tch")]
 #[allow(deprecated)] // burn 0.22 marks libtorch deprecated.
 fn libtorch() -> (Device, Shapes) {
-    let shapes = vec![(32, 3, 1, 56), (96, 3, 2, 56), (144, 3, 1, 28), (144, 5, 2, 28), (240, 5, 1, 14), (480, 3, 1, 7), (672, 5, 2, 7), (1152, 5, 1, 4)];
+    let shapes = vec![
+        (32, 3, 1, 56),
+        (96, 3, 2, 56),
+        (144, 3, 1, 28),
+        (144, 5, 2, 28),
+        (240, 5, 1, 14),
+        (480, 3, 1, 7),
+        (672, 5, 2, 7),
+        (1152, 5, 1, 4),
+    ];
     (Device::libtorch().autodiff(), (shapes, 16))
 }
 
@@ -73,7 +95,8 @@ fn main() {
             .with_padding(PaddingConfig2d::Same)
             .with_bias(false)
             .init(&device);
-        let x = Tensor::<4>::random([batch, channels, size, size], Distribution::Normal(0.0, 1.0), &device).require_grad();
+        let x =
+            Tensor::<4>::random([batch, channels, size, size], Distribution::Normal(0.0, 1.0), &device).require_grad();
         let mut line = format!("{channels} channels {kernel}x{kernel} stride {stride} @{size}x{size}:");
         let mut results = Vec::new();
         for graft in [false, true] {

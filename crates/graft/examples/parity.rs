@@ -14,7 +14,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("usage: parity TEACHER WEIGHTS INPUT.safetensors OUTPUT.safetensors".into());
     };
     let device = Device::flex();
-    let options = WeightOptions { weights: Some(PathBuf::from(weights)), cache_dir: std::env::temp_dir(), offline: true, allow_partial: false, progress: false };
+    let options = WeightOptions {
+        weights: Some(PathBuf::from(weights)),
+        cache_dir: std::env::temp_dir(),
+        offline: true,
+        allow_partial: false,
+        progress: false,
+    };
     let (teacher, report) = load_teacher(teacher, &options, &device)?;
     eprintln!("{}: {report}", teacher.card.name);
     let inputs = graft_weights::read(&PathBuf::from(input))?;
@@ -25,7 +31,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let shape = logits.dims().to_vec();
     let data = logits.into_data().convert::<f32>();
     let mut out = graft_weights::TensorMap::new();
-    out.insert("logits".into(), graft_weights::Tensor::from_f32(shape, data.as_slice::<f32>().map_err(|e| format!("{e:?}"))?.to_vec()));
+    out.insert(
+        "logits".into(),
+        graft_weights::Tensor::from_f32(shape, data.as_slice::<f32>().map_err(|e| format!("{e:?}"))?.to_vec()),
+    );
     graft_weights::write_safetensors(&PathBuf::from(output), &out)?;
     Ok(())
 }

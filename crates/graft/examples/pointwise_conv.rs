@@ -13,7 +13,9 @@ use std::time::Instant;
 
 fn main() {
     let device = Device::flex().autodiff();
-    for (c, co, hw) in [(192usize, 1152usize, 4usize), (1152, 192, 4), (24, 144, 28), (144, 24, 28), (16, 96, 56), (40, 240, 14)] {
+    for (c, co, hw) in
+        [(192usize, 1152usize, 4usize), (1152, 192, 4), (24, 144, 28), (144, 24, 28), (16, 96, 56), (40, 240, 14)]
+    {
         let conv = Conv2dConfig::new([c, co], [1, 1]).with_bias(false).init(&device);
         let x = Tensor::<4>::random([32, c, hw, hw], Distribution::Normal(0.0, 1.0), &device).require_grad();
         let w = conv.weight.val();
@@ -25,7 +27,9 @@ fn main() {
                     1 => {
                         let [n, c, h, wd] = x.dims();
                         let flat = x.clone().permute([0, 2, 3, 1]).reshape([n * h * wd, c]);
-                        flat.matmul(w.clone().reshape([co, c]).transpose()).reshape([n, h, wd, co]).permute([0, 3, 1, 2])
+                        flat.matmul(w.clone().reshape([co, c]).transpose())
+                            .reshape([n, h, wd, co])
+                            .permute([0, 3, 1, 2])
                     }
                     _ => {
                         let [n, c, h, wd] = x.dims();
@@ -38,7 +42,9 @@ fn main() {
             };
             run();
             let t = Instant::now();
-            for _ in 0..10 { run(); }
+            for _ in 0..10 {
+                run();
+            }
             line += &format!(" {:.2}", t.elapsed().as_secs_f64() * 100.0);
         }
         println!("{line} ms (conv, permute+matmul, batched matmul)");

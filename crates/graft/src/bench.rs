@@ -12,13 +12,13 @@ use std::time::Instant;
 
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 
-use crate::error::Result;
 use crate::backend::fused::FusedBackbone;
 use crate::backend::host_values;
+use crate::error::Result;
 use crate::models::{Backbone, zoo};
 use crate::train::head::HeadKind;
-use crate::train::strategy::FreezePlan;
 use crate::train::shards;
+use crate::train::strategy::FreezePlan;
 use crate::train::student::{Student, StudentInput};
 
 /// One measured operation.
@@ -119,7 +119,11 @@ pub fn kernels(
             // The frozen prefix (inference mode) is part of the step, as it is in a training loop
             // without a feature cache.
             let prefix = frozen(cut)?;
-            let input = if cut == 0 { Tensor::<4>::from_data(images.clone().into_data(), &training) } else { Tensor::from_data(prefix.into_data(), &training) };
+            let input = if cut == 0 {
+                Tensor::<4>::from_data(images.clone().into_data(), &training)
+            } else {
+                Tensor::from_data(prefix.into_data(), &training)
+            };
             // The batch in shards on their own threads, as graft's trainer runs it.
             let parts = shards::split(&labels, shard_count)
                 .into_iter()

@@ -7,7 +7,9 @@ use crate::error::{GraftError, Result};
 
 /// Writes `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomic_with(path, |temporary| std::fs::write(temporary, bytes).map_err(|source| GraftError::Io { path: path.to_owned(), source }))
+    write_atomic_with(path, |temporary| {
+        std::fs::write(temporary, bytes).map_err(|source| GraftError::Io { path: path.to_owned(), source })
+    })
 }
 
 /// Lets `write` fill a temporary file beside `path` (by its path), then puts it in place.

@@ -2,16 +2,16 @@
 
 use std::path::PathBuf;
 
-use burn::tensor::{Device, Tensor};
 use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Tensor};
 
 use crate::backend::fused::FusedBackbone;
 use crate::backend::host_values;
 use crate::data::image::{batch_tensor, load_rgb_at_least, preprocess};
-use rayon::prelude::*;
 use crate::error::Result;
 use crate::models::Teacher;
 use crate::train::cache::Skipped;
+use rayon::prelude::*;
 
 /// One class of a prediction.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -30,13 +30,20 @@ pub struct Prediction {
 
 /// The readable images of a batch, preprocessed for `teacher`, with their paths; the unreadable
 /// ones go to `skipped` with the reason (as a student's predictions and evaluation skip them).
-fn load_batch<'a>(teacher: &Teacher, paths: &'a [PathBuf], device: &Device, skipped: &mut Vec<Skipped>) -> Option<(burn::tensor::Tensor<4>, Vec<&'a PathBuf>)> {
+fn load_batch<'a>(
+    teacher: &Teacher,
+    paths: &'a [PathBuf],
+    device: &Device,
+    skipped: &mut Vec<Skipped>,
+) -> Option<(burn::tensor::Tensor<4>, Vec<&'a PathBuf>)> {
     let preprocessing = &teacher.card.preprocessing;
     let mut images = Vec::with_capacity(paths.len());
     let mut kept = Vec::with_capacity(paths.len());
     // Decoded in parallel, large JPEGs at the reduced scale the resize needs.
-    let prepared: Vec<Result<Vec<f32>>> =
-        paths.par_iter().map(|path| Ok(preprocess(&load_rgb_at_least(path, preprocessing.resize as u32)?, preprocessing))).collect();
+    let prepared: Vec<Result<Vec<f32>>> = paths
+        .par_iter()
+        .map(|path| Ok(preprocess(&load_rgb_at_least(path, preprocessing.resize as u32)?, preprocessing)))
+        .collect();
     for (path, image) in paths.iter().zip(prepared) {
         match image {
             Ok(image) => {
@@ -104,7 +111,13 @@ pub fn top_k(probabilities: &[f32], k: usize, labels: &[String]) -> Vec<ClassSco
 /// The teacher's pooled feature vector for each readable image, with its path; the unreadable
 /// images are returned with the reason.
 #[allow(clippy::type_complexity)]
-pub fn embed_images(teacher: &Teacher, paths: &[PathBuf], batch_size: usize, device: &Device, fused_plan: bool) -> Result<(Vec<(PathBuf, Vec<f32>)>, Vec<Skipped>)> {
+pub fn embed_images(
+    teacher: &Teacher,
+    paths: &[PathBuf],
+    batch_size: usize,
+    device: &Device,
+    fused_plan: bool,
+) -> Result<(Vec<(PathBuf, Vec<f32>)>, Vec<Skipped>)> {
     let mut out = Vec::with_capacity(paths.len());
     let mut skipped = Vec::new();
     let fused = FusedBackbone::for_device(&teacher.backbone, device, fused_plan);
@@ -112,7 +125,9 @@ pub fn embed_images(teacher: &Teacher, paths: &[PathBuf], batch_size: usize, dev
         let Some((images, kept)) = load_batch(teacher, chunk, device, &mut skipped) else { continue };
         let features = teacher_features(teacher, images, fused.as_ref())?;
         let [_, width] = features.dims();
-        out.extend(kept.into_iter().cloned().zip(host_values::<f32>(features.into_data())?.chunks(width).map(<[f32]>::to_vec)));
+        out.extend(
+            kept.into_iter().cloned().zip(host_values::<f32>(features.into_data())?.chunks(width).map(<[f32]>::to_vec)),
+        );
     }
     Ok((out, skipped))
 }

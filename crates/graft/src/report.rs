@@ -33,7 +33,11 @@ pub fn plot_curves(path: &Path, history: &[EpochMetrics]) -> Result<()> {
     root.fill(&WHITE).map_err(plot_error)?;
     let (left, right) = root.split_horizontally(500);
     let epochs = history.len().max(1) as f64;
-    let series = |area: &DrawingArea<BitMapBackend, plotters::coord::Shift>, title: &str, pick: &dyn Fn(&EpochMetrics) -> (f64, f64), unit: (f64, f64)| -> Result<()> {
+    let series = |area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+                  title: &str,
+                  pick: &dyn Fn(&EpochMetrics) -> (f64, f64),
+                  unit: (f64, f64)|
+     -> Result<()> {
         let values: Vec<f64> = history.iter().flat_map(|m| [pick(m).0, pick(m).1]).collect();
         let low = values.iter().copied().fold(unit.0, f64::min);
         let high = values.iter().copied().fold(unit.1, f64::max) * 1.05;
@@ -47,11 +51,25 @@ pub fn plot_curves(path: &Path, history: &[EpochMetrics]) -> Result<()> {
         chart.configure_mesh().x_desc("epoch").label_style(("sans-serif", 13)).draw().map_err(plot_error)?;
         let train: Vec<(f64, f64)> = history.iter().map(|m| (m.epoch as f64, pick(m).0)).collect();
         let validation: Vec<(f64, f64)> = history.iter().map(|m| (m.epoch as f64, pick(m).1)).collect();
-        chart.draw_series(LineSeries::new(train.clone(), BLUE.stroke_width(2))).map_err(plot_error)?.label("train").legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLUE.stroke_width(2)));
+        chart
+            .draw_series(LineSeries::new(train.clone(), BLUE.stroke_width(2)))
+            .map_err(plot_error)?
+            .label("train")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLUE.stroke_width(2)));
         chart.draw_series(train.iter().map(|p| Circle::new(*p, 3, BLUE.filled()))).map_err(plot_error)?;
-        chart.draw_series(LineSeries::new(validation.clone(), RED.stroke_width(2))).map_err(plot_error)?.label("validation").legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], RED.stroke_width(2)));
+        chart
+            .draw_series(LineSeries::new(validation.clone(), RED.stroke_width(2)))
+            .map_err(plot_error)?
+            .label("validation")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], RED.stroke_width(2)));
         chart.draw_series(validation.iter().map(|p| Circle::new(*p, 3, RED.filled()))).map_err(plot_error)?;
-        chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).label_font(("sans-serif", 13)).draw().map_err(plot_error)
+        chart
+            .configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.8))
+            .label_font(("sans-serif", 13))
+            .draw()
+            .map_err(plot_error)
     };
     series(&left, "loss", &|m| (m.train_loss, m.validation_loss), (0.0, 0.0))?;
     series(&right, "accuracy", &|m| (m.train_accuracy, m.validation_accuracy), (0.0, 1.0))?;
@@ -67,12 +85,22 @@ pub fn plot_confusion(path: &Path, evaluation: &Evaluation) -> Result<()> {
     let size = (label_width + cell * count as i32 + 20, 60 + cell * count as i32 + 130);
     let root = BitMapBackend::new(path, (size.0 as u32, size.1 as u32)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
-    root.draw_text("confusion matrix (rows: true class, columns: predicted)", &("sans-serif", 16).into_text_style(&root), (10, 12)).map_err(plot_error)?;
+    root.draw_text(
+        "confusion matrix (rows: true class, columns: predicted)",
+        &("sans-serif", 16).into_text_style(&root),
+        (10, 12),
+    )
+    .map_err(plot_error)?;
     let max = evaluation.confusion.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
     let top = 50;
     for (row, counts) in evaluation.confusion.iter().enumerate() {
         let y = top + row as i32 * cell;
-        root.draw_text(&short(&evaluation.classes[row]), &("sans-serif", 13).into_text_style(&root), (8, y + cell / 2 - 7)).map_err(plot_error)?;
+        root.draw_text(
+            &short(&evaluation.classes[row]),
+            &("sans-serif", 13).into_text_style(&root),
+            (8, y + cell / 2 - 7),
+        )
+        .map_err(plot_error)?;
         let row_total: usize = counts.iter().sum();
         for (column, value) in counts.iter().enumerate() {
             let x = label_width + column as i32 * cell;
@@ -95,7 +123,11 @@ pub fn plot_confusion(path: &Path, evaluation: &Evaluation) -> Result<()> {
 }
 
 fn short(name: &str) -> String {
-    if name.chars().count() > 16 { format!("{}…", name.chars().take(15).collect::<String>()) } else { name.to_owned() }
+    if name.chars().count() > 16 {
+        format!("{}…", name.chars().take(15).collect::<String>())
+    } else {
+        name.to_owned()
+    }
 }
 
 fn escape(text: &str) -> String {
@@ -130,7 +162,9 @@ pub fn write_run_report(run: &Path, config: &RunConfig, history: &[EpochMetrics]
         validation_images = config.validation_images,
         seed = config.seed,
     );
-    if let (Some(images), Some(epochs)) = (config.metrics["refit"]["images"].as_u64(), config.metrics["refit"]["epochs"].as_u64()) {
+    if let (Some(images), Some(epochs)) =
+        (config.metrics["refit"]["images"].as_u64(), config.metrics["refit"]["epochs"].as_u64())
+    {
         let _ = write!(
             html,
             "<p>Then refitted: trained again from the start on all {images} images, validation ones included, for the {epochs} epochs the held-out \
@@ -143,7 +177,9 @@ pub fn write_run_report(run: &Path, config: &RunConfig, history: &[EpochMetrics]
     if let Some(choice) = &config.augmentation_choice {
         let _ = write!(html, "<p>Augmentation, measured: {}</p>", escape(&choice.reason));
     }
-    html.push_str("<h2>Learning curves</h2><img src=\"curves.png\" alt=\"loss and accuracy per epoch\" width=\"1000\">");
+    html.push_str(
+        "<h2>Learning curves</h2><img src=\"curves.png\" alt=\"loss and accuracy per epoch\" width=\"1000\">",
+    );
     if run.join("confusion.png").is_file() {
         html.push_str("<h2>Validation confusion matrix</h2><img src=\"confusion.png\" alt=\"confusion matrix\">");
     }
@@ -152,7 +188,14 @@ pub fn write_run_report(run: &Path, config: &RunConfig, history: &[EpochMetrics]
         let _ = write!(
             html,
             "<tr><td>{}</td><td>{:.4}</td><td>{:.3}</td><td>{:.4}</td><td>{:.3}</td><td>{:.2e}</td><td>{:.0}</td><td>{:.1}</td></tr>",
-            m.epoch, m.train_loss, m.train_accuracy, m.validation_loss, m.validation_accuracy, m.learning_rate, m.images_per_second, m.seconds
+            m.epoch,
+            m.train_loss,
+            m.train_accuracy,
+            m.validation_loss,
+            m.validation_accuracy,
+            m.learning_rate,
+            m.images_per_second,
+            m.seconds
         );
     }
     html.push_str("</table><h2>Settings (graft.json)</h2><pre>");
@@ -164,16 +207,22 @@ pub fn write_run_report(run: &Path, config: &RunConfig, history: &[EpochMetrics]
 /// Writes `audit.json`, `audit.html` and the pictures of the first pairs (`audit/pair-N-*.png`:
 /// source, crafted image, their difference magnified ten times around mid-grey, target) into the
 /// run directory.
-pub fn write_audit(run: &Path, report: &crate::audit::run::AuditReport, pictures: &[crate::audit::run::PairImages]) -> Result<()> {
+pub fn write_audit(
+    run: &Path,
+    report: &crate::audit::run::AuditReport,
+    pictures: &[crate::audit::run::PairImages],
+) -> Result<()> {
     let json = serde_json::to_vec_pretty(report).map_err(|error| GraftError::Invalid(error.to_string()))?;
     crate::fsutil::write_atomic(&run.join("audit.json"), &json)?;
     let folder = run.join("audit");
     std::fs::create_dir_all(&folder).map_err(|source| GraftError::Io { path: folder.clone(), source })?;
     let save = |name: &str, size: usize, channel_major: &[u8]| -> Result<()> {
         let plane = size * size;
-        let interleaved: Vec<u8> = (0..plane).flat_map(|at| (0..3).map(move |channel| channel_major[channel * plane + at])).collect();
+        let interleaved: Vec<u8> =
+            (0..plane).flat_map(|at| (0..3).map(move |channel| channel_major[channel * plane + at])).collect();
         let path = folder.join(name);
-        let image = image::RgbImage::from_raw(size as u32, size as u32, interleaved).ok_or_else(|| GraftError::Invalid(format!("a {size}×{size} picture of the wrong length")))?;
+        let image = image::RgbImage::from_raw(size as u32, size as u32, interleaved)
+            .ok_or_else(|| GraftError::Invalid(format!("a {size}×{size} picture of the wrong length")))?;
         image.save(&path).map_err(|error| GraftError::Image { path, reason: error.to_string() })
     };
     let mut html = String::new();
@@ -198,9 +247,18 @@ pub fn write_audit(run: &Path, report: &crate::audit::run::AuditReport, pictures
     );
     html.push_str("<h2>Pairs</h2><table><tr><th>source</th><th>crafted</th><th>difference ×10</th><th>target</th><th>classes</th><th>DSSIM</th><th>student says</th></tr>");
     for (index, (pictures, example)) in pictures.iter().zip(&report.examples).enumerate() {
-        let difference: Vec<u8> =
-            pictures.adversarial.iter().zip(&pictures.source).map(|(a, s)| (128.0 + 10.0 * (*a as f32 - *s as f32)).clamp(0.0, 255.0) as u8).collect();
-        for (kind, pixels) in [("source", &pictures.source), ("crafted", &pictures.adversarial), ("difference", &difference), ("target", &pictures.target)] {
+        let difference: Vec<u8> = pictures
+            .adversarial
+            .iter()
+            .zip(&pictures.source)
+            .map(|(a, s)| (128.0 + 10.0 * (*a as f32 - *s as f32)).clamp(0.0, 255.0) as u8)
+            .collect();
+        for (kind, pixels) in [
+            ("source", &pictures.source),
+            ("crafted", &pictures.adversarial),
+            ("difference", &difference),
+            ("target", &pictures.target),
+        ] {
             save(&format!("pair-{index}-{kind}.png"), pictures.size, pixels)?;
         }
         let _ = write!(

@@ -57,7 +57,11 @@ impl fmt::Display for LoadReport {
             write!(f, "\n  missing: `{key}`")?;
         }
         for mismatch in &self.mismatched {
-            write!(f, "\n  shape mismatch for `{}`: expected {:?}, found {:?}", mismatch.key, mismatch.expected, mismatch.found)?;
+            write!(
+                f,
+                "\n  shape mismatch for `{}`: expected {:?}, found {:?}",
+                mismatch.key, mismatch.expected, mismatch.found
+            )?;
         }
         Ok(())
     }
@@ -92,7 +96,8 @@ pub fn load_into<M: Module>(
     file: &Path,
     allow_partial: bool,
 ) -> Result<(M, LoadReport)> {
-    let mut loader = Loader { tensors, keys, position: Position::default(), report: LoadReport::default(), used: BTreeSet::new() };
+    let mut loader =
+        Loader { tensors, keys, position: Position::default(), report: LoadReport::default(), used: BTreeSet::new() };
     let module = module.map(&mut loader);
     let Loader { mut report, used, .. } = loader;
     report.unused = tensors.keys().filter(|key| !used.contains(*key) && !keys.is_ignored(key)).cloned().collect();
@@ -173,7 +178,8 @@ impl ModuleMapper for Loader<'_> {
         };
         self.used.insert(key.clone());
         let transpose = self.position.is_linear_weight() && tensor.shape.len() == 2;
-        let found_as_module: Vec<usize> = if transpose { vec![tensor.shape[1], tensor.shape[0]] } else { tensor.shape.clone() };
+        let found_as_module: Vec<usize> =
+            if transpose { vec![tensor.shape[1], tensor.shape[0]] } else { tensor.shape.clone() };
         let values: Vec<f32> = match &tensor.values {
             Values::F32(values) => values.clone(),
             Values::I64(values) => values.iter().map(|v| *v as f32).collect(),
@@ -246,8 +252,11 @@ impl ModuleVisitor for Collector<'_> {
                 return;
             }
         };
-        let (shape, values) =
-            if transpose { (vec![shape[1], shape[0]], transpose_2d(&values, shape[0], shape[1])) } else { (shape, values) };
+        let (shape, values) = if transpose {
+            (vec![shape[1], shape[0]], transpose_2d(&values, shape[0], shape[1]))
+        } else {
+            (shape, values)
+        };
         self.tensors.insert(key, graft_weights::Tensor::from_f32(shape, values));
     }
 }

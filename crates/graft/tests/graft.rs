@@ -21,7 +21,8 @@ fn efficientnet_lite0_matches_reference_logits() {
     assert!(report.is_complete() && report.unused.is_empty(), "{report}");
     // 296 tensors in the file, less the 49 batch-norm `num_batches_tracked` counters.
     assert_eq!(report.applied.len(), 296 - 49, "{report}");
-    let fixture = graft_weights::read(&repo("crates/graft/tests/fixtures/efficientnet_lite0_logits.safetensors")).unwrap();
+    let fixture =
+        graft_weights::read(&repo("crates/graft/tests/fixtures/efficientnet_lite0_logits.safetensors")).unwrap();
     let logits = teacher.logits(to_tensor(&fixture["input"], &device));
     let logits = logits.into_data().convert::<f32>();
     let got = logits.as_slice::<f32>().unwrap();
@@ -36,13 +37,15 @@ fn lite0_recognises_the_cat_and_the_espresso() {
     let device = Device::flex();
     let (teacher, _) = load_teacher("efficientnet_lite0", &offline_options(), &device).unwrap();
     let paths = vec![repo("crates/graft-assets/images/chelsea.png"), repo("crates/graft-assets/images/coffee.png")];
-    let predictions = graft::predict::predict_images(&teacher, &paths, 3, zoo::imagenet_labels(), 8, &device, true).unwrap().0;
+    let predictions =
+        graft::predict::predict_images(&teacher, &paths, 3, zoo::imagenet_labels(), 8, &device, true).unwrap().0;
     let cat = &predictions[0].top[0];
     assert!(["tabby", "tiger cat", "Egyptian cat"].contains(&cat.label.as_str()), "{:?}", predictions[0]);
     assert_eq!(predictions[1].top[0].label, "espresso", "{:?}", predictions[1]);
     assert!(predictions[1].top[0].probability > 0.5);
     // Through burn's modules instead of the fused CPU plan: the same classes and probabilities.
-    let reference = graft::predict::predict_images(&teacher, &paths, 3, zoo::imagenet_labels(), 8, &device, false).unwrap().0;
+    let reference =
+        graft::predict::predict_images(&teacher, &paths, 3, zoo::imagenet_labels(), 8, &device, false).unwrap().0;
     for (fused, plain) in predictions.iter().zip(&reference) {
         for (a, b) in fused.top.iter().zip(&plain.top) {
             assert_eq!(a.class_index, b.class_index);
@@ -93,7 +96,8 @@ fn missing_tensor_is_an_error_unless_partial() {
     let options = WeightOptions { weights: Some(path), ..offline_options() };
     let error = load_teacher("efficientnet_lite0", &options, &Device::flex()).unwrap_err().to_string();
     assert!(error.contains("missing: `_blocks.3._bn1.running_var`"), "{error}");
-    let (_, report) = load_teacher("efficientnet_lite0", &WeightOptions { allow_partial: true, ..options }, &Device::flex()).unwrap();
+    let (_, report) =
+        load_teacher("efficientnet_lite0", &WeightOptions { allow_partial: true, ..options }, &Device::flex()).unwrap();
     assert_eq!(report.missing, vec!["_blocks.3._bn1.running_var".to_owned()]);
     assert_eq!(report.unused, vec!["extra.weight".to_owned()]);
     std::fs::remove_dir_all(dir).unwrap();
@@ -105,7 +109,9 @@ fn timm_layout_lite0_loads_to_the_same_network() {
     let device = Device::flex();
     let dir = temp_dir("timm");
     let keys = graft::models::efficientnet_lite::TimmLiteKeys {
-        stage_depths: graft::models::efficientnet_lite::stage_depths(graft::models::efficientnet_lite::LiteVariant::Lite0),
+        stage_depths: graft::models::efficientnet_lite::stage_depths(
+            graft::models::efficientnet_lite::LiteVariant::Lite0,
+        ),
     };
     let renamed: graft_weights::TensorMap = lite0_tensors()
         .into_iter()
@@ -115,7 +121,9 @@ fn timm_layout_lite0_loads_to_the_same_network() {
     assert!(renamed.contains_key("blocks.1.1.conv_pwl.weight") && renamed.contains_key("conv_stem.weight"));
     let path = dir.join("timm.safetensors");
     graft_weights::write_safetensors(&path, &renamed).unwrap();
-    let (timm, report) = load_teacher("efficientnet_lite0", &WeightOptions { weights: Some(path), ..offline_options() }, &device).unwrap();
+    let (timm, report) =
+        load_teacher("efficientnet_lite0", &WeightOptions { weights: Some(path), ..offline_options() }, &device)
+            .unwrap();
     assert!(report.is_complete() && report.unused.is_empty(), "{report}");
     let (bundled, _) = load_teacher("efficientnet_lite0", &offline_options(), &device).unwrap();
     let input = Tensor::<4>::random([1, 3, 224, 224], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
@@ -165,7 +173,9 @@ mod training {
 
     /// `per_class` training images of each class of the bundled sample, split 75/25.
     fn sample(per_class: usize) -> (Dataset, Dataset) {
-        let data = dataset::open(&repo("crates/graft-assets/data/fashion-mnist-sample/train"), &std::env::temp_dir()).unwrap().train;
+        let data = dataset::open(&repo("crates/graft-assets/data/fashion-mnist-sample/train"), &std::env::temp_dir())
+            .unwrap()
+            .train;
         data.subsample(per_class, 1).stratified_split(0.25, 1)
     }
 
@@ -233,7 +243,8 @@ mod training {
                 continue;
             }
             let student = &trained[&format!("backbone.{key}")];
-            let frozen = !key.starts_with("_blocks.15.") && !key.starts_with("_conv_head.") && !key.starts_with("_bn1.");
+            let frozen =
+                !key.starts_with("_blocks.15.") && !key.starts_with("_conv_head.") && !key.starts_with("_bn1.");
             if frozen {
                 // Weights and batch-norm running statistics alike.
                 assert_eq!(student.values, tensor.values, "frozen `{key}` changed");
@@ -252,21 +263,41 @@ mod training {
         let written = graft::train::student::export_teacher_weights(&loaded, &file).unwrap();
         let exported = graft_weights::read(&file).unwrap();
         assert_eq!(written, exported.len());
-        let published: std::collections::BTreeSet<&String> = original.keys().filter(|key| !key.ends_with("num_batches_tracked")).collect();
-        assert_eq!(exported.keys().collect::<std::collections::BTreeSet<_>>(), published, "the published checkpoint's tensors, no more, no fewer");
+        let published: std::collections::BTreeSet<&String> =
+            original.keys().filter(|key| !key.ends_with("num_batches_tracked")).collect();
+        assert_eq!(
+            exported.keys().collect::<std::collections::BTreeSet<_>>(),
+            published,
+            "the published checkpoint's tensors, no more, no fewer"
+        );
         for (key, tensor) in &exported {
             let student = &trained[&format!("backbone.{key}")];
             assert_eq!((&tensor.shape, &tensor.values), (&student.shape, &student.values), "`{key}`");
         }
-        let (exported_teacher, report) = load_teacher("efficientnet_lite0", &WeightOptions { weights: Some(file.clone()), ..offline_options() }, &Device::flex()).unwrap();
+        let (exported_teacher, report) = load_teacher(
+            "efficientnet_lite0",
+            &WeightOptions { weights: Some(file.clone()), ..offline_options() },
+            &Device::flex(),
+        )
+        .unwrap();
         assert!(report.is_complete(), "{report}");
         assert_eq!(exported_teacher.weights_sha256, graft::weights::sha256_file(&file).unwrap());
-        let image = Tensor::<4>::from_data(TensorData::new((0..3 * 64 * 64).map(|i| ((i % 97) as f32 / 48.0) - 1.0).collect::<Vec<f32>>(), [1, 3, 64, 64]), &Device::flex());
+        let image = Tensor::<4>::from_data(
+            TensorData::new(
+                (0..3 * 64 * 64).map(|i| ((i % 97) as f32 / 48.0) - 1.0).collect::<Vec<f32>>(),
+                [1, 3, 64, 64],
+            ),
+            &Device::flex(),
+        );
         use burn::module::Module;
         let student = loaded.student.valid();
         let blocks = student.backbone.blocks();
         let want = values(student.backbone.features(graft::backend::forward::blocks(&blocks, image.clone())));
-        assert_eq!(values(exported_teacher.features(image)), want, "the exported teacher computes the student's features");
+        assert_eq!(
+            values(exported_teacher.features(image)),
+            want,
+            "the exported teacher computes the student's features"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -279,7 +310,11 @@ mod training {
         probe.hyperparameters.head_fit = graft::train::HeadFit::Auto;
         let outcome = train(&teacher, &train_set, &validation, &probe, &Device::flex(), &Silent).unwrap();
         let config = &outcome.config;
-        assert_eq!(config.hyperparameters.head_fit, graft::train::HeadFit::Probe, "auto picks the probe for a linear head on a frozen teacher");
+        assert_eq!(
+            config.hyperparameters.head_fit,
+            graft::train::HeadFit::Probe,
+            "auto picks the probe for a linear head on a frozen teacher"
+        );
         let fit = &config.metrics["probe"];
         let cv = &fit["cross_validation"];
         assert_eq!(cv["folds"], 5, "{fit}");
@@ -288,10 +323,17 @@ mod training {
         assert_eq!(outcome.history.len(), 1);
         // The saved student scores the validation set exactly as the fit reported.
         let loaded = graft::train::load_run(&dir.join("run"), &Device::flex()).unwrap();
-        let inference = graft::train::evaluate::InferenceOptions { batch_size: 16, cache_dir: dir.join("cache"), fused_plan: true };
-        let evaluation = graft::train::evaluate::evaluate_run(&loaded, validation.clone(), &inference, &Device::flex(), &Silent).unwrap();
+        let inference =
+            graft::train::evaluate::InferenceOptions { batch_size: 16, cache_dir: dir.join("cache"), fused_plan: true };
+        let evaluation =
+            graft::train::evaluate::evaluate_run(&loaded, validation.clone(), &inference, &Device::flex(), &Silent)
+                .unwrap();
         let reported = config.metrics["validation_accuracy"].as_f64().unwrap();
-        assert!((evaluation.accuracy - reported).abs() < 1e-9, "saved student {} vs reported {reported}", evaluation.accuracy);
+        assert!(
+            (evaluation.accuracy - reported).abs() < 1e-9,
+            "saved student {} vs reported {reported}",
+            evaluation.accuracy
+        );
         // A probe cannot fit blocks that train.
         let mut mid = options(Strategy::Mid, &dir.join("mid"), &dir.join("cache"));
         mid.hyperparameters.head_fit = graft::train::HeadFit::Probe;
@@ -319,11 +361,21 @@ mod training {
         still.hyperparameters.epochs = 1;
         let still = train(&teacher, &train_set, &validation, &still, &Device::flex(), &Silent).unwrap();
         let hyper = &still.config.hyperparameters;
-        assert_eq!((hyper.head_init, hyper.batch_norm), (graft::train::HeadInit::Probe, graft::train::BatchNormMode::Stored), "batch-norm auto resolves to stored for a pretrained teacher, saved resolved");
+        assert_eq!(
+            (hyper.head_init, hyper.batch_norm),
+            (graft::train::HeadInit::Probe, graft::train::BatchNormMode::Stored),
+            "batch-norm auto resolves to stored for a pretrained teacher, saved resolved"
+        );
         assert_eq!(still.config.metrics["head_init_probe"]["l2"], deep.config.metrics["probe"]["l2"]);
-        let (a, b) = (deep.config.metrics["validation_accuracy"].as_f64().unwrap(), still.config.metrics["validation_accuracy"].as_f64().unwrap());
+        let (a, b) = (
+            deep.config.metrics["validation_accuracy"].as_f64().unwrap(),
+            still.config.metrics["validation_accuracy"].as_f64().unwrap(),
+        );
         assert!((a - b).abs() < 1e-9, "deep probe {a} vs the mid student it starts: {b}");
-        let (a, b) = (deep.config.metrics["validation_loss"].as_f64().unwrap(), still.config.metrics["validation_loss"].as_f64().unwrap());
+        let (a, b) = (
+            deep.config.metrics["validation_loss"].as_f64().unwrap(),
+            still.config.metrics["validation_loss"].as_f64().unwrap(),
+        );
         assert!((a - b).abs() < 1e-3 * a.max(1.0), "validation loss: deep probe {a} vs mid at rate 0 {b}");
 
         let mut moving = options(Strategy::Mid, &dir.join("moving"), &dir.join("cache"));
@@ -340,7 +392,10 @@ mod training {
                 weights_changed += 1;
             }
         }
-        assert!(statistics >= 6 && weights_changed >= 3, "{statistics} statistics checked, {weights_changed} weights changed");
+        assert!(
+            statistics >= 6 && weights_changed >= 3,
+            "{statistics} statistics checked, {weights_changed} weights changed"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -374,7 +429,11 @@ mod training {
             // The change is the paired difference of the two mean log-losses.
             assert!((trial.log_loss_change - (trial.log_loss - choice.plain_log_loss)).abs() < 1e-9, "{trial:?}");
             assert!(trial.log_loss_change_standard_error > 0.0, "{trial:?}");
-            assert!(choice.reason.contains(&format!("{} {:.1}%", trial.augmentation, trial.accuracy * 100.0)), "{}", choice.reason);
+            assert!(
+                choice.reason.contains(&format!("{} {:.1}%", trial.augmentation, trial.accuracy * 100.0)),
+                "{}",
+                choice.reason
+            );
         }
         // Measured again on the same data: the same answer, from the cache.
         let again = graft::train::augment_choice::choose(&context, &train_set, &Silent).unwrap();
@@ -398,16 +457,44 @@ mod training {
         auto.image_size = Some(32);
         auto.hyperparameters.refit = graft::train::Refit::On;
         let mut direct = auto.clone();
-        let chosen = graft::train::train_run(&teacher, &train_set, &validation, auto, AugmentChoice::Auto, &Device::flex(), &Silent).unwrap();
+        let chosen = graft::train::train_run(
+            &teacher,
+            &train_set,
+            &validation,
+            auto,
+            AugmentChoice::Auto,
+            &Device::flex(),
+            &Silent,
+        )
+        .unwrap();
         assert_ne!(chosen.config.strategy, Strategy::Auto);
         assert!(chosen.config.strategy_reason.is_some());
         direct.strategy = chosen.config.strategy;
         direct.out = dir.join("direct");
-        let again = graft::train::train_run(&teacher, &train_set, &validation, direct, AugmentChoice::Auto, &Device::flex(), &Silent).unwrap();
-        assert_eq!(again.config.hyperparameters, chosen.config.hyperparameters, "the same recipe, augmentation included");
+        let again = graft::train::train_run(
+            &teacher,
+            &train_set,
+            &validation,
+            direct,
+            AugmentChoice::Auto,
+            &Device::flex(),
+            &Silent,
+        )
+        .unwrap();
+        assert_eq!(
+            again.config.hyperparameters, chosen.config.hyperparameters,
+            "the same recipe, augmentation included"
+        );
         let student = |run: &str| std::fs::read(dir.join(run).join("student.safetensors")).unwrap();
-        assert!(student("auto") == student("direct"), "auto's {} student differs from {}'s own", chosen.config.strategy, chosen.config.strategy);
-        let accuracies = |outcome: &graft::train::TrainOutcome| outcome.history.iter().map(|epoch| epoch.validation_accuracy).collect::<Vec<_>>();
+        assert!(
+            student("auto") == student("direct"),
+            "auto's {} student differs from {}'s own",
+            chosen.config.strategy,
+            chosen.config.strategy
+        );
+        let accuracies = |outcome: &graft::train::TrainOutcome| {
+            outcome.history.iter().map(|epoch| epoch.validation_accuracy).collect::<Vec<_>>()
+        };
         assert_eq!(accuracies(&again), accuracies(&chosen));
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -433,7 +520,15 @@ mod training {
         let dir = temp_dir("cache-hit");
         let teacher = teacher();
         let (train_set, validation) = sample(6);
-        let first = train(&teacher, &train_set, &validation, &options(Strategy::Deep, &dir.join("a"), &dir.join("cache")), &Device::flex(), &Silent).unwrap();
+        let first = train(
+            &teacher,
+            &train_set,
+            &validation,
+            &options(Strategy::Deep, &dir.join("a"), &dir.join("cache")),
+            &Device::flex(),
+            &Silent,
+        )
+        .unwrap();
         assert_eq!(first.teacher_forwards, train_set.len() + validation.len());
         assert_eq!(first.cache_hits, 0);
         let mut other = options(Strategy::Deep, &dir.join("b"), &dir.join("cache"));
@@ -498,7 +593,12 @@ mod training {
         assert!(resumed.finished);
         assert_eq!(resumed.history.len(), 4);
         for (a, b) in uninterrupted.history.iter().zip(&resumed.history) {
-            assert_eq!((a.train_loss, a.validation_loss, a.validation_accuracy), (b.train_loss, b.validation_loss, b.validation_accuracy), "epoch {}", a.epoch);
+            assert_eq!(
+                (a.train_loss, a.validation_loss, a.validation_accuracy),
+                (b.train_loss, b.validation_loss, b.validation_accuracy),
+                "epoch {}",
+                a.epoch
+            );
         }
         assert_eq!(uninterrupted.config.metrics["validation_accuracy"], resumed.config.metrics["validation_accuracy"]);
         std::fs::remove_dir_all(dir).unwrap();
@@ -525,7 +625,8 @@ mod training {
         run.hyperparameters.batch_size = 4;
         run.hyperparameters.augmentation = Augmentation::standard();
         run.interrupt = Some(flag.clone());
-        let error = train(&teacher, &train_set, &validation, &run, &Device::flex(), &StopAfterFirstBatch(flag.clone())).unwrap_err();
+        let error = train(&teacher, &train_set, &validation, &run, &Device::flex(), &StopAfterFirstBatch(flag.clone()))
+            .unwrap_err();
         assert!(matches!(error, graft::GraftError::Interrupted { epochs_done: 0, .. }), "{error}");
         assert!(!dir.join("run/student.safetensors").exists());
         std::fs::remove_dir_all(dir).unwrap();
@@ -547,7 +648,12 @@ mod training {
         let config = &whole.config;
         assert_eq!(config.hyperparameters.refit, graft::train::Refit::On, "auto refits where graft made the split");
         let epochs = refit.hyperparameters.epochs as u64;
-        assert_eq!(config.metrics["refit"]["images"].as_u64().unwrap() as usize, train_set.len() + validation.len(), "{}", config.metrics);
+        assert_eq!(
+            config.metrics["refit"]["images"].as_u64().unwrap() as usize,
+            train_set.len() + validation.len(),
+            "{}",
+            config.metrics
+        );
         assert_eq!(config.metrics["refit"]["epochs"].as_u64().unwrap(), epochs, "{}", config.metrics);
         // The estimate is the held-out run at the epoch the refit ends on, scored as evaluated.
         assert_eq!(config.metrics["best_epoch"].as_u64().unwrap(), epochs, "{}", config.metrics);
@@ -560,8 +666,14 @@ mod training {
         kept.out = dir.join("kept");
         kept.pooled_validation = false;
         let held_out = train(&teacher, &train_set, &validation, &kept, &Device::flex(), &Silent).unwrap();
-        assert_eq!(held_out.config.hyperparameters.refit, graft::train::Refit::Off, "the data came with its validation set");
-        let scores = |history: &[graft::train::EpochMetrics]| history.iter().map(|m| (m.train_loss, m.validation_loss, m.validation_accuracy)).collect::<Vec<_>>();
+        assert_eq!(
+            held_out.config.hyperparameters.refit,
+            graft::train::Refit::Off,
+            "the data came with its validation set"
+        );
+        let scores = |history: &[graft::train::EpochMetrics]| {
+            history.iter().map(|m| (m.train_loss, m.validation_loss, m.validation_accuracy)).collect::<Vec<_>>()
+        };
         assert_eq!(scores(&held_out.history), scores(&whole.history));
         let student = |run: &str| graft_weights::read(&dir.join(run).join("student.safetensors")).unwrap();
         assert_ne!(student("refit")["head.weight"], student("kept")["head.weight"], "the refit trained a new student");
@@ -577,8 +689,15 @@ mod training {
         let resumed = train(&teacher, &train_set, &validation, &interrupted, &Device::flex(), &Silent).unwrap();
         assert!(resumed.finished);
         let (resumed_student, whole_student) = (student("halves"), student("refit"));
-        let differing: Vec<&String> = whole_student.keys().filter(|key| resumed_student.get(*key) != whole_student.get(*key)).collect();
-        assert!(differing.is_empty(), "resumed inside the refit, a different student: {} of {} tensors differ, e.g. {:?}", differing.len(), whole_student.len(), &differing[..differing.len().min(5)]);
+        let differing: Vec<&String> =
+            whole_student.keys().filter(|key| resumed_student.get(*key) != whole_student.get(*key)).collect();
+        assert!(
+            differing.is_empty(),
+            "resumed inside the refit, a different student: {} of {} tensors differ, e.g. {:?}",
+            differing.len(),
+            whole_student.len(),
+            &differing[..differing.len().min(5)]
+        );
         assert_eq!(resumed.config.metrics["refit"]["images"], config.metrics["refit"]["images"]);
 
         // A probe fits every image already; it is not refitted by epochs.
@@ -607,23 +726,43 @@ mod training {
         // Two images of different classes, each the other's target.
         let first = &validation.items[0];
         let second = validation.items.iter().find(|item| item.label != first.label).unwrap();
-        let pixels = |item: &graft::data::dataset::Item| graft::data::image::pixels(&item.source.load().unwrap(), &preprocessing);
+        let pixels = |item: &graft::data::dataset::Item| {
+            graft::data::image::pixels(&item.source.load().unwrap(), &preprocessing)
+        };
         let (sources, targets) = (vec![pixels(first), pixels(second)], vec![pixels(second), pixels(first)]);
         let front = TeacherFront::new(&teacher, student.config.plan().cut, &preprocessing).unwrap();
-        let options = MimicryOptions { budget: 0.01, iterations: 100, optimizer: AttackOptimizer::Adam, learning_rate: 0.02, penalty: 1e10 };
+        let options = MimicryOptions {
+            budget: 0.01,
+            iterations: 100,
+            optimizer: AttackOptimizer::Adam,
+            learning_rate: 0.02,
+            penalty: 1e10,
+        };
         let crafted = mimic(&front, &sources, &targets, size, &options, &Device::flex(), &Silent).unwrap();
 
         use burn::module::Module;
         let model = student.student.valid();
-        let probabilities = |images: Vec<Vec<f32>>| graft::audit::pixels::student_probabilities(&model, &images, &preprocessing, &Device::flex()).unwrap();
+        let probabilities = |images: Vec<Vec<f32>>| {
+            graft::audit::pixels::student_probabilities(&model, &images, &preprocessing, &Device::flex()).unwrap()
+        };
         let classes = student.config.classes.len();
         let before = probabilities(sources.clone());
         let after = probabilities(crafted.iter().map(|c| c.pixels.iter().map(|v| *v as f32).collect()).collect());
         for (pair, (crafted, target)) in crafted.iter().zip([second.label, first.label]).enumerate() {
             assert!(crafted.within_budget, "pair {pair}: no iterate within the budget");
             // Rounding to 8-bit pixels moves DSSIM a little either way.
-            assert!(crafted.dssim <= options.budget * 1.1, "pair {pair}: DSSIM {} over the budget {}", crafted.dssim, options.budget);
-            assert!(crafted.distance < 0.9 * crafted.start_distance, "pair {pair}: distance {} from {}", crafted.distance, crafted.start_distance);
+            assert!(
+                crafted.dssim <= options.budget * 1.1,
+                "pair {pair}: DSSIM {} over the budget {}",
+                crafted.dssim,
+                options.budget
+            );
+            assert!(
+                crafted.distance < 0.9 * crafted.start_distance,
+                "pair {pair}: distance {} from {}",
+                crafted.distance,
+                crafted.start_distance
+            );
             let (was, is) = (before[pair * classes + target], after[pair * classes + target]);
             assert!(is > was, "pair {pair}: the target class's probability went from {was} to {is}");
         }
@@ -647,7 +786,11 @@ mod training {
         let student = graft::train::load_run(&dir.join("run"), &Device::flex()).unwrap();
         let preprocessing = student.config.preprocessing.clone();
         let size = preprocessing.input_size;
-        let reference: Vec<Vec<f32>> = validation.items.iter().map(|item| graft::data::image::pixels(&item.source.load().unwrap(), &preprocessing)).collect();
+        let reference: Vec<Vec<f32>> = validation
+            .items
+            .iter()
+            .map(|item| graft::data::image::pixels(&item.source.load().unwrap(), &preprocessing))
+            .collect();
         let other = graft::models::Teacher {
             card: teacher.card.clone(),
             backbone: graft::models::Backbone::new(teacher.card.architecture, 1000, &Device::flex()),
@@ -656,7 +799,13 @@ mod training {
         use burn::module::Module;
         let model = student.student.valid();
         let answer_gini = |pixels: &[f32]| -> f64 {
-            let probabilities = graft::audit::pixels::student_probabilities(&model, &[pixels.to_vec()], &preprocessing, &Device::flex()).unwrap();
+            let probabilities = graft::audit::pixels::student_probabilities(
+                &model,
+                &[pixels.to_vec()],
+                &preprocessing,
+                &Device::flex(),
+            )
+            .unwrap();
             gini(&probabilities.into_iter().map(f64::from).collect::<Vec<f64>>())
         };
         let blocks = teacher.block_names().len();
@@ -666,14 +815,18 @@ mod training {
             let mut row = Vec::new();
             for candidate in [&teacher, &other] {
                 let front = TeacherFront::new(candidate, blocks, &preprocessing).unwrap();
-                let (pixels, left) = fingerprint_input(&front, &reference, size, &options, &Device::flex(), &Silent).unwrap();
+                let (pixels, left) =
+                    fingerprint_input(&front, &reference, size, &options, &Device::flex(), &Silent).unwrap();
                 row.push((answer_gini(&pixels), left));
             }
             scores.push(row);
         }
         let [mean, zero] = [&scores[0], &scores[1]];
         assert!(mean[0].1 < 0.5, "the fingerprint got near its aim: {scores:?}");
-        assert!(mean[0].0 < 0.5 * mean[1].0, "the real teacher's fingerprint answers nearer uniform than another network's: {scores:?}");
+        assert!(
+            mean[0].0 < 0.5 * mean[1].0,
+            "the real teacher's fingerprint answers nearer uniform than another network's: {scores:?}"
+        );
         assert!(mean[0].0 < zero[0].0, "a probe head at zero features answers with its centred bias: {scores:?}");
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -686,7 +839,8 @@ mod training {
         // Debug builds give every network this long test holds its own stack slot: more than a
         // test thread's 2 MiB.
         std::thread::scope(|scope| {
-            let worker = std::thread::Builder::new().stack_size(64 << 20).spawn_scoped(scope, hardening_checks).unwrap();
+            let worker =
+                std::thread::Builder::new().stack_size(64 << 20).spawn_scoped(scope, hardening_checks).unwrap();
             worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         });
     }
@@ -702,33 +856,55 @@ mod training {
         deep.hyperparameters.head_fit = graft::train::HeadFit::Probe;
         train(&teacher, &train_set, &validation, &deep, &Device::flex(), &Silent).unwrap();
         let student = graft::train::load_run(&dir.join("run"), &Device::flex()).unwrap();
-        let inference = graft::train::evaluate::InferenceOptions { batch_size: 16, cache_dir: dir.join("cache"), fused_plan: true };
+        let inference =
+            graft::train::evaluate::InferenceOptions { batch_size: 16, cache_dir: dir.join("cache"), fused_plan: true };
         let audit = AuditOptions {
             pairs: 6,
             layer: None,
-            mimicry: MimicryOptions { budget: 0.01, iterations: 80, optimizer: AttackOptimizer::Adam, learning_rate: 0.02, penalty: 1e10 },
+            mimicry: MimicryOptions {
+                budget: 0.01,
+                iterations: 80,
+                optimizer: AttackOptimizer::Adam,
+                learning_rate: 0.02,
+                penalty: 1e10,
+            },
             batch_size: 6,
             seed: 1,
         };
-        let attack = craft(&student, &teacher, validation.clone(), &audit, &inference, &Device::flex(), &Silent).unwrap();
+        let attack =
+            craft(&student, &teacher, validation.clone(), &audit, &inference, &Device::flex(), &Silent).unwrap();
         let (before, _) = score(&attack, &student, attack.clean_accuracy, &Device::flex(), &Silent).unwrap();
 
         // The default setting: the penalty moves the representation at K beyond τ, and well away
         // from where the same training without it leaves it.
-        let options = HardenOptions { epochs: 6, batch_size: 10, mimicry_examples: Some(0), ..HardenOptions::default() };
+        let options =
+            HardenOptions { epochs: 6, batch_size: 10, mimicry_examples: Some(0), ..HardenOptions::default() };
         let (_, config, report) = harden(&student, &teacher, &train_set, &options, &Device::flex(), &Silent).unwrap();
         assert_eq!(config.strategy, Strategy::Full);
         assert!(config.frozen_blocks.is_empty());
         let distance = |report: &graft::audit::harden::HardenReport| report.history.last().unwrap().mean_distance;
-        assert!(distance(&report) > report.final_threshold, "the student's representation ended beyond τ: {:?}", report.history);
+        assert!(
+            distance(&report) > report.final_threshold,
+            "the student's representation ended beyond τ: {:?}",
+            report.history
+        );
         // Both distances are logged, the penalised one as `mean_distance`.
         let last = report.history.last().unwrap();
-        assert!((last.mean_euclidean_distance - last.mean_distance).abs() < 1e-6 * last.mean_distance.max(1.0), "{last:?}");
+        assert!(
+            (last.mean_euclidean_distance - last.mean_distance).abs() < 1e-6 * last.mean_distance.max(1.0),
+            "{last:?}"
+        );
         assert!(last.mean_standardised_distance > 0.0 && report.typical_standardised_distance > 0.0, "{report:?}");
         let plain = HardenOptions { penalty: 0.0, ..options.clone() };
-        let (plain_student, plain_config, unpenalised) = harden(&student, &teacher, &train_set, &plain, &Device::flex(), &Silent).unwrap();
+        let (plain_student, plain_config, unpenalised) =
+            harden(&student, &teacher, &train_set, &plain, &Device::flex(), &Silent).unwrap();
         assert!(unpenalised.mimicry_examples.is_none());
-        assert!(distance(&unpenalised) < 0.8 * distance(&report), "{:?} against {:?}", unpenalised.history, report.history);
+        assert!(
+            distance(&unpenalised) < 0.8 * distance(&report),
+            "{:?} against {:?}",
+            unpenalised.history,
+            report.history
+        );
         // A strong hardening (ten times the default rate), for an effect on the attack clear on
         // 60 images at 64 px (docs/AUDIT.md measures the default at the teacher's own size).
         let strong = HardenOptions { learning_rate: 1e-3, ..options };
@@ -736,9 +912,21 @@ mod training {
         graft::train::student::save_run(&dir.join("hardened"), &hardened, &config).unwrap();
         let hardened = graft::train::load_run(&dir.join("hardened"), &Device::flex()).unwrap();
         let (after, _) = score(&attack, &hardened, 0.0, &Device::flex(), &Silent).unwrap();
-        let pull = |report: &graft::audit::run::AuditReport| report.examples.iter().map(|example| example.target_probability).sum::<f64>() / report.examples.len() as f64;
-        assert!(pull(&after) < 0.5 * pull(&before), "the crafted images pull the hardened student less: {} against {}", pull(&after), pull(&before));
-        assert!(after.attack_success_rate <= before.attack_success_rate, "{} against {}", after.attack_success_rate, before.attack_success_rate);
+        let pull = |report: &graft::audit::run::AuditReport| {
+            report.examples.iter().map(|example| example.target_probability).sum::<f64>() / report.examples.len() as f64
+        };
+        assert!(
+            pull(&after) < 0.5 * pull(&before),
+            "the crafted images pull the hardened student less: {} against {}",
+            pull(&after),
+            pull(&before)
+        );
+        assert!(
+            after.attack_success_rate <= before.attack_success_rate,
+            "{} against {}",
+            after.attack_success_rate,
+            before.attack_success_rate
+        );
 
         // Adversarial training: the same training without the penalty, on a mimicry example of
         // every training image as well (the default count; crafted on the teacher from other
@@ -746,22 +934,37 @@ mod training {
         // training without them.
         let adversarial = HardenOptions {
             mimicry_examples: None,
-            mimicry: MimicryOptions { budget: 0.01, iterations: 40, optimizer: AttackOptimizer::Adam, learning_rate: 0.02, penalty: 1e10 },
+            mimicry: MimicryOptions {
+                budget: 0.01,
+                iterations: 40,
+                optimizer: AttackOptimizer::Adam,
+                learning_rate: 0.02,
+                penalty: 1e10,
+            },
             ..plain
         };
-        let (adversarial_student, adversarial_config, report) = harden(&student, &teacher, &train_set, &adversarial, &Device::flex(), &Silent).unwrap();
+        let (adversarial_student, adversarial_config, report) =
+            harden(&student, &teacher, &train_set, &adversarial, &Device::flex(), &Silent).unwrap();
         let examples = report.mimicry_examples.as_ref().unwrap();
         assert_eq!(examples.crafted, train_set.len());
         assert!(examples.used > train_set.len() / 2 && examples.mean_dssim < 0.01, "{examples:?}");
         assert_eq!(adversarial_config.train_images, train_set.len(), "the examples are not counted as training images");
         assert!(adversarial_config.data.contains("mimicry examples"), "{}", adversarial_config.data);
         let mut pulls = Vec::new();
-        for (name, trained, config) in [("plain", plain_student, plain_config), ("adversarial", adversarial_student, adversarial_config)] {
+        for (name, trained, config) in
+            [("plain", plain_student, plain_config), ("adversarial", adversarial_student, adversarial_config)]
+        {
             graft::train::student::save_run(&dir.join(name), &trained, &config).unwrap();
             let loaded = graft::train::load_run(&dir.join(name), &Device::flex()).unwrap();
             pulls.push(pull(&score(&attack, &loaded, 0.0, &Device::flex(), &Silent).unwrap().0));
         }
-        assert!(pulls[1] < 0.8 * pulls[0], "the mimicry examples lower the crafted images' pull: {} against {} without them ({} before)", pulls[1], pulls[0], pull(&before));
+        assert!(
+            pulls[1] < 0.8 * pulls[0],
+            "the mimicry examples lower the crafted images' pull: {} against {} without them ({} before)",
+            pulls[1],
+            pulls[0],
+            pull(&before)
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -803,8 +1006,14 @@ mod training {
         let config_path = dir.join("run/graft.json");
         let text = std::fs::read_to_string(&config_path).unwrap().replace("\"_blocks.15\"", "\"_blocks.99\"");
         std::fs::write(&config_path, text).unwrap();
-        let error = graft::train::load_run(&dir.join("run"), &Device::flex()).err().map(|error| error.to_string()).unwrap_or_default();
-        assert!(error.contains("graft.json") && error.contains("_blocks.99") && error.contains("efficientnet_lite0"), "{error}");
+        let error = graft::train::load_run(&dir.join("run"), &Device::flex())
+            .err()
+            .map(|error| error.to_string())
+            .unwrap_or_default();
+        assert!(
+            error.contains("graft.json") && error.contains("_blocks.99") && error.contains("efficientnet_lite0"),
+            "{error}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -823,7 +1032,15 @@ mod training {
         let data = dataset::open(&dir.join("data"), &dir).unwrap().train;
         assert_eq!(data.len(), 13);
         let (train_set, validation) = data.stratified_split(0.25, 3);
-        let outcome = train(&teacher(), &train_set, &validation, &options(Strategy::Deep, &dir.join("run"), &dir.join("cache")), &Device::flex(), &Silent).unwrap();
+        let outcome = train(
+            &teacher(),
+            &train_set,
+            &validation,
+            &options(Strategy::Deep, &dir.join("run"), &dir.join("cache")),
+            &Device::flex(),
+            &Silent,
+        )
+        .unwrap();
         assert_eq!(outcome.skipped.len(), 1, "{:?}", outcome.skipped);
         assert!(outcome.skipped[0].name.ends_with("broken.png"));
         assert_eq!(outcome.config.train_images + outcome.config.validation_images, 12);
@@ -834,13 +1051,19 @@ mod training {
     fn data_without_images_or_with_one_class_stops_with_a_message() {
         let dir = temp_dir("one-class");
         std::fs::create_dir_all(dir.join("empty/cats")).unwrap();
-        let error = dataset::open(&dir.join("empty"), &dir).unwrap().train.check_trainable("`empty`").unwrap_err().to_string();
+        let error =
+            dataset::open(&dir.join("empty"), &dir).unwrap().train.check_trainable("`empty`").unwrap_err().to_string();
         assert!(error.contains("holds no images"), "{error}");
         std::fs::create_dir_all(dir.join("single/Bag")).unwrap();
         let from = repo("crates/graft-assets/data/fashion-mnist-sample/train/Bag/00035.png");
         std::fs::copy(&from, dir.join("single/Bag/a.png")).unwrap();
         std::fs::copy(&from, dir.join("single/Bag/b.png")).unwrap();
-        let error = dataset::open(&dir.join("single"), &dir).unwrap().train.check_trainable("`single`").unwrap_err().to_string();
+        let error = dataset::open(&dir.join("single"), &dir)
+            .unwrap()
+            .train
+            .check_trainable("`single`")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("only one class (Bag)"), "{error}");
         // An empty class folder beside two full ones: trainable, and the empty class is named.
         std::fs::create_dir_all(dir.join("single/Coat")).unwrap();
@@ -861,7 +1084,10 @@ mod training {
         images.extend([0, 50, 100, 150, 10, 20, 30, 40, 255, 255, 0, 0]);
         let labels = [0u8, 0, 8, 1, 0, 0, 0, 3, 0, 1, 1];
         let gz = |name: &str, bytes: &[u8]| {
-            let mut encoder = flate2::write::GzEncoder::new(std::fs::File::create(dir.join(name)).unwrap(), flate2::Compression::default());
+            let mut encoder = flate2::write::GzEncoder::new(
+                std::fs::File::create(dir.join(name)).unwrap(),
+                flate2::Compression::default(),
+            );
             encoder.write_all(bytes).unwrap();
             encoder.finish().unwrap();
         };
@@ -914,9 +1140,14 @@ mod training {
         assert!(dataset::duplicates_across(&train_set, &validation).is_empty());
         // A copy of a training image, under another name, in the validation set.
         let copy = dir.join("copy.png");
-        let graft::data::dataset::ItemSource::File(original) = &train_set.items[0].source else { panic!("folder items are files") };
+        let graft::data::dataset::ItemSource::File(original) = &train_set.items[0].source else {
+            panic!("folder items are files")
+        };
         std::fs::copy(original, &copy).unwrap();
-        validation.items.push(graft::data::dataset::Item { source: graft::data::dataset::ItemSource::File(copy.clone()), label: train_set.items[0].label });
+        validation.items.push(graft::data::dataset::Item {
+            source: graft::data::dataset::ItemSource::File(copy.clone()),
+            label: train_set.items[0].label,
+        });
         let found = dataset::duplicates_across(&train_set, &validation);
         assert_eq!(found, [(copy.display().to_string(), original.display().to_string())]);
         // Training says so, from the feature cache's own hashes (cached strategies) and from the
@@ -934,7 +1165,12 @@ mod training {
             run.image_size = Some(32);
             train(&teacher(), &train_set, &validation, &run, &Device::flex(), &notes).unwrap();
             let notes = notes.0.into_inner().unwrap();
-            let expected = format!("1 of {} validation images are byte-identical to training images (e.g. `{}` = `{}`)", validation.len(), copy.display(), original.display());
+            let expected = format!(
+                "1 of {} validation images are byte-identical to training images (e.g. `{}` = `{}`)",
+                validation.len(),
+                copy.display(),
+                original.display()
+            );
             assert!(notes.iter().any(|note| note.starts_with(&expected)), "{strategy}: {notes:?}");
         }
         std::fs::remove_dir_all(dir).unwrap();
@@ -955,7 +1191,8 @@ mod training {
         assert!(error.contains("`path` and `label`"), "{error}");
         // Quoted fields hold commas and quotes; columns come in any order; spaces are trimmed.
         std::fs::copy(&bag, dir.join("c, \"d\".png")).unwrap();
-        std::fs::write(dir.join("quoted.csv"), "Label, Path\n\"bag, small\",\"c, \"\"d\"\".png\"\nother,a.png\n").unwrap();
+        std::fs::write(dir.join("quoted.csv"), "Label, Path\n\"bag, small\",\"c, \"\"d\"\".png\"\nother,a.png\n")
+            .unwrap();
         let data = dataset::open(&dir.join("quoted.csv"), &dir).unwrap().train;
         assert_eq!(data.classes, ["bag, small", "other"]);
         assert_eq!(data.items[0].label, 0);
@@ -976,15 +1213,28 @@ mod training {
 fn auto_measures_the_data_and_explains_its_choice() {
     let device = Device::flex();
     let (teacher, _) = load_teacher("efficientnet_lite0", &offline_options(), &device).unwrap();
-    let data = graft::data::dataset::open(&repo("crates/graft-assets/data/fashion-mnist-sample/train"), &std::env::temp_dir()).unwrap().train;
+    let data =
+        graft::data::dataset::open(&repo("crates/graft-assets/data/fashion-mnist-sample/train"), &std::env::temp_dir())
+            .unwrap()
+            .train;
     let (train_set, validation) = data.subsample(30, 2).stratified_split(0.3, 2);
-    let advice = graft::train::advisor::advise(&teacher, &train_set, &validation, Some(64), 2, &device, &graft::train::Silent).unwrap();
+    let advice =
+        graft::train::advisor::advise(&teacher, &train_set, &validation, Some(64), 2, &device, &graft::train::Silent)
+            .unwrap();
     assert_eq!(advice.probes.len(), 3);
     assert_eq!(advice.probes[2].block, "_conv_head");
-    assert!(advice.probes.iter().all(|p| p.accuracy > 0.2), "10 classes: every probe beats chance: {:?}", advice.probes);
+    assert!(
+        advice.probes.iter().all(|p| p.accuracy > 0.2),
+        "10 classes: every probe beats chance: {:?}",
+        advice.probes
+    );
     assert_eq!(advice.examples_per_class, 21);
     assert_ne!(advice.strategy, graft::train::Strategy::Auto);
-    assert!(advice.reason.contains("21 examples per class") && advice.reason.contains("_conv_head"), "{}", advice.reason);
+    assert!(
+        advice.reason.contains("21 examples per class") && advice.reason.contains("_conv_head"),
+        "{}",
+        advice.reason
+    );
 }
 
 /// A backbone with seeded random weights and batch-norm statistics far from (0, 1), so that a
@@ -999,7 +1249,8 @@ fn random_backbone(architecture: zoo::Architecture, seed: u64, device: &Device) 
         state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (state >> 40) as f32 / (1u64 << 24) as f32
     };
-    let norms: Vec<String> = tensors.keys().filter_map(|name| name.strip_suffix(".running_var").map(str::to_owned)).collect();
+    let norms: Vec<String> =
+        tensors.keys().filter_map(|name| name.strip_suffix(".running_var").map(str::to_owned)).collect();
     for (name, tensor) in tensors.iter_mut() {
         let graft_weights::Values::F32(values) = &mut tensor.values else { continue };
         let Some((layer, field)) = name.rsplit_once('.') else { continue };
@@ -1029,9 +1280,35 @@ fn fused_frozen_blocks_match_burn() {
     // Built one at a time: a backbone is a large value, and four on a test thread's stack overflow it.
     type Build = Box<dyn Fn(&Device) -> Box<graft::models::Backbone>>;
     let cases: Vec<(&str, Build, usize)> = vec![
-        ("efficientnet_lite0 (ImageNet weights)", Box::new(|device| Box::new(load_teacher("efficientnet_lite0", &offline_options(), device).unwrap().0.backbone)), 72),
-        ("resnet18", Box::new(|device| Box::new(random_backbone(zoo::Architecture::ResNet(graft::models::resnet::ResNetDepth::ResNet18), 7, device))), 64),
-        ("resnet50", Box::new(|device| Box::new(random_backbone(zoo::Architecture::ResNet(graft::models::resnet::ResNetDepth::ResNet50), 8, device))), 64),
+        (
+            "efficientnet_lite0 (ImageNet weights)",
+            Box::new(|device| {
+                Box::new(load_teacher("efficientnet_lite0", &offline_options(), device).unwrap().0.backbone)
+            }),
+            72,
+        ),
+        (
+            "resnet18",
+            Box::new(|device| {
+                Box::new(random_backbone(
+                    zoo::Architecture::ResNet(graft::models::resnet::ResNetDepth::ResNet18),
+                    7,
+                    device,
+                ))
+            }),
+            64,
+        ),
+        (
+            "resnet50",
+            Box::new(|device| {
+                Box::new(random_backbone(
+                    zoo::Architecture::ResNet(graft::models::resnet::ResNetDepth::ResNet50),
+                    8,
+                    device,
+                ))
+            }),
+            64,
+        ),
         ("mobilenet_v2", Box::new(|device| Box::new(random_backbone(zoo::Architecture::MobileNetV2, 9, device))), 70),
     ];
     for (name, build, size) in cases {
@@ -1073,7 +1350,11 @@ fn fused_frozen_blocks_match_burn() {
 #[test]
 fn a_block_range_outside_the_network_is_an_error() {
     let device = Device::flex();
-    let backbone = graft::models::Backbone::new(zoo::Architecture::ResNet(graft::models::resnet::ResNetDepth::ResNet18), 10, &device);
+    let backbone = graft::models::Backbone::new(
+        zoo::Architecture::ResNet(graft::models::resnet::ResNetDepth::ResNet18),
+        10,
+        &device,
+    );
     let blocks = backbone.block_names();
     assert_eq!(blocks, ["conv1", "layer1", "layer2", "layer3", "layer4"]);
     let image = Tensor::<4>::zeros([1, 3, 32, 32], &device);
@@ -1106,12 +1387,16 @@ fn dense_depthwise_convolution_matches_burn_forward_and_backward() {
             .with_stride([stride, stride])
             .with_padding(padding)
             .init(&device);
-        let x = Tensor::<4>::random([3, channels, size, size], burn::tensor::Distribution::Normal(0.0, 1.0), &device).require_grad();
+        let x = Tensor::<4>::random([3, channels, size, size], burn::tensor::Distribution::Normal(0.0, 1.0), &device)
+            .require_grad();
         let values = |dense: bool| {
             let y = if dense { graft::backend::ops::conv(&conv, x.clone()) } else { conv.forward(x.clone()) };
             // A loss that weighs every output differently, so a misplaced tap shows in the gradients.
             let count = y.dims().iter().product::<usize>() as i64;
-            let weights = Tensor::<1, burn::tensor::Int>::arange(0..count, &device).float().reshape(y.dims()).div_scalar(count as f32);
+            let weights = Tensor::<1, burn::tensor::Int>::arange(0..count, &device)
+                .float()
+                .reshape(y.dims())
+                .div_scalar(count as f32);
             let gradients = (y.clone() * weights).sum().backward();
             let flat = |t: Tensor<4>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
             let flat1 = |t: Tensor<1>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
@@ -1157,11 +1442,19 @@ fn sharded_batch_norm_updates_running_statistics_as_one_batch_would() {
         update_running_statistics(vec![stats_first, stats_second]);
     }
     assert_close(&values(sharded.running_mean.value_sync()), &values(whole.running_mean.value_sync()), "running mean");
-    assert_close(&values(sharded.running_var.value_sync()), &values(whole.running_var.value_sync()), "running variance");
+    assert_close(
+        &values(sharded.running_var.value_sync()),
+        &values(whole.running_var.value_sync()),
+        "running variance",
+    );
     // Outside a collector the layer is burn's own.
     let before = values(sharded.running_mean.value_sync());
     let _ = normalize(&sharded, first.clone());
-    assert_ne!(values(sharded.running_mean.value_sync()), before, "normalize outside a collector updates the running mean");
+    assert_ne!(
+        values(sharded.running_mean.value_sync()),
+        before,
+        "normalize outside a collector updates the running mean"
+    );
 }
 
 #[test]
@@ -1176,11 +1469,13 @@ fn sharded_step_matches_the_whole_batch_without_batch_norm() {
     let cut = plan.cut;
     let student = Student::new(backbone, &plan, HeadKind::Linear, 3, 1, &device).unwrap();
     device.seed(9);
-    let features = Tensor::<2>::random([9, student.backbone.feature_dim()], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+    let features =
+        Tensor::<2>::random([9, student.backbone.feature_dim()], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
     let labels: Vec<i64> = vec![0, 1, 2, 2, 1, 0, 0, 0, 1];
     // Class weights: each shard's loss is a weighted mean, so shards weigh by their summed weights.
     let class_weights = vec![0.5f32, 1.0, 3.0];
-    let loss_function = burn::nn::loss::CrossEntropyLossConfig::new().with_weights(Some(class_weights.clone())).init(&device);
+    let loss_function =
+        burn::nn::loss::CrossEntropyLossConfig::new().with_weights(Some(class_weights.clone())).init(&device);
 
     let targets = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [labels.len()]), &device);
     let loss = loss_function.forward(student.forward(StudentInput::Features(features.clone()), cut).unwrap(), targets);
@@ -1192,11 +1487,23 @@ fn sharded_step_matches_the_whole_batch_without_batch_norm() {
         (StudentInput::Features(features.clone().slice(5..9)), labels[5..].to_vec()),
     ];
     let step = shards::step(&student, parts, cut, &loss_function, Some(&class_weights), false, &device).unwrap();
-    assert!((step.loss as f32 - whole_loss).abs() <= 1e-5 * whole_loss.abs(), "loss {} against {whole_loss}", step.loss);
+    assert!(
+        (step.loss as f32 - whole_loss).abs() <= 1e-5 * whole_loss.abs(),
+        "loss {} against {whole_loss}",
+        step.loss
+    );
     assert_eq!(step.logits.iter().map(|logits| logits.dims()[0]).collect::<Vec<_>>(), [5, 4]);
     let graft::train::head::Head::Linear(linear) = &student.head else { unreachable!() };
-    assert_close(&values(step.gradients.get::<2>(linear.weight.id).unwrap()), &values(whole.get::<2>(linear.weight.id).unwrap()), "weight gradient");
+    assert_close(
+        &values(step.gradients.get::<2>(linear.weight.id).unwrap()),
+        &values(whole.get::<2>(linear.weight.id).unwrap()),
+        "weight gradient",
+    );
     let bias = linear.bias.as_ref().unwrap();
-    assert_close(&values(step.gradients.get::<1>(bias.id).unwrap()), &values(whole.get::<1>(bias.id).unwrap()), "bias gradient");
+    assert_close(
+        &values(step.gradients.get::<1>(bias.id).unwrap()),
+        &values(whole.get::<1>(bias.id).unwrap()),
+        "bias gradient",
+    );
     assert_eq!(step.gradients.len(), 2, "only the head trains");
 }

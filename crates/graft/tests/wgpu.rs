@@ -34,7 +34,13 @@ fn pretrained_lite0_predicts_the_same_on_wgpu_as_on_flex() {
         let classes = |p: &graft::predict::Prediction| p.top.iter().map(|t| t.class_index).collect::<Vec<_>>();
         assert_eq!(classes(g), classes(c), "top-5 of {}", c.path.display());
         for (a, b) in g.top.iter().zip(&c.top) {
-            assert!((a.probability - b.probability).abs() <= 1e-4, "{}: {} against {}", c.path.display(), a.probability, b.probability);
+            assert!(
+                (a.probability - b.probability).abs() <= 1e-4,
+                "{}: {} against {}",
+                c.path.display(),
+                a.probability,
+                b.probability
+            );
         }
     }
     assert_eq!(cpu[1].top[0].label, "espresso");
@@ -69,7 +75,10 @@ fn last_blocks_step_matches(architecture: zoo::Architecture, trained: usize) {
     let input = values(prefix);
 
     let step = |device: &Device| {
-        let backbone = load_into(Backbone::new(architecture, 1000, device), &tensors, &SameKeys, Path::new("random"), false).unwrap().0;
+        let backbone =
+            load_into(Backbone::new(architecture, 1000, device), &tensors, &SameKeys, Path::new("random"), false)
+                .unwrap()
+                .0;
         let x = Tensor::<4>::from_data(TensorData::new(input.clone(), shape), device).require_grad();
         let out = backbone.forward_blocks(x.clone(), first..blocks).unwrap();
         let loss = (out.clone() * out).mean();
@@ -98,5 +107,8 @@ fn resnet18_last_block_step_matches_flex() {
 #[test]
 fn efficientnet_lite0_last_blocks_step_matches_flex() {
     // The last inverted-residual block (expansion, depthwise, projection) and the 1x1 head conv.
-    last_blocks_step_matches(zoo::Architecture::EfficientNetLite(graft::models::efficientnet_lite::LiteVariant::Lite0), 2);
+    last_blocks_step_matches(
+        zoo::Architecture::EfficientNetLite(graft::models::efficientnet_lite::LiteVariant::Lite0),
+        2,
+    );
 }

@@ -2,9 +2,9 @@
 
 use graft::audit::fingerprint::{FingerprintOptions, fingerprint_teachers};
 use graft::audit::mimicry::MimicryOptions;
-use graft::models::{WeightOptions, load_teacher};
 use graft::audit::run::{AuditOptions, audit_run};
 use graft::data::dataset;
+use graft::models::{WeightOptions, load_teacher};
 use graft::train::load_run;
 
 use crate::cli::{AuditArgs, TeacherArgs};
@@ -13,7 +13,10 @@ use crate::settings::Settings;
 
 pub fn run(args: &AuditArgs, settings: &Settings) -> anyhow::Result<()> {
     if graft::text::is_text_run(&args.run) {
-        anyhow::bail!("`{}` is a text student: the mimicry attack and the fingerprint perturb images, so they audit image students only", args.run.display());
+        anyhow::bail!(
+            "`{}` is a text student: the mimicry attack and the fingerprint perturb images, so they audit image students only",
+            args.run.display()
+        );
     }
     if args.fingerprint {
         return fingerprint(args, settings);
@@ -25,12 +28,19 @@ pub fn run(args: &AuditArgs, settings: &Settings) -> anyhow::Result<()> {
     let options = AuditOptions {
         pairs: args.pairs,
         layer: args.layer.clone(),
-        mimicry: MimicryOptions { budget: args.budget, iterations: args.iterations, optimizer: args.optimizer, learning_rate: args.learning_rate, penalty: 1e10 },
+        mimicry: MimicryOptions {
+            budget: args.budget,
+            iterations: args.iterations,
+            optimizer: args.optimizer,
+            learning_rate: args.learning_rate,
+            penalty: 1e10,
+        },
         batch_size: args.batch_size,
         seed: args.seed,
     };
     let reporter = CliReporter::new(settings.quiet);
-    let (report, pictures) = audit_run(&loaded, &teacher, data, &options, &settings.inference(32), &settings.device, &reporter)?;
+    let (report, pictures) =
+        audit_run(&loaded, &teacher, data, &options, &settings.inference(32), &settings.device, &reporter)?;
     graft::report::write_audit(&args.run, &report, &pictures)?;
     let path = args.run.join("audit.html");
     if args.json {
@@ -57,7 +67,11 @@ pub fn run(args: &AuditArgs, settings: &Settings) -> anyhow::Result<()> {
 }
 
 /// The teacher a student was trained from, its weights checked against the run's.
-pub fn teacher_of(config: &graft::train::RunConfig, weights: Option<&std::path::PathBuf>, settings: &Settings) -> anyhow::Result<graft::models::Teacher> {
+pub fn teacher_of(
+    config: &graft::train::RunConfig,
+    weights: Option<&std::path::PathBuf>,
+    settings: &Settings,
+) -> anyhow::Result<graft::models::Teacher> {
     let teacher_args = TeacherArgs { teacher: config.teacher.clone(), weights: weights.cloned(), allow_partial: false };
     let teacher = super::teacher(&teacher_args, settings)?;
     if teacher.weights_sha256 != config.teacher_weights_sha256 {
@@ -77,7 +91,13 @@ fn fingerprint(args: &AuditArgs, settings: &Settings) -> anyhow::Result<()> {
     let mut candidates = Vec::new();
     for card in graft::models::zoo::cards() {
         // Only what is at hand: bundled or already in the cache, never a download.
-        let options = WeightOptions { weights: None, cache_dir: settings.cache_dir.clone(), offline: true, allow_partial: false, progress: false };
+        let options = WeightOptions {
+            weights: None,
+            cache_dir: settings.cache_dir.clone(),
+            offline: true,
+            allow_partial: false,
+            progress: false,
+        };
         match load_teacher(card.name, &options, &settings.device) {
             Ok((teacher, _)) => candidates.push((card.name.to_owned(), teacher)),
             Err(_) => settings.log(format!("{}: weights not at hand, not a candidate", card.name)),
@@ -86,9 +106,18 @@ fn fingerprint(args: &AuditArgs, settings: &Settings) -> anyhow::Result<()> {
     if let Some(weights) = &args.weights {
         // Another network of the student's teacher's architecture (another public model built on
         // it, or a student written out by `graft export`), named by its file.
-        let teacher = super::teacher(&TeacherArgs { teacher: loaded.config.teacher.clone(), weights: Some(weights.clone()), allow_partial: false }, settings)?;
+        let teacher = super::teacher(
+            &TeacherArgs {
+                teacher: loaded.config.teacher.clone(),
+                weights: Some(weights.clone()),
+                allow_partial: false,
+            },
+            settings,
+        )?;
         match candidates.iter().find(|(_, known)| known.weights_sha256 == teacher.weights_sha256) {
-            Some((name, _)) => settings.log(format!("`{}` holds the same weights as {name}: already a candidate", weights.display())),
+            Some((name, _)) => {
+                settings.log(format!("`{}` holds the same weights as {name}: already a candidate", weights.display()))
+            }
             None => candidates.push((format!("{} ({})", teacher.card.name, weights.display()), teacher)),
         }
     }
@@ -98,8 +127,19 @@ fn fingerprint(args: &AuditArgs, settings: &Settings) -> anyhow::Result<()> {
     let mut items = data.items;
     graft::rng::SplitMix64::derive(args.seed, &[0x1EAF]).shuffle(&mut items);
     let preprocessing = &loaded.config.preprocessing;
-    let reference: Vec<Vec<f32>> = items.iter().filter_map(|item| item.source.load_at_least(preprocessing.resize as u32).ok()).take(32).map(|image| graft::data::image::pixels(&image, preprocessing)).collect();
-    let options = FingerprintOptions { aim: args.aim, layer: args.layer.clone(), iterations: args.iterations, learning_rate: args.learning_rate, seed: args.seed };
+    let reference: Vec<Vec<f32>> = items
+        .iter()
+        .filter_map(|item| item.source.load_at_least(preprocessing.resize as u32).ok())
+        .take(32)
+        .map(|image| graft::data::image::pixels(&image, preprocessing))
+        .collect();
+    let options = FingerprintOptions {
+        aim: args.aim,
+        layer: args.layer.clone(),
+        iterations: args.iterations,
+        learning_rate: args.learning_rate,
+        seed: args.seed,
+    };
     let reporter = CliReporter::new(settings.quiet);
     let report = fingerprint_teachers(&loaded, &candidates, &reference, &options, &settings.device, &reporter)?;
     let json = serde_json::to_string_pretty(&report)?;
@@ -111,12 +151,23 @@ fn fingerprint(args: &AuditArgs, settings: &Settings) -> anyhow::Result<()> {
     }
     println!("{:<24} {:>8} {:>14} {:>10}  weights", "candidate teacher", "gini", "top class", "top prob");
     for candidate in &report.candidates {
-        println!("{:<24} {:>8.4} {:>14} {:>10.3}  {}", candidate.teacher, candidate.gini, candidate.top_class, candidate.top_probability, &candidate.weights_sha256[..12.min(candidate.weights_sha256.len())]);
+        println!(
+            "{:<24} {:>8.4} {:>14} {:>10.3}  {}",
+            candidate.teacher,
+            candidate.gini,
+            candidate.top_class,
+            candidate.top_probability,
+            &candidate.weights_sha256[..12.min(candidate.weights_sha256.len())]
+        );
     }
     println!("{:<24} {:>8.4}", "(the starting noise)", report.noise_gini);
     match &report.verdict {
-        Some(teacher) => println!("verdict: built on {teacher} (its fingerprint's answer is under half as unequal as any other's)"),
-        None => println!("no verdict: no candidate's answer is clearly nearer uniform than the others' and the noise's"),
+        Some(teacher) => {
+            println!("verdict: built on {teacher} (its fingerprint's answer is under half as unequal as any other's)")
+        }
+        None => {
+            println!("no verdict: no candidate's answer is clearly nearer uniform than the others' and the noise's")
+        }
     }
     Ok(())
 }

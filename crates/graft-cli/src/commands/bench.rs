@@ -5,8 +5,19 @@ use crate::settings::Settings;
 
 pub fn run(args: &BenchArgs, settings: &Settings) -> anyhow::Result<()> {
     for teacher in &args.teachers {
-        for result in graft::bench::kernels(teacher, &settings.device, &settings.device_name, args.batch_size, args.iterations, 1, settings.fused_plan)? {
-            settings.log(format!("{:<20} {:<18} {:>8.2} images/s", result.teacher, result.operation, result.images_per_second));
+        for result in graft::bench::kernels(
+            teacher,
+            &settings.device,
+            &settings.device_name,
+            args.batch_size,
+            args.iterations,
+            1,
+            settings.fused_plan,
+        )? {
+            settings.log(format!(
+                "{:<20} {:<18} {:>8.2} images/s",
+                result.teacher, result.operation, result.images_per_second
+            ));
             println!("{}", serde_json::to_string(&result)?);
         }
     }

@@ -40,12 +40,31 @@ pub fn run(args: &CompareArgs, settings: &Settings) -> anyhow::Result<()> {
         let started = Instant::now();
         // Every strategy is scored on the same held-out images (a `deep` probe does not pool them
         // here, so its validation accuracy is comparable with the others').
-        let outcome = super::train::train_student(&teacher, &train_set, &validation, false, &training, &out, false, &args.data.display().to_string(), settings)?;
+        let outcome = super::train::train_student(
+            &teacher,
+            &train_set,
+            &validation,
+            false,
+            &training,
+            &out,
+            false,
+            &args.data.display().to_string(),
+            settings,
+        )?;
         let seconds = started.elapsed().as_secs_f64();
         let test_accuracy = match &test {
             Some(test) => {
                 let loaded = load_run(&out, &settings.device)?;
-                Some(evaluate_run(&loaded, test.clone(), &settings.inference(32), &settings.device, &CliReporter::new(settings.quiet))?.accuracy)
+                Some(
+                    evaluate_run(
+                        &loaded,
+                        test.clone(),
+                        &settings.inference(32),
+                        &settings.device,
+                        &CliReporter::new(settings.quiet),
+                    )?
+                    .accuracy,
+                )
             }
             None => None,
         };
@@ -58,10 +77,20 @@ pub fn run(args: &CompareArgs, settings: &Settings) -> anyhow::Result<()> {
             run: out.display().to_string(),
         });
     }
-    let mut table = String::from("| strategy | validation accuracy | test accuracy | wall time (s) | trained parameters |\n|---|---|---|---|---|\n");
+    let mut table = String::from(
+        "| strategy | validation accuracy | test accuracy | wall time (s) | trained parameters |\n|---|---|---|---|---|\n",
+    );
     for row in &rows {
         let test = row.test_accuracy.map_or("–".to_owned(), |a| format!("{:.2}%", a * 100.0));
-        let _ = writeln!(table, "| {} | {:.2}% | {} | {:.1} | {} |", row.strategy, row.validation_accuracy * 100.0, test, row.seconds, row.trained_parameters);
+        let _ = writeln!(
+            table,
+            "| {} | {:.2}% | {} | {:.1} | {} |",
+            row.strategy,
+            row.validation_accuracy * 100.0,
+            test,
+            row.seconds,
+            row.trained_parameters
+        );
     }
     let header = format!(
         "# graft compare\n\nTeacher `{}`, data `{}`, {} training / {} validation images, {} epochs each, seed {}.\n\n",
@@ -77,7 +106,13 @@ pub fn run(args: &CompareArgs, settings: &Settings) -> anyhow::Result<()> {
 
 /// Writes `compare.md` (the header and the table) and `compare.json` (the rows) into `--out`, and
 /// prints the table, or the rows with `--json`.
-pub fn write_report(args: &CompareArgs, header: &str, table: &str, rows: &impl serde::Serialize, settings: &Settings) -> anyhow::Result<()> {
+pub fn write_report(
+    args: &CompareArgs,
+    header: &str,
+    table: &str,
+    rows: &impl serde::Serialize,
+    settings: &Settings,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(args.out.join("compare.md"), format!("{header}{table}"))?;
     std::fs::write(args.out.join("compare.json"), serde_json::to_string_pretty(rows)?)?;

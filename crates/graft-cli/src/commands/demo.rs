@@ -32,12 +32,29 @@ pub fn run(args: &crate::cli::DemoArgs, settings: &Settings) -> anyhow::Result<(
     let out = args.out.display().to_string();
     let train = data.display().to_string();
     let strategy = args.strategy.to_string();
-    let train_args = ["graft", "train", "--data", &train, "--out", &out, "--strategy", &strategy, "--image-size", "112", "--epochs", "15"];
-    let Cli { command: Command::Train(train_args), .. } = Cli::parse_from(train_args) else { unreachable!("parsed a train command") };
+    let train_args = [
+        "graft",
+        "train",
+        "--data",
+        &train,
+        "--out",
+        &out,
+        "--strategy",
+        &strategy,
+        "--image-size",
+        "112",
+        "--epochs",
+        "15",
+    ];
+    let Cli { command: Command::Train(train_args), .. } = Cli::parse_from(train_args) else {
+        unreachable!("parsed a train command")
+    };
     super::train::run(&train_args, settings)?;
     let test = data.join("test").display().to_string();
     let eval_args = ["graft", "eval", &out, "--data", &test];
-    let Cli { command: Command::Eval(eval_args), .. } = Cli::parse_from(eval_args) else { unreachable!("parsed an eval command") };
+    let Cli { command: Command::Eval(eval_args), .. } = Cli::parse_from(eval_args) else {
+        unreachable!("parsed an eval command")
+    };
     println!();
     super::eval::run(&eval_args, settings)?;
     println!("\nopen {}/report.html to see the learning curves and the confusion matrix", out);

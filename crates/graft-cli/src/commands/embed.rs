@@ -17,7 +17,8 @@ pub fn run(args: &EmbedArgs, settings: &Settings) -> anyhow::Result<()> {
     let (features, skipped) = embed_images(&teacher, &images, args.batch_size, &settings.device, settings.fused_plan)?;
     super::report_skipped(&skipped, images.len())?;
     if args.json {
-        let rows: Vec<_> = features.iter().map(|(path, features)| serde_json::json!({ "path": path, "features": features })).collect();
+        let rows: Vec<_> =
+            features.iter().map(|(path, features)| serde_json::json!({ "path": path, "features": features })).collect();
         println!("{}", serde_json::to_string(&rows)?);
     } else {
         for (path, features) in &features {

@@ -22,13 +22,21 @@ pub fn run(args: &EvalArgs, settings: &Settings) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&evaluation)?);
         return Ok(());
     }
-    println!("{} images, accuracy {:.2}%, macro F1 {:.3}", evaluation.images, evaluation.accuracy * 100.0, evaluation.macro_f1);
+    println!(
+        "{} images, accuracy {:.2}%, macro F1 {:.3}",
+        evaluation.images,
+        evaluation.accuracy * 100.0,
+        evaluation.macro_f1
+    );
     for (k, accuracy) in evaluation.top_k.iter().skip(1) {
         println!("top-{k} accuracy {:.2}%", accuracy * 100.0);
     }
     println!("\n{:<24} {:>9} {:>9} {:>9} {:>8}", "class", "precision", "recall", "f1", "support");
     for class in &evaluation.per_class {
-        println!("{:<24} {:>9.3} {:>9.3} {:>9.3} {:>8}", class.class, class.precision, class.recall, class.f1, class.support);
+        println!(
+            "{:<24} {:>9.3} {:>9.3} {:>9.3} {:>8}",
+            class.class, class.precision, class.recall, class.f1, class.support
+        );
     }
     println!("\nconfusion (rows: true class, columns: predicted)");
     for (class, row) in evaluation.classes.iter().zip(&evaluation.confusion) {

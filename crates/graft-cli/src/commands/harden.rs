@@ -33,7 +33,10 @@ struct Outcome {
 
 pub fn run(args: &HardenArgs, settings: &Settings) -> anyhow::Result<()> {
     if graft::text::is_text_run(&args.run) {
-        anyhow::bail!("`{}` is a text student: `harden` defends image students against the mimicry attack", args.run.display());
+        anyhow::bail!(
+            "`{}` is a text student: `harden` defends image students against the mimicry attack",
+            args.run.display()
+        );
     }
     if args.out == args.run {
         anyhow::bail!("--out must be a new run directory, not the student's own ({})", args.run.display());
@@ -47,7 +50,11 @@ pub fn run(args: &HardenArgs, settings: &Settings) -> anyhow::Result<()> {
         penalty: args.penalty,
         distance: args.distance,
         mimicry_examples: args.mimicry_examples,
-        mimicry: MimicryOptions { budget: args.budget, iterations: args.mimicry_example_iterations, ..graft::audit::harden::example_attack() },
+        mimicry: MimicryOptions {
+            budget: args.budget,
+            iterations: args.mimicry_example_iterations,
+            ..graft::audit::harden::example_attack()
+        },
         seed: args.seed,
     };
     options.check()?;
@@ -77,13 +84,21 @@ pub fn run(args: &HardenArgs, settings: &Settings) -> anyhow::Result<()> {
     let audit_options = AuditOptions {
         pairs: args.pairs,
         layer: args.layer.clone(),
-        mimicry: MimicryOptions { budget: args.budget, iterations: args.iterations, optimizer: AttackOptimizer::Adam, learning_rate: 0.01, penalty: 1e10 },
+        mimicry: MimicryOptions {
+            budget: args.budget,
+            iterations: args.iterations,
+            optimizer: AttackOptimizer::Adam,
+            learning_rate: 0.01,
+            penalty: 1e10,
+        },
         batch_size: 8,
         seed: args.seed,
     };
 
     // The attack is crafted on the teacher alone, once; both students are scored on its images.
-    let attack = (args.pairs > 0).then(|| craft(&loaded, &teacher, measuring.clone(), &audit_options, &inference, &settings.device, &reporter)).transpose()?;
+    let attack = (args.pairs > 0)
+        .then(|| craft(&loaded, &teacher, measuring.clone(), &audit_options, &inference, &settings.device, &reporter))
+        .transpose()?;
     let accuracy = |student: &LoadedStudent| -> anyhow::Result<f64> {
         let aligned = measuring.clone().align_classes(&student.config.classes)?;
         Ok(correctly_classified(student, &aligned, &inference, &settings.device, &reporter)?.accuracy())
@@ -92,14 +107,20 @@ pub fn run(args: &HardenArgs, settings: &Settings) -> anyhow::Result<()> {
         Some(attack) => attack.clean_accuracy,
         None => accuracy(&loaded)?,
     };
-    let before_attack = attack.as_ref().map(|attack| score(attack, &loaded, before_accuracy, &settings.device, &reporter)).transpose()?;
+    let before_attack = attack
+        .as_ref()
+        .map(|attack| score(attack, &loaded, before_accuracy, &settings.device, &reporter))
+        .transpose()?;
 
     let (student, mut config, report) = harden(&loaded, &teacher, &train, &options, &settings.device, &reporter)?;
     config.data = format!("{} ({}; hardening)", args.data.display(), report.images_trained_on());
     save_run(&args.out, &student, &config)?;
     let hardened = LoadedStudent { student, config, run: args.out.clone() };
     let after_accuracy = accuracy(&hardened)?;
-    let after_attack = attack.as_ref().map(|attack| score(attack, &hardened, after_accuracy, &settings.device, &reporter)).transpose()?;
+    let after_attack = attack
+        .as_ref()
+        .map(|attack| score(attack, &hardened, after_accuracy, &settings.device, &reporter))
+        .transpose()?;
     if let Some((after, pictures)) = &after_attack {
         graft::report::write_audit(&args.out, after, pictures)?;
     }
@@ -121,15 +142,13 @@ pub fn run(args: &HardenArgs, settings: &Settings) -> anyhow::Result<()> {
     let harden = &outcome.harden;
     println!(
         "hardened at `{}` for {} epochs on {} images (τ {:.3}, {:.0}s): {}",
-        harden.layer,
-        harden.options.epochs,
-        harden.images,
-        harden.final_threshold,
-        harden.seconds,
-        outcome.out
+        harden.layer, harden.options.epochs, harden.images, harden.final_threshold, harden.seconds, outcome.out
     );
     if let Some(examples) = &harden.mimicry_examples {
-        println!("trained on {} mimicry examples as well ({} crafted, mean DSSIM {:.4}, {:.0}s)", examples.used, examples.crafted, examples.mean_dssim, examples.seconds);
+        println!(
+            "trained on {} mimicry examples as well ({} crafted, mean DSSIM {:.4}, {:.0}s)",
+            examples.used, examples.crafted, examples.mean_dssim, examples.seconds
+        );
     }
     println!("measured on {}", outcome.measured_on);
     println!("{:<8} {:>9} {:>15} {:>8} {:>8}", "", "accuracy", "mimicry attack", "noise", "PGD");
@@ -146,7 +165,13 @@ pub fn run(args: &HardenArgs, settings: &Settings) -> anyhow::Result<()> {
         }
     }
     if let Some(attack) = &outcome.after.attack {
-        println!("{} pairs at `{}`, DSSIM budget {}; report: {} (and harden.json)", attack.pairs, attack.layer, attack.budget, args.out.join("audit.html").display());
+        println!(
+            "{} pairs at `{}`, DSSIM budget {}; report: {} (and harden.json)",
+            attack.pairs,
+            attack.layer,
+            attack.budget,
+            args.out.join("audit.html").display()
+        );
     }
     Ok(())
 }

@@ -31,7 +31,11 @@ pub fn teacher(args: &TeacherArgs, settings: &Settings) -> anyhow::Result<Teache
         progress: !settings.quiet,
     };
     let (teacher, report) = load_teacher(&args.teacher, &options, &settings.device)?;
-    settings.log(format!("teacher {}: {report} (weights sha256 {})", teacher.card.name, &teacher.weights_sha256[..12.min(teacher.weights_sha256.len())]));
+    settings.log(format!(
+        "teacher {}: {report} (weights sha256 {})",
+        teacher.card.name,
+        &teacher.weights_sha256[..12.min(teacher.weights_sha256.len())]
+    ));
     Ok(teacher)
 }
 

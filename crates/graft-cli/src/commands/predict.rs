@@ -23,17 +23,28 @@ pub fn run(args: &PredictArgs, settings: &Settings) -> anyhow::Result<()> {
             let loaded = load_run(run, &settings.device)?;
             let sources: Vec<ItemSource> = images.iter().cloned().map(ItemSource::File).collect();
             let reporter = CliReporter::new(settings.quiet);
-            let (probabilities, skipped) = predict_sources(&loaded, &sources, &settings.inference(args.batch_size), &settings.device, &reporter)?;
+            let (probabilities, skipped) =
+                predict_sources(&loaded, &sources, &settings.inference(args.batch_size), &settings.device, &reporter)?;
             super::report_skipped(&skipped, images.len())?;
             images
                 .iter()
                 .zip(probabilities)
-                .filter_map(|(path, row)| row.map(|row| Prediction { path: path.clone(), top: top_k(&row, args.top, &loaded.config.classes) }))
+                .filter_map(|(path, row)| {
+                    row.map(|row| Prediction { path: path.clone(), top: top_k(&row, args.top, &loaded.config.classes) })
+                })
                 .collect()
         }
         None => {
             let teacher = super::teacher(&args.teacher, settings)?;
-            let (predictions, skipped) = predict_images(&teacher, &images, args.top, imagenet_labels(), args.batch_size, &settings.device, settings.fused_plan)?;
+            let (predictions, skipped) = predict_images(
+                &teacher,
+                &images,
+                args.top,
+                imagenet_labels(),
+                args.batch_size,
+                &settings.device,
+                settings.fused_plan,
+            )?;
             super::report_skipped(&skipped, images.len())?;
             predictions
         }
@@ -50,7 +61,8 @@ fn print_predictions(predictions: &[Prediction], json: bool, csv: bool) -> anyho
         for prediction in predictions {
             let path = prediction.path.display().to_string();
             for (rank, class) in prediction.top.iter().enumerate() {
-                let (rank, index, probability) = ((rank + 1).to_string(), class.class_index.to_string(), class.probability.to_string());
+                let (rank, index, probability) =
+                    ((rank + 1).to_string(), class.class_index.to_string(), class.probability.to_string());
                 writer.write_record([path.as_str(), &rank, &index, &class.label, &probability])?;
             }
         }
@@ -59,7 +71,13 @@ fn print_predictions(predictions: &[Prediction], json: bool, csv: bool) -> anyho
         for prediction in predictions {
             println!("{}", prediction.path.display());
             for (rank, class) in prediction.top.iter().enumerate() {
-                println!("  {:>2}. {:<32} {:>6.2}%  (class {})", rank + 1, class.label, class.probability * 100.0, class.class_index);
+                println!(
+                    "  {:>2}. {:<32} {:>6.2}%  (class {})",
+                    rank + 1,
+                    class.label,
+                    class.probability * 100.0,
+                    class.class_index
+                );
             }
         }
     }

@@ -9,7 +9,13 @@ pub fn run(args: &TeachersArgs, settings: &Settings) -> anyhow::Result<()> {
     println!("{:<20} {:>5}  {:<10} description", "name", "input", "weights");
     for card in cards() {
         let cached = settings.cache_dir.join("weights").join(card.source.file_name).is_file();
-        let status = if card.bundled { "bundled" } else if cached { "cached" } else { "download" };
+        let status = if card.bundled {
+            "bundled"
+        } else if cached {
+            "cached"
+        } else {
+            "download"
+        };
         println!("{:<20} {:>5}  {:<10} {}", card.name, card.preprocessing.input_size, status, card.description);
         if args.blocks {
             let backbone = graft::models::Backbone::new(card.architecture, 1000, &settings.device);

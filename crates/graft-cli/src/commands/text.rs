@@ -41,7 +41,13 @@ pub fn teacher(args: &TeacherArgs, settings: &Settings) -> anyhow::Result<TextTe
 }
 
 fn load(name: &str, weights: Option<PathBuf>, settings: &Settings) -> anyhow::Result<TextTeacher> {
-    let options = WeightOptions { weights, cache_dir: settings.cache_dir.clone(), offline: settings.offline, allow_partial: false, progress: !settings.quiet };
+    let options = WeightOptions {
+        weights,
+        cache_dir: settings.cache_dir.clone(),
+        offline: settings.offline,
+        allow_partial: false,
+        progress: !settings.quiet,
+    };
     let (teacher, report) = text::load_text_teacher(name, &options, &settings.device)?;
     settings.log(format!(
         "teacher {}: {report} (weights sha256 {}, {} tokens at most, {:?} pooling)",
@@ -86,10 +92,15 @@ pub fn train(args: &TrainArgs, settings: &Settings) -> anyhow::Result<()> {
     use graft::train::Strategy;
     let training = &args.training;
     if !matches!(training.strategy, Strategy::Deep | Strategy::Mid | Strategy::Full | Strategy::Auto) {
-        anyhow::bail!("text students train with `deep`, `mid`, `full` or `auto`; `{}` is for image teachers", training.strategy);
+        anyhow::bail!(
+            "text students train with `deep`, `mid`, `full` or `auto`; `{}` is for image teachers",
+            training.strategy
+        );
     }
     if args.resume {
-        anyhow::bail!("text students keep no checkpoints to resume from: run it again (a `deep` student trains in seconds from cached features)");
+        anyhow::bail!(
+            "text students keep no checkpoints to resume from: run it again (a `deep` student trains in seconds from cached features)"
+        );
     }
     let teacher = teacher(&args.teacher, settings)?;
     let data_path = &args.data;
@@ -170,7 +181,15 @@ pub fn eval(args: &EvalArgs, settings: &Settings) -> anyhow::Result<()> {
         eprintln!("skipped {}: {}", skipped.location, skipped.reason);
     }
     let reporter = CliReporter::new(settings.quiet);
-    let (evaluation, wrong, truncated) = text::evaluate_text(&student, &teacher, data, &settings.cache_dir, args.batch_size, &settings.device, &reporter)?;
+    let (evaluation, wrong, truncated) = text::evaluate_text(
+        &student,
+        &teacher,
+        data,
+        &settings.cache_dir,
+        args.batch_size,
+        &settings.device,
+        &reporter,
+    )?;
     if args.json {
         let mut value = serde_json::to_value(&evaluation)?;
         value["texts"] = serde_json::json!(evaluation.images);
@@ -179,10 +198,19 @@ pub fn eval(args: &EvalArgs, settings: &Settings) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
-    println!("{} texts, accuracy {:.2}%, macro F1 {:.3} ({truncated} cut at {} tokens)", evaluation.images, evaluation.accuracy * 100.0, evaluation.macro_f1, student.config.max_length);
+    println!(
+        "{} texts, accuracy {:.2}%, macro F1 {:.3} ({truncated} cut at {} tokens)",
+        evaluation.images,
+        evaluation.accuracy * 100.0,
+        evaluation.macro_f1,
+        student.config.max_length
+    );
     println!("\n{:<24} {:>9} {:>9} {:>9} {:>8}", "class", "precision", "recall", "f1", "support");
     for class in &evaluation.per_class {
-        println!("{:<24} {:>9.3} {:>9.3} {:>9.3} {:>8}", class.class, class.precision, class.recall, class.f1, class.support);
+        println!(
+            "{:<24} {:>9.3} {:>9.3} {:>9.3} {:>8}",
+            class.class, class.precision, class.recall, class.f1, class.support
+        );
     }
     if !wrong.is_empty() {
         println!("\nmost confidently wrong:");
@@ -199,12 +227,17 @@ pub fn predict(args: &PredictArgs, run: &Path, settings: &Settings) -> anyhow::R
     let teacher = student_teacher(&student, settings)?;
     let texts = texts(&args.images, args.file.as_deref())?;
     let borrowed: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let (probabilities, truncated) = text::predict_texts(&student, &teacher, &borrowed, args.batch_size, &settings.device)?;
+    let (probabilities, truncated) =
+        text::predict_texts(&student, &teacher, &borrowed, args.batch_size, &settings.device)?;
     if truncated > 0 {
         settings.log(format!("{truncated} texts were longer than {} tokens and were cut", student.config.max_length));
     }
     let classes = &student.config.classes;
-    let rows: Vec<_> = texts.iter().zip(probabilities.chunks(classes.len())).map(|(text, row)| (text, graft::predict::top_k(row, args.top, classes))).collect();
+    let rows: Vec<_> = texts
+        .iter()
+        .zip(probabilities.chunks(classes.len()))
+        .map(|(text, row)| (text, graft::predict::top_k(row, args.top, classes)))
+        .collect();
     if args.json {
         let json: Vec<_> = rows.iter().map(|(text, top)| serde_json::json!({"text": text, "top": top})).collect();
         println!("{}", serde_json::to_string_pretty(&json)?);
@@ -213,7 +246,13 @@ pub fn predict(args: &PredictArgs, run: &Path, settings: &Settings) -> anyhow::R
         writer.write_record(["text", "rank", "class_index", "label", "probability"])?;
         for (text, top) in &rows {
             for (rank, class) in top.iter().enumerate() {
-                writer.write_record([text.as_str(), &(rank + 1).to_string(), &class.class_index.to_string(), &class.label, &class.probability.to_string()])?;
+                writer.write_record([
+                    text.as_str(),
+                    &(rank + 1).to_string(),
+                    &class.class_index.to_string(),
+                    &class.label,
+                    &class.probability.to_string(),
+                ])?;
             }
         }
         writer.flush()?;
@@ -234,10 +273,18 @@ pub fn embed(args: &EmbedArgs, settings: &Settings) -> anyhow::Result<()> {
     let borrowed: Vec<&str> = texts.iter().map(String::as_str).collect();
     let embedded = teacher.embed(&borrowed, args.batch_size, &settings.device, &|_| {})?;
     if embedded.truncated > 0 {
-        settings.log(format!("{} texts were longer than {} tokens and were cut", embedded.truncated, teacher.tokenizer.max_length()));
+        settings.log(format!(
+            "{} texts were longer than {} tokens and were cut",
+            embedded.truncated,
+            teacher.tokenizer.max_length()
+        ));
     }
     if args.json {
-        let rows: Vec<_> = texts.iter().enumerate().map(|(index, text)| serde_json::json!({"text": text, "features": embedded.row(index)})).collect();
+        let rows: Vec<_> = texts
+            .iter()
+            .enumerate()
+            .map(|(index, text)| serde_json::json!({"text": text, "features": embedded.row(index)}))
+            .collect();
         println!("{}", serde_json::to_string(&rows)?);
     } else {
         let mut writer = csv::Writer::from_writer(std::io::stdout().lock());
@@ -273,9 +320,14 @@ pub fn compare(args: &CompareArgs, settings: &Settings) -> anyhow::Result<()> {
         None => splits.test,
     };
     let reporter = CliReporter::new(settings.quiet);
-    let mut table = String::from("| strategy | validation accuracy | test accuracy | wall time (s) |\n|---|---|---|---|\n");
+    let mut table =
+        String::from("| strategy | validation accuracy | test accuracy | wall time (s) |\n|---|---|---|---|\n");
     let mut rows = Vec::new();
-    for strategy in args.strategies.iter().filter(|strategy| matches!(strategy, Strategy::Deep | Strategy::Mid | Strategy::Full | Strategy::Auto)) {
+    for strategy in args
+        .strategies
+        .iter()
+        .filter(|strategy| matches!(strategy, Strategy::Deep | Strategy::Mid | Strategy::Full | Strategy::Auto))
+    {
         settings.log(format!("== {strategy}"));
         let mut training = args.training.clone();
         training.strategy = *strategy;
@@ -285,12 +337,30 @@ pub fn compare(args: &CompareArgs, settings: &Settings) -> anyhow::Result<()> {
         let test_accuracy = match &test {
             Some(test) => {
                 let student = TextStudent::load(&out)?;
-                Some(text::evaluate_text(&student, &teacher, test.clone(), &settings.cache_dir, 32, &settings.device, &reporter)?.0.accuracy)
+                Some(
+                    text::evaluate_text(
+                        &student,
+                        &teacher,
+                        test.clone(),
+                        &settings.cache_dir,
+                        32,
+                        &settings.device,
+                        &reporter,
+                    )?
+                    .0
+                    .accuracy,
+                )
             }
             None => None,
         };
         let shown = test_accuracy.map_or("–".to_owned(), |accuracy| format!("{:.2}%", accuracy * 100.0));
-        let _ = writeln!(table, "| {} | {:.2}% | {shown} | {:.1} |", outcome.config.strategy, outcome.accuracy * 100.0, outcome.seconds);
+        let _ = writeln!(
+            table,
+            "| {} | {:.2}% | {shown} | {:.1} |",
+            outcome.config.strategy,
+            outcome.accuracy * 100.0,
+            outcome.seconds
+        );
         rows.push(serde_json::json!({
             "strategy": outcome.config.strategy, "validation_accuracy": outcome.accuracy, "test_accuracy": test_accuracy,
             "seconds": outcome.seconds, "run": out,

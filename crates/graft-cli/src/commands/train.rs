@@ -17,13 +17,27 @@ pub fn run(args: &TrainArgs, settings: &Settings) -> anyhow::Result<()> {
     }
     let teacher = super::teacher(&args.teacher, settings)?;
     let (train_set, validation, split) = open_training_data(&args.data, &args.training, settings)?;
-    let outcome = train_student(&teacher, &train_set, &validation, split, &args.training, &args.out, args.resume, &args.data.display().to_string(), settings)?;
+    let outcome = train_student(
+        &teacher,
+        &train_set,
+        &validation,
+        split,
+        &args.training,
+        &args.out,
+        args.resume,
+        &args.data.display().to_string(),
+        settings,
+    )?;
     print_outcome(&outcome, &args.out, args.json, settings)
 }
 
 /// Opens the data and makes the train / validation split; the flag says whether graft made it
 /// (the data came without a validation set).
-pub fn open_training_data(path: &Path, args: &TrainingArgs, settings: &Settings) -> anyhow::Result<(Dataset, Dataset, bool)> {
+pub fn open_training_data(
+    path: &Path,
+    args: &TrainingArgs,
+    settings: &Settings,
+) -> anyhow::Result<(Dataset, Dataset, bool)> {
     let splits = dataset::open(path, &settings.cache_dir)?;
     let mut train_set = splits.train;
     if let Some(per_class) = args.per_class {
@@ -137,15 +151,24 @@ pub fn print_outcome(outcome: &TrainOutcome, out: &Path, json: bool, settings: &
             }))?
         );
     } else {
-        let scored = match (config.metrics.get("validation").and_then(|v| v.as_str()), config.metrics["probe"]["cross_validation"]["standard_error"].as_f64()) {
-            (Some(how), Some(error)) if how.contains("cross-validation over all") => format!("cross-validated accuracy {:.2}% ± {:.2}% ({how})", accuracy * 100.0, error * 100.0),
+        let scored = match (
+            config.metrics.get("validation").and_then(|v| v.as_str()),
+            config.metrics["probe"]["cross_validation"]["standard_error"].as_f64(),
+        ) {
+            (Some(how), Some(error)) if how.contains("cross-validation over all") => {
+                format!("cross-validated accuracy {:.2}% ± {:.2}% ({how})", accuracy * 100.0, error * 100.0)
+            }
             _ => match config.metrics["refit"]["images"].as_u64() {
                 Some(images) => format!(
                     "validation accuracy {:.2}% (best epoch {}; then refitted on all {images} images for as many epochs, the held-out figure its estimate)",
                     accuracy * 100.0,
                     config.metrics["best_epoch"]
                 ),
-                None => format!("validation accuracy {:.2}% (best epoch {})", accuracy * 100.0, config.metrics["best_epoch"]),
+                None => format!(
+                    "validation accuracy {:.2}% (best epoch {})",
+                    accuracy * 100.0,
+                    config.metrics["best_epoch"]
+                ),
             },
         };
         println!(

@@ -28,7 +28,14 @@ pub struct MsSsim {
 
 impl Default for MsSsim {
     fn default() -> Self {
-        MsSsim { window: 11, sigma: 1.5, k1: 0.01, k2: 0.03, weights: vec![0.0448, 0.2856, 0.3001, 0.2363, 0.1333], max_value: 255.0 }
+        MsSsim {
+            window: 11,
+            sigma: 1.5,
+            k1: 0.01,
+            k2: 0.03,
+            weights: vec![0.0448, 0.2856, 0.3001, 0.2363, 0.1333],
+            max_value: 255.0,
+        }
     }
 }
 
@@ -125,7 +132,10 @@ fn gaussian_filter(planes: Tensor<4>, size: usize, sigma: f64) -> Tensor<4> {
     let batch = n * channels;
     let vertical = band(out_height, height).expand([batch, out_height, height]);
     let horizontal = band(out_width, width).swap_dims(1, 2).expand([batch, width, out_width]);
-    vertical.matmul(planes.reshape([batch, height, width])).matmul(horizontal).reshape([n, channels, out_height, out_width])
+    vertical
+        .matmul(planes.reshape([batch, height, width]))
+        .matmul(horizontal)
+        .reshape([n, channels, out_height, out_width])
 }
 
 /// Halves an image by 2×2 averages; an odd last row or column is repeated first, so that its
@@ -159,7 +169,9 @@ mod tests {
         let [height, width, channels] = tensor.shape[..] else { panic!("an HWC image") };
         let graft_weights::Values::I64(bytes) = &tensor.values else { panic!("8-bit pixels") };
         let values: Vec<f32> = bytes.iter().map(|v| *v as f32).collect();
-        Tensor::<3>::from_data(TensorData::new(values, [height, width, channels]), device).permute([2, 0, 1]).unsqueeze()
+        Tensor::<3>::from_data(TensorData::new(values, [height, width, channels]), device)
+            .permute([2, 0, 1])
+            .unsqueeze()
     }
 
     /// The pairs and values `tests/fixtures/dssim_pairs.py` wrote (NumPy in float64, itself
@@ -173,7 +185,8 @@ mod tests {
         for name in ["different", "noise", "faint", "shift", "odd"] {
             // float64 in the file, read as float32: 7 digits, ample for these tolerances.
             let expected = fixture[&format!("{name}.dssim")].as_f32().unwrap()[0] as f64;
-            let (a, b) = (image(&fixture[&format!("{name}.a")], &device), image(&fixture[&format!("{name}.b")], &device));
+            let (a, b) =
+                (image(&fixture[&format!("{name}.a")], &device), image(&fixture[&format!("{name}.b")], &device));
             let got = measure.dssim(a.clone(), b).into_scalar::<f32>() as f64;
             // float32 against float64: within 5e-8 on these pairs.
             assert!((got - expected).abs() <= 1e-6, "{name}: graft {got}, reference {expected}");
@@ -209,7 +222,10 @@ mod tests {
             let central = |step: f32| (at(along(step)) - at(along(-step))) / (2.0 * step as f64);
             let numeric = (4.0 * central(0.5) - central(1.0)) / 3.0;
             let analytic: f64 = gradient.iter().zip(&direction).map(|(g, d)| *g as f64 * *d as f64).sum();
-            assert!((numeric - analytic).abs() <= 0.03 * analytic.abs(), "direction {seed}: autodiff {analytic}, finite difference {numeric}");
+            assert!(
+                (numeric - analytic).abs() <= 0.03 * analytic.abs(),
+                "direction {seed}: autodiff {analytic}, finite difference {numeric}"
+            );
         }
     }
 }

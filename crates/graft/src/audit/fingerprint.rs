@@ -75,7 +75,9 @@ pub fn fingerprint_input(
         Aim::Zero => None,
         Aim::Mean => {
             if reference.is_empty() {
-                return Err(GraftError::Invalid("a fingerprint aimed at the mean representation needs images to take the mean of".into()));
+                return Err(GraftError::Invalid(
+                    "a fingerprint aimed at the mean representation needs images to take the mean of".into(),
+                ));
             }
             let mut sum: Option<Tensor<2>> = None;
             for chunk in reference.chunks(16) {
@@ -89,8 +91,13 @@ pub fn fingerprint_input(
         }
     };
     let noise: Vec<f32> = starting_noise(options.seed, size).into_iter().map(|u| u as f32).collect();
-    let mut modifier = Tensor::<4>::from_data(TensorData::new(noise, [1, 3, size, size]), device).mul_scalar(2.0).atanh();
-    let adam = MimicryOptions { optimizer: AttackOptimizer::Adam, learning_rate: options.learning_rate, ..MimicryOptions::reference() };
+    let mut modifier =
+        Tensor::<4>::from_data(TensorData::new(noise, [1, 3, size, size]), device).mul_scalar(2.0).atanh();
+    let adam = MimicryOptions {
+        optimizer: AttackOptimizer::Adam,
+        learning_rate: options.learning_rate,
+        ..MimicryOptions::reference()
+    };
     let mut optimizer = State::new(&adam, modifier.clone());
     let to_pixels = |modifier: Tensor<4>| (modifier.tanh() / 2.0 + 0.5) * 255.0;
     let distance = |pixels: Tensor<4>| -> Result<Tensor<1>> {
@@ -109,12 +116,16 @@ pub fn fingerprint_input(
         let loss = distance(to_pixels(variable.clone()))?;
         left = host_values::<f32>(loss.clone().inner().into_data())?[0] as f64;
         let gradients = loss.backward();
-        let gradient = variable.grad(&gradients).ok_or_else(|| GraftError::Tensor("no gradient reached the fingerprint".into()))?.inner();
+        let gradient = variable
+            .grad(&gradients)
+            .ok_or_else(|| GraftError::Tensor("no gradient reached the fingerprint".into()))?
+            .inner();
         modifier = optimizer.step(modifier, gradient);
         reporter.advance(1, &format!("distance {:.3} of {:.3}", left, start));
     }
     reporter.finish();
-    let pixels = host_values::<f32>(to_pixels(modifier).into_data())?.into_iter().map(|v| v.round().clamp(0.0, 255.0)).collect();
+    let pixels =
+        host_values::<f32>(to_pixels(modifier).into_data())?.into_iter().map(|v| v.round().clamp(0.0, 255.0)).collect();
     Ok((pixels, left / start.max(f64::MIN_POSITIVE)))
 }
 
@@ -186,14 +197,17 @@ pub fn fingerprint_teachers(
 ) -> Result<FingerprintReport> {
     use burn::module::Module;
     if candidates.is_empty() {
-        return Err(GraftError::Invalid("no candidate teacher to fingerprint (none of the zoo's weights is at hand)".into()));
+        return Err(GraftError::Invalid(
+            "no candidate teacher to fingerprint (none of the zoo's weights is at hand)".into(),
+        ));
     }
     let config = &student.config;
     let size = config.preprocessing.input_size;
     let model = student.student.valid();
     // The student's answer, as a black box: class probabilities for pixels in its own format.
     let answer = |pixels: &[f32]| -> Result<Vec<f64>> {
-        let probabilities = super::pixels::student_probabilities(&model, &[pixels.to_vec()], &config.preprocessing, device)?;
+        let probabilities =
+            super::pixels::student_probabilities(&model, &[pixels.to_vec()], &config.preprocessing, device)?;
         Ok(probabilities.into_iter().map(f64::from).collect())
     };
     let noise: Vec<f32> = starting_noise(options.seed, size).into_iter().map(|u| ((u + 0.5) * 255.0) as f32).collect();
@@ -203,7 +217,8 @@ pub fn fingerprint_teachers(
         reporter.note(&format!("fingerprinting {name}"));
         let blocks = candidate.block_names();
         // The candidate's own normalisation, at the student's input size.
-        let preprocessing = crate::models::zoo::Preprocessing { input_size: size, ..candidate.card.preprocessing.clone() };
+        let preprocessing =
+            crate::models::zoo::Preprocessing { input_size: size, ..candidate.card.preprocessing.clone() };
         let cut = match &options.layer {
             Some(layer) => candidate.cut_after(layer)?,
             None => blocks.len(),

@@ -43,13 +43,13 @@ use crate::data::dataset::Dataset;
 use crate::error::{GraftError, Result};
 use crate::models::Teacher;
 use crate::rng::SplitMix64;
+use crate::train::Reporter;
 use crate::train::head::Head;
 use crate::train::schedule::WarmupCosine;
 use crate::train::shards;
 use crate::train::strategy::Strategy;
 use crate::train::student::{LoadedStudent, RunConfig, Student};
 use crate::train::trainer::{adamw, count_trainable, on_training_thread};
-use crate::train::Reporter;
 
 /// How a student is hardened.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -93,7 +93,13 @@ pub struct HardenOptions {
 /// at 0.01) for a quarter of its 200 iterations, to keep crafting within a few times the cost of
 /// the hardening itself.
 pub fn example_attack() -> MimicryOptions {
-    MimicryOptions { budget: 0.003, iterations: 50, optimizer: AttackOptimizer::Adam, learning_rate: 0.01, penalty: 1e10 }
+    MimicryOptions {
+        budget: 0.003,
+        iterations: 50,
+        optimizer: AttackOptimizer::Adam,
+        learning_rate: 0.01,
+        penalty: 1e10,
+    }
 }
 
 /// How the distance between the student's and the teacher's representations at K is measured.
@@ -111,17 +117,28 @@ pub enum Distance {
     Standardised,
 }
 
-crate::choice::choice!(Distance, "distance", [(Distance::Euclidean, "euclidean"), (Distance::Standardised, "standardised")]);
+crate::choice::choice!(
+    Distance,
+    "distance",
+    [(Distance::Euclidean, "euclidean"), (Distance::Standardised, "standardised")]
+);
 
 impl HardenOptions {
     /// # Errors
     /// No epoch, an empty batch, a threshold or learning rate not above 0, a negative penalty.
     pub fn check(&self) -> Result<()> {
         let positive = |value: f64| value.is_finite() && value > 0.0;
-        if self.epochs == 0 || self.batch_size == 0 || !positive(self.threshold) || !positive(self.learning_rate) || !(self.penalty.is_finite() && self.penalty >= 0.0) {
+        if self.epochs == 0
+            || self.batch_size == 0
+            || !positive(self.threshold)
+            || !positive(self.learning_rate)
+            || !(self.penalty.is_finite() && self.penalty >= 0.0)
+        {
             return Err(GraftError::Invalid("hardening needs at least one epoch, a batch of at least one image, a positive threshold and learning rate, and a penalty of at least 0".into()));
         }
-        if self.mimicry_examples != Some(0) && (self.mimicry.iterations == 0 || !positive(self.mimicry.budget) || !positive(self.mimicry.learning_rate)) {
+        if self.mimicry_examples != Some(0)
+            && (self.mimicry.iterations == 0 || !positive(self.mimicry.budget) || !positive(self.mimicry.learning_rate))
+        {
             return Err(GraftError::Invalid("crafting mimicry examples needs at least one iteration, a positive DSSIM budget and a positive learning rate".into()));
         }
         Ok(())
@@ -226,13 +243,27 @@ const SCALE_PAIRS: usize = 512;
 /// # Errors
 /// A teacher other than the student's, data whose classes are not the student's, fewer than
 /// two readable images, a layer the teacher does not have, a loss that stops being finite.
-pub fn harden(student: &LoadedStudent, teacher: &Teacher, data: &Dataset, options: &HardenOptions, device: &Device, reporter: &dyn Reporter) -> Result<(Student, RunConfig, HardenReport)> {
+pub fn harden(
+    student: &LoadedStudent,
+    teacher: &Teacher,
+    data: &Dataset,
+    options: &HardenOptions,
+    device: &Device,
+    reporter: &dyn Reporter,
+) -> Result<(Student, RunConfig, HardenReport)> {
     // On a thread with a training session's stack, as `train` (debug builds give every copy of a
     // network its own stack slot).
     on_training_thread(|| harden_on_this_thread(student, teacher, data, options, device, reporter))
 }
 
-fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Dataset, options: &HardenOptions, device: &Device, reporter: &dyn Reporter) -> Result<(Student, RunConfig, HardenReport)> {
+fn harden_on_this_thread(
+    student: &LoadedStudent,
+    teacher: &Teacher,
+    data: &Dataset,
+    options: &HardenOptions,
+    device: &Device,
+    reporter: &dyn Reporter,
+) -> Result<(Student, RunConfig, HardenReport)> {
     let started = std::time::Instant::now();
     let config = &student.config;
     if teacher.card.name != config.teacher || teacher.weights_sha256 != config.teacher_weights_sha256 {
@@ -257,7 +288,9 @@ fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Data
     for item in &data.items {
         match item.source.load_at_least(preprocessing.resize as u32) {
             Ok(image) => {
-                images.push(crate::data::image::pixels(&image, &preprocessing).into_iter().map(|value| value as u8).collect());
+                images.push(
+                    crate::data::image::pixels(&image, &preprocessing).into_iter().map(|value| value as u8).collect(),
+                );
                 labels.push(item.label);
             }
             Err(error) => reporter.note(&format!("skipped {}: {error}", item.source.name())),
@@ -276,7 +309,8 @@ fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Data
     let examples = match options.mimicry_examples.unwrap_or(clean) {
         0 => None,
         count => {
-            let (crafted, sources, figures) = mimicry_examples(&front, &images, &labels, count, size, options, device, reporter)?;
+            let (crafted, sources, figures) =
+                mimicry_examples(&front, &images, &labels, count, size, options, device, reporter)?;
             reporter.note(&format!(
                 "{} of {} mimicry examples within the DSSIM budget {} (mean DSSIM {:.4}; the teacher's distance to the target left: {:.0}%; {:.0}s)",
                 figures.used,
@@ -304,7 +338,10 @@ fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Data
     let dim = teacher_rows[0].len();
     let channels = front.channels(size, device)?;
     if channels == 0 || !dim.is_multiple_of(channels) {
-        return Err(GraftError::Invalid(format!("the representation at `{}` has {dim} values, not a whole number of its {channels} channels", names[cut - 1])));
+        return Err(GraftError::Invalid(format!(
+            "the representation at `{}` has {dim} values, not a whole number of its {channels} channels",
+            names[cut - 1]
+        )));
     }
     let weights = neuron_weights(&student.student.head, cut == blocks, dim)?;
     // τ's scale from the training images as they are.
@@ -330,14 +367,26 @@ fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Data
     let training = device.clone().autodiff();
     training.seed(options.seed);
     let mut model = Student {
-        backbone: student.student.backbone.clone().fork(&training).train().freeze_until(0)?.freeze_batch_norm_statistics(),
+        backbone: student
+            .student
+            .backbone
+            .clone()
+            .fork(&training)
+            .train()
+            .freeze_until(0)?
+            .freeze_batch_norm_statistics(),
         head: student.student.head.clone().fork(&training).train(),
     };
     let mut optimizer = adamw(config.hyperparameters.weight_decay).init();
     let loss_function = CrossEntropyLossConfig::new().init(&training);
     let weight_tensor = Tensor::<2>::from_data(TensorData::new(weights, [1, dim]), &training);
     let steps_per_epoch = images.len().div_ceil(options.batch_size);
-    let schedule = WarmupCosine { peak: options.learning_rate, warmup_steps: 0, total_steps: steps_per_epoch * options.epochs, step: 0 };
+    let schedule = WarmupCosine {
+        peak: options.learning_rate,
+        warmup_steps: 0,
+        total_steps: steps_per_epoch * options.epochs,
+        step: 0,
+    };
     let ramp = options.epochs.div_ceil(2).max(1);
     let shard_count = config.hyperparameters.shards.max(1);
     let mut history = Vec::with_capacity(options.epochs);
@@ -348,14 +397,17 @@ fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Data
         let mut order: Vec<usize> = (0..images.len()).collect();
         SplitMix64::derive(options.seed, &[0x4A2D, epoch as u64]).shuffle(&mut order);
         reporter.start(&format!("hardening epoch {}/{}", epoch + 1, options.epochs), images.len());
-        let (mut cross_entropy_sum, mut penalty_sum, mut distance_sum, mut within, mut correct) = (0.0f64, 0.0f64, 0.0f64, 0usize, 0usize);
+        let (mut cross_entropy_sum, mut penalty_sum, mut distance_sum, mut within, mut correct) =
+            (0.0f64, 0.0f64, 0.0f64, 0usize, 0usize);
         let (mut euclidean_sum, mut standardised_sum) = (0.0f64, 0.0f64);
         for batch in order.chunks(options.batch_size) {
             let count = batch.len();
             // The batch split into shards trained side by side (see `shards`).
             let parts = shards::split(batch, shard_count);
             let shares: Vec<f64> = parts.iter().map(|part| part.len() as f64 / count as f64).collect();
-            let pass = |replica: &Student, part: Vec<usize>| -> Result<(f64, Tensor<2>, burn::optim::GradientsParams, ShardFigures)> {
+            let pass = |replica: &Student,
+                        part: Vec<usize>|
+             -> Result<(f64, Tensor<2>, burn::optim::GradientsParams, ShardFigures)> {
                 let rows = part.len();
                 let pixels = floats(part.iter().map(|image| &images[*image]));
                 let input = normalise(pixel_tensor(&pixels, size, &training), preprocessing.mean, preprocessing.std);
@@ -367,7 +419,12 @@ fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Data
                 let cross_entropy = loss_function.forward(logits.clone(), targets);
                 // `d` with a floor inside the root: at the start the student's representation is
                 // the teacher's exactly, where the root's derivative is infinite.
-                let measure = |a: Tensor<2>, b: Tensor<2>| ((a - b).powf_scalar(2.0) * weight_tensor.clone().expand([rows, dim])).sum_dim(1).add_scalar(1e-12).sqrt();
+                let measure = |a: Tensor<2>, b: Tensor<2>| {
+                    ((a - b).powf_scalar(2.0) * weight_tensor.clone().expand([rows, dim]))
+                        .sum_dim(1)
+                        .add_scalar(1e-12)
+                        .sqrt()
+                };
                 let euclidean = measure(representation.clone(), reference.clone());
                 let standardised = measure(standardise(representation, channels), standardise(reference, channels));
                 let euclidean_values = host_values::<f32>(euclidean.clone().valid().into_data())?;
@@ -383,15 +440,35 @@ fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Data
                 let loss = cross_entropy.clone() + penalty.clone();
                 let (cross_entropy, penalty) = (scalar(cross_entropy)?, scalar(penalty)?);
                 let predicted = host_values::<f32>(logits.clone().valid().argmax(1).float().into_data())?;
-                let correct = predicted.iter().zip(&part).filter(|(class, image)| **class as usize == labels[**image]).count();
+                let correct =
+                    predicted.iter().zip(&part).filter(|(class, image)| **class as usize == labels[**image]).count();
                 let gradients = burn::optim::GradientsParams::from_grads(loss.backward(), replica);
-                Ok((cross_entropy + penalty, logits.valid(), gradients, ShardFigures { rows, cross_entropy, penalty, distances, euclidean: euclidean_sum, standardised: standardised_sum, correct }))
+                Ok((
+                    cross_entropy + penalty,
+                    logits.valid(),
+                    gradients,
+                    ShardFigures {
+                        rows,
+                        cross_entropy,
+                        penalty,
+                        distances,
+                        euclidean: euclidean_sum,
+                        standardised: standardised_sum,
+                        correct,
+                    },
+                ))
             };
             let (step_result, figures) = shards::parallel(&model, parts, &shares, &training, pass)?;
             for shard in figures {
                 if !shard.cross_entropy.is_finite() || !shard.penalty.is_finite() {
                     reporter.finish();
-                    return Err(GraftError::Diverged { what: "hardening loss", value: shard.cross_entropy + shard.penalty, epoch: epoch + 1, learning_rate: options.learning_rate, kept_epoch: None });
+                    return Err(GraftError::Diverged {
+                        what: "hardening loss",
+                        value: shard.cross_entropy + shard.penalty,
+                        epoch: epoch + 1,
+                        learning_rate: options.learning_rate,
+                        kept_epoch: None,
+                    });
                 }
                 cross_entropy_sum += shard.cross_entropy * shard.rows as f64;
                 penalty_sum += shard.penalty * shard.rows as f64;
@@ -457,7 +534,10 @@ fn harden_on_this_thread(student: &LoadedStudent, teacher: &Teacher, data: &Data
     let last = report.history.last().map(|epoch| epoch.train_accuracy);
     let hardened_config = RunConfig {
         strategy: Strategy::Full,
-        strategy_reason: Some(format!("hardened (`graft harden`) from the `{}` student {} against the mimicry attack at `{}`", config.strategy, report.from_run, report.layer)),
+        strategy_reason: Some(format!(
+            "hardened (`graft harden`) from the `{}` student {} against the mimicry attack at `{}`",
+            config.strategy, report.from_run, report.layer
+        )),
         frozen_blocks: Vec::new(),
         trainable_blocks: names.clone(),
         trained_parameters: count_trainable(&model),
@@ -514,7 +594,9 @@ fn mimicry_examples(
     for chunk in pairs.chunks(EXAMPLE_BATCH) {
         let from = floats(chunk.iter().map(|(source, _)| &images[*source]));
         let toward = floats(chunk.iter().map(|(_, target)| &images[*target]));
-        for ((source, _), image) in chunk.iter().zip(mimic(front, &from, &toward, size, &options.mimicry, device, &crate::train::Silent)?) {
+        for ((source, _), image) in
+            chunk.iter().zip(mimic(front, &from, &toward, size, &options.mimicry, device, &crate::train::Silent)?)
+        {
             if image.within_budget {
                 dssim_sum += image.dssim;
                 left_sum += image.distance / image.start_distance.max(f64::MIN_POSITIVE);
@@ -527,7 +609,13 @@ fn mimicry_examples(
     reporter.finish();
     let used = crafted.len();
     let mean = |sum: f64| if used == 0 { 0.0 } else { sum / used as f64 };
-    let figures = MimicryExamples { crafted: count, used, mean_dssim: mean(dssim_sum), mean_distance_left: mean(left_sum), seconds: started.elapsed().as_secs_f64() };
+    let figures = MimicryExamples {
+        crafted: count,
+        used,
+        mean_dssim: mean(dssim_sum),
+        mean_distance_left: mean(left_sum),
+        seconds: started.elapsed().as_secs_f64(),
+    };
     Ok((crafted, sources, figures))
 }
 
@@ -575,7 +663,9 @@ fn neuron_weights(head: &Head, pooled: bool, dim: usize) -> Result<Vec<f32>> {
     // burn's layout: `[inputs, outputs]`.
     let [inputs, outputs] = first.val().dims();
     if inputs != dim {
-        return Err(GraftError::Invalid(format!("the head reads {inputs} features, the teacher's representation has {dim}")));
+        return Err(GraftError::Invalid(format!(
+            "the head reads {inputs} features, the teacher's representation has {dim}"
+        )));
     }
     let values = host_values::<f32>(first.val().into_data())?;
     let mut sums: Vec<f32> = values.chunks(outputs).map(|row| row.iter().map(|w| w.abs()).sum()).collect();
@@ -635,7 +725,11 @@ mod tests {
         let examples = HardenOptions { mimicry_examples: Some(4), ..HardenOptions::default() };
         assert!(examples.check().is_ok());
         let penalty_only = HardenOptions { mimicry_examples: Some(0), ..HardenOptions::default() };
-        for mimicry in [MimicryOptions { iterations: 0, ..example_attack() }, MimicryOptions { budget: 0.0, ..example_attack() }, MimicryOptions { learning_rate: f64::NAN, ..example_attack() }] {
+        for mimicry in [
+            MimicryOptions { iterations: 0, ..example_attack() },
+            MimicryOptions { budget: 0.0, ..example_attack() },
+            MimicryOptions { learning_rate: f64::NAN, ..example_attack() },
+        ] {
             for crafting in [examples.clone(), HardenOptions::default()] {
                 let error = HardenOptions { mimicry: mimicry.clone(), ..crafting }.check().unwrap_err().to_string();
                 assert!(error.contains("mimicry examples"), "{error}");
@@ -658,7 +752,8 @@ mod tests {
     fn standardised_representations_are_blind_to_a_per_channel_rescaling_only() {
         let device = Device::flex();
         // 4 rows of 2 channels × 3 positions.
-        let rows: Vec<Vec<f32>> = (0..4).map(|row| (0..6).map(|at| ((row * 7 + at * 3) % 5) as f32 + 0.5 * at as f32).collect()).collect();
+        let rows: Vec<Vec<f32>> =
+            (0..4).map(|row| (0..6).map(|at| ((row * 7 + at * 3) % 5) as f32 + 0.5 * at as f32).collect()).collect();
         let standardised = |rows: &[Vec<f32>]| -> Vec<Vec<f32>> {
             let tensor = Tensor::<2>::from_data(TensorData::new(rows.concat(), [rows.len(), 6]), &device);
             host_values::<f32>(standardise(tensor, 2).into_data()).unwrap().chunks(6).map(<[f32]>::to_vec).collect()
@@ -669,11 +764,19 @@ mod tests {
             let values: Vec<f32> = a.iter().flat_map(|row| row[channel * 3..channel * 3 + 3].to_vec()).collect();
             let mean = values.iter().sum::<f32>() / 12.0;
             let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 12.0;
-            assert!(mean.abs() < 1e-5 && (variance - 1.0).abs() < 1e-3, "channel {channel}: mean {mean}, variance {variance}");
+            assert!(
+                mean.abs() < 1e-5 && (variance - 1.0).abs() < 1e-3,
+                "channel {channel}: mean {mean}, variance {variance}"
+            );
         }
         // Channel 0 times 3 plus 1, channel 1 times 0.5 minus 2: far in the Euclidean sense, the
         // same standardised.
-        let rescaled: Vec<Vec<f32>> = rows.iter().map(|row| row.iter().enumerate().map(|(at, v)| if at < 3 { 3.0 * v + 1.0 } else { 0.5 * v - 2.0 }).collect()).collect();
+        let rescaled: Vec<Vec<f32>> = rows
+            .iter()
+            .map(|row| {
+                row.iter().enumerate().map(|(at, v)| if at < 3 { 3.0 * v + 1.0 } else { 0.5 * v - 2.0 }).collect()
+            })
+            .collect();
         let ones = [1.0; 6];
         assert!(weighted_distance(&rows[0], &rescaled[0], &ones) > 1.0);
         let b = standardised(&rescaled);
@@ -691,7 +794,8 @@ mod tests {
         let mut head = Head::new(crate::train::head::HeadKind::Linear, 3, 2, 1, &device);
         if let Head::Linear(linear) = &mut head {
             // Rows: neuron 0 sends 1 + 1, neuron 1 sends 0 + 0, neuron 2 sends 2 + 2 (mean 2).
-            let weight = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, -1.0, 0.0, 0.0, 2.0, -2.0], [3, 2]), &device);
+            let weight =
+                Tensor::<2>::from_data(TensorData::new(vec![1.0f32, -1.0, 0.0, 0.0, 2.0, -2.0], [3, 2]), &device);
             linear.weight = burn::module::Param::from_tensor(weight);
         }
         assert_eq!(neuron_weights(&head, true, 3).unwrap(), vec![1.0, 0.0, 2.0]);

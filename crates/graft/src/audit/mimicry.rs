@@ -80,7 +80,11 @@ pub enum AttackOptimizer {
     Adam,
 }
 
-crate::choice::choice!(AttackOptimizer, "attack optimizer", [(AttackOptimizer::Adadelta, "adadelta"), (AttackOptimizer::Adam, "adam")]);
+crate::choice::choice!(
+    AttackOptimizer,
+    "attack optimizer",
+    [(AttackOptimizer::Adadelta, "adadelta"), (AttackOptimizer::Adam, "adam")]
+);
 
 /// The attack's settings.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -97,7 +101,13 @@ pub struct MimicryOptions {
 impl MimicryOptions {
     /// The reference's settings: budget 0.003, Adadelta at rate 1 for 2,000 iterations, c = 1e10.
     pub fn reference() -> MimicryOptions {
-        MimicryOptions { budget: 0.003, iterations: 2000, optimizer: AttackOptimizer::Adadelta, learning_rate: 1.0, penalty: 1e10 }
+        MimicryOptions {
+            budget: 0.003,
+            iterations: 2000,
+            optimizer: AttackOptimizer::Adadelta,
+            learning_rate: 1.0,
+            penalty: 1e10,
+        }
     }
 }
 
@@ -135,7 +145,10 @@ pub fn mimic(
 ) -> Result<Vec<Crafted>> {
     let count = sources.len();
     if count != targets.len() || sources.iter().chain(targets).any(|image| image.len() != 3 * size * size) {
-        return Err(GraftError::Invalid(format!("the attack needs as many targets as sources ({count} and {}), each 3×{size}×{size} pixels", targets.len())));
+        return Err(GraftError::Invalid(format!(
+            "the attack needs as many targets as sources ({count} and {}), each 3×{size}×{size} pixels",
+            targets.len()
+        )));
     }
     if count == 0 {
         return Ok(Vec::new());
@@ -144,9 +157,14 @@ pub fn mimic(
     let source = super::pixels::batch(sources, size, device);
     let target = front.representation(super::pixels::batch(targets, size, device))?;
     let source_tanh = ((source.clone() / 255.0 - 0.5) * TANH_SCALE).atanh();
-    let to_pixels = |modifier: Tensor<4>, source_tanh: Tensor<4>| ((modifier + source_tanh).tanh() / TANH_SCALE + 0.5) * 255.0;
+    let to_pixels =
+        |modifier: Tensor<4>, source_tanh: Tensor<4>| ((modifier + source_tanh).tanh() / TANH_SCALE + 0.5) * 255.0;
     let distance_of = |pixels: Tensor<4>| -> Result<Tensor<1>> {
-        Ok((front.representation(pixels)? - target.clone().autodiff()).powi_scalar(2).sum_dim(1).sqrt().reshape([count]))
+        Ok((front.representation(pixels)? - target.clone().autodiff())
+            .powi_scalar(2)
+            .sum_dim(1)
+            .sqrt()
+            .reshape([count]))
     };
     let start_distance = crate::backend::host_values::<f32>(distance_of(source.clone())?.into_data())?;
 
@@ -163,11 +181,19 @@ pub fn mimic(
         let overshoot = (dssim.clone() - options.budget).clamp_min(0.0);
         let loss = (overshoot.powi_scalar(2) * options.penalty + distance.clone()).sum();
         let gradients = loss.backward();
-        let gradient = variable.grad(&gradients).ok_or_else(|| GraftError::Tensor("no gradient reached the attack's modifier".into()))?;
+        let gradient = variable
+            .grad(&gradients)
+            .ok_or_else(|| GraftError::Tensor("no gradient reached the attack's modifier".into()))?;
         // Each pair's best iterate within the budget, before this step moves it.
-        let (dssim, distance) = (crate::backend::host_values::<f32>(dssim.inner().into_data())?, crate::backend::host_values::<f32>(distance.inner().into_data())?);
+        let (dssim, distance) = (
+            crate::backend::host_values::<f32>(dssim.inner().into_data())?,
+            crate::backend::host_values::<f32>(distance.inner().into_data())?,
+        );
         let improved: Vec<usize> = (0..count)
-            .filter(|&pair| (dssim[pair] as f64) < options.budget && best[pair].as_ref().is_none_or(|(kept, _)| (distance[pair] as f64) < *kept))
+            .filter(|&pair| {
+                (dssim[pair] as f64) < options.budget
+                    && best[pair].as_ref().is_none_or(|(kept, _)| (distance[pair] as f64) < *kept)
+            })
             .collect();
         if !improved.is_empty() {
             let values = crate::backend::host_values::<f32>(pixels.inner().into_data())?;
@@ -178,7 +204,13 @@ pub fn mimic(
         }
         modifier = optimizer.step(modifier, gradient.inner());
         let kept = best.iter().flatten().count();
-        reporter.advance(1, &format!("{kept}/{count} within budget, mean distance {:.2}", distance.iter().map(|d| *d as f64).sum::<f64>() / count as f64));
+        reporter.advance(
+            1,
+            &format!(
+                "{kept}/{count} within budget, mean distance {:.2}",
+                distance.iter().map(|d| *d as f64).sum::<f64>() / count as f64
+            ),
+        );
     }
     reporter.finish();
 
@@ -187,11 +219,19 @@ pub fn mimic(
         let within_budget = kept.is_some();
         let (distance, values) = kept.unwrap_or_else(|| (start_distance[pair] as f64, sources[pair].clone()));
         let pixels: Vec<u8> = values.iter().map(|v| v.round().clamp(0.0, 255.0) as u8).collect();
-        crafted.push(Crafted { pixels, dssim: 0.0, distance, start_distance: start_distance[pair] as f64, within_budget });
+        crafted.push(Crafted {
+            pixels,
+            dssim: 0.0,
+            distance,
+            start_distance: start_distance[pair] as f64,
+            within_budget,
+        });
     }
     // DSSIM of what is handed out: the rounded pixels.
     let rounded = super::pixels::floats(crafted.iter().map(|c| &c.pixels));
-    let dssim = crate::backend::host_values::<f32>(measure.dssim(super::pixels::batch(&rounded, size, device), source).into_data())?;
+    let dssim = crate::backend::host_values::<f32>(
+        measure.dssim(super::pixels::batch(&rounded, size, device), source).into_data(),
+    )?;
     for (crafted, dssim) in crafted.iter_mut().zip(dssim) {
         crafted.dssim = dssim as f64;
     }
@@ -209,8 +249,14 @@ impl State {
     pub(super) fn new(options: &MimicryOptions, like: Tensor<4>) -> State {
         let zeros = like.zeros_like();
         match options.optimizer {
-            AttackOptimizer::Adadelta => State::Adadelta { rate: options.learning_rate, squared_gradients: zeros.clone(), squared_updates: zeros },
-            AttackOptimizer::Adam => State::Adam { rate: options.learning_rate, first: zeros.clone(), second: zeros, step: 0 },
+            AttackOptimizer::Adadelta => State::Adadelta {
+                rate: options.learning_rate,
+                squared_gradients: zeros.clone(),
+                squared_updates: zeros,
+            },
+            AttackOptimizer::Adam => {
+                State::Adam { rate: options.learning_rate, first: zeros.clone(), second: zeros, step: 0 }
+            }
         }
     }
 
@@ -220,7 +266,8 @@ impl State {
             State::Adadelta { rate, squared_gradients, squared_updates } => {
                 const RHO: f64 = 0.95;
                 *squared_gradients = squared_gradients.clone() * RHO + gradient.clone().powi_scalar(2) * (1.0 - RHO);
-                let update = (squared_updates.clone() + EPSILON).sqrt() / (squared_gradients.clone() + EPSILON).sqrt() * gradient;
+                let update = (squared_updates.clone() + EPSILON).sqrt() / (squared_gradients.clone() + EPSILON).sqrt()
+                    * gradient;
                 *squared_updates = squared_updates.clone() * RHO + update.clone().powi_scalar(2) * (1.0 - RHO);
                 value - update * *rate
             }

@@ -2,8 +2,8 @@
 //! USENIX Security 2018) measured on the student, and the perceptual budget it works within.
 
 pub mod dssim;
-pub mod pixels;
-pub mod mimicry;
-pub mod run;
 pub mod fingerprint;
 pub mod harden;
+pub mod mimicry;
+pub mod pixels;
+pub mod run;

@@ -16,7 +16,10 @@ pub fn floats<'a>(images: impl IntoIterator<Item = &'a Vec<u8>>) -> Vec<Vec<f32>
 
 /// Images `[3, size, size]` each as one `[N, 3, size, size]` tensor.
 pub fn batch(images: &[Vec<f32>], size: usize, device: &Device) -> Tensor<4> {
-    Tensor::from_data(TensorData::new(images.iter().flatten().copied().collect::<Vec<f32>>(), [images.len(), 3, size, size]), device)
+    Tensor::from_data(
+        TensorData::new(images.iter().flatten().copied().collect::<Vec<f32>>(), [images.len(), 3, size, size]),
+        device,
+    )
 }
 
 /// Pixels in 0–255 to a network's input: `(pixel / 255 − mean) / std` per channel, as
@@ -29,7 +32,12 @@ pub fn normalise(pixels: Tensor<4>, mean: [f32; 3], std: [f32; 3]) -> Tensor<4> 
 
 /// A student's class probabilities for images given as pixels in its own preprocessing's size:
 /// one row per image, concatenated. Only the student's answers: what a black-box query returns.
-pub fn student_probabilities(model: &Student, images: &[Vec<f32>], preprocessing: &Preprocessing, device: &Device) -> Result<Vec<f32>> {
+pub fn student_probabilities(
+    model: &Student,
+    images: &[Vec<f32>],
+    preprocessing: &Preprocessing,
+    device: &Device,
+) -> Result<Vec<f32>> {
     let input = normalise(batch(images, preprocessing.input_size, device), preprocessing.mean, preprocessing.std);
     host_values::<f32>(burn::tensor::activation::softmax(model.logits(input)?, 1).into_data())
 }

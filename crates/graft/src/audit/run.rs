@@ -15,10 +15,10 @@ use crate::error::{GraftError, Result};
 use crate::models::Teacher;
 use crate::models::zoo::Preprocessing;
 use crate::rng::SplitMix64;
-use crate::train::student::{LoadedStudent, RunConfig, Student};
 use crate::train::Reporter;
-use crate::train::probe::argmax;
 use crate::train::evaluate::{InferenceOptions, predict_sources};
+use crate::train::probe::argmax;
+use crate::train::student::{LoadedStudent, RunConfig, Student};
 
 /// What an audit does.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -143,7 +143,10 @@ pub fn craft(
     let started = std::time::Instant::now();
     let config = &student.config;
     if teacher.card.name != config.teacher {
-        return Err(GraftError::Invalid(format!("the student was trained from `{}`, not `{}`", config.teacher, teacher.card.name)));
+        return Err(GraftError::Invalid(format!(
+            "the student was trained from `{}`, not `{}`",
+            config.teacher, teacher.card.name
+        )));
     }
     let names = teacher.block_names();
     let cut = attacked_cut(config, teacher, options.layer.as_deref())?;
@@ -157,7 +160,9 @@ pub fn craft(
     let clean_accuracy = classified.accuracy();
     let Classified { readable, correct } = classified;
     if correct.is_empty() {
-        return Err(GraftError::Invalid("the student classifies none of these images correctly: there is no source to attack".into()));
+        return Err(GraftError::Invalid(
+            "the student classifies none of these images correctly: there is no source to attack".into(),
+        ));
     }
     let classes = config.classes.len();
     let label = |index: usize| data.items[index].label;
@@ -167,7 +172,9 @@ pub fn craft(
     }
     let present: Vec<usize> = (0..classes).filter(|class| !by_class[*class].is_empty()).collect();
     if present.len() < 2 {
-        return Err(GraftError::Invalid("the audit needs images of at least two classes (a target class other than the source's)".into()));
+        return Err(GraftError::Invalid(
+            "the audit needs images of at least two classes (a target class other than the source's)".into(),
+        ));
     }
     // Seeded pairs: a correctly classified source, another class, one image of it as the target.
     let mut random = SplitMix64::derive(options.seed, &[0xA0D1]);
@@ -183,19 +190,39 @@ pub fn craft(
     let mut pixels: std::collections::HashMap<usize, Vec<f32>> = std::collections::HashMap::new();
     for index in pairs.iter().flat_map(|(source, target)| [*source, *target]) {
         if let std::collections::hash_map::Entry::Vacant(entry) = pixels.entry(index) {
-            entry.insert(crate::data::image::pixels(&data.items[index].source.load_at_least(preprocessing.resize as u32)?, &preprocessing));
+            entry.insert(crate::data::image::pixels(
+                &data.items[index].source.load_at_least(preprocessing.resize as u32)?,
+                &preprocessing,
+            ));
         }
     }
 
     let front = TeacherFront::new(teacher, cut, &preprocessing)?;
     let mut crafted: Vec<Crafted> = Vec::new();
     for (batch, chunk) in pairs.chunks(options.batch_size.max(1)).enumerate() {
-        reporter.note(&format!("mimicry attack at `{}`: pairs {}-{} of {}", names[cut - 1], batch * options.batch_size + 1, batch * options.batch_size + chunk.len(), pairs.len()));
+        reporter.note(&format!(
+            "mimicry attack at `{}`: pairs {}-{} of {}",
+            names[cut - 1],
+            batch * options.batch_size + 1,
+            batch * options.batch_size + chunk.len(),
+            pairs.len()
+        ));
         let sources: Vec<Vec<f32>> = chunk.iter().map(|(source, _)| pixels[source].clone()).collect();
         let targets: Vec<Vec<f32>> = chunk.iter().map(|(_, target)| pixels[target].clone()).collect();
         crafted.extend(mimic(&front, &sources, &targets, size, &options.mimicry, device, reporter)?);
     }
-    Ok(Attack { data, options: options.clone(), layer: names[cut - 1].clone(), cut, pairs, pixels, crafted, clean_accuracy, preprocessing, started })
+    Ok(Attack {
+        data,
+        options: options.clone(),
+        layer: names[cut - 1].clone(),
+        cut,
+        pairs,
+        pixels,
+        crafted,
+        clean_accuracy,
+        preprocessing,
+        started,
+    })
 }
 
 /// The blocks in front of the attacked layer's output: `layer`'s, or by default the layer a
@@ -232,15 +259,24 @@ impl Classified {
 ///
 /// # Errors
 /// Images that cannot be scored at all.
-pub fn correctly_classified(student: &LoadedStudent, data: &Dataset, inference: &InferenceOptions, device: &Device, reporter: &dyn Reporter) -> Result<Classified> {
+pub fn correctly_classified(
+    student: &LoadedStudent,
+    data: &Dataset,
+    inference: &InferenceOptions,
+    device: &Device,
+    reporter: &dyn Reporter,
+) -> Result<Classified> {
     let sources: Vec<ItemSource> = data.items.iter().map(|item| item.source.clone()).collect();
     let (predictions, skipped) = predict_sources(student, &sources, inference, device, reporter)?;
     for bad in &skipped {
         reporter.note(&format!("skipped {}: {}", bad.name, bad.reason));
     }
     let readable: Vec<usize> = (0..data.len()).filter(|index| predictions[*index].is_some()).collect();
-    let correct: Vec<usize> =
-        readable.iter().copied().filter(|index| predictions[*index].as_deref().map(argmax) == Some(data.items[*index].label)).collect();
+    let correct: Vec<usize> = readable
+        .iter()
+        .copied()
+        .filter(|index| predictions[*index].as_deref().map(argmax) == Some(data.items[*index].label))
+        .collect();
     Ok(Classified { readable, correct })
 }
 
@@ -250,7 +286,13 @@ pub fn correctly_classified(student: &LoadedStudent, data: &Dataset, inference: 
 ///
 /// # Errors
 /// A tensor that cannot be read back.
-pub fn score(attack: &Attack, student: &LoadedStudent, clean_accuracy: f64, device: &Device, reporter: &dyn Reporter) -> Result<(AuditReport, Vec<PairImages>)> {
+pub fn score(
+    attack: &Attack,
+    student: &LoadedStudent,
+    clean_accuracy: f64,
+    device: &Device,
+    reporter: &dyn Reporter,
+) -> Result<(AuditReport, Vec<PairImages>)> {
     let config = &student.config;
     let preprocessing = &attack.preprocessing;
     let size = preprocessing.input_size;
@@ -271,9 +313,24 @@ pub fn score(attack: &Attack, student: &LoadedStudent, clean_accuracy: f64, devi
         let adversarial: Vec<f32> = crafted.pixels.iter().map(|v| *v as f32).collect();
         let scores = probabilities(&model, std::slice::from_ref(&adversarial), preprocessing, device)?;
         let predicted = argmax(&scores);
-        let noisy = noise_at(&pixels[source], crafted.dssim, size, &measure, SplitMix64::derive(options.seed, &[0x0015E, index as u64]), device)?;
+        let noisy = noise_at(
+            &pixels[source],
+            crafted.dssim,
+            size,
+            &measure,
+            SplitMix64::derive(options.seed, &[0x0015E, index as u64]),
+            device,
+        )?;
         let noise_predicted = argmax(&probabilities(&model, std::slice::from_ref(&noisy), preprocessing, device)?);
-        let pgd = pgd_targeted(&model, &pixels[source], target_class, size, preprocessing, SplitMix64::derive(options.seed, &[0x96D, index as u64]), device)?;
+        let pgd = pgd_targeted(
+            &model,
+            &pixels[source],
+            target_class,
+            size,
+            preprocessing,
+            SplitMix64::derive(options.seed, &[0x96D, index as u64]),
+            device,
+        )?;
         let pgd_predicted = argmax(&probabilities(&model, std::slice::from_ref(&pgd), preprocessing, device)?);
         examples.push(PairResult {
             source: name(*source),
@@ -290,12 +347,19 @@ pub fn score(attack: &Attack, student: &LoadedStudent, clean_accuracy: f64, devi
             pgd_success: pgd_predicted == target_class,
         });
         if pictures.len() < PICTURED_PAIRS {
-            pictures.push(PairImages { size, source: bytes(&pixels[source]), adversarial: crafted.pixels.clone(), target: bytes(&pixels[target]) });
+            pictures.push(PairImages {
+                size,
+                source: bytes(&pixels[source]),
+                adversarial: crafted.pixels.clone(),
+                target: bytes(&pixels[target]),
+            });
         }
         reporter.advance(1, "");
     }
     reporter.finish();
-    let rate = |hit: fn(&PairResult) -> bool| examples.iter().filter(|example| hit(example)).count() as f64 / examples.len().max(1) as f64;
+    let rate = |hit: fn(&PairResult) -> bool| {
+        examples.iter().filter(|example| hit(example)).count() as f64 / examples.len().max(1) as f64
+    };
     let report = AuditReport {
         layer: attack.layer.clone(),
         cut: attack.cut,
@@ -317,11 +381,24 @@ pub fn score(attack: &Attack, student: &LoadedStudent, clean_accuracy: f64, devi
 
 /// The source plus Gaussian noise, rounded to 8-bit pixels, scaled (by bisection on its
 /// standard deviation) to the DSSIM `dssim` from the source.
-fn noise_at(source: &[f32], dssim: f64, size: usize, measure: &MsSsim, mut random: SplitMix64, device: &Device) -> Result<Vec<f32>> {
+fn noise_at(
+    source: &[f32],
+    dssim: f64,
+    size: usize,
+    measure: &MsSsim,
+    mut random: SplitMix64,
+    device: &Device,
+) -> Result<Vec<f32>> {
     let normal: Vec<f32> = (0..source.len()).map(|_| random.normal() as f32).collect();
     let reference = pixel_tensor(&[source.to_vec()], size, device);
-    let at = |sigma: f64| -> Vec<f32> { source.iter().zip(&normal).map(|(v, n)| (v + n * sigma as f32).round().clamp(0.0, 255.0)).collect() };
-    let distance = |image: &Vec<f32>| -> Result<f64> { Ok(host_values::<f32>(measure.dssim(pixel_tensor(std::slice::from_ref(image), size, device), reference.clone()).into_data())?[0] as f64) };
+    let at = |sigma: f64| -> Vec<f32> {
+        source.iter().zip(&normal).map(|(v, n)| (v + n * sigma as f32).round().clamp(0.0, 255.0)).collect()
+    };
+    let distance = |image: &Vec<f32>| -> Result<f64> {
+        Ok(host_values::<f32>(
+            measure.dssim(pixel_tensor(std::slice::from_ref(image), size, device), reference.clone()).into_data(),
+        )?[0] as f64)
+    };
     let (mut low, mut high) = (0.0f64, 64.0f64);
     for _ in 0..20 {
         let middle = (low + high) / 2.0;
@@ -336,13 +413,22 @@ fn noise_at(source: &[f32], dssim: f64, size: usize, measure: &MsSsim, mut rando
 
 /// Targeted white-box PGD on the student (L∞ ε 8/255, step 2/255, 10 steps, random start):
 /// the common defaults, in pixels 0–255. Returns the rounded adversarial image.
-fn pgd_targeted(model: &Student, source: &[f32], target: usize, size: usize, preprocessing: &Preprocessing, mut random: SplitMix64, device: &Device) -> Result<Vec<f32>> {
+fn pgd_targeted(
+    model: &Student,
+    source: &[f32],
+    target: usize,
+    size: usize,
+    preprocessing: &Preprocessing,
+    mut random: SplitMix64,
+    device: &Device,
+) -> Result<Vec<f32>> {
     const EPSILON: f32 = 8.0;
     const STEP: f32 = 2.0;
     const STEPS: usize = 10;
     let training = device.clone().autodiff();
     let original = pixel_tensor(&[source.to_vec()], size, device);
-    let start: Vec<f32> = source.iter().map(|v| (v + random.uniform(-1.0, 1.0) as f32 * EPSILON).clamp(0.0, 255.0)).collect();
+    let start: Vec<f32> =
+        source.iter().map(|v| (v + random.uniform(-1.0, 1.0) as f32 * EPSILON).clamp(0.0, 255.0)).collect();
     let mut adversarial = pixel_tensor(&[start], size, device);
     let loss_function = CrossEntropyLossConfig::new().init(&training);
     let targets = Tensor::<1, Int>::from_data(TensorData::new(vec![target as i64], [1]), &training);
@@ -350,7 +436,10 @@ fn pgd_targeted(model: &Student, source: &[f32], target: usize, size: usize, pre
         let variable = adversarial.clone().autodiff().require_grad();
         let logits = model.logits(normalise(variable.clone(), preprocessing.mean, preprocessing.std))?;
         let gradients = loss_function.forward(logits, targets.clone()).backward();
-        let gradient = variable.grad(&gradients).ok_or_else(|| GraftError::Tensor("no gradient reached the PGD input".into()))?.inner();
+        let gradient = variable
+            .grad(&gradients)
+            .ok_or_else(|| GraftError::Tensor("no gradient reached the PGD input".into()))?
+            .inner();
         // Descend the target's cross-entropy, then project back into the ε-ball and the pixel range.
         let stepped = adversarial - gradient.sign() * STEP;
         let low = (original.clone() - EPSILON).clamp_min(0.0);

@@ -26,7 +26,13 @@ type Tracked = Autodiff<Flex, NoCheckpointing>;
 
 /// `activation(batch_norm(x))` with the batch's own statistics, tracked by burn's autodiff when
 /// any input is. Returns the output and the batch's mean and (biased) variance, untracked.
-pub fn train(x: Tensor<4>, gamma: Tensor<1>, beta: Tensor<1>, epsilon: f64, activation: Activation) -> (Tensor<4>, Tensor<1>, Tensor<1>) {
+pub fn train(
+    x: Tensor<4>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    epsilon: f64,
+    activation: Activation,
+) -> (Tensor<4>, Tensor<1>, Tensor<1>) {
     let dims = x.dims();
     let [batch, channels, height, width] = dims;
     let shape = Shape { batch, channels, plane: height * width };
@@ -36,25 +42,38 @@ pub fn train(x: Tensor<4>, gamma: Tensor<1>, beta: Tensor<1>, epsilon: f64, acti
         let x = values(x);
         let (mean, variance) = statistics(&x, &shape);
         let inverse = inverse_std(&variance, epsilon);
-        let y = flex_tensor(forward_values(&x, &values(gamma), &values(beta), &mean, &inverse, activation, &shape), dims);
+        let y =
+            flex_tensor(forward_values(&x, &values(gamma), &values(beta), &mean, &inverse, activation, &shape), dims);
         (y, mean, variance, inverse)
     };
     if !x.is_autodiff() && !gamma.is_autodiff() && !beta.is_autodiff() {
         let plain = |tensor: Tensor<1>| tensor.try_into_primitive::<Flex>().expect("a tensor on flex");
-        let (y, mean, variance, _) = normalize(&x.try_into_primitive::<Flex>().expect("a tensor on flex"), &plain(gamma), &plain(beta));
+        let (y, mean, variance, _) =
+            normalize(&x.try_into_primitive::<Flex>().expect("a tensor on flex"), &plain(gamma), &plain(beta));
         return (Tensor::<4>::from_primitive::<Flex>(y), statistic(mean), statistic(variance));
     }
     let x = x.autodiff().try_into_primitive::<Tracked>().expect("a tensor on flex");
     let gamma = gamma.autodiff().try_into_primitive::<Tracked>().expect("a tensor on flex");
     let beta = beta.autodiff().try_into_primitive::<Tracked>().expect("a tensor on flex");
     let (y, mean, variance, inverse) = normalize(x.primitive(), gamma.primitive(), beta.primitive());
-    let output = match NormBackward.prepare::<NoCheckpointing>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => {
-            let state = NormState { x: x.primitive().clone(), gamma: gamma.primitive().clone(), output: y.clone(), mean: mean.clone(), inverse_std: inverse, activation, shape, dims };
-            prep.finish(state, y)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    };
+    let output =
+        match NormBackward.prepare::<NoCheckpointing>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let state = NormState {
+                    x: x.primitive().clone(),
+                    gamma: gamma.primitive().clone(),
+                    output: y.clone(),
+                    mean: mean.clone(),
+                    inverse_std: inverse,
+                    activation,
+                    shape,
+                    dims,
+                };
+                prep.finish(state, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
     (Tensor::<4>::from_primitive::<Tracked>(output), statistic(mean), statistic(variance))
 }
 
@@ -86,7 +105,8 @@ fn statistics(x: &[f32], shape: &Shape) -> (Vec<f32>, Vec<f32>) {
         .map(|c| {
             let sum: f64 = shape.planes(x, c).map(|plane| plane.iter().map(|&v| v as f64).sum::<f64>()).sum();
             let mean = sum / count;
-            let squares: f64 = shape.planes(x, c).map(|plane| plane.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>()).sum();
+            let squares: f64 =
+                shape.planes(x, c).map(|plane| plane.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>()).sum();
             (mean as f32, (squares / count) as f32)
         })
         .collect();
@@ -98,18 +118,30 @@ fn inverse_std(variance: &[f32], epsilon: f64) -> Vec<f32> {
 }
 
 /// `activation(gamma (x - mean) / std + beta)`, one plane per task.
-fn forward_values(x: &[f32], gamma: &[f32], beta: &[f32], mean: &[f32], inverse_std: &[f32], activation: Activation, shape: &Shape) -> Vec<f32> {
+fn forward_values(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    inverse_std: &[f32],
+    activation: Activation,
+    shape: &Shape,
+) -> Vec<f32> {
     let mut y = vec![0.0f32; x.len()];
-    y.par_chunks_mut(shape.plane.max(1)).zip(x.par_chunks(shape.plane.max(1))).enumerate().for_each(|(plane, (out, input))| {
-        let c = plane % shape.channels;
-        let scale = gamma[c] * inverse_std[c];
-        let shift = beta[c] - mean[c] * scale;
-        match activation {
-            Activation::Identity => out.iter_mut().zip(input).for_each(|(o, &v)| *o = v * scale + shift),
-            Activation::Relu => out.iter_mut().zip(input).for_each(|(o, &v)| *o = (v * scale + shift).max(0.0)),
-            Activation::Relu6 => out.iter_mut().zip(input).for_each(|(o, &v)| *o = (v * scale + shift).clamp(0.0, 6.0)),
-        }
-    });
+    y.par_chunks_mut(shape.plane.max(1)).zip(x.par_chunks(shape.plane.max(1))).enumerate().for_each(
+        |(plane, (out, input))| {
+            let c = plane % shape.channels;
+            let scale = gamma[c] * inverse_std[c];
+            let shift = beta[c] - mean[c] * scale;
+            match activation {
+                Activation::Identity => out.iter_mut().zip(input).for_each(|(o, &v)| *o = v * scale + shift),
+                Activation::Relu => out.iter_mut().zip(input).for_each(|(o, &v)| *o = (v * scale + shift).max(0.0)),
+                Activation::Relu6 => {
+                    out.iter_mut().zip(input).for_each(|(o, &v)| *o = (v * scale + shift).clamp(0.0, 6.0))
+                }
+            }
+        },
+    );
     y
 }
 
@@ -133,8 +165,20 @@ struct NormState {
 fn passed(activation: Activation, output: f32, grad: f32) -> f32 {
     match activation {
         Activation::Identity => grad,
-        Activation::Relu => if output > 0.0 { grad } else { 0.0 },
-        Activation::Relu6 => if output > 0.0 && output < 6.0 { grad } else { 0.0 },
+        Activation::Relu => {
+            if output > 0.0 {
+                grad
+            } else {
+                0.0
+            }
+        }
+        Activation::Relu6 => {
+            if output > 0.0 && output < 6.0 {
+                grad
+            } else {
+                0.0
+            }
+        }
     }
 }
 
@@ -206,7 +250,6 @@ mod tests {
     use crate::backend::relative_difference;
     use burn::tensor::{Device, Distribution};
 
-
     /// Output, statistics and the gradients of input, gamma and beta equal burn's batch norm
     /// followed by the activation, for each activation, with and without a tracked input.
     #[test]
@@ -215,7 +258,8 @@ mod tests {
         for activation in [Activation::Identity, Activation::Relu, Activation::Relu6] {
             for (batch, channels, size) in [(4, 3, 5), (2, 8, 9), (3, 5, 1)] {
                 for input_tracked in [true, false] {
-                    let x = Tensor::<4>::random([batch, channels, size, size + 2], Distribution::Normal(0.5, 2.0), &device);
+                    let x =
+                        Tensor::<4>::random([batch, channels, size, size + 2], Distribution::Normal(0.5, 2.0), &device);
                     let x = if input_tracked { x.require_grad() } else { x };
                     let gamma = Tensor::<1>::random([channels], Distribution::Normal(1.0, 0.5), &device).require_grad();
                     let beta = Tensor::<1>::random([channels], Distribution::Normal(0.0, 1.0), &device).require_grad();
@@ -233,7 +277,9 @@ mod tests {
                         assert!(relative_difference(e, a) < 1e-4, "{name} {activation:?} {batch} {channels} {size}");
                     }
                     match (x.grad(&expected_grads), x.grad(&actual_grads)) {
-                        (Some(e), Some(a)) => assert!(relative_difference(e, a) < 1e-4, "x {activation:?} {batch} {channels} {size}"),
+                        (Some(e), Some(a)) => {
+                            assert!(relative_difference(e, a) < 1e-4, "x {activation:?} {batch} {channels} {size}")
+                        }
                         (None, None) => assert!(!input_tracked),
                         _ => panic!("the input's gradient exists for one implementation only"),
                     }
@@ -244,7 +290,8 @@ mod tests {
         let plain = Device::flex();
         let x = Tensor::<4>::random([3, 4, 6, 6], Distribution::Normal(0.0, 1.0), &plain);
         let (gamma, beta) = (Tensor::<1>::ones([4], &plain), Tensor::<1>::zeros([4], &plain));
-        let expected = burn::tensor::module::batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5).output.clamp(0.0, 6.0);
+        let expected =
+            burn::tensor::module::batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5).output.clamp(0.0, 6.0);
         let (output, _, _) = train(x, gamma, beta, 1e-5, Activation::Relu6);
         assert!(!output.is_autodiff());
         assert!(relative_difference(expected, output) < 1e-5);

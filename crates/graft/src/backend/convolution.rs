@@ -154,9 +154,16 @@ fn col2im_from(columns: &[f32], row_stride: usize, g: &Geometry, image: &mut [f3
                     let values = &row[oy * out_w..(oy + 1) * out_w][span.clone()];
                     let line = &mut target[(oy * stride_h + ky - top) * g.width..][..g.width];
                     if stride_w == 1 {
-                        line[first..first + values.len()].iter_mut().zip(values).for_each(|(pixel, value)| *pixel += value);
+                        line[first..first + values.len()]
+                            .iter_mut()
+                            .zip(values)
+                            .for_each(|(pixel, value)| *pixel += value);
                     } else {
-                        line[first..].iter_mut().step_by(stride_w).zip(values).for_each(|(pixel, value)| *pixel += value);
+                        line[first..]
+                            .iter_mut()
+                            .step_by(stride_w)
+                            .zip(values)
+                            .for_each(|(pixel, value)| *pixel += value);
                     }
                 }
             }
@@ -237,7 +244,16 @@ fn unfold_group(x: &[f32], g: &Geometry, first: usize, count: usize, columns: &m
     let (pixels, width) = (g.pixels(), count * g.pixels());
     for j in 0..count {
         let n = first + j;
-        im2col_into(&x[n * g.image()..(n + 1) * g.image()], [g.inputs, g.height, g.width], g.kernel, g.stride, [g.padding[0], g.padding[1]], g.output(), &mut columns[j * pixels..], width);
+        im2col_into(
+            &x[n * g.image()..(n + 1) * g.image()],
+            [g.inputs, g.height, g.width],
+            g.kernel,
+            g.stride,
+            [g.padding[0], g.padding[1]],
+            g.output(),
+            &mut columns[j * pixels..],
+            width,
+        );
     }
 }
 
@@ -251,7 +267,8 @@ fn gather_group<'a>(gy: &'a [f32], g: &Geometry, first: usize, count: usize, wid
     let width = count * pixels;
     for j in 0..count {
         for o in 0..g.outputs {
-            wide[o * width + j * pixels..][..pixels].copy_from_slice(&gy[((first + j) * g.outputs + o) * pixels..][..pixels]);
+            wide[o * width + j * pixels..][..pixels]
+                .copy_from_slice(&gy[((first + j) * g.outputs + o) * pixels..][..pixels]);
         }
     }
     &wide[..g.outputs * width]
@@ -287,7 +304,8 @@ fn forward_grouped(x: &[f32], w: &[f32], g: &Geometry, group: usize) -> Vec<f32>
             product(wide, View::rows(w, depth), columns, [g.outputs, depth, width], false);
             for j in 0..count {
                 for o in 0..g.outputs {
-                    out[(j * g.outputs + o) * pixels..][..pixels].copy_from_slice(&wide[o * width + j * pixels..][..pixels]);
+                    out[(j * g.outputs + o) * pixels..][..pixels]
+                        .copy_from_slice(&wide[o * width + j * pixels..][..pixels]);
                 }
             }
         },
@@ -316,15 +334,24 @@ fn filter_gradient_grouped(gy: &[f32], x: &[f32], g: &Geometry, group: usize) ->
                 let width = count * pixels;
                 unfold_group(x, g, first, count, &mut columns);
                 let grad = gather_group(gy, g, first, count, &mut wide);
-                product(&mut sum, View::rows(grad, width), View::transposed(&columns[..depth * width], width), [g.outputs, width, depth], true);
+                product(
+                    &mut sum,
+                    View::rows(grad, width),
+                    View::transposed(&columns[..depth * width], width),
+                    [g.outputs, width, depth],
+                    true,
+                );
                 (sum, columns, wide)
             },
         )
         .map(|(sum, _, _)| sum)
-        .reduce(|| vec![0.0f32; g.outputs * depth], |mut a, b| {
-            a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
-            a
-        })
+        .reduce(
+            || vec![0.0f32; g.outputs * depth],
+            |mut a, b| {
+                a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+                a
+            },
+        )
 }
 
 /// The input's gradient: per group, `filter^T x gy_group` folded back onto each image.
@@ -341,7 +368,13 @@ fn input_gradient_grouped(gy: &[f32], w: &[f32], g: &Geometry, group: usize) -> 
             let count = images.len() / g.image();
             let width = count * pixels;
             let grad = gather_group(gy, g, chunk * group, count, wide);
-            product(&mut columns[..depth * width], View::transposed(w, depth), View::rows(grad, width), [depth, g.outputs, width], false);
+            product(
+                &mut columns[..depth * width],
+                View::transposed(w, depth),
+                View::rows(grad, width),
+                [depth, g.outputs, width],
+                false,
+            );
             for (j, image) in images.chunks_mut(g.image()).enumerate() {
                 col2im_from(&columns[j * pixels..], width, g, image);
             }
@@ -355,7 +388,11 @@ fn input_gradient_grouped(gy: &[f32], w: &[f32], g: &Geometry, group: usize) -> 
 pub fn conv(x: Tensor<4>, weight: Tensor<4>, stride: [usize; 2], padding: [usize; 4]) -> Tensor<4> {
     let [batch, inputs, height, width] = x.dims();
     let [outputs, _, kernel_h, kernel_w] = weight.dims();
-    super::flexop::run(x, weight, Geometry { batch, inputs, outputs, height, width, kernel: [kernel_h, kernel_w], stride, padding })
+    super::flexop::run(
+        x,
+        weight,
+        Geometry { batch, inputs, outputs, height, width, kernel: [kernel_h, kernel_w], stride, padding },
+    )
 }
 
 impl super::flexop::Kernels for Geometry {
@@ -393,7 +430,6 @@ mod tests {
     use burn::nn::conv::Conv2dConfig;
     use burn::tensor::{Device, Distribution};
 
-
     /// The unfolding reads, for every tap and output pixel, exactly the input pixel under it (0
     /// in the padding), and the folding is its adjoint: `<im2col(x), c> = <x, col2im(c)>`, over
     /// geometries where whole rows and columns of taps fall in the padding (a 7x7 kernel on a
@@ -410,8 +446,13 @@ mod tests {
                             for ox in 0..out_w {
                                 let iy = (oy * g.stride[0] + ky) as isize - g.padding[0] as isize;
                                 let ix = (ox * g.stride[1] + kx) as isize - g.padding[1] as isize;
-                                let inside = (0..g.height as isize).contains(&iy) && (0..g.width as isize).contains(&ix);
-                                columns.push(if inside { x[(c * g.height + iy as usize) * g.width + ix as usize] } else { 0.0 });
+                                let inside =
+                                    (0..g.height as isize).contains(&iy) && (0..g.width as isize).contains(&ix);
+                                columns.push(if inside {
+                                    x[(c * g.height + iy as usize) * g.width + ix as usize]
+                                } else {
+                                    0.0
+                                });
                             }
                         }
                     }
@@ -467,9 +508,18 @@ mod tests {
             let filter = filter_gradient_grouped(&gy, &x, &g, 1);
             let input = input_gradient_grouped(&gy, &w, &g, 1);
             for group in 2..=g.batch {
-                assert!(close(&forward_grouped(&x, &w, &g, group), &forward), "forward, {group} images a product, {g:?}");
-                assert!(close(&filter_gradient_grouped(&gy, &x, &g, group), &filter), "filter gradient, {group} images a product, {g:?}");
-                assert!(close(&input_gradient_grouped(&gy, &w, &g, group), &input), "input gradient, {group} images a product, {g:?}");
+                assert!(
+                    close(&forward_grouped(&x, &w, &g, group), &forward),
+                    "forward, {group} images a product, {g:?}"
+                );
+                assert!(
+                    close(&filter_gradient_grouped(&gy, &x, &g, group), &filter),
+                    "filter gradient, {group} images a product, {g:?}"
+                );
+                assert!(
+                    close(&input_gradient_grouped(&gy, &w, &g, group), &input),
+                    "input gradient, {group} images a product, {g:?}"
+                );
             }
         }
     }
@@ -488,7 +538,11 @@ mod tests {
             (3, 6, [1, 3], 1, PaddingConfig2d::Explicit(0, 1, 0, 1), 6),
         ];
         for (inputs, outputs, kernel, stride, padding, size) in cases {
-            let layer = Conv2dConfig::new([inputs, outputs], kernel).with_stride([stride, stride]).with_padding(padding.clone()).with_bias(false).init(&device);
+            let layer = Conv2dConfig::new([inputs, outputs], kernel)
+                .with_stride([stride, stride])
+                .with_padding(padding.clone())
+                .with_bias(false)
+                .init(&device);
             let sides = crate::backend::ops::padding_sides(&padding, kernel, [stride, stride], size, size + 1);
             for input_tracked in [true, false] {
                 let x = Tensor::<4>::random([3, inputs, size, size + 1], Distribution::Normal(0.0, 1.0), &device);
@@ -501,7 +555,10 @@ mod tests {
                 let expected_grads = (expected * target.clone()).sum().backward();
                 let actual_grads = (actual * target).sum().backward();
                 let weight = |grads| layer.weight.grad(grads).expect("a weight gradient");
-                assert!(relative_difference(weight(&expected_grads), weight(&actual_grads)) < 1e-5, "{inputs} {outputs} {kernel:?} {stride} {size}");
+                assert!(
+                    relative_difference(weight(&expected_grads), weight(&actual_grads)) < 1e-5,
+                    "{inputs} {outputs} {kernel:?} {stride} {size}"
+                );
                 match (x.grad(&expected_grads), x.grad(&actual_grads)) {
                     (Some(expected), Some(actual)) => assert!(relative_difference(expected, actual) < 1e-5),
                     (None, None) => assert!(!input_tracked),

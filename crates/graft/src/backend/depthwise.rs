@@ -265,7 +265,8 @@ fn filter_gradient_channel(gy: &[f32], x: &[f32], g: &Geometry, c: usize, grad_f
                         continue;
                     }
                     let start = (columns.start as isize + kx as isize - g.padding[1] as isize) as usize;
-                    sums[ky * kernel_w + kx] += dot(&go_row[columns.clone()], &in_row[start..start + columns.len()]) as f64;
+                    sums[ky * kernel_w + kx] +=
+                        dot(&go_row[columns.clone()], &in_row[start..start + columns.len()]) as f64;
                 }
             }
         }
@@ -293,7 +294,11 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 pub fn conv(x: Tensor<4>, weight: Tensor<4>, stride: [usize; 2], padding: [usize; 4]) -> Tensor<4> {
     let [batch, channels, height, width] = x.dims();
     let [_, _, kernel_h, kernel_w] = weight.dims();
-    super::flexop::run(x, weight, Geometry { batch, channels, height, width, kernel: [kernel_h, kernel_w], stride, padding })
+    super::flexop::run(
+        x,
+        weight,
+        Geometry { batch, channels, height, width, kernel: [kernel_h, kernel_w], stride, padding },
+    )
 }
 
 impl super::flexop::Kernels for Geometry {
@@ -331,7 +336,6 @@ mod tests {
     use burn::nn::conv::Conv2dConfig;
     use burn::tensor::{Device, Distribution};
 
-
     /// Outputs and gradients equal burn's own convolution's for the depthwise layers of
     /// EfficientNet-Lite and MobileNetV2 (3x3 and 5x5, stride 1 and 2, TensorFlow's uneven "same"
     /// padding and PyTorch's even padding), on odd and even sizes, tracked or not.
@@ -354,7 +358,8 @@ mod tests {
                 .with_padding(padding.clone())
                 .with_bias(false)
                 .init(&device);
-            let sides = crate::backend::ops::padding_sides(&padding, [kernel, kernel], [stride, stride], size, size + 1);
+            let sides =
+                crate::backend::ops::padding_sides(&padding, [kernel, kernel], [stride, stride], size, size + 1);
             for input_tracked in [true, false] {
                 let x = Tensor::<4>::random([3, channels, size, size + 1], Distribution::Normal(0.0, 1.0), &device);
                 let x = if input_tracked { x.require_grad() } else { x };
@@ -366,7 +371,10 @@ mod tests {
                 let expected_grads = (expected * target.clone()).sum().backward();
                 let actual_grads = (actual * target).sum().backward();
                 let weight = |grads| layer.weight.grad(grads).expect("a weight gradient");
-                assert!(relative_difference(weight(&expected_grads), weight(&actual_grads)) < 1e-5, "{channels} {kernel} {stride} {size}");
+                assert!(
+                    relative_difference(weight(&expected_grads), weight(&actual_grads)) < 1e-5,
+                    "{channels} {kernel} {stride} {size}"
+                );
                 match (x.grad(&expected_grads), x.grad(&actual_grads)) {
                     (Some(expected), Some(actual)) => assert!(relative_difference(expected, actual) < 1e-5),
                     (None, None) => assert!(!input_tracked),

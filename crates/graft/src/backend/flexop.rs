@@ -40,7 +40,11 @@ pub(crate) fn run<K: Kernels>(x: Tensor<4>, weight: Tensor<4>, kernels: K) -> Te
     let x = x.autodiff().try_into_primitive::<Tracked>().expect("a tensor on flex");
     let w = weight.autodiff().try_into_primitive::<Tracked>().expect("a tensor on flex");
     let y = flex_tensor(kernels.forward(&flex_values(x.primitive()), &flex_values(w.primitive())), out_shape);
-    let output = match Recorded::<K>(std::marker::PhantomData).prepare::<NoCheckpointing>([x.node(), w.node()]).compute_bound().stateful() {
+    let output = match Recorded::<K>(std::marker::PhantomData)
+        .prepare::<NoCheckpointing>([x.node(), w.node()])
+        .compute_bound()
+        .stateful()
+    {
         OpsKind::Tracked(prep) => prep.finish((x.primitive().clone(), w.primitive().clone(), kernels), y),
         OpsKind::UnTracked(prep) => prep.finish(y),
     };
@@ -61,10 +65,16 @@ impl<K: Kernels> Backward<Flex, 2> for Recorded<K> {
         let gy = flex_values(&grad);
         let [x_node, w_node] = ops.parents;
         if let Some(node) = w_node {
-            grads.register::<Flex>(node.id, flex_tensor(kernels.filter_gradient(&gy, &flex_values(&x)), kernels.filter_shape()));
+            grads.register::<Flex>(
+                node.id,
+                flex_tensor(kernels.filter_gradient(&gy, &flex_values(&x)), kernels.filter_shape()),
+            );
         }
         if let Some(node) = x_node {
-            grads.register::<Flex>(node.id, flex_tensor(kernels.input_gradient(&gy, &flex_values(&w)), kernels.input_shape()));
+            grads.register::<Flex>(
+                node.id,
+                flex_tensor(kernels.input_gradient(&gy, &flex_values(&w)), kernels.input_shape()),
+            );
         }
     }
 }

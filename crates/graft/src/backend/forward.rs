@@ -19,7 +19,9 @@ pub fn layers(layers: &[Layer<'_>], x: Tensor<4>) -> Tensor<4> {
 
 fn layer(layer: &Layer<'_>, x: Tensor<4>) -> Tensor<4> {
     match layer {
-        Layer::Conv { conv, norm: Some(norm), activation } => ops::normalize_activated(norm, ops::conv(conv, x), *activation),
+        Layer::Conv { conv, norm: Some(norm), activation } => {
+            ops::normalize_activated(norm, ops::conv(conv, x), *activation)
+        }
         Layer::Conv { conv, norm: None, activation } => ops::activate(ops::conv(conv, x), *activation),
         Layer::MaxPool(pool) => pool.forward(x),
         Layer::AvgPool(pool) => pool.forward(x),

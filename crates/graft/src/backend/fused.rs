@@ -81,7 +81,17 @@ impl ConvOp {
             }
         }
         let padding = conv.padding.clone();
-        Some(ConvOp { inputs, outputs, kernel: kernel_h, stride: conv.stride[0], padding, depthwise, weight, bias, activation })
+        Some(ConvOp {
+            inputs,
+            outputs,
+            kernel: kernel_h,
+            stride: conv.stride[0],
+            padding,
+            depthwise,
+            weight,
+            bias,
+            activation,
+        })
     }
 }
 
@@ -89,7 +99,11 @@ impl ConvOp {
 enum Layer {
     Conv(ConvOp),
     /// Max pooling with -inf padding (PyTorch's and burn's).
-    MaxPool { kernel: usize, stride: usize, pad: usize },
+    MaxPool {
+        kernel: usize,
+        stride: usize,
+        pad: usize,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -161,7 +175,13 @@ impl FusedBackbone {
     /// Runs blocks `[0, until)` on preprocessed images `[batch, channels, height, width]`
     /// (row-major). Returns the values and shape at the cut, or, with `pool`, the global average
     /// of the last block's output (`[batch, channels]`).
-    pub fn forward(&self, images: &[f32], shape: [usize; 4], until: usize, pool: bool) -> Result<(Vec<f32>, Vec<usize>)> {
+    pub fn forward(
+        &self,
+        images: &[f32],
+        shape: [usize; 4],
+        until: usize,
+        pool: bool,
+    ) -> Result<(Vec<f32>, Vec<usize>)> {
         self.forward_range(images, shape, 0, until, pool)
     }
 
@@ -169,10 +189,21 @@ impl FusedBackbone {
     ///
     /// # Errors
     /// A range outside the plan's blocks, or `input` shorter than `shape` says.
-    pub fn forward_range(&self, input: &[f32], shape: [usize; 4], from: usize, until: usize, pool: bool) -> Result<(Vec<f32>, Vec<usize>)> {
+    pub fn forward_range(
+        &self,
+        input: &[f32],
+        shape: [usize; 4],
+        from: usize,
+        until: usize,
+        pool: bool,
+    ) -> Result<(Vec<f32>, Vec<usize>)> {
         let [batch, channels, height, width] = shape;
         let per_image = channels * height * width;
-        let blocks = self.blocks.get(from..until).ok_or(GraftError::BlockRange { start: from, end: until, count: self.blocks.len() })?;
+        let blocks = self.blocks.get(from..until).ok_or(GraftError::BlockRange {
+            start: from,
+            end: until,
+            count: self.blocks.len(),
+        })?;
         if input.len() != batch * per_image {
             return Err(GraftError::Tensor(format!("{} values for a batch of shape {shape:?}", input.len())));
         }
@@ -180,13 +211,15 @@ impl FusedBackbone {
             .into_par_iter()
             .with_max_len(1)
             .map(|index| {
-                let mut map = Map { channels, height, width, data: input[index * per_image..(index + 1) * per_image].to_vec() };
+                let mut map =
+                    Map { channels, height, width, data: input[index * per_image..(index + 1) * per_image].to_vec() };
                 for unit in blocks.iter().flatten() {
                     map = run_unit(unit, map);
                 }
                 if pool {
                     let plane = map.height * map.width;
-                    let data = map.data.chunks(plane.max(1)).map(|values| values.iter().sum::<f32>() / plane as f32).collect();
+                    let data =
+                        map.data.chunks(plane.max(1)).map(|values| values.iter().sum::<f32>() / plane as f32).collect();
                     map = Map { channels: map.channels, height: 1, width: 1, data };
                 }
                 map
@@ -253,7 +286,15 @@ fn conv(op: &ConvOp, x: &Map) -> Map {
         matmul(&op.weight, &x.data, &mut out, op.outputs, depth, plane);
     } else {
         let mut columns = vec![0.0f32; depth * plane];
-        super::convolution::im2col(&x.data, [x.channels, x.height, x.width], [k, k], [s, s], [top, left], [out_h, out_w], &mut columns);
+        super::convolution::im2col(
+            &x.data,
+            [x.channels, x.height, x.width],
+            [k, k],
+            [s, s],
+            [top, left],
+            [out_h, out_w],
+            &mut columns,
+        );
         matmul(&op.weight, &columns, &mut out, op.outputs, depth, plane);
     }
     for (channel, values) in out.chunks_mut(plane).enumerate() {
@@ -296,7 +337,14 @@ fn matmul(lhs: &[f32], rhs: &[f32], out: &mut [f32], m: usize, k: usize, n: usiz
 /// `stride` x `stride` phases (rows and columns), so that every tap of the filter is a single
 /// contiguous multiply-add over the whole output plane, computed `phase_width` wide; the columns
 /// past the output's width are scratch and dropped when the plane is copied out.
-fn depthwise(op: &ConvOp, x: &Map, [top, left, bottom, right]: [usize; 4], out_h: usize, out_w: usize, out: &mut [f32]) {
+fn depthwise(
+    op: &ConvOp,
+    x: &Map,
+    [top, left, bottom, right]: [usize; 4],
+    out_h: usize,
+    out_w: usize,
+    out: &mut [f32],
+) {
     let (k, s) = (op.kernel, op.stride);
     let phase_h = (x.height + top + bottom).div_ceil(s);
     let phase_w = (x.width + left + right).div_ceil(s);
@@ -308,11 +356,13 @@ fn depthwise(op: &ConvOp, x: &Map, [top, left, bottom, right]: [usize; 4], out_h
     let mut acc = vec![0.0f32; run];
     let plane = out_h * out_w;
     // Where each input row and each column phase lands, worked out once for every channel.
-    let rows_at: Vec<usize> = (0..x.height).map(|y| ((y + top) % s) * s * phase_len + ((y + top) / s) * phase_w).collect();
+    let rows_at: Vec<usize> =
+        (0..x.height).map(|y| ((y + top) % s) * s * phase_len + ((y + top) / s) * phase_w).collect();
     let columns_at: Vec<(usize, usize, usize)> = (0..s)
         .filter_map(|column_phase| {
             let first = (column_phase + s - left % s) % s;
-            (first < x.width).then(|| (first, (x.width - first).div_ceil(s), column_phase * phase_len + (first + left) / s))
+            (first < x.width)
+                .then(|| (first, (x.width - first).div_ceil(s), column_phase * phase_len + (first + left) / s))
         })
         .collect();
     // Every channel writes the same positions, so the padding stays zero from one to the next.
@@ -494,7 +544,9 @@ fn block_units(layers: &[Described<'_>]) -> Option<Vec<Unit>> {
                 }
                 let shortcut = match shortcut.as_slice() {
                     [] => Shortcut::Identity,
-                    [Described::Conv { conv, norm, activation }] => Shortcut::Conv(ConvOp::fold(conv, *norm, *activation)?),
+                    [Described::Conv { conv, norm, activation }] => {
+                        Shortcut::Conv(ConvOp::fold(conv, *norm, *activation)?)
+                    }
                     _ => return None,
                 };
                 let layers = body.iter().map(plain_layer).collect::<Option<Vec<_>>>()?;
@@ -520,12 +572,20 @@ fn plain_layer(layer: &Described<'_>) -> Option<Layer> {
                 return None;
             }
             let pad = match &pool.padding {
-                PaddingConfig2d::Explicit(top, left, bottom, right) if top == left && left == bottom && bottom == right => *top,
+                PaddingConfig2d::Explicit(top, left, bottom, right)
+                    if top == left && left == bottom && bottom == right =>
+                {
+                    *top
+                }
                 PaddingConfig2d::Valid => 0,
                 _ => return None,
             };
             Some(Layer::MaxPool { kernel, stride, pad })
         }
-        Described::AvgPool(_) | Described::AdaptiveAvgPool(_) | Described::Dense { .. } | Described::Residual { .. } | Described::Concat(_) => None,
+        Described::AvgPool(_)
+        | Described::AdaptiveAvgPool(_)
+        | Described::Dense { .. }
+        | Described::Residual { .. }
+        | Described::Concat(_) => None,
     }
 }

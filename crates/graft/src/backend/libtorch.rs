@@ -25,8 +25,8 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::tensor::FloatTensor;
 use burn::backend::libtorch::TchTensor;
+use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, LibTorch};
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor};
@@ -54,7 +54,8 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>, padding: [usize; 4]) -> Tensor<4> {
     let weight = conv.weight.val();
     let channels_out = weight.dims()[0];
     let options = Options { stride: conv.stride, dilation: conv.dilation, groups: conv.groups, padding };
-    let (output, ()) = record(TorchConv, [tracked(x), tracked(weight)], |[input, filter]| (options.forward(input, filter), ()));
+    let (output, ()) =
+        record(TorchConv, [tracked(x), tracked(weight)], |[input, filter]| (options.forward(input, filter), ()));
     let y = Tensor::<4>::from_primitive::<Tracked>(output);
     match &conv.bias {
         Some(bias) => y + bias.val().reshape([1, channels_out, 1, 1]),
@@ -66,18 +67,33 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>, padding: [usize; 4]) -> Tensor<4> {
 /// `activation`, forward and backward by libtorch's fused kernels, where burn's batch norm is a
 /// composition of about ten element-wise passes each way and its clamp's backward two masked
 /// fills. Returns the output, and the batch's mean and (biased) variance, detached.
-pub fn batch_norm_train(x: Tensor<4>, gamma: Tensor<1>, beta: Tensor<1>, epsilon: f64, activation: Activation) -> (Tensor<4>, Tensor<1>, Tensor<1>) {
-    let (output, (mean, variance)) = record(TorchBatchNorm, [tracked(x), tracked(gamma), tracked(beta)], |[x, gamma, beta]| {
-        let (output, mean, inverse_std) = x.native_batch_norm(Some(gamma), Some(beta), None::<&tch::Tensor>, None::<&tch::Tensor>, true, 0.0, epsilon);
-        let output = match activation {
-            Activation::Identity => output,
-            // Not `relu`, whose backward reads its output: burn may write into that in place.
-            Activation::Relu => output.clamp_min(0.0),
-            Activation::Relu6 => output.relu6(),
-        };
-        let variance = inverse_std.detach().pow_tensor_scalar(-2.0) - epsilon;
-        (output, (mean.detach(), variance))
-    });
+pub fn batch_norm_train(
+    x: Tensor<4>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    epsilon: f64,
+    activation: Activation,
+) -> (Tensor<4>, Tensor<1>, Tensor<1>) {
+    let (output, (mean, variance)) =
+        record(TorchBatchNorm, [tracked(x), tracked(gamma), tracked(beta)], |[x, gamma, beta]| {
+            let (output, mean, inverse_std) = x.native_batch_norm(
+                Some(gamma),
+                Some(beta),
+                None::<&tch::Tensor>,
+                None::<&tch::Tensor>,
+                true,
+                0.0,
+                epsilon,
+            );
+            let output = match activation {
+                Activation::Identity => output,
+                // Not `relu`, whose backward reads its output: burn may write into that in place.
+                Activation::Relu => output.clamp_min(0.0),
+                Activation::Relu6 => output.relu6(),
+            };
+            let variance = inverse_std.detach().pow_tensor_scalar(-2.0) - epsilon;
+            (output, (mean.detach(), variance))
+        });
     let statistic = |tensor: tch::Tensor| Tensor::<1>::from_primitive::<LibTorch>(TchTensor::new(tensor));
     (Tensor::<4>::from_primitive::<Tracked>(output), statistic(mean), statistic(variance))
 }
@@ -91,7 +107,11 @@ fn tracked<const D: usize>(tensor: Tensor<D>) -> AutodiffTensor {
 /// Records `operation` on `inputs` in burn's graph: `forward` computes its output (and anything
 /// else it returns) with libtorch, with libtorch's autograd on when burn tracks the operation,
 /// and the operation's backward is libtorch's backward of that graph.
-fn record<O, const N: usize, R>(operation: O, inputs: [AutodiffTensor; N], forward: impl Fn([&tch::Tensor; N]) -> (tch::Tensor, R)) -> (AutodiffTensor, R)
+fn record<O, const N: usize, R>(
+    operation: O,
+    inputs: [AutodiffTensor; N],
+    forward: impl Fn([&tch::Tensor; N]) -> (tch::Tensor, R),
+) -> (AutodiffTensor, R)
 where
     O: Backward<LibTorch, N, State = TorchGraph>,
 {
@@ -101,7 +121,11 @@ where
             let leaves = inputs.each_ref().map(|input| input.primitive().tensor.detach().set_requires_grad(true));
             let (output, rest) = forward(leaves.each_ref());
             let result = TchTensor::new(output.detach());
-            let graph = TorchGraph { output, leaves: leaves.into(), _inputs: inputs.map(|input| input.into_primitive()).into() };
+            let graph = TorchGraph {
+                output,
+                leaves: leaves.into(),
+                _inputs: inputs.map(|input| input.into_primitive()).into(),
+            };
             (prep.finish(graph, result), rest)
         }
         OpsKind::UnTracked(prep) => {
@@ -155,7 +179,8 @@ impl TorchGraph {
     /// The gradients of the leaves marked in `wanted` (the inputs burn tracks) for an incoming
     /// `grad`, computed by libtorch's backward of the recorded graph; `None` for the others.
     fn gradients(self, wanted: &[bool], grad: TchTensor) -> Vec<Option<tch::Tensor>> {
-        let leaves: Vec<&tch::Tensor> = self.leaves.iter().zip(wanted).filter(|(_, wanted)| **wanted).map(|(leaf, _)| leaf).collect();
+        let leaves: Vec<&tch::Tensor> =
+            self.leaves.iter().zip(wanted).filter(|(_, wanted)| **wanted).map(|(leaf, _)| leaf).collect();
         if leaves.is_empty() {
             return wanted.iter().map(|_| None).collect();
         }
@@ -192,7 +217,11 @@ torch_backward!(TorchBatchNorm, 3);
 
 impl Clone for TorchGraph {
     fn clone(&self) -> Self {
-        Self { output: self.output.shallow_clone(), leaves: self.leaves.iter().map(tch::Tensor::shallow_clone).collect(), _inputs: self._inputs.clone() }
+        Self {
+            output: self.output.shallow_clone(),
+            leaves: self.leaves.iter().map(tch::Tensor::shallow_clone).collect(),
+            _inputs: self._inputs.clone(),
+        }
     }
 }
 
@@ -250,7 +279,9 @@ mod tests {
                 let weight = |grads| layer.weight.grad(grads).expect("a weight gradient");
                 assert!(relative_difference(weight(&expected_grads), weight(&actual_grads)) < 1e-5);
                 if let Some(b) = &layer.bias {
-                    assert!(relative_difference(b.grad(&expected_grads).unwrap(), b.grad(&actual_grads).unwrap()) < 1e-5);
+                    assert!(
+                        relative_difference(b.grad(&expected_grads).unwrap(), b.grad(&actual_grads).unwrap()) < 1e-5
+                    );
                 }
                 match (x.grad(&expected_grads), x.grad(&actual_grads)) {
                     (Some(expected), Some(actual)) => assert!(relative_difference(expected, actual) < 1e-5),
@@ -296,7 +327,8 @@ mod tests {
                 Activation::Relu => burn::tensor::activation::relu(expected.output),
                 Activation::Relu6 => expected.output.clamp(0.0, 6.0),
             };
-            let (output, mean, variance) = batch_norm_train(x.clone(), gamma.clone(), beta.clone(), bn.epsilon, activation);
+            let (output, mean, variance) =
+                batch_norm_train(x.clone(), gamma.clone(), beta.clone(), bn.epsilon, activation);
             assert!(relative_difference(expected_output.clone(), output.clone()) < 1e-5, "{activation:?}");
             assert!(relative_difference(expected.mean.detach(), mean.autodiff()) < 1e-5);
             assert!(relative_difference(expected.variance.detach(), variance.autodiff()) < 1e-5);

@@ -29,14 +29,17 @@ pub fn host_values<E: Element>(data: TensorData) -> Result<Vec<E>> {
 /// operations ([`convolution`], [`depthwise`], [`batchnorm`]) take.
 pub(crate) fn on_flex_f32<const D: usize>(tensor: &burn::tensor::Tensor<D>) -> bool {
     let device = tensor.device();
-    (device == burn::tensor::Device::flex() || device == burn::tensor::Device::flex().autodiff()) && tensor.dtype() == burn::tensor::DType::F32
+    (device == burn::tensor::Device::flex() || device == burn::tensor::Device::flex().autodiff())
+        && tensor.dtype() == burn::tensor::DType::F32
 }
 
 /// A float tensor's values on `flex`, row-major (copied only if its layout is strided).
 pub(crate) fn flex_values(tensor: &burn::backend::flex::FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     match tensor.as_slice::<f32>() {
         Some(values) => std::borrow::Cow::Borrowed(values),
-        None => std::borrow::Cow::Owned(tensor.to_contiguous().as_slice::<f32>().expect("a contiguous f32 tensor").to_vec()),
+        None => {
+            std::borrow::Cow::Owned(tensor.to_contiguous().as_slice::<f32>().expect("a contiguous f32 tensor").to_vec())
+        }
     }
 }
 
@@ -48,7 +51,10 @@ pub(crate) fn flex_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -
 /// The largest difference between two tensors relative to the largest magnitude in `expected`
 /// (tests of graft's own operations against burn's).
 #[cfg(test)]
-pub(crate) fn relative_difference<const D: usize>(expected: burn::tensor::Tensor<D>, actual: burn::tensor::Tensor<D>) -> f32 {
+pub(crate) fn relative_difference<const D: usize>(
+    expected: burn::tensor::Tensor<D>,
+    actual: burn::tensor::Tensor<D>,
+) -> f32 {
     let scale = expected.clone().abs().max().into_scalar::<f32>().max(1e-12);
     (expected - actual).abs().max().into_scalar::<f32>() / scale
 }

@@ -51,7 +51,11 @@ pub fn conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         }
     }
     if !pointwise {
-        if conv.groups == 1 && conv.dilation == [1, 1] && super::on_flex_f32(&x) && super::on_flex_f32(&conv.weight.val()) {
+        if conv.groups == 1
+            && conv.dilation == [1, 1]
+            && super::on_flex_f32(&x)
+            && super::on_flex_f32(&conv.weight.val())
+        {
             let padding = padding_sides(&conv.padding, [kernel_h, kernel_w], conv.stride, height, width);
             let y = super::convolution::conv(x, conv.weight.val(), conv.stride, padding);
             return match &conv.bias {
@@ -67,7 +71,10 @@ pub fn conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         let rows = x.permute([0, 2, 3, 1]).reshape([batch * height * width, inputs]);
         rows.matmul(weight.transpose()).reshape([batch, height, width, outputs]).permute([0, 3, 1, 2])
     } else {
-        weight.unsqueeze::<3>().matmul(x.reshape([batch, inputs, height * width])).reshape([batch, outputs, height, width])
+        weight
+            .unsqueeze::<3>()
+            .matmul(x.reshape([batch, inputs, height * width]))
+            .reshape([batch, outputs, height, width])
     };
     match &conv.bias {
         Some(bias) => y + bias.val().reshape([1, outputs, 1, 1]),
@@ -103,7 +110,8 @@ fn depthwise_dense(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         }
     }
     let taps = Tensor::<2>::from_data(TensorData::new(taps, [kernel * kernel_w, outputs * pixels]), &device);
-    let matrices = conv.weight.val().reshape([channels, kernel * kernel_w]).matmul(taps).reshape([channels, outputs, pixels]);
+    let matrices =
+        conv.weight.val().reshape([channels, kernel * kernel_w]).matmul(taps).reshape([channels, outputs, pixels]);
     let columns = x.reshape([batch, channels, pixels]).permute([1, 2, 0]);
     let y = matrices.matmul(columns).permute([2, 0, 1]).reshape([batch, channels, out_h, out_w]);
     match &conv.bias {
@@ -114,13 +122,25 @@ fn depthwise_dense(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 
 /// A convolution's output `[height, width]` for an input of `height` x `width` with `padding`
 /// as (top, left, bottom, right).
-pub(crate) fn output_size(height: usize, width: usize, kernel: [usize; 2], stride: [usize; 2], [top, left, bottom, right]: [usize; 4]) -> [usize; 2] {
+pub(crate) fn output_size(
+    height: usize,
+    width: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    [top, left, bottom, right]: [usize; 4],
+) -> [usize; 2] {
     [(height + top + bottom - kernel[0]) / stride[0] + 1, (width + left + right - kernel[1]) / stride[1] + 1]
 }
 
 /// A convolution's padding as (top, left, bottom, right) for an input of `height` x `width`:
 /// `Same` is TensorFlow's (and burn's), one more pixel at the bottom / right when the total is odd.
-pub(crate) fn padding_sides(padding: &PaddingConfig2d, kernel: [usize; 2], stride: [usize; 2], height: usize, width: usize) -> [usize; 4] {
+pub(crate) fn padding_sides(
+    padding: &PaddingConfig2d,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    height: usize,
+    width: usize,
+) -> [usize; 4] {
     match *padding {
         PaddingConfig2d::Valid => [0; 4],
         PaddingConfig2d::Explicit(top, left, bottom, right) => [top, left, bottom, right],
@@ -146,7 +166,8 @@ pub fn normalize<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
     #[cfg(feature = "tch")]
     if D == 4 && bn.training.is_enabled() && super::libtorch::differentiates(&x, &bn.gamma.val()) {
         let dims = x.dims();
-        return normalize_libtorch(bn, x.reshape([dims[0], dims[1], dims[2], dims[3]]), Activation::Identity).reshape(dims);
+        return normalize_libtorch(bn, x.reshape([dims[0], dims[1], dims[2], dims[3]]), Activation::Identity)
+            .reshape(dims);
     }
     if !(batch_statistics::is_collecting() && x.device().is_autodiff() && bn.training.is_enabled()) {
         return bn.forward(x);
@@ -175,9 +196,14 @@ pub fn normalize_activated(bn: &BatchNorm, x: Tensor<4>, activation: Activation)
         return normalize_libtorch(bn, x, activation);
     }
     // On flex, training with autodiff: graft's fused batch norm and activation.
-    if bn.training.is_enabled() && (x.is_autodiff() || bn.gamma.val().is_autodiff()) && super::on_flex_f32(&x) && super::on_flex_f32(&bn.gamma.val()) {
+    if bn.training.is_enabled()
+        && (x.is_autodiff() || bn.gamma.val().is_autodiff())
+        && super::on_flex_f32(&x)
+        && super::on_flex_f32(&bn.gamma.val())
+    {
         let [batch, _, height, width] = x.dims();
-        let (output, mean, variance) = super::batchnorm::train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon, activation);
+        let (output, mean, variance) =
+            super::batchnorm::train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon, activation);
         batch_statistics::record(bn, mean, variance, batch * height * width);
         return output;
     }
@@ -190,7 +216,8 @@ pub fn normalize_activated(bn: &BatchNorm, x: Tensor<4>, activation: Activation)
 #[cfg(feature = "tch")]
 fn normalize_libtorch(bn: &BatchNorm, x: Tensor<4>, activation: Activation) -> Tensor<4> {
     let [batch, _, height, width] = x.dims();
-    let (output, mean, variance) = super::libtorch::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon, activation);
+    let (output, mean, variance) =
+        super::libtorch::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon, activation);
     batch_statistics::record(bn, mean, variance, batch * height * width);
     output
 }
@@ -206,4 +233,3 @@ pub fn global_average(x: Tensor<4>) -> Tensor<2> {
     let [batch, channels, _, _] = x.dims();
     x.mean_dim(3).mean_dim(2).reshape([batch, channels])
 }
-

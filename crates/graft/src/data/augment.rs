@@ -42,7 +42,11 @@ pub enum AugmentChoice {
     Off,
 }
 
-crate::choice::choice!(AugmentChoice, "augmentation", [(AugmentChoice::Auto, "auto"), (AugmentChoice::On, "on"), (AugmentChoice::Off, "off")]);
+crate::choice::choice!(
+    AugmentChoice,
+    "augmentation",
+    [(AugmentChoice::Auto, "auto"), (AugmentChoice::On, "on"), (AugmentChoice::Off, "off")]
+);
 
 impl AugmentChoice {
     /// The augmentation for a (resolved) strategy without measuring. `auto` is off for `deep` (a
@@ -76,7 +80,12 @@ pub fn min_decoded_side(preprocessing: &Preprocessing, augmentation: &Augmentati
 }
 
 /// An augmented view of `image`, preprocessed for the teacher (`[3, size, size]`, normalised).
-pub fn augmented_view(image: &RgbImage, preprocessing: &Preprocessing, augmentation: &Augmentation, rng: &mut SplitMix64) -> Vec<f32> {
+pub fn augmented_view(
+    image: &RgbImage,
+    preprocessing: &Preprocessing,
+    augmentation: &Augmentation,
+    rng: &mut SplitMix64,
+) -> Vec<f32> {
     if augmentation.is_none() {
         return super::image::preprocess(image, preprocessing);
     }
@@ -95,7 +104,8 @@ pub fn augmented_view(image: &RgbImage, preprocessing: &Preprocessing, augmentat
         image::imageops::flip_horizontal_in_place(&mut view);
     }
     let plane = (size * size) as usize;
-    let mut rgb: Vec<[f32; 3]> = view.pixels().map(|p| [p[0] as f32 / 255.0, p[1] as f32 / 255.0, p[2] as f32 / 255.0]).collect();
+    let mut rgb: Vec<[f32; 3]> =
+        view.pixels().map(|p| [p[0] as f32 / 255.0, p[1] as f32 / 255.0, p[2] as f32 / 255.0]).collect();
     if augmentation.color_jitter > 0.0 {
         jitter(&mut rgb, augmentation.color_jitter as f64, rng);
     }
@@ -158,7 +168,8 @@ mod tests {
     #[test]
     fn views_are_reproducible_and_vary() {
         let preprocessing = Preprocessing { input_size: 16, resize: 18, mean: [0.5; 3], std: [0.5; 3] };
-        let view = |seed| augmented_view(&gradient(), &preprocessing, &Augmentation::standard(), &mut SplitMix64::new(seed));
+        let view =
+            |seed| augmented_view(&gradient(), &preprocessing, &Augmentation::standard(), &mut SplitMix64::new(seed));
         assert_eq!(view(1), view(1));
         assert_ne!(view(1), view(2));
         assert_eq!(view(1).len(), 3 * 16 * 16);

@@ -26,9 +26,13 @@ pub struct IdxImages {
 
 impl IdxImages {
     fn pixels(&self, index: usize) -> Result<Vec<u8>> {
-        let range = self.layout.pixel_range(index).ok_or_else(|| GraftError::Invalid(format!("`{}` has no image {index}", self.path.display())))?;
+        let range = self
+            .layout
+            .pixel_range(index)
+            .ok_or_else(|| GraftError::Invalid(format!("`{}` has no image {index}", self.path.display())))?;
         let mut buffer = vec![0u8; range.len()];
-        read_exact_at(&self.file, &mut buffer, range.start as u64).map_err(|source| GraftError::Io { path: self.path.clone(), source })?;
+        read_exact_at(&self.file, &mut buffer, range.start as u64)
+            .map_err(|source| GraftError::Io { path: self.path.clone(), source })?;
         Ok(buffer)
     }
 }
@@ -96,7 +100,9 @@ pub fn parse_idx_labels<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a [u8]> {
         return Err(invalid("not an IDX label file".into()));
     }
     let count = u32::from_be_bytes(bytes[4..8].try_into().expect("4 bytes")) as usize;
-    bytes[8..].get(..count).ok_or_else(|| invalid(format!("the header declares {count} labels, the file holds {}", bytes.len() - 8)))
+    bytes[8..]
+        .get(..count)
+        .ok_or_else(|| invalid(format!("the header declares {count} labels, the file holds {}", bytes.len() - 8)))
 }
 
 /// Where one item's image comes from.
@@ -118,7 +124,9 @@ impl ItemSource {
     /// The raw bytes that identify the image's content (the file, or the IDX pixels).
     pub fn content(&self) -> Result<Vec<u8>> {
         match self {
-            ItemSource::File(path) => std::fs::read(path).map_err(|source| GraftError::Io { path: path.clone(), source }),
+            ItemSource::File(path) => {
+                std::fs::read(path).map_err(|source| GraftError::Io { path: path.clone(), source })
+            }
             ItemSource::Idx { images, index } => images.pixels(*index),
         }
     }
@@ -195,7 +203,12 @@ impl Dataset {
     /// Classes with no items (an empty class folder): the student has an output for each that
     /// it can never learn.
     pub fn empty_classes(&self) -> Vec<&str> {
-        self.class_counts().iter().zip(&self.classes).filter(|(count, _)| **count == 0).map(|(_, class)| class.as_str()).collect()
+        self.class_counts()
+            .iter()
+            .zip(&self.classes)
+            .filter(|(count, _)| **count == 0)
+            .map(|(_, class)| class.as_str())
+            .collect()
     }
 
     /// Stops with a message on data no classifier can learn from.
@@ -233,7 +246,10 @@ impl Dataset {
         for item in self.items {
             let name = &self.classes[item.label];
             let label = classes.iter().position(|class| class == name).ok_or_else(|| {
-                GraftError::Invalid(format!("class `{name}` is not one of the training classes ({})", classes.join(", ")))
+                GraftError::Invalid(format!(
+                    "class `{name}` is not one of the training classes ({})",
+                    classes.join(", ")
+                ))
             })?;
             items.push(Item { source: item.source, label });
         }
@@ -252,7 +268,8 @@ pub fn stratified_split<T>(items: Vec<T>, label: impl Fn(&T) -> usize, fraction:
     let (mut kept, mut held_out) = (Vec::new(), Vec::new());
     for (_, mut items) in by_class {
         rng.shuffle(&mut items);
-        let held = ((items.len() as f64 * fraction).round() as usize).clamp(usize::from(items.len() >= 2), items.len().saturating_sub(1));
+        let held = ((items.len() as f64 * fraction).round() as usize)
+            .clamp(usize::from(items.len() >= 2), items.len().saturating_sub(1));
         held_out.extend(items.drain(..held));
         kept.extend(items);
     }
@@ -260,7 +277,13 @@ pub fn stratified_split<T>(items: Vec<T>, label: impl Fn(&T) -> usize, fraction:
 }
 
 /// At most `per_class` items of each of `classes` classes: the first ones in a seeded shuffle.
-pub fn subsample<T>(mut items: Vec<T>, label: impl Fn(&T) -> usize, classes: usize, per_class: usize, seed: u64) -> Vec<T> {
+pub fn subsample<T>(
+    mut items: Vec<T>,
+    label: impl Fn(&T) -> usize,
+    classes: usize,
+    per_class: usize,
+    seed: u64,
+) -> Vec<T> {
     crate::rng::SplitMix64::new(seed).shuffle(&mut items);
     let mut taken = vec![0usize; classes];
     items.retain(|item| {
@@ -276,15 +299,23 @@ pub fn subsample<T>(mut items: Vec<T>, label: impl Fn(&T) -> usize, classes: usi
 /// they are decoded).
 pub fn duplicates_across(train: &Dataset, validation: &Dataset) -> Vec<(String, String)> {
     let hashed = |dataset: &Dataset| -> Vec<(String, [u8; 32])> {
-        dataset.items.iter().filter_map(|item| item.source.content_hash().ok().map(|hash| (item.source.name(), hash))).collect()
+        dataset
+            .items
+            .iter()
+            .filter_map(|item| item.source.content_hash().ok().map(|hash| (item.source.name(), hash)))
+            .collect()
     };
     duplicates_among(hashed(train), hashed(validation))
 }
 
 /// [`duplicates_across`] on (name, content hash) pairs already computed (the feature cache has
 /// them): the validation names whose hash a training name has too, with that training name.
-pub fn duplicates_among(train: impl IntoIterator<Item = (String, [u8; 32])>, validation: impl IntoIterator<Item = (String, [u8; 32])>) -> Vec<(String, String)> {
-    let seen: std::collections::HashMap<[u8; 32], String> = train.into_iter().map(|(name, hash)| (hash, name)).collect();
+pub fn duplicates_among(
+    train: impl IntoIterator<Item = (String, [u8; 32])>,
+    validation: impl IntoIterator<Item = (String, [u8; 32])>,
+) -> Vec<(String, String)> {
+    let seen: std::collections::HashMap<[u8; 32], String> =
+        train.into_iter().map(|(name, hash)| (hash, name)).collect();
     validation.into_iter().filter_map(|(name, hash)| seen.get(&hash).map(|original| (name, original.clone()))).collect()
 }
 
@@ -309,13 +340,16 @@ pub fn open(path: &Path, cache_dir: &Path) -> Result<DataSplits> {
     }
     // IDX pair(s) in the folder: train-images-idx3-ubyte[.gz], t10k-images-idx3-ubyte[.gz].
     if let Some(train) = find_file(path, "train-images-idx3-ubyte") {
-        let test = find_file(path, "t10k-images-idx3-ubyte").map(|test| open_idx_images(&test, cache_dir)).transpose()?;
+        let test =
+            find_file(path, "t10k-images-idx3-ubyte").map(|test| open_idx_images(&test, cache_dir)).transpose()?;
         return Ok(DataSplits { train: open_idx_images(&train, cache_dir)?, validation: None, test });
     }
     let sub = |names: &[&str]| names.iter().map(|name| path.join(name)).find(|dir| dir.is_dir());
     if let Some(train) = sub(&["train", "training"]) {
         let train = open_folder(&train)?;
-        let validation = sub(&["val", "valid", "validation"]).map(|dir| open_folder(&dir)?.align_classes(&train.classes)).transpose()?;
+        let validation = sub(&["val", "valid", "validation"])
+            .map(|dir| open_folder(&dir)?.align_classes(&train.classes))
+            .transpose()?;
         let test = sub(&["test", "testing"]).map(|dir| open_folder(&dir)?.align_classes(&train.classes)).transpose()?;
         return Ok(DataSplits { train, validation, test });
     }
@@ -333,7 +367,8 @@ pub fn open_folder(dir: &Path) -> Result<Dataset> {
         Ok(entries)
     };
     let class_dirs: Vec<PathBuf> = list(dir)?.into_iter().filter(|path| path.is_dir()).collect();
-    let classes: Vec<String> = class_dirs.iter().map(|dir| dir.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
+    let classes: Vec<String> =
+        class_dirs.iter().map(|dir| dir.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
     let mut items = Vec::new();
     for (label, class_dir) in class_dirs.iter().enumerate() {
         for file in list(class_dir)? {
@@ -350,8 +385,10 @@ pub fn open_folder(dir: &Path) -> Result<Dataset> {
 pub fn open_csv(path: &Path) -> Result<Dataset> {
     let invalid = |what: String| GraftError::Invalid(format!("`{}`: {what}", path.display()));
     let file = std::fs::File::open(path).map_err(|source| GraftError::Io { path: path.to_owned(), source })?;
-    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).flexible(true).from_reader(std::io::BufReader::new(file));
-    let header: Vec<String> = reader.headers().map_err(|error| invalid(error.to_string()))?.iter().map(str::to_ascii_lowercase).collect();
+    let mut reader =
+        csv::ReaderBuilder::new().trim(csv::Trim::All).flexible(true).from_reader(std::io::BufReader::new(file));
+    let header: Vec<String> =
+        reader.headers().map_err(|error| invalid(error.to_string()))?.iter().map(str::to_ascii_lowercase).collect();
     let column = |name: &str| header.iter().position(|h| h == name);
     let (Some(path_column), Some(label_column)) = (column("path"), column("label")) else {
         return Err(invalid(format!("needs a header with `path` and `label` columns, found {header:?}")));
@@ -375,7 +412,8 @@ pub fn open_csv(path: &Path) -> Result<Dataset> {
     let items = rows
         .into_iter()
         .map(|(file, label)| {
-            let label = classes.binary_search(&label).expect("every row's label is among the classes built from the rows");
+            let label =
+                classes.binary_search(&label).expect("every row's label is among the classes built from the rows");
             Item { source: ItemSource::File(file), label }
         })
         .collect();
@@ -413,12 +451,19 @@ fn open_idx_images(images_path: &Path, cache_dir: &Path) -> Result<Dataset> {
         Err(_) => (0..class_count).map(|class| class.to_string()).collect::<Vec<_>>(),
     };
     if classes.len() < class_count {
-        return Err(GraftError::Invalid(format!("classes.txt names {} classes but the labels go up to {}", classes.len(), class_count - 1)));
+        return Err(GraftError::Invalid(format!(
+            "classes.txt names {} classes but the labels go up to {}",
+            classes.len(),
+            class_count - 1
+        )));
     }
     let items = labels
         .iter()
         .enumerate()
-        .map(|(index, label)| Item { source: ItemSource::Idx { images: images.clone(), index }, label: *label as usize })
+        .map(|(index, label)| Item {
+            source: ItemSource::Idx { images: images.clone(), index },
+            label: *label as usize,
+        })
         .collect();
     Ok(Dataset { classes, items })
 }
@@ -432,7 +477,10 @@ fn read_maybe_gz(path: &Path, limit: u64) -> Result<Vec<u8>> {
         Box::new(std::io::BufReader::new(file))
     };
     let mut bytes = Vec::new();
-    reader.take(limit + 1).read_to_end(&mut bytes).map_err(|source| GraftError::Io { path: path.to_owned(), source })?;
+    reader
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| GraftError::Io { path: path.to_owned(), source })?;
     if bytes.len() as u64 > limit {
         return Err(GraftError::Invalid(format!("`{}` holds more than the {limit} bytes it should", path.display())));
     }
@@ -459,7 +507,9 @@ fn open_idx_file(path: &Path, cache_dir: &Path) -> Result<IdxImages> {
     let length = file.metadata().map_err(io)?.len();
     let mut header = [0u8; IdxLayout::HEADER_BYTES];
     read_exact_at(&file, &mut header, 0).map_err(|source| match source.kind() {
-        std::io::ErrorKind::UnexpectedEof => GraftError::Invalid(format!("`{}` is too short for an IDX file", path.display())),
+        std::io::ErrorKind::UnexpectedEof => {
+            GraftError::Invalid(format!("`{}` is too short for an IDX file", path.display()))
+        }
         _ => GraftError::Io { path: plain.clone(), source },
     })?;
     let layout = IdxLayout::parse(path, &header, length)?;
@@ -473,12 +523,17 @@ fn gunzip_idx(path: &Path, target: &Path) -> Result<()> {
     let io = |source| GraftError::Io { path: path.to_owned(), source };
     let mut reader = flate2::read::GzDecoder::new(std::io::BufReader::new(File::open(path).map_err(io)?));
     let mut header = [0u8; IdxLayout::HEADER_BYTES];
-    reader.read_exact(&mut header).map_err(|_| GraftError::Invalid(format!("`{}` is too short (or not gzip) for an IDX file", path.display())))?;
+    reader
+        .read_exact(&mut header)
+        .map_err(|_| GraftError::Invalid(format!("`{}` is too short (or not gzip) for an IDX file", path.display())))?;
     let layout = IdxLayout::parse(path, &header, u64::MAX)?;
     let body = (layout.file_bytes() - IdxLayout::HEADER_BYTES) as u64;
     crate::fsutil::write_atomic_with(target, |temporary| {
-        let mut out = std::io::BufWriter::new(File::create(temporary).map_err(|source| GraftError::Io { path: temporary.to_owned(), source })?);
-        std::io::Write::write_all(&mut out, &header).map_err(|source| GraftError::Io { path: temporary.to_owned(), source })?;
+        let mut out = std::io::BufWriter::new(
+            File::create(temporary).map_err(|source| GraftError::Io { path: temporary.to_owned(), source })?,
+        );
+        std::io::Write::write_all(&mut out, &header)
+            .map_err(|source| GraftError::Io { path: temporary.to_owned(), source })?;
         let copied = std::io::copy(&mut (&mut reader).take(body), &mut out).map_err(io)?;
         if copied < body {
             return Err(GraftError::Invalid(format!(

@@ -128,7 +128,8 @@ pub fn decode_rgb(path: &Path, bytes: &[u8]) -> Result<RgbImage> {
     }
     // Phones store portrait photos sideways and say so in EXIF; an unreadable tag is ignored,
     // as photo viewers do.
-    let orientation = image::ImageDecoder::orientation(&mut decoder).unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation =
+        image::ImageDecoder::orientation(&mut decoder).unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut image = image::DynamicImage::from_decoder(decoder).map_err(|error| bad(error.to_string()))?;
     image.apply_orientation(orientation);
     Ok(image.to_rgb8())
@@ -158,7 +159,14 @@ pub fn pixels(image: &RgbImage, preprocessing: &Preprocessing) -> Vec<f32> {
     let limit = width.min(height).max(1).saturating_mul(MAX_ASPECT);
     if width > limit || height > limit {
         let (crop_width, crop_height) = (width.min(limit), height.min(limit));
-        let strip = image::imageops::crop_imm(image, (width - crop_width) / 2, (height - crop_height) / 2, crop_width, crop_height).to_image();
+        let strip = image::imageops::crop_imm(
+            image,
+            (width - crop_width) / 2,
+            (height - crop_height) / 2,
+            crop_width,
+            crop_height,
+        )
+        .to_image();
         return pixels(&strip, preprocessing);
     }
     let shorter = width.min(height).max(1) as f64;
@@ -244,19 +252,31 @@ mod tests {
         assert!(top[0] > 200 && top[2] < 60, "top is red: {top:?}");
         assert!(bottom[2] > 200 && bottom[0] < 60, "bottom is blue: {bottom:?}");
         // Without the tag (orientation 1) nothing turns.
-        assert_eq!(decode_rgb(Path::new("landscape.jpg"), &jpeg_with_orientation(&image, 1)).unwrap().dimensions(), (32, 16));
+        assert_eq!(
+            decode_rgb(Path::new("landscape.jpg"), &jpeg_with_orientation(&image, 1)).unwrap().dimensions(),
+            (32, 16)
+        );
     }
 
     #[test]
     fn every_colour_mode_comes_out_rgb() {
-        let grey16 = image::DynamicImage::ImageLuma16(image::ImageBuffer::from_fn(3, 2, |x, _| image::Luma([x as u16 * 30000])));
-        let rgba = image::DynamicImage::ImageRgba8(image::ImageBuffer::from_fn(2, 2, |_, _| image::Rgba([10, 20, 30, 0])));
+        let grey16 =
+            image::DynamicImage::ImageLuma16(image::ImageBuffer::from_fn(3, 2, |x, _| image::Luma([x as u16 * 30000])));
+        let rgba =
+            image::DynamicImage::ImageRgba8(image::ImageBuffer::from_fn(2, 2, |_, _| image::Rgba([10, 20, 30, 0])));
         let one = image::DynamicImage::ImageRgb8(RgbImage::from_pixel(1, 1, Rgb([1, 2, 3])));
         let grey = decode_rgb(Path::new("grey16.png"), &png(&grey16)).unwrap();
         assert_eq!((grey.dimensions(), grey.get_pixel(2, 0).0), ((3, 2), [233, 233, 233]));
-        assert_eq!(decode_rgb(Path::new("rgba.png"), &png(&rgba)).unwrap().get_pixel(0, 0).0, [10, 20, 30], "alpha is dropped, as PIL's convert('RGB') does");
+        assert_eq!(
+            decode_rgb(Path::new("rgba.png"), &png(&rgba)).unwrap().get_pixel(0, 0).0,
+            [10, 20, 30],
+            "alpha is dropped, as PIL's convert('RGB') does"
+        );
         // CMYK JPEG and palette PNG (written by Pillow: 12x8, left half red, right half blue).
-        for (name, bytes) in [("cmyk.jpg", include_bytes!("../../tests/fixtures/cmyk.jpg").as_slice()), ("palette.png", include_bytes!("../../tests/fixtures/palette.png"))] {
+        for (name, bytes) in [
+            ("cmyk.jpg", include_bytes!("../../tests/fixtures/cmyk.jpg").as_slice()),
+            ("palette.png", include_bytes!("../../tests/fixtures/palette.png")),
+        ] {
             let image = decode_rgb(Path::new(name), bytes).unwrap();
             let (left, right) = (image.get_pixel(1, 4), image.get_pixel(10, 4));
             assert_eq!(image.dimensions(), (12, 8), "{name}");
@@ -304,7 +324,11 @@ mod tests {
         assert_eq!(reduced_eighths(3000, 256), Some(1), "4000 x 3000 for a resize to 256: 500 x 375");
         assert_eq!(reduced_eighths(3000, 440), Some(2));
         assert_eq!(reduced_eighths(1200, 256), Some(2));
-        assert_eq!(reduced_eighths(1024, 256), Some(2), "exactly a quarter would do, a half is the next that is not below");
+        assert_eq!(
+            reduced_eighths(1024, 256),
+            Some(2),
+            "exactly a quarter would do, a half is the next that is not below"
+        );
         assert_eq!(reduced_eighths(1025, 256), Some(2));
         assert_eq!(reduced_eighths(2048, 256), Some(1));
         assert_eq!(reduced_eighths(500, 256), None, "less than twice: decoded whole");
@@ -321,14 +345,19 @@ mod tests {
     #[test]
     fn a_large_photo_decoded_reduced_gives_the_teachers_input_the_full_decode_gives() {
         // Chelsea (451 x 300) scaled up 4x: 1804 x 1200, about a 2-megapixel photo.
-        let photo = image::load_from_memory(include_bytes!("../../../graft-assets/images/chelsea.png")).unwrap().to_rgb8();
+        let photo =
+            image::load_from_memory(include_bytes!("../../../graft-assets/images/chelsea.png")).unwrap().to_rgb8();
         let large = image::imageops::resize(&photo, 1804, 1200, FilterType::CatmullRom);
         let bytes = jpeg(&large);
         let path = Path::new("chelsea-large.jpg");
         let full = decode_rgb(path, &bytes).unwrap();
         let reduced = decode_rgb_at_least(path, &bytes, 256).unwrap();
         assert_eq!(full.dimensions(), (1804, 1200));
-        assert_eq!(reduced.dimensions(), (451, 300), "a quarter: the shorter side 300 >= 256, an eighth (150) would not do");
+        assert_eq!(
+            reduced.dimensions(),
+            (451, 300),
+            "a quarter: the shorter side 300 >= 256, an eighth (150) would not do"
+        );
         let preprocessing = Preprocessing { input_size: 224, resize: 256, mean: [0.0; 3], std: [1.0 / 255.0; 3] };
         let (a, b) = (preprocess(&full, &preprocessing), preprocess(&reduced, &preprocessing));
         let mean = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len() as f32;
@@ -348,7 +377,9 @@ mod tests {
         assert!(bottom[2] > 200 && bottom[0] < 60, "bottom is blue: {bottom:?}");
         let grey = image::GrayImage::from_fn(400, 300, |x, _| image::Luma([(x / 2) as u8]));
         let mut bytes = Vec::new();
-        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 92).write_image(grey.as_raw(), 400, 300, image::ExtendedColorType::L8).unwrap();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 92)
+            .write_image(grey.as_raw(), 400, 300, image::ExtendedColorType::L8)
+            .unwrap();
         let decoded = decode_rgb_at_least(Path::new("grey.jpg"), &bytes, 64).unwrap();
         assert_eq!(decoded.dimensions(), (100, 75));
         let pixel = decoded.get_pixel(50, 30);

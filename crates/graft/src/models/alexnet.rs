@@ -58,7 +58,6 @@ impl AlexNet {
             dropout: DropoutConfig::new(0.5).init(),
         }
     }
-
 }
 
 impl Network for AlexNet {

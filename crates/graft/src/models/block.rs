@@ -25,15 +25,27 @@ pub enum Activation {
 #[derive(Debug)]
 pub enum Layer<'a> {
     /// A convolution, then its batch norm if it has one, then the activation.
-    Conv { conv: &'a Conv2d, norm: Option<&'a BatchNorm>, activation: Activation },
+    Conv {
+        conv: &'a Conv2d,
+        norm: Option<&'a BatchNorm>,
+        activation: Activation,
+    },
     MaxPool(&'a MaxPool2d),
     AvgPool(&'a AvgPool2d),
     AdaptiveAvgPool(&'a AdaptiveAvgPool2d),
     /// Flatten, dropout, the fully connected layer and its activation; the output stays 4-D
     /// (`[N, outputs, 1, 1]`), so every block maps a 4-D tensor to a 4-D tensor.
-    Dense { dropout: &'a Dropout, linear: &'a Linear, activation: Activation },
+    Dense {
+        dropout: &'a Dropout,
+        linear: &'a Linear,
+        activation: Activation,
+    },
     /// `activation(body(x) + shortcut(x))`; an empty shortcut is the identity.
-    Residual { body: Vec<Layer<'a>>, shortcut: Vec<Layer<'a>>, activation: Activation },
+    Residual {
+        body: Vec<Layer<'a>>,
+        shortcut: Vec<Layer<'a>>,
+        activation: Activation,
+    },
     /// Branches on the same input, their outputs concatenated along the channels.
     Concat(Vec<Vec<Layer<'a>>>),
 }
@@ -57,7 +69,9 @@ impl Layer<'_> {
             }
             Layer::Dense { linear, .. } => linear.visit(ids),
             Layer::MaxPool(_) | Layer::AvgPool(_) | Layer::AdaptiveAvgPool(_) => {}
-            Layer::Residual { body, shortcut, .. } => body.iter().chain(shortcut).for_each(|layer| layer.collect_ids(ids)),
+            Layer::Residual { body, shortcut, .. } => {
+                body.iter().chain(shortcut).for_each(|layer| layer.collect_ids(ids))
+            }
             Layer::Concat(branches) => branches.iter().flatten().for_each(|layer| layer.collect_ids(ids)),
         }
     }

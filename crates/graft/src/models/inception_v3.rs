@@ -25,7 +25,14 @@ pub struct BasicConv2d {
 
 impl BasicConv2d {
     /// `kernel` and `padding` are (height, width); `stride` applies to both.
-    fn new(input: usize, output: usize, kernel: [usize; 2], stride: usize, padding: [usize; 2], device: &Device) -> Self {
+    fn new(
+        input: usize,
+        output: usize,
+        kernel: [usize; 2],
+        stride: usize,
+        padding: [usize; 2],
+        device: &Device,
+    ) -> Self {
         BasicConv2d {
             conv: Conv2dConfig::new([input, output], kernel)
                 .with_stride([stride, stride])
@@ -157,7 +164,15 @@ impl InceptionC {
         Layer::Concat(vec![
             vec![self.branch1x1.layer()],
             vec![self.branch7x7_1.layer(), self.branch7x7_2.layer(), self.branch7x7_3.layer()],
-            [&self.branch7x7dbl_1, &self.branch7x7dbl_2, &self.branch7x7dbl_3, &self.branch7x7dbl_4, &self.branch7x7dbl_5].map(BasicConv2d::layer).into(),
+            [
+                &self.branch7x7dbl_1,
+                &self.branch7x7dbl_2,
+                &self.branch7x7dbl_3,
+                &self.branch7x7dbl_4,
+                &self.branch7x7dbl_5,
+            ]
+            .map(BasicConv2d::layer)
+            .into(),
             vec![Layer::AvgPool(&self.pool), self.branch_pool.layer()],
         ])
     }
@@ -190,7 +205,9 @@ impl InceptionD {
     fn layer(&self) -> Layer<'_> {
         Layer::Concat(vec![
             vec![self.branch3x3_1.layer(), self.branch3x3_2.layer()],
-            [&self.branch7x7x3_1, &self.branch7x7x3_2, &self.branch7x7x3_3, &self.branch7x7x3_4].map(BasicConv2d::layer).into(),
+            [&self.branch7x7x3_1, &self.branch7x7x3_2, &self.branch7x7x3_3, &self.branch7x7x3_4]
+                .map(BasicConv2d::layer)
+                .into(),
             vec![Layer::MaxPool(&self.pool)],
         ])
     }
@@ -231,7 +248,10 @@ impl InceptionE {
     fn layer(&self) -> Layer<'_> {
         Layer::Concat(vec![
             vec![self.branch1x1.layer()],
-            vec![self.branch3x3_1.layer(), Layer::Concat(vec![vec![self.branch3x3_2a.layer()], vec![self.branch3x3_2b.layer()]])],
+            vec![
+                self.branch3x3_1.layer(),
+                Layer::Concat(vec![vec![self.branch3x3_2a.layer()], vec![self.branch3x3_2b.layer()]]),
+            ],
             vec![
                 self.branch3x3dbl_1.layer(),
                 self.branch3x3dbl_2.layer(),
@@ -310,7 +330,6 @@ impl InceptionV3 {
             fc: linear(2048, classes, device),
         }
     }
-
 }
 
 impl Network for InceptionV3 {

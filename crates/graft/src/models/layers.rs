@@ -18,7 +18,14 @@ pub struct ConvSpec {
 impl ConvSpec {
     /// A bias-free `kernel`x`kernel` convolution with stride 1, "valid" padding and one group.
     pub fn new(channels_in: usize, channels_out: usize, kernel: usize) -> Self {
-        ConvSpec { channels: [channels_in, channels_out], kernel, stride: 1, padding: PaddingConfig2d::Valid, groups: 1, bias: false }
+        ConvSpec {
+            channels: [channels_in, channels_out],
+            kernel,
+            stride: 1,
+            padding: PaddingConfig2d::Valid,
+            groups: 1,
+            bias: false,
+        }
     }
 
     pub fn stride(mut self, stride: usize) -> Self {

@@ -62,7 +62,11 @@ impl InvertedResidual {
         let mut body: Vec<Layer<'_>> = self.expand.iter().map(ConvBnRelu6::layer).collect();
         body.push(self.depthwise.layer());
         body.push(Layer::conv_norm(&self.project, &self.project_bn, Activation::Identity));
-        let layers = if self.residual { vec![Layer::Residual { body, shortcut: Vec::new(), activation: Activation::Identity }] } else { body };
+        let layers = if self.residual {
+            vec![Layer::Residual { body, shortcut: Vec::new(), activation: Activation::Identity }]
+        } else {
+            body
+        };
         Block::new(name, layers)
     }
 }
@@ -82,7 +86,13 @@ impl MobileNetV2 {
         let mut blocks = Vec::new();
         for (expansion, output, repeats, stride) in SETTINGS {
             for repeat in 0..repeats {
-                blocks.push(InvertedResidual::new(channels, output, if repeat == 0 { stride } else { 1 }, expansion, device));
+                blocks.push(InvertedResidual::new(
+                    channels,
+                    output,
+                    if repeat == 0 { stride } else { 1 },
+                    expansion,
+                    device,
+                ));
                 channels = output;
             }
         }
@@ -94,14 +104,15 @@ impl MobileNetV2 {
             classifier: linear(LAST_CHANNELS, classes, device),
         }
     }
-
 }
 
 impl Network for MobileNetV2 {
     /// `features.0` (stem) to `features.18` (the last 1x1 convolution), as torchvision numbers them.
     fn blocks(&self) -> Vec<Block<'_>> {
         let mut blocks = vec![Block::new("features.0", vec![self.stem.layer()])];
-        blocks.extend(self.blocks.iter().enumerate().map(|(index, block)| block.block(format!("features.{}", index + 1))));
+        blocks.extend(
+            self.blocks.iter().enumerate().map(|(index, block)| block.block(format!("features.{}", index + 1))),
+        );
         blocks.push(Block::new(format!("features.{}", self.blocks.len() + 1), vec![self.head.layer()]));
         blocks
     }

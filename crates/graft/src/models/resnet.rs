@@ -146,7 +146,6 @@ impl ResNet {
             fc: linear(channels, classes, device),
         }
     }
-
 }
 
 impl Network for ResNet {
@@ -154,7 +153,9 @@ impl Network for ResNet {
     fn blocks(&self) -> Vec<Block<'_>> {
         let stem = vec![Layer::conv_norm(&self.conv1, &self.bn1, Activation::Relu), Layer::MaxPool(&self.maxpool)];
         let mut blocks = vec![Block::new("conv1", stem)];
-        for (name, stage) in [("layer1", &self.layer1), ("layer2", &self.layer2), ("layer3", &self.layer3), ("layer4", &self.layer4)] {
+        for (name, stage) in
+            [("layer1", &self.layer1), ("layer2", &self.layer2), ("layer3", &self.layer3), ("layer4", &self.layer4)]
+        {
             blocks.push(Block::new(name, stage.iter().map(ResidualBlock::layer).collect()));
         }
         blocks

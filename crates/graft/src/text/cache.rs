@@ -19,8 +19,18 @@ pub const TEXT_CACHE_FORMAT: u32 = 1;
 
 /// Where `teacher`'s entries live under `cache_dir`.
 pub fn cache_directory(teacher: &TextTeacher, cache_dir: &Path) -> PathBuf {
-    let numbers = format!("format {TEXT_CACHE_FORMAT}; tokenizer {}; limit {}; pooling {:?}", teacher.tokenizer_sha256, teacher.tokenizer.max_length(), teacher.pooling);
-    cache_dir.join("text-features").join(format!("{}-{}-{}", teacher.name, &teacher.weights_sha256[..16.min(teacher.weights_sha256.len())], hash_str(&numbers)))
+    let numbers = format!(
+        "format {TEXT_CACHE_FORMAT}; tokenizer {}; limit {}; pooling {:?}",
+        teacher.tokenizer_sha256,
+        teacher.tokenizer.max_length(),
+        teacher.pooling
+    );
+    cache_dir.join("text-features").join(format!(
+        "{}-{}-{}",
+        teacher.name,
+        &teacher.weights_sha256[..16.min(teacher.weights_sha256.len())],
+        hash_str(&numbers)
+    ))
 }
 
 fn entry_path(directory: &Path, text: &str) -> PathBuf {
@@ -34,7 +44,8 @@ fn read_entry(path: &Path, width: usize) -> Option<(bool, Vec<f32>)> {
     if bytes.len() != (width + 1) * 4 {
         return None;
     }
-    let values: Vec<f32> = bytes.chunks_exact(4).map(|chunk| f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]])).collect();
+    let values: Vec<f32> =
+        bytes.chunks_exact(4).map(|chunk| f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]])).collect();
     Some((values[0] > 0.5, values[1..].to_vec()))
 }
 

@@ -77,7 +77,9 @@ impl TextDataset {
             )));
         }
         if self.class_counts().iter().filter(|count| **count > 0).count() < 2 {
-            return Err(GraftError::Invalid(format!("{what} has texts of only one class; a classifier needs at least two")));
+            return Err(GraftError::Invalid(format!(
+                "{what} has texts of only one class; a classifier needs at least two"
+            )));
         }
         Ok(())
     }
@@ -106,7 +108,11 @@ impl TextDataset {
         for item in self.items {
             let name = &self.classes[item.label];
             let label = classes.iter().position(|class| class == name).ok_or_else(|| {
-                GraftError::Invalid(format!("class `{name}` ({}) is not one of the training classes ({})", item.location, classes.join(", ")))
+                GraftError::Invalid(format!(
+                    "class `{name}` ({}) is not one of the training classes ({})",
+                    item.location,
+                    classes.join(", ")
+                ))
             })?;
             items.push(TextItem { label, ..item });
         }
@@ -162,21 +168,32 @@ fn pick(header: &[String], wanted: Option<&str>, defaults: &[&str], what: &str, 
         location: "header".to_owned(),
         reason: match wanted {
             Some(name) => format!("no {what} column `{name}`; the columns are {header:?}"),
-            None => format!("no {what} column (tried {}); the columns are {header:?}\nhint: name it with --{what}-column", defaults.join(", ")),
+            None => format!(
+                "no {what} column (tried {}); the columns are {header:?}\nhint: name it with --{what}-column",
+                defaults.join(", ")
+            ),
         },
     })
 }
 
 fn open_delimited(path: &Path, delimiter: u8, columns: &Columns) -> Result<TextDataset> {
     let file = std::fs::File::open(path).map_err(|source| GraftError::Io { path: path.to_owned(), source })?;
-    let mut reader = csv::ReaderBuilder::new().delimiter(delimiter).flexible(true).from_reader(std::io::BufReader::new(file));
+    let mut reader =
+        csv::ReaderBuilder::new().delimiter(delimiter).flexible(true).from_reader(std::io::BufReader::new(file));
     let bad = |location: String, reason: String| GraftError::TextData { path: path.to_owned(), location, reason };
-    let header: Vec<String> = reader.headers().map_err(|error| bad("header".to_owned(), error.to_string()))?.iter().map(|h| h.trim().to_owned()).collect();
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|error| bad("header".to_owned(), error.to_string()))?
+        .iter()
+        .map(|h| h.trim().to_owned())
+        .collect();
     let text_column = pick(&header, columns.text.as_deref(), TEXT_COLUMNS, "text", path)?;
     let label_column = pick(&header, columns.label.as_deref(), LABEL_COLUMNS, "label", path)?;
     let (mut rows, mut skipped) = (Vec::new(), Vec::new());
     for record in reader.records() {
-        let record = record.map_err(|error| bad(error.position().map_or_else(String::new, |p| format!("line {}", p.line())), error.to_string()))?;
+        let record = record.map_err(|error| {
+            bad(error.position().map_or_else(String::new, |p| format!("line {}", p.line())), error.to_string())
+        })?;
         let location = format!("{}:{}", path.display(), record.position().map_or(0, csv::Position::line));
         let label = record.get(label_column).unwrap_or("").trim();
         match record.get(text_column) {
@@ -191,7 +208,10 @@ fn open_delimited(path: &Path, delimiter: u8, columns: &Columns) -> Result<TextD
 fn open_jsonl(path: &Path, columns: &Columns) -> Result<TextDataset> {
     let content = std::fs::read_to_string(path).map_err(|source| GraftError::Io { path: path.to_owned(), source })?;
     let (mut rows, mut skipped) = (Vec::new(), Vec::new());
-    let key = |object: &serde_json::Map<String, serde_json::Value>, wanted: Option<&str>, defaults: &[&str]| -> Option<serde_json::Value> {
+    let key = |object: &serde_json::Map<String, serde_json::Value>,
+               wanted: Option<&str>,
+               defaults: &[&str]|
+     -> Option<serde_json::Value> {
         match wanted {
             Some(name) => object.get(name).cloned(),
             None => defaults.iter().find_map(|name| object.get(*name).cloned()),
@@ -202,8 +222,11 @@ fn open_jsonl(path: &Path, columns: &Columns) -> Result<TextDataset> {
             continue;
         }
         let location = format!("{}:{}", path.display(), index + 1);
-        let value: serde_json::Value = serde_json::from_str(line)
-            .map_err(|error| GraftError::TextData { path: path.to_owned(), location: format!("line {}", index + 1), reason: error.to_string() })?;
+        let value: serde_json::Value = serde_json::from_str(line).map_err(|error| GraftError::TextData {
+            path: path.to_owned(),
+            location: format!("line {}", index + 1),
+            reason: error.to_string(),
+        })?;
         let Some(object) = value.as_object() else {
             skipped.push(SkippedRow { location, reason: "not a JSON object".to_owned() });
             continue;
@@ -230,8 +253,10 @@ fn open_jsonl(path: &Path, columns: &Columns) -> Result<TextDataset> {
 /// `DIR/<class>/<files>.txt`: each file one text (read as UTF-8; other bytes replaced).
 fn open_folder(dir: &Path) -> Result<TextDataset> {
     let list = |dir: &Path| -> Result<Vec<PathBuf>> {
-        let mut entries: Vec<PathBuf> =
-            std::fs::read_dir(dir).map_err(|source| GraftError::Io { path: dir.to_owned(), source })?.filter_map(|entry| entry.ok().map(|e| e.path())).collect();
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|source| GraftError::Io { path: dir.to_owned(), source })?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .collect();
         entries.sort();
         Ok(entries)
     };
@@ -243,8 +268,12 @@ fn open_folder(dir: &Path) -> Result<TextDataset> {
                 continue;
             }
             match std::fs::read(&file) {
-                Ok(bytes) => rows.push((String::from_utf8_lossy(&bytes).into_owned(), class.clone(), file.display().to_string())),
-                Err(error) => skipped.push(SkippedRow { location: file.display().to_string(), reason: error.to_string() }),
+                Ok(bytes) => {
+                    rows.push((String::from_utf8_lossy(&bytes).into_owned(), class.clone(), file.display().to_string()))
+                }
+                Err(error) => {
+                    skipped.push(SkippedRow { location: file.display().to_string(), reason: error.to_string() })
+                }
             }
         }
     }
@@ -271,14 +300,20 @@ pub fn open_splits(path: &Path, columns: &Columns) -> Result<TextSplits> {
         if !path.is_dir() {
             return None;
         }
-        stems.iter().flat_map(|stem| ["csv", "tsv", "jsonl", "ndjson"].iter().map(move |extension| path.join(format!("{stem}.{extension}")))).find(|file| file.is_file())
+        stems
+            .iter()
+            .flat_map(|stem| {
+                ["csv", "tsv", "jsonl", "ndjson"].iter().map(move |extension| path.join(format!("{stem}.{extension}")))
+            })
+            .find(|file| file.is_file())
             .or_else(|| stems.iter().map(|stem| path.join(stem)).find(|dir| dir.is_dir()))
     };
     let Some(train_path) = find(&["train", "training"]) else {
         return Ok(TextSplits { train: open(path, columns)?, validation: None, test: None });
     };
     let train = open(&train_path, columns)?;
-    let aligned = |stems: &[&str]| find(stems).map(|other| open(&other, columns)?.align_classes(&train.classes)).transpose();
+    let aligned =
+        |stems: &[&str]| find(stems).map(|other| open(&other, columns)?.align_classes(&train.classes)).transpose();
     let validation = aligned(&["val", "valid", "validation"])?;
     let test = aligned(&["test", "testing"])?;
     Ok(TextSplits { train, validation, test })
@@ -311,13 +346,20 @@ mod tests {
 
     #[test]
     fn csv_with_default_columns_quotes_and_a_row_without_label() {
-        let path = write("a.csv", "id,Text,label\n1,\"great, truly great\",pos\n2,awful,neg\n3,no label here,\n4,\"multi\nline\",pos\n");
+        let path = write(
+            "a.csv",
+            "id,Text,label\n1,\"great, truly great\",pos\n2,awful,neg\n3,no label here,\n4,\"multi\nline\",pos\n",
+        );
         let data = open(&path, &Columns::default()).unwrap();
         assert_eq!(data.classes, ["neg", "pos"]);
         assert_eq!(data.texts(), ["great, truly great", "awful", "multi\nline"]);
         assert_eq!(data.labels(), [1, 0, 1]);
         assert_eq!(data.skipped.len(), 1);
-        assert!(data.skipped[0].location.ends_with("a.csv:4") && data.skipped[0].reason == "no label", "{:?}", data.skipped);
+        assert!(
+            data.skipped[0].location.ends_with("a.csv:4") && data.skipped[0].reason == "no label",
+            "{:?}",
+            data.skipped
+        );
     }
 
     #[test]
@@ -326,16 +368,25 @@ mod tests {
         let columns = Columns { text: Some("snippet".to_owned()), label: Some("verdict".to_owned()) };
         assert_eq!(open(&path, &columns).unwrap().texts(), ["fine", "bad"]);
         let message = open(&path, &Columns::default()).unwrap_err().to_string();
-        assert!(message.contains("b.tsv") && message.contains("no text column") && message.contains("snippet"), "{message}");
+        assert!(
+            message.contains("b.tsv") && message.contains("no text column") && message.contains("snippet"),
+            "{message}"
+        );
     }
 
     #[test]
     fn jsonl_with_numeric_labels_and_bad_rows() {
-        let path = write("c.jsonl", "{\"text\": \"héllo\", \"label\": 1}\n\n{\"text\": \"bye\", \"label\": 0}\n[1, 2]\n{\"text\": \"x\"}\n");
+        let path = write(
+            "c.jsonl",
+            "{\"text\": \"héllo\", \"label\": 1}\n\n{\"text\": \"bye\", \"label\": 0}\n[1, 2]\n{\"text\": \"x\"}\n",
+        );
         let data = open(&path, &Columns::default()).unwrap();
         assert_eq!(data.texts(), ["héllo", "bye"]);
         assert_eq!(data.classes, ["0", "1"]);
-        assert_eq!(data.skipped.iter().map(|s| s.reason.as_str()).collect::<Vec<_>>(), ["not a JSON object", "no label"]);
+        assert_eq!(
+            data.skipped.iter().map(|s| s.reason.as_str()).collect::<Vec<_>>(),
+            ["not a JSON object", "no label"]
+        );
         let broken = write("d.jsonl", "{\"text\": \"ok\", \"label\": \"a\"}\n{not json\n");
         let message = open(&broken, &Columns::default()).unwrap_err().to_string();
         assert!(message.contains("d.jsonl") && message.contains("line 2"), "{message}");
@@ -343,7 +394,8 @@ mod tests {
 
     #[test]
     fn the_split_is_stratified_and_seeded() {
-        let rows = (0..40).map(|i| (format!("t{i}"), if i % 4 == 0 { "a" } else { "b" }.to_owned(), i.to_string())).collect();
+        let rows =
+            (0..40).map(|i| (format!("t{i}"), if i % 4 == 0 { "a" } else { "b" }.to_owned(), i.to_string())).collect();
         let data = TextDataset::from_rows(rows, Vec::new());
         let (train, validation) = data.clone().stratified_split(0.2, 3);
         assert_eq!((train.class_counts(), validation.class_counts()), (vec![8, 24], vec![2, 6]));

@@ -68,7 +68,14 @@ pub struct TextEpoch {
 impl TextNet {
     /// Logits of a batch entering at its token ids (`at_cut` `None`: every layer runs) or at
     /// its hidden states at the cut (the layers behind it run).
-    fn logits(&self, batch: &TokenBatch, at_cut: Option<Tensor<3>>, cut: usize, pooling: Pooling, device: &Device) -> Tensor<2> {
+    fn logits(
+        &self,
+        batch: &TokenBatch,
+        at_cut: Option<Tensor<3>>,
+        cut: usize,
+        pooling: Pooling,
+        device: &Device,
+    ) -> Tensor<2> {
         let bias = attention_bias(batch, device);
         let (hidden, from) = match at_cut {
             None => (self.bert.embed(batch, device), 0),
@@ -81,7 +88,14 @@ impl TextNet {
 
 /// The frozen front's hidden states at `cut` for every text, unpadded (`[tokens * width]`
 /// each), computed in parallel batches.
-fn hidden_at_cut(teacher: &TextTeacher, encoded: &[Encoded], cut: usize, batch_size: usize, device: &Device, reporter: &dyn Reporter) -> Result<Vec<Vec<f32>>> {
+fn hidden_at_cut(
+    teacher: &TextTeacher,
+    encoded: &[Encoded],
+    cut: usize,
+    batch_size: usize,
+    device: &Device,
+    reporter: &dyn Reporter,
+) -> Result<Vec<Vec<f32>>> {
     let width = teacher.feature_dim();
     let mut order: Vec<usize> = (0..encoded.len()).collect();
     order.sort_by_key(|&index| std::cmp::Reverse(encoded[index].ids.len()));
@@ -149,7 +163,11 @@ pub fn finetune(
     }
     let (encoded, labels) = train;
     let width = teacher.feature_dim();
-    let cached = if options.cut > 0 { Some(hidden_at_cut(teacher, encoded, options.cut, options.batch_size, device, reporter)?) } else { None };
+    let cached = if options.cut > 0 {
+        Some(hidden_at_cut(teacher, encoded, options.cut, options.batch_size, device, reporter)?)
+    } else {
+        None
+    };
 
     let training = device.clone().autodiff();
     training.seed(options.seed);
@@ -167,7 +185,8 @@ pub fn finetune(
     let total_steps = steps_per_epoch * options.epochs;
     let warmup_steps = ((total_steps as f64 * WARMUP_FRACTION).round() as usize).max(1);
     let schedule = |peak: f64| WarmupCosine { peak, warmup_steps, total_steps, step: 0 };
-    let mut scheduler = ModuleLrScheduler::new(schedule(options.learning_rate * options.encoder_factor)).with_group(head_group, schedule(options.learning_rate));
+    let mut scheduler = ModuleLrScheduler::new(schedule(options.learning_rate * options.encoder_factor))
+        .with_group(head_group, schedule(options.learning_rate));
     let pooling = teacher.pooling;
     let cut = options.cut;
     let mut history = Vec::with_capacity(options.epochs);
@@ -181,23 +200,39 @@ pub fn finetune(
         for batch in order.chunks(options.batch_size.max(1)) {
             let parts = shards::split(batch, options.shards.max(1));
             let shares: Vec<f64> = parts.iter().map(|part| part.len() as f64 / batch.len() as f64).collect();
-            let pass = |replica: &TextNet, part: Vec<usize>| -> Result<(f64, Tensor<2>, burn::optim::GradientsParams, usize)> {
+            let pass = |replica: &TextNet,
+                        part: Vec<usize>|
+             -> Result<(f64, Tensor<2>, burn::optim::GradientsParams, usize)> {
                 let tokens = TokenBatch::pad(&part.iter().map(|&index| &encoded[index]).collect::<Vec<_>>());
-                let entry = cached.as_ref().map(|cached| hidden_batch(&part.iter().map(|&index| &cached[index]).collect::<Vec<_>>(), &tokens, width, &training));
+                let entry = cached.as_ref().map(|cached| {
+                    hidden_batch(
+                        &part.iter().map(|&index| &cached[index]).collect::<Vec<_>>(),
+                        &tokens,
+                        width,
+                        &training,
+                    )
+                });
                 let logits = replica.logits(&tokens, entry, cut, pooling, &training);
                 let targets: Vec<i64> = part.iter().map(|&index| labels[index] as i64).collect();
                 let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [part.len()]), &training);
                 let loss = loss_function.forward(logits.clone(), targets);
                 let loss_value = f64::from(loss.clone().into_scalar::<f32>());
                 let predicted = host_values::<f32>(logits.clone().valid().argmax(1).float().into_data())?;
-                let right = predicted.iter().zip(&part).filter(|(class, index)| **class as usize == labels[**index]).count();
+                let right =
+                    predicted.iter().zip(&part).filter(|(class, index)| **class as usize == labels[**index]).count();
                 let gradients = burn::optim::GradientsParams::from_grads(loss.backward(), replica);
                 Ok((loss_value, logits.valid(), gradients, right))
             };
             let (result, rights) = shards::parallel(&model, parts, &shares, &training, pass)?;
             if !result.loss.is_finite() {
                 reporter.finish();
-                return Err(GraftError::Diverged { what: "training loss", value: result.loss, epoch: epoch + 1, learning_rate: options.learning_rate, kept_epoch: None });
+                return Err(GraftError::Diverged {
+                    what: "training loss",
+                    value: result.loss,
+                    epoch: epoch + 1,
+                    learning_rate: options.learning_rate,
+                    kept_epoch: None,
+                });
             }
             loss_sum += result.loss * batch.len() as f64;
             correct += rights.iter().sum::<usize>();
@@ -208,7 +243,8 @@ pub fn finetune(
         let seconds = started.elapsed().as_secs_f64();
         let validation_accuracy = match validation {
             Some((texts, labels)) => {
-                validation_probabilities = probabilities(&model.valid(), texts, pooling, classes, options.batch_size, device)?;
+                validation_probabilities =
+                    probabilities(&model.valid(), texts, pooling, classes, options.batch_size, device)?;
                 Some(accuracy(&validation_probabilities, labels, classes))
             }
             None => None,
@@ -227,7 +263,9 @@ pub fn finetune(
             options.epochs,
             record.train_loss,
             record.train_accuracy * 100.0,
-            record.validation_accuracy.map_or_else(String::new, |accuracy| format!(", validation accuracy {:.1}%", accuracy * 100.0)),
+            record
+                .validation_accuracy
+                .map_or_else(String::new, |accuracy| format!(", validation accuracy {:.1}%", accuracy * 100.0)),
             record.texts_per_second
         ));
         history.push(record);
@@ -247,13 +285,26 @@ pub fn finetune(
 ///
 /// # Errors
 /// A tensor that cannot be read back.
-pub fn probabilities(net: &TextNet, encoded: &[Encoded], pooling: Pooling, classes: usize, batch_size: usize, device: &Device) -> Result<Vec<f32>> {
+pub fn probabilities(
+    net: &TextNet,
+    encoded: &[Encoded],
+    pooling: Pooling,
+    classes: usize,
+    batch_size: usize,
+    device: &Device,
+) -> Result<Vec<f32>> {
     super::teacher::by_length_batches(encoded, batch_size, classes, |batch| {
-        host_values::<f32>(burn::tensor::activation::softmax(net.logits(batch, None, 0, pooling, device), 1).into_data())
+        host_values::<f32>(
+            burn::tensor::activation::softmax(net.logits(batch, None, 0, pooling, device), 1).into_data(),
+        )
     })
 }
 
 fn accuracy(probabilities: &[f32], labels: &[usize], classes: usize) -> f64 {
-    let right = probabilities.chunks(classes).zip(labels).filter(|(row, label)| crate::train::probe::argmax(row) == **label).count();
+    let right = probabilities
+        .chunks(classes)
+        .zip(labels)
+        .filter(|(row, label)| crate::train::probe::argmax(row) == **label)
+        .count();
     right as f64 / labels.len().max(1) as f64
 }

@@ -11,7 +11,9 @@ pub mod tokenize;
 pub mod zoo;
 
 pub use data::{Columns, TextDataset};
-pub use student::{TextRunConfig, TextStudent, TextTrainOptions, evaluate_text, is_text_run, predict_texts, train_text};
+pub use student::{
+    TextRunConfig, TextStudent, TextTrainOptions, evaluate_text, is_text_run, predict_texts, train_text,
+};
 pub use teacher::{Embedded, Pooling, TextTeacher};
 pub use tokenize::{Encoded, TextTokenizer};
 pub use zoo::{is_text_teacher, load_text_teacher, text_card, text_cards};

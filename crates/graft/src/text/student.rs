@@ -14,10 +14,10 @@ use super::finetune::{FinetuneOptions, finetune};
 use super::teacher::{Pooling, TextTeacher};
 use crate::error::{GraftError, Result};
 use crate::train::Strategy;
-use crate::weights::{collect_tensors, load_into, sha256_file, transpose_2d};
 use crate::train::metrics::{Evaluation, evaluate};
 use crate::train::probe::{self, Samples};
 use crate::train::reporter::Reporter;
+use crate::weights::{collect_tensors, load_into, sha256_file, transpose_2d};
 
 /// What `graft.json` holds for a text student.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -128,20 +128,33 @@ impl TextStudent {
     /// A directory that is not a text run, or a damaged head.
     pub fn load(run: &Path) -> Result<TextStudent> {
         let config_path = run.join("graft.json");
-        let text = std::fs::read_to_string(&config_path).map_err(|source| GraftError::Io { path: config_path.clone(), source })?;
-        let config: TextRunConfig = serde_json::from_str(&text).map_err(|error| GraftError::Checkpoint { path: config_path.clone(), reason: error.to_string() })?;
+        let text = std::fs::read_to_string(&config_path)
+            .map_err(|source| GraftError::Io { path: config_path.clone(), source })?;
+        let config: TextRunConfig = serde_json::from_str(&text)
+            .map_err(|error| GraftError::Checkpoint { path: config_path.clone(), reason: error.to_string() })?;
         let weights_path = run.join("student.safetensors");
         let tensors = graft_weights::read(&weights_path)?;
         let (dim, classes) = (config.feature_dim, config.classes.len());
         if dim == 0 || classes < 2 {
-            return Err(GraftError::Checkpoint { path: config_path, reason: format!("a feature width of {dim} and {classes} classes is no student") });
+            return Err(GraftError::Checkpoint {
+                path: config_path,
+                reason: format!("a feature width of {dim} and {classes} classes is no student"),
+            });
         }
         let take = |key: &str, shape: Vec<usize>| -> Result<Vec<f32>> {
-            let tensor = tensors.get(key).ok_or_else(|| GraftError::Checkpoint { path: weights_path.clone(), reason: format!("no `{key}`") })?;
+            let tensor = tensors
+                .get(key)
+                .ok_or_else(|| GraftError::Checkpoint { path: weights_path.clone(), reason: format!("no `{key}`") })?;
             if tensor.shape != shape {
-                return Err(GraftError::Checkpoint { path: weights_path.clone(), reason: format!("`{key}` has shape {:?}, expected {shape:?}", tensor.shape) });
+                return Err(GraftError::Checkpoint {
+                    path: weights_path.clone(),
+                    reason: format!("`{key}` has shape {:?}, expected {shape:?}", tensor.shape),
+                });
             }
-            tensor.as_f32().map(<[f32]>::to_vec).ok_or_else(|| GraftError::Checkpoint { path: weights_path.clone(), reason: format!("`{key}` is not float32") })
+            tensor.as_f32().map(<[f32]>::to_vec).ok_or_else(|| GraftError::Checkpoint {
+                path: weights_path.clone(),
+                reason: format!("`{key}` is not float32"),
+            })
         };
         // Saved in PyTorch's `[out, in]` order, as every other graft head.
         let torch_weight = take("head.weight", vec![classes, dim])?;
@@ -164,7 +177,8 @@ impl TextStudent {
         };
         // The head's tensors beside the encoder's are only reported unused, and the report is not
         // needed: every encoder tensor must be there (a strict load).
-        let (bert, _) = load_into(teacher.config.init(device), tensors, &BertKeys { prefix: "bert.".to_owned() }, path, false)?;
+        let (bert, _) =
+            load_into(teacher.config.init(device), tensors, &BertKeys { prefix: "bert.".to_owned() }, path, false)?;
         Ok(TextTeacher { bert, weights_sha256: sha256_file(path)?, ..teacher.clone() })
     }
 
@@ -180,7 +194,8 @@ impl TextStudent {
         }
         graft_weights::write_safetensors(&run.join("student.safetensors"), &tensors)?;
         let config_path = run.join("graft.json");
-        let json = serde_json::to_string_pretty(&self.config).map_err(|error| GraftError::Invalid(error.to_string()))?;
+        let json =
+            serde_json::to_string_pretty(&self.config).map_err(|error| GraftError::Invalid(error.to_string()))?;
         std::fs::write(&config_path, json).map_err(|source| GraftError::Io { path: config_path, source })
     }
 
@@ -189,7 +204,9 @@ impl TextStudent {
     /// # Errors
     /// Different weights or tokenizer.
     pub fn check_teacher(&self, teacher: &TextTeacher) -> Result<()> {
-        if teacher.weights_sha256 != self.config.teacher_weights_sha256 || teacher.tokenizer_sha256 != self.config.tokenizer_sha256 {
+        if teacher.weights_sha256 != self.config.teacher_weights_sha256
+            || teacher.tokenizer_sha256 != self.config.tokenizer_sha256
+        {
             return Err(GraftError::Invalid(format!(
                 "the teacher in `{}` is not the one this student was trained on (weights sha256 {}, tokenizer {}; the run expects {}, {})",
                 teacher.directory.display(),
@@ -257,35 +274,81 @@ pub fn train_text(
         metrics: serde_json::Value::Null,
     };
     let (trained, strategy, cut, reason) = match options.strategy {
-        Strategy::Deep => (fit_deep(teacher, train_set, validation, &config, options, device, reporter)?, Strategy::Deep, layers, None),
-        Strategy::Mid => (fit_finetuned(teacher, train_set, validation, &config, options, mid_cut, device, reporter)?, Strategy::Mid, mid_cut, None),
-        Strategy::Full => (fit_finetuned(teacher, train_set, validation, &config, options, 0, device, reporter)?, Strategy::Full, 0, None),
+        Strategy::Deep => (
+            fit_deep(teacher, train_set, validation, &config, options, device, reporter)?,
+            Strategy::Deep,
+            layers,
+            None,
+        ),
+        Strategy::Mid => (
+            fit_finetuned(teacher, train_set, validation, &config, options, mid_cut, device, reporter)?,
+            Strategy::Mid,
+            mid_cut,
+            None,
+        ),
+        Strategy::Full => (
+            fit_finetuned(teacher, train_set, validation, &config, options, 0, device, reporter)?,
+            Strategy::Full,
+            0,
+            None,
+        ),
         Strategy::Auto => {
             let deep = fit_deep(teacher, train_set, validation, &config, options, device, reporter)?;
             let fewest = train_set.class_counts().into_iter().min().unwrap_or(0);
-            let deep_error = deep.standard_error.unwrap_or_else(|| binomial_error(deep.evaluation.accuracy, deep.evaluation.images));
+            let deep_error =
+                deep.standard_error.unwrap_or_else(|| binomial_error(deep.evaluation.accuracy, deep.evaluation.images));
             if fewest < AUTO_MIN_PER_CLASS {
-                let reason = format!("deep: {fewest} texts in the smallest class, below the {AUTO_MIN_PER_CLASS} a fine-tuned encoder needs; the probe scores {:.1}%", deep.evaluation.accuracy * 100.0);
+                let reason = format!(
+                    "deep: {fewest} texts in the smallest class, below the {AUTO_MIN_PER_CLASS} a fine-tuned encoder needs; the probe scores {:.1}%",
+                    deep.evaluation.accuracy * 100.0
+                );
                 (deep, Strategy::Deep, layers, Some(reason))
             } else {
-                reporter.note(&format!("auto: the deep probe scores {:.1}% ± {:.1}%; measuring a mid student", deep.evaluation.accuracy * 100.0, deep_error * 100.0));
+                reporter.note(&format!(
+                    "auto: the deep probe scores {:.1}% ± {:.1}%; measuring a mid student",
+                    deep.evaluation.accuracy * 100.0,
+                    deep_error * 100.0
+                ));
                 let mid = fit_finetuned(teacher, train_set, validation, &config, options, mid_cut, device, reporter)?;
                 let margin = deep_error.max(0.005);
                 let gain = mid.evaluation.accuracy - deep.evaluation.accuracy;
-                let figures = format!("mid {:.1}% against deep {:.1}% ± {:.1}%", mid.evaluation.accuracy * 100.0, deep.evaluation.accuracy * 100.0, deep_error * 100.0);
+                let figures = format!(
+                    "mid {:.1}% against deep {:.1}% ± {:.1}%",
+                    mid.evaluation.accuracy * 100.0,
+                    deep.evaluation.accuracy * 100.0,
+                    deep_error * 100.0
+                );
                 if gain > margin {
-                    (mid, Strategy::Mid, mid_cut, Some(format!("mid: fine-tuning the last {} layers scored higher ({figures})", layers - mid_cut)))
+                    (
+                        mid,
+                        Strategy::Mid,
+                        mid_cut,
+                        Some(format!(
+                            "mid: fine-tuning the last {} layers scored higher ({figures})",
+                            layers - mid_cut
+                        )),
+                    )
                 } else {
-                    (deep, Strategy::Deep, layers, Some(format!("deep: fine-tuning gained no more than the probe's error ({figures})")))
+                    (
+                        deep,
+                        Strategy::Deep,
+                        layers,
+                        Some(format!("deep: fine-tuning gained no more than the probe's error ({figures})")),
+                    )
                 }
             }
         }
-        other => return Err(GraftError::Invalid(format!("text students train with `deep`, `mid`, `full` or `auto`; not `{other}`"))),
+        other => {
+            return Err(GraftError::Invalid(format!(
+                "text students train with `deep`, `mid`, `full` or `auto`; not `{other}`"
+            )));
+        }
     };
     if let Some(reason) = &reason {
         reporter.note(&format!("auto: {reason}"));
     }
-    let Trained { student, encoder, mut metrics, evaluation, examples, standard_error, truncated, cache_hits } = trained;
+    let Trained { student, encoder, mut metrics, evaluation, examples, standard_error, truncated, cache_hits } =
+        trained;
     metrics["validation_accuracy"] = serde_json::json!(evaluation.accuracy);
     metrics["truncated_texts"] = serde_json::json!(truncated);
     metrics["confidently_wrong"] = serde_json::to_value(&examples).unwrap_or_default();
@@ -297,7 +360,14 @@ pub fn train_text(
     student.save(&options.out, encoder.as_ref())?;
     crate::report::plot_confusion(&options.out.join("confusion.png"), &evaluation)?;
     write_text_report(&options.out, &config, &evaluation, &examples)?;
-    Ok(TextOutcome { config, accuracy: evaluation.accuracy, standard_error, truncated, cache_hits, seconds: started.elapsed().as_secs_f64() })
+    Ok(TextOutcome {
+        config,
+        accuracy: evaluation.accuracy,
+        standard_error,
+        truncated,
+        cache_hits,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }
 
 /// The standard error of an accuracy measured on `count` examples.
@@ -332,7 +402,11 @@ fn fit_finetuned(
 ) -> Result<Trained> {
     let layers = teacher.bert.layer_count();
     let (train_part, validation_part, how) = match validation {
-        Some(validation) => (train_set.clone(), validation.clone().align_classes(&train_set.classes)?, "the given validation texts".to_owned()),
+        Some(validation) => (
+            train_set.clone(),
+            validation.clone().align_classes(&train_set.classes)?,
+            "the given validation texts".to_owned(),
+        ),
         None => {
             let fraction = options.validation_fraction;
             let (train_part, held_out) = train_set.clone().stratified_split(fraction, options.seed);
@@ -354,11 +428,25 @@ fn fit_finetuned(
         shards: options.shards,
         seed: options.seed,
     };
-    let validation_input = (!validation_part.is_empty()).then_some((validation_encoded.as_slice(), validation_labels.as_slice()));
-    let super::finetune::Finetuned { net, history, validation_probabilities: probabilities } =
-        finetune(teacher, (&train_encoded, &train_labels), validation_input, train_set.classes.len(), &finetune_options, device, reporter)?;
+    let validation_input =
+        (!validation_part.is_empty()).then_some((validation_encoded.as_slice(), validation_labels.as_slice()));
+    let super::finetune::Finetuned { net, history, validation_probabilities: probabilities } = finetune(
+        teacher,
+        (&train_encoded, &train_labels),
+        validation_input,
+        train_set.classes.len(),
+        &finetune_options,
+        device,
+        reporter,
+    )?;
     let weight = crate::backend::host_values::<f32>(net.head.weight.val().into_data())?;
-    let bias = net.head.bias.as_ref().map(|bias| crate::backend::host_values::<f32>(bias.val().into_data())).transpose()?.unwrap_or_default();
+    let bias = net
+        .head
+        .bias
+        .as_ref()
+        .map(|bias| crate::backend::host_values::<f32>(bias.val().into_data()))
+        .transpose()?
+        .unwrap_or_default();
     let student = TextStudent { config: config.clone(), weight, bias, encoder: None };
     let evaluation = evaluate(&probabilities, &validation_labels, &train_set.classes);
     let examples = confidently_wrong(&validation_part, &probabilities, 10);
@@ -373,7 +461,16 @@ fn fit_finetuned(
             "trained_layers": layers - cut,
         },
     });
-    Ok(Trained { student, encoder: Some(net.bert), metrics, evaluation, examples, standard_error: None, truncated, cache_hits: 0 })
+    Ok(Trained {
+        student,
+        encoder: Some(net.bert),
+        metrics,
+        evaluation,
+        examples,
+        standard_error: None,
+        truncated,
+        cache_hits: 0,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -388,7 +485,8 @@ fn fit_deep(
 ) -> Result<Trained> {
     let classes = train_set.classes.len();
     let batch = options.batch_size.max(1);
-    let (train_features, train_hits) = cached_features(teacher, &train_set.texts(), &options.cache_dir, batch, device, reporter)?;
+    let (train_features, train_hits) =
+        cached_features(teacher, &train_set.texts(), &options.cache_dir, batch, device, reporter)?;
     let labels = train_set.labels();
     let samples = Samples { features: &train_features.features, dim: train_features.width, labels: &labels, classes };
     reporter.start("fitting the probe", 0);
@@ -407,11 +505,13 @@ fn fit_deep(
         },
         "train_texts": train_set.len(),
     });
-    let student = TextStudent { config: config.clone(), weight: fitted.weight.clone(), bias: fitted.bias.clone(), encoder: None };
+    let student =
+        TextStudent { config: config.clone(), weight: fitted.weight.clone(), bias: fitted.bias.clone(), encoder: None };
     let (standard_error, evaluation, examples) = match validation {
         Some(validation) => {
             let validation = validation.clone().align_classes(&train_set.classes)?;
-            let (features, hits) = cached_features(teacher, &validation.texts(), &options.cache_dir, batch, device, reporter)?;
+            let (features, hits) =
+                cached_features(teacher, &validation.texts(), &options.cache_dir, batch, device, reporter)?;
             truncated += features.truncated;
             cache_hits += hits;
             let probabilities = student.probabilities(&features.features);
@@ -420,8 +520,11 @@ fn fit_deep(
             (None, evaluate(&probabilities, &validation.labels(), &train_set.classes), examples)
         }
         None => {
-            let cv = cross_validation.ok_or_else(|| GraftError::Invalid("every class needs at least two texts for cross-validation".to_owned()))?;
-            metrics["validation"] = serde_json::json!(format!("{}-fold cross-validation over all {} texts", cv.folds, train_set.len()));
+            let cv = cross_validation.ok_or_else(|| {
+                GraftError::Invalid("every class needs at least two texts for cross-validation".to_owned())
+            })?;
+            metrics["validation"] =
+                serde_json::json!(format!("{}-fold cross-validation over all {} texts", cv.folds, train_set.len()));
             let examples = confidently_wrong(train_set, &cv.out_of_fold, 10);
             let mut evaluation = evaluate(&cv.out_of_fold, &labels, &train_set.classes);
             // The probe's own cross-validated figure (the mean over folds) is the one reported.
@@ -493,13 +596,24 @@ pub fn evaluate_text(
 ///
 /// # Errors
 /// The encoder's failure, or a teacher that is not the student's.
-pub fn predict_texts(student: &TextStudent, teacher: &TextTeacher, texts: &[&str], batch_size: usize, device: &Device) -> Result<(Vec<f32>, usize)> {
+pub fn predict_texts(
+    student: &TextStudent,
+    teacher: &TextTeacher,
+    texts: &[&str],
+    batch_size: usize,
+    device: &Device,
+) -> Result<(Vec<f32>, usize)> {
     let encoder = student.encoder(teacher, device)?;
     let features = encoder.embed(texts, batch_size, device, &|_| {})?;
     Ok((student.probabilities(&features.features), features.truncated))
 }
 
-fn write_text_report(run: &Path, config: &TextRunConfig, evaluation: &Evaluation, examples: &[WrongExample]) -> Result<()> {
+fn write_text_report(
+    run: &Path,
+    config: &TextRunConfig,
+    evaluation: &Evaluation,
+    examples: &[WrongExample],
+) -> Result<()> {
     let escape = |text: &str| text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
     let mut html = format!(
         "<!doctype html><meta charset=\"utf-8\"><title>graft text student</title>\
@@ -515,7 +629,9 @@ fn write_text_report(run: &Path, config: &TextRunConfig, evaluation: &Evaluation
         config.metrics["truncated_texts"],
         config.max_length,
     );
-    html.push_str("<h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>texts</th></tr>");
+    html.push_str(
+        "<h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>texts</th></tr>",
+    );
     for class in &evaluation.per_class {
         html.push_str(&format!(
             "<tr><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td></tr>",

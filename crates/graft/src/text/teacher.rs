@@ -21,7 +21,8 @@ pub fn pool_normalised(hidden: Tensor<3>, batch: &TokenBatch, pooling: Pooling, 
         Pooling::Mean => {
             let mask = Tensor::<3>::from_data(TensorData::new(batch.mask.clone(), [rows, length, 1]), device);
             let counts = mask.clone().sum_dim(1).reshape([rows, 1]).clamp_min(1e-9);
-            (hidden * mask.expand([rows, length, width])).sum_dim(1).reshape([rows, width]) / counts.expand([rows, width])
+            (hidden * mask.expand([rows, length, width])).sum_dim(1).reshape([rows, width])
+                / counts.expand([rows, width])
         }
     };
     let norms = pooled.clone().powf_scalar(2.0).sum_dim(1).sqrt().clamp_min(1e-12);
@@ -44,8 +45,10 @@ pub(crate) fn by_length_batches(
     let mut order: Vec<usize> = (0..encoded.len()).collect();
     order.sort_by_key(|&index| std::cmp::Reverse(encoded[index].ids.len()));
     let chunks: Vec<&[usize]> = order.chunks(batch_size.max(1)).collect();
-    let computed: Vec<Result<Vec<f32>>> =
-        chunks.par_iter().map(|chunk| compute(&TokenBatch::pad(&chunk.iter().map(|&index| &encoded[index]).collect::<Vec<_>>()))).collect();
+    let computed: Vec<Result<Vec<f32>>> = chunks
+        .par_iter()
+        .map(|chunk| compute(&TokenBatch::pad(&chunk.iter().map(|&index| &encoded[index]).collect::<Vec<_>>())))
+        .collect();
     let mut out = vec![0.0f32; encoded.len() * width];
     for (chunk, values) in chunks.iter().zip(computed) {
         let values = values?;
@@ -119,13 +122,18 @@ struct PoolingConfig {
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|source| GraftError::Io { path: path.to_owned(), source })?;
-    serde_json::from_str(&text).map_err(|error| GraftError::TextModel { path: path.to_owned(), reason: error.to_string() })
+    serde_json::from_str(&text)
+        .map_err(|error| GraftError::TextModel { path: path.to_owned(), reason: error.to_string() })
 }
 
 /// The model directory a `--weights` path names: the directory itself, or the one holding the
 /// weight file it names.
 pub fn model_directory(weights: &Path) -> PathBuf {
-    if weights.is_file() { weights.parent().map_or_else(|| PathBuf::from("."), Path::to_owned) } else { weights.to_owned() }
+    if weights.is_file() {
+        weights.parent().map_or_else(|| PathBuf::from("."), Path::to_owned)
+    } else {
+        weights.to_owned()
+    }
 }
 
 impl TextTeacher {
@@ -148,9 +156,14 @@ impl TextTeacher {
         let weights_path = if weights.is_file() {
             weights.to_owned()
         } else {
-            ["model.safetensors", "pytorch_model.bin"].iter().map(|file| directory.join(file)).find(|path| path.is_file()).ok_or_else(|| {
-                GraftError::TextModel { path: directory.clone(), reason: "it has neither `model.safetensors` nor `pytorch_model.bin`".to_owned() }
-            })?
+            ["model.safetensors", "pytorch_model.bin"]
+                .iter()
+                .map(|file| directory.join(file))
+                .find(|path| path.is_file())
+                .ok_or_else(|| GraftError::TextModel {
+                    path: directory.clone(),
+                    reason: "it has neither `model.safetensors` nor `pytorch_model.bin`".to_owned(),
+                })?
         };
         // sentence-transformers' limit where the directory gives one (all-MiniLM-L6-v2: 256),
         // else the position table's length.
@@ -164,7 +177,11 @@ impl TextTeacher {
         let pooling_path = directory.join("1_Pooling").join("config.json");
         let pooling = if pooling_path.is_file() {
             let modes: PoolingConfig = read_json(&pooling_path)?;
-            match (modes.pooling_mode_mean_tokens, modes.pooling_mode_cls_token, modes.pooling_mode_max_tokens || modes.pooling_mode_mean_sqrt_len_tokens) {
+            match (
+                modes.pooling_mode_mean_tokens,
+                modes.pooling_mode_cls_token,
+                modes.pooling_mode_max_tokens || modes.pooling_mode_mean_sqrt_len_tokens,
+            ) {
                 (true, false, false) => Pooling::Mean,
                 (false, true, false) => Pooling::Cls,
                 _ => {
@@ -191,17 +208,26 @@ impl TextTeacher {
         // than the file holds would allocate for nothing (or abort on a lying count).
         let layers_in_file = tensors
             .keys()
-            .filter_map(|key| key.strip_prefix(prefix)?.strip_prefix("encoder.layer.")?.split('.').next()?.parse::<usize>().ok())
+            .filter_map(|key| {
+                key.strip_prefix(prefix)?.strip_prefix("encoder.layer.")?.split('.').next()?.parse::<usize>().ok()
+            })
             .max()
             .map_or(0, |last| last + 1);
         if config.num_hidden_layers != layers_in_file {
             return Err(GraftError::TextModel {
                 path: config_path,
-                reason: format!("num_hidden_layers is {} but `{}` holds {layers_in_file} layers", config.num_hidden_layers, weights_path.display()),
+                reason: format!(
+                    "num_hidden_layers is {} but `{}` holds {layers_in_file} layers",
+                    config.num_hidden_layers,
+                    weights_path.display()
+                ),
             });
         }
-        let (bert, report) = load_into(config.init(device), &tensors, &BertKeys { prefix: prefix.to_owned() }, &weights_path, false)?;
-        let name = name.map(str::to_owned).unwrap_or_else(|| directory.file_name().map_or_else(|| "bert".to_owned(), |n| n.to_string_lossy().into_owned()));
+        let (bert, report) =
+            load_into(config.init(device), &tensors, &BertKeys { prefix: prefix.to_owned() }, &weights_path, false)?;
+        let name = name.map(str::to_owned).unwrap_or_else(|| {
+            directory.file_name().map_or_else(|| "bert".to_owned(), |n| n.to_string_lossy().into_owned())
+        });
         let teacher = TextTeacher {
             name,
             config,
@@ -236,7 +262,13 @@ impl TextTeacher {
     ///
     /// # Errors
     /// The tokenizer's failure, or a tensor whose values cannot be read back.
-    pub fn embed(&self, texts: &[&str], batch_size: usize, device: &Device, progress: &(dyn Fn(usize) + Sync)) -> Result<Embedded> {
+    pub fn embed(
+        &self,
+        texts: &[&str],
+        batch_size: usize,
+        device: &Device,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<Embedded> {
         let encoded = self.tokenizer.encode(texts)?;
         self.embed_encoded(&encoded, batch_size, device, progress)
     }
@@ -245,7 +277,13 @@ impl TextTeacher {
     ///
     /// # Errors
     /// A tensor whose values cannot be read back.
-    pub fn embed_encoded(&self, encoded: &[Encoded], batch_size: usize, device: &Device, progress: &(dyn Fn(usize) + Sync)) -> Result<Embedded> {
+    pub fn embed_encoded(
+        &self,
+        encoded: &[Encoded],
+        batch_size: usize,
+        device: &Device,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<Embedded> {
         let width = self.feature_dim();
         let features = by_length_batches(encoded, batch_size, width, |batch| {
             let values = crate::backend::host_values::<f32>(self.features(batch, device).into_data());

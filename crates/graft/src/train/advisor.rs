@@ -53,21 +53,37 @@ pub fn advise(
     let examples_per_class = sorted[sorted.len() / 2];
     let preprocessing = super::trainer::preprocessing_at(&teacher.card.preprocessing, image_size);
     let blocks = teacher.block_names();
-    let depths: Vec<usize> = [0.4, 0.7, 1.0].iter().map(|f| ((blocks.len() as f64 * f).ceil() as usize).clamp(1, blocks.len())).collect();
-    let (train_features, train_labels) = pooled_at(teacher, &train.clone().subsample(PROBE_PER_CLASS, seed), &depths, &preprocessing, device, reporter)?;
-    let (val_features, val_labels) = pooled_at(teacher, &validation.clone().subsample(PROBE_PER_CLASS, seed ^ 1), &depths, &preprocessing, device, reporter)?;
+    let depths: Vec<usize> =
+        [0.4, 0.7, 1.0].iter().map(|f| ((blocks.len() as f64 * f).ceil() as usize).clamp(1, blocks.len())).collect();
+    let (train_features, train_labels) =
+        pooled_at(teacher, &train.clone().subsample(PROBE_PER_CLASS, seed), &depths, &preprocessing, device, reporter)?;
+    let (val_features, val_labels) = pooled_at(
+        teacher,
+        &validation.clone().subsample(PROBE_PER_CLASS, seed ^ 1),
+        &depths,
+        &preprocessing,
+        device,
+        reporter,
+    )?;
     let probes: Vec<Probe> = depths
         .iter()
         .enumerate()
         .map(|(slot, depth)| Probe {
             block: blocks[depth - 1].clone(),
-            accuracy: nearest_mean_accuracy(&train_features[slot], &train_labels, &val_features[slot], &val_labels, train.classes.len()),
+            accuracy: nearest_mean_accuracy(
+                &train_features[slot],
+                &train_labels,
+                &val_features[slot],
+                &val_labels,
+                train.classes.len(),
+            ),
         })
         .collect();
     let last = probes.last().map_or(0.0, |p| p.accuracy);
     let best_early = probes[..probes.len() - 1].iter().map(|p| p.accuracy).fold(0.0, f64::max);
     let far = best_early + 0.02 >= last;
-    let probe_text = probes.iter().map(|p| format!("{} {:.0}%", p.block, p.accuracy * 100.0)).collect::<Vec<_>>().join(", ");
+    let probe_text =
+        probes.iter().map(|p| format!("{} {:.0}%", p.block, p.accuracy * 100.0)).collect::<Vec<_>>().join(", ");
     let (strategy, why) = decide(far, examples_per_class);
     let reason = format!("Linear probes on the teacher's features: {probe_text}; {why}.");
     Ok(Advice { strategy, reason, examples_per_class, probes })
@@ -90,20 +106,29 @@ pub const FULL_FROM_PER_CLASS: usize = 60;
 /// `full` is best at either size, with batch norms on their stored statistics.
 pub fn decide(far: bool, examples_per_class: usize) -> (Strategy, String) {
     match (far, examples_per_class) {
-        (false, n) if n < MID_FROM_PER_CLASS => {
-            (Strategy::Deep, format!("the last block's features separate the classes best and {n} examples per class are too few to retrain blocks safely"))
-        }
+        (false, n) if n < MID_FROM_PER_CLASS => (
+            Strategy::Deep,
+            format!(
+                "the last block's features separate the classes best and {n} examples per class are too few to retrain blocks safely"
+            ),
+        ),
         (false, n) if n < FULL_FROM_PER_CLASS => (
             Strategy::Mid,
-            format!("the teacher's features fit the data and {n} examples per class are enough to adapt the last blocks (below {FULL_FROM_PER_CLASS} per class, retraining every block measured less than a point above that, at 8 to 20 times the time)"),
+            format!(
+                "the teacher's features fit the data and {n} examples per class are enough to adapt the last blocks (below {FULL_FROM_PER_CLASS} per class, retraining every block measured less than a point above that, at 8 to 20 times the time)"
+            ),
         ),
         (false, n) => (
             Strategy::Full,
-            format!("the teacher's features fit the data, and with {n} examples per class retraining every block pays: from {FULL_FROM_PER_CLASS} per class on it measured about a point above adapting the last blocks (`--strategy mid`, 8 times faster)"),
+            format!(
+                "the teacher's features fit the data, and with {n} examples per class retraining every block pays: from {FULL_FROM_PER_CLASS} per class on it measured about a point above adapting the last blocks (`--strategy mid`, 8 times faster)"
+            ),
         ),
         (true, n) => (
             Strategy::Full,
-            format!("earlier blocks probe as well as the last, so the domain is far from ImageNet and features of every depth need adapting: every block is retrained ({n} examples per class)"),
+            format!(
+                "earlier blocks probe as well as the last, so the domain is far from ImageNet and features of every depth need adapting: every block is retrained ({n} examples per class)"
+            ),
         ),
     }
 }
@@ -141,7 +166,8 @@ fn pooled_at(
         for (slot, depth) in depths.iter().enumerate() {
             x = teacher.backbone.forward_blocks(x, done..*depth)?;
             done = *depth;
-            let values = crate::backend::host_values::<f32>(crate::backend::ops::global_average(x.clone()).into_data())?;
+            let values =
+                crate::backend::host_values::<f32>(crate::backend::ops::global_average(x.clone()).into_data())?;
             let width = values.len() / images.len();
             features[slot].extend(values.chunks(width).map(<[f32]>::to_vec));
         }
@@ -152,7 +178,13 @@ fn pooled_at(
 }
 
 /// Nearest class mean on L2-normalised features: a linear probe with nothing to tune.
-fn nearest_mean_accuracy(train: &[Vec<f32>], train_labels: &[usize], test: &[Vec<f32>], test_labels: &[usize], classes: usize) -> f64 {
+fn nearest_mean_accuracy(
+    train: &[Vec<f32>],
+    train_labels: &[usize],
+    test: &[Vec<f32>],
+    test_labels: &[usize],
+    classes: usize,
+) -> f64 {
     let normalise = |v: &[f32]| {
         let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
         v.iter().map(|x| x / norm).collect::<Vec<f32>>()
@@ -166,7 +198,8 @@ fn nearest_mean_accuracy(train: &[Vec<f32>], train_labels: &[usize], test: &[Vec
         }
         counts[*label] += 1;
     }
-    let means: Vec<Option<Vec<f32>>> = means.iter().zip(&counts).map(|(mean, count)| (*count > 0).then(|| normalise(mean))).collect();
+    let means: Vec<Option<Vec<f32>>> =
+        means.iter().zip(&counts).map(|(mean, count)| (*count > 0).then(|| normalise(mean))).collect();
     let correct = test
         .iter()
         .zip(test_labels)
@@ -175,7 +208,9 @@ fn nearest_mean_accuracy(train: &[Vec<f32>], train_labels: &[usize], test: &[Vec
             let best = means
                 .iter()
                 .enumerate()
-                .filter_map(|(class, mean)| mean.as_ref().map(|mean| (class, mean.iter().zip(&features).map(|(a, b)| a * b).sum::<f32>())))
+                .filter_map(|(class, mean)| {
+                    mean.as_ref().map(|mean| (class, mean.iter().zip(&features).map(|(a, b)| a * b).sum::<f32>()))
+                })
                 .max_by(|a, b| a.1.total_cmp(&b.1))
                 .map(|(class, _)| class);
             best == Some(**label)

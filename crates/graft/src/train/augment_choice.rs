@@ -77,16 +77,30 @@ pub struct MeasureContext<'a> {
 pub fn choose(context: &MeasureContext<'_>, train: &Dataset, reporter: &dyn Reporter) -> Result<Choice> {
     let sample = train.clone().subsample(MEASURE_PER_CLASS, context.seed);
     let measured = |augmentation: &Augmentation, view: View, stage: &str| {
-        let spec = CacheSpec { augmentation: augmentation.clone(), ..CacheSpec::pooled(context.teacher, context.preprocessing, context.seed, context.fused_plan) };
-        pooled_features(context.teacher, &spec, context.cache_dir, &sample.items, view, context.batch_size, context.device, reporter, stage)
+        let spec = CacheSpec {
+            augmentation: augmentation.clone(),
+            ..CacheSpec::pooled(context.teacher, context.preprocessing, context.seed, context.fused_plan)
+        };
+        pooled_features(
+            context.teacher,
+            &spec,
+            context.cache_dir,
+            &sample.items,
+            view,
+            context.batch_size,
+            context.device,
+            reporter,
+            stage,
+        )
     };
     let (plain, labels, dim) = measured(&Augmentation::none(), View::Eval, "measuring augmentation: plain views")?;
     let classes = train.classes.len();
     let samples = probe::Samples { features: &plain, dim, labels: &labels, classes };
     let cross_validation = probe::cross_validate(samples, context.seed);
-    let (Some(cross_validation), Some(plain_outcomes)) =
-        (cross_validation.as_ref(), cross_validation.as_ref().and_then(|cv| probe::held_out(samples, None, cv.l2, context.seed)))
-    else {
+    let (Some(cross_validation), Some(plain_outcomes)) = (
+        cross_validation.as_ref(),
+        cross_validation.as_ref().and_then(|cv| probe::held_out(samples, None, cv.l2, context.seed)),
+    ) else {
         return Ok(Choice {
             augmentation: Augmentation::none(),
             reason: "fewer than two images in a class: augmentation cannot be measured, so none is used".into(),
@@ -105,16 +119,25 @@ pub fn choose(context: &MeasureContext<'_>, train: &Dataset, reporter: &dyn Repo
     let mut chosen = Augmentation::none();
     let mut trials = Vec::new();
     for (name, augmentation) in candidates {
-        let (views, view_labels, _) = measured(&augmentation, View::Augmented(1), &format!("measuring augmentation: {name}"))?;
+        let (views, view_labels, _) =
+            measured(&augmentation, View::Augmented(1), &format!("measuring augmentation: {name}"))?;
         // An image unreadable in one pass is unreadable in both; the rows line up.
         if view_labels != labels {
             continue;
         }
         let Some(outcomes) = probe::held_out(samples, Some(&views), l2, context.seed) else { continue };
         let (accuracy, log_loss) = probe::held_out_score(&outcomes);
-        let changes: Vec<f64> = outcomes.iter().zip(&plain_outcomes).map(|(with, without)| with.loss - without.loss).collect();
+        let changes: Vec<f64> =
+            outcomes.iter().zip(&plain_outcomes).map(|(with, without)| with.loss - without.loss).collect();
         let (log_loss_change, log_loss_change_standard_error) = probe::mean_and_standard_error(&changes);
-        let mut trial = Trial { augmentation: name.into(), accuracy, log_loss, log_loss_change, log_loss_change_standard_error, kept: false };
+        let mut trial = Trial {
+            augmentation: name.into(),
+            accuracy,
+            log_loss,
+            log_loss_change,
+            log_loss_change_standard_error,
+            kept: false,
+        };
         trial.kept = clearly_helps(&trial, plain_accuracy);
         if trial.kept {
             chosen.random_resized_crop |= augmentation.random_resized_crop;
@@ -125,7 +148,15 @@ pub fn choose(context: &MeasureContext<'_>, train: &Dataset, reporter: &dyn Repo
     }
     let listed = trials
         .iter()
-        .map(|trial| format!("{} {:.1}% (log-loss {:+.3} ± {:.3})", trial.augmentation, trial.accuracy * 100.0, trial.log_loss_change, trial.log_loss_change_standard_error))
+        .map(|trial| {
+            format!(
+                "{} {:.1}% (log-loss {:+.3} ± {:.3})",
+                trial.augmentation,
+                trial.accuracy * 100.0,
+                trial.log_loss_change,
+                trial.log_loss_change_standard_error
+            )
+        })
         .collect::<Vec<_>>()
         .join(", ");
     let kept: Vec<&str> = trials.iter().filter(|trial| trial.kept).map(|trial| trial.augmentation.as_str()).collect();
@@ -141,4 +172,3 @@ pub fn choose(context: &MeasureContext<'_>, train: &Dataset, reporter: &dyn Repo
     );
     Ok(Choice { augmentation: chosen, reason, plain_accuracy, plain_log_loss, trials })
 }
-

@@ -71,13 +71,18 @@ pub fn update_running_statistics(shards: Vec<Vec<BatchStatistics>>) {
     let Some((first, rest)) = shards.split_first_mut() else { return };
     for head in first.by_ref() {
         // Every shard runs the same layers, so each list yields one entry per layer.
-        let parts: Vec<BatchStatistics> = std::iter::once(head).chain(rest.iter_mut().filter_map(Iterator::next)).collect();
+        let parts: Vec<BatchStatistics> =
+            std::iter::once(head).chain(rest.iter_mut().filter_map(Iterator::next)).collect();
         let total: usize = parts.iter().map(|part| part.count).sum();
         let share = |part: &BatchStatistics| part.count as f64 / total as f64;
-        let Some(mean) = parts.iter().map(|part| part.mean.clone().mul_scalar(share(part))).reduce(|a, b| a + b) else { continue };
+        let Some(mean) = parts.iter().map(|part| part.mean.clone().mul_scalar(share(part))).reduce(|a, b| a + b) else {
+            continue;
+        };
         let Some(variance) = parts
             .iter()
-            .map(|part| (part.variance.clone() + (part.mean.clone() - mean.clone()).powi_scalar(2)).mul_scalar(share(part)))
+            .map(|part| {
+                (part.variance.clone() + (part.mean.clone() - mean.clone()).powi_scalar(2)).mul_scalar(share(part))
+            })
             .reduce(|a, b| a + b)
         else {
             continue;

@@ -15,13 +15,13 @@ use burn::tensor::{Device, Tensor, TensorData};
 use rayon::prelude::*;
 
 use super::reporter::Reporter;
+use crate::backend::fused::FusedBackbone;
+use crate::backend::host_values;
 use crate::data::augment::{Augmentation, augmented_view, min_decoded_side};
 use crate::data::dataset::ItemSource;
 use crate::data::image::{RESIZE_FILTER, batch_tensor, preprocess};
 use crate::error::{GraftError, Result};
 use crate::models::Teacher;
-use crate::backend::fused::FusedBackbone;
-use crate::backend::host_values;
 use crate::models::zoo::Preprocessing;
 use crate::rng::{SplitMix64, hash_str};
 
@@ -53,7 +53,13 @@ pub struct CacheSpec {
 impl CacheSpec {
     /// The whole teacher frozen (pooled features), no augmentation.
     pub fn pooled(teacher: &Teacher, preprocessing: &Preprocessing, seed: u64, fused_plan: bool) -> CacheSpec {
-        CacheSpec { preprocessing: preprocessing.clone(), augmentation: Augmentation::none(), cut: teacher.block_names().len(), seed, fused_plan }
+        CacheSpec {
+            preprocessing: preprocessing.clone(),
+            augmentation: Augmentation::none(),
+            cut: teacher.block_names().len(),
+            seed,
+            fused_plan,
+        }
     }
 }
 
@@ -92,9 +98,11 @@ pub struct Skipped {
 impl FeatureCache {
     /// The cache for `teacher` at `spec` computed on `device`, under `<cache_dir>/features/`.
     pub fn new(cache_dir: &Path, teacher: &Teacher, spec: &CacheSpec, device: &Device) -> Result<FeatureCache> {
-        let preprocessing = serde_json::to_string(&spec.preprocessing).map_err(|error| GraftError::Invalid(format!("cannot describe the preprocessing: {error}")))?;
+        let preprocessing = serde_json::to_string(&spec.preprocessing)
+            .map_err(|error| GraftError::Invalid(format!("cannot describe the preprocessing: {error}")))?;
         let compute = format!("{device:?}{}", if spec.fused_plan && *device == Device::flex() { "+fused" } else { "" });
-        let numbers = format!("format {CACHE_FORMAT}; {preprocessing}; resize filter {RESIZE_FILTER:?}; compute {compute}");
+        let numbers =
+            format!("format {CACHE_FORMAT}; {preprocessing}; resize filter {RESIZE_FILTER:?}; compute {compute}");
         let dir = cache_dir.join("features").join(format!(
             "{}-{}-cut{}-{}",
             teacher.card.name,
@@ -218,13 +226,16 @@ impl FeatureCache {
             return Ok(());
         }
         let blocks = teacher.block_names().len();
-        if let Some(fused) = self.plan.get_or_init(|| FusedBackbone::for_device(&teacher.backbone, device, spec.fused_plan)) {
+        if let Some(fused) =
+            self.plan.get_or_init(|| FusedBackbone::for_device(&teacher.backbone, device, spec.fused_plan))
+        {
             let size = spec.preprocessing.input_size;
             let mut images = Vec::with_capacity(pending.len() * 3 * size * size);
             for item in pending.iter() {
                 images.extend_from_slice(&item.input);
             }
-            let (values, shape) = fused.forward(&images, [pending.len(), 3, size, size], spec.cut, spec.cut == blocks)?;
+            let (values, shape) =
+                fused.forward(&images, [pending.len(), 3, size, size], spec.cut, spec.cut == blocks)?;
             return self.store(pending, entries, &values, &shape);
         }
         let inputs: Vec<Vec<f32>> = pending.iter().map(|item| item.input.clone()).collect();
@@ -243,7 +254,13 @@ impl FeatureCache {
     }
 
     /// Writes one entry per pending image from a batch's values at the cut.
-    fn store(&self, pending: &mut Vec<Pending>, entries: &mut [Option<Entry>], values: &[f32], shape: &[usize]) -> Result<()> {
+    fn store(
+        &self,
+        pending: &mut Vec<Pending>,
+        entries: &mut [Option<Entry>],
+        values: &[f32],
+        shape: &[usize],
+    ) -> Result<()> {
         self.stats.teacher_forwards.fetch_add(pending.len(), Ordering::Relaxed);
         let item_shape = shape[1..].to_vec();
         let size: usize = item_shape.iter().product();
@@ -305,7 +322,8 @@ fn read_shape(path: &Path) -> Option<Vec<usize>> {
     }
     let mut dims = vec![0u8; 4 * rank];
     file.read_exact(&mut dims).ok()?;
-    let shape: Vec<usize> = dims.chunks(4).map(|d| u32::from_le_bytes(d.try_into().expect("4 bytes")) as usize).collect();
+    let shape: Vec<usize> =
+        dims.chunks(4).map(|d| u32::from_le_bytes(d.try_into().expect("4 bytes")) as usize).collect();
     let expected = 4 + 4 * rank as u64 + 4 * shape.iter().product::<usize>() as u64;
     (file.metadata().ok()?.len() == expected).then_some(shape)
 }
@@ -328,7 +346,8 @@ pub fn pooled_features(
     let cache = FeatureCache::new(cache_dir, teacher, spec, device)?;
     let requests: Vec<_> = items.iter().map(|item| (item.source.clone(), view)).collect();
     let (entries, _) = cache.prepare(teacher, spec, &requests, batch_size, device, reporter, stage)?;
-    let (entries, labels): (Vec<&Entry>, Vec<usize>) = entries.iter().zip(items).filter_map(|(entry, item)| entry.as_ref().map(|entry| (entry, item.label))).unzip();
+    let (entries, labels): (Vec<&Entry>, Vec<usize>) =
+        entries.iter().zip(items).filter_map(|(entry, item)| entry.as_ref().map(|entry| (entry, item.label))).unzip();
     let dim = entries.first().map_or(0, |entry| entry.shape.iter().product());
     Ok((read_values(&entries)?, labels, dim))
 }

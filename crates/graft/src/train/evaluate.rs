@@ -14,12 +14,12 @@ use super::cache::{CacheSpec, FeatureCache, Skipped, View, batch_from_entries};
 use super::metrics::{Evaluation, evaluate};
 use super::reporter::Reporter;
 use super::student::{LoadedStudent, StudentInput};
+use crate::backend::fused::FusedBackbone;
+use crate::backend::host_values;
 use crate::data::augment::Augmentation;
 use crate::data::dataset::{Dataset, ItemSource};
 use crate::data::image::{batch_tensor, preprocess};
 use crate::error::Result;
-use crate::backend::fused::FusedBackbone;
-use crate::backend::host_values;
 use crate::models::{Teacher, zoo};
 
 /// Class probabilities per image, `None` where the image could not be read.
@@ -58,7 +58,8 @@ pub fn predict_sources(
     if plan.cut > 0 {
         // The frozen front of the student is the teacher it was trained from: same cache keys.
         let card = zoo::find(&config.teacher)?.clone();
-        let teacher = Teacher { card, backbone: model.backbone.clone(), weights_sha256: config.teacher_weights_sha256.clone() };
+        let teacher =
+            Teacher { card, backbone: model.backbone.clone(), weights_sha256: config.teacher_weights_sha256.clone() };
         let spec = CacheSpec {
             preprocessing: config.preprocessing.clone(),
             augmentation: Augmentation::none(),
@@ -68,9 +69,11 @@ pub fn predict_sources(
         };
         let cache = FeatureCache::new(&options.cache_dir, &teacher, &spec, device)?;
         let requests: Vec<_> = sources.iter().map(|source| (source.clone(), View::Eval)).collect();
-        let (entries, bad) = cache.prepare(&teacher, &spec, &requests, batch_size, device, reporter, "computing features")?;
+        let (entries, bad) =
+            cache.prepare(&teacher, &spec, &requests, batch_size, device, reporter, "computing features")?;
         skipped.extend(bad);
-        let ready: Vec<(usize, &super::cache::Entry)> = entries.iter().enumerate().filter_map(|(i, e)| e.as_ref().map(|e| (i, e))).collect();
+        let ready: Vec<(usize, &super::cache::Entry)> =
+            entries.iter().enumerate().filter_map(|(i, e)| e.as_ref().map(|e| (i, e))).collect();
         for chunk in ready.chunks(batch_size) {
             let refs: Vec<&super::cache::Entry> = chunk.iter().map(|(_, entry)| *entry).collect();
             let input = if plan.is_head_only() {
@@ -89,8 +92,10 @@ pub fn predict_sources(
             let mut images = Vec::new();
             let mut kept = Vec::new();
             let side = config.preprocessing.resize as u32;
-            let prepared: Vec<Result<Vec<f32>>> =
-                chunk.par_iter().map(|index| Ok(preprocess(&sources[*index].load_at_least(side)?, &config.preprocessing))).collect();
+            let prepared: Vec<Result<Vec<f32>>> = chunk
+                .par_iter()
+                .map(|index| Ok(preprocess(&sources[*index].load_at_least(side)?, &config.preprocessing)))
+                .collect();
             for (index, image) in chunk.iter().zip(prepared) {
                 match image {
                     Ok(image) => {

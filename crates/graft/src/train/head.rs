@@ -94,10 +94,14 @@ mod tests {
 
     fn weights(head: &Head) -> Vec<f32> {
         let Head::Mlp(mlp) = head else { panic!("an MLP head") };
-        [mlp.hidden.weight.val().into_data(), mlp.output.weight.val().into_data(), mlp.output.bias.as_ref().unwrap().val().into_data()]
-            .into_iter()
-            .flat_map(|data| data.convert::<f32>().try_to_vec::<f32>().unwrap())
-            .collect()
+        [
+            mlp.hidden.weight.val().into_data(),
+            mlp.output.weight.val().into_data(),
+            mlp.output.bias.as_ref().unwrap().val().into_data(),
+        ]
+        .into_iter()
+        .flat_map(|data| data.convert::<f32>().try_to_vec::<f32>().unwrap())
+        .collect()
     }
 
     #[test]

@@ -56,7 +56,8 @@ pub fn evaluate(probabilities: &[f32], labels: &[usize], classes: &[String]) -> 
         })
         .collect();
     let present: Vec<&ClassMetrics> = per_class.iter().filter(|c| c.support > 0).collect();
-    let macro_f1 = if present.is_empty() { 0.0 } else { present.iter().map(|c| c.f1).sum::<f64>() / present.len() as f64 };
+    let macro_f1 =
+        if present.is_empty() { 0.0 } else { present.iter().map(|c| c.f1).sum::<f64>() / present.len() as f64 };
     Evaluation {
         images,
         accuracy: fraction(top_hits.first().copied().unwrap_or(0)),

@@ -143,7 +143,14 @@ pub fn cross_validate(samples: Samples<'_>, seed: u64) -> Option<CrossValidation
             let (test_features, test_labels) = samples.subset(&test_rows);
             let standard = Standardised::new(Samples { features: &train_features, labels: &labels, ..samples });
             let test_z = standard.apply(&test_features);
-            Fold { z: standard.z, labels, test_z, test_labels, theta: vec![0.0; (samples.dim + 1) * samples.classes], path: Vec::new() }
+            Fold {
+                z: standard.z,
+                labels,
+                test_z,
+                test_labels,
+                theta: vec![0.0; (samples.dim + 1) * samples.classes],
+                path: Vec::new(),
+            }
         })
         .collect();
     // The grid, strongest penalty first, each fold warm-started from its previous solution. The
@@ -156,7 +163,13 @@ pub fn cross_validate(samples: Samples<'_>, seed: u64) -> Option<CrossValidation
         fold_states.par_iter_mut().for_each(|fold| {
             let problem = Problem { z: &fold.z, dim: samples.dim, labels: &fold.labels, classes: samples.classes, l2 };
             fold.theta = lbfgs(&problem, std::mem::take(&mut fold.theta)).0;
-            fold.path.push(score_with_probabilities(&fold.theta, &fold.test_z, &fold.test_labels, samples.dim, samples.classes));
+            fold.path.push(score_with_probabilities(
+                &fold.theta,
+                &fold.test_z,
+                &fold.test_labels,
+                samples.dim,
+                samples.classes,
+            ));
         });
         let index = grid.len();
         let accuracies: Vec<f64> = fold_states.iter().map(|fold| fold.path[index].0).collect();
@@ -164,7 +177,8 @@ pub fn cross_validate(samples: Samples<'_>, seed: u64) -> Option<CrossValidation
         let losses: Vec<f64> = fold_states.iter().map(|fold| fold.path[index].1).collect();
         let (log_loss, log_loss_standard_error) = mean_and_standard_error(&losses);
         grid.push(GridPoint { l2, accuracy, standard_error, log_loss, log_loss_standard_error });
-        let lowest = grid.iter().filter(|point| point.log_loss.is_finite()).min_by(|a, b| a.log_loss.total_cmp(&b.log_loss));
+        let lowest =
+            grid.iter().filter(|point| point.log_loss.is_finite()).min_by(|a, b| a.log_loss.total_cmp(&b.log_loss));
         above = match lowest {
             Some(lowest) if log_loss > lowest.log_loss + lowest.log_loss_standard_error => above + 1,
             _ => 0,
@@ -228,7 +242,8 @@ pub fn held_out(samples: Samples<'_>, extra_views: Option<&[f32]>, l2: f64, seed
                 labels.extend(extra_labels);
             }
             let (weight, bias, _) = fit_with(Samples { features: &features, labels: &labels, ..samples }, l2);
-            let (weight, bias): (Vec<f64>, Vec<f64>) = (weight.iter().map(|&w| w as f64).collect(), bias.iter().map(|&b| b as f64).collect());
+            let (weight, bias): (Vec<f64>, Vec<f64>) =
+                (weight.iter().map(|&w| w as f64).collect(), bias.iter().map(|&b| b as f64).collect());
             let (test_features, test_labels) = samples.subset(&test_rows);
             let z: Vec<f64> = test_features.iter().map(|&x| x as f64).collect();
             let mut out = logits(&z, &weight, &bias, test_rows.len(), d, k);
@@ -268,7 +283,8 @@ pub fn evaluate(weight: &[f32], bias: &[f32], samples: Samples<'_>) -> (f64, f64
 /// The index of the first (strongest) point whose log-loss is within one standard error of the
 /// lowest; `None` when no loss is finite.
 fn one_standard_error_choice(grid: &[GridPoint]) -> Option<usize> {
-    let lowest = grid.iter().filter(|point| point.log_loss.is_finite()).min_by(|a, b| a.log_loss.total_cmp(&b.log_loss))?;
+    let lowest =
+        grid.iter().filter(|point| point.log_loss.is_finite()).min_by(|a, b| a.log_loss.total_cmp(&b.log_loss))?;
     let threshold = lowest.log_loss + lowest.log_loss_standard_error;
     grid.iter().position(|point| point.log_loss <= threshold)
 }
@@ -420,7 +436,15 @@ fn logits(z: &[f64], weight: &[f64], bias: &[f64], n: usize, d: usize, k: usize)
 /// `out[m x n] = lhs[m x inner] * rhs[inner x n]`, `out` and `rhs` row-major, `lhs` read with
 /// `(column stride, row stride)` (`(1, inner)` row-major, `(m, 1)` the transpose of a row-major
 /// `inner x m`), on the calling thread.
-fn matmul(out: &mut [f64], m: usize, n: usize, inner: usize, lhs: &[f64], (lhs_column_stride, lhs_row_stride): (usize, usize), rhs: &[f64]) {
+fn matmul(
+    out: &mut [f64],
+    m: usize,
+    n: usize,
+    inner: usize,
+    lhs: &[f64],
+    (lhs_column_stride, lhs_row_stride): (usize, usize),
+    rhs: &[f64],
+) {
     assert!(out.len() >= m * n && rhs.len() >= inner * n && lhs.len() >= m * inner);
     assert!((lhs_column_stride, lhs_row_stride) == (1, inner) || (lhs_column_stride, lhs_row_stride) == (m, 1));
     // SAFETY: the buffers hold at least m*n, inner*n and m*inner values (checked above), the
@@ -640,7 +664,14 @@ mod tests {
         assert!(gradient.iter().all(|g| g.abs() < 1e-5), "converged in {iterations} iterations");
         // The raw-feature head gives the same logits as the standardised one.
         let (weight, bias) = standard.unstandardise(&theta, 3);
-        let raw = logits(&features.iter().map(|&x| x as f64).collect::<Vec<_>>(), &weight.iter().map(|&w| w as f64).collect::<Vec<_>>(), &bias.iter().map(|&b| b as f64).collect::<Vec<_>>(), 120, 6, 3);
+        let raw = logits(
+            &features.iter().map(|&x| x as f64).collect::<Vec<_>>(),
+            &weight.iter().map(|&w| w as f64).collect::<Vec<_>>(),
+            &bias.iter().map(|&b| b as f64).collect::<Vec<_>>(),
+            120,
+            6,
+            3,
+        );
         let standardised = logits(&standard.z, &theta[..18], &theta[18..], 120, 6, 3);
         for (a, b) in raw.iter().zip(&standardised) {
             assert!((a - b).abs() < 1e-3 * b.abs().max(1.0), "{a} vs {b}");
@@ -663,13 +694,29 @@ mod tests {
         let w: Vec<f64> = probe.weight.iter().map(|&w| w as f64).collect();
         let b: Vec<f64> = probe.bias.iter().map(|&b| b as f64).collect();
         let mut out = logits(&test.iter().map(|&x| x as f64).collect::<Vec<_>>(), &w, &b, 300, 6, 3);
-        let correct = out.chunks_exact_mut(3).zip(&test_labels).filter(|(row, label)| row.iter().enumerate().fold(0, |best, (c, v)| if *v > row[best] { c } else { best }) == **label).count();
-        assert!((correct as f64 / 300.0 - cv.accuracy).abs() < 0.1, "{correct}/300 against cross-validated {}", cv.accuracy);
+        let correct = out
+            .chunks_exact_mut(3)
+            .zip(&test_labels)
+            .filter(|(row, label)| {
+                row.iter().enumerate().fold(0, |best, (c, v)| if *v > row[best] { c } else { best }) == **label
+            })
+            .count();
+        assert!(
+            (correct as f64 / 300.0 - cv.accuracy).abs() < 0.1,
+            "{correct}/300 against cross-validated {}",
+            cv.accuracy
+        );
     }
 
     #[test]
     fn the_strongest_penalty_within_one_standard_error_of_the_lowest_loss_is_chosen() {
-        let point = |l2, log_loss, log_loss_standard_error| GridPoint { l2, accuracy: 0.5, standard_error: 0.0, log_loss, log_loss_standard_error };
+        let point = |l2, log_loss, log_loss_standard_error| GridPoint {
+            l2,
+            accuracy: 0.5,
+            standard_error: 0.0,
+            log_loss,
+            log_loss_standard_error,
+        };
         let grid = [point(1.0, 2.0, 0.01), point(0.1, 0.58, 0.02), point(0.01, 0.5, 0.1), point(0.001, 0.7, 0.1)];
         assert_eq!(one_standard_error_choice(&grid), Some(1), "0.58 is within 0.5 + 0.1");
         let grid = [point(1.0, 2.0, 0.01), point(0.1, 0.61, 0.02), point(0.01, 0.5, 0.1)];
@@ -687,7 +734,10 @@ mod tests {
         let score = |extra: Option<&[f32]>| held_out_score(&held_out(samples, extra, cv.l2, 1).unwrap());
         let (plain, plain_loss) = score(None);
         // The outcomes agree with the cross-validation at the same penalty (the same folds).
-        assert!((plain - cv.accuracy).abs() < 0.05 && (plain_loss - cv.log_loss).abs() < 0.05, "{plain} {plain_loss} vs {cv:?}");
+        assert!(
+            (plain - cv.accuracy).abs() < 0.05 && (plain_loss - cv.log_loss).abs() < 0.05,
+            "{plain} {plain_loss} vs {cv:?}"
+        );
         let mut rng = SplitMix64::derive(5, &[2]);
         let kept: Vec<f32> = features.iter().map(|&x| x + rng.uniform(-0.05, 0.05) as f32).collect();
         let (with_kept, _) = score(Some(&kept));
@@ -702,8 +752,14 @@ mod tests {
         let (with_changed, changed_loss) = score(Some(&changed));
         assert!(plain > 0.9, "{plain}");
         assert!((with_kept - plain).abs() <= 0.03, "class-keeping views moved the score: {plain} -> {with_kept}");
-        assert!(with_changed < plain - 0.1 && changed_loss > plain_loss, "class-changing views: {plain} -> {with_changed}");
-        assert!(held_out(Samples { labels: &[0, 1, 1], features: &features[..3 * 6], ..samples }, None, 1e-2, 1).is_none(), "a class of one");
+        assert!(
+            with_changed < plain - 0.1 && changed_loss > plain_loss,
+            "class-changing views: {plain} -> {with_changed}"
+        );
+        assert!(
+            held_out(Samples { labels: &[0, 1, 1], features: &features[..3 * 6], ..samples }, None, 1e-2, 1).is_none(),
+            "a class of one"
+        );
     }
 
     #[test]

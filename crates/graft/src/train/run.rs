@@ -30,7 +30,8 @@ pub fn train_run(
     reporter: &dyn Reporter,
 ) -> Result<TrainOutcome> {
     if options.strategy == Strategy::Auto {
-        let advice = advisor::advise(teacher, train_set, validation, options.image_size, options.seed, device, reporter)?;
+        let advice =
+            advisor::advise(teacher, train_set, validation, options.image_size, options.seed, device, reporter)?;
         reporter.note(&format!("auto: {} — {}", advice.strategy, advice.reason));
         options.strategy = advice.strategy;
         options.strategy_reason = Some(advice.reason);
@@ -64,7 +65,11 @@ pub fn train_run(
             Some(evaluation) => evaluation.clone(),
             None => {
                 let loaded = load_run(&options.out, device)?;
-                let inference = InferenceOptions { batch_size: options.hyperparameters.batch_size, cache_dir: options.cache_dir.clone(), fused_plan: options.fused_plan };
+                let inference = InferenceOptions {
+                    batch_size: options.hyperparameters.batch_size,
+                    cache_dir: options.cache_dir.clone(),
+                    fused_plan: options.fused_plan,
+                };
                 evaluate_run(&loaded, validation.clone(), &inference, device, reporter)?
             }
         };

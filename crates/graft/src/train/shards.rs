@@ -17,8 +17,8 @@ use burn::nn::loss::CrossEntropyLoss;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::student::{Student, StudentInput};
 use super::batch_statistics::{self, BatchStatistics, update_running_statistics};
+use super::student::{Student, StudentInput};
 use crate::error::Result;
 
 /// One training step's loss, per-shard logits (in inference form, for accuracy) and gradients.
@@ -45,7 +45,8 @@ pub fn step(
     if shards.len() == 1
         && let Some((input, labels)) = shards.pop()
     {
-        let (loss, logits, gradients) = forward_backward(student, input, labels, cut, loss_function, head_only, device)?;
+        let (loss, logits, gradients) =
+            forward_backward(student, input, labels, cut, loss_function, head_only, device)?;
         return Ok(Step { loss, logits: vec![logits], gradients });
     }
     // What each shard's mean loss is divided by: its examples' summed class weights.
@@ -60,7 +61,8 @@ pub fn step(
     let shares: Vec<f64> = loss_weights.iter().map(|weight| weight / total).collect();
 
     let (step, _) = parallel(student, shards, &shares, device, |replica, (input, labels)| {
-        forward_backward(replica, input, labels, cut, loss_function, head_only, device).map(|(loss, logits, gradients)| (loss, logits, gradients, ()))
+        forward_backward(replica, input, labels, cut, loss_function, head_only, device)
+            .map(|(loss, logits, gradients)| (loss, logits, gradients, ()))
     })?;
     Ok(step)
 }
@@ -74,7 +76,13 @@ pub fn step(
 ///
 /// # Errors
 /// The first shard's error.
-pub fn parallel<M, S, X, F>(student: &M, shards: Vec<S>, shares: &[f64], device: &Device, pass: F) -> Result<(Step, Vec<X>)>
+pub fn parallel<M, S, X, F>(
+    student: &M,
+    shards: Vec<S>,
+    shares: &[f64],
+    device: &Device,
+    pass: F,
+) -> Result<(Step, Vec<X>)>
 where
     M: Module,
     S: Send,
@@ -90,12 +98,20 @@ where
     };
     let replicas: Vec<M> = shards.iter().map(|_| student.clone().map(&mut FreshLeaves)).collect();
     #[allow(clippy::type_complexity)]
-    let results: Vec<(Result<(f64, Tensor<2>, GradientsParams, X)>, Vec<BatchStatistics>)> = std::thread::scope(|scope| {
-        // Every shard on a thread of its own, so that a per-thread setting (libtorch's intra-op
-        // threads) never touches the calling thread.
-        let handles: Vec<_> = replicas.into_iter().zip(shards).map(|(replica, shard)| scope.spawn(move || run(replica, shard))).collect();
-        handles.into_iter().map(|handle| handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
-    });
+    let results: Vec<(Result<(f64, Tensor<2>, GradientsParams, X)>, Vec<BatchStatistics>)> =
+        std::thread::scope(|scope| {
+            // Every shard on a thread of its own, so that a per-thread setting (libtorch's intra-op
+            // threads) never touches the calling thread.
+            let handles: Vec<_> = replicas
+                .into_iter()
+                .zip(shards)
+                .map(|(replica, shard)| scope.spawn(move || run(replica, shard)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                .collect()
+        });
 
     let mut loss = 0.0;
     let mut logits = Vec::with_capacity(results.len());

@@ -21,7 +21,13 @@ pub enum Strategy {
 crate::choice::choice!(
     Strategy,
     "strategy",
-    [(Strategy::Deep, "deep"), (Strategy::Mid, "mid"), (Strategy::Full, "full"), (Strategy::Scratch, "scratch"), (Strategy::Auto, "auto")]
+    [
+        (Strategy::Deep, "deep"),
+        (Strategy::Mid, "mid"),
+        (Strategy::Full, "full"),
+        (Strategy::Scratch, "scratch"),
+        (Strategy::Auto, "auto")
+    ]
 );
 
 /// How many trailing blocks `mid` unfreezes when not told: the last ~15% of the network, at
@@ -40,22 +46,38 @@ pub struct FreezePlan {
 impl FreezePlan {
     /// The plan for a (resolved, not `auto`) strategy. `unfreeze` (last N blocks) and
     /// `unfreeze_from` (a block name) refine `mid`; they are errors with other strategies.
-    pub fn new(strategy: Strategy, blocks: Vec<String>, unfreeze: Option<usize>, unfreeze_from: Option<&str>) -> Result<FreezePlan> {
+    pub fn new(
+        strategy: Strategy,
+        blocks: Vec<String>,
+        unfreeze: Option<usize>,
+        unfreeze_from: Option<&str>,
+    ) -> Result<FreezePlan> {
         let count = blocks.len();
         if strategy != Strategy::Mid && (unfreeze.is_some() || unfreeze_from.is_some()) {
-            return Err(GraftError::Invalid(format!("choosing the blocks to unfreeze refines `mid`; strategy `{strategy}` fixes the frozen blocks")));
+            return Err(GraftError::Invalid(format!(
+                "choosing the blocks to unfreeze refines `mid`; strategy `{strategy}` fixes the frozen blocks"
+            )));
         }
         let cut = match strategy {
             Strategy::Deep => count,
             Strategy::Full | Strategy::Scratch => 0,
             Strategy::Auto => return Err(GraftError::Invalid("resolve `auto` before making a freeze plan".into())),
             Strategy::Mid => match (unfreeze, unfreeze_from) {
-                (Some(_), Some(_)) => return Err(GraftError::Invalid("unfreeze a number of blocks or from a named block, not both".into())),
+                (Some(_), Some(_)) => {
+                    return Err(GraftError::Invalid(
+                        "unfreeze a number of blocks or from a named block, not both".into(),
+                    ));
+                }
                 (_, Some(name)) => blocks.iter().position(|block| block == name).ok_or_else(|| {
-                    GraftError::Invalid(format!("no block named `{name}`; this teacher's blocks are: {}", blocks.join(", ")))
+                    GraftError::Invalid(format!(
+                        "no block named `{name}`; this teacher's blocks are: {}",
+                        blocks.join(", ")
+                    ))
                 })?,
                 (Some(n), None) if n == 0 || n > count => {
-                    return Err(GraftError::Invalid(format!("cannot unfreeze the last {n} blocks: this teacher has {count} blocks (use 1..={count})")));
+                    return Err(GraftError::Invalid(format!(
+                        "cannot unfreeze the last {n} blocks: this teacher has {count} blocks (use 1..={count})"
+                    )));
                 }
                 (Some(n), None) => count - n,
                 (None, None) => count - default_mid_unfreeze(count),

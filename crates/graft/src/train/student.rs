@@ -8,10 +8,10 @@ use burn::tensor::{Device, Tensor};
 
 use super::head::{Head, HeadKind};
 use super::strategy::{FreezePlan, Strategy};
+use crate::backend::fused::FusedBackbone;
 use crate::data::augment::Augmentation;
 use crate::error::{GraftError, Result};
 use crate::models::Backbone;
-use crate::backend::fused::FusedBackbone;
 use crate::models::zoo::{self, Preprocessing};
 use crate::weights::{SameKeys, collect_tensors, load_into};
 
@@ -37,12 +37,22 @@ impl Student {
     ///
     /// # Errors
     /// A plan whose cut is past the backbone's last block.
-    pub fn new(backbone: Backbone, plan: &FreezePlan, head: HeadKind, classes: usize, seed: u64, device: &Device) -> Result<Student> {
+    pub fn new(
+        backbone: Backbone,
+        plan: &FreezePlan,
+        head: HeadKind,
+        classes: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Student> {
         let features = backbone.feature_dim();
         // A teacher loaded for inference carries no autodiff: `train` turns it on for the copy on
         // the training device, then the front of the cut (and the unused ImageNet classifier) is
         // frozen again.
-        Ok(Student { backbone: backbone.fork(device).train().freeze_until(plan.cut)?, head: Head::new(head, features, classes, seed, device) })
+        Ok(Student {
+            backbone: backbone.fork(device).train().freeze_until(plan.cut)?,
+            head: Head::new(head, features, classes, seed, device),
+        })
     }
 
     /// Logits for inputs entering at block `cut`.
@@ -54,7 +64,11 @@ impl Student {
             StudentInput::Features(features) => features,
             StudentInput::Activations(x) => {
                 let blocks = self.backbone.blocks();
-                let behind = blocks.get(cut..).ok_or(GraftError::BlockRange { start: cut, end: blocks.len(), count: blocks.len() })?;
+                let behind = blocks.get(cut..).ok_or(GraftError::BlockRange {
+                    start: cut,
+                    end: blocks.len(),
+                    count: blocks.len(),
+                })?;
                 self.backbone.features(crate::backend::forward::blocks(behind, x))
             }
         };
@@ -108,7 +122,11 @@ pub enum HeadFit {
     Probe,
 }
 
-crate::choice::choice!(HeadFit, "head fit", [(HeadFit::Auto, "auto"), (HeadFit::Epochs, "epochs"), (HeadFit::Probe, "probe")]);
+crate::choice::choice!(
+    HeadFit,
+    "head fit",
+    [(HeadFit::Auto, "auto"), (HeadFit::Epochs, "epochs"), (HeadFit::Probe, "probe")]
+);
 
 /// How the teacher's batch norms normalise while its blocks train (`mid`, `full`, `scratch`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -124,7 +142,11 @@ pub enum BatchNormMode {
     Stored,
 }
 
-crate::choice::choice!(BatchNormMode, "batch-norm mode", [(BatchNormMode::Auto, "auto"), (BatchNormMode::Batch, "batch"), (BatchNormMode::Stored, "stored")]);
+crate::choice::choice!(
+    BatchNormMode,
+    "batch-norm mode",
+    [(BatchNormMode::Auto, "auto"), (BatchNormMode::Batch, "batch"), (BatchNormMode::Stored, "stored")]
+);
 
 /// Where a new head starts when teacher blocks train with it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -283,7 +305,8 @@ pub fn export_teacher_weights(student: &LoadedStudent, path: &Path) -> Result<us
 pub fn load_config(run: &Path) -> Result<RunConfig> {
     let path = run.join(CONFIG_FILE);
     let text = std::fs::read(&path).map_err(|source| GraftError::Io { path: path.clone(), source })?;
-    serde_json::from_slice(&text).map_err(|error| GraftError::Invalid(format!("`{}` is not a graft run config: {error}", path.display())))
+    serde_json::from_slice(&text)
+        .map_err(|error| GraftError::Invalid(format!("`{}` is not a graft run config: {error}", path.display())))
 }
 
 /// A trained student loaded from its run directory, ready for inference on `device`.
@@ -300,10 +323,16 @@ pub fn load_run(run: &Path, device: &Device) -> Result<LoadedStudent> {
     let expected = backbone.block_names();
     let found = config.plan().blocks;
     if found != expected {
-        return Err(GraftError::BlocksMismatch { file: run.join(CONFIG_FILE), teacher: config.teacher.clone(), expected, found });
+        return Err(GraftError::BlocksMismatch {
+            file: run.join(CONFIG_FILE),
+            teacher: config.teacher.clone(),
+            expected,
+            found,
+        });
     }
     // The head's initial values are replaced by the trained ones below.
-    let student = Student { head: Head::new(config.head, backbone.feature_dim(), config.classes.len(), 0, device), backbone };
+    let student =
+        Student { head: Head::new(config.head, backbone.feature_dim(), config.classes.len(), 0, device), backbone };
     let path = run.join(STUDENT_FILE);
     let tensors = graft_weights::read(&path)?;
     let (student, _) = load_into(student, &tensors, &SameKeys, &path, false)?;

@@ -20,24 +20,27 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::cache::{CacheSpec, Entry, FeatureCache, Skipped, View, batch_from_entries, pooled_features, read_values};
 use super::evaluate::{InferenceOptions, evaluate_run};
 use super::head::Head;
-use super::probe;
 use super::head::HeadKind;
 use super::metrics::Evaluation;
+use super::probe;
 use super::reporter::{EpochMetrics, Reporter};
 use super::schedule::WarmupCosine;
-use super::strategy::{FreezePlan, Strategy};
 use super::shards;
-use super::student::{BatchNormMode, HeadFit, HeadInit, Hyperparameters, LoadedStudent, Optimizer, Refit, RunConfig, Student, StudentInput, save_run};
+use super::strategy::{FreezePlan, Strategy};
+use super::student::{
+    BatchNormMode, HeadFit, HeadInit, Hyperparameters, LoadedStudent, Optimizer, Refit, RunConfig, Student,
+    StudentInput, save_run,
+};
+use crate::backend::fused::FusedBackbone;
+use crate::backend::host_values;
 use crate::data::augment::{augmented_view, min_decoded_side};
-use rayon::prelude::*;
 use crate::data::dataset::{Dataset, Item, duplicates_across, duplicates_among};
 use crate::data::image::{batch_tensor, preprocess};
 use crate::error::{GraftError, Result};
 use crate::models::zoo::Preprocessing;
-use crate::backend::fused::FusedBackbone;
-use crate::backend::host_values;
 use crate::models::{Backbone, Teacher};
 use crate::rng::SplitMix64;
+use rayon::prelude::*;
 
 /// Everything a training run needs besides the teacher and the data.
 #[derive(Debug, Clone)]
@@ -97,7 +100,14 @@ pub struct TrainOutcome {
 }
 
 impl TrainOutcome {
-    fn new(config: RunConfig, history: Vec<EpochMetrics>, inputs: Inputs, started: Instant, finished: bool, validation_evaluation: Option<Evaluation>) -> TrainOutcome {
+    fn new(
+        config: RunConfig,
+        history: Vec<EpochMetrics>,
+        inputs: Inputs,
+        started: Instant,
+        finished: bool,
+        validation_evaluation: Option<Evaluation>,
+    ) -> TrainOutcome {
         TrainOutcome {
             config,
             history,
@@ -135,7 +145,10 @@ impl Example {
     fn cached(&self, what: &str) -> Result<&Entry> {
         match self {
             Example::Cached(entry) => Ok(entry),
-            Example::Image(item) => Err(GraftError::Invalid(format!("{what} needs cached entries, and `{}` is an image to decode", item.source.name()))),
+            Example::Image(item) => Err(GraftError::Invalid(format!(
+                "{what} needs cached entries, and `{}` is an image to decode",
+                item.source.name()
+            ))),
         }
     }
 }
@@ -172,7 +185,9 @@ struct RunIdentity {
 impl RunIdentity {
     /// The fields that differ from `other`, each as `name: ours vs theirs`.
     fn differences(&self, other: &RunIdentity) -> Vec<String> {
-        let (Ok(serde_json::Value::Object(ours)), Ok(serde_json::Value::Object(theirs))) = (serde_json::to_value(self), serde_json::to_value(other)) else {
+        let (Ok(serde_json::Value::Object(ours)), Ok(serde_json::Value::Object(theirs))) =
+            (serde_json::to_value(self), serde_json::to_value(other))
+        else {
             return vec!["the run's settings".to_owned()];
         };
         let mut differences = Vec::new();
@@ -224,13 +239,20 @@ fn latest_checkpoint(root: &Path) -> Result<Option<PathBuf>> {
     match std::fs::read_to_string(&pointer) {
         Ok(name) => {
             let name = name.trim();
-            let valid = name.strip_prefix("epoch-").is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()));
+            let valid = name
+                .strip_prefix("epoch-")
+                .is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()));
             if !valid || !root.join(name).join("state.json").is_file() {
-                return Err(GraftError::Checkpoint { path: pointer, reason: format!("it names `{name}`, which is not a complete checkpoint folder") });
+                return Err(GraftError::Checkpoint {
+                    path: pointer,
+                    reason: format!("it names `{name}`, which is not a complete checkpoint folder"),
+                });
             }
             Ok(Some(root.join(name)))
         }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(root.join("state.json").is_file().then(|| root.to_owned())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            Ok(root.join("state.json").is_file().then(|| root.to_owned()))
+        }
         Err(source) => Err(GraftError::Io { path: pointer, source }),
     }
 }
@@ -296,7 +318,10 @@ fn train_on_this_thread(
     // Two calls, not nested: each holds a whole training session in its frame.
     let (mut outcome, refit) = train_held_out(teacher, train, validation, options, device, reporter)?;
     if let Some(refit) = refit {
-        let every = Dataset { classes: train.classes.clone(), items: train.items.iter().chain(&validation.items).cloned().collect() };
+        let every = Dataset {
+            classes: train.classes.clone(),
+            items: train.items.iter().chain(&validation.items).cloned().collect(),
+        };
         outcome.finished = refit_on_every_image(teacher, &every, &refit, &mut outcome.config, device, reporter)?;
         outcome.seconds = started.elapsed().as_secs_f64();
     }
@@ -330,7 +355,8 @@ fn train_held_out(
     if validation.is_empty() {
         return Err(GraftError::Invalid("the validation set is empty; give more images or a validation folder".into()));
     }
-    let plan = FreezePlan::new(options.strategy, teacher.block_names(), options.unfreeze, options.unfreeze_from.as_deref())?;
+    let plan =
+        FreezePlan::new(options.strategy, teacher.block_names(), options.unfreeze, options.unfreeze_from.as_deref())?;
     let preprocessing = preprocessing_at(&teacher.card.preprocessing, options.image_size);
     let inputs = prepare_inputs(teacher, train, validation, &plan, &preprocessing, options, device, reporter)?;
     let head_fit = resolve_head_fit(options, &plan, inputs.train.len())?;
@@ -341,7 +367,10 @@ fn train_held_out(
         mode => mode,
     };
     let refit = resolve_refit(options, head_fit)?;
-    let options = &TrainOptions { hyperparameters: Hyperparameters { head_fit, head_init, batch_norm, refit, ..options.hyperparameters.clone() }, ..options.clone() };
+    let options = &TrainOptions {
+        hyperparameters: Hyperparameters { head_fit, head_init, batch_norm, refit, ..options.hyperparameters.clone() },
+        ..options.clone()
+    };
     let identity = RunIdentity {
         teacher_weights_sha256: teacher.weights_sha256.clone(),
         strategy: options.strategy,
@@ -351,10 +380,18 @@ fn train_held_out(
         seed: options.seed,
         classes: train.classes.clone(),
         // What only decides when the run stops, or what follows it, may change on a resume.
-        hyperparameters: Hyperparameters { epochs: 0, patience: None, refit: Refit::Off, ..options.hyperparameters.clone() },
+        hyperparameters: Hyperparameters {
+            epochs: 0,
+            patience: None,
+            refit: Refit::Off,
+            ..options.hyperparameters.clone()
+        },
     };
     if head_fit == HeadFit::Probe {
-        return Ok((fit_probe(teacher, identity, options, &plan, preprocessing, inputs, device, reporter, started)?, None));
+        return Ok((
+            fit_probe(teacher, identity, options, &plan, preprocessing, inputs, device, reporter, started)?,
+            None,
+        ));
     }
     // Boxed: a network's modules are large values, and debug builds give every temporary its own
     // stack slot (see `train`'s thread).
@@ -371,7 +408,14 @@ fn train_held_out(
         // A fresh run (a resumed one has its checkpoint's head): start from the probe.
         session.student.head = head.clone();
     }
-    let context = EpochContext { plan: &plan, preprocessing: &preprocessing, options, inputs: &inputs, device, refit_epochs: None };
+    let context = EpochContext {
+        plan: &plan,
+        preprocessing: &preprocessing,
+        options,
+        inputs: &inputs,
+        device,
+        refit_epochs: None,
+    };
     let epochs_before = state.epochs_done;
     let finished = session.run_epochs(&mut state, &context, reporter)?;
 
@@ -379,8 +423,9 @@ fn train_held_out(
     // this run) and keeps its last epoch: this run then stands for it at that same epoch, its
     // student and scores that epoch's. (A best epoch picked on a few held-out images is noise,
     // measured in docs/QUALITY.md, and its score an optimistic estimate.)
-    let refit_epochs = (refit == Refit::On && finished && state.best_epoch > 0)
-        .then_some(if state.epochs_done < options.hyperparameters.epochs { state.best_epoch } else { state.epochs_done });
+    let refit_epochs = (refit == Refit::On && finished && state.best_epoch > 0).then_some(
+        if state.epochs_done < options.hyperparameters.epochs { state.best_epoch } else { state.epochs_done },
+    );
     let keep_last = refit_epochs == Some(state.epochs_done);
     if let Some(epoch) = refit_epochs {
         state.best_epoch = epoch;
@@ -389,7 +434,16 @@ fn train_held_out(
     if let (true, false, Some(current)) = (state.best_epoch > 0, keep_last, &session.current) {
         session.student = session.student.load_record(read_record(&current.join(BEST_FILE))?);
     }
-    let mut config = run_config(teacher, options, &plan, preprocessing.clone(), &state, &inputs, count_trainable(&session.student), started.elapsed().as_secs_f64());
+    let mut config = run_config(
+        teacher,
+        options,
+        &plan,
+        preprocessing.clone(),
+        &state,
+        &inputs,
+        count_trainable(&session.student),
+        started.elapsed().as_secs_f64(),
+    );
     if let Some((_, fitted)) = initial_head.as_deref() {
         config.metrics["head_init_probe"] = serde_json::json!({"l2": fitted.l2, "iterations": fitted.iterations, "cross_validation": fitted.cross_validation});
     }
@@ -413,8 +467,19 @@ fn train_held_out(
 /// report). Out of line, as a module-sized value in the trainer's frame would be (see
 /// [`freeze_batch_norm_statistics`]).
 #[inline(never)]
-fn evaluate_held_out(student: &Student, config: &RunConfig, validation: &Dataset, options: &TrainOptions, device: &Device, reporter: &dyn Reporter) -> Result<Evaluation> {
-    let inference = InferenceOptions { batch_size: options.hyperparameters.batch_size, cache_dir: options.cache_dir.clone(), fused_plan: options.fused_plan };
+fn evaluate_held_out(
+    student: &Student,
+    config: &RunConfig,
+    validation: &Dataset,
+    options: &TrainOptions,
+    device: &Device,
+    reporter: &dyn Reporter,
+) -> Result<Evaluation> {
+    let inference = InferenceOptions {
+        batch_size: options.hyperparameters.batch_size,
+        cache_dir: options.cache_dir.clone(),
+        fused_plan: options.fused_plan,
+    };
     let held_out = LoadedStudent { student: student.valid(), config: config.clone(), run: options.out.clone() };
     evaluate_run(&held_out, validation.clone(), &inference, device, reporter)
 }
@@ -425,7 +490,14 @@ fn evaluate_held_out(student: &Student, config: &RunConfig, validation: &Dataset
 /// in `out/refit/` (a resume continues it). Returns false when `stop_after` ended it early (the
 /// run is then not saved).
 #[inline(never)]
-fn refit_on_every_image(teacher: &Teacher, every: &Dataset, refit: &RefitPlan, config: &mut RunConfig, device: &Device, reporter: &dyn Reporter) -> Result<bool> {
+fn refit_on_every_image(
+    teacher: &Teacher,
+    every: &Dataset,
+    refit: &RefitPlan,
+    config: &mut RunConfig,
+    device: &Device,
+    reporter: &dyn Reporter,
+) -> Result<bool> {
     let started = Instant::now();
     let RefitPlan { plan, preprocessing, options, epochs } = refit;
     let epochs = *epochs;
@@ -442,7 +514,12 @@ fn refit_on_every_image(teacher: &Teacher, every: &Dataset, refit: &RefitPlan, c
         validation_images: 0,
         seed: options.seed,
         classes: every.classes.clone(),
-        hyperparameters: Hyperparameters { epochs, patience: None, refit: Refit::Off, ..options.hyperparameters.clone() },
+        hyperparameters: Hyperparameters {
+            epochs,
+            patience: None,
+            refit: Refit::Off,
+            ..options.hyperparameters.clone()
+        },
     };
     let initial_head = match options.hyperparameters.head_init {
         HeadInit::Probe => Some(Box::new(probe_head(teacher, every, preprocessing, options, device, reporter)?)),
@@ -479,7 +556,11 @@ fn resolve_head_fit(options: &TrainOptions, plan: &FreezePlan, train_images: usi
         None
     };
     Ok(match (hyper.head_fit, why_not) {
-        (HeadFit::Probe, Some(reason)) => return Err(GraftError::Invalid(format!("the linear probe fits a linear head on a frozen teacher; here {reason}"))),
+        (HeadFit::Probe, Some(reason)) => {
+            return Err(GraftError::Invalid(format!(
+                "the linear probe fits a linear head on a frozen teacher; here {reason}"
+            )));
+        }
         (HeadFit::Probe, None) => HeadFit::Probe,
         (HeadFit::Auto, None) if train_images <= probe::MAX_PROBE_IMAGES => HeadFit::Probe,
         _ => HeadFit::Epochs,
@@ -520,7 +601,9 @@ fn resolve_head_init(options: &TrainOptions, plan: &FreezePlan) -> Result<HeadIn
         None
     };
     match (options.hyperparameters.head_init, why_not) {
-        (HeadInit::Probe, Some(reason)) => Err(GraftError::Invalid(format!("a head started from a linear probe is for a linear head on trained teacher blocks; here {reason}"))),
+        (HeadInit::Probe, Some(reason)) => Err(GraftError::Invalid(format!(
+            "a head started from a linear probe is for a linear head on trained teacher blocks; here {reason}"
+        ))),
         (head_init, _) => Ok(head_init),
     }
 }
@@ -528,10 +611,27 @@ fn resolve_head_init(options: &TrainOptions, plan: &FreezePlan) -> Result<HeadIn
 /// The head a fine-tuning run starts from (LP-FT): a linear probe fitted on the pooled features
 /// of the whole frozen teacher (each training image's plain view, through the feature cache at
 /// the last block), its penalty chosen by cross-validation.
-fn probe_head(teacher: &Teacher, train: &Dataset, preprocessing: &Preprocessing, options: &TrainOptions, device: &Device, reporter: &dyn Reporter) -> Result<(Head, probe::Probe)> {
+fn probe_head(
+    teacher: &Teacher,
+    train: &Dataset,
+    preprocessing: &Preprocessing,
+    options: &TrainOptions,
+    device: &Device,
+    reporter: &dyn Reporter,
+) -> Result<(Head, probe::Probe)> {
     let spec = CacheSpec::pooled(teacher, preprocessing, options.seed, options.fused_plan);
     let stage = "caching pooled features for the head's start";
-    let (features, labels, dim) = pooled_features(teacher, &spec, &options.cache_dir, &train.items, View::Eval, options.cache_batch_size, device, reporter, stage)?;
+    let (features, labels, dim) = pooled_features(
+        teacher,
+        &spec,
+        &options.cache_dir,
+        &train.items,
+        View::Eval,
+        options.cache_batch_size,
+        device,
+        reporter,
+        stage,
+    )?;
     let classes = train.classes.len();
     let fitted = probe::fit(probe::Samples { features: &features, dim, labels: &labels, classes }, options.seed);
     reporter.note(&match &fitted.cross_validation {
@@ -550,7 +650,10 @@ fn probe_head(teacher: &Teacher, train: &Dataset, preprocessing: &Preprocessing,
 /// A probe's weights as a linear head on `device`.
 fn linear_head(fitted: &probe::Probe, dim: usize, classes: usize, device: &Device) -> Head {
     Head::Linear(Linear {
-        weight: Param::from_tensor(Tensor::<2>::from_data(TensorData::new(fitted.weight.clone(), [dim, classes]), device)),
+        weight: Param::from_tensor(Tensor::<2>::from_data(
+            TensorData::new(fitted.weight.clone(), [dim, classes]),
+            device,
+        )),
         bias: Some(Param::from_tensor(Tensor::<1>::from_data(TensorData::new(fitted.bias.clone(), [classes]), device))),
     })
 }
@@ -571,16 +674,23 @@ fn fit_probe(
 ) -> Result<TrainOutcome> {
     let classes = identity.classes.clone();
     let samples_of = |examples: Vec<&Example>, labels: Vec<usize>| -> Result<(Vec<f32>, usize, Vec<usize>)> {
-        let entries = examples.into_iter().map(|example| example.cached("the linear probe")).collect::<Result<Vec<&Entry>>>()?;
+        let entries =
+            examples.into_iter().map(|example| example.cached("the linear probe")).collect::<Result<Vec<&Entry>>>()?;
         let dim = entries.first().map_or(0, |entry| entry.shape.iter().product());
         Ok((read_values(&entries)?, dim, labels))
     };
-    let (train_features, dim, train_labels) =
-        samples_of(inputs.train.iter().map(|(views, _)| &views[0]).collect(), inputs.train.iter().map(|(_, label)| *label).collect())?;
-    let (validation_features, _, validation_labels) =
-        samples_of(inputs.validation.iter().map(|(example, _)| example).collect(), inputs.validation.iter().map(|(_, label)| *label).collect())?;
-    let train_samples = probe::Samples { features: &train_features, dim, labels: &train_labels, classes: classes.len() };
-    let validation_samples = probe::Samples { features: &validation_features, dim, labels: &validation_labels, classes: classes.len() };
+    let (train_features, dim, train_labels) = samples_of(
+        inputs.train.iter().map(|(views, _)| &views[0]).collect(),
+        inputs.train.iter().map(|(_, label)| *label).collect(),
+    )?;
+    let (validation_features, _, validation_labels) = samples_of(
+        inputs.validation.iter().map(|(example, _)| example).collect(),
+        inputs.validation.iter().map(|(_, label)| *label).collect(),
+    )?;
+    let train_samples =
+        probe::Samples { features: &train_features, dim, labels: &train_labels, classes: classes.len() };
+    let validation_samples =
+        probe::Samples { features: &validation_features, dim, labels: &validation_labels, classes: classes.len() };
     let pooled_features = [train_features.as_slice(), validation_features.as_slice()].concat();
     let pooled_labels = [train_labels.as_slice(), validation_labels.as_slice()].concat();
     let pooled_samples = probe::Samples { features: &pooled_features, labels: &pooled_labels, ..train_samples };
@@ -594,7 +704,10 @@ fn fit_probe(
         ));
         probe::fit(pooled_samples, options.seed)
     } else {
-        reporter.note(&format!("fitting the head as a linear probe on {} cached feature vectors (L-BFGS, L2 by cross-validation)", train_samples.len()));
+        reporter.note(&format!(
+            "fitting the head as a linear probe on {} cached feature vectors (L-BFGS, L2 by cross-validation)",
+            train_samples.len()
+        ));
         probe::fit(train_samples, options.seed)
     };
     if pooled && fitted.cross_validation.is_none() {
@@ -622,9 +735,12 @@ fn fit_probe(
         Some(cv) => (cv.accuracy, cv.log_loss),
         None => probe::evaluate(&fitted.weight, &fitted.bias, validation_samples),
     };
-    let validation_evaluation = cross_validation.map(|cv| super::metrics::evaluate(&cv.out_of_fold, &pooled_labels, &classes));
+    let validation_evaluation =
+        cross_validation.map(|cv| super::metrics::evaluate(&cv.out_of_fold, &pooled_labels, &classes));
     if !validation_loss.is_finite() || !train_loss.is_finite() {
-        return Err(GraftError::Invalid("the linear probe's loss is not finite: the cached features hold NaN or infinite values".into()));
+        return Err(GraftError::Invalid(
+            "the linear probe's loss is not finite: the cached features hold NaN or infinite values".into(),
+        ));
     }
     let metrics = EpochMetrics {
         epoch: 1,
@@ -639,14 +755,35 @@ fn fit_probe(
     reporter.epoch(&metrics);
     // On the autodiff device as the trainer's students are, so saving and loading are the same.
     let student_device = device.clone().autodiff();
-    let mut student = Student::new(teacher.backbone.clone(), plan, HeadKind::Linear, classes.len(), options.seed, &student_device)?;
+    let mut student =
+        Student::new(teacher.backbone.clone(), plan, HeadKind::Linear, classes.len(), options.seed, &student_device)?;
     student.head = linear_head(&fitted, dim, classes.len(), &student_device);
     let head_parameters = fitted.weight.len() + fitted.bias.len();
-    let state = CheckpointState { run: identity, epochs_done: 1, steps_done: 0, history: vec![metrics], best_accuracy: validation_accuracy, best_epoch: 1 };
+    let state = CheckpointState {
+        run: identity,
+        epochs_done: 1,
+        steps_done: 0,
+        history: vec![metrics],
+        best_accuracy: validation_accuracy,
+        best_epoch: 1,
+    };
     write_metrics(&options.out, &state.history)?;
-    let mut config = run_config(teacher, options, plan, preprocessing, &state, &inputs, head_parameters, started.elapsed().as_secs_f64());
+    let mut config = run_config(
+        teacher,
+        options,
+        plan,
+        preprocessing,
+        &state,
+        &inputs,
+        head_parameters,
+        started.elapsed().as_secs_f64(),
+    );
     config.metrics["validation"] = serde_json::json!(match cross_validation {
-        Some(cv) => format!("{}-fold cross-validation over all {} images (validation pooled with training)", cv.folds, pooled_samples.len()),
+        Some(cv) => format!(
+            "{}-fold cross-validation over all {} images (validation pooled with training)",
+            cv.folds,
+            pooled_samples.len()
+        ),
         None => format!("hold-out of {} images", validation_samples.len()),
     });
     config.metrics["probe"] = serde_json::json!({
@@ -674,32 +811,73 @@ fn prepare_inputs(
 ) -> Result<Inputs> {
     let hyper = &options.hyperparameters;
     let (inputs, duplicates) = if plan.cut > 0 {
-        let spec = CacheSpec { preprocessing: preprocessing.clone(), augmentation: hyper.augmentation.clone(), cut: plan.cut, seed: options.seed, fused_plan: options.fused_plan };
+        let spec = CacheSpec {
+            preprocessing: preprocessing.clone(),
+            augmentation: hyper.augmentation.clone(),
+            cut: plan.cut,
+            seed: options.seed,
+            fused_plan: options.fused_plan,
+        };
         let augmented = !hyper.augmentation.is_none();
         let views = if augmented { hyper.augmented_views.max(1) } else { 1 };
         let cache = FeatureCache::new(&options.cache_dir, teacher, &spec, device)?;
-        let requests: Vec<_> = train.items.iter().flat_map(|item| (0..views).map(move |k| (item.source.clone(), cached_view(k, augmented)))).collect();
-        let (entries, mut skipped) = cache.prepare(teacher, &spec, &requests, options.cache_batch_size, device, reporter, "caching train features")?;
+        let requests: Vec<_> = train
+            .items
+            .iter()
+            .flat_map(|item| (0..views).map(move |k| (item.source.clone(), cached_view(k, augmented))))
+            .collect();
+        let (entries, mut skipped) = cache.prepare(
+            teacher,
+            &spec,
+            &requests,
+            options.cache_batch_size,
+            device,
+            reporter,
+            "caching train features",
+        )?;
         // The cache hashed every image: the duplicate check reuses those hashes.
-        let train_hashes: Vec<(String, [u8; 32])> =
-            train.items.iter().zip(entries.chunks(views)).filter_map(|(item, item_entries)| item_entries[0].as_ref().map(|entry| (item.source.name(), entry.content))).collect();
+        let train_hashes: Vec<(String, [u8; 32])> = train
+            .items
+            .iter()
+            .zip(entries.chunks(views))
+            .filter_map(|(item, item_entries)| {
+                item_entries[0].as_ref().map(|entry| (item.source.name(), entry.content))
+            })
+            .collect();
         // An image counts only with all of its views.
         let train_examples = train
             .items
             .iter()
             .zip(entries.chunks(views))
             .filter_map(|(item, item_entries)| {
-                let item_entries: Option<Vec<Example>> = item_entries.iter().map(|entry| entry.clone().map(Example::Cached)).collect();
+                let item_entries: Option<Vec<Example>> =
+                    item_entries.iter().map(|entry| entry.clone().map(Example::Cached)).collect();
                 item_entries.map(|examples| (examples, item.label))
             })
             .collect();
         let requests: Vec<_> = validation.items.iter().map(|item| (item.source.clone(), View::Eval)).collect();
-        let (entries, bad) = cache.prepare(teacher, &spec, &requests, options.cache_batch_size, device, reporter, "caching validation features")?;
+        let (entries, bad) = cache.prepare(
+            teacher,
+            &spec,
+            &requests,
+            options.cache_batch_size,
+            device,
+            reporter,
+            "caching validation features",
+        )?;
         skipped.extend(bad);
-        let validation_hashes: Vec<(String, [u8; 32])> =
-            validation.items.iter().zip(&entries).filter_map(|(item, entry)| entry.as_ref().map(|entry| (item.source.name(), entry.content))).collect();
-        let validation_examples =
-            validation.items.iter().zip(entries).filter_map(|(item, entry)| entry.map(|entry| (Example::Cached(entry), item.label))).collect();
+        let validation_hashes: Vec<(String, [u8; 32])> = validation
+            .items
+            .iter()
+            .zip(&entries)
+            .filter_map(|(item, entry)| entry.as_ref().map(|entry| (item.source.name(), entry.content)))
+            .collect();
+        let validation_examples = validation
+            .items
+            .iter()
+            .zip(entries)
+            .filter_map(|(item, entry)| entry.map(|entry| (Example::Cached(entry), item.label)))
+            .collect();
         let inputs = Inputs {
             train: train_examples,
             validation: validation_examples,
@@ -714,7 +892,8 @@ fn prepare_inputs(
         // Decoded (in parallel, at the size training decodes them) only to find the unreadable.
         let side = preprocessing.resize as u32;
         let mut readable = |dataset: &Dataset| -> Vec<Item> {
-            let errors: Vec<Option<GraftError>> = dataset.items.par_iter().map(|item| item.source.load_at_least(side).err()).collect();
+            let errors: Vec<Option<GraftError>> =
+                dataset.items.par_iter().map(|item| item.source.load_at_least(side).err()).collect();
             let mut kept = Vec::with_capacity(dataset.items.len());
             for (item, error) in dataset.items.iter().zip(errors) {
                 match error {
@@ -741,7 +920,10 @@ fn prepare_inputs(
     }
     let empty = train.empty_classes();
     if !empty.is_empty() {
-        reporter.note(&format!("no training images for class {}: the student will never learn to predict it", empty.join(", ")));
+        reporter.note(&format!(
+            "no training images for class {}: the student will never learn to predict it",
+            empty.join(", ")
+        ));
     }
     if let Some((first, original)) = duplicates.first() {
         reporter.note(&format!(
@@ -812,12 +994,17 @@ impl Session {
             Strategy::Scratch => Backbone::new(teacher.card.architecture, 1000, device),
             _ => teacher.backbone.clone(),
         };
-        let mut student = Student::new(backbone, plan, options.head, identity.classes.len(), options.seed, &training_device)?;
+        let mut student =
+            Student::new(backbone, plan, options.head, identity.classes.len(), options.seed, &training_device)?;
         let steps_per_epoch = identity.train_images.div_ceil(hyper.batch_size.max(1));
         let total_steps = steps_per_epoch * hyper.epochs;
         let schedule = Schedule {
             peak: hyper.learning_rate,
-            backbone_factor: if options.strategy == Strategy::Scratch { 1.0 } else { hyper.backbone_learning_rate_factor },
+            backbone_factor: if options.strategy == Strategy::Scratch {
+                1.0
+            } else {
+                hyper.backbone_learning_rate_factor
+            },
             warmup_steps: (steps_per_epoch * hyper.warmup_epochs).min(total_steps / 2),
             total_steps,
         };
@@ -834,7 +1021,10 @@ impl Session {
                 counts[*label] += 1;
             }
             let total: usize = counts.iter().sum();
-            counts.iter().map(|c| if *c == 0 { 0.0 } else { total as f32 / (counts.len() * c) as f32 }).collect::<Vec<f32>>()
+            counts
+                .iter()
+                .map(|c| if *c == 0 { 0.0 } else { total as f32 / (counts.len() * c) as f32 })
+                .collect::<Vec<f32>>()
         });
         let loss_function = CrossEntropyLossConfig::new()
             .with_smoothing((hyper.label_smoothing > 0.0).then_some(hyper.label_smoothing))
@@ -849,28 +1039,53 @@ impl Session {
         let current = if options.resume { latest_checkpoint(&checkpoint)? } else { None };
         let state = if let Some(current) = &current {
             let state_path = current.join("state.json");
-            let text = std::fs::read(&state_path).map_err(|source| GraftError::Io { path: state_path.clone(), source })?;
-            let saved: CheckpointState =
-                serde_json::from_slice(&text).map_err(|error| GraftError::Checkpoint { path: state_path.clone(), reason: error.to_string() })?;
+            let text =
+                std::fs::read(&state_path).map_err(|source| GraftError::Io { path: state_path.clone(), source })?;
+            let saved: CheckpointState = serde_json::from_slice(&text)
+                .map_err(|error| GraftError::Checkpoint { path: state_path.clone(), reason: error.to_string() })?;
             let differences = saved.run.differences(&identity);
             if !differences.is_empty() {
                 return Err(GraftError::CheckpointMismatch { path: checkpoint, differences });
             }
             student = student.load_record(read_record(&current.join("student.bpk"))?);
             let optimizer_path = current.join("optimizer.bpk");
-            optimizer = optimizer.load(&optimizer_path).map_err(|error| GraftError::Checkpoint { path: optimizer_path, reason: format!("{error:?}") })?;
+            optimizer = optimizer
+                .load(&optimizer_path)
+                .map_err(|error| GraftError::Checkpoint { path: optimizer_path, reason: format!("{error:?}") })?;
             reporter.note(&format!("resuming after epoch {}", saved.epochs_done));
             saved
         } else {
-            CheckpointState { run: identity, epochs_done: 0, steps_done: 0, history: Vec::new(), best_accuracy: -1.0, best_epoch: 0 }
+            CheckpointState {
+                run: identity,
+                epochs_done: 0,
+                steps_done: 0,
+                history: Vec::new(),
+                best_accuracy: -1.0,
+                best_epoch: 0,
+            }
         };
-        let session = Session { student, optimizer, loss_function, class_weights, shard_count, schedule, checkpoint, current, training_device };
+        let session = Session {
+            student,
+            optimizer,
+            loss_function,
+            class_weights,
+            shard_count,
+            schedule,
+            checkpoint,
+            current,
+            training_device,
+        };
         Ok((session, state))
     }
 
     /// Trains epochs until the last, early stopping, or `stop_after`; checkpoints after each.
     /// Returns whether the run reached its end (false when `stop_after` interrupted it).
-    fn run_epochs(&mut self, state: &mut CheckpointState, context: &EpochContext<'_>, reporter: &dyn Reporter) -> Result<bool> {
+    fn run_epochs(
+        &mut self,
+        state: &mut CheckpointState,
+        context: &EpochContext<'_>,
+        reporter: &dyn Reporter,
+    ) -> Result<bool> {
         let hyper = &context.options.hyperparameters;
         // After a resume the parameters carry the checkpoint's ids: take the head's ids only now.
         let head_group = ParamGroup::ids_from_module(self.student.head.clone());
@@ -883,14 +1098,17 @@ impl Session {
                 && state.epochs_done > 0
                 && since_best >= patience
             {
-                reporter.note(&format!("early stop: no better validation accuracy (nor the same at a lower loss) for {patience} epochs"));
+                reporter.note(&format!(
+                    "early stop: no better validation accuracy (nor the same at a lower loss) for {patience} epochs"
+                ));
                 break;
             }
             if context.options.stop_after.is_some_and(|limit| epochs_this_call >= limit) {
                 return Ok(false);
             }
             let epoch_started = Instant::now();
-            let (train_loss, train_accuracy, learning_rate) = self.train_epoch(state, &mut scheduler, context, reporter)?;
+            let (train_loss, train_accuracy, learning_rate) =
+                self.train_epoch(state, &mut scheduler, context, reporter)?;
             let train_seconds = epoch_started.elapsed().as_secs_f64();
             if let Some(last) = context.refit_epochs {
                 state.epochs_done += 1;
@@ -919,7 +1137,11 @@ impl Session {
                 seconds: epoch_started.elapsed().as_secs_f64(),
             };
             reporter.epoch(&metrics);
-            let best_loss = state.best_epoch.checked_sub(1).and_then(|index| state.history.get(index)).map_or(f64::INFINITY, |best| best.validation_loss);
+            let best_loss = state
+                .best_epoch
+                .checked_sub(1)
+                .and_then(|index| state.history.get(index))
+                .map_or(f64::INFINITY, |best| best.validation_loss);
             let better = improves((validation_accuracy, validation_loss), (state.best_accuracy, best_loss));
             state.history.push(metrics);
             write_metrics(&context.options.out, &state.history)?;
@@ -962,7 +1184,8 @@ impl Session {
         let mut learning_rate = 0.0;
         let view_of = |index: usize| -> &Example {
             let (views_of_item, _) = &examples[index];
-            let view = SplitMix64::derive(options.seed, &[0x71E3, epoch as u64, index as u64]).below(views_of_item.len());
+            let view =
+                SplitMix64::derive(options.seed, &[0x71E3, epoch as u64, index as u64]).below(views_of_item.len());
             &views_of_item[view]
         };
         let batches: Vec<&[usize]> = order.chunks(hyper.batch_size.max(1)).collect();
@@ -992,14 +1215,19 @@ impl Session {
             }
             for batch in &batches {
                 if options.interrupt.as_ref().is_some_and(|flag| flag.load(std::sync::atomic::Ordering::Relaxed)) {
-                    return Err(GraftError::Interrupted { epochs_done: state.epochs_done, checkpoint: self.current.clone().unwrap_or_else(|| self.checkpoint.clone()) });
+                    return Err(GraftError::Interrupted {
+                        epochs_done: state.epochs_done,
+                        checkpoint: self.current.clone().unwrap_or_else(|| self.checkpoint.clone()),
+                    });
                 }
                 let labels: Vec<i64> = batch.iter().map(|index| examples[*index].1 as i64).collect();
                 let batch_examples: Vec<&Example> = batch.iter().map(|index| view_of(*index)).collect();
                 let part_labels = shards::split(&labels, self.shard_count);
                 let part_examples = shards::split(&batch_examples, self.shard_count);
                 let views = if images {
-                    prepared.recv().map_err(|_| GraftError::Invalid("the thread preparing training images stopped".into()))??
+                    prepared
+                        .recv()
+                        .map_err(|_| GraftError::Invalid("the thread preparing training images stopped".into()))??
                 } else {
                     vec![None; part_examples.len()]
                 };
@@ -1015,11 +1243,24 @@ impl Session {
                         Ok((input, labels))
                     })
                     .collect::<Result<Vec<_>>>()?;
-                let step = shards::step(&self.student, parts, context.plan.cut, &self.loss_function, self.class_weights.as_deref(), head_only, &self.training_device)?;
+                let step = shards::step(
+                    &self.student,
+                    parts,
+                    context.plan.cut,
+                    &self.loss_function,
+                    self.class_weights.as_deref(),
+                    head_only,
+                    &self.training_device,
+                )?;
                 if !step.loss.is_finite() {
                     return Err(self.diverged("training loss", step.loss, state, context));
                 }
-                correct += step.logits.iter().zip(&part_labels).map(|(logits, labels)| count_correct(logits, labels)).sum::<Result<usize>>()?;
+                correct += step
+                    .logits
+                    .iter()
+                    .zip(&part_labels)
+                    .map(|(logits, labels)| count_correct(logits, labels))
+                    .sum::<Result<usize>>()?;
                 learning_rate = self.schedule.at(1.0, state.steps_done).at(state.steps_done);
                 let rates = scheduler.step();
                 self.student = self.optimizer.step(rates, self.student.clone(), step.gradients);
@@ -1039,7 +1280,13 @@ impl Session {
     }
 
     /// The error for a loss that stopped being finite; the last complete checkpoint stays.
-    fn diverged(&self, what: &'static str, value: f64, state: &CheckpointState, context: &EpochContext<'_>) -> GraftError {
+    fn diverged(
+        &self,
+        what: &'static str,
+        value: f64,
+        state: &CheckpointState,
+        context: &EpochContext<'_>,
+    ) -> GraftError {
         GraftError::Diverged {
             what,
             value,
@@ -1082,8 +1329,11 @@ impl Session {
             _ => {}
         }
         let optimizer_path = folder.join("optimizer.bpk");
-        self.optimizer.save(&optimizer_path).map_err(|error| GraftError::Checkpoint { path: optimizer_path.clone(), reason: format!("{error:?}") })?;
-        let json = serde_json::to_vec_pretty(state).map_err(|error| GraftError::Checkpoint { path: folder.clone(), reason: error.to_string() })?;
+        self.optimizer
+            .save(&optimizer_path)
+            .map_err(|error| GraftError::Checkpoint { path: optimizer_path.clone(), reason: format!("{error:?}") })?;
+        let json = serde_json::to_vec_pretty(state)
+            .map_err(|error| GraftError::Checkpoint { path: folder.clone(), reason: error.to_string() })?;
         crate::fsutil::write_atomic(&folder.join("state.json"), &json)?;
         // The switch: from here on a resume reads this folder.
         crate::fsutil::write_atomic(&self.checkpoint.join(LATEST_FILE), name.as_bytes())?;
@@ -1168,7 +1418,13 @@ const ADAMW_EPSILON: f32 = 1e-8;
 
 /// Builds the student's input for a batch of examples on `device`: cached entries as they are,
 /// images preprocessed (augmented when `training`).
-fn make_input(examples: &[&Example], context: &EpochContext<'_>, epoch: usize, training: bool, device: &Device) -> Result<StudentInput> {
+fn make_input(
+    examples: &[&Example],
+    context: &EpochContext<'_>,
+    epoch: usize,
+    training: bool,
+    device: &Device,
+) -> Result<StudentInput> {
     match host_views(examples, context, epoch, training)? {
         Some(images) => Ok(image_input(&images, context, device)),
         None => cached_input(examples, context, device),
@@ -1177,7 +1433,10 @@ fn make_input(examples: &[&Example], context: &EpochContext<'_>, epoch: usize, t
 
 /// The student's input from cached entries (every example cached).
 fn cached_input(examples: &[&Example], context: &EpochContext<'_>, device: &Device) -> Result<StudentInput> {
-    let entries = examples.iter().map(|example| example.cached("a batch with cached entries")).collect::<Result<Vec<&Entry>>>()?;
+    let entries = examples
+        .iter()
+        .map(|example| example.cached("a batch with cached entries"))
+        .collect::<Result<Vec<&Entry>>>()?;
     Ok(if context.plan.is_head_only() {
         StudentInput::Features(batch_from_entries::<2>(&entries, device)?)
     } else {
@@ -1193,7 +1452,12 @@ fn image_input(images: &[Vec<f32>], context: &EpochContext<'_>, device: &Device)
 /// A batch's images decoded and preprocessed on the host (augmented when `training`), in
 /// parallel, each decoded at the size its view needs; `None` when every example is cached.
 /// Needs nothing of the device, so the next batch's can be made while this one trains.
-fn host_views(examples: &[&Example], context: &EpochContext<'_>, epoch: usize, training: bool) -> Result<Option<Vec<Vec<f32>>>> {
+fn host_views(
+    examples: &[&Example],
+    context: &EpochContext<'_>,
+    epoch: usize,
+    training: bool,
+) -> Result<Option<Vec<Vec<f32>>>> {
     if examples.iter().all(|example| matches!(example, Example::Cached(_))) {
         return Ok(None);
     }
@@ -1212,7 +1476,10 @@ fn host_views(examples: &[&Example], context: &EpochContext<'_>, epoch: usize, t
         .map(|item| {
             let image = item.source.load_at_least(side)?;
             Ok(if training {
-                let mut rng = SplitMix64::derive(context.options.seed, &[0xA116, epoch as u64, crate::rng::fnv1a(&item.source.name())]);
+                let mut rng = SplitMix64::derive(
+                    context.options.seed,
+                    &[0xA116, epoch as u64, crate::rng::fnv1a(&item.source.name())],
+                );
                 augmented_view(&image, preprocessing, augmentation, &mut rng)
             } else {
                 preprocess(&image, preprocessing)
@@ -1264,18 +1531,26 @@ pub fn count_trainable<M: Module>(module: &M) -> usize {
 }
 
 fn write_record(path: &Path, record: ModuleRecord) -> Result<()> {
-    crate::fsutil::write_atomic_with(path, |temporary| record.save(temporary).map_err(|error| GraftError::Checkpoint { path: path.to_owned(), reason: format!("{error:?}") }))
+    crate::fsutil::write_atomic_with(path, |temporary| {
+        record
+            .save(temporary)
+            .map_err(|error| GraftError::Checkpoint { path: path.to_owned(), reason: format!("{error:?}") })
+    })
 }
 
 fn read_record(path: &Path) -> Result<ModuleRecord> {
-    ModuleRecord::load(path).map_err(|error| GraftError::Checkpoint { path: path.to_owned(), reason: format!("{error:?}") })
+    ModuleRecord::load(path)
+        .map_err(|error| GraftError::Checkpoint { path: path.to_owned(), reason: format!("{error:?}") })
 }
 
 /// Writes `metrics.jsonl`: one line per epoch so far.
 fn write_metrics(out: &Path, history: &[EpochMetrics]) -> Result<()> {
     let mut text = String::new();
     for metrics in history {
-        text.push_str(&serde_json::to_string(metrics).map_err(|error| GraftError::Invalid(format!("cannot write the metrics: {error}")))?);
+        text.push_str(
+            &serde_json::to_string(metrics)
+                .map_err(|error| GraftError::Invalid(format!("cannot write the metrics: {error}")))?,
+        );
         text.push('\n');
     }
     crate::fsutil::write_atomic(&out.join("metrics.jsonl"), text.as_bytes())

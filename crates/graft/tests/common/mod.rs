@@ -12,7 +12,13 @@ pub fn repo(path: &str) -> PathBuf {
 
 /// Offline, with an empty cache: the bundled weights or nothing.
 pub fn offline_options() -> WeightOptions {
-    WeightOptions { weights: None, cache_dir: std::env::temp_dir().join("graft-test-empty-cache"), offline: true, allow_partial: false, progress: false }
+    WeightOptions {
+        weights: None,
+        cache_dir: std::env::temp_dir().join("graft-test-empty-cache"),
+        offline: true,
+        allow_partial: false,
+        progress: false,
+    }
 }
 
 pub fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {

@@ -54,7 +54,8 @@ fn check_against(teacher: &TextTeacher, expected: &Expected, tolerance: f32) {
 #[test]
 fn tiny_bert_matches_transformers() {
     let device = Device::flex();
-    let (teacher, report) = TextTeacher::from_directory(None, &repo("crates/graft/tests/fixtures/tiny-bert"), &device).unwrap();
+    let (teacher, report) =
+        TextTeacher::from_directory(None, &repo("crates/graft/tests/fixtures/tiny-bert"), &device).unwrap();
     assert!(report.is_complete() && report.unused.is_empty(), "{report}");
     // No sentence-transformers limit in the directory: the position table's 64.
     assert_eq!(teacher.tokenizer.max_length(), 64);
@@ -67,7 +68,11 @@ fn minilm_directory() -> Option<PathBuf> {
     match std::env::var_os("GRAFT_TEST_MINILM") {
         Some(directory) => {
             let directory = PathBuf::from(directory);
-            assert!(directory.join("model.safetensors").is_file(), "GRAFT_TEST_MINILM={} holds no model.safetensors", directory.display());
+            assert!(
+                directory.join("model.safetensors").is_file(),
+                "GRAFT_TEST_MINILM={} holds no model.safetensors",
+                directory.display()
+            );
             Some(directory)
         }
         None => {
@@ -114,19 +119,43 @@ fn a_directory_without_a_model_says_what_it_lacks() {
 fn mid_fine_tuning_trains_only_behind_the_cut() {
     use graft::text::finetune::{FinetuneOptions, finetune};
     let device = Device::flex();
-    let (teacher, _) = TextTeacher::from_directory(None, &repo("crates/graft/tests/fixtures/tiny-bert"), &device).unwrap();
-    let texts: Vec<String> = (0..24).map(|i| if i % 2 == 0 { format!("the dog and the fox {i}") } else { format!("eating food is {i}") }).collect();
+    let (teacher, _) =
+        TextTeacher::from_directory(None, &repo("crates/graft/tests/fixtures/tiny-bert"), &device).unwrap();
+    let texts: Vec<String> = (0..24)
+        .map(|i| if i % 2 == 0 { format!("the dog and the fox {i}") } else { format!("eating food is {i}") })
+        .collect();
     let labels: Vec<usize> = (0..24).map(|i| i % 2).collect();
     let encoded = teacher.tokenizer.encode(&texts.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
-    let options = FinetuneOptions { cut: 1, epochs: 8, learning_rate: 0.1, encoder_factor: 0.1, weight_decay: 0.0, batch_size: 8, shards: 2, seed: 3 };
-    let graft::text::finetune::Finetuned { net, history, .. } = finetune(&teacher, (&encoded, &labels), Some((&encoded, &labels)), 2, &options, &device, &graft::train::reporter::Silent).unwrap();
+    let options = FinetuneOptions {
+        cut: 1,
+        epochs: 8,
+        learning_rate: 0.1,
+        encoder_factor: 0.1,
+        weight_decay: 0.0,
+        batch_size: 8,
+        shards: 2,
+        seed: 3,
+    };
+    let graft::text::finetune::Finetuned { net, history, .. } = finetune(
+        &teacher,
+        (&encoded, &labels),
+        Some((&encoded, &labels)),
+        2,
+        &options,
+        &device,
+        &graft::train::reporter::Silent,
+    )
+    .unwrap();
     assert_eq!(history.len(), 8);
     assert!(history[7].train_loss < history[0].train_loss * 0.8, "{history:?}");
     assert!(history[7].validation_accuracy.unwrap() >= 0.9, "{history:?}");
-    let values = |bert: &graft::text::bert::Bert, layer: usize| crate::common::values(bert.encoder.layer[layer].attention.self_attention.query.weight.val());
+    let values = |bert: &graft::text::bert::Bert, layer: usize| {
+        crate::common::values(bert.encoder.layer[layer].attention.self_attention.query.weight.val())
+    };
     assert_eq!(values(&net.bert, 0), values(&teacher.bert, 0), "the frozen layer moved");
     assert_ne!(values(&net.bert, 1), values(&teacher.bert, 1), "the trained layer did not move");
-    let embeddings = |bert: &graft::text::bert::Bert| crate::common::values(bert.embeddings.word_embeddings.weight.val());
+    let embeddings =
+        |bert: &graft::text::bert::Bert| crate::common::values(bert.embeddings.word_embeddings.weight.val());
     assert_eq!(embeddings(&net.bert), embeddings(&teacher.bert), "the embeddings moved");
 }
 
@@ -136,7 +165,8 @@ fn mid_fine_tuning_trains_only_behind_the_cut() {
 fn sentence_features_are_cached_per_text() {
     use graft::text::cache::{cache_directory, cached_features};
     let device = Device::flex();
-    let (teacher, _) = TextTeacher::from_directory(None, &repo("crates/graft/tests/fixtures/tiny-bert"), &device).unwrap();
+    let (teacher, _) =
+        TextTeacher::from_directory(None, &repo("crates/graft/tests/fixtures/tiny-bert"), &device).unwrap();
     let cache = std::env::temp_dir().join(format!("graft-text-cache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&cache);
     let silent = graft::train::reporter::Silent;
@@ -145,7 +175,8 @@ fn sentence_features_are_cached_per_text() {
     assert_eq!(hits, 0);
     let (again, hits) = cached_features(&teacher, &texts, &cache, 2, &device, &silent).unwrap();
     assert_eq!((hits, &again.features), (3, &first.features));
-    let (more, hits) = cached_features(&teacher, &["eating food", "a new text", "the dog"], &cache, 2, &device, &silent).unwrap();
+    let (more, hits) =
+        cached_features(&teacher, &["eating food", "a new text", "the dog"], &cache, 2, &device, &silent).unwrap();
     assert_eq!(hits, 2);
     assert_eq!(more.row(0), first.row(1));
     assert_eq!(more.row(2), first.row(0));
@@ -180,7 +211,8 @@ fn a_config_naming_layers_the_weights_lack_is_refused() {
     for file in ["tokenizer.json", "model.safetensors"] {
         std::fs::copy(tiny.join(file), lying.join(file)).unwrap();
     }
-    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tiny.join("config.json")).unwrap()).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tiny.join("config.json")).unwrap()).unwrap();
     config["num_hidden_layers"] = serde_json::json!(1_000_000_000u64);
     std::fs::write(lying.join("config.json"), config.to_string()).unwrap();
     let message = TextTeacher::from_directory(None, &lying, &device).unwrap_err().to_string();
