@@ -6,16 +6,16 @@ mod commands;
 mod progress;
 mod settings;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
 use clap::Parser;
 
 use cli::{Cli, Command};
 use settings::Settings;
 
-/// Set by the first Ctrl-C: training stops at the next batch, its last checkpoint whole.
-pub static INTERRUPT: LazyLock<Arc<AtomicBool>> = LazyLock::new(|| Arc::new(AtomicBool::new(false)));
+/// Set by the first Ctrl-C: every long verb stops at its next batch (training with its last
+/// checkpoint whole).
+pub static INTERRUPT: LazyLock<graft::interrupt::Interrupt> = LazyLock::new(graft::interrupt::Interrupt::new);
 
 /// The exit status of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).
 const INTERRUPTED: u8 = 130;
@@ -25,7 +25,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // A second Ctrl-C quits at once; the checkpoint on disk is whole either way.
     let handler = ctrlc::set_handler(|| {
-        if INTERRUPT.swap(true, Ordering::SeqCst) {
+        if INTERRUPT.request() {
             std::process::exit(INTERRUPTED.into());
         }
         eprintln!("\nstopping at the next batch (Ctrl-C again to quit at once)");
@@ -41,7 +41,9 @@ fn main() -> std::process::ExitCode {
                 eprintln!("hint: {hint}");
             }
             match error.downcast_ref::<graft::GraftError>() {
-                Some(graft::GraftError::Interrupted { .. }) => std::process::ExitCode::from(INTERRUPTED),
+                Some(graft::GraftError::Interrupted { .. } | graft::GraftError::Stopped { .. }) => {
+                    std::process::ExitCode::from(INTERRUPTED)
+                }
                 _ => std::process::ExitCode::FAILURE,
             }
         }

@@ -24,7 +24,7 @@ impl Settings {
             |name: &str| std::env::var(name).is_ok_and(|value| !matches!(value.as_str(), "" | "0" | "false"));
         let cache_dir = match &global.cache_dir {
             Some(dir) => dir.clone(),
-            None => default_cache_dir(),
+            None => graft::fsutil::default_cache_dir(),
         };
         Ok(Settings {
             device: graft::device::parse(&global.device)?,
@@ -47,7 +47,6 @@ impl Settings {
         )
     }
 
-    /// Prints a log line to stderr unless `--quiet`.
     /// How students run on new images with these settings.
     pub fn inference(&self, batch_size: usize) -> graft::train::evaluate::InferenceOptions {
         graft::train::evaluate::InferenceOptions {
@@ -57,19 +56,21 @@ impl Settings {
         }
     }
 
+    /// How a loaded student runs with these settings.
+    pub fn student_options(&self, batch_size: usize) -> graft::run::StudentOptions {
+        graft::run::StudentOptions {
+            device: self.device.clone(),
+            batch_size,
+            fused_plan: self.fused_plan,
+            cache_dir: self.cache_dir.clone(),
+            offline: self.offline,
+        }
+    }
+
+    /// Prints a log line to stderr unless `--quiet`.
     pub fn log(&self, message: impl AsRef<str>) {
         if !self.quiet {
             eprintln!("{}", message.as_ref());
         }
-    }
-}
-
-fn default_cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|dir| !dir.is_empty()) {
-        return PathBuf::from(dir).join("graft");
-    }
-    match std::env::var_os("HOME") {
-        Some(home) => PathBuf::from(home).join(".cache").join("graft"),
-        None => std::env::temp_dir().join("graft-cache"),
     }
 }

@@ -981,3 +981,122 @@ fn text_students_train_eval_predict_and_embed() {
     // The runs hold the encoder's weights (about 170 MB): leave nothing behind.
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Runs graft with `args` and sends it SIGINT as soon as a line of its stderr contains `marker`
+/// (the work that follows checks the request at its next batch); kills it after two minutes
+/// (a broken interrupt fails the test rather than hanging it).
+#[cfg(unix)]
+fn interrupted_at(args: &[&str], cache: &Path, marker: &str) -> Output {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_graft"))
+        .args(args)
+        .env("GRAFT_CACHE_DIR", cache)
+        .env("GRAFT_OFFLINE", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let stderr = child.stderr.take().unwrap();
+    let marker = marker.to_owned();
+    let reader = std::thread::spawn(move || {
+        let mut seen = String::new();
+        let mut sent = false;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !sent && line.contains(&marker) {
+                sent = Command::new("kill").args(["-INT", &pid]).status().unwrap().success();
+            }
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        seen
+    });
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(120) {
+            child.kill().unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut output = child.wait_with_output().unwrap();
+    output.stderr = reader.join().unwrap().into_bytes();
+    output
+}
+
+/// Ctrl-C stops `graft harden` and a text `full` fine-tune at the next batch, as it stops image
+/// training: exit 130, stderr says what stopped and that nothing was written, and no student is
+/// left in `--out`.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_harden_and_a_text_fine_tune() {
+    let dir = std::env::temp_dir().join(format!("graft-cli-ctrl-c-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cache = dir.join("cache");
+    let train = small_data(&dir, "train", 6);
+    let run = dir.join("run");
+    let out = Command::new(env!("CARGO_BIN_EXE_graft"))
+        .args(["train", "--data", train.to_str().unwrap(), "--strategy", "deep", "--image-size", "32", "--quiet"])
+        .args(["--out", run.to_str().unwrap()])
+        .env("GRAFT_CACHE_DIR", &cache)
+        .env("GRAFT_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let hardened = dir.join("hardened");
+    let out = interrupted_at(
+        &[
+            "harden",
+            run.to_str().unwrap(),
+            "--data",
+            train.to_str().unwrap(),
+            "--out",
+            hardened.to_str().unwrap(),
+            "--epochs",
+            "200",
+            "--pairs",
+            "0",
+            "--mimicry-examples",
+            "0",
+        ],
+        &cache,
+        "teacher efficientnet_lite0",
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("hardening stopped when asked to") && stderr.contains("nothing was written"), "{stderr}");
+    assert!(!hardened.join("student.safetensors").exists());
+
+    let (teacher, _) = text_teacher_directory();
+    let texts = dir.join("texts.csv");
+    let rows: Vec<(&str, &str)> =
+        (0..12).map(|i| (SPORTS[i], "sports")).chain((0..12).map(|i| (COOKING[i], "cooking"))).collect();
+    texts_csv(&texts, &rows);
+    let text_run = dir.join("text-run");
+    let out = interrupted_at(
+        &[
+            "train",
+            "--teacher",
+            "all-minilm-l6-v2",
+            "--weights",
+            teacher.to_str().unwrap(),
+            "--data",
+            texts.to_str().unwrap(),
+            "--label-column",
+            "topic",
+            "--strategy",
+            "full",
+            "--epochs",
+            "5000",
+            "--out",
+            text_run.to_str().unwrap(),
+        ],
+        &cache,
+        "teacher all",
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("fine-tuning stopped when asked to") && stderr.contains("nothing was written"), "{stderr}");
+    assert!(!text_run.join("student.safetensors").exists());
+    std::fs::remove_dir_all(dir).unwrap();
+}

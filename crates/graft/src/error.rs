@@ -1,8 +1,7 @@
 //! graft's library error: structured, naming the file, the key and both values where there are any.
 
+use std::fmt;
 use std::path::PathBuf;
-
-use crate::weights::LoadReport;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GraftError {
@@ -62,6 +61,11 @@ pub enum GraftError {
     )]
     Interrupted { epochs_done: usize, checkpoint: PathBuf },
 
+    /// A call without checkpoints (hardening, a text fine-tune, an audit, embedding) stopped at a
+    /// batch boundary when asked to; it wrote nothing.
+    #[error("{what} stopped when asked to, before it finished; nothing was written")]
+    Stopped { what: String },
+
     #[error(
         "the {what} became {value} in epoch {epoch} at learning rate {learning_rate:e}: training stopped{}\nhint: a lower learning rate usually trains without diverging",
         match kept_epoch { Some(epoch) => format!("; the checkpoint of epoch {epoch} is kept"), None => String::new() }
@@ -85,3 +89,55 @@ pub enum GraftError {
 }
 
 pub type Result<T, E = GraftError> = std::result::Result<T, E>;
+
+/// A tensor whose shape in the file differs from the module's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShapeMismatch {
+    pub key: String,
+    pub expected: Vec<usize>,
+    pub found: Vec<usize>,
+}
+
+/// What a load did, key by key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Checkpoint keys copied into the module.
+    pub applied: Vec<String>,
+    /// Checkpoint keys the module needed but the file lacks.
+    pub missing: Vec<String>,
+    /// Keys in the file the module has no place for.
+    pub unused: Vec<String>,
+    /// Keys present in both with different shapes (the module keeps its own values).
+    pub mismatched: Vec<ShapeMismatch>,
+}
+
+impl LoadReport {
+    /// Whether every parameter of the module was loaded.
+    pub fn is_complete(&self) -> bool {
+        self.missing.is_empty() && self.mismatched.is_empty()
+    }
+}
+
+impl fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} applied, {} missing, {} unused, {} shape-mismatched",
+            self.applied.len(),
+            self.missing.len(),
+            self.unused.len(),
+            self.mismatched.len()
+        )?;
+        for key in &self.missing {
+            write!(f, "\n  missing: `{key}`")?;
+        }
+        for mismatch in &self.mismatched {
+            write!(
+                f,
+                "\n  shape mismatch for `{}`: expected {:?}, found {:?}",
+                mismatch.key, mismatch.expected, mismatch.found
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -36,3 +36,16 @@ pub fn hex(bytes: &[u8]) -> String {
         text
     })
 }
+
+/// Where graft keeps downloaded weights and computed features when nobody says otherwise:
+/// `$XDG_CACHE_HOME/graft`, else `~/.cache/graft`, else a folder in the temporary directory.
+pub fn default_cache_dir() -> std::path::PathBuf {
+    use std::path::PathBuf;
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|dir| !dir.is_empty()) {
+        return PathBuf::from(dir).join("graft");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".cache").join("graft"),
+        None => std::env::temp_dir().join("graft-cache"),
+    }
+}

@@ -5,9 +5,12 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Once;
 
+use image::ImageEncoder;
 use plotters::prelude::*;
 
 use crate::error::{GraftError, Result};
+use crate::text::TextRunConfig;
+use crate::text::student::WrongExample;
 use crate::train::metrics::Evaluation;
 use crate::train::reporter::EpochMetrics;
 use crate::train::student::RunConfig;
@@ -26,10 +29,32 @@ fn plot_error(error: impl std::fmt::Display) -> GraftError {
     GraftError::Invalid(format!("cannot draw a plot: {error}"))
 }
 
+/// Draws a `width` x `height` picture with `draw` and writes it to `path` as a PNG, atomically
+/// (a reader never sees half a plot).
+fn save_png(
+    path: &Path,
+    (width, height): (u32, u32),
+    draw: impl FnOnce(DrawingArea<BitMapBackend, plotters::coord::Shift>) -> Result<()>,
+) -> Result<()> {
+    register_font();
+    let mut pixels = vec![0u8; width as usize * height as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, (width, height)).into_drawing_area();
+        draw(root)?;
+    }
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(&pixels, width, height, image::ExtendedColorType::Rgb8)
+        .map_err(plot_error)?;
+    crate::fsutil::write_atomic(path, &png)
+}
+
 /// Two panels: loss (train, validation) and accuracy (train, validation) per epoch.
 pub fn plot_curves(path: &Path, history: &[EpochMetrics]) -> Result<()> {
-    register_font();
-    let root = BitMapBackend::new(path, (1000, 400)).into_drawing_area();
+    save_png(path, (1000, 400), |root| draw_curves(root, history))
+}
+
+fn draw_curves(root: DrawingArea<BitMapBackend, plotters::coord::Shift>, history: &[EpochMetrics]) -> Result<()> {
     root.fill(&WHITE).map_err(plot_error)?;
     let (left, right) = root.split_horizontally(500);
     let epochs = history.len().max(1) as f64;
@@ -78,12 +103,20 @@ pub fn plot_curves(path: &Path, history: &[EpochMetrics]) -> Result<()> {
 
 /// A confusion matrix as a heat map, counts in the cells, rows = true class.
 pub fn plot_confusion(path: &Path, evaluation: &Evaluation) -> Result<()> {
-    register_font();
     let count = evaluation.classes.len();
     let cell = (560 / count.max(1)).clamp(24, 80) as i32;
     let label_width = 170;
     let size = (label_width + cell * count as i32 + 20, 60 + cell * count as i32 + 130);
-    let root = BitMapBackend::new(path, (size.0 as u32, size.1 as u32)).into_drawing_area();
+    save_png(path, (size.0 as u32, size.1 as u32), |root| draw_confusion(root, evaluation, cell, label_width))
+}
+
+fn draw_confusion(
+    root: DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    evaluation: &Evaluation,
+    cell: i32,
+    label_width: i32,
+) -> Result<()> {
+    let count = evaluation.classes.len();
     root.fill(&WHITE).map_err(plot_error)?;
     root.draw_text(
         "confusion matrix (rows: true class, columns: predicted)",
@@ -278,4 +311,56 @@ pub fn write_audit(
     html.push_str(&escape(&serde_json::to_string_pretty(&report.mimicry).unwrap_or_default()));
     html.push_str("</pre></body></html>\n");
     crate::fsutil::write_atomic(&run.join("audit.html"), html.as_bytes())
+}
+
+/// Writes a text student's `report.html` (the confusion plot beside it): accuracy, per-class
+/// figures and the most confidently wrong texts.
+pub fn write_text_report(
+    run: &Path,
+    config: &TextRunConfig,
+    evaluation: &Evaluation,
+    examples: &[WrongExample],
+) -> Result<()> {
+    let escape = |text: &str| text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let mut html = format!(
+        "<!doctype html><meta charset=\"utf-8\"><title>graft text student</title>\
+         <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td,th{{padding:.2em .6em;text-align:left;vertical-align:top}}</style>\
+         <h1>A {} text student of {}</h1><p>{} classes: {}. Accuracy {:.2}% ({}). {} texts were longer than the teacher's {} tokens and were cut.</p>\
+         <img src=\"confusion.png\" alt=\"confusion matrix\">",
+        escape(&config.strategy),
+        escape(&config.teacher),
+        config.classes.len(),
+        escape(&config.classes.join(", ")),
+        evaluation.accuracy * 100.0,
+        escape(config.metrics["validation"].as_str().unwrap_or("")),
+        config.metrics["truncated_texts"],
+        config.max_length,
+    );
+    html.push_str(
+        "<h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>texts</th></tr>",
+    );
+    for class in &evaluation.per_class {
+        html.push_str(&format!(
+            "<tr><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td></tr>",
+            escape(&class.class),
+            class.precision,
+            class.recall,
+            class.f1,
+            class.support
+        ));
+    }
+    html.push_str("</table><h2>Most confidently wrong</h2><table><tr><th>text</th><th>label</th><th>predicted</th><th>confidence</th></tr>");
+    for example in examples {
+        let shown: String = example.text.chars().take(400).collect();
+        html.push_str(&format!(
+            "<tr><td>{}<br><small>{}</small></td><td>{}</td><td>{}</td><td>{:.1}%</td></tr>",
+            escape(&shown),
+            escape(&example.location),
+            escape(&example.label),
+            escape(&example.predicted),
+            example.confidence * 100.0
+        ));
+    }
+    html.push_str("</table>");
+    crate::fsutil::write_atomic(&run.join("report.html"), html.as_bytes())
 }

@@ -6,7 +6,6 @@
 //! `[out, in]` and burn as `[in, out]`, so those are transposed on the way in.
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::path::Path;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
@@ -14,58 +13,7 @@ use burn::tensor::{Tensor, TensorData};
 use graft_weights::{TensorMap, Values};
 
 use crate::error::{GraftError, Result};
-
-/// A tensor whose shape in the file differs from the module's.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShapeMismatch {
-    pub key: String,
-    pub expected: Vec<usize>,
-    pub found: Vec<usize>,
-}
-
-/// What a load did, key by key.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LoadReport {
-    /// Checkpoint keys copied into the module.
-    pub applied: Vec<String>,
-    /// Checkpoint keys the module needed but the file lacks.
-    pub missing: Vec<String>,
-    /// Keys in the file the module has no place for.
-    pub unused: Vec<String>,
-    /// Keys present in both with different shapes (the module keeps its own values).
-    pub mismatched: Vec<ShapeMismatch>,
-}
-
-impl LoadReport {
-    /// Whether every parameter of the module was loaded.
-    pub fn is_complete(&self) -> bool {
-        self.missing.is_empty() && self.mismatched.is_empty()
-    }
-}
-
-impl fmt::Display for LoadReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} applied, {} missing, {} unused, {} shape-mismatched",
-            self.applied.len(),
-            self.missing.len(),
-            self.unused.len(),
-            self.mismatched.len()
-        )?;
-        for key in &self.missing {
-            write!(f, "\n  missing: `{key}`")?;
-        }
-        for mismatch in &self.mismatched {
-            write!(
-                f,
-                "\n  shape mismatch for `{}`: expected {:?}, found {:?}",
-                mismatch.key, mismatch.expected, mismatch.found
-            )?;
-        }
-        Ok(())
-    }
-}
+pub use crate::error::{LoadReport, ShapeMismatch};
 
 /// How to map a module's parameter paths to checkpoint keys.
 pub trait KeyMap {
@@ -245,7 +193,7 @@ impl ModuleVisitor for Collector<'_> {
         let transpose = self.position.is_linear_weight() && D == 2;
         let value = param.val();
         let shape = value.dims().to_vec();
-        let values = match crate::backend::host_values::<f32>(value.into_data()) {
+        let values = match crate::tensor::host_values::<f32>(value.into_data()) {
             Ok(values) => values,
             Err(error) => {
                 self.failure.get_or_insert(GraftError::Tensor(format!("`{key}`: {error}")));

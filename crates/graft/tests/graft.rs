@@ -457,7 +457,7 @@ mod training {
         auto.image_size = Some(32);
         auto.hyperparameters.refit = graft::train::Refit::On;
         let mut direct = auto.clone();
-        let chosen = graft::train::train_run(
+        let chosen = graft::run::train_run(
             &teacher,
             &train_set,
             &validation,
@@ -471,7 +471,7 @@ mod training {
         assert!(chosen.config.strategy_reason.is_some());
         direct.strategy = chosen.config.strategy;
         direct.out = dir.join("direct");
-        let again = graft::train::train_run(
+        let again = graft::run::train_run(
             &teacher,
             &train_set,
             &validation,
@@ -609,18 +609,17 @@ mod training {
     /// waiting with the second batch must not hold it up) and writes no student.
     #[test]
     fn an_interrupt_between_image_batches_stops_a_full_run_cleanly() {
-        use std::sync::Arc;
-        use std::sync::atomic::{AtomicBool, Ordering};
-        struct StopAfterFirstBatch(Arc<AtomicBool>);
+        use graft::interrupt::Interrupt;
+        struct StopAfterFirstBatch(Interrupt);
         impl graft::train::Reporter for StopAfterFirstBatch {
             fn advance(&self, _count: usize, _detail: &str) {
-                self.0.store(true, Ordering::Relaxed);
+                self.0.request();
             }
         }
         let dir = temp_dir("interrupt");
         let teacher = teacher();
         let (train_set, validation) = sample(2);
-        let flag = Arc::new(AtomicBool::new(false));
+        let flag = Interrupt::new();
         let mut run = options(Strategy::Full, &dir.join("run"), &dir.join("cache"));
         run.hyperparameters.batch_size = 4;
         run.hyperparameters.augmentation = Augmentation::standard();
@@ -870,6 +869,7 @@ mod training {
             },
             batch_size: 6,
             seed: 1,
+            interrupt: None,
         };
         let attack =
             craft(&student, &teacher, validation.clone(), &audit, &inference, &Device::flex(), &Silent).unwrap();
@@ -1207,6 +1207,107 @@ mod training {
         assert!(error.contains("`shoe` is not one of the training classes (bag, other)"), "{error}");
         std::fs::remove_dir_all(dir).unwrap();
     }
+
+    /// Every file under `dir`, with its length (what a run wrote there).
+    fn files_under(dir: &Path) -> Vec<(PathBuf, u64)> {
+        let mut out = Vec::new();
+        let mut pending = vec![dir.to_owned()];
+        while let Some(next) = pending.pop() {
+            for entry in std::fs::read_dir(&next).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    pending.push(path);
+                } else {
+                    out.push((path.clone(), entry.metadata().unwrap().len()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// A student held in memory predicts from encoded bytes, decoded pixels and files alike, the
+    /// same probabilities as the evaluation's cached path, from several threads at once, and
+    /// writes nothing: the feature cache its run filled is left as it was.
+    #[test]
+    fn a_student_in_memory_predicts_from_bytes_and_writes_nothing() {
+        use graft::data::dataset::ItemSource;
+        use graft::run::{Modality, Student, StudentOptions};
+        let dir = temp_dir("in-memory");
+        let teacher = teacher();
+        let (train_set, validation) = sample(6);
+        let cache = dir.join("cache");
+        for strategy in [Strategy::Deep, Strategy::Mid] {
+            let run = dir.join(strategy.to_string());
+            let mut run_options = options(strategy, &run, &cache);
+            run_options.hyperparameters.epochs = 1;
+            train(&teacher, &train_set, &validation, &run_options, &Device::flex(), &Silent).unwrap();
+            let student_options =
+                StudentOptions { batch_size: 5, cache_dir: cache.clone(), ..StudentOptions::default() };
+            let student = std::sync::Arc::new(Student::load(&run, &student_options).unwrap());
+            assert_eq!(student.modality(), Modality::Image);
+            assert_eq!(student.classes(), &train_set.classes[..]);
+            assert_eq!(student.record()["strategy"], strategy.to_string());
+
+            let before = files_under(&cache);
+            let sources: Vec<ItemSource> = validation.items.iter().map(|item| item.source.clone()).collect();
+            let files: Vec<Vec<u8>> = sources.iter().map(|source| source.content().unwrap()).collect();
+            let mut encoded: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
+            let truncated = &files[0][..files[0].len() / 3];
+            encoded.insert(1, truncated);
+            let from_bytes = student.predict_encoded(&encoded).unwrap();
+            assert!(from_bytes[1].is_err(), "the truncated image is refused on its own");
+            let from_bytes: Vec<Vec<f32>> =
+                from_bytes.into_iter().enumerate().filter(|(i, _)| *i != 1).map(|(_, row)| row.unwrap()).collect();
+            let pixels: Vec<image::RgbImage> = sources.iter().map(|source| source.load().unwrap()).collect();
+            let from_pixels = student.predict_images(&pixels).unwrap();
+            let (uncached, skipped) = student.predict_sources(&sources, None, &Silent).unwrap();
+            assert!(skipped.is_empty());
+            assert_eq!(files_under(&cache), before, "{strategy}: predicting wrote nothing");
+
+            // The evaluation's path through the feature cache (the same entries training made).
+            let (cached, _) = student.predict_sources(&sources, Some(&cache), &Silent).unwrap();
+            for (index, row) in from_bytes.iter().enumerate() {
+                assert_eq!(row.len(), train_set.classes.len());
+                assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+                let cached = cached[index].as_ref().unwrap();
+                common::assert_close_within(row, cached, 1e-4, &format!("{strategy}: bytes against the cache"));
+                // The same images in other batches: equal up to the kernels' rounding.
+                common::assert_close_within(row, &from_pixels[index], 1e-5, &format!("{strategy}: bytes and pixels"));
+                let file = uncached[index].as_ref().unwrap();
+                common::assert_close_within(row, file, 1e-5, &format!("{strategy}: bytes and files"));
+            }
+
+            // One student, several threads.
+            let threads: Vec<_> = (0..2)
+                .map(|_| {
+                    let (student, files) = (student.clone(), files.clone());
+                    std::thread::spawn(move || {
+                        let encoded: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
+                        student
+                            .predict_encoded(&encoded)
+                            .unwrap()
+                            .into_iter()
+                            .map(|row| row.unwrap())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for thread in threads {
+                // The same batches as `files` makes (no truncated image among them).
+                let rows = thread.join().unwrap();
+                for (row, single) in rows.iter().zip(&from_bytes) {
+                    common::assert_close_within(row, single, 1e-5, "a second thread");
+                }
+            }
+            let top = student.top_k(&from_bytes[0], 2);
+            assert_eq!(top.len(), 2);
+            assert!(top[0].probability >= top[1].probability);
+            let error = student.predict_texts(&["a bag"]).err().unwrap().to_string();
+            assert!(error.contains("holds an image student: it does not take texts"), "{error}");
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
 
 #[test]
@@ -1313,7 +1414,7 @@ fn fused_frozen_blocks_match_burn() {
     ];
     for (name, build, size) in cases {
         let backbone = build(&device);
-        let fused = FusedBackbone::new(&backbone).unwrap_or_else(|| panic!("{name}: no fused plan"));
+        let fused = FusedBackbone::new(&*backbone).unwrap_or_else(|| panic!("{name}: no fused plan"));
         let blocks = backbone.block_names().len();
         assert_eq!(fused.block_count(), blocks, "{name}");
         let batch = 3;
@@ -1344,7 +1445,7 @@ fn fused_frozen_blocks_match_burn() {
         }
     }
     let alexnet = Box::new(graft::models::Backbone::new(zoo::Architecture::AlexNet, 10, &device));
-    assert!(FusedBackbone::new(&alexnet).is_none(), "AlexNet runs through burn");
+    assert!(FusedBackbone::new(&*alexnet).is_none(), "AlexNet runs through burn");
 }
 
 #[test]
@@ -1420,8 +1521,8 @@ fn dense_depthwise_convolution_matches_burn_forward_and_backward() {
 #[test]
 fn sharded_batch_norm_updates_running_statistics_as_one_batch_would() {
     use burn::nn::BatchNormConfig;
+    use graft::backend::batch_statistics::{collect, update_running_statistics};
     use graft::backend::ops::normalize;
-    use graft::train::batch_statistics::{collect, update_running_statistics};
     let device = Device::flex().autodiff();
     device.seed(3);
     // Shards of unequal size with different means, so the spread between them matters.

@@ -5,23 +5,21 @@ use graft::audit::mimicry::MimicryOptions;
 use graft::audit::run::{AuditOptions, audit_run};
 use graft::data::dataset;
 use graft::models::{WeightOptions, load_teacher};
-use graft::train::load_run;
+use graft::train::student::LoadedStudent;
 
 use crate::cli::{AuditArgs, TeacherArgs};
 use crate::progress::CliReporter;
 use crate::settings::Settings;
 
 pub fn run(args: &AuditArgs, settings: &Settings) -> anyhow::Result<()> {
-    if graft::text::is_text_run(&args.run) {
-        anyhow::bail!(
-            "`{}` is a text student: the mimicry attack and the fingerprint perturb images, so they audit image students only",
-            args.run.display()
-        );
-    }
+    let loaded = &super::image_student(
+        &args.run,
+        "the mimicry attack and the fingerprint perturb images, so they audit image students only",
+        settings,
+    )?;
     if args.fingerprint {
-        return fingerprint(args, settings);
+        return fingerprint(loaded, args, settings);
     }
-    let loaded = load_run(&args.run, &settings.device)?;
     let teacher = teacher_of(&loaded.config, args.weights.as_ref(), settings)?;
     let splits = dataset::open(&args.data, &settings.cache_dir)?;
     let data = splits.test.unwrap_or(splits.train);
@@ -37,10 +35,11 @@ pub fn run(args: &AuditArgs, settings: &Settings) -> anyhow::Result<()> {
         },
         batch_size: args.batch_size,
         seed: args.seed,
+        interrupt: Some(crate::INTERRUPT.clone()),
     };
     let reporter = CliReporter::new(settings.quiet);
     let (report, pictures) =
-        audit_run(&loaded, &teacher, data, &options, &settings.inference(32), &settings.device, &reporter)?;
+        audit_run(loaded, &teacher, data, &options, &settings.inference(32), &settings.device, &reporter)?;
     graft::report::write_audit(&args.run, &report, &pictures)?;
     let path = args.run.join("audit.html");
     if args.json {
@@ -86,8 +85,7 @@ pub fn teacher_of(
 }
 
 /// `graft audit --fingerprint`: ranks the teachers at hand by the student's answers.
-fn fingerprint(args: &AuditArgs, settings: &Settings) -> anyhow::Result<()> {
-    let loaded = load_run(&args.run, &settings.device)?;
+fn fingerprint(loaded: &LoadedStudent, args: &AuditArgs, settings: &Settings) -> anyhow::Result<()> {
     let mut candidates = Vec::new();
     for card in graft::models::zoo::cards() {
         // Only what is at hand: bundled or already in the cache, never a download.
@@ -141,10 +139,10 @@ fn fingerprint(args: &AuditArgs, settings: &Settings) -> anyhow::Result<()> {
         seed: args.seed,
     };
     let reporter = CliReporter::new(settings.quiet);
-    let report = fingerprint_teachers(&loaded, &candidates, &reference, &options, &settings.device, &reporter)?;
+    let report = fingerprint_teachers(loaded, &candidates, &reference, &options, &settings.device, &reporter)?;
     let json = serde_json::to_string_pretty(&report)?;
     let path = args.run.join("fingerprint.json");
-    std::fs::write(&path, &json).map_err(|error| anyhow::anyhow!("cannot write `{}`: {error}", path.display()))?;
+    graft::fsutil::write_atomic(&path, json.as_bytes())?;
     if args.json {
         println!("{json}");
         return Ok(());

@@ -101,26 +101,5 @@ pub fn run(args: &CompareArgs, settings: &Settings) -> anyhow::Result<()> {
         args.training.epochs.unwrap_or(10),
         args.training.seed
     );
-    write_report(args, &header, &table, &rows, settings)
-}
-
-/// Writes `compare.md` (the header and the table) and `compare.json` (the rows) into `--out`, and
-/// prints the table, or the rows with `--json`.
-pub fn write_report(
-    args: &CompareArgs,
-    header: &str,
-    table: &str,
-    rows: &impl serde::Serialize,
-    settings: &Settings,
-) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.out)?;
-    std::fs::write(args.out.join("compare.md"), format!("{header}{table}"))?;
-    std::fs::write(args.out.join("compare.json"), serde_json::to_string_pretty(rows)?)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(rows)?);
-    } else {
-        print!("{table}");
-        settings.log(format!("written to {}", args.out.join("compare.md").display()));
-    }
-    Ok(())
+    super::write_compare_report(args, &header, &table, &rows, settings)
 }

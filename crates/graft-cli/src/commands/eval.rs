@@ -1,23 +1,23 @@
 //! `graft eval`: scores of a trained student on labelled data.
 
 use graft::data::dataset;
-use graft::train::evaluate::evaluate_run;
-use graft::train::load_run;
+use graft::run::Student;
 
 use crate::cli::EvalArgs;
 use crate::progress::CliReporter;
 use crate::settings::Settings;
 
 pub fn run(args: &EvalArgs, settings: &Settings) -> anyhow::Result<()> {
-    if graft::text::is_text_run(&args.run) {
-        return super::text::eval(args, settings);
+    let student = Student::load(&args.run, &settings.student_options(args.batch_size))?;
+    if let Some(text_student) = student.text() {
+        return super::text::eval(&student, &text_student.config, args, settings);
     }
-    let loaded = load_run(&args.run, &settings.device)?;
     let splits = dataset::open(&args.data, &settings.cache_dir)?;
     // A data set with a test part is scored on it; otherwise on everything it holds.
     let data = splits.test.unwrap_or(splits.train);
     let reporter = CliReporter::new(settings.quiet);
-    let evaluation = evaluate_run(&loaded, data, &settings.inference(args.batch_size), &settings.device, &reporter)?;
+    // The feature cache serves a student whose front is the frozen teacher.
+    let evaluation = student.evaluate_images(data, &settings.cache_dir, &reporter)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&evaluation)?);
         return Ok(());

@@ -1,16 +1,12 @@
 //! `graft export`: a student's network as a weight file of its teacher.
 
-use graft::train::load_run;
 use graft::train::student::export_teacher_weights;
 
 use crate::cli::ExportArgs;
 use crate::settings::Settings;
 
 pub fn run(args: &ExportArgs, settings: &Settings) -> anyhow::Result<()> {
-    if graft::text::is_text_run(&args.run) {
-        anyhow::bail!("`{}` is a text student: `graft export` writes image students' networks", args.run.display());
-    }
-    let loaded = load_run(&args.run, &settings.device)?;
+    let loaded = super::image_student(&args.run, "`graft export` writes image students' networks", settings)?;
     let tensors = export_teacher_weights(&loaded, &args.out)?;
     let (teacher, out) = (&loaded.config.teacher, args.out.display());
     println!(

@@ -5,7 +5,6 @@ use graft::audit::harden::{HardenOptions, HardenReport, harden};
 use graft::audit::mimicry::{AttackOptimizer, MimicryOptions};
 use graft::audit::run::{AuditOptions, AuditReport, correctly_classified, craft, score};
 use graft::data::dataset::{self, Dataset};
-use graft::train::load_run;
 use graft::train::student::{LoadedStudent, save_run};
 use serde::Serialize;
 
@@ -32,12 +31,6 @@ struct Outcome {
 }
 
 pub fn run(args: &HardenArgs, settings: &Settings) -> anyhow::Result<()> {
-    if graft::text::is_text_run(&args.run) {
-        anyhow::bail!(
-            "`{}` is a text student: `harden` defends image students against the mimicry attack",
-            args.run.display()
-        );
-    }
     if args.out == args.run {
         anyhow::bail!("--out must be a new run directory, not the student's own ({})", args.run.display());
     }
@@ -56,9 +49,11 @@ pub fn run(args: &HardenArgs, settings: &Settings) -> anyhow::Result<()> {
             ..graft::audit::harden::example_attack()
         },
         seed: args.seed,
+        interrupt: Some(crate::INTERRUPT.clone()),
     };
     options.check()?;
-    let loaded = load_run(&args.run, &settings.device)?;
+    let loaded =
+        super::image_student(&args.run, "`harden` defends image students against the mimicry attack", settings)?;
     let teacher = super::audit::teacher_of(&loaded.config, args.weights.as_ref(), settings)?;
     let splits = dataset::open(&args.data, &settings.cache_dir)?;
     let mut train = splits.train;
@@ -93,6 +88,7 @@ pub fn run(args: &HardenArgs, settings: &Settings) -> anyhow::Result<()> {
         },
         batch_size: 8,
         seed: args.seed,
+        interrupt: Some(crate::INTERRUPT.clone()),
     };
 
     // The attack is crafted on the teacher alone, once; both students are scored on its images.
@@ -134,7 +130,7 @@ pub fn run(args: &HardenArgs, settings: &Settings) -> anyhow::Result<()> {
     };
     let json = serde_json::to_string_pretty(&outcome)?;
     let path = args.out.join("harden.json");
-    std::fs::write(&path, &json).map_err(|error| anyhow::anyhow!("cannot write `{}`: {error}", path.display()))?;
+    graft::fsutil::write_atomic(&path, json.as_bytes())?;
     if args.json {
         println!("{json}");
         return Ok(());

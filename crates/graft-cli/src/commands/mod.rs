@@ -39,6 +39,18 @@ pub fn teacher(args: &TeacherArgs, settings: &Settings) -> anyhow::Result<Teache
     Ok(teacher)
 }
 
+/// Loads the student in `run` for a verb that takes image students only; `why` says why a text
+/// student is refused.
+pub fn image_student(
+    run: &std::path::Path,
+    why: &str,
+    settings: &Settings,
+) -> anyhow::Result<graft::train::student::LoadedStudent> {
+    let student = graft::run::Student::load(run, &settings.student_options(32))?;
+    let modality = student.modality();
+    student.into_image().ok_or_else(|| anyhow::anyhow!("`{}` is a {modality} student: {why}", run.display()))
+}
+
 /// Expands folders into the image files inside them (sorted), keeping files as given.
 pub fn expand_images(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
@@ -69,6 +81,27 @@ pub fn report_skipped(skipped: &[graft::train::cache::Skipped], total: usize) ->
     }
     if total > 0 && skipped.len() == total {
         anyhow::bail!("none of the {total} images could be read");
+    }
+    Ok(())
+}
+
+/// Writes `compare.md` (the header and the table) and `compare.json` (the rows) into `--out`, and
+/// prints the table, or the rows with `--json`.
+pub fn write_compare_report(
+    args: &crate::cli::CompareArgs,
+    header: &str,
+    table: &str,
+    rows: &impl serde::Serialize,
+    settings: &Settings,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.out)?;
+    graft::fsutil::write_atomic(&args.out.join("compare.md"), format!("{header}{table}").as_bytes())?;
+    graft::fsutil::write_atomic(&args.out.join("compare.json"), &serde_json::to_vec_pretty(rows)?)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(rows)?);
+    } else {
+        print!("{table}");
+        settings.log(format!("written to {}", args.out.join("compare.md").display()));
     }
     Ok(())
 }

@@ -4,9 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use graft::models::WeightOptions;
-use graft::text::{self, TextStudent, TextTeacher, TextTrainOptions};
+use graft::run::Student;
+use graft::text::{self, TextRunConfig, TextTeacher, TextTrainOptions};
 
-use crate::cli::{CompareArgs, EmbedArgs, EvalArgs, PredictArgs, TeacherArgs, TrainArgs, TrainingArgs};
+use crate::cli::{CompareArgs, EmbedArgs, EvalArgs, TeacherArgs, TrainArgs, TrainingArgs};
 use crate::progress::CliReporter;
 use crate::settings::Settings;
 
@@ -27,6 +28,7 @@ fn train_options(training: &TrainingArgs, out: &Path, data: &Path, settings: &Se
         out: out.to_owned(),
         batch_size: training.batch_size,
         data: data.display().to_string(),
+        interrupt: Some(crate::INTERRUPT.clone()),
     }
 }
 
@@ -59,25 +61,8 @@ fn load(name: &str, weights: Option<PathBuf>, settings: &Settings) -> anyhow::Re
     Ok(teacher)
 }
 
-/// A text student's teacher: from the directory the run recorded, else (moved or deleted) the
-/// zoo's copy in the cache.
-fn student_teacher(student: &TextStudent, settings: &Settings) -> anyhow::Result<TextTeacher> {
-    let recorded = &student.config.teacher_directory;
-    let weights = recorded.join("config.json").is_file().then(|| recorded.clone());
-    if weights.is_none() && text::text_card(&student.config.teacher).is_none() {
-        anyhow::bail!(
-            "the teacher directory `{}` this student was trained with is gone, and `{}` is not in graft's zoo\nhint: put the model back there",
-            recorded.display(),
-            student.config.teacher
-        );
-    }
-    let teacher = load(&student.config.teacher, weights, settings)?;
-    student.check_teacher(&teacher)?;
-    Ok(teacher)
-}
-
 /// The texts of `predict` and `embed`: the arguments, or the lines of `--file` (`-` = stdin).
-fn texts(arguments: &[PathBuf], file: Option<&Path>) -> anyhow::Result<Vec<String>> {
+pub fn texts(arguments: &[PathBuf], file: Option<&Path>) -> anyhow::Result<Vec<String>> {
     let mut texts: Vec<String> = arguments.iter().map(|text| text.to_string_lossy().into_owned()).collect();
     if let Some(file) = file {
         texts.extend(text::data::read_lines(file)?);
@@ -128,7 +113,8 @@ pub fn train(args: &TrainArgs, settings: &Settings) -> anyhow::Result<()> {
     ));
     let options = train_options(training, &args.out, data_path, settings);
     let reporter = CliReporter::new(settings.quiet);
-    let outcome = text::train_text(&teacher, &train_set, validation.as_ref(), &options, &settings.device, &reporter)?;
+    let outcome =
+        graft::run::train_text_run(&teacher, &train_set, validation.as_ref(), &options, &settings.device, &reporter)?;
     let config = &outcome.config;
     if args.json {
         println!(
@@ -168,9 +154,8 @@ pub fn train(args: &TrainArgs, settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn eval(args: &EvalArgs, settings: &Settings) -> anyhow::Result<()> {
-    let student = TextStudent::load(&args.run)?;
-    let teacher = student_teacher(&student, settings)?;
+/// `graft eval` for a text student.
+pub fn eval(student: &Student, config: &TextRunConfig, args: &EvalArgs, settings: &Settings) -> anyhow::Result<()> {
     // Data that comes split is scored on its test part; otherwise on everything it holds.
     let splits = text::data::open_splits(&args.data, &args.columns.columns())?;
     let data = match splits.test {
@@ -181,15 +166,7 @@ pub fn eval(args: &EvalArgs, settings: &Settings) -> anyhow::Result<()> {
         eprintln!("skipped {}: {}", skipped.location, skipped.reason);
     }
     let reporter = CliReporter::new(settings.quiet);
-    let (evaluation, wrong, truncated) = text::evaluate_text(
-        &student,
-        &teacher,
-        data,
-        &settings.cache_dir,
-        args.batch_size,
-        &settings.device,
-        &reporter,
-    )?;
+    let (evaluation, wrong, truncated) = student.evaluate_texts(data, &settings.cache_dir, &reporter)?;
     if args.json {
         let mut value = serde_json::to_value(&evaluation)?;
         value["texts"] = serde_json::json!(evaluation.images);
@@ -203,7 +180,7 @@ pub fn eval(args: &EvalArgs, settings: &Settings) -> anyhow::Result<()> {
         evaluation.images,
         evaluation.accuracy * 100.0,
         evaluation.macro_f1,
-        student.config.max_length
+        config.max_length
     );
     println!("\n{:<24} {:>9} {:>9} {:>9} {:>8}", "class", "precision", "recall", "f1", "support");
     for class in &evaluation.per_class {
@@ -217,51 +194,6 @@ pub fn eval(args: &EvalArgs, settings: &Settings) -> anyhow::Result<()> {
         for example in wrong.iter().take(5) {
             let shown: String = example.text.chars().take(100).collect::<String>().replace('\n', " ");
             println!("  {:>5.1}% {} (is {}): {shown}", example.confidence * 100.0, example.predicted, example.label);
-        }
-    }
-    Ok(())
-}
-
-pub fn predict(args: &PredictArgs, run: &Path, settings: &Settings) -> anyhow::Result<()> {
-    let student = TextStudent::load(run)?;
-    let teacher = student_teacher(&student, settings)?;
-    let texts = texts(&args.images, args.file.as_deref())?;
-    let borrowed: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let (probabilities, truncated) =
-        text::predict_texts(&student, &teacher, &borrowed, args.batch_size, &settings.device)?;
-    if truncated > 0 {
-        settings.log(format!("{truncated} texts were longer than {} tokens and were cut", student.config.max_length));
-    }
-    let classes = &student.config.classes;
-    let rows: Vec<_> = texts
-        .iter()
-        .zip(probabilities.chunks(classes.len()))
-        .map(|(text, row)| (text, graft::predict::top_k(row, args.top, classes)))
-        .collect();
-    if args.json {
-        let json: Vec<_> = rows.iter().map(|(text, top)| serde_json::json!({"text": text, "top": top})).collect();
-        println!("{}", serde_json::to_string_pretty(&json)?);
-    } else if args.csv {
-        let mut writer = csv::Writer::from_writer(std::io::stdout().lock());
-        writer.write_record(["text", "rank", "class_index", "label", "probability"])?;
-        for (text, top) in &rows {
-            for (rank, class) in top.iter().enumerate() {
-                writer.write_record([
-                    text.as_str(),
-                    &(rank + 1).to_string(),
-                    &class.class_index.to_string(),
-                    &class.label,
-                    &class.probability.to_string(),
-                ])?;
-            }
-        }
-        writer.flush()?;
-    } else {
-        for (text, top) in &rows {
-            println!("{text}");
-            for (rank, class) in top.iter().enumerate() {
-                println!("  {:>2}. {:<32} {:>6.2}%", rank + 1, class.label, class.probability * 100.0);
-            }
         }
     }
     Ok(())
@@ -333,23 +265,12 @@ pub fn compare(args: &CompareArgs, settings: &Settings) -> anyhow::Result<()> {
         training.strategy = *strategy;
         let out = args.out.join(strategy.to_string());
         let options = train_options(&training, &out, &args.data, settings);
-        let outcome = text::train_text(&teacher, &train_set, Some(&validation), &options, &settings.device, &reporter)?;
+        let outcome =
+            graft::run::train_text_run(&teacher, &train_set, Some(&validation), &options, &settings.device, &reporter)?;
         let test_accuracy = match &test {
             Some(test) => {
-                let student = TextStudent::load(&out)?;
-                Some(
-                    text::evaluate_text(
-                        &student,
-                        &teacher,
-                        test.clone(),
-                        &settings.cache_dir,
-                        32,
-                        &settings.device,
-                        &reporter,
-                    )?
-                    .0
-                    .accuracy,
-                )
+                let student = Student::load(&out, &settings.student_options(32))?;
+                Some(student.evaluate_texts(test.clone(), &settings.cache_dir, &reporter)?.0.accuracy)
             }
             None => None,
         };
@@ -374,5 +295,5 @@ pub fn compare(args: &CompareArgs, settings: &Settings) -> anyhow::Result<()> {
         validation.len(),
         args.training.seed
     );
-    super::compare::write_report(args, &header, &table, &rows, settings)
+    super::write_compare_report(args, &header, &table, &rows, settings)
 }

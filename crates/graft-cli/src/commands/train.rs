@@ -5,7 +5,8 @@ use std::path::Path;
 use graft::data::augment::Augmentation;
 use graft::data::dataset::{self, Dataset};
 use graft::models::Teacher;
-use graft::train::{Hyperparameters, TrainOptions, TrainOutcome, train_run};
+use graft::run::train_run;
+use graft::train::{Hyperparameters, TrainOptions, TrainOutcome};
 
 use crate::cli::{TrainArgs, TrainingArgs};
 use crate::progress::CliReporter;

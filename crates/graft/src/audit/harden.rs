@@ -44,6 +44,7 @@ use crate::error::{GraftError, Result};
 use crate::models::Teacher;
 use crate::rng::SplitMix64;
 use crate::train::Reporter;
+use crate::train::epochs::{EpochPlan, EpochTotals, Epochs, Step, Steps, run_epochs};
 use crate::train::head::Head;
 use crate::train::schedule::WarmupCosine;
 use crate::train::shards;
@@ -87,6 +88,10 @@ pub struct HardenOptions {
     #[serde(default = "example_attack")]
     pub mimicry: MimicryOptions,
     pub seed: u64,
+    /// Set (by a Ctrl-C handler, say) to stop crafting or training at the next batch, with
+    /// [`GraftError::Stopped`]; nothing is written.
+    #[serde(skip)]
+    pub interrupt: Option<crate::interrupt::Interrupt>,
 }
 
 /// The attack that crafts the training examples by default: `graft audit`'s (budget 0.003, Adam
@@ -158,6 +163,7 @@ impl Default for HardenOptions {
             mimicry_examples: None,
             mimicry: example_attack(),
             seed: 1,
+            interrupt: None,
         }
     }
 }
@@ -366,7 +372,7 @@ fn harden_on_this_thread(
 
     let training = device.clone().autodiff();
     training.seed(options.seed);
-    let mut model = Student {
+    let model = Student {
         backbone: student
             .student
             .backbone
@@ -377,144 +383,48 @@ fn harden_on_this_thread(
             .freeze_batch_norm_statistics(),
         head: student.student.head.clone().fork(&training).train(),
     };
-    let mut optimizer = adamw(config.hyperparameters.weight_decay).init();
-    let loss_function = CrossEntropyLossConfig::new().init(&training);
-    let weight_tensor = Tensor::<2>::from_data(TensorData::new(weights, [1, dim]), &training);
-    let steps_per_epoch = images.len().div_ceil(options.batch_size);
-    let schedule = WarmupCosine {
-        peak: options.learning_rate,
-        warmup_steps: 0,
-        total_steps: steps_per_epoch * options.epochs,
+    let mut steps = HardenSteps {
+        images: &images,
+        labels: &labels,
+        teacher_rows: &teacher_rows,
+        size,
+        preprocessing: &preprocessing,
+        cut,
+        blocks,
+        dim,
+        channels,
+        options,
+        final_threshold,
+        ramp: options.epochs.div_ceil(2).max(1),
+        shard_count: config.hyperparameters.shards.max(1),
+        optimizer: adamw(config.hyperparameters.weight_decay).init(),
+        loss_function: CrossEntropyLossConfig::new().init(&training),
+        weight_tensor: Tensor::<2>::from_data(TensorData::new(weights, [1, dim]), &training),
+        schedule: WarmupCosine {
+            peak: options.learning_rate,
+            warmup_steps: 0,
+            total_steps: images.len().div_ceil(options.batch_size) * options.epochs,
+            step: 0,
+        },
         step: 0,
+        epoch: 0,
+        training,
+        typical_euclidean_distance,
+        typical_standardised_distance,
+        reporter,
+        history: Vec::with_capacity(options.epochs),
     };
-    let ramp = options.epochs.div_ceil(2).max(1);
-    let shard_count = config.hyperparameters.shards.max(1);
-    let mut history = Vec::with_capacity(options.epochs);
-    let mut step = 0;
-    for epoch in 0..options.epochs {
-        let epoch_started = std::time::Instant::now();
-        let threshold = final_threshold * ((epoch + 1) as f64 / ramp as f64).min(1.0);
-        let mut order: Vec<usize> = (0..images.len()).collect();
-        SplitMix64::derive(options.seed, &[0x4A2D, epoch as u64]).shuffle(&mut order);
-        reporter.start(&format!("hardening epoch {}/{}", epoch + 1, options.epochs), images.len());
-        let (mut cross_entropy_sum, mut penalty_sum, mut distance_sum, mut within, mut correct) =
-            (0.0f64, 0.0f64, 0.0f64, 0usize, 0usize);
-        let (mut euclidean_sum, mut standardised_sum) = (0.0f64, 0.0f64);
-        for batch in order.chunks(options.batch_size) {
-            let count = batch.len();
-            // The batch split into shards trained side by side (see `shards`).
-            let parts = shards::split(batch, shard_count);
-            let shares: Vec<f64> = parts.iter().map(|part| part.len() as f64 / count as f64).collect();
-            let pass = |replica: &Student,
-                        part: Vec<usize>|
-             -> Result<(f64, Tensor<2>, burn::optim::GradientsParams, ShardFigures)> {
-                let rows = part.len();
-                let pixels = floats(part.iter().map(|image| &images[*image]));
-                let input = normalise(pixel_tensor(&pixels, size, &training), preprocessing.mean, preprocessing.std);
-                let reference: Vec<f32> = part.iter().flat_map(|image| teacher_rows[*image].iter().copied()).collect();
-                let reference = Tensor::<2>::from_data(TensorData::new(reference, [rows, dim]), &training);
-                let targets: Vec<i64> = part.iter().map(|image| labels[*image] as i64).collect();
-                let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [rows]), &training);
-                let (representation, logits) = forward_at(replica, input, cut, blocks)?;
-                let cross_entropy = loss_function.forward(logits.clone(), targets);
-                // `d` with a floor inside the root: at the start the student's representation is
-                // the teacher's exactly, where the root's derivative is infinite.
-                let measure = |a: Tensor<2>, b: Tensor<2>| {
-                    ((a - b).powf_scalar(2.0) * weight_tensor.clone().expand([rows, dim]))
-                        .sum_dim(1)
-                        .add_scalar(1e-12)
-                        .sqrt()
-                };
-                let euclidean = measure(representation.clone(), reference.clone());
-                let standardised = measure(standardise(representation, channels), standardise(reference, channels));
-                let euclidean_values = host_values::<f32>(euclidean.clone().valid().into_data())?;
-                let standardised_values = host_values::<f32>(standardised.clone().valid().into_data())?;
-                let sum = |values: &[f32]| values.iter().map(|value| *value as f64).sum::<f64>();
-                let (euclidean_sum, standardised_sum) = (sum(&euclidean_values), sum(&standardised_values));
-                let (distance, distances) = match options.distance {
-                    Distance::Euclidean => (euclidean, euclidean_values),
-                    Distance::Standardised => (standardised, standardised_values),
-                };
-                let shortfall = distance.clone().neg().add_scalar(threshold).clamp_min(0.0) / final_threshold;
-                let penalty = shortfall.powf_scalar(2.0).mean() * options.penalty;
-                let loss = cross_entropy.clone() + penalty.clone();
-                let (cross_entropy, penalty) = (scalar(cross_entropy)?, scalar(penalty)?);
-                let predicted = host_values::<f32>(logits.clone().valid().argmax(1).float().into_data())?;
-                let correct =
-                    predicted.iter().zip(&part).filter(|(class, image)| **class as usize == labels[**image]).count();
-                let gradients = burn::optim::GradientsParams::from_grads(loss.backward(), replica);
-                Ok((
-                    cross_entropy + penalty,
-                    logits.valid(),
-                    gradients,
-                    ShardFigures {
-                        rows,
-                        cross_entropy,
-                        penalty,
-                        distances,
-                        euclidean: euclidean_sum,
-                        standardised: standardised_sum,
-                        correct,
-                    },
-                ))
-            };
-            let (step_result, figures) = shards::parallel(&model, parts, &shares, &training, pass)?;
-            for shard in figures {
-                if !shard.cross_entropy.is_finite() || !shard.penalty.is_finite() {
-                    reporter.finish();
-                    return Err(GraftError::Diverged {
-                        what: "hardening loss",
-                        value: shard.cross_entropy + shard.penalty,
-                        epoch: epoch + 1,
-                        learning_rate: options.learning_rate,
-                        kept_epoch: None,
-                    });
-                }
-                cross_entropy_sum += shard.cross_entropy * shard.rows as f64;
-                penalty_sum += shard.penalty * shard.rows as f64;
-                distance_sum += shard.distances.iter().map(|d| *d as f64).sum::<f64>();
-                within += shard.distances.iter().filter(|d| (**d as f64) < threshold).count();
-                correct += shard.correct;
-                euclidean_sum += shard.euclidean;
-                standardised_sum += shard.standardised;
-            }
-            model = optimizer.step(schedule.at(step), model, step_result.gradients);
-            step += 1;
-            reporter.advance(count, &format!("loss {:.4}", step_result.loss));
-        }
-        reporter.finish();
-        let seen = images.len() as f64;
-        let record = HardenEpoch {
-            epoch: epoch + 1,
-            threshold,
-            cross_entropy: cross_entropy_sum / seen,
-            penalty: penalty_sum / seen,
-            mean_distance: distance_sum / seen,
-            within_threshold: within as f64 / seen,
-            mean_euclidean_distance: euclidean_sum / seen,
-            mean_standardised_distance: standardised_sum / seen,
-            train_accuracy: correct as f64 / seen,
-            seconds: epoch_started.elapsed().as_secs_f64(),
-        };
-        reporter.note(&format!(
-            "hardening epoch {}/{}: cross-entropy {:.4}, penalty {:.4}, {} distance to the teacher {:.3} (τ {:.3}, {:.0}% of images within it; euclidean {:.3}, standardised {:.3}: {:.2} and {:.2} of two images'), training accuracy {:.1}%",
-            record.epoch,
-            options.epochs,
-            record.cross_entropy,
-            record.penalty,
-            options.distance,
-            record.mean_distance,
-            threshold,
-            record.within_threshold * 100.0,
-            record.mean_euclidean_distance,
-            record.mean_standardised_distance,
-            record.mean_euclidean_distance / typical_euclidean_distance,
-            record.mean_standardised_distance / typical_standardised_distance,
-            record.train_accuracy * 100.0
-        ));
-        history.push(record);
-    }
-
+    let plan = EpochPlan {
+        epochs: options.epochs,
+        batch_size: options.batch_size,
+        items: images.len(),
+        seed: options.seed,
+        order_stream: 0x4A2D,
+        interrupt: options.interrupt.as_ref(),
+        stage: "hardening",
+    };
+    let model = run_epochs(&mut steps, model, &plan, reporter)?;
+    let history = steps.history;
     let hardened = model.valid();
     let report = HardenReport {
         from_run: student.run.display().to_string(),
@@ -592,6 +502,7 @@ fn mimicry_examples(
     let (mut crafted, mut sources) = (Vec::new(), Vec::new());
     let (mut dssim_sum, mut left_sum) = (0.0f64, 0.0f64);
     for chunk in pairs.chunks(EXAMPLE_BATCH) {
+        crate::interrupt::check(options.interrupt.as_ref(), "hardening")?;
         let from = floats(chunk.iter().map(|(source, _)| &images[*source]));
         let toward = floats(chunk.iter().map(|(_, target)| &images[*target]));
         for ((source, _), image) in
@@ -621,6 +532,194 @@ fn mimicry_examples(
 
 /// Pairs crafted side by side (as `graft audit` crafts them).
 const EXAMPLE_BATCH: usize = 8;
+
+/// Hardening as the training loop sees it: batches of training images (and mimicry examples),
+/// sharded, each trained on the cross-entropy plus the penalty for staying within τ of the
+/// teacher's representation at K, τ ramped up over the first half of the epochs.
+struct HardenSteps<'a> {
+    images: &'a [Vec<u8>],
+    labels: &'a [usize],
+    teacher_rows: &'a [Vec<f32>],
+    size: usize,
+    preprocessing: &'a crate::models::Preprocessing,
+    cut: usize,
+    blocks: usize,
+    dim: usize,
+    channels: usize,
+    options: &'a HardenOptions,
+    final_threshold: f64,
+    /// Epochs over which τ ramps up to `final_threshold`.
+    ramp: usize,
+    shard_count: usize,
+    optimizer: burn::optim::ModuleOptimizer,
+    loss_function: burn::nn::loss::CrossEntropyLoss,
+    weight_tensor: Tensor<2>,
+    schedule: WarmupCosine,
+    step: usize,
+    /// The epoch in progress, from 0.
+    epoch: usize,
+    training: Device,
+    typical_euclidean_distance: f64,
+    typical_standardised_distance: f64,
+    reporter: &'a dyn Reporter,
+    history: Vec<HardenEpoch>,
+}
+
+impl HardenSteps<'_> {
+    /// τ in the epoch in progress.
+    fn threshold(&self) -> f64 {
+        self.final_threshold * ((self.epoch + 1) as f64 / self.ramp as f64).min(1.0)
+    }
+}
+
+impl Steps for HardenSteps<'_> {
+    type Model = Student;
+    type Figures = Vec<ShardFigures>;
+
+    fn step(&mut self, model: &Student, batch: &[usize]) -> Result<Step<Vec<ShardFigures>>> {
+        let count = batch.len();
+        // The batch split into shards trained side by side (see `shards`).
+        let parts = shards::split(batch, self.shard_count);
+        let shares: Vec<f64> = parts.iter().map(|part| part.len() as f64 / count as f64).collect();
+        let (images, labels, teacher_rows) = (self.images, self.labels, self.teacher_rows);
+        let (size, preprocessing, training) = (self.size, self.preprocessing, &self.training);
+        let (cut, blocks, dim, channels) = (self.cut, self.blocks, self.dim, self.channels);
+        let (threshold, final_threshold, options) = (self.threshold(), self.final_threshold, self.options);
+        let (loss_function, weight_tensor) = (&self.loss_function, &self.weight_tensor);
+        let pass = |replica: &Student,
+                    part: Vec<usize>|
+         -> Result<(f64, Tensor<2>, burn::optim::GradientsParams, ShardFigures)> {
+            let rows = part.len();
+            let pixels = floats(part.iter().map(|image| &images[*image]));
+            let input = normalise(pixel_tensor(&pixels, size, training), preprocessing.mean, preprocessing.std);
+            let reference: Vec<f32> = part.iter().flat_map(|image| teacher_rows[*image].iter().copied()).collect();
+            let reference = Tensor::<2>::from_data(TensorData::new(reference, [rows, dim]), training);
+            let targets: Vec<i64> = part.iter().map(|image| labels[*image] as i64).collect();
+            let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [rows]), training);
+            let (representation, logits) = forward_at(replica, input, cut, blocks)?;
+            let cross_entropy = loss_function.forward(logits.clone(), targets);
+            // `d` with a floor inside the root: at the start the student's representation is
+            // the teacher's exactly, where the root's derivative is infinite.
+            let measure = |a: Tensor<2>, b: Tensor<2>| {
+                ((a - b).powf_scalar(2.0) * weight_tensor.clone().expand([rows, dim]))
+                    .sum_dim(1)
+                    .add_scalar(1e-12)
+                    .sqrt()
+            };
+            let euclidean = measure(representation.clone(), reference.clone());
+            let standardised = measure(standardise(representation, channels), standardise(reference, channels));
+            let euclidean_values = host_values::<f32>(euclidean.clone().valid().into_data())?;
+            let standardised_values = host_values::<f32>(standardised.clone().valid().into_data())?;
+            let sum = |values: &[f32]| values.iter().map(|value| *value as f64).sum::<f64>();
+            let (euclidean_sum, standardised_sum) = (sum(&euclidean_values), sum(&standardised_values));
+            let (distance, distances) = match options.distance {
+                Distance::Euclidean => (euclidean, euclidean_values),
+                Distance::Standardised => (standardised, standardised_values),
+            };
+            let shortfall = distance.clone().neg().add_scalar(threshold).clamp_min(0.0) / final_threshold;
+            let penalty = shortfall.powf_scalar(2.0).mean() * options.penalty;
+            let loss = cross_entropy.clone() + penalty.clone();
+            let (cross_entropy, penalty) = (scalar(cross_entropy)?, scalar(penalty)?);
+            let predicted = host_values::<f32>(logits.clone().valid().argmax(1).float().into_data())?;
+            let correct =
+                predicted.iter().zip(&part).filter(|(class, image)| **class as usize == labels[**image]).count();
+            let gradients = burn::optim::GradientsParams::from_grads(loss.backward(), replica);
+            Ok((
+                cross_entropy + penalty,
+                logits.valid(),
+                gradients,
+                ShardFigures {
+                    rows,
+                    cross_entropy,
+                    penalty,
+                    distances,
+                    euclidean: euclidean_sum,
+                    standardised: standardised_sum,
+                    correct,
+                },
+            ))
+        };
+        let (result, figures) = shards::parallel(model, parts, &shares, training, pass)?;
+        Ok(Step { loss: result.loss, gradients: result.gradients, figures })
+    }
+
+    fn apply(&mut self, model: Student, gradients: burn::optim::GradientsParams) -> Student {
+        let model = self.optimizer.step(self.schedule.at(self.step), model, gradients);
+        self.step += 1;
+        model
+    }
+
+    fn stopped(&self) -> GraftError {
+        GraftError::Stopped { what: "hardening".to_owned() }
+    }
+
+    fn diverged(&self, loss: f64) -> GraftError {
+        GraftError::Diverged {
+            what: "hardening loss",
+            value: loss,
+            epoch: self.epoch + 1,
+            learning_rate: self.options.learning_rate,
+            kept_epoch: None,
+        }
+    }
+}
+
+impl Epochs for HardenSteps<'_> {
+    fn end_epoch(
+        &mut self,
+        _model: &Student,
+        epoch: usize,
+        totals: EpochTotals<Vec<ShardFigures>>,
+        seconds: f64,
+    ) -> Result<()> {
+        let threshold = self.threshold();
+        let (mut cross_entropy_sum, mut penalty_sum, mut distance_sum, mut within, mut correct) =
+            (0.0f64, 0.0f64, 0.0f64, 0usize, 0usize);
+        let (mut euclidean_sum, mut standardised_sum) = (0.0f64, 0.0f64);
+        for shard in totals.figures.iter().flatten() {
+            cross_entropy_sum += shard.cross_entropy * shard.rows as f64;
+            penalty_sum += shard.penalty * shard.rows as f64;
+            distance_sum += shard.distances.iter().map(|d| *d as f64).sum::<f64>();
+            within += shard.distances.iter().filter(|d| (**d as f64) < threshold).count();
+            correct += shard.correct;
+            euclidean_sum += shard.euclidean;
+            standardised_sum += shard.standardised;
+        }
+        let seen = self.images.len() as f64;
+        let record = HardenEpoch {
+            epoch: epoch + 1,
+            threshold,
+            cross_entropy: cross_entropy_sum / seen,
+            penalty: penalty_sum / seen,
+            mean_distance: distance_sum / seen,
+            within_threshold: within as f64 / seen,
+            mean_euclidean_distance: euclidean_sum / seen,
+            mean_standardised_distance: standardised_sum / seen,
+            train_accuracy: correct as f64 / seen,
+            seconds,
+        };
+        let options = self.options;
+        self.reporter.note(&format!(
+            "hardening epoch {}/{}: cross-entropy {:.4}, penalty {:.4}, {} distance to the teacher {:.3} (τ {:.3}, {:.0}% of images within it; euclidean {:.3}, standardised {:.3}: {:.2} and {:.2} of two images'), training accuracy {:.1}%",
+            record.epoch,
+            options.epochs,
+            record.cross_entropy,
+            record.penalty,
+            options.distance,
+            record.mean_distance,
+            threshold,
+            record.within_threshold * 100.0,
+            record.mean_euclidean_distance,
+            record.mean_standardised_distance,
+            record.mean_euclidean_distance / self.typical_euclidean_distance,
+            record.mean_standardised_distance / self.typical_standardised_distance,
+            record.train_accuracy * 100.0
+        ));
+        self.history.push(record);
+        self.epoch = epoch + 1;
+        Ok(())
+    }
+}
 
 /// One shard's figures in a hardening step: its size, mean cross-entropy and penalty, each
 /// image's distance to the teacher at K, and how many it classified correctly.

@@ -32,6 +32,10 @@ pub struct AuditOptions {
     /// Pairs attacked at once.
     pub batch_size: usize,
     pub seed: u64,
+    /// Set (by a Ctrl-C handler, say) to stop between batches of pairs, with
+    /// [`GraftError::Stopped`]; nothing is written.
+    #[serde(skip)]
+    pub interrupt: Option<crate::interrupt::Interrupt>,
 }
 
 /// An audit's figures (`audit.json`).
@@ -200,6 +204,7 @@ pub fn craft(
     let front = TeacherFront::new(teacher, cut, &preprocessing)?;
     let mut crafted: Vec<Crafted> = Vec::new();
     for (batch, chunk) in pairs.chunks(options.batch_size.max(1)).enumerate() {
+        crate::interrupt::check(options.interrupt.as_ref(), "the audit")?;
         reporter.note(&format!(
             "mimicry attack at `{}`: pairs {}-{} of {}",
             names[cut - 1],

@@ -20,7 +20,7 @@ use burn::tensor::Tensor;
 use rayon::prelude::*;
 
 use super::{flex_tensor, flex_values as values};
-use crate::models::block::Activation;
+use crate::net::Activation;
 
 type Tracked = Autodiff<Flex, NoCheckpointing>;
 

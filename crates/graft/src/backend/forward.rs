@@ -1,11 +1,11 @@
-//! A network's description ([`crate::models::block`]) run on burn tensors, with graft's
+//! A network's description ([`crate::net`]) run on burn tensors, with graft's
 //! operations where they are faster ([`super::ops`]). Training, caching and inference on every
 //! backend go through here; only frozen blocks on the CPU take the fused plan instead.
 
 use burn::tensor::Tensor;
 
 use super::ops;
-use crate::models::block::{Block, Layer, Pooling, Top};
+use crate::net::{Block, Layer, Pooling, Top};
 
 /// Runs the blocks in order on `x`.
 pub fn blocks(blocks: &[Block<'_>], x: Tensor<4>) -> Tensor<4> {

@@ -27,8 +27,7 @@ use rayon::prelude::*;
 
 use super::ops::{output_size, padding_sides};
 use crate::error::{GraftError, Result};
-use crate::models::Backbone;
-use crate::models::block::{Activation, Layer as Described};
+use crate::net::{Activation, Layer as Described, Network};
 
 /// A convolution with its batch norm folded in, and the activation after it.
 #[derive(Debug, Clone)]
@@ -144,14 +143,14 @@ pub struct FusedBackbone {
 impl FusedBackbone {
     /// The plan for a backbone, compiled from its description, or `None` where a block holds a
     /// layer the plan does not cover.
-    pub fn new(backbone: &Backbone) -> Option<FusedBackbone> {
+    pub fn new(backbone: &(impl Network + ?Sized)) -> Option<FusedBackbone> {
         let blocks = backbone.blocks().iter().map(|block| block_units(&block.layers)).collect::<Option<Vec<_>>>()?;
         Some(FusedBackbone { blocks })
     }
 
     /// The plan for `backbone` where graft uses it: on the `flex` device (other backends bring
     /// their own fast kernels), unless `use_plan` is off (burn's modules, to compare).
-    pub fn for_device(backbone: &Backbone, device: &Device, use_plan: bool) -> Option<FusedBackbone> {
+    pub fn for_device(backbone: &(impl Network + ?Sized), device: &Device, use_plan: bool) -> Option<FusedBackbone> {
         if *device != Device::flex() || !use_plan {
             return None;
         }

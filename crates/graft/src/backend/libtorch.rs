@@ -31,7 +31,7 @@ use burn::backend::{Autodiff, LibTorch};
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor};
 
-use crate::models::block::Activation;
+use crate::net::Activation;
 
 type Tracked = Autodiff<LibTorch, NoCheckpointing>;
 

@@ -1,8 +1,10 @@
 //! How the math runs, apart from what the network is: a network's description run through burn
 //! ([`forward`]), operations rewritten for `flex` and for libtorch ([`ops`], [`convolution`],
-//! [`depthwise`], [`batchnorm`], [`libtorch`]), and
-//! frozen blocks compiled for the CPU ([`fused`]).
+//! [`depthwise`], [`batchnorm`], [`libtorch`]), frozen blocks compiled for the CPU ([`fused`]),
+//! and the hook that collects a sharded step's
+//! batch-norm statistics ([`batch_statistics`]).
 
+pub mod batch_statistics;
 pub mod batchnorm;
 pub mod convolution;
 pub mod depthwise;
@@ -13,17 +15,9 @@ pub mod fused;
 pub mod libtorch;
 pub mod ops;
 
-use burn::tensor::{Element, TensorData};
+use burn::tensor::TensorData;
 
-use crate::error::{GraftError, Result};
-
-/// A tensor's values on the host, converted to `E`.
-///
-/// # Errors
-/// The backend could not hand the values over (a failed read, an unsupported element type).
-pub fn host_values<E: Element>(data: TensorData) -> Result<Vec<E>> {
-    data.convert::<E>().try_into_vec::<E>().map_err(|error| GraftError::Tensor(format!("{error:?}")))
-}
+pub use crate::tensor::host_values;
 
 /// Whether `tensor` is float32 on `flex` (with or without autodiff): what graft's own `flex`
 /// operations ([`convolution`], [`depthwise`], [`batchnorm`]) take.

@@ -7,8 +7,8 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::models::block::Activation;
-use crate::train::batch_statistics;
+use super::batch_statistics;
+use crate::net::Activation;
 
 /// A convolution, with the 1x1 ones (stride 1, no padding, one group) done as one matrix product
 /// over the batch: burn's `flex` convolution runs them per image, which is slower forward +

@@ -7,7 +7,6 @@ use image::RgbImage;
 
 use crate::models::zoo::Preprocessing;
 use crate::rng::SplitMix64;
-use crate::train::Strategy;
 
 /// Which augmentations to apply.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -47,20 +46,6 @@ crate::choice::choice!(
     "augmentation",
     [(AugmentChoice::Auto, "auto"), (AugmentChoice::On, "on"), (AugmentChoice::Off, "off")]
 );
-
-impl AugmentChoice {
-    /// The augmentation for a (resolved) strategy without measuring. `auto` is off for `deep` (a
-    /// head on pooled features of cached views gains little from them and each view costs a
-    /// teacher forward pass) and on for `scratch`; for `mid` and `full`, [`crate::train::run`]
-    /// measures which augmentations help (`crate::train::augment_choice`) instead of calling this.
-    pub fn resolve(self, strategy: Strategy) -> Augmentation {
-        match (self, strategy) {
-            (AugmentChoice::On, _) => Augmentation::standard(),
-            (AugmentChoice::Off, _) | (AugmentChoice::Auto, Strategy::Deep) => Augmentation::none(),
-            (AugmentChoice::Auto, _) => Augmentation::standard(),
-        }
-    }
-}
 
 /// The smallest share of the image's area a random resized crop keeps, and the narrowest aspect.
 const MIN_CROP_AREA: f64 = 0.35;

@@ -9,8 +9,8 @@ use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxP
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::Device;
 
-use super::block::{Activation, Block, Layer, Network, Pooling, Top};
 use super::layers::{ConvSpec, linear};
+use crate::net::{Activation, Block, Layer, Network, Pooling, Top};
 use crate::weights::KeyMap;
 
 const HIDDEN: usize = 4096;

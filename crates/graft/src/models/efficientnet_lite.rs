@@ -11,8 +11,8 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Dropout, DropoutConfig, Linear, PaddingConfig2d};
 use burn::tensor::Device;
 
-use super::block::{Activation, Block, Layer, Network, Pooling, Top};
 use super::layers::{ConvSpec, batch_norm, linear};
+use crate::net::{Activation, Block, Layer, Network, Pooling, Top};
 use crate::weights::KeyMap;
 
 const EPSILON: f64 = 1e-3;

@@ -10,8 +10,8 @@ use burn::nn::pool::{AvgPool2d, AvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, Dropout, DropoutConfig, Linear, PaddingConfig2d};
 use burn::tensor::Device;
 
-use super::block::{Activation, Block, Layer, Network, Pooling, Top};
 use super::layers::{batch_norm, linear};
+use crate::net::{Activation, Block, Layer, Network, Pooling, Top};
 use crate::weights::KeyMap;
 
 const EPSILON: f64 = 1e-3;

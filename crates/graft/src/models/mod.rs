@@ -1,7 +1,6 @@
 //! The teachers: one file per architecture, the zoo of published weights, and the `Teacher` type.
 
 pub mod alexnet;
-pub mod block;
 #[cfg(feature = "download")]
 pub mod download;
 pub mod efficientnet_lite;

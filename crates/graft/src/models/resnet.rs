@@ -9,8 +9,8 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, Linear, PaddingConfig2d};
 use burn::tensor::Device;
 
-use super::block::{Activation, Block, Layer, Network, Pooling, Top};
 use super::layers::{ConvSpec, batch_norm, linear};
+use crate::net::{Activation, Block, Layer, Network, Pooling, Top};
 use crate::weights::KeyMap;
 
 const EPSILON: f64 = 1e-5;

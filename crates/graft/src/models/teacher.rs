@@ -1,6 +1,6 @@
 //! `Teacher`: a pretrained network cut into ordered named blocks, with its card.
 //!
-//! Every architecture describes itself once ([`super::block::Network`]); from that description
+//! Every architecture describes itself once ([`crate::net::Network`]); from that description
 //! the backbone names its blocks, runs any range of them, pools, classifies and freezes. "Frozen
 //! prefix / trainable suffix" is then one cut, used alike by training, caching and the audit.
 
@@ -12,7 +12,6 @@ use burn::tensor::{Device, Tensor};
 use graft_weights::TensorMap;
 
 use super::alexnet::{AlexNet, AlexNetKeys};
-use super::block::{Block, Network, Top};
 use super::efficientnet_lite::{EfficientNetLite, TimmLiteKeys, stage_depths};
 use super::inception_v3::{InceptionV3, InceptionV3Keys};
 use super::mobilenet_v2::{MobileNetV2, MobileNetV2Keys};
@@ -20,6 +19,7 @@ use super::resnet::{ResNet, ResNetKeys};
 use super::zoo::{Architecture, CheckpointLayout, TeacherCard};
 use crate::backend::forward;
 use crate::error::{GraftError, Result};
+use crate::net::{Block, Network, Top};
 use crate::weights::{KeyMap, LoadReport, SameKeys, load_into};
 
 /// The network itself, whichever architecture it is. One per model, so the size of its largest
@@ -225,5 +225,17 @@ impl Teacher {
     /// ImageNet logits of preprocessed images.
     pub fn logits(&self, images: Tensor<4>) -> Tensor<2> {
         self.backbone.classify(self.features(images))
+    }
+}
+
+/// A backbone describes itself as its architecture does (so the backend's plans take any
+/// [`Network`]).
+impl Network for Backbone {
+    fn blocks(&self) -> Vec<Block<'_>> {
+        Backbone::blocks(self)
+    }
+
+    fn top(&self) -> Top<'_> {
+        Backbone::top(self)
     }
 }

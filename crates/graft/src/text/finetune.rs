@@ -17,7 +17,7 @@ use super::teacher::{Pooling, TextTeacher, pool_normalised};
 use super::tokenize::Encoded;
 use crate::backend::host_values;
 use crate::error::{GraftError, Result};
-use crate::rng::SplitMix64;
+use crate::train::epochs::{EpochPlan, EpochTotals, Epochs, Step, Steps, run_epochs};
 use crate::train::reporter::Reporter;
 use crate::train::schedule::WarmupCosine;
 use crate::train::shards;
@@ -51,6 +51,8 @@ pub struct FinetuneOptions {
     pub batch_size: usize,
     pub shards: usize,
     pub seed: u64,
+    /// Set (by a Ctrl-C handler, say) to stop at the next batch, with [`GraftError::Stopped`].
+    pub interrupt: Option<crate::interrupt::Interrupt>,
 }
 
 /// One epoch's figures.
@@ -177,90 +179,158 @@ pub fn finetune(
     for layer in &bert.encoder.layer[..options.cut] {
         frozen.extend(burn::module::list_param_ids(layer));
     }
-    let mut model = TextNet { bert: bert.freeze_group(ParamGroup::from_ids(frozen)), head };
+    let model = TextNet { bert: bert.freeze_group(ParamGroup::from_ids(frozen)), head };
     let head_group = ParamGroup::ids_from_module(model.head.clone());
-    let mut optimizer = crate::train::trainer::adamw(options.weight_decay).init();
-    let loss_function = CrossEntropyLossConfig::new().init(&training);
     let steps_per_epoch = encoded.len().div_ceil(options.batch_size.max(1));
     let total_steps = steps_per_epoch * options.epochs;
     let warmup_steps = ((total_steps as f64 * WARMUP_FRACTION).round() as usize).max(1);
     let schedule = |peak: f64| WarmupCosine { peak, warmup_steps, total_steps, step: 0 };
-    let mut scheduler = ModuleLrScheduler::new(schedule(options.learning_rate * options.encoder_factor))
-        .with_group(head_group, schedule(options.learning_rate));
-    let pooling = teacher.pooling;
-    let cut = options.cut;
-    let mut history = Vec::with_capacity(options.epochs);
-    let mut validation_probabilities = Vec::new();
-    for epoch in 0..options.epochs {
-        let started = std::time::Instant::now();
-        let mut order: Vec<usize> = (0..encoded.len()).collect();
-        SplitMix64::derive(options.seed, &[0x7E47, epoch as u64]).shuffle(&mut order);
-        reporter.start(&format!("epoch {}/{}", epoch + 1, options.epochs), encoded.len());
-        let (mut loss_sum, mut correct) = (0.0f64, 0usize);
-        for batch in order.chunks(options.batch_size.max(1)) {
-            let parts = shards::split(batch, options.shards.max(1));
-            let shares: Vec<f64> = parts.iter().map(|part| part.len() as f64 / batch.len() as f64).collect();
-            let pass = |replica: &TextNet,
-                        part: Vec<usize>|
-             -> Result<(f64, Tensor<2>, burn::optim::GradientsParams, usize)> {
-                let tokens = TokenBatch::pad(&part.iter().map(|&index| &encoded[index]).collect::<Vec<_>>());
-                let entry = cached.as_ref().map(|cached| {
-                    hidden_batch(
-                        &part.iter().map(|&index| &cached[index]).collect::<Vec<_>>(),
-                        &tokens,
-                        width,
-                        &training,
-                    )
-                });
-                let logits = replica.logits(&tokens, entry, cut, pooling, &training);
-                let targets: Vec<i64> = part.iter().map(|&index| labels[index] as i64).collect();
-                let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [part.len()]), &training);
-                let loss = loss_function.forward(logits.clone(), targets);
-                let loss_value = f64::from(loss.clone().into_scalar::<f32>());
-                let predicted = host_values::<f32>(logits.clone().valid().argmax(1).float().into_data())?;
-                let right =
-                    predicted.iter().zip(&part).filter(|(class, index)| **class as usize == labels[**index]).count();
-                let gradients = burn::optim::GradientsParams::from_grads(loss.backward(), replica);
-                Ok((loss_value, logits.valid(), gradients, right))
-            };
-            let (result, rights) = shards::parallel(&model, parts, &shares, &training, pass)?;
-            if !result.loss.is_finite() {
-                reporter.finish();
-                return Err(GraftError::Diverged {
-                    what: "training loss",
-                    value: result.loss,
-                    epoch: epoch + 1,
-                    learning_rate: options.learning_rate,
-                    kept_epoch: None,
-                });
-            }
-            loss_sum += result.loss * batch.len() as f64;
-            correct += rights.iter().sum::<usize>();
-            model = optimizer.step(scheduler.step(), model, result.gradients);
-            reporter.advance(batch.len(), &format!("loss {:.4}", result.loss));
+    let mut steps = FinetuneSteps {
+        train: (encoded, labels),
+        cached,
+        width,
+        cut: options.cut,
+        pooling: teacher.pooling,
+        options,
+        loss_function: CrossEntropyLossConfig::new().init(&training),
+        optimizer: crate::train::trainer::adamw(options.weight_decay).init(),
+        scheduler: ModuleLrScheduler::new(schedule(options.learning_rate * options.encoder_factor))
+            .with_group(head_group, schedule(options.learning_rate)),
+        training,
+        validation,
+        classes,
+        device,
+        reporter,
+        history: Vec::with_capacity(options.epochs),
+        validation_probabilities: Vec::new(),
+        epoch: 0,
+    };
+    let plan = EpochPlan {
+        epochs: options.epochs,
+        batch_size: options.batch_size,
+        items: encoded.len(),
+        seed: options.seed,
+        order_stream: 0x7E47,
+        interrupt: options.interrupt.as_ref(),
+        stage: "fine-tuning",
+    };
+    let net = run_epochs(&mut steps, model, &plan, reporter)?.valid();
+    let FinetuneSteps { history, mut validation_probabilities, .. } = steps;
+    if history.is_empty()
+        && let Some((texts, _)) = validation
+    {
+        // No epoch ran (`--epochs 0`): the untrained student is still scored.
+        validation_probabilities = probabilities(&net, texts, teacher.pooling, classes, options.batch_size, device)?;
+    }
+    Ok(Finetuned { net, history, validation_probabilities })
+}
+
+/// A text fine-tune as the training loop sees it: batches of tokenized texts (entering at the
+/// cut's cached hidden states for `mid`), sharded, with the encoder's and the head's rates.
+struct FinetuneSteps<'a> {
+    train: (&'a [Encoded], &'a [usize]),
+    /// Each text's hidden states at the cut, when part of the encoder is frozen.
+    cached: Option<Vec<Vec<f32>>>,
+    width: usize,
+    cut: usize,
+    pooling: Pooling,
+    options: &'a FinetuneOptions,
+    loss_function: burn::nn::loss::CrossEntropyLoss,
+    optimizer: burn::optim::ModuleOptimizer,
+    scheduler: ModuleLrScheduler,
+    training: Device,
+    validation: Option<(&'a [Encoded], &'a [usize])>,
+    classes: usize,
+    device: &'a Device,
+    reporter: &'a dyn Reporter,
+    history: Vec<TextEpoch>,
+    validation_probabilities: Vec<f32>,
+    /// The epoch in progress, from 0.
+    epoch: usize,
+}
+
+impl Steps for FinetuneSteps<'_> {
+    type Model = TextNet;
+    /// Texts classified correctly.
+    type Figures = usize;
+
+    fn step(&mut self, model: &TextNet, batch: &[usize]) -> Result<Step<usize>> {
+        let (encoded, labels) = self.train;
+        let parts = shards::split(batch, self.options.shards.max(1));
+        let shares: Vec<f64> = parts.iter().map(|part| part.len() as f64 / batch.len() as f64).collect();
+        let (cached, width, cut, pooling, training) =
+            (self.cached.as_ref(), self.width, self.cut, self.pooling, &self.training);
+        let loss_function = &self.loss_function;
+        let pass = |replica: &TextNet,
+                    part: Vec<usize>|
+         -> Result<(f64, Tensor<2>, burn::optim::GradientsParams, usize)> {
+            let tokens = TokenBatch::pad(&part.iter().map(|&index| &encoded[index]).collect::<Vec<_>>());
+            let entry = cached.map(|cached| {
+                hidden_batch(&part.iter().map(|&index| &cached[index]).collect::<Vec<_>>(), &tokens, width, training)
+            });
+            let logits = replica.logits(&tokens, entry, cut, pooling, training);
+            let targets: Vec<i64> = part.iter().map(|&index| labels[index] as i64).collect();
+            let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [part.len()]), training);
+            let loss = loss_function.forward(logits.clone(), targets);
+            let loss_value = f64::from(loss.clone().into_scalar::<f32>());
+            let predicted = host_values::<f32>(logits.clone().valid().argmax(1).float().into_data())?;
+            let right =
+                predicted.iter().zip(&part).filter(|(class, index)| **class as usize == labels[**index]).count();
+            let gradients = burn::optim::GradientsParams::from_grads(loss.backward(), replica);
+            Ok((loss_value, logits.valid(), gradients, right))
+        };
+        let (result, rights) = shards::parallel(model, parts, &shares, training, pass)?;
+        Ok(Step { loss: result.loss, gradients: result.gradients, figures: rights.iter().sum() })
+    }
+
+    fn apply(&mut self, model: TextNet, gradients: burn::optim::GradientsParams) -> TextNet {
+        self.optimizer.step(self.scheduler.step(), model, gradients)
+    }
+
+    fn stopped(&self) -> GraftError {
+        GraftError::Stopped { what: "fine-tuning".to_owned() }
+    }
+
+    fn diverged(&self, loss: f64) -> GraftError {
+        GraftError::Diverged {
+            what: "training loss",
+            value: loss,
+            epoch: self.epoch + 1,
+            learning_rate: self.options.learning_rate,
+            kept_epoch: None,
         }
-        reporter.finish();
-        let seconds = started.elapsed().as_secs_f64();
-        let validation_accuracy = match validation {
+    }
+}
+
+impl Epochs for FinetuneSteps<'_> {
+    fn end_epoch(&mut self, model: &TextNet, epoch: usize, totals: EpochTotals<usize>, seconds: f64) -> Result<()> {
+        let texts = self.train.0.len();
+        let validation_accuracy = match self.validation {
             Some((texts, labels)) => {
-                validation_probabilities =
-                    probabilities(&model.valid(), texts, pooling, classes, options.batch_size, device)?;
-                Some(accuracy(&validation_probabilities, labels, classes))
+                self.validation_probabilities = probabilities(
+                    &model.valid(),
+                    texts,
+                    self.pooling,
+                    self.classes,
+                    self.options.batch_size,
+                    self.device,
+                )?;
+                Some(accuracy(&self.validation_probabilities, labels, self.classes))
             }
             None => None,
         };
         let record = TextEpoch {
             epoch: epoch + 1,
-            train_loss: loss_sum / encoded.len() as f64,
-            train_accuracy: correct as f64 / encoded.len() as f64,
+            train_loss: totals.mean_loss(),
+            train_accuracy: totals.figures.iter().sum::<usize>() as f64 / texts.max(1) as f64,
             validation_accuracy,
-            texts_per_second: encoded.len() as f64 / seconds.max(1e-9),
+            texts_per_second: texts as f64 / seconds.max(1e-9),
             seconds,
         };
-        reporter.note(&format!(
+        self.reporter.note(&format!(
             "epoch {}/{}: training loss {:.4}, accuracy {:.1}%{}, {:.1} texts/s",
             record.epoch,
-            options.epochs,
+            self.options.epochs,
             record.train_loss,
             record.train_accuracy * 100.0,
             record
@@ -268,16 +338,10 @@ pub fn finetune(
                 .map_or_else(String::new, |accuracy| format!(", validation accuracy {:.1}%", accuracy * 100.0)),
             record.texts_per_second
         ));
-        history.push(record);
+        self.history.push(record);
+        self.epoch = epoch + 1;
+        Ok(())
     }
-    let net = model.valid();
-    if history.is_empty()
-        && let Some((texts, _)) = validation
-    {
-        // No epoch ran (`--epochs 0`): the untrained student is still scored.
-        validation_probabilities = probabilities(&net, texts, pooling, classes, options.batch_size, device)?;
-    }
-    Ok(Finetuned { net, history, validation_probabilities })
 }
 
 /// Class probabilities of tokenized texts through a trained network, one row of `classes` each,

@@ -1,6 +1,7 @@
-//! Text students: a frozen sentence encoder and a linear head fitted on its cached sentence
-//! features (`deep`), saved as a run directory (`student.safetensors` + `graft.json` +
-//! `report.html`) that `eval` and `predict` read back.
+//! Text students: a sentence encoder, frozen (`deep`, a linear head fitted on its cached
+//! sentence features) or fine-tuned in part or whole (`mid`, `full`), saved as a run directory
+//! (`student.safetensors` + `graft.json`; [`crate::run::train_text_run`] adds the report) that
+//! [`crate::run::Student`] reads back.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -78,6 +79,9 @@ pub struct TextTrainOptions {
     pub batch_size: usize,
     /// Where the data came from, for the run's record.
     pub data: String,
+    /// Set (by a Ctrl-C handler, say) to stop fine-tuning at the next batch, with
+    /// [`GraftError::Stopped`]; nothing is written.
+    pub interrupt: Option<crate::interrupt::Interrupt>,
 }
 
 /// What training did.
@@ -92,6 +96,11 @@ pub struct TextOutcome {
     /// How many texts' features came from the cache.
     pub cache_hits: usize,
     pub seconds: f64,
+    /// The scores behind `accuracy` (out-of-fold predictions, or the validation texts'), for the
+    /// report.
+    pub evaluation: Evaluation,
+    /// The texts it got most confidently wrong there.
+    pub examples: Vec<WrongExample>,
 }
 
 /// Whether a run directory holds a text student.
@@ -193,10 +202,8 @@ impl TextStudent {
             tensors.extend(collect_tensors(encoder, &BertKeys { prefix: "bert.".to_owned() })?);
         }
         graft_weights::write_safetensors(&run.join("student.safetensors"), &tensors)?;
-        let config_path = run.join("graft.json");
-        let json =
-            serde_json::to_string_pretty(&self.config).map_err(|error| GraftError::Invalid(error.to_string()))?;
-        std::fs::write(&config_path, json).map_err(|source| GraftError::Io { path: config_path, source })
+        let json = serde_json::to_vec_pretty(&self.config).map_err(|error| GraftError::Invalid(error.to_string()))?;
+        crate::fsutil::write_atomic(&run.join("graft.json"), &json)
     }
 
     /// Checks that `teacher` is the one this student was trained on.
@@ -225,7 +232,8 @@ impl TextStudent {
 /// fine-tuned student is scored on a fifth of them.
 pub const AUTO_MIN_PER_CLASS: usize = 50;
 
-/// Trains a text student.
+/// Trains a text student and saves it in `options.out` (`student.safetensors`, `graft.json`);
+/// [`crate::run::train_text_run`] writes the report beside it.
 ///
 /// - `deep`: the encoder frozen, each text's sentence features computed once (and cached), a
 ///   linear head fitted as a probe (multinomial logistic regression, its L2 strength chosen by
@@ -358,8 +366,6 @@ pub fn train_text(
     config.metrics = metrics;
     let student = TextStudent { config: config.clone(), ..student };
     student.save(&options.out, encoder.as_ref())?;
-    crate::report::plot_confusion(&options.out.join("confusion.png"), &evaluation)?;
-    write_text_report(&options.out, &config, &evaluation, &examples)?;
     Ok(TextOutcome {
         config,
         accuracy: evaluation.accuracy,
@@ -367,6 +373,8 @@ pub fn train_text(
         truncated,
         cache_hits,
         seconds: started.elapsed().as_secs_f64(),
+        evaluation,
+        examples,
     })
 }
 
@@ -427,6 +435,7 @@ fn fit_finetuned(
         batch_size: options.batch_size.max(1),
         shards: options.shards,
         seed: options.seed,
+        interrupt: options.interrupt.clone(),
     };
     let validation_input =
         (!validation_part.is_empty()).then_some((validation_encoded.as_slice(), validation_labels.as_slice()));
@@ -582,11 +591,27 @@ pub fn evaluate_text(
     reporter: &dyn Reporter,
 ) -> Result<(Evaluation, Vec<WrongExample>, usize)> {
     let encoder = student.encoder(teacher, device)?;
+    evaluate_encoded(student, &encoder, data, cache_dir, batch_size, device, reporter)
+}
+
+/// [`evaluate_text`] with the student's own encoder ([`TextStudent::encoder`]) already made.
+///
+/// # Errors
+/// A class the student does not know, an empty set, or the encoder's failure.
+pub fn evaluate_encoded(
+    student: &TextStudent,
+    encoder: &TextTeacher,
+    data: TextDataset,
+    cache_dir: &Path,
+    batch_size: usize,
+    device: &Device,
+    reporter: &dyn Reporter,
+) -> Result<(Evaluation, Vec<WrongExample>, usize)> {
     let data = data.align_classes(&student.config.classes)?;
     if data.is_empty() {
         return Err(GraftError::Invalid("the evaluation set holds no labelled texts".into()));
     }
-    let (features, _) = cached_features(&encoder, &data.texts(), cache_dir, batch_size, device, reporter)?;
+    let (features, _) = cached_features(encoder, &data.texts(), cache_dir, batch_size, device, reporter)?;
     let probabilities = student.probabilities(&features.features);
     let evaluation = evaluate(&probabilities, &data.labels(), &student.config.classes);
     Ok((evaluation, confidently_wrong(&data, &probabilities, 10), features.truncated))
@@ -606,55 +631,4 @@ pub fn predict_texts(
     let encoder = student.encoder(teacher, device)?;
     let features = encoder.embed(texts, batch_size, device, &|_| {})?;
     Ok((student.probabilities(&features.features), features.truncated))
-}
-
-fn write_text_report(
-    run: &Path,
-    config: &TextRunConfig,
-    evaluation: &Evaluation,
-    examples: &[WrongExample],
-) -> Result<()> {
-    let escape = |text: &str| text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
-    let mut html = format!(
-        "<!doctype html><meta charset=\"utf-8\"><title>graft text student</title>\
-         <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td,th{{padding:.2em .6em;text-align:left;vertical-align:top}}</style>\
-         <h1>A {} text student of {}</h1><p>{} classes: {}. Accuracy {:.2}% ({}). {} texts were longer than the teacher's {} tokens and were cut.</p>\
-         <img src=\"confusion.png\" alt=\"confusion matrix\">",
-        escape(&config.strategy),
-        escape(&config.teacher),
-        config.classes.len(),
-        escape(&config.classes.join(", ")),
-        evaluation.accuracy * 100.0,
-        escape(config.metrics["validation"].as_str().unwrap_or("")),
-        config.metrics["truncated_texts"],
-        config.max_length,
-    );
-    html.push_str(
-        "<h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>texts</th></tr>",
-    );
-    for class in &evaluation.per_class {
-        html.push_str(&format!(
-            "<tr><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td></tr>",
-            escape(&class.class),
-            class.precision,
-            class.recall,
-            class.f1,
-            class.support
-        ));
-    }
-    html.push_str("</table><h2>Most confidently wrong</h2><table><tr><th>text</th><th>label</th><th>predicted</th><th>confidence</th></tr>");
-    for example in examples {
-        let shown: String = example.text.chars().take(400).collect();
-        html.push_str(&format!(
-            "<tr><td>{}<br><small>{}</small></td><td>{}</td><td>{}</td><td>{:.1}%</td></tr>",
-            escape(&shown),
-            escape(&example.location),
-            escape(&example.label),
-            escape(&example.predicted),
-            example.confidence * 100.0
-        ));
-    }
-    html.push_str("</table>");
-    let path = run.join("report.html");
-    std::fs::write(&path, html).map_err(|source| GraftError::Io { path, source })
 }

@@ -13,13 +13,14 @@ use rayon::prelude::*;
 use super::cache::{CacheSpec, FeatureCache, Skipped, View, batch_from_entries};
 use super::metrics::{Evaluation, evaluate};
 use super::reporter::Reporter;
-use super::student::{LoadedStudent, StudentInput};
+use super::student::{LoadedStudent, RunConfig, Student, StudentInput};
 use crate::backend::fused::FusedBackbone;
 use crate::backend::host_values;
 use crate::data::augment::Augmentation;
 use crate::data::dataset::{Dataset, ItemSource};
 use crate::data::image::{batch_tensor, preprocess};
 use crate::error::Result;
+use crate::models::zoo::Preprocessing;
 use crate::models::{Teacher, zoo};
 
 /// Class probabilities per image, `None` where the image could not be read.
@@ -89,26 +90,13 @@ pub fn predict_sources(
         reporter.start("predicting", sources.len());
         let indices: Vec<usize> = (0..sources.len()).collect();
         for chunk in indices.chunks(batch_size) {
-            let mut images = Vec::new();
-            let mut kept = Vec::new();
-            let side = config.preprocessing.resize as u32;
-            let prepared: Vec<Result<Vec<f32>>> = chunk
-                .par_iter()
-                .map(|index| Ok(preprocess(&sources[*index].load_at_least(side)?, &config.preprocessing)))
-                .collect();
-            for (index, image) in chunk.iter().zip(prepared) {
-                match image {
-                    Ok(image) => {
-                        images.push(image);
-                        kept.push(*index);
-                    }
-                    Err(error) => skipped.push(Skipped { name: sources[*index].name(), reason: error.to_string() }),
-                }
-            }
+            let chunk_sources: Vec<&ItemSource> = chunk.iter().map(|index| &sources[*index]).collect();
+            let (images, kept, bad) = decode_sources(&chunk_sources, &config.preprocessing);
+            skipped.extend(bad);
             if !images.is_empty() {
-                let input = StudentInput::Activations(batch_tensor(&images, config.preprocessing.input_size, device));
-                for (index, row) in kept.iter().zip(probabilities(input)?.chunks(classes)) {
-                    out[*index] = Some(row.to_vec());
+                let rows = whole_student_probabilities(&model, images, config, fused.as_ref(), device)?;
+                for (position, row) in kept.iter().zip(rows.chunks(classes)) {
+                    out[chunk[*position]] = Some(row.to_vec());
                 }
             }
             reporter.advance(chunk.len(), "");
@@ -116,6 +104,46 @@ pub fn predict_sources(
         reporter.finish();
     }
     Ok((out, skipped))
+}
+
+/// Decodes and preprocesses `sources` in parallel (large JPEGs at the reduced scale the resize
+/// needs): the images, the positions in `sources` they came from, and the unreadable ones with
+/// the reason.
+pub fn decode_sources(
+    sources: &[&ItemSource],
+    preprocessing: &Preprocessing,
+) -> (Vec<Vec<f32>>, Vec<usize>, Vec<Skipped>) {
+    let side = preprocessing.resize as u32;
+    let prepared: Vec<Result<Vec<f32>>> =
+        sources.par_iter().map(|source| Ok(preprocess(&source.load_at_least(side)?, preprocessing))).collect();
+    let (mut images, mut kept, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
+    for (position, (source, image)) in sources.iter().zip(prepared).enumerate() {
+        match image {
+            Ok(image) => {
+                images.push(image);
+                kept.push(position);
+            }
+            Err(error) => skipped.push(Skipped { name: source.name(), reason: error.to_string() }),
+        }
+    }
+    (images, kept, skipped)
+}
+
+/// Class probabilities (`[images, classes]`, row-major) of preprocessed images through every
+/// block of `model` (in inference form) and its head: the frozen front computed here, not read
+/// from the feature cache, so nothing is written to disk.
+///
+/// # Errors
+/// A tensor that cannot be read back.
+pub fn whole_student_probabilities(
+    model: &Student,
+    images: Vec<Vec<f32>>,
+    config: &RunConfig,
+    fused: Option<&FusedBackbone>,
+    device: &Device,
+) -> Result<Vec<f32>> {
+    let input = StudentInput::Activations(batch_tensor(&images, config.preprocessing.input_size, device));
+    host_values::<f32>(softmax(model.infer(input, 0, fused)?, 1).into_data())
 }
 
 /// Scores a student on a labelled data set whose classes are (a subset of) the student's.

@@ -2,14 +2,13 @@
 
 pub mod advisor;
 pub mod augment_choice;
-pub mod batch_statistics;
 pub mod cache;
+pub mod epochs;
 pub mod evaluate;
 pub mod head;
 pub mod metrics;
 pub mod probe;
 pub mod reporter;
-pub mod run;
 pub mod schedule;
 pub mod shards;
 pub mod strategy;
@@ -18,7 +17,6 @@ pub mod trainer;
 
 pub use head::{HeadChoice, HeadKind};
 pub use reporter::{EpochMetrics, Reporter, Silent};
-pub use run::train_run;
 pub use strategy::{FreezePlan, Strategy};
 pub use student::{BatchNormMode, HeadFit, HeadInit, Hyperparameters, Optimizer, Refit, RunConfig, Student, load_run};
 pub use trainer::{TrainOptions, TrainOutcome, train};

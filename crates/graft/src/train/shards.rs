@@ -17,8 +17,8 @@ use burn::nn::loss::CrossEntropyLoss;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::batch_statistics::{self, BatchStatistics, update_running_statistics};
 use super::student::{Student, StudentInput};
+use crate::backend::batch_statistics::{self, BatchStatistics, update_running_statistics};
 use crate::error::Result;
 
 /// One training step's loss, per-shard logits (in inference form, for accuracy) and gradients.

@@ -5,6 +5,7 @@
 //! - `full`: full fine-tuning, every block trained from the pretrained values;
 //! - `auto`: chosen from measurements (see `advisor`).
 
+use crate::data::augment::{AugmentChoice, Augmentation};
 use crate::error::{GraftError, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -97,6 +98,19 @@ impl FreezePlan {
     /// Whether the whole teacher is frozen (only the head trains).
     pub fn is_head_only(&self) -> bool {
         self.cut == self.blocks.len()
+    }
+}
+
+/// The augmentation a (resolved) strategy trains with when nothing is measured. `auto` is off
+/// for `deep` (a head on pooled features of cached views gains little from them and each view
+/// costs a teacher forward pass) and on for `scratch`; for `mid` and `full`,
+/// [`crate::run::train_run`] measures which augmentations help ([`super::augment_choice`])
+/// instead of calling this.
+pub fn unmeasured_augmentation(choice: AugmentChoice, strategy: Strategy) -> Augmentation {
+    match (choice, strategy) {
+        (AugmentChoice::On, _) => Augmentation::standard(),
+        (AugmentChoice::Off, _) | (AugmentChoice::Auto, Strategy::Deep) => Augmentation::none(),
+        (AugmentChoice::Auto, _) => Augmentation::standard(),
     }
 }
 

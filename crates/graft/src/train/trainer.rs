@@ -18,6 +18,7 @@ use burn::store::ModuleRecord;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::cache::{CacheSpec, Entry, FeatureCache, Skipped, View, batch_from_entries, pooled_features, read_values};
+use super::epochs::{Step, Steps, epoch_order, run_epoch};
 use super::evaluate::{InferenceOptions, evaluate_run};
 use super::head::Head;
 use super::head::HeadKind;
@@ -79,7 +80,7 @@ pub struct TrainOptions {
     pub pooled_validation: bool,
     /// Set (by a Ctrl-C handler, say) to stop at the next batch: the run ends with
     /// [`GraftError::Interrupted`], its last complete checkpoint intact for a resume.
-    pub interrupt: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    pub interrupt: Option<crate::interrupt::Interrupt>,
 }
 
 /// What a finished (or interrupted) run produced.
@@ -1124,7 +1125,7 @@ impl Session {
             }
             let (validation_loss, validation_accuracy) = validate(&self.student, context)?;
             if !validation_loss.is_finite() {
-                return Err(self.diverged("validation loss", validation_loss, state, context));
+                return Err(diverged("validation loss", validation_loss, state, context, self.current.as_deref()));
             }
             let metrics = EpochMetrics {
                 epoch: state.epochs_done + 1,
@@ -1159,8 +1160,8 @@ impl Session {
         Ok(true)
     }
 
-    /// One pass over the training examples in the epoch's order; returns the mean loss, the
-    /// accuracy and the head's learning rate at the last step.
+    /// One pass over the training examples in the epoch's order (through [`run_epoch`]);
+    /// returns the mean loss, the accuracy and the head's learning rate at the last step.
     fn train_epoch(
         &mut self,
         state: &mut CheckpointState,
@@ -1172,33 +1173,29 @@ impl Session {
         let hyper = &options.hyperparameters;
         let examples = &context.inputs.train;
         let epoch = state.epochs_done;
-        let mut order: Vec<usize> = (0..examples.len()).collect();
-        SplitMix64::derive(options.seed, &[0xE90C, epoch as u64]).shuffle(&mut order);
+        let order = epoch_order(examples.len(), options.seed, 0xE90C, epoch);
         let head_only = epoch < hyper.gradual_unfreeze_epochs && !context.plan.is_head_only();
         let label = match context.refit_epochs {
             Some(last) => format!("refit epoch {}/{last}", epoch + 1),
             None => format!("epoch {}/{}", epoch + 1, hyper.epochs),
         };
-        reporter.start(&label, examples.len());
-        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-        let mut learning_rate = 0.0;
         let view_of = |index: usize| -> &Example {
             let (views_of_item, _) = &examples[index];
             let view =
                 SplitMix64::derive(options.seed, &[0x71E3, epoch as u64, index as u64]).below(views_of_item.len());
             &views_of_item[view]
         };
-        let batches: Vec<&[usize]> = order.chunks(hyper.batch_size.max(1)).collect();
+        let batch_size = hyper.batch_size.max(1);
         let shard_count = self.shard_count;
         // Images (not cached entries) are decoded and augmented for the next batch on another
         // thread while this one trains: one batch ahead, no more (a rendezvous channel).
         let images = examples.iter().any(|(views, _)| views.iter().any(|view| matches!(view, Example::Image(_))));
-        let outcome = std::thread::scope(|scope| -> Result<()> {
-            let (sender, prepared) = std::sync::mpsc::sync_channel::<Result<Vec<Option<Vec<Vec<f32>>>>>>(0);
+        let (student, totals, learning_rate) = std::thread::scope(|scope| {
+            let (sender, prepared) = std::sync::mpsc::sync_channel::<PreparedViews>(0);
             if images {
-                let batches = &batches;
+                let (order, view_of) = (&order, &view_of);
                 scope.spawn(move || {
-                    for batch in batches {
+                    for batch in order.chunks(batch_size) {
                         let batch_examples: Vec<&Example> = batch.iter().map(|index| view_of(*index)).collect();
                         let views = shards::split(&batch_examples, shard_count)
                             .iter()
@@ -1213,87 +1210,39 @@ impl Session {
             } else {
                 drop(sender);
             }
-            for batch in &batches {
-                if options.interrupt.as_ref().is_some_and(|flag| flag.load(std::sync::atomic::Ordering::Relaxed)) {
-                    return Err(GraftError::Interrupted {
-                        epochs_done: state.epochs_done,
-                        checkpoint: self.current.clone().unwrap_or_else(|| self.checkpoint.clone()),
-                    });
-                }
-                let labels: Vec<i64> = batch.iter().map(|index| examples[*index].1 as i64).collect();
-                let batch_examples: Vec<&Example> = batch.iter().map(|index| view_of(*index)).collect();
-                let part_labels = shards::split(&labels, self.shard_count);
-                let part_examples = shards::split(&batch_examples, self.shard_count);
-                let views = if images {
-                    prepared
-                        .recv()
-                        .map_err(|_| GraftError::Invalid("the thread preparing training images stopped".into()))??
-                } else {
-                    vec![None; part_examples.len()]
-                };
-                let parts = part_examples
-                    .iter()
-                    .zip(views)
-                    .zip(part_labels.iter().cloned())
-                    .map(|((part, views), labels)| {
-                        let input = match views {
-                            Some(views) => image_input(&views, context, &self.training_device),
-                            None => cached_input(part, context, &self.training_device)?,
-                        };
-                        Ok((input, labels))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                let step = shards::step(
-                    &self.student,
-                    parts,
-                    context.plan.cut,
-                    &self.loss_function,
-                    self.class_weights.as_deref(),
-                    head_only,
-                    &self.training_device,
-                )?;
-                if !step.loss.is_finite() {
-                    return Err(self.diverged("training loss", step.loss, state, context));
-                }
-                correct += step
-                    .logits
-                    .iter()
-                    .zip(&part_labels)
-                    .map(|(logits, labels)| count_correct(logits, labels))
-                    .sum::<Result<usize>>()?;
-                learning_rate = self.schedule.at(1.0, state.steps_done).at(state.steps_done);
-                let rates = scheduler.step();
-                self.student = self.optimizer.step(rates, self.student.clone(), step.gradients);
-                state.steps_done += 1;
-                loss_sum += step.loss * batch.len() as f64;
-                seen += batch.len();
-                reporter.advance(batch.len(), &format!("loss {:.4}", loss_sum / seen as f64));
-            }
-            Ok(())
-        });
-        if let Err(error) = outcome {
-            reporter.finish();
-            return Err(error);
-        }
-        reporter.finish();
-        Ok((loss_sum / seen.max(1) as f64, correct as f64 / seen.max(1) as f64, learning_rate))
-    }
-
-    /// The error for a loss that stopped being finite; the last complete checkpoint stays.
-    fn diverged(
-        &self,
-        what: &'static str,
-        value: f64,
-        state: &CheckpointState,
-        context: &EpochContext<'_>,
-    ) -> GraftError {
-        GraftError::Diverged {
-            what,
-            value,
-            epoch: state.epochs_done + 1,
-            learning_rate: context.options.hyperparameters.learning_rate,
-            kept_epoch: self.current.as_ref().map(|_| state.epochs_done),
-        }
+            let mut steps = ImageSteps {
+                session: SessionParts {
+                    optimizer: &mut self.optimizer,
+                    loss_function: &self.loss_function,
+                    class_weights: self.class_weights.as_deref(),
+                    shard_count,
+                    schedule: self.schedule,
+                    checkpoint: &self.checkpoint,
+                    current: self.current.as_deref(),
+                    training_device: &self.training_device,
+                },
+                scheduler,
+                state,
+                context,
+                view_of: &view_of,
+                prepared: images.then_some(&prepared),
+                head_only,
+                learning_rate: 0.0,
+            };
+            let (student, totals) = run_epoch(
+                &mut steps,
+                self.student.clone(),
+                &order,
+                batch_size,
+                options.interrupt.as_ref(),
+                &label,
+                reporter,
+            )?;
+            Ok::<_, GraftError>((student, totals, steps.learning_rate))
+        })?;
+        self.student = student;
+        let correct: usize = totals.figures.iter().sum();
+        Ok((totals.mean_loss(), correct as f64 / totals.seen.max(1) as f64, learning_rate))
     }
 
     /// Writes this epoch's checkpoint folder (student, optimizer, state, and the best student so
@@ -1349,6 +1298,126 @@ impl Session {
             None => {}
         }
         Ok(())
+    }
+}
+
+/// The error for a loss that stopped being finite; the last complete checkpoint (`current`)
+/// stays.
+fn diverged(
+    what: &'static str,
+    value: f64,
+    state: &CheckpointState,
+    context: &EpochContext<'_>,
+    current: Option<&Path>,
+) -> GraftError {
+    GraftError::Diverged {
+        what,
+        value,
+        epoch: state.epochs_done + 1,
+        learning_rate: context.options.hyperparameters.learning_rate,
+        kept_epoch: current.map(|_| state.epochs_done),
+    }
+}
+
+/// One batch's images as [`host_views`] makes them, shard by shard (`None` for a shard whose
+/// examples are all cached).
+type PreparedViews = Result<Vec<Option<Vec<Vec<f32>>>>>;
+
+/// The parts of a [`Session`] one epoch's steps use (borrowed apart from its student, which
+/// the loop carries).
+struct SessionParts<'a> {
+    optimizer: &'a mut ModuleOptimizer,
+    loss_function: &'a CrossEntropyLoss,
+    class_weights: Option<&'a [f32]>,
+    shard_count: usize,
+    schedule: Schedule,
+    checkpoint: &'a Path,
+    current: Option<&'a Path>,
+    training_device: &'a Device,
+}
+
+/// An image student's epoch as the training loop sees it: each batch's examples (the epoch's
+/// view of each, cached entries or images prepared one batch ahead), sharded, stepped with the
+/// head's and the unfrozen blocks' rates.
+struct ImageSteps<'a, 'b> {
+    session: SessionParts<'a>,
+    scheduler: &'a mut ModuleLrScheduler,
+    state: &'a mut CheckpointState,
+    context: &'a EpochContext<'b>,
+    view_of: &'a dyn Fn(usize) -> &'b Example,
+    /// The images of each batch, made on another thread; `None` when every example is cached.
+    prepared: Option<&'a std::sync::mpsc::Receiver<PreparedViews>>,
+    /// Only the head trains (the first epochs of `--gradual-unfreeze`).
+    head_only: bool,
+    /// The head's learning rate at the last step.
+    learning_rate: f64,
+}
+
+impl Steps for ImageSteps<'_, '_> {
+    type Model = Student;
+    /// Examples classified correctly.
+    type Figures = usize;
+
+    fn step(&mut self, student: &Student, batch: &[usize]) -> Result<Step<usize>> {
+        let session = &self.session;
+        let examples = &self.context.inputs.train;
+        let labels: Vec<i64> = batch.iter().map(|index| examples[*index].1 as i64).collect();
+        let batch_examples: Vec<&Example> = batch.iter().map(|index| (self.view_of)(*index)).collect();
+        let part_labels = shards::split(&labels, session.shard_count);
+        let part_examples = shards::split(&batch_examples, session.shard_count);
+        let views = match self.prepared {
+            Some(prepared) => prepared
+                .recv()
+                .map_err(|_| GraftError::Invalid("the thread preparing training images stopped".into()))??,
+            None => vec![None; part_examples.len()],
+        };
+        let parts = part_examples
+            .iter()
+            .zip(views)
+            .zip(part_labels.iter().cloned())
+            .map(|((part, views), labels)| {
+                let input = match views {
+                    Some(views) => image_input(&views, self.context, session.training_device),
+                    None => cached_input(part, self.context, session.training_device)?,
+                };
+                Ok((input, labels))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let step = shards::step(
+            student,
+            parts,
+            self.context.plan.cut,
+            session.loss_function,
+            session.class_weights,
+            self.head_only,
+            session.training_device,
+        )?;
+        let correct = step
+            .logits
+            .iter()
+            .zip(&part_labels)
+            .map(|(logits, labels)| count_correct(logits, labels))
+            .sum::<Result<usize>>()?;
+        Ok(Step { loss: step.loss, gradients: step.gradients, figures: correct })
+    }
+
+    fn apply(&mut self, student: Student, gradients: burn::optim::GradientsParams) -> Student {
+        self.learning_rate = self.session.schedule.at(1.0, self.state.steps_done).at(self.state.steps_done);
+        let rates = self.scheduler.step();
+        let student = self.session.optimizer.step(rates, student, gradients);
+        self.state.steps_done += 1;
+        student
+    }
+
+    fn stopped(&self) -> GraftError {
+        GraftError::Interrupted {
+            epochs_done: self.state.epochs_done,
+            checkpoint: self.session.current.unwrap_or(self.session.checkpoint).to_owned(),
+        }
+    }
+
+    fn diverged(&self, loss: f64) -> GraftError {
+        diverged("training loss", loss, self.state, self.context, self.session.current)
     }
 }
 

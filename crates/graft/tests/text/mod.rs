@@ -135,6 +135,7 @@ fn mid_fine_tuning_trains_only_behind_the_cut() {
         batch_size: 8,
         shards: 2,
         seed: 3,
+        interrupt: None,
     };
     let graft::text::finetune::Finetuned { net, history, .. } = finetune(
         &teacher,

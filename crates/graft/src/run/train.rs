@@ -5,17 +5,19 @@
 
 use burn::tensor::Device;
 
-use super::advisor;
-use super::augment_choice::{self, MeasureContext};
-use super::evaluate::{InferenceOptions, evaluate_run};
-use super::reporter::Reporter;
-use super::strategy::Strategy;
-use super::student::load_run;
-use super::trainer::{TrainOptions, TrainOutcome, train};
 use crate::data::augment::AugmentChoice;
 use crate::data::dataset::Dataset;
 use crate::error::Result;
 use crate::models::Teacher;
+use crate::text::student::TextOutcome;
+use crate::text::{TextDataset, TextTeacher, TextTrainOptions, train_text};
+use crate::train::advisor;
+use crate::train::augment_choice::{self, MeasureContext};
+use crate::train::evaluate::{InferenceOptions, evaluate_run};
+use crate::train::reporter::Reporter;
+use crate::train::strategy::Strategy;
+use crate::train::student::load_run;
+use crate::train::trainer::{TrainOptions, TrainOutcome, train};
 
 /// Trains a student of `teacher` and writes its run directory (`options.out`). With
 /// `options.strategy` `auto` the advisor picks the strategy and its reason is saved;
@@ -39,7 +41,8 @@ pub fn train_run(
     options.hyperparameters.augmentation = match (augment, options.strategy) {
         // Fine-tuning a pretrained teacher: measure which augmentations suit this data.
         (AugmentChoice::Auto, Strategy::Mid | Strategy::Full) => {
-            let preprocessing = super::trainer::preprocessing_at(&teacher.card.preprocessing, options.image_size);
+            let preprocessing =
+                crate::train::trainer::preprocessing_at(&teacher.card.preprocessing, options.image_size);
             let context = MeasureContext {
                 teacher,
                 preprocessing: &preprocessing,
@@ -55,7 +58,7 @@ pub fn train_run(
             options.augmentation_choice = Some(choice);
             augmentation
         }
-        _ => augment.resolve(options.strategy),
+        _ => crate::train::strategy::unmeasured_augmentation(augment, options.strategy),
     };
     let outcome = train(teacher, train_set, validation, &options, device, reporter)?;
     if outcome.finished {
@@ -76,5 +79,24 @@ pub fn train_run(
         crate::report::plot_confusion(&options.out.join("confusion.png"), &evaluation)?;
         crate::report::write_run_report(&options.out, &outcome.config, &outcome.history)?;
     }
+    Ok(outcome)
+}
+
+/// Trains a text student of `teacher` ([`train_text`]) and writes its whole run directory:
+/// the student, `graft.json`, the confusion plot and `report.html`.
+///
+/// # Errors
+/// As [`train_text`], or a report that cannot be written.
+pub fn train_text_run(
+    teacher: &TextTeacher,
+    train_set: &TextDataset,
+    validation: Option<&TextDataset>,
+    options: &TextTrainOptions,
+    device: &Device,
+    reporter: &dyn Reporter,
+) -> Result<TextOutcome> {
+    let outcome = train_text(teacher, train_set, validation, options, device, reporter)?;
+    crate::report::plot_confusion(&options.out.join("confusion.png"), &outcome.evaluation)?;
+    crate::report::write_text_report(&options.out, &outcome.config, &outcome.evaluation, &outcome.examples)?;
     Ok(outcome)
 }
