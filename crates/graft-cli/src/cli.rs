@@ -183,7 +183,7 @@ pub struct ExportArgs {
 pub struct TrainingArgs {
     /// deep (frozen teacher, new head), mid (last blocks too), full (everything), scratch
     /// (random init, a baseline), or auto (graft measures and picks).
-    #[arg(long, default_value = "deep", value_parser = choice::<Strategy>())]
+    #[arg(long, default_value_t = graft::train::TrainOptions::default().strategy, value_parser = choice::<Strategy>())]
     pub strategy: Strategy,
 
     /// With `mid`: how many trailing blocks to train.
@@ -203,7 +203,7 @@ pub struct TrainingArgs {
     pub hidden: usize,
 
     /// `adamw` or `sgd` (Nesterov momentum).
-    #[arg(long, default_value = "adamw", value_parser = choice::<Optimizer>())]
+    #[arg(long, default_value_t = graft::train::Hyperparameters::default().optimizer, value_parser = choice::<Optimizer>())]
     pub optimizer: Optimizer,
 
     /// Peak learning rate of the head (after warm-up; cosine decay to 0) [default: 1e-3].
@@ -215,24 +215,24 @@ pub struct TrainingArgs {
     #[arg(long)]
     pub backbone_lr_factor: Option<f64>,
 
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = graft::train::Hyperparameters::default().weight_decay)]
     pub weight_decay: f64,
 
     /// SGD momentum.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = graft::train::Hyperparameters::default().momentum)]
     pub momentum: f64,
 
     /// Training epochs [default: 10; 3 for a text student's fine-tuning].
     #[arg(long)]
     pub epochs: Option<usize>,
 
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = graft::train::Hyperparameters::default().batch_size)]
     pub batch_size: usize,
 
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = graft::train::Hyperparameters::default().warmup_epochs)]
     pub warmup_epochs: usize,
 
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = graft::train::Hyperparameters::default().label_smoothing)]
     pub label_smoothing: f32,
 
     /// Weight the loss by inverse class frequency (for unbalanced data).
@@ -247,25 +247,25 @@ pub struct TrainingArgs {
     /// L-BFGS, its L2 penalty chosen by 5-fold cross-validation on the cached features), `epochs`
     /// (the optimizer for `--epochs`, as other strategies), or `auto` (probe for a linear head
     /// without augmentation on up to 20,000 images).
-    #[arg(long, default_value = "auto", value_parser = choice::<HeadFit>())]
+    #[arg(long, default_value_t = graft::train::Hyperparameters::default().head_fit, value_parser = choice::<HeadFit>())]
     pub head_fit: HeadFit,
 
     /// Where the head starts when teacher blocks train (mid, full): `random`, or `probe` (a
     /// linear probe fitted on the frozen teacher's features first, then fine-tuned with the
     /// blocks: LP-FT; docs/QUALITY.md measures both).
-    #[arg(long, default_value = "random", value_parser = choice::<HeadInit>())]
+    #[arg(long, default_value_t = graft::train::Hyperparameters::default().head_init, value_parser = choice::<HeadInit>())]
     pub head_init: HeadInit,
 
     /// How batch norms in trained teacher blocks normalise: `stored` (the teacher's statistics,
     /// as in inference; scale and shift still train), `batch` (each batch's own, PyTorch's
     /// `model.train()`), or `auto` (stored, but batch from scratch).
-    #[arg(long, default_value = "auto", value_parser = choice::<BatchNormMode>())]
+    #[arg(long, default_value_t = graft::train::Hyperparameters::default().batch_norm, value_parser = choice::<BatchNormMode>())]
     pub batch_norm: BatchNormMode,
 
     /// Train the student again on every image once the held-out images have chosen the epoch
     /// count: `auto` (when graft split the validation images off and the student trains by
     /// epochs), `on`, `off`. The held-out scores stay as the estimate.
-    #[arg(long, default_value = "auto", value_parser = choice::<Refit>())]
+    #[arg(long, default_value_t = graft::train::Hyperparameters::default().refit, value_parser = choice::<Refit>())]
     pub refit: Refit,
 
     /// Augmentation (random resized crop, flip, colour jitter): `auto` (on for mid/full), `on`, `off`.
@@ -274,7 +274,7 @@ pub struct TrainingArgs {
 
     /// Views cached per training image when part of the teacher is frozen and augmentation is on:
     /// the plain (evaluation) view and N-1 augmented ones; each epoch draws one per image.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = graft::train::Hyperparameters::default().augmented_views)]
     pub views: usize,
 
     /// When teacher blocks train (mid, full, scratch): split each batch into this many shards
@@ -285,11 +285,11 @@ pub struct TrainingArgs {
     pub shards: Option<usize>,
 
     /// Train only the head for this many epochs first, then the unfrozen blocks too.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = graft::train::Hyperparameters::default().gradual_unfreeze_epochs)]
     pub gradual_unfreeze: usize,
 
     /// Fraction of each class held out for validation when the data has no validation set.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = graft::train::Hyperparameters::default().validation_fraction)]
     pub validation_fraction: f64,
 
     /// Use at most this many training images per class.
@@ -300,7 +300,7 @@ pub struct TrainingArgs {
     #[arg(long)]
     pub image_size: Option<usize>,
 
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = graft::train::TrainOptions::default().seed)]
     pub seed: u64,
 }
 
@@ -382,11 +382,11 @@ pub struct AuditArgs {
     pub data: PathBuf,
 
     /// (source, target class) pairs to attack.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = graft::audit::run::AuditOptions::default().pairs)]
     pub pairs: usize,
 
     /// The DSSIM budget of a crafted image.
-    #[arg(long, default_value_t = 0.003)]
+    #[arg(long, default_value_t = graft::audit::run::AuditOptions::default().mimicry.budget)]
     pub budget: f64,
 
     /// The teacher block whose output the attack mimics (default: the student's last frozen
@@ -396,19 +396,19 @@ pub struct AuditArgs {
     pub layer: Option<String>,
 
     /// Attack iterations per pair (the reference runs 2,000 of Adadelta).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = graft::audit::run::AuditOptions::default().mimicry.iterations)]
     pub iterations: usize,
 
     /// `adam` or `adadelta` (the reference's, at rate 1).
-    #[arg(long, default_value = "adam", value_parser = choice::<graft::audit::mimicry::AttackOptimizer>())]
+    #[arg(long, default_value_t = graft::audit::run::AuditOptions::default().mimicry.optimizer, value_parser = choice::<graft::audit::mimicry::AttackOptimizer>())]
     pub optimizer: graft::audit::mimicry::AttackOptimizer,
 
     /// The optimizer's rate, in tanh space.
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = graft::audit::run::AuditOptions::default().mimicry.learning_rate)]
     pub learning_rate: f64,
 
     /// Pairs attacked at once.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = graft::audit::run::AuditOptions::default().batch_size)]
     pub batch_size: usize,
 
     /// Instead of the attack: which public teacher the student was built on. Every zoo teacher
@@ -424,7 +424,7 @@ pub struct AuditArgs {
     #[arg(long, default_value = "mean", value_parser = choice::<graft::audit::fingerprint::Aim>())]
     pub aim: graft::audit::fingerprint::Aim,
 
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = graft::audit::run::AuditOptions::default().seed)]
     pub seed: u64,
 
     /// The teacher's weight file when it is not in the cache (works offline). With
@@ -462,30 +462,30 @@ pub struct HardenArgs {
     #[arg(long)]
     pub layer: Option<String>,
 
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = graft::audit::harden::HardenOptions::default().epochs)]
     pub epochs: usize,
 
     /// AdamW's peak rate for every layer (cosine decay; 1e-3 wrecks a trained student).
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = graft::audit::harden::HardenOptions::default().learning_rate)]
     pub learning_rate: f64,
 
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = graft::audit::harden::HardenOptions::default().batch_size)]
     pub batch_size: usize,
 
     /// The distance the student's representation must keep from the teacher's, as a multiple of
     /// the mean distance between two training images' teacher representations (ramped up over
     /// the first half of the epochs).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = graft::audit::harden::HardenOptions::default().threshold)]
     pub threshold: f64,
 
     /// What a representation still on the teacher's costs, in nats of cross-entropy.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = graft::audit::harden::HardenOptions::default().penalty)]
     pub penalty: f64,
 
     /// How the distance to the teacher's representation is measured: `euclidean` (the
     /// reference's), or `standardised` (each channel shifted and scaled to mean 0, variance 1 over
     /// the batch first, so that rescaling channels does not count as moving away).
-    #[arg(long, default_value = "euclidean", value_parser = choice::<Distance>())]
+    #[arg(long, default_value_t = graft::audit::harden::HardenOptions::default().distance, value_parser = choice::<Distance>())]
     pub distance: Distance,
 
     /// Also train on this many teacher-mimicry images, crafted on the teacher alone from the
@@ -497,7 +497,7 @@ pub struct HardenArgs {
     pub mimicry_examples: Option<usize>,
 
     /// Iterations of the attack crafting each mimicry example (Adam at 0.01).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = graft::audit::harden::HardenOptions::default().mimicry.iterations)]
     pub mimicry_example_iterations: usize,
 
     /// Attacked pairs before and after (0: accuracy only). The same crafted images score both
@@ -506,14 +506,14 @@ pub struct HardenArgs {
     pub pairs: usize,
 
     /// The attack's DSSIM budget.
-    #[arg(long, default_value_t = 0.003)]
+    #[arg(long, default_value_t = graft::audit::run::AuditOptions::default().mimicry.budget)]
     pub budget: f64,
 
     /// The attack's iterations per pair (Adam at 0.01, as `graft audit`).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = graft::audit::run::AuditOptions::default().mimicry.iterations)]
     pub iterations: usize,
 
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = graft::audit::harden::HardenOptions::default().seed)]
     pub seed: u64,
 
     /// The teacher's weight file when it is not in the cache (works offline).

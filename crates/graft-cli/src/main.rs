@@ -63,6 +63,8 @@ fn flag_hint(error: &anyhow::Error) -> Option<&'static str> {
             Some("run the same command with `--resume` to continue from there")
         }
         GraftError::Diverged { .. } => Some("`--learning-rate` sets the learning rate"),
+        GraftError::MissingColumn { what: "text", .. } => Some("name the column of the texts with `--text-column`"),
+        GraftError::MissingColumn { what: "label", .. } => Some("name the column of the labels with `--label-column`"),
         _ => None,
     }
 }

@@ -20,6 +20,23 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// A whole run of graft as one text: the exit code, stdout and stderr, with the repository's
+/// path written `[REPO]` and the tests' cache `[CACHE]` (the parts that differ between machines).
+/// Tests compare it whole, so a changed message, a stray line or a wrong stream shows.
+fn snapshot(out: &Output) -> String {
+    let filter = |bytes: &[u8]| {
+        text(bytes)
+            .replace(&repo("").display().to_string(), "[REPO]/")
+            .replace(&std::env::temp_dir().join("graft-cli-test-cache").display().to_string(), "[CACHE]")
+    };
+    format!(
+        "exit {}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code().map_or("by a signal".to_owned(), |code| code.to_string()),
+        filter(&out.stdout),
+        filter(&out.stderr)
+    )
+}
+
 #[test]
 fn predict_json_puts_a_cat_first_for_chelsea_and_espresso_for_coffee() {
     let chelsea = repo("crates/graft-assets/images/chelsea.png");
@@ -101,14 +118,14 @@ fn hostile_weights_fail_with_exit_code_1_and_a_clear_message() {
         hostile.to_str().unwrap(),
         repo("crates/graft-assets/images/coffee.png").to_str().unwrap(),
     ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert_eq!(text(&out.stdout), "");
-    let stderr = text(&out.stderr);
-    assert!(
-        stderr.starts_with("error: refusing to load")
-            && stderr.contains("hostile_zip.pth")
-            && stderr.contains("system"),
-        "{stderr}"
+    assert_eq!(
+        snapshot(&out),
+        "exit 1
+--- stdout
+--- stderr
+error: refusing to load `[REPO]/crates/graft-weights/tests/fixtures/hostile_zip.pth`: its pickle calls `posix.system`, which is not a tensor or a plain container (graft never executes code from a weight file)
+hint: if this is a whole pickled model, save `model.state_dict()` instead, or convert the file to safetensors
+"
     );
 }
 
@@ -116,17 +133,26 @@ fn hostile_weights_fail_with_exit_code_1_and_a_clear_message() {
 fn unknown_teacher_and_offline_download_explain_themselves() {
     let coffee = repo("crates/graft-assets/images/coffee.png");
     let out = graft(&["predict", "--teacher", "vgg16", coffee.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("unknown teacher `vgg16`; known teachers: efficientnet_lite0"),
-        "{}",
-        text(&out.stderr)
+    assert_eq!(
+        snapshot(&out),
+        "exit 1
+--- stdout
+--- stderr
+error: unknown teacher `vgg16`; known teachers: efficientnet_lite0, efficientnet_lite1, efficientnet_lite2, efficientnet_lite3, efficientnet_lite4, resnet18, resnet50, mobilenet_v2, alexnet, inception_v3
+"
     );
 
     let out = graft(&["predict", "--teacher", "alexnet", coffee.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = text(&out.stderr);
-    assert!(stderr.contains("alexnet-owt-7be5be79.pth") && stderr.contains("--weights PATH"), "{stderr}");
+    assert_eq!(
+        snapshot(&out),
+        "exit 1
+--- stdout
+--- stderr
+error: cannot download the weights of `alexnet` from https://download.pytorch.org/models/alexnet-owt-7be5be79.pth: offline mode is on and `[CACHE]/weights/alexnet-owt-7be5be79.pth` is not in the cache
+hint: fetch that file on a machine with internet access and give its path as the weights file
+hint: pass the downloaded file with `--weights PATH`
+"
+    );
 }
 
 #[test]
@@ -158,8 +184,16 @@ fn convert_legacy_pth_to_safetensors() {
 #[test]
 fn missing_image_is_named() {
     let out = graft(&["predict", "/nonexistent/cat.jpg"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("/nonexistent/cat.jpg"), "{}", text(&out.stderr));
+    assert_eq!(
+        snapshot(&out),
+        "exit 1
+--- stdout
+--- stderr
+teacher efficientnet_lite0: 247 applied, 0 missing, 0 unused, 0 shape-mismatched (weights sha256 579344248a93)
+skipped /nonexistent/cat.jpg: cannot read or write `/nonexistent/cat.jpg`
+error: none of the 1 images could be read
+"
+    );
 }
 
 /// A small labelled folder: `per_class` images of three classes of the bundled sample.
@@ -520,8 +554,16 @@ fn train_on_a_single_class_stops_with_a_hint() {
     .unwrap();
     let out =
         graft(&["train", "--data", dir.join("data").to_str().unwrap(), "--out", dir.join("run").to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("only one class (Bag)"), "{}", text(&out.stderr));
+    assert_eq!(
+        snapshot(&out).replace(&dir.display().to_string(), "[DIR]"),
+        "exit 1
+--- stdout
+--- stderr
+teacher efficientnet_lite0: 247 applied, 0 missing, 0 unused, 0 shape-mismatched (weights sha256 579344248a93)
+error: `[DIR]/data` has images of only one class (Bag); a classifier needs at least two
+"
+    );
+    assert!(!dir.join("run").exists(), "a run that cannot train writes nothing");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -1023,12 +1065,12 @@ fn interrupted_at(args: &[&str], cache: &Path, marker: &str) -> Output {
     output
 }
 
-/// Ctrl-C stops `graft harden` and a text `full` fine-tune at the next batch, as it stops image
-/// training: exit 130, stderr says what stopped and that nothing was written, and no student is
-/// left in `--out`.
+/// Ctrl-C stops every long verb at its next batch, as it stops image training: exit 130,
+/// stderr says what stopped (and that nothing was written where there are no checkpoints), and
+/// no student is left in `--out`.
 #[cfg(unix)]
 #[test]
-fn ctrl_c_stops_harden_and_a_text_fine_tune() {
+fn ctrl_c_stops_every_long_verb_at_the_next_batch() {
     let dir = std::env::temp_dir().join(format!("graft-cli-ctrl-c-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let cache = dir.join("cache");
@@ -1042,30 +1084,56 @@ fn ctrl_c_stops_harden_and_a_text_fine_tune() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
+    let (run, train) = (run.to_str().unwrap(), train.to_str().unwrap());
+    let stopped = |args: &[&str], marker: &str, what: &str| {
+        let out = interrupted_at(args, &cache, marker);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(130), "{args:?}: {stderr}");
+        assert!(stderr.contains(what), "{args:?}: {stderr}");
+        assert_eq!(text(&out.stdout), "", "{args:?}: a stopped verb prints no result");
+    };
+    let lite0 = "teacher efficientnet_lite0";
+    let nothing = "stopped when asked to, before it finished; nothing was written";
 
     let hardened = dir.join("hardened");
-    let out = interrupted_at(
-        &[
-            "harden",
-            run.to_str().unwrap(),
-            "--data",
-            train.to_str().unwrap(),
-            "--out",
-            hardened.to_str().unwrap(),
-            "--epochs",
-            "200",
-            "--pairs",
-            "0",
-            "--mimicry-examples",
-            "0",
-        ],
-        &cache,
-        "teacher efficientnet_lite0",
+    let harden = ["harden", run, "--data", train, "--out", hardened.to_str().unwrap(), "--epochs", "200"];
+    stopped(
+        &[&harden[..], &["--pairs", "0", "--mimicry-examples", "0"]].concat(),
+        lite0,
+        &format!("hardening {nothing}"),
     );
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
-    assert!(stderr.contains("hardening stopped when asked to") && stderr.contains("nothing was written"), "{stderr}");
     assert!(!hardened.join("student.safetensors").exists());
+    stopped(
+        &["audit", run, "--data", train, "--pairs", "64", "--batch-size", "1"],
+        lite0,
+        &format!("the audit {nothing}"),
+    );
+    let bag = repo("crates/graft-assets/data/fashion-mnist-sample/test/Bag");
+    stopped(&["embed", "--batch-size", "1", bag.to_str().unwrap()], lite0, &format!("embedding {nothing}"));
+    stopped(
+        &["bench", "--teachers", "efficientnet_lite0", "--batch-size", "1", "--iterations", "100000"],
+        "benchmarking efficientnet_lite0",
+        &format!("the benchmark {nothing}"),
+    );
+    let compared = dir.join("compare");
+    stopped(
+        &[
+            "compare",
+            "--data",
+            train,
+            "--strategies",
+            "mid",
+            "--image-size",
+            "32",
+            "--epochs",
+            "500",
+            "--out",
+            compared.to_str().unwrap(),
+        ],
+        lite0,
+        "training stopped when asked to",
+    );
+    assert!(!compared.join("compare.md").exists());
 
     let (teacher, _) = text_teacher_directory();
     let texts = dir.join("texts.csv");
@@ -1073,30 +1141,24 @@ fn ctrl_c_stops_harden_and_a_text_fine_tune() {
         (0..12).map(|i| (SPORTS[i], "sports")).chain((0..12).map(|i| (COOKING[i], "cooking"))).collect();
     texts_csv(&texts, &rows);
     let text_run = dir.join("text-run");
-    let out = interrupted_at(
-        &[
-            "train",
-            "--teacher",
-            "all-minilm-l6-v2",
-            "--weights",
-            teacher.to_str().unwrap(),
-            "--data",
-            texts.to_str().unwrap(),
-            "--label-column",
-            "topic",
-            "--strategy",
-            "full",
-            "--epochs",
-            "5000",
-            "--out",
-            text_run.to_str().unwrap(),
-        ],
-        &cache,
-        "teacher all",
-    );
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
-    assert!(stderr.contains("fine-tuning stopped when asked to") && stderr.contains("nothing was written"), "{stderr}");
+    let text_train = [
+        "train",
+        "--teacher",
+        "all-minilm-l6-v2",
+        "--weights",
+        teacher.to_str().unwrap(),
+        "--data",
+        texts.to_str().unwrap(),
+        "--label-column",
+        "topic",
+        "--strategy",
+        "full",
+        "--epochs",
+        "5000",
+        "--out",
+        text_run.to_str().unwrap(),
+    ];
+    stopped(&text_train, "teacher all", &format!("fine-tuning {nothing}"));
     assert!(!text_run.join("student.safetensors").exists());
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -15,6 +15,7 @@ use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use crate::backend::fused::FusedBackbone;
 use crate::backend::host_values;
 use crate::error::Result;
+use crate::interrupt::Interrupt;
 use crate::models::{Backbone, zoo};
 use crate::train::head::HeadKind;
 use crate::train::shards;
@@ -49,6 +50,7 @@ pub fn kernels(
     iterations: usize,
     warmup: usize,
     fused_plan: bool,
+    interrupt: Option<&Interrupt>,
 ) -> Result<Vec<KernelResult>> {
     let card = zoo::find(teacher)?;
     let size = card.preprocessing.input_size;
@@ -83,7 +85,7 @@ pub fn kernels(
             _ => backbone.forward_blocks(images.clone(), 0..cut),
         }
     };
-    let inference = time(warmup, iterations, || {
+    let inference = time(warmup, iterations, interrupt, || {
         let features = match &fused {
             Some(fused) => {
                 let (values, shape) = fused.forward(&pixels, shape, blocks, true)?;
@@ -97,7 +99,7 @@ pub fn kernels(
     results.push(result("inference", inference));
     if fused.is_some() {
         // The same network through burn's modules, for comparison.
-        let inference = time(warmup, iterations, || {
+        let inference = time(warmup, iterations, interrupt, || {
             let x = backbone.forward_blocks(images.clone(), 0..blocks)?;
             let _ = backbone.classify(backbone.features(x)).into_data();
             Ok(())
@@ -115,7 +117,7 @@ pub fn kernels(
         let mut optimizer: burn::optim::ModuleOptimizer = crate::train::trainer::adamw(1e-4).init();
         let labels: Vec<i64> = (0..batch_size as i64).map(|i| i % 10).collect();
         let loss_function = burn::nn::loss::CrossEntropyLossConfig::new().init(&training);
-        let seconds = time(warmup, iterations, || {
+        let seconds = time(warmup, iterations, interrupt, || {
             // The frozen prefix (inference mode) is part of the step, as it is in a training loop
             // without a feature cache.
             let prefix = frozen(cut)?;
@@ -144,12 +146,19 @@ pub fn kernels(
 }
 
 /// Mean seconds per call of `work` over `iterations`, after `warmup` untimed calls.
-fn time(warmup: usize, iterations: usize, mut work: impl FnMut() -> Result<()>) -> Result<f64> {
+fn time(
+    warmup: usize,
+    iterations: usize,
+    interrupt: Option<&Interrupt>,
+    mut work: impl FnMut() -> Result<()>,
+) -> Result<f64> {
     for _ in 0..warmup {
+        crate::interrupt::check(interrupt, "the benchmark")?;
         work()?;
     }
     let started = Instant::now();
     for _ in 0..iterations.max(1) {
+        crate::interrupt::check(interrupt, "the benchmark")?;
         work()?;
     }
     Ok(started.elapsed().as_secs_f64() / iterations.max(1) as f64)

@@ -61,6 +61,10 @@ pub enum GraftError {
     )]
     Interrupted { epochs_done: usize, checkpoint: PathBuf },
 
+    /// A table of texts whose header has no column for the texts or the labels.
+    #[error("`{}` has no {what} column (tried {}); its columns are {columns:?}", path.display(), tried.join(", "))]
+    MissingColumn { path: PathBuf, what: &'static str, tried: Vec<String>, columns: Vec<String> },
+
     /// A call without checkpoints (hardening, a text fine-tune, an audit, embedding) stopped at a
     /// batch boundary when asked to; it wrote nothing.
     #[error("{what} stopped when asked to, before it finished; nothing was written")]

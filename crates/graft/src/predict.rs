@@ -109,7 +109,11 @@ pub fn top_k(probabilities: &[f32], k: usize, labels: &[String]) -> Vec<ClassSco
 }
 
 /// The teacher's pooled feature vector for each readable image, with its path; the unreadable
-/// images are returned with the reason.
+/// images are returned with the reason. `interrupt`, when requested, stops it before the next
+/// batch.
+///
+/// # Errors
+/// A tensor that cannot be read back, or the stop request.
 #[allow(clippy::type_complexity)]
 pub fn embed_images(
     teacher: &Teacher,
@@ -117,11 +121,13 @@ pub fn embed_images(
     batch_size: usize,
     device: &Device,
     fused_plan: bool,
+    interrupt: Option<&crate::interrupt::Interrupt>,
 ) -> Result<(Vec<(PathBuf, Vec<f32>)>, Vec<Skipped>)> {
     let mut out = Vec::with_capacity(paths.len());
     let mut skipped = Vec::new();
     let fused = FusedBackbone::for_device(&teacher.backbone, device, fused_plan);
     for chunk in paths.chunks(batch_size.max(1)) {
+        crate::interrupt::check(interrupt, "embedding")?;
         let Some((images, kept)) = load_batch(teacher, chunk, device, &mut skipped) else { continue };
         let features = teacher_features(teacher, images, fused.as_ref())?;
         let [_, width] = features.dims();

@@ -31,7 +31,7 @@ pub fn run(args: &AuditArgs, settings: &Settings) -> anyhow::Result<()> {
             iterations: args.iterations,
             optimizer: args.optimizer,
             learning_rate: args.learning_rate,
-            penalty: 1e10,
+            ..MimicryOptions::default()
         },
         batch_size: args.batch_size,
         seed: args.seed,

@@ -5,6 +5,10 @@ use crate::settings::Settings;
 
 pub fn run(args: &BenchArgs, settings: &Settings) -> anyhow::Result<()> {
     for teacher in &args.teachers {
+        settings.log(format!(
+            "benchmarking {teacher} on {}: batches of {}, {} timed iterations after one warm-up",
+            settings.device_name, args.batch_size, args.iterations
+        ));
         for result in graft::bench::kernels(
             teacher,
             &settings.device,
@@ -13,6 +17,7 @@ pub fn run(args: &BenchArgs, settings: &Settings) -> anyhow::Result<()> {
             args.iterations,
             1,
             settings.fused_plan,
+            Some(&crate::INTERRUPT),
         )? {
             settings.log(format!(
                 "{:<20} {:<18} {:>8.2} images/s",

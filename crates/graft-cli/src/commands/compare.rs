@@ -98,7 +98,7 @@ pub fn run(args: &CompareArgs, settings: &Settings) -> anyhow::Result<()> {
         args.data.display(),
         train_set.len(),
         validation.len(),
-        args.training.epochs.unwrap_or(10),
+        args.training.epochs.unwrap_or(graft::train::Hyperparameters::default().epochs),
         args.training.seed
     );
     super::write_compare_report(args, &header, &table, &rows, settings)

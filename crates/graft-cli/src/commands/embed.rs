@@ -14,7 +14,14 @@ pub fn run(args: &EmbedArgs, settings: &Settings) -> anyhow::Result<()> {
     }
     let images = super::expand_images(&args.images)?;
     let teacher = super::teacher(&args.teacher, settings)?;
-    let (features, skipped) = embed_images(&teacher, &images, args.batch_size, &settings.device, settings.fused_plan)?;
+    let (features, skipped) = embed_images(
+        &teacher,
+        &images,
+        args.batch_size,
+        &settings.device,
+        settings.fused_plan,
+        Some(&crate::INTERRUPT),
+    )?;
     super::report_skipped(&skipped, images.len())?;
     if args.json {
         let rows: Vec<_> =

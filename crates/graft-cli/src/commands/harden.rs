@@ -2,7 +2,7 @@
 //! attack on it before and after.
 
 use graft::audit::harden::{HardenOptions, HardenReport, harden};
-use graft::audit::mimicry::{AttackOptimizer, MimicryOptions};
+use graft::audit::mimicry::MimicryOptions;
 use graft::audit::run::{AuditOptions, AuditReport, correctly_classified, craft, score};
 use graft::data::dataset::{self, Dataset};
 use graft::train::student::{LoadedStudent, save_run};
@@ -79,16 +79,10 @@ pub fn run(args: &HardenArgs, settings: &Settings) -> anyhow::Result<()> {
     let audit_options = AuditOptions {
         pairs: args.pairs,
         layer: args.layer.clone(),
-        mimicry: MimicryOptions {
-            budget: args.budget,
-            iterations: args.iterations,
-            optimizer: AttackOptimizer::Adam,
-            learning_rate: 0.01,
-            penalty: 1e10,
-        },
-        batch_size: 8,
+        mimicry: MimicryOptions { budget: args.budget, iterations: args.iterations, ..MimicryOptions::default() },
         seed: args.seed,
         interrupt: Some(crate::INTERRUPT.clone()),
+        ..AuditOptions::default()
     };
 
     // The attack is crafted on the teacher alone, once; both students are scored on its images.

@@ -13,13 +13,13 @@ use crate::settings::Settings;
 
 /// The text recipe from the arguments: what is not given takes the text defaults.
 fn train_options(training: &TrainingArgs, out: &Path, data: &Path, settings: &Settings) -> TextTrainOptions {
-    use graft::text::finetune::{DEFAULT_ENCODER_FACTOR, DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE};
+    let defaults = TextTrainOptions::default();
     TextTrainOptions {
         strategy: training.strategy,
         unfreeze: training.unfreeze,
-        epochs: training.epochs.unwrap_or(DEFAULT_EPOCHS),
-        learning_rate: training.learning_rate.unwrap_or(DEFAULT_LEARNING_RATE),
-        encoder_factor: training.backbone_lr_factor.unwrap_or(DEFAULT_ENCODER_FACTOR),
+        epochs: training.epochs.unwrap_or(defaults.epochs),
+        learning_rate: training.learning_rate.unwrap_or(defaults.learning_rate),
+        encoder_factor: training.backbone_lr_factor.unwrap_or(defaults.encoder_factor),
         weight_decay: training.weight_decay,
         shards: training.shards.unwrap_or_else(|| graft::device::default_shards(&settings.device)),
         validation_fraction: training.validation_fraction,
@@ -203,7 +203,7 @@ pub fn embed(args: &EmbedArgs, settings: &Settings) -> anyhow::Result<()> {
     let teacher = teacher(&args.teacher, settings)?;
     let texts = texts(&args.images, args.file.as_deref())?;
     let borrowed: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let embedded = teacher.embed(&borrowed, args.batch_size, &settings.device, &|_| {})?;
+    let embedded = teacher.embed(&borrowed, args.batch_size, &settings.device, &|_| {}, Some(&crate::INTERRUPT))?;
     if embedded.truncated > 0 {
         settings.log(format!(
             "{} texts were longer than {} tokens and were cut",

@@ -76,13 +76,14 @@ pub fn train_student(
     settings: &Settings,
 ) -> anyhow::Result<TrainOutcome> {
     let reporter = CliReporter::new(settings.quiet);
+    let defaults = Hyperparameters::for_device(&settings.device);
     let hyperparameters = Hyperparameters {
         optimizer: args.optimizer,
-        learning_rate: args.learning_rate.unwrap_or(1e-3),
-        backbone_learning_rate_factor: args.backbone_lr_factor.unwrap_or(1.0),
+        learning_rate: args.learning_rate.unwrap_or(defaults.learning_rate),
+        backbone_learning_rate_factor: args.backbone_lr_factor.unwrap_or(defaults.backbone_learning_rate_factor),
         weight_decay: args.weight_decay,
         momentum: args.momentum,
-        epochs: args.epochs.unwrap_or(10),
+        epochs: args.epochs.unwrap_or(defaults.epochs),
         batch_size: args.batch_size,
         warmup_epochs: args.warmup_epochs,
         label_smoothing: args.label_smoothing,
@@ -93,7 +94,7 @@ pub fn train_student(
         augmentation: Augmentation::none(),
         augmented_views: args.views,
         validation_fraction: args.validation_fraction,
-        shards: args.shards.unwrap_or_else(|| graft::device::default_shards(&settings.device)),
+        shards: args.shards.unwrap_or(defaults.shards),
         head_fit: args.head_fit,
         head_init: args.head_init,
         batch_norm: args.batch_norm,
@@ -113,11 +114,11 @@ pub fn train_student(
         out: out.to_owned(),
         resume,
         stop_after: None,
-        cache_batch_size: 32,
         fused_plan: settings.fused_plan,
         data: data.to_owned(),
         pooled_validation,
         interrupt: Some(crate::INTERRUPT.clone()),
+        ..TrainOptions::default()
     };
     Ok(train_run(teacher, train_set, validation, options, args.augment, &settings.device, &reporter)?)
 }

@@ -35,7 +35,7 @@ use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::mimicry::{AttackOptimizer, MimicryOptions, TeacherFront, mimic};
+use super::mimicry::{MimicryOptions, TeacherFront, mimic};
 use super::pixels::{batch as pixel_tensor, floats, normalise};
 use super::run::attacked_cut;
 use crate::backend::host_values;
@@ -98,13 +98,7 @@ pub struct HardenOptions {
 /// at 0.01) for a quarter of its 200 iterations, to keep crafting within a few times the cost of
 /// the hardening itself.
 pub fn example_attack() -> MimicryOptions {
-    MimicryOptions {
-        budget: 0.003,
-        iterations: 50,
-        optimizer: AttackOptimizer::Adam,
-        learning_rate: 0.01,
-        penalty: 1e10,
-    }
+    MimicryOptions { iterations: 50, ..MimicryOptions::default() }
 }
 
 /// How the distance between the student's and the teacher's representations at K is measured.

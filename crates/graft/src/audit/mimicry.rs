@@ -98,6 +98,20 @@ pub struct MimicryOptions {
     pub penalty: f64,
 }
 
+/// `graft audit`'s attack: budget 0.003, Adam at rate 0.01 in tanh space for 200 iterations,
+/// c = 1e10 (against the reference's Adadelta for 2,000: docs/AUDIT.md).
+impl Default for MimicryOptions {
+    fn default() -> MimicryOptions {
+        MimicryOptions {
+            budget: 0.003,
+            iterations: 200,
+            optimizer: AttackOptimizer::Adam,
+            learning_rate: 0.01,
+            penalty: 1e10,
+        }
+    }
+}
+
 impl MimicryOptions {
     /// The reference's settings: budget 0.003, Adadelta at rate 1 for 2,000 iterations, c = 1e10.
     pub fn reference() -> MimicryOptions {

@@ -38,6 +38,20 @@ pub struct AuditOptions {
     pub interrupt: Option<crate::interrupt::Interrupt>,
 }
 
+/// `graft audit`'s defaults: 20 pairs, 8 at a time, at the student's cut, seed 1.
+impl Default for AuditOptions {
+    fn default() -> AuditOptions {
+        AuditOptions {
+            pairs: 20,
+            layer: None,
+            mimicry: MimicryOptions::default(),
+            batch_size: 8,
+            seed: 1,
+            interrupt: None,
+        }
+    }
+}
+
 /// An audit's figures (`audit.json`).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct AuditReport {

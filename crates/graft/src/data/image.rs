@@ -345,8 +345,7 @@ mod tests {
     #[test]
     fn a_large_photo_decoded_reduced_gives_the_teachers_input_the_full_decode_gives() {
         // Chelsea (451 x 300) scaled up 4x: 1804 x 1200, about a 2-megapixel photo.
-        let photo =
-            image::load_from_memory(include_bytes!("../../../graft-assets/images/chelsea.png")).unwrap().to_rgb8();
+        let photo = image::open(graft_assets::images().join("chelsea.png")).unwrap().to_rgb8();
         let large = image::imageops::resize(&photo, 1804, 1200, FilterType::CatmullRom);
         let bytes = jpeg(&large);
         let path = Path::new("chelsea-large.jpg");

@@ -27,7 +27,7 @@ pub struct WeightOptions {
 
 /// The bundled EfficientNet-Lite0 checkpoint (legacy PyTorch format), when compiled in.
 #[cfg(feature = "bundled-weights")]
-pub const BUNDLED_LITE0: Option<&[u8]> = Some(graft_assets::LITE0);
+pub const BUNDLED_LITE0: Option<&[u8]> = graft_assets::LITE0;
 #[cfg(not(feature = "bundled-weights"))]
 pub const BUNDLED_LITE0: Option<&[u8]> = None;
 

@@ -271,7 +271,7 @@ impl Student {
         let Held::Text { student, encoder } = &self.held else {
             return Err(self.wrong_input("texts"));
         };
-        let features = encoder.embed(texts, self.options.batch_size, &self.options.device, &|_| {})?;
+        let features = encoder.embed(texts, self.options.batch_size, &self.options.device, &|_| {}, None)?;
         let classes = student.config.classes.len();
         let rows = student.probabilities(&features.features).chunks(classes).map(<[f32]>::to_vec).collect();
         Ok((rows, features.truncated))

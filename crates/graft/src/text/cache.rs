@@ -92,7 +92,8 @@ pub fn cached_features(
         reporter.start("encoding texts", missing.len());
         let wanted: Vec<&str> = missing.iter().map(|&index| texts[index]).collect();
         let encoded = teacher.tokenizer.encode(&wanted)?;
-        let computed = teacher.embed_encoded(&encoded, batch_size, device, &|count| reporter.advance(count, ""))?;
+        let computed =
+            teacher.embed_encoded(&encoded, batch_size, device, &|count| reporter.advance(count, ""), None)?;
         reporter.finish();
         let mut unwritable: Option<GraftError> = None;
         for (row, &index) in missing.iter().enumerate() {

@@ -73,7 +73,7 @@ impl TextDataset {
     pub fn check_trainable(&self, what: &str) -> Result<()> {
         if self.items.is_empty() {
             return Err(GraftError::Invalid(format!(
-                "{what} holds no labelled texts\nhint: expected a CSV or JSONL with text and label columns (--text-column, --label-column), or DIR/<class>/<.txt files>"
+                "{what} holds no labelled texts\nhint: expected a CSV or JSONL with text and label columns, or DIR/<class>/<.txt files>"
             )));
         }
         if self.class_counts().iter().filter(|count| **count > 0).count() < 2 {
@@ -157,22 +157,20 @@ pub fn open(path: &Path, columns: &Columns) -> Result<TextDataset> {
     }
 }
 
-fn pick(header: &[String], wanted: Option<&str>, defaults: &[&str], what: &str, path: &Path) -> Result<usize> {
+fn pick(header: &[String], wanted: Option<&str>, defaults: &[&str], what: &'static str, path: &Path) -> Result<usize> {
     let position = |name: &str| header.iter().position(|h| h.eq_ignore_ascii_case(name));
     let found = match wanted {
         Some(name) => position(name),
         None => defaults.iter().find_map(|name| position(name)),
     };
-    found.ok_or_else(|| GraftError::TextData {
+    found.ok_or_else(|| GraftError::MissingColumn {
         path: path.to_owned(),
-        location: "header".to_owned(),
-        reason: match wanted {
-            Some(name) => format!("no {what} column `{name}`; the columns are {header:?}"),
-            None => format!(
-                "no {what} column (tried {}); the columns are {header:?}\nhint: name it with --{what}-column",
-                defaults.join(", ")
-            ),
+        what,
+        tried: match wanted {
+            Some(name) => vec![name.to_owned()],
+            None => defaults.iter().map(|name| (*name).to_owned()).collect(),
         },
+        columns: header.to_vec(),
     })
 }
 

@@ -84,6 +84,32 @@ pub struct TextTrainOptions {
     pub interrupt: Option<crate::interrupt::Interrupt>,
 }
 
+/// A `deep` text student with graft's text recipe ([`super::finetune`]'s constants for the
+/// fine-tuning strategies), seed 42, into `graft-run` in the working directory: set at least
+/// `out`.
+impl Default for TextTrainOptions {
+    fn default() -> TextTrainOptions {
+        use super::finetune::{DEFAULT_ENCODER_FACTOR, DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE};
+        let image = crate::train::TrainOptions::default();
+        TextTrainOptions {
+            strategy: Strategy::Deep,
+            unfreeze: None,
+            epochs: DEFAULT_EPOCHS,
+            learning_rate: DEFAULT_LEARNING_RATE,
+            encoder_factor: DEFAULT_ENCODER_FACTOR,
+            weight_decay: image.hyperparameters.weight_decay,
+            shards: image.hyperparameters.shards,
+            validation_fraction: image.hyperparameters.validation_fraction,
+            seed: image.seed,
+            cache_dir: image.cache_dir,
+            out: image.out,
+            batch_size: image.hyperparameters.batch_size,
+            data: String::new(),
+            interrupt: None,
+        }
+    }
+}
+
 /// What training did.
 #[derive(Debug, Clone)]
 pub struct TextOutcome {
@@ -629,6 +655,6 @@ pub fn predict_texts(
     device: &Device,
 ) -> Result<(Vec<f32>, usize)> {
     let encoder = student.encoder(teacher, device)?;
-    let features = encoder.embed(texts, batch_size, device, &|_| {})?;
+    let features = encoder.embed(texts, batch_size, device, &|_| {}, None)?;
     Ok((student.probabilities(&features.features), features.truncated))
 }

@@ -258,34 +258,37 @@ impl TextTeacher {
 
     /// Sentence features of `texts`, `batch_size` at a time; texts of similar length are batched
     /// together so little is spent on padding. `progress` hears how many more texts are done, batch
-    /// by batch.
+    /// by batch; `interrupt`, when requested, stops it before the next batch.
     ///
     /// # Errors
-    /// The tokenizer's failure, or a tensor whose values cannot be read back.
+    /// The tokenizer's failure, a tensor whose values cannot be read back, or the stop request.
     pub fn embed(
         &self,
         texts: &[&str],
         batch_size: usize,
         device: &Device,
         progress: &(dyn Fn(usize) + Sync),
+        interrupt: Option<&crate::interrupt::Interrupt>,
     ) -> Result<Embedded> {
         let encoded = self.tokenizer.encode(texts)?;
-        self.embed_encoded(&encoded, batch_size, device, progress)
+        self.embed_encoded(&encoded, batch_size, device, progress, interrupt)
     }
 
     /// [`Self::embed`] for texts already tokenized.
     ///
     /// # Errors
-    /// A tensor whose values cannot be read back.
+    /// A tensor whose values cannot be read back, or the stop request.
     pub fn embed_encoded(
         &self,
         encoded: &[Encoded],
         batch_size: usize,
         device: &Device,
         progress: &(dyn Fn(usize) + Sync),
+        interrupt: Option<&crate::interrupt::Interrupt>,
     ) -> Result<Embedded> {
         let width = self.feature_dim();
         let features = by_length_batches(encoded, batch_size, width, |batch| {
+            crate::interrupt::check(interrupt, "embedding")?;
             let values = crate::backend::host_values::<f32>(self.features(batch, device).into_data());
             progress(batch.rows);
             values

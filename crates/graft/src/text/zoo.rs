@@ -93,7 +93,7 @@ pub fn text_cards() -> &'static [TextTeacherCard] {
             description: "BERT-base uncased (Devlin et al. 2019): 12 layers, 768 wide; mean-pooled",
             max_tokens: 512,
             source: TextSource::Local {
-                hint: "save it with transformers (`AutoModel.from_pretrained(\"bert-base-uncased\").save_pretrained(DIR)` and the same for its AutoTokenizer) and pass --weights DIR",
+                hint: "save it with transformers (`AutoModel.from_pretrained(\"bert-base-uncased\").save_pretrained(DIR)` and the same for its AutoTokenizer), then load it from DIR",
             },
         },
     ];

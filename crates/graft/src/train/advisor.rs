@@ -121,7 +121,7 @@ pub fn decide(far: bool, examples_per_class: usize) -> (Strategy, String) {
         (false, n) => (
             Strategy::Full,
             format!(
-                "the teacher's features fit the data, and with {n} examples per class retraining every block pays: from {FULL_FROM_PER_CLASS} per class on it measured about a point above adapting the last blocks (`--strategy mid`, 8 times faster)"
+                "the teacher's features fit the data, and with {n} examples per class retraining every block pays: from {FULL_FROM_PER_CLASS} per class on it measured about a point above adapting the last blocks (strategy `mid`, 8 times faster)"
             ),
         ),
         (true, n) => (

@@ -235,6 +235,45 @@ fn one() -> usize {
     1
 }
 
+/// graft's recipe for a new run (each choice measured in docs/QUALITY.md). The settings enums'
+/// own `Default`s are something else: the value a run saved before that setting existed is read
+/// back with.
+impl Default for Hyperparameters {
+    fn default() -> Hyperparameters {
+        Hyperparameters {
+            optimizer: Optimizer::AdamW,
+            learning_rate: 1e-3,
+            backbone_learning_rate_factor: 1.0,
+            weight_decay: 1e-4,
+            momentum: 0.9,
+            epochs: 10,
+            batch_size: 32,
+            warmup_epochs: 1,
+            label_smoothing: 0.1,
+            class_weights: false,
+            patience: None,
+            gradual_unfreeze_epochs: 0,
+            // Resolved per strategy by `run::train_run` (measured for `mid` and `full`).
+            augmentation: Augmentation::none(),
+            augmented_views: 2,
+            validation_fraction: 0.2,
+            shards: crate::device::default_shards(&Device::flex()),
+            head_fit: HeadFit::Auto,
+            batch_norm: BatchNormMode::Auto,
+            head_init: HeadInit::Random,
+            refit: Refit::Auto,
+        }
+    }
+}
+
+impl Hyperparameters {
+    /// The defaults with the batch split into as many shards as pays on `device` (see
+    /// [`crate::device::default_shards`]).
+    pub fn for_device(device: &Device) -> Hyperparameters {
+        Hyperparameters { shards: crate::device::default_shards(device), ..Hyperparameters::default() }
+    }
+}
+
 /// `graft.json`: everything needed to rebuild, evaluate and trust a student.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RunConfig {

@@ -83,6 +83,33 @@ pub struct TrainOptions {
     pub interrupt: Option<crate::interrupt::Interrupt>,
 }
 
+/// A `deep` student of the default teacher's card with graft's recipe ([`Hyperparameters`]'s
+/// defaults), seed 42, into `graft-run` in the working directory: set at least `out`.
+impl Default for TrainOptions {
+    fn default() -> TrainOptions {
+        TrainOptions {
+            strategy: Strategy::Deep,
+            strategy_reason: None,
+            augmentation_choice: None,
+            unfreeze: None,
+            unfreeze_from: None,
+            head: HeadKind::Linear,
+            hyperparameters: Hyperparameters::default(),
+            seed: 42,
+            image_size: None,
+            cache_dir: crate::fsutil::default_cache_dir(),
+            out: PathBuf::from("graft-run"),
+            resume: false,
+            stop_after: None,
+            cache_batch_size: 32,
+            fused_plan: true,
+            data: String::new(),
+            pooled_validation: false,
+            interrupt: None,
+        }
+    }
+}
+
 /// What a finished (or interrupted) run produced.
 #[derive(Debug, Clone)]
 pub struct TrainOutcome {
@@ -573,7 +600,7 @@ fn resolve_head_fit(options: &TrainOptions, plan: &FreezePlan, train_images: usi
 fn resolve_refit(options: &TrainOptions, head_fit: HeadFit) -> Result<Refit> {
     Ok(match (options.hyperparameters.refit, head_fit) {
         (Refit::On, HeadFit::Probe) => {
-            return Err(GraftError::Invalid("--refit on trains by epochs again, but a linear probe fits this head (`--head-fit epochs` trains it by epochs)".into()));
+            return Err(GraftError::Invalid("refit `on` trains by epochs again, but a linear probe fits this head (head fit `epochs` trains it by epochs)".into()));
         }
         (Refit::On, _) => Refit::On,
         (Refit::Auto, HeadFit::Epochs) if options.pooled_validation => Refit::On,
@@ -593,7 +620,7 @@ fn freeze_batch_norm_statistics(student: &mut Student) {
 /// Where the head starts; an error when `probe` was asked for where it cannot apply.
 fn resolve_head_init(options: &TrainOptions, plan: &FreezePlan) -> Result<HeadInit> {
     let why_not = if plan.is_head_only() {
-        Some("only the head trains (`--head-fit` chooses how)".to_owned())
+        Some("only the head trains (the head fit setting chooses how)".to_owned())
     } else if options.strategy == Strategy::Scratch {
         Some("the teacher's weights are random (`scratch`)".to_owned())
     } else if options.head != HeadKind::Linear {

@@ -32,3 +32,10 @@ pub fn assert_close_within(got: &[f32], want: &[f32], tolerance: f32, what: &str
     let max_diff = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     assert!(max_diff <= tolerance * scale, "{what}: max difference {max_diff} against a largest value of {scale}");
 }
+
+/// A fresh folder under the temporary directory for one test (`name` and the process id).
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("graft-test-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

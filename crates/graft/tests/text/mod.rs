@@ -40,12 +40,12 @@ fn check_against(teacher: &TextTeacher, expected: &Expected, tolerance: f32) {
         assert_eq!(encoded.ids, row.ids, "token ids of {:?}", row.text);
         assert_eq!(encoded.truncated, row.truncated, "truncation of {:?}", row.text);
     }
-    let together = teacher.embed(&texts, 3, &device, &|_| {}).unwrap();
+    let together = teacher.embed(&texts, 3, &device, &|_| {}, None).unwrap();
     assert_eq!(together.truncated, expected.rows.iter().filter(|row| row.truncated).count());
     for (index, row) in expected.rows.iter().enumerate() {
         let difference = max_difference(together.row(index), &row.features);
         assert!(difference <= tolerance, "{:?}: features differ by {difference}", row.text);
-        let alone = teacher.embed(&[row.text.as_str()], 1, &device, &|_| {}).unwrap();
+        let alone = teacher.embed(&[row.text.as_str()], 1, &device, &|_| {}, None).unwrap();
         let difference = max_difference(alone.row(0), together.row(index));
         assert!(difference <= 1e-5, "{:?}: alone and in a padded batch differ by {difference}", row.text);
     }
@@ -181,7 +181,7 @@ fn sentence_features_are_cached_per_text() {
     assert_eq!(hits, 2);
     assert_eq!(more.row(0), first.row(1));
     assert_eq!(more.row(2), first.row(0));
-    let direct = teacher.embed(&["a new text"], 1, &device, &|_| {}).unwrap();
+    let direct = teacher.embed(&["a new text"], 1, &device, &|_| {}, None).unwrap();
     assert!(max_difference(more.row(1), direct.row(0)) <= 1e-6);
     // Damage every entry: each is recomputed, to the same values.
     for entry in walk(&cache_directory(&teacher, &cache)) {
