@@ -5,9 +5,9 @@
 //! anything above its mmap threshold (128 KiB, rising to at most 32 MiB) with a fresh mapping and
 //! unmaps it again on free, and worker threads get arenas of their own that unmap too; every
 //! such block then costs page faults, the kernel zeroing each page, and on more than one core
-//! TLB shootdowns when it is unmapped. Measured (`graft bench`, docs/PERFORMANCE.md section
-//! 2c): a quarter of a 224x224 Lite0 step's samples in the kernel on one machine; on another,
-//! ResNet-50's full step 7% faster and its system time halved with the settings below.
+//! TLB shootdowns when it is unmapped. Measured with `graft bench` (docs/PERFORMANCE.md section
+//! 2c has the figures): a large share of a 224x224 step's time in the kernel, and a faster full
+//! step with the settings below.
 //!
 //! So, before any thread starts, the `graft` binary asks glibc for one arena, no mmap for large
 //! blocks and no trimming of the heap's top: freed memory stays in the process and the next

@@ -2,9 +2,10 @@
 
 use graft::audit::fingerprint::{FingerprintOptions, fingerprint_teachers};
 use graft::audit::mimicry::MimicryOptions;
-use graft::audit::run::{AuditOptions, audit_run};
+use graft::audit::run::AuditOptions;
 use graft::data::dataset;
 use graft::models::{WeightOptions, load_teacher};
+use graft::run::audit_run;
 use graft::train::student::LoadedStudent;
 
 use crate::cli::{AuditArgs, TeacherArgs};
@@ -38,9 +39,7 @@ pub fn run(args: &AuditArgs, settings: &Settings) -> anyhow::Result<()> {
         interrupt: Some(crate::INTERRUPT.clone()),
     };
     let reporter = CliReporter::new(settings.quiet);
-    let (report, pictures) =
-        audit_run(loaded, &teacher, data, &options, &settings.inference(32), &settings.device, &reporter)?;
-    graft::report::write_audit(&args.run, &report, &pictures)?;
+    let report = audit_run(loaded, &teacher, data, &options, &settings.inference(32), &settings.device, &reporter)?;
     let path = args.run.join("audit.html");
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -1,39 +1,16 @@
 //! `graft harden`: retrains a student away from the teacher-mimicry attack, and measures the
 //! attack on it before and after.
 
-use graft::audit::harden::{HardenOptions, HardenReport, harden};
+use graft::audit::harden::HardenOptions;
 use graft::audit::mimicry::MimicryOptions;
-use graft::audit::run::{AuditOptions, AuditReport, correctly_classified, craft, score};
-use graft::data::dataset::{self, Dataset};
-use graft::train::student::{LoadedStudent, save_run};
-use serde::Serialize;
+use graft::audit::run::AuditOptions;
+use graft::run::{HardenData, harden_run};
 
 use crate::cli::HardenArgs;
 use crate::progress::CliReporter;
 use crate::settings::Settings;
 
-/// One student's figures on the measuring images.
-#[derive(Serialize)]
-struct Measured {
-    accuracy: f64,
-    /// `None` with `--pairs 0`.
-    attack: Option<AuditReport>,
-}
-
-#[derive(Serialize)]
-struct Outcome {
-    out: String,
-    /// What the figures were measured on.
-    measured_on: String,
-    before: Measured,
-    after: Measured,
-    harden: HardenReport,
-}
-
 pub fn run(args: &HardenArgs, settings: &Settings) -> anyhow::Result<()> {
-    if args.out == args.run {
-        anyhow::bail!("--out must be a new run directory, not the student's own ({})", args.run.display());
-    }
     let options = HardenOptions {
         layer: args.layer.clone(),
         epochs: args.epochs,
@@ -52,31 +29,7 @@ pub fn run(args: &HardenArgs, settings: &Settings) -> anyhow::Result<()> {
         interrupt: Some(crate::INTERRUPT.clone()),
     };
     options.check()?;
-    let loaded =
-        super::image_student(&args.run, "`harden` defends image students against the mimicry attack", settings)?;
-    let teacher = super::audit::teacher_of(&loaded.config, args.weights.as_ref(), settings)?;
-    let splits = dataset::open(&args.data, &settings.cache_dir)?;
-    let mut train = splits.train;
-    if let Some(validation) = splits.validation {
-        let validation = validation.align_classes(&train.classes)?;
-        train.items.extend(validation.items);
-    }
-    let (measuring, measured_on): (Dataset, String) = match &args.test {
-        Some(test) => {
-            let test_splits = dataset::open(test, &settings.cache_dir)?;
-            (test_splits.test.unwrap_or(test_splits.train), test.display().to_string())
-        }
-        None => match splits.test {
-            Some(test) => (test, format!("{} (its test part)", args.data.display())),
-            None => {
-                settings.log("no --test images: accuracy and attack are measured on the training images");
-                (train.clone(), format!("{} (the training images)", args.data.display()))
-            }
-        },
-    };
-    let reporter = CliReporter::new(settings.quiet);
-    let inference = settings.inference(32);
-    let audit_options = AuditOptions {
+    let audit = AuditOptions {
         pairs: args.pairs,
         layer: args.layer.clone(),
         mimicry: MimicryOptions { budget: args.budget, iterations: args.iterations, ..MimicryOptions::default() },
@@ -84,49 +37,28 @@ pub fn run(args: &HardenArgs, settings: &Settings) -> anyhow::Result<()> {
         interrupt: Some(crate::INTERRUPT.clone()),
         ..AuditOptions::default()
     };
-
-    // The attack is crafted on the teacher alone, once; both students are scored on its images.
-    let attack = (args.pairs > 0)
-        .then(|| craft(&loaded, &teacher, measuring.clone(), &audit_options, &inference, &settings.device, &reporter))
-        .transpose()?;
-    let accuracy = |student: &LoadedStudent| -> anyhow::Result<f64> {
-        let aligned = measuring.clone().align_classes(&student.config.classes)?;
-        Ok(correctly_classified(student, &aligned, &inference, &settings.device, &reporter)?.accuracy())
-    };
-    let before_accuracy = match &attack {
-        Some(attack) => attack.clean_accuracy,
-        None => accuracy(&loaded)?,
-    };
-    let before_attack = attack
-        .as_ref()
-        .map(|attack| score(attack, &loaded, before_accuracy, &settings.device, &reporter))
-        .transpose()?;
-
-    let (student, mut config, report) = harden(&loaded, &teacher, &train, &options, &settings.device, &reporter)?;
-    config.data = format!("{} ({}; hardening)", args.data.display(), report.images_trained_on());
-    save_run(&args.out, &student, &config)?;
-    let hardened = LoadedStudent { student, config, run: args.out.clone() };
-    let after_accuracy = accuracy(&hardened)?;
-    let after_attack = attack
-        .as_ref()
-        .map(|attack| score(attack, &hardened, after_accuracy, &settings.device, &reporter))
-        .transpose()?;
-    if let Some((after, pictures)) = &after_attack {
-        graft::report::write_audit(&args.out, after, pictures)?;
+    let loaded =
+        super::image_student(&args.run, "`harden` defends image students against the mimicry attack", settings)?;
+    let teacher = super::audit::teacher_of(&loaded.config, args.weights.as_ref(), settings)?;
+    let data = HardenData::open(&args.data, args.test.as_deref(), &settings.cache_dir)?;
+    if data.measures_training_images {
+        settings.log("no --test images: accuracy and attack are measured on the training images");
     }
-
-    let outcome = Outcome {
-        out: args.out.display().to_string(),
-        measured_on,
-        before: Measured { accuracy: before_accuracy, attack: before_attack.map(|(report, _)| report) },
-        after: Measured { accuracy: after_accuracy, attack: after_attack.map(|(report, _)| report) },
-        harden: report,
-    };
-    let json = serde_json::to_string_pretty(&outcome)?;
-    let path = args.out.join("harden.json");
-    graft::fsutil::write_atomic(&path, json.as_bytes())?;
+    let reporter = CliReporter::new(settings.quiet);
+    let outcome = harden_run(
+        &loaded,
+        &teacher,
+        &data,
+        &args.data.display().to_string(),
+        &options,
+        &audit,
+        &args.out,
+        &settings.inference(32),
+        &settings.device,
+        &reporter,
+    )?;
     if args.json {
-        println!("{json}");
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
         return Ok(());
     }
     let harden = &outcome.harden;

@@ -60,9 +60,8 @@ pub struct HardenOptions {
     pub layer: Option<String>,
     pub epochs: usize,
     /// AdamW's peak rate (cosine decay, no warm-up); every layer trains at it. 1e-4 by default:
-    /// at 1e-3 (graft's rate for `full` from a random head) the first steps wreck a trained
-    /// student (training accuracy 24% after two epochs on `fm10`, 54% test accuracy at the end
-    /// against 78% before; docs/AUDIT.md).
+    /// at graft's rate for `full` from a random head (1e-3) the first steps wreck a trained
+    /// student, and it never regains its accuracy (docs/AUDIT.md has the run).
     pub learning_rate: f64,
     pub batch_size: usize,
     /// τ at the end of its ramp, as a multiple of the mean weighted distance between two
@@ -79,8 +78,8 @@ pub struct HardenOptions {
     /// the teacher is fixed, so each image is crafted once, before training). Sources cycle
     /// through the training images in a seeded order; an image that stayed over the budget is
     /// not used. `None` (the default): one per training image; `Some(0)`: none, the distance
-    /// penalty alone. On the four frozen-front students measured (docs/AUDIT.md) the penalty
-    /// alone left the attack 5 to 10 of 16 pairs, the examples 0 or 1, at the same accuracy or
+    /// penalty alone. On every frozen-front student measured (docs/AUDIT.md) the examples
+    /// stopped the attack where the penalty alone left it working, at the same accuracy or
     /// higher.
     #[serde(default)]
     pub mimicry_examples: Option<usize>,

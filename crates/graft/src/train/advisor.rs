@@ -100,10 +100,10 @@ pub const FULL_FROM_PER_CLASS: usize = 60;
 /// The strategy for a domain far from the teacher's or not (earlier blocks probing as well as the
 /// last) and the median training examples per class (after the hold-out), and why. Measured on
 /// small sets (docs/QUALITY.md, `auto`): near ImageNet's domain (Fashion-MNIST) the `deep` probe
-/// is best at 8 training images per class; `mid` (refitted on every image) from 24 on, level with
-/// `full` at 24 and 0.6 points below it at 40, at a tenth of its time or less; `full` best at 80,
-/// by 0.9 points: the margin grows with the data. Far from it (8x8 digits, 24 and 80 per class)
-/// `full` is best at either size, with batch norms on their stored statistics.
+/// is best with the fewest images per class; `mid` (refitted on every image) from a few dozen,
+/// within the noise of `full` at a tenth of its time or less; `full` best with more, by a margin
+/// that grows with the data. Far from it (8x8 digits) `full` is best at every size measured,
+/// with batch norms on their stored statistics. The thresholds below are where those rows cross.
 pub fn decide(far: bool, examples_per_class: usize) -> (Strategy, String) {
     match (far, examples_per_class) {
         (false, n) if n < MID_FROM_PER_CLASS => (

@@ -8,8 +8,8 @@
 //! evaluation sees them). An augmentation is kept only when it clearly helps: the held-out
 //! log-loss, compared image by image, falls by more than two standard errors of its change, and
 //! the held-out accuracy does not fall. Within the noise it is left out: measured on small sets
-//! (docs/QUALITY.md), augmentations the probe scored a point up or down at random cost `mid`
-//! 3-4 points on Fashion-MNIST in 10 epochs. Each measured augmentation costs one teacher pass
+//! (docs/QUALITY.md), augmentations kept on a score within the noise cost `mid` accuracy on
+//! Fashion-MNIST. Each measured augmentation costs one teacher pass
 //! over (a sample of) the training images.
 
 use burn::tensor::Device;

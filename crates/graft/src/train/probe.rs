@@ -7,7 +7,7 @@
 //!
 //! The features are centred but not scaled: measured on the quality sets (docs/QUALITY.md),
 //! scaling every dimension to unit variance lifts the many near-silent dimensions of a pooled
-//! ReLU feature to the informative ones' weight and loses 1-3 points on small sets; choosing the
+//! ReLU feature to the informative ones' weight and loses accuracy on small sets; choosing the
 //! penalty by held-out log-loss picks the same strength across seeds, where accuracy on a few
 //! images per fold ties and wobbles; and the lowest log-loss itself fell a half-decade short of
 //! the best penalty on `fm100`, which the one-standard-error rule corrects.

@@ -157,7 +157,7 @@ pub enum HeadInit {
     Random,
     /// A linear probe fitted on the frozen teacher's pooled features of the training images,
     /// then fine-tuned with the blocks ("LP-FT", Kumar et al., ICLR 2022). Measured on small
-    /// sets (docs/QUALITY.md): level with `random` near ImageNet's domain, 3 points behind on the
+    /// sets (docs/QUALITY.md): level with `random` near ImageNet's domain, behind it on the
     /// digits, whose features must move: a probe that already fits every training image leaves
     /// the blocks almost no gradient to adapt with.
     Probe,
@@ -178,10 +178,9 @@ pub enum Refit {
     /// After the held-out run, a second run on training and validation images together, on the
     /// same schedule for as many epochs (to the best epoch where early stopping ended the
     /// held-out run); its last epoch is the student, and the held-out run's scores at that same
-    /// epoch are the estimate of its accuracy. Measured on small sets (docs/QUALITY.md): +2
-    /// points for `mid` at 30 images per class, where 20% held out is a fifth of the data; a
-    /// refit to the held-out run's best epoch instead lost accuracy (a best epoch picked on a few
-    /// images is noise).
+    /// epoch are the estimate of its accuracy. Measured on small sets (docs/QUALITY.md): it pays
+    /// where the hold-out is a large share of few images; a refit to the held-out run's best epoch
+    /// instead lost accuracy (a best epoch picked on a few images is noise).
     On,
     /// The hold-out run's best epoch is the student (runs saved before this setting existed).
     #[default]
