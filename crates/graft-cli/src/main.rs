@@ -22,6 +22,7 @@ const INTERRUPTED: u8 = 130;
 
 fn main() -> std::process::ExitCode {
     allocator::keep_freed_memory();
+    end_quietly_on_a_closed_pipe();
     let cli = Cli::parse();
     // A second Ctrl-C quits at once; the checkpoint on disk is whole either way.
     let handler = ctrlc::set_handler(|| {
@@ -47,6 +48,18 @@ fn main() -> std::process::ExitCode {
                 _ => std::process::ExitCode::FAILURE,
             }
         }
+    }
+}
+
+/// Writing to a closed pipe (`graft predict ... | head`) ends graft as it ends other command-line
+/// tools, by SIGPIPE, instead of a panic in `println!`: Rust's runtime ignores the signal, so
+/// the default is put back before any thread starts.
+fn end_quietly_on_a_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: `signal` with SIG_DFL only restores the signal's default disposition; no handler
+    // runs, and no other thread exists yet.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

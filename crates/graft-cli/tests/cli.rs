@@ -155,6 +155,27 @@ hint: pass the downloaded file with `--weights PATH`
     );
 }
 
+/// Output piped into a reader that stops early (`| head`) ends graft quietly, not with a panic.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_ends_graft_without_a_panic() {
+    let coffee = repo("crates/graft-assets/images/coffee.png");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_graft"))
+        .args(["predict", "--top", "5", coffee.to_str().unwrap(), coffee.to_str().unwrap()])
+        .env("GRAFT_CACHE_DIR", std::env::temp_dir().join("graft-cli-test-cache"))
+        .env("GRAFT_OFFLINE", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{stderr}");
+}
+
 #[test]
 fn convert_legacy_pth_to_safetensors() {
     let dir = std::env::temp_dir().join(format!("graft-cli-convert-{}", std::process::id()));

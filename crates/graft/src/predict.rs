@@ -7,11 +7,12 @@ use burn::tensor::{Device, Tensor};
 
 use crate::backend::fused::FusedBackbone;
 use crate::backend::host_values;
-use crate::data::image::{batch_tensor, load_rgb_at_least, preprocess};
+use crate::data::dataset::ItemSource;
+use crate::data::image::batch_tensor;
 use crate::error::Result;
 use crate::models::Teacher;
 use crate::train::cache::Skipped;
-use rayon::prelude::*;
+use crate::train::evaluate::decode_sources;
 
 /// One class of a prediction.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -29,7 +30,8 @@ pub struct Prediction {
 }
 
 /// The readable images of a batch, preprocessed for `teacher`, with their paths; the unreadable
-/// ones go to `skipped` with the reason (as a student's predictions and evaluation skip them).
+/// ones go to `skipped` with the reason (decoded as a student's predictions and evaluation decode
+/// them: [`decode_sources`]).
 fn load_batch<'a>(
     teacher: &Teacher,
     paths: &'a [PathBuf],
@@ -37,22 +39,10 @@ fn load_batch<'a>(
     skipped: &mut Vec<Skipped>,
 ) -> Option<(burn::tensor::Tensor<4>, Vec<&'a PathBuf>)> {
     let preprocessing = &teacher.card.preprocessing;
-    let mut images = Vec::with_capacity(paths.len());
-    let mut kept = Vec::with_capacity(paths.len());
-    // Decoded in parallel, large JPEGs at the reduced scale the resize needs.
-    let prepared: Vec<Result<Vec<f32>>> = paths
-        .par_iter()
-        .map(|path| Ok(preprocess(&load_rgb_at_least(path, preprocessing.resize as u32)?, preprocessing)))
-        .collect();
-    for (path, image) in paths.iter().zip(prepared) {
-        match image {
-            Ok(image) => {
-                images.push(image);
-                kept.push(path);
-            }
-            Err(error) => skipped.push(Skipped { name: path.display().to_string(), reason: error.to_string() }),
-        }
-    }
+    let sources: Vec<ItemSource> = paths.iter().cloned().map(ItemSource::File).collect();
+    let (images, kept, bad) = decode_sources(&sources.iter().collect::<Vec<_>>(), preprocessing);
+    skipped.extend(bad);
+    let kept = kept.into_iter().map(|position| &paths[position]).collect();
     (!images.is_empty()).then(|| (batch_tensor(&images, preprocessing.input_size, device), kept))
 }
 
