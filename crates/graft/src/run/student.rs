@@ -75,6 +75,21 @@ enum Held {
 }
 
 /// A trained student in memory (`Send + Sync`: share one behind an `Arc` between threads).
+///
+/// ```no_run
+/// use graft::run::{Student, StudentOptions};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let student = Student::load("my-run".as_ref(), &StudentOptions::default())?;
+/// let photo = std::fs::read("photo.jpg")?;
+/// for row in student.predict_encoded(&[photo.as_slice()])? {
+///     for class in student.top_k(&row?, 3) {
+///         println!("{:<20} {:.3}", class.label, class.probability);
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
 pub struct Student {
     run: PathBuf,
     record: serde_json::Value,
