@@ -104,25 +104,6 @@ pub struct PairResult {
     pub pgd_success: bool,
 }
 
-/// Audits `student` (trained from `teacher`) on the labelled `data`: [`craft`], then [`score`]
-/// on the same student.
-///
-/// # Errors
-/// As [`craft`] and [`score`].
-pub fn audit_run(
-    student: &LoadedStudent,
-    teacher: &Teacher,
-    data: Dataset,
-    options: &AuditOptions,
-    inference: &InferenceOptions,
-    device: &Device,
-    reporter: &dyn Reporter,
-) -> Result<(AuditReport, Vec<PairImages>)> {
-    let attack = craft(student, teacher, data, options, inference, device, reporter)?;
-    let accuracy = attack.clean_accuracy;
-    score(&attack, student, accuracy, device, reporter)
-}
-
 /// The crafted images of an audit: made on the teacher alone, so any student of that teacher
 /// can be scored on them (as `graft harden` scores the student before and after).
 pub struct Attack {

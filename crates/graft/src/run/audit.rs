@@ -14,11 +14,11 @@ use crate::train::evaluate::InferenceOptions;
 use crate::train::reporter::Reporter;
 use crate::train::student::{LoadedStudent, save_run};
 
-/// Attacks `student` through `teacher` alone on the labelled `data` ([`crate::audit::run`]) and
-/// writes `audit.json` and `audit.html` into the student's run directory.
+/// Attacks `student` through `teacher` alone on the labelled `data` ([`craft`], then [`score`] on
+/// the same student) and writes `audit.json` and `audit.html` into the student's run directory.
 ///
 /// # Errors
-/// As [`crate::audit::run::audit_run`], or a record that cannot be written.
+/// As [`craft`] and [`score`], or a record that cannot be written.
 pub fn audit_run(
     student: &LoadedStudent,
     teacher: &Teacher,
@@ -28,8 +28,8 @@ pub fn audit_run(
     device: &Device,
     reporter: &dyn Reporter,
 ) -> Result<AuditReport> {
-    let (report, pictures) =
-        crate::audit::run::audit_run(student, teacher, data, options, inference, device, reporter)?;
+    let attack = craft(student, teacher, data, options, inference, device, reporter)?;
+    let (report, pictures) = score(&attack, student, attack.clean_accuracy, device, reporter)?;
     crate::report::write_audit(&student.run, &report, &pictures)?;
     Ok(report)
 }

@@ -18,7 +18,7 @@ use crate::predict::{ClassScore, top_k};
 use crate::text::{TextDataset, TextStudent, TextTeacher};
 use crate::train::cache::Skipped;
 use crate::train::evaluate::{
-    InferenceOptions, Probabilities, evaluate_run, predict_sources, whole_student_probabilities,
+    InferenceOptions, Probabilities, evaluate_run, predict_decoded, predict_sources, whole_student_probabilities,
 };
 use crate::train::metrics::Evaluation;
 use crate::train::reporter::Reporter;
@@ -213,26 +213,36 @@ impl Student {
         let (loaded, fused) = self.image_parts("images")?;
         let preprocessing = &loaded.config.preprocessing;
         let side = preprocessing.resize as u32;
+        let batch_size = self.options.batch_size.max(1);
         let mut out = Vec::with_capacity(files.len());
-        for (start, chunk) in (0..files.len()).step_by(self.options.batch_size.max(1)).map(|start| {
-            let end = (start + self.options.batch_size.max(1)).min(files.len());
-            (start, &files[start..end])
-        }) {
+        for (index, chunk) in files.chunks(batch_size).enumerate() {
             use rayon::prelude::*;
             let decoded: Vec<Result<Vec<f32>>> = chunk
                 .par_iter()
                 .enumerate()
                 .map(|(offset, bytes)| {
-                    let name = PathBuf::from(format!("<image {}>", start + offset));
+                    let name = PathBuf::from(format!("<image {}>", index * batch_size + offset));
                     Ok(preprocess(&decode_rgb_at_least(&name, bytes, side)?, preprocessing))
                 })
                 .collect();
-            let readable: Vec<Vec<f32>> = decoded.iter().filter_map(|image| image.as_ref().ok().cloned()).collect();
-            let mut rows =
-                if readable.is_empty() { Vec::new() } else { self.rows(loaded, readable, fused)? }.into_iter();
+            // The readable images go through the network together; each unreadable one keeps its
+            // place in the answer with its reason.
+            let mut images = Vec::with_capacity(decoded.len());
+            let mut errors = Vec::with_capacity(decoded.len());
             for image in decoded {
-                out.push(image.map(|_| rows.next().unwrap_or_default()));
+                match image {
+                    Ok(image) => {
+                        images.push(image);
+                        errors.push(None);
+                    }
+                    Err(error) => errors.push(Some(error)),
+                }
             }
+            let mut rows = if images.is_empty() { Vec::new() } else { self.rows(loaded, images, fused)? }.into_iter();
+            out.extend(errors.into_iter().map(|error| match error {
+                None => Ok(rows.next().unwrap_or_default()),
+                Some(error) => Err(error),
+            }));
         }
         Ok(out)
     }
@@ -257,24 +267,7 @@ impl Student {
                 InferenceOptions { batch_size, cache_dir: cache_dir.to_owned(), fused_plan: self.options.fused_plan };
             return predict_sources(loaded, sources, &inference, &self.options.device, reporter);
         }
-        let mut out: Probabilities = vec![None; sources.len()];
-        let mut skipped = Vec::new();
-        let classes = self.classes().len();
-        reporter.start("predicting", sources.len());
-        for (start, chunk) in sources.chunks(batch_size).enumerate().map(|(index, chunk)| (index * batch_size, chunk)) {
-            let refs: Vec<&ItemSource> = chunk.iter().collect();
-            let (images, kept, bad) = crate::train::evaluate::decode_sources(&refs, &loaded.config.preprocessing);
-            skipped.extend(bad);
-            if !images.is_empty() {
-                for (position, row) in kept.iter().zip(self.rows(loaded, images, fused)?) {
-                    out[start + position] = Some(row);
-                }
-            }
-            reporter.advance(chunk.len(), "");
-        }
-        reporter.finish();
-        debug_assert!(out.iter().flatten().all(|row| row.len() == classes));
-        Ok((out, skipped))
+        predict_decoded(&loaded.student, &loaded.config, sources, batch_size, fused, &self.options.device, reporter)
     }
 
     /// Class probabilities of texts, one row each, and how many texts were longer than the

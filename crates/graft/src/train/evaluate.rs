@@ -51,12 +51,12 @@ pub fn predict_sources(
     let model = loaded.student.valid();
     let fused = FusedBackbone::for_device(&model.backbone, device, options.fused_plan);
     let classes = config.classes.len();
-    let mut out: Vec<Option<Vec<f32>>> = vec![None; sources.len()];
-    let mut skipped = Vec::new();
     let probabilities = |input: StudentInput| -> Result<Vec<f32>> {
         host_values::<f32>(softmax(model.infer(input, plan.cut, fused.as_ref())?, 1).into_data())
     };
     if plan.cut > 0 {
+        let mut out: Probabilities = vec![None; sources.len()];
+        let mut skipped = Vec::new();
         // The frozen front of the student is the teacher it was trained from: same cache keys.
         let card = zoo::find(&config.teacher)?.clone();
         let teacher =
@@ -86,23 +86,44 @@ pub fn predict_sources(
                 out[*index] = Some(row.to_vec());
             }
         }
+        Ok((out, skipped))
     } else {
-        reporter.start("predicting", sources.len());
-        let indices: Vec<usize> = (0..sources.len()).collect();
-        for chunk in indices.chunks(batch_size) {
-            let chunk_sources: Vec<&ItemSource> = chunk.iter().map(|index| &sources[*index]).collect();
-            let (images, kept, bad) = decode_sources(&chunk_sources, &config.preprocessing);
-            skipped.extend(bad);
-            if !images.is_empty() {
-                let rows = whole_student_probabilities(&model, images, config, fused.as_ref(), device)?;
-                for (position, row) in kept.iter().zip(rows.chunks(classes)) {
-                    out[chunk[*position]] = Some(row.to_vec());
-                }
-            }
-            reporter.advance(chunk.len(), "");
-        }
-        reporter.finish();
+        predict_decoded(&model, config, sources, batch_size, fused.as_ref(), device, reporter)
     }
+}
+
+/// Class probabilities for each source, decoded and run through every block of `model` (in
+/// inference form) and its head, `batch_size` at a time, `None` where an image could not be read
+/// (listed with the reason). Nothing is read from or written to the feature cache.
+///
+/// # Errors
+/// A tensor that cannot be read back.
+pub fn predict_decoded(
+    model: &Student,
+    config: &RunConfig,
+    sources: &[ItemSource],
+    batch_size: usize,
+    fused: Option<&FusedBackbone>,
+    device: &Device,
+    reporter: &dyn Reporter,
+) -> Result<(Probabilities, Vec<Skipped>)> {
+    let batch_size = batch_size.max(1);
+    let classes = config.classes.len();
+    let mut out: Probabilities = vec![None; sources.len()];
+    let mut skipped = Vec::new();
+    reporter.start("predicting", sources.len());
+    for (index, chunk) in sources.chunks(batch_size).enumerate() {
+        let (images, kept, bad) = decode_sources(&chunk.iter().collect::<Vec<_>>(), &config.preprocessing);
+        skipped.extend(bad);
+        if !images.is_empty() {
+            let rows = whole_student_probabilities(model, images, config, fused, device)?;
+            for (position, row) in kept.iter().zip(rows.chunks(classes)) {
+                out[index * batch_size + position] = Some(row.to_vec());
+            }
+        }
+        reporter.advance(chunk.len(), "");
+    }
+    reporter.finish();
     Ok((out, skipped))
 }
 
