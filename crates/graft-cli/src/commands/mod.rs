@@ -46,7 +46,9 @@ pub fn image_student(
     why: &str,
     settings: &Settings,
 ) -> anyhow::Result<graft::train::student::LoadedStudent> {
-    let student = graft::run::Student::load(run, &settings.student_options(32))?;
+    // The network is handed on without the Student's own CPU plan: these verbs make their own.
+    let options = graft::run::StudentOptions { fused_plan: false, ..settings.student_options(32) };
+    let student = graft::run::Student::load(run, &options)?;
     let modality = student.modality();
     student.into_image().ok_or_else(|| anyhow::anyhow!("`{}` is a {modality} student: {why}", run.display()))
 }
