@@ -121,7 +121,8 @@ pub struct PredictArgs {
     #[arg(required_unless_present = "file", value_parser = clap::builder::OsStringValueParser::new().map(PathBuf::from))]
     pub images: Vec<PathBuf>,
 
-    /// Texts to predict, one per line of this file (`-`: standard input); text students only.
+    /// Inputs to predict, one per line of this file (`-`: standard input): texts for a text
+    /// student, image paths otherwise.
     #[arg(long)]
     pub file: Option<PathBuf>,
 
@@ -147,12 +148,13 @@ pub struct EmbedArgs {
     #[arg(required_unless_present = "file", value_parser = clap::builder::OsStringValueParser::new().map(PathBuf::from))]
     pub images: Vec<PathBuf>,
 
-    /// Texts to embed, one per line of this file (`-`: standard input); text teachers only.
+    /// Inputs to embed, one per line of this file (`-`: standard input): texts for a text
+    /// teacher, image paths otherwise.
     #[arg(long)]
     pub file: Option<PathBuf>,
 
     /// Print JSON: [{"path", "features": [...]}] (for texts [{"text", "features": [...]}])
-    /// (default: CSV rows `path,v1,v2,...`).
+    /// (default: CSV rows `path,v1,v2,...`, or `text,v1,v2,...`).
     #[arg(long)]
     pub json: bool,
 
@@ -302,6 +304,51 @@ pub struct TrainingArgs {
 
     #[arg(long, default_value_t = graft::train::TrainOptions::default().seed)]
     pub seed: u64,
+}
+
+impl TrainingArgs {
+    /// The library's settings: what the flags say, the library's defaults for what they leave.
+    pub fn settings(
+        &self,
+        out: &std::path::Path,
+        resume: bool,
+        settings: &crate::settings::Settings,
+    ) -> graft::run::TrainSettings {
+        graft::run::TrainSettings {
+            strategy: self.strategy,
+            unfreeze: self.unfreeze,
+            unfreeze_from: self.unfreeze_from.clone(),
+            head: self.head.kind(self.hidden),
+            optimizer: self.optimizer,
+            learning_rate: self.learning_rate,
+            backbone_lr_factor: self.backbone_lr_factor,
+            weight_decay: self.weight_decay,
+            momentum: self.momentum,
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            warmup_epochs: self.warmup_epochs,
+            label_smoothing: self.label_smoothing,
+            class_weights: self.class_weights,
+            patience: self.patience,
+            head_fit: self.head_fit,
+            head_init: self.head_init,
+            batch_norm: self.batch_norm,
+            refit: self.refit,
+            augment: self.augment,
+            views: self.views,
+            shards: self.shards,
+            gradual_unfreeze: self.gradual_unfreeze,
+            validation_fraction: self.validation_fraction,
+            per_class: self.per_class,
+            image_size: self.image_size,
+            seed: self.seed,
+            out: out.to_owned(),
+            resume,
+            cache_dir: settings.cache_dir.clone(),
+            fused_plan: settings.fused_plan,
+            interrupt: Some(crate::INTERRUPT.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -67,6 +67,21 @@ impl Settings {
         }
     }
 
+    /// How labelled data is opened with these settings and the column flags.
+    pub fn data_options(&self, columns: &crate::cli::TextColumnArgs) -> graft::run::DataOptions {
+        graft::run::DataOptions { cache_dir: self.cache_dir.clone(), columns: columns.columns() }
+    }
+
+    /// How a teacher runs on inputs with these settings.
+    pub fn run_options(&self, batch_size: usize) -> graft::run::RunOptions {
+        graft::run::RunOptions {
+            device: self.device.clone(),
+            batch_size,
+            fused_plan: self.fused_plan,
+            interrupt: Some(crate::INTERRUPT.clone()),
+        }
+    }
+
     /// Prints a log line to stderr unless `--quiet`.
     pub fn log(&self, message: impl AsRef<str>) {
         if !self.quiet {

@@ -327,7 +327,7 @@ pub fn write_text_report(
          <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td,th{{padding:.2em .6em;text-align:left;vertical-align:top}}</style>\
          <h1>A {} text student of {}</h1><p>{} classes: {}. Accuracy {:.2}% ({}). {} texts were longer than the teacher's {} tokens and were cut.</p>\
          <img src=\"confusion.png\" alt=\"confusion matrix\">",
-        escape(&config.strategy),
+        escape(&config.strategy.to_string()),
         escape(&config.teacher),
         config.classes.len(),
         escape(&config.classes.join(", ")),

@@ -1,37 +1,34 @@
-//! `graft embed`: a teacher's pooled feature vectors.
+//! `graft embed`: a teacher's pooled feature vectors, of images or texts.
 
-use graft::predict::embed_images;
+use graft::run::read_inputs;
 
 use crate::cli::EmbedArgs;
 use crate::settings::Settings;
 
 pub fn run(args: &EmbedArgs, settings: &Settings) -> anyhow::Result<()> {
-    if super::text::is_text(&args.teacher) {
-        return super::text::embed(args, settings);
+    let teacher = super::any_teacher(&args.teacher, settings)?;
+    let inputs = read_inputs(teacher.modality(), &super::arguments(&args.images), args.file.as_deref())?;
+    let embedded = teacher.embed(&inputs, &settings.run_options(args.batch_size))?;
+    super::report_skipped(&embedded.skipped, inputs.len(), embedded.modality.noun())?;
+    if embedded.truncated > 0 {
+        settings.log(format!("{} texts were longer than the teacher reads and were cut", embedded.truncated));
     }
-    if args.file.is_some() {
-        anyhow::bail!("--file reads texts, for a text teacher; give images as arguments");
-    }
-    let images = super::expand_images(&args.images)?;
-    let teacher = super::teacher(&args.teacher, settings)?;
-    let (features, skipped) = embed_images(
-        &teacher,
-        &images,
-        args.batch_size,
-        &settings.device,
-        settings.fused_plan,
-        Some(&crate::INTERRUPT),
-    )?;
-    super::report_skipped(&skipped, images.len())?;
+    let key = embedded.modality.input_key();
     if args.json {
-        let rows: Vec<_> =
-            features.iter().map(|(path, features)| serde_json::json!({ "path": path, "features": features })).collect();
+        let rows: Vec<_> = embedded
+            .rows
+            .iter()
+            .map(|(input, features)| serde_json::json!({ key: input, "features": features }))
+            .collect();
         println!("{}", serde_json::to_string(&rows)?);
     } else {
-        for (path, features) in &features {
-            let values: Vec<String> = features.iter().map(f32::to_string).collect();
-            println!("{},{}", path.display(), values.join(","));
+        let mut writer = csv::Writer::from_writer(std::io::stdout().lock());
+        for (input, features) in &embedded.rows {
+            let mut record = vec![input.clone()];
+            record.extend(features.iter().map(f32::to_string));
+            writer.write_record(&record)?;
         }
+        writer.flush()?;
     }
     Ok(())
 }

@@ -1,6 +1,5 @@
-//! `graft eval`: scores of a trained student on labelled data.
+//! `graft eval`: scores of a trained student, image or text, on labelled data.
 
-use graft::data::dataset;
 use graft::run::Student;
 
 use crate::cli::EvalArgs;
@@ -9,21 +8,29 @@ use crate::settings::Settings;
 
 pub fn run(args: &EvalArgs, settings: &Settings) -> anyhow::Result<()> {
     let student = Student::load(&args.run, &settings.student_options(args.batch_size))?;
-    if let Some(text_student) = student.text() {
-        return super::text::eval(&student, &text_student.config, args, settings);
-    }
-    let splits = dataset::open(&args.data, &settings.cache_dir)?;
+    let data = graft::run::LabelledData::open(&args.data, student.modality(), &settings.data_options(&args.columns))?;
     // A data set with a test part is scored on it; otherwise on everything it holds.
-    let data = splits.test.unwrap_or(splits.train);
     let reporter = CliReporter::new(settings.quiet);
-    // The feature cache serves a student whose front is the frozen teacher.
-    let evaluation = student.evaluate_images(data, &settings.cache_dir, &reporter)?;
+    let scores = student.evaluate(data.scoring_set(), &settings.cache_dir, &reporter)?;
+    for row in &scores.skipped_rows {
+        eprintln!("skipped {row}");
+    }
+    let evaluation = &scores.evaluation;
+    let noun = student.modality().noun();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&evaluation)?);
+        let mut value = serde_json::to_value(evaluation)?;
+        value[noun] = serde_json::json!(evaluation.images);
+        value["truncated"] = serde_json::json!(scores.truncated);
+        value["confidently_wrong"] = serde_json::to_value(&scores.confidently_wrong)?;
+        println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
+    let cut = match scores.truncated {
+        0 => String::new(),
+        truncated => format!(" ({truncated} cut to the teacher's length)"),
+    };
     println!(
-        "{} images, accuracy {:.2}%, macro F1 {:.3}",
+        "{} {noun}, accuracy {:.2}%, macro F1 {:.3}{cut}",
         evaluation.images,
         evaluation.accuracy * 100.0,
         evaluation.macro_f1
@@ -43,8 +50,15 @@ pub fn run(args: &EvalArgs, settings: &Settings) -> anyhow::Result<()> {
         let cells: Vec<String> = row.iter().map(|count| format!("{count:>5}")).collect();
         println!("{:<24} {}", class, cells.join(""));
     }
+    if !scores.confidently_wrong.is_empty() {
+        println!("\nmost confidently wrong:");
+        for example in scores.confidently_wrong.iter().take(5) {
+            let shown: String = example.text.chars().take(100).collect::<String>().replace('\n', " ");
+            println!("  {:>5.1}% {} (is {}): {shown}", example.confidence * 100.0, example.predicted, example.label);
+        }
+    }
     if !evaluation.skipped.is_empty() {
-        eprintln!("skipped {} unreadable images: {}", evaluation.skipped.len(), evaluation.skipped.join("; "));
+        eprintln!("skipped {} unreadable {noun}: {}", evaluation.skipped.len(), evaluation.skipped.join("; "));
     }
     Ok(())
 }

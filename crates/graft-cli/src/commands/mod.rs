@@ -11,26 +11,37 @@ pub mod export;
 pub mod harden;
 pub mod predict;
 pub mod teachers;
-pub mod text;
 pub mod train;
 
 use std::path::PathBuf;
 
 use graft::models::{Teacher, WeightOptions, load_teacher};
+use graft::run::AnyTeacher;
 
 use crate::cli::TeacherArgs;
 use crate::settings::Settings;
 
-/// Loads the teacher the arguments name, logging what was loaded.
-pub fn teacher(args: &TeacherArgs, settings: &Settings) -> anyhow::Result<Teacher> {
-    let options = WeightOptions {
+/// Loads the teacher the arguments name, image or text, logging what was loaded.
+pub fn any_teacher(args: &TeacherArgs, settings: &Settings) -> anyhow::Result<AnyTeacher> {
+    let (teacher, line) = AnyTeacher::load(&args.teacher, &weight_options(args, settings), &settings.device)?;
+    settings.log(line);
+    Ok(teacher)
+}
+
+fn weight_options(args: &TeacherArgs, settings: &Settings) -> WeightOptions {
+    WeightOptions {
         weights: args.weights.clone(),
         cache_dir: settings.cache_dir.clone(),
         offline: settings.offline,
         allow_partial: args.allow_partial,
         progress: !settings.quiet,
-    };
-    let (teacher, report) = load_teacher(&args.teacher, &options, &settings.device)?;
+    }
+}
+
+/// Loads the image teacher the arguments name (for the verbs that take image teachers only),
+/// logging what was loaded.
+pub fn teacher(args: &TeacherArgs, settings: &Settings) -> anyhow::Result<Teacher> {
+    let (teacher, report) = load_teacher(&args.teacher, &weight_options(args, settings), &settings.device)?;
     settings.log(format!(
         "teacher {}: {report} (weights sha256 {})",
         teacher.card.name,
@@ -53,57 +64,19 @@ pub fn image_student(
     student.into_image().ok_or_else(|| anyhow::anyhow!("`{}` is a {modality} student: {why}", run.display()))
 }
 
-/// Expands folders into the image files inside them (sorted), keeping files as given.
-pub fn expand_images(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for input in inputs {
-        if input.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(input)
-                .map_err(|error| anyhow::anyhow!("cannot list `{}`: {error}", input.display()))?
-                .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-                .filter(|path| path.is_file() && graft::data::image::is_image_path(path))
-                .collect();
-            files.sort();
-            if files.is_empty() {
-                anyhow::bail!("`{}` holds no image files", input.display());
-            }
-            out.extend(files);
-        } else {
-            out.push(input.clone());
-        }
-    }
-    Ok(out)
-}
-
-/// Names each image that could not be read (on stderr, even with `--quiet`: it is a result), and
-/// fails when none of the `total` could be.
-pub fn report_skipped(skipped: &[graft::train::cache::Skipped], total: usize) -> anyhow::Result<()> {
+/// Names each input that could not be read (on stderr, even with `--quiet`: it is a result),
+/// and fails when none of the `total` could be.
+pub fn report_skipped(skipped: &[graft::run::SkippedInput], total: usize, noun: &str) -> anyhow::Result<()> {
     for bad in skipped {
-        eprintln!("skipped {}: {}", bad.name, bad.reason);
+        eprintln!("skipped {}: {}", bad.input, bad.reason);
     }
     if total > 0 && skipped.len() == total {
-        anyhow::bail!("none of the {total} images could be read");
+        anyhow::bail!("none of the {total} {noun} could be read");
     }
     Ok(())
 }
 
-/// Writes `compare.md` (the header and the table) and `compare.json` (the rows) into `--out`, and
-/// prints the table, or the rows with `--json`.
-pub fn write_compare_report(
-    args: &crate::cli::CompareArgs,
-    header: &str,
-    table: &str,
-    rows: &impl serde::Serialize,
-    settings: &Settings,
-) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.out)?;
-    graft::fsutil::write_atomic(&args.out.join("compare.md"), format!("{header}{table}").as_bytes())?;
-    graft::fsutil::write_atomic(&args.out.join("compare.json"), &serde_json::to_vec_pretty(rows)?)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(rows)?);
-    } else {
-        print!("{table}");
-        settings.log(format!("written to {}", args.out.join("compare.md").display()));
-    }
-    Ok(())
+/// The inputs given as arguments (paths, or texts), as the library takes them.
+pub fn arguments(inputs: &[PathBuf]) -> Vec<String> {
+    inputs.iter().map(|input| input.to_string_lossy().into_owned()).collect()
 }

@@ -1,9 +1,7 @@
 //! `graft predict`: top-k classes from a teacher (ImageNet) or from a trained student.
 
-use graft::data::dataset::ItemSource;
-use graft::models::zoo::imagenet_labels;
-use graft::predict::{ClassScore, predict_images};
-use graft::run::{Modality, Student};
+use graft::predict::ClassScore;
+use graft::run::{Student, read_inputs};
 
 use crate::cli::PredictArgs;
 use crate::progress::CliReporter;
@@ -16,68 +14,28 @@ struct Row {
 }
 
 pub fn run(args: &PredictArgs, settings: &Settings) -> anyhow::Result<()> {
-    let (rows, key) = match &args.student {
+    let given = super::arguments(&args.images);
+    let (inputs, predictions) = match &args.student {
         Some(run) => {
             let student = Student::load(run, &settings.student_options(args.batch_size))?;
-            match student.modality() {
-                Modality::Text => (predict_texts(&student, args, settings)?, "text"),
-                Modality::Image => (predict_files(&student, args, settings)?, "path"),
-            }
+            let inputs = read_inputs(student.modality(), &given, args.file.as_deref())?;
+            // Nothing is written to disk: no feature cache for predictions.
+            let predictions = student.predict(&inputs, args.top, &CliReporter::new(settings.quiet))?;
+            (inputs, predictions)
         }
         None => {
-            if args.file.is_some() {
-                anyhow::bail!("--file reads texts, for a text student; give images as arguments");
-            }
-            let images = super::expand_images(&args.images)?;
-            let teacher = super::teacher(&args.teacher, settings)?;
-            let (predictions, skipped) = predict_images(
-                &teacher,
-                &images,
-                args.top,
-                imagenet_labels(),
-                args.batch_size,
-                &settings.device,
-                settings.fused_plan,
-            )?;
-            super::report_skipped(&skipped, images.len())?;
-            let rows = predictions.into_iter().map(|p| Row { name: p.path.display().to_string(), top: p.top });
-            (rows.collect(), "path")
+            let teacher = super::any_teacher(&args.teacher, settings)?;
+            let inputs = read_inputs(teacher.modality(), &given, args.file.as_deref())?;
+            let predictions = teacher.predict(&inputs, args.top, &settings.run_options(args.batch_size))?;
+            (inputs, predictions)
         }
     };
-    print_rows(&rows, key, args.json, args.csv)
-}
-
-fn predict_files(student: &Student, args: &PredictArgs, settings: &Settings) -> anyhow::Result<Vec<Row>> {
-    if args.file.is_some() {
-        anyhow::bail!("--file reads texts, for a text student; give images as arguments");
+    super::report_skipped(&predictions.skipped, inputs.len(), predictions.modality.noun())?;
+    if predictions.truncated > 0 {
+        settings.log(format!("{} texts were longer than the teacher reads and were cut", predictions.truncated));
     }
-    let images = super::expand_images(&args.images)?;
-    let sources: Vec<ItemSource> = images.iter().cloned().map(ItemSource::File).collect();
-    let reporter = CliReporter::new(settings.quiet);
-    // No cache directory: predicting writes nothing to disk.
-    let (probabilities, skipped) = student.predict_sources(&sources, None, &reporter)?;
-    super::report_skipped(&skipped, images.len())?;
-    Ok(images
-        .iter()
-        .zip(probabilities)
-        .filter_map(|(path, row)| {
-            row.map(|row| Row { name: path.display().to_string(), top: student.top_k(&row, args.top) })
-        })
-        .collect())
-}
-
-fn predict_texts(student: &Student, args: &PredictArgs, settings: &Settings) -> anyhow::Result<Vec<Row>> {
-    let texts = super::text::texts(&args.images, args.file.as_deref())?;
-    let borrowed: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let (probabilities, truncated) = student.predict_texts(&borrowed)?;
-    if truncated > 0 {
-        settings.log(format!("{truncated} texts were longer than the teacher reads and were cut"));
-    }
-    Ok(texts
-        .into_iter()
-        .zip(probabilities)
-        .map(|(name, row)| Row { top: student.top_k(&row, args.top), name })
-        .collect())
+    let rows: Vec<Row> = predictions.rows.into_iter().map(|(name, top)| Row { name, top }).collect();
+    print_rows(&rows, predictions.modality.input_key(), args.json, args.csv)
 }
 
 /// Prints the rows as JSON (`[{"path"|"text", "top": [...]}]`), CSV or text; `key` names what

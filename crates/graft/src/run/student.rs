@@ -24,22 +24,7 @@ use crate::train::metrics::Evaluation;
 use crate::train::reporter::Reporter;
 use crate::train::student::{LoadedStudent, load_run};
 
-/// What a student classifies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Modality {
-    Image,
-    Text,
-}
-
-impl std::fmt::Display for Modality {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str(match self {
-            Modality::Image => "image",
-            Modality::Text => "text",
-        })
-    }
-}
+use super::modality::{LabelledSet, Modality, Predictions, skipped_inputs};
 
 /// How a loaded student runs.
 #[derive(Debug, Clone)]
@@ -67,6 +52,18 @@ impl Default for StudentOptions {
             offline: false,
         }
     }
+}
+
+/// A student's scores on a labelled set.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Scores {
+    pub evaluation: Evaluation,
+    /// The texts it got most confidently wrong (text students).
+    pub confidently_wrong: Vec<crate::text::student::WrongExample>,
+    /// Texts longer than the teacher reads, cut to fit.
+    pub truncated: usize,
+    /// Rows of the data that could not be used (`location: reason`).
+    pub skipped_rows: Vec<String>,
 }
 
 enum Held {
@@ -323,6 +320,60 @@ impl Student {
             &self.options.device,
             reporter,
         )
+    }
+
+    /// The `top` most probable classes of each input, in input order: image files (paths) for an
+    /// image student, texts for a text student (see [`super::read_inputs`]). Unreadable images
+    /// are listed as skipped; nothing is written to disk.
+    ///
+    /// # Errors
+    /// The encoder's or a tensor's failure.
+    pub fn predict(&self, inputs: &[String], top: usize, reporter: &dyn Reporter) -> Result<Predictions> {
+        match self.modality() {
+            Modality::Image => {
+                let sources: Vec<ItemSource> =
+                    inputs.iter().map(|path| ItemSource::File(PathBuf::from(path))).collect();
+                let (probabilities, skipped) = self.predict_sources(&sources, None, reporter)?;
+                let rows = inputs
+                    .iter()
+                    .zip(probabilities)
+                    .filter_map(|(input, row)| row.map(|row| (input.clone(), self.top_k(&row, top))))
+                    .collect();
+                Ok(Predictions { modality: Modality::Image, rows, skipped: skipped_inputs(skipped), truncated: 0 })
+            }
+            Modality::Text => {
+                let texts: Vec<&str> = inputs.iter().map(String::as_str).collect();
+                let (probabilities, truncated) = self.predict_texts(&texts)?;
+                let rows = inputs
+                    .iter()
+                    .zip(probabilities)
+                    .map(|(input, row)| (input.clone(), self.top_k(&row, top)))
+                    .collect();
+                Ok(Predictions { modality: Modality::Text, rows, skipped: Vec::new(), truncated })
+            }
+        }
+    }
+
+    /// Scores the student on a labelled set of its modality whose classes are (a subset of) its
+    /// own. The teacher's features are cached in `cache_dir` where the student's front is frozen.
+    ///
+    /// # Errors
+    /// A set of the other modality, classes the student does not know, an empty set, the
+    /// network's failure.
+    pub fn evaluate(&self, set: LabelledSet, cache_dir: &Path, reporter: &dyn Reporter) -> Result<Scores> {
+        let skipped_rows = set.skipped_rows();
+        match set {
+            LabelledSet::Images(data) => Ok(Scores {
+                evaluation: self.evaluate_images(data, cache_dir, reporter)?,
+                confidently_wrong: Vec::new(),
+                truncated: 0,
+                skipped_rows,
+            }),
+            LabelledSet::Texts(data) => {
+                let (evaluation, confidently_wrong, truncated) = self.evaluate_texts(data, cache_dir, reporter)?;
+                Ok(Scores { evaluation, confidently_wrong, truncated, skipped_rows })
+            }
+        }
     }
 
     fn image_parts(&self, what: &str) -> Result<(&LoadedStudent, Option<&FusedBackbone>)> {

@@ -34,7 +34,7 @@ pub struct TextRunConfig {
     pub tokenizer_sha256: String,
     pub max_length: usize,
     pub pooling: Pooling,
-    pub strategy: String,
+    pub strategy: Strategy,
     /// Why `auto` chose the strategy it did.
     #[serde(default)]
     pub strategy_reason: Option<String>,
@@ -195,7 +195,7 @@ impl TextStudent {
         let torch_weight = take("head.weight", vec![classes, dim])?;
         let weight = transpose_2d(&torch_weight, classes, dim);
         let bias = take("head.bias", vec![classes])?;
-        let encoder = (config.strategy != "deep").then(|| (weights_path.clone(), tensors));
+        let encoder = (config.strategy != Strategy::Deep).then(|| (weights_path.clone(), tensors));
         Ok(TextStudent { config, weight, bias, encoder })
     }
 
@@ -298,7 +298,7 @@ pub fn train_text(
         tokenizer_sha256: teacher.tokenizer_sha256.clone(),
         max_length: teacher.tokenizer.max_length(),
         pooling: teacher.pooling,
-        strategy: options.strategy.to_string(),
+        strategy: options.strategy,
         strategy_reason: None,
         cut: layers,
         classes: train_set.classes.clone(),
@@ -386,7 +386,7 @@ pub fn train_text(
     metrics["validation_accuracy"] = serde_json::json!(evaluation.accuracy);
     metrics["truncated_texts"] = serde_json::json!(truncated);
     metrics["confidently_wrong"] = serde_json::to_value(&examples).unwrap_or_default();
-    config.strategy = strategy.to_string();
+    config.strategy = strategy;
     config.strategy_reason = reason;
     config.cut = cut;
     config.metrics = metrics;
