@@ -1176,10 +1176,42 @@ fn ctrl_c_stops_every_long_verb_at_the_next_batch() {
         "full",
         "--epochs",
         "5000",
+        "--batch-size",
+        "4",
         "--out",
         text_run.to_str().unwrap(),
     ];
-    stopped(&text_train, "teacher all", &format!("fine-tuning {nothing}"));
+    // A text fine-tune keeps a checkpoint each epoch, as image training does: stopped after an
+    // epoch (the first, unless the signal lands late), it resumes from there.
+    let out = interrupted_at(&text_train, &cache, "epoch 1/5000");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert_eq!(text(&out.stdout), "");
+    let done: usize = stderr
+        .split("training stopped when asked to, after epoch ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or_else(|| panic!("no interruption after an epoch: {stderr}"));
+    assert!(done >= 1 && stderr.contains("that epoch's checkpoint"), "{stderr}");
     assert!(!text_run.join("student.safetensors").exists());
+    assert!(text_run.join(format!("checkpoint/epoch-{done:04}/student.bpk")).is_file());
+    let total = (done + 1).to_string();
+    let mut resumed = text_train.to_vec();
+    let epochs = resumed.iter().position(|arg| *arg == "5000").unwrap();
+    resumed[epochs] = &total;
+    let out = Command::new(env!("CARGO_BIN_EXE_graft"))
+        .args(&resumed)
+        .arg("--resume")
+        .env("GRAFT_CACHE_DIR", &cache)
+        .env("GRAFT_OFFLINE", "1")
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("resuming after epoch {done}")), "{stderr}");
+    assert!(stderr.contains(&format!("epoch {total}/{total}")), "{stderr}");
+    assert!(!stderr.contains(&format!("epoch {done}/{total}")), "the checkpoint's epoch ran again: {stderr}");
+    assert!(text_run.join("student.safetensors").is_file());
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -408,6 +408,7 @@ fn harden_on_this_thread(
         history: Vec::with_capacity(options.epochs),
     };
     let plan = EpochPlan {
+        first_epoch: 0,
         epochs: options.epochs,
         batch_size: options.batch_size,
         items: images.len(),

@@ -171,6 +171,7 @@ impl TrainSettings {
             batch_size: self.batch_size,
             data: data.display().to_string(),
             interrupt: self.interrupt.clone(),
+            resume: self.resume,
         }
     }
 }

@@ -264,18 +264,13 @@ pub(super) fn prepare(
             teacher.modality().with_article()
         )));
     }
-    if teacher.modality() == Modality::Text {
-        if !matches!(settings.strategy, Strategy::Deep | Strategy::Mid | Strategy::Full | Strategy::Auto) {
-            return Err(GraftError::Invalid(format!(
-                "text students train with `deep`, `mid`, `full` or `auto`; `{}` is for image teachers",
-                settings.strategy
-            )));
-        }
-        if settings.resume {
-            return Err(GraftError::Invalid(
-                "text students keep no checkpoints to resume from: run it again (a `deep` student trains in seconds from cached features)".to_owned(),
-            ));
-        }
+    if teacher.modality() == Modality::Text
+        && !matches!(settings.strategy, Strategy::Deep | Strategy::Mid | Strategy::Full | Strategy::Auto)
+    {
+        return Err(GraftError::Invalid(format!(
+            "text students train with `deep`, `mid`, `full` or `auto`; `{}` is for image teachers",
+            settings.strategy
+        )));
     }
     let mut train = data.train.clone();
     if let Some(per_class) = settings.per_class {

@@ -3,7 +3,9 @@
 //!
 //! `mid` runs the frozen front of the encoder once per text and keeps each text's hidden states
 //! at the cut (unpadded); every epoch then starts from them. Batches are split into shards that
-//! run forward and backward side by side (`train::shards`), as image students train.
+//! run forward and backward side by side (`train::shards`), as image students train. Each epoch
+//! can end in a checkpoint (`train::checkpoint`, as image students keep theirs) that a resumed
+//! run continues from, to the same student an uninterrupted run gives.
 
 use burn::module::{Module, ParamGroup};
 use burn::nn::loss::CrossEntropyLossConfig;
@@ -17,6 +19,7 @@ use super::teacher::{Pooling, TextTeacher, pool_normalised};
 use super::tokenize::Encoded;
 use crate::backend::host_values;
 use crate::error::{GraftError, Result};
+use crate::train::checkpoint::{Checkpoints, read_optimizer, read_record, write_optimizer, write_record};
 use crate::train::epochs::{EpochPlan, EpochTotals, Epochs, Step, Steps, run_epochs};
 use crate::train::reporter::Reporter;
 use crate::train::schedule::WarmupCosine;
@@ -51,8 +54,31 @@ pub struct FinetuneOptions {
     pub batch_size: usize,
     pub shards: usize,
     pub seed: u64,
-    /// Set (by a Ctrl-C handler, say) to stop at the next batch, with [`GraftError::Stopped`].
+    /// Set (by a Ctrl-C handler, say) to stop at the next batch: with
+    /// [`GraftError::Interrupted`] when checkpoints are kept, else [`GraftError::Stopped`].
     pub interrupt: Option<crate::interrupt::Interrupt>,
+    /// Where each epoch's checkpoint goes; `None` keeps none.
+    pub checkpoints: Option<CheckpointOptions>,
+}
+
+/// A fine-tune's checkpoints.
+#[derive(Debug, Clone)]
+pub struct CheckpointOptions {
+    /// The checkpoint folder (a run's `checkpoint/`).
+    pub folder: std::path::PathBuf,
+    /// Continue from the newest complete checkpoint in `folder`, if there is one.
+    pub resume: bool,
+    /// What a checkpoint must agree on with the run that resumes it (the data, the teacher,
+    /// the recipe; not the number of epochs, so a run can be resumed to train longer).
+    pub identity: serde_json::Value,
+}
+
+/// A fine-tune's checkpoint state (`state.json`); the network and the optimizer lie beside it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FinetuneState {
+    run: serde_json::Value,
+    epochs_done: usize,
+    history: Vec<TextEpoch>,
 }
 
 /// One epoch's figures.
@@ -165,6 +191,24 @@ pub fn finetune(
     }
     let (encoded, labels) = train;
     let width = teacher.feature_dim();
+    // A checkpoint of another run is refused before any work.
+    let checkpoints = match &options.checkpoints {
+        Some(spec) => Some((Checkpoints::open(spec.folder.clone(), spec.resume)?, spec)),
+        None => None,
+    };
+    let resumed: Option<FinetuneState> = match &checkpoints {
+        Some((checkpoints, spec)) => {
+            let saved: Option<FinetuneState> = checkpoints.state()?;
+            if let Some(saved) = &saved {
+                let differences = crate::train::checkpoint::differences(&saved.run, &spec.identity);
+                if !differences.is_empty() {
+                    return Err(GraftError::CheckpointMismatch { path: spec.folder.clone(), differences });
+                }
+            }
+            saved
+        }
+        None => None,
+    };
     let cached = if options.cut > 0 {
         Some(hidden_at_cut(teacher, encoded, options.cut, options.batch_size, device, reporter)?)
     } else {
@@ -174,17 +218,31 @@ pub fn finetune(
     let training = device.clone().autodiff();
     training.seed(options.seed);
     let head: Linear = LinearConfig::new(width, classes).init(&training);
-    let bert = teacher.bert.clone().fork(&training).train();
-    let mut frozen = burn::module::list_param_ids(&bert.embeddings);
-    for layer in &bert.encoder.layer[..options.cut] {
+    let mut model = TextNet { bert: teacher.bert.clone().fork(&training).train(), head };
+    let mut optimizer = crate::train::trainer::adamw(options.weight_decay).init();
+    if let (Some((checkpoints, _)), Some(saved)) = (&checkpoints, &resumed)
+        && let Some(current) = checkpoints.current()
+    {
+        let path = current.join("student.bpk");
+        model = model
+            .try_load_record(read_record(&path)?)
+            .map_err(|error| GraftError::Checkpoint { path, reason: format!("{error:?}") })?;
+        optimizer = read_optimizer(&current.join("optimizer.bpk"), optimizer)?;
+        reporter.note(&format!("resuming after epoch {}", saved.epochs_done));
+    }
+    // Frozen and grouped by the parameters' ids, which a loaded checkpoint sets: only now.
+    let mut frozen = burn::module::list_param_ids(&model.bert.embeddings);
+    for layer in &model.bert.encoder.layer[..options.cut] {
         frozen.extend(burn::module::list_param_ids(layer));
     }
-    let model = TextNet { bert: bert.freeze_group(ParamGroup::from_ids(frozen)), head };
+    let model = TextNet { bert: model.bert.freeze_group(ParamGroup::from_ids(frozen)), head: model.head };
     let head_group = ParamGroup::ids_from_module(model.head.clone());
+    let (epochs_done, history) = resumed.map_or((0, Vec::new()), |saved| (saved.epochs_done, saved.history));
     let steps_per_epoch = encoded.len().div_ceil(options.batch_size.max(1));
     let total_steps = steps_per_epoch * options.epochs;
     let warmup_steps = ((total_steps as f64 * WARMUP_FRACTION).round() as usize).max(1);
-    let schedule = |peak: f64| WarmupCosine { peak, warmup_steps, total_steps, step: 0 };
+    let step = (steps_per_epoch * epochs_done).min(total_steps);
+    let schedule = |peak: f64| WarmupCosine { peak, warmup_steps, total_steps, step };
     let mut steps = FinetuneSteps {
         train: (encoded, labels),
         cached,
@@ -193,7 +251,7 @@ pub fn finetune(
         pooling: teacher.pooling,
         options,
         loss_function: CrossEntropyLossConfig::new().init(&training),
-        optimizer: crate::train::trainer::adamw(options.weight_decay).init(),
+        optimizer,
         scheduler: ModuleLrScheduler::new(schedule(options.learning_rate * options.encoder_factor))
             .with_group(head_group, schedule(options.learning_rate)),
         training,
@@ -201,11 +259,13 @@ pub fn finetune(
         classes,
         device,
         reporter,
-        history: Vec::with_capacity(options.epochs),
+        history,
         validation_probabilities: Vec::new(),
-        epoch: 0,
+        epoch: epochs_done,
+        checkpoints: checkpoints.map(|(checkpoints, spec)| (checkpoints, &spec.identity)),
     };
     let plan = EpochPlan {
+        first_epoch: epochs_done,
         epochs: options.epochs,
         batch_size: options.batch_size,
         items: encoded.len(),
@@ -216,10 +276,11 @@ pub fn finetune(
     };
     let net = run_epochs(&mut steps, model, &plan, reporter)?.valid();
     let FinetuneSteps { history, mut validation_probabilities, .. } = steps;
-    if history.is_empty()
+    if validation_probabilities.is_empty()
         && let Some((texts, _)) = validation
     {
-        // No epoch ran (`--epochs 0`): the untrained student is still scored.
+        // No epoch ran in this call (`--epochs 0`, or a resumed run already done): the student
+        // is still scored.
         validation_probabilities = probabilities(&net, texts, teacher.pooling, classes, options.batch_size, device)?;
     }
     Ok(Finetuned { net, history, validation_probabilities })
@@ -247,6 +308,8 @@ struct FinetuneSteps<'a> {
     validation_probabilities: Vec<f32>,
     /// The epoch in progress, from 0.
     epoch: usize,
+    /// The checkpoint folder and the run's identity, when checkpoints are kept.
+    checkpoints: Option<(Checkpoints, &'a serde_json::Value)>,
 }
 
 impl Steps for FinetuneSteps<'_> {
@@ -288,7 +351,10 @@ impl Steps for FinetuneSteps<'_> {
     }
 
     fn stopped(&self) -> GraftError {
-        GraftError::Stopped { what: "fine-tuning".to_owned() }
+        match &self.checkpoints {
+            Some((checkpoints, _)) => checkpoints.interrupted(self.epoch),
+            None => GraftError::Stopped { what: "fine-tuning".to_owned() },
+        }
     }
 
     fn diverged(&self, loss: f64) -> GraftError {
@@ -297,7 +363,11 @@ impl Steps for FinetuneSteps<'_> {
             value: loss,
             epoch: self.epoch + 1,
             learning_rate: self.options.learning_rate,
-            kept_epoch: None,
+            kept_epoch: self
+                .checkpoints
+                .as_ref()
+                .and_then(|(checkpoints, _)| checkpoints.current())
+                .map(|_| self.epoch),
         }
     }
 }
@@ -340,6 +410,15 @@ impl Epochs for FinetuneSteps<'_> {
         ));
         self.history.push(record);
         self.epoch = epoch + 1;
+        if let Some((checkpoints, identity)) = &mut self.checkpoints {
+            let state =
+                FinetuneState { run: (*identity).clone(), epochs_done: self.epoch, history: self.history.clone() };
+            let optimizer = &self.optimizer;
+            checkpoints.save(self.epoch, &state, |folder, _| {
+                write_record(&folder.join("student.bpk"), model.clone().into_record())?;
+                write_optimizer(&folder.join("optimizer.bpk"), optimizer)
+            })?;
+        }
         Ok(())
     }
 }

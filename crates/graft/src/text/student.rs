@@ -79,9 +79,14 @@ pub struct TextTrainOptions {
     pub batch_size: usize,
     /// Where the data came from, for the run's record.
     pub data: String,
-    /// Set (by a Ctrl-C handler, say) to stop fine-tuning at the next batch, with
-    /// [`GraftError::Stopped`]; nothing is written.
+    /// Set (by a Ctrl-C handler, say) to stop at the next batch: a fine-tune keeps its last
+    /// complete epoch's checkpoint in `out/checkpoint` ([`GraftError::Interrupted`]); no
+    /// student is written.
     pub interrupt: Option<crate::interrupt::Interrupt>,
+    /// A fine-tune (`mid`, `full`, `auto`'s mid) continues from its newest checkpoint in
+    /// `out/checkpoint` when it is of the same run (data, teacher, recipe); `deep` fits again
+    /// (seconds, from cached features).
+    pub resume: bool,
 }
 
 /// A `deep` text student with graft's text recipe ([`super::finetune`]'s constants for the
@@ -106,6 +111,7 @@ impl Default for TextTrainOptions {
             batch_size: image.hyperparameters.batch_size,
             data: String::new(),
             interrupt: None,
+            resume: false,
         }
     }
 }
@@ -452,7 +458,43 @@ fn fit_finetuned(
     let validation_encoded = teacher.tokenizer.encode(&validation_part.texts())?;
     let truncated = train_encoded.iter().chain(&validation_encoded).filter(|encoded| encoded.truncated).count();
     let (train_labels, validation_labels) = (train_part.labels(), validation_part.labels());
+    let digest = {
+        use sha2::Digest;
+        let mut hasher = sha2::Sha256::new();
+        for (part, name) in [(&train_part, "train"), (&validation_part, "validation")] {
+            hasher.update(name.as_bytes());
+            for (text, label) in part.texts().iter().zip(part.labels()) {
+                hasher.update((text.len() as u64).to_le_bytes());
+                hasher.update(text.as_bytes());
+                hasher.update((label as u64).to_le_bytes());
+            }
+        }
+        crate::fsutil::hex(&hasher.finalize())
+    };
+    // What a checkpoint must share with the run resuming it: everything that changes the epochs
+    // already trained (the number of epochs may change, to train longer).
+    let identity = serde_json::json!({
+        "teacher_weights_sha256": config.teacher_weights_sha256,
+        "tokenizer_sha256": config.tokenizer_sha256,
+        "max_length": config.max_length,
+        "pooling": config.pooling,
+        "cut": cut,
+        "texts_sha256": digest,
+        "train_texts": train_part.len(),
+        "validation_texts": validation_part.len(),
+        "classes": train_set.classes,
+        "seed": options.seed,
+        "recipe": {
+            "learning_rate": options.learning_rate, "encoder_factor": options.encoder_factor,
+            "weight_decay": options.weight_decay, "batch_size": options.batch_size.max(1), "shards": options.shards,
+        },
+    });
     let finetune_options = FinetuneOptions {
+        checkpoints: Some(super::finetune::CheckpointOptions {
+            folder: options.out.join(crate::train::checkpoint::CHECKPOINT_DIR),
+            resume: options.resume,
+            identity,
+        }),
         cut,
         epochs: options.epochs,
         learning_rate: options.learning_rate,

@@ -134,6 +134,9 @@ pub fn run_epoch<S: Steps>(
 
 /// How [`run_epochs`] runs.
 pub struct EpochPlan<'a> {
+    /// The first epoch to train (from 0): a resumed run's epochs done.
+    pub first_epoch: usize,
+    /// The epoch to end before: the run's number of epochs.
     pub epochs: usize,
     pub batch_size: usize,
     /// The training examples: indices `0..items`.
@@ -157,7 +160,7 @@ pub fn run_epochs<S: Epochs>(
     plan: &EpochPlan<'_>,
     reporter: &dyn Reporter,
 ) -> Result<S::Model> {
-    for epoch in 0..plan.epochs {
+    for epoch in plan.first_epoch..plan.epochs {
         let started = std::time::Instant::now();
         let order = epoch_order(plan.items, plan.seed, plan.order_stream, epoch);
         let stage = format!("{} epoch {}/{}", plan.stage, epoch + 1, plan.epochs);
@@ -231,6 +234,7 @@ mod tests {
 
         let mut steps = counting();
         let plan = EpochPlan {
+            first_epoch: 0,
             epochs: 2,
             batch_size: 4,
             items: 10,

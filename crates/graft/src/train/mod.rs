@@ -3,6 +3,7 @@
 pub mod advisor;
 pub mod augment_choice;
 pub mod cache;
+pub mod checkpoint;
 pub mod epochs;
 pub mod evaluate;
 pub mod head;

@@ -14,10 +14,10 @@ use burn::nn::Linear;
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
 use burn::optim::{AdamWConfig, ModuleOptimizer, SgdConfig, momentum::MomentumConfig};
-use burn::store::ModuleRecord;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::cache::{CacheSpec, Entry, FeatureCache, Skipped, View, batch_from_entries, pooled_features, read_values};
+use super::checkpoint::{CHECKPOINT_DIR, Checkpoints, read_optimizer, read_record, write_optimizer, write_record};
 use super::epochs::{Step, Steps, epoch_order, run_epoch};
 use super::evaluate::{InferenceOptions, evaluate_run};
 use super::head::Head;
@@ -213,29 +213,10 @@ struct RunIdentity {
 impl RunIdentity {
     /// The fields that differ from `other`, each as `name: ours vs theirs`.
     fn differences(&self, other: &RunIdentity) -> Vec<String> {
-        let (Ok(serde_json::Value::Object(ours)), Ok(serde_json::Value::Object(theirs))) =
-            (serde_json::to_value(self), serde_json::to_value(other))
-        else {
-            return vec!["the run's settings".to_owned()];
-        };
-        let mut differences = Vec::new();
-        for (key, value) in &ours {
-            match (value, theirs.get(key)) {
-                (serde_json::Value::Object(inner), Some(serde_json::Value::Object(other_inner))) => {
-                    for (inner_key, inner_value) in inner {
-                        let other_value = other_inner.get(inner_key).unwrap_or(&serde_json::Value::Null);
-                        if inner_value != other_value {
-                            differences.push(format!("{key}.{inner_key}: {inner_value} vs {other_value}"));
-                        }
-                    }
-                }
-                (value, other_value) if Some(value) != other_value => {
-                    differences.push(format!("{key}: {value} vs {}", other_value.unwrap_or(&serde_json::Value::Null)));
-                }
-                _ => {}
-            }
+        match (serde_json::to_value(self), serde_json::to_value(other)) {
+            (Ok(ours), Ok(theirs)) => super::checkpoint::differences(&ours, &theirs),
+            _ => vec!["the run's settings".to_owned()],
         }
-        differences
     }
 }
 
@@ -249,41 +230,10 @@ struct CheckpointState {
     best_epoch: usize,
 }
 
-/// The run directory's checkpoint folder. Each epoch's checkpoint is a folder of its own
-/// (`epoch-0003/`: student, optimizer, state, best student so far), written whole before
-/// `LATEST` (replaced atomically) names it; only then is the previous one removed. A write that
-/// fails midway (a full disk) or a process killed at any moment leaves `LATEST` naming a
-/// complete checkpoint.
-const CHECKPOINT_DIR: &str = "checkpoint";
-const LATEST_FILE: &str = "LATEST";
+/// The best student so far, in each checkpoint folder (see [`super::checkpoint`]).
 const BEST_FILE: &str = "best.bpk";
 /// The refit's own checkpoints, inside the run directory (see [`refit_on_every_image`]).
 const REFIT_DIR: &str = "refit";
-
-/// The folder of the newest complete checkpoint under `root`, if any. Runs written before
-/// checkpoints had folders kept their files in `root` itself; they resume too.
-fn latest_checkpoint(root: &Path) -> Result<Option<PathBuf>> {
-    let pointer = root.join(LATEST_FILE);
-    match std::fs::read_to_string(&pointer) {
-        Ok(name) => {
-            let name = name.trim();
-            let valid = name
-                .strip_prefix("epoch-")
-                .is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()));
-            if !valid || !root.join(name).join("state.json").is_file() {
-                return Err(GraftError::Checkpoint {
-                    path: pointer,
-                    reason: format!("it names `{name}`, which is not a complete checkpoint folder"),
-                });
-            }
-            Ok(Some(root.join(name)))
-        }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            Ok(root.join("state.json").is_file().then(|| root.to_owned()))
-        }
-        Err(source) => Err(GraftError::Io { path: pointer, source }),
-    }
-}
 
 /// Whether an epoch's `(validation accuracy, validation loss)` beats the best so far: a higher
 /// accuracy, or the same at a lower loss (on the small validation sets graft is made for, accuracy
@@ -459,7 +409,7 @@ fn train_held_out(
         state.best_epoch = epoch;
     }
     // The best epoch's weights become the student.
-    if let (true, false, Some(current)) = (state.best_epoch > 0, keep_last, &session.current) {
+    if let (true, false, Some(current)) = (state.best_epoch > 0, keep_last, session.checkpoints.current()) {
         session.student = session.student.load_record(read_record(&current.join(BEST_FILE))?);
     }
     let mut config = run_config(
@@ -981,10 +931,8 @@ struct Session {
     /// Training batches are split into this many shards (see [`shards`]).
     shard_count: usize,
     schedule: Schedule,
-    /// The run's checkpoint folder (`out/checkpoint`).
-    checkpoint: PathBuf,
-    /// The newest complete checkpoint in it, once there is one.
-    current: Option<PathBuf>,
+    /// The run's checkpoint folder (`out/checkpoint`) and its newest complete checkpoint.
+    checkpoints: Checkpoints,
     training_device: Device,
 }
 
@@ -1063,23 +1011,15 @@ impl Session {
         // random numbers (dropout): burn's generator is shared, so threads would draw in
         // varying order.
         let shard_count = if plan.is_head_only() || student.draws_random() { 1 } else { hyper.shards.max(1) };
-        let checkpoint = options.out.join(CHECKPOINT_DIR);
-        let current = if options.resume { latest_checkpoint(&checkpoint)? } else { None };
-        let state = if let Some(current) = &current {
-            let state_path = current.join("state.json");
-            let text =
-                std::fs::read(&state_path).map_err(|source| GraftError::Io { path: state_path.clone(), source })?;
-            let saved: CheckpointState = serde_json::from_slice(&text)
-                .map_err(|error| GraftError::Checkpoint { path: state_path.clone(), reason: error.to_string() })?;
+        let checkpoints = Checkpoints::open(options.out.join(CHECKPOINT_DIR), options.resume)?;
+        let state = if let Some(current) = checkpoints.current() {
+            let saved: CheckpointState = checkpoints.state()?.expect("a current checkpoint has a state");
             let differences = saved.run.differences(&identity);
             if !differences.is_empty() {
-                return Err(GraftError::CheckpointMismatch { path: checkpoint, differences });
+                return Err(GraftError::CheckpointMismatch { path: checkpoints.root().to_owned(), differences });
             }
             student = student.load_record(read_record(&current.join("student.bpk"))?);
-            let optimizer_path = current.join("optimizer.bpk");
-            optimizer = optimizer
-                .load(&optimizer_path)
-                .map_err(|error| GraftError::Checkpoint { path: optimizer_path, reason: format!("{error:?}") })?;
+            optimizer = read_optimizer(&current.join("optimizer.bpk"), optimizer)?;
             reporter.note(&format!("resuming after epoch {}", saved.epochs_done));
             saved
         } else {
@@ -1099,8 +1039,7 @@ impl Session {
             class_weights,
             shard_count,
             schedule,
-            checkpoint,
-            current,
+            checkpoints,
             training_device,
         };
         Ok((session, state))
@@ -1152,7 +1091,7 @@ impl Session {
             }
             let (validation_loss, validation_accuracy) = validate(&self.student, context)?;
             if !validation_loss.is_finite() {
-                return Err(diverged("validation loss", validation_loss, state, context, self.current.as_deref()));
+                return Err(diverged("validation loss", validation_loss, state, context, self.checkpoints.current()));
             }
             let metrics = EpochMetrics {
                 epoch: state.epochs_done + 1,
@@ -1244,8 +1183,7 @@ impl Session {
                     class_weights: self.class_weights.as_deref(),
                     shard_count,
                     schedule: self.schedule,
-                    checkpoint: &self.checkpoint,
-                    current: self.current.as_deref(),
+                    checkpoints: &self.checkpoints,
                     training_device: &self.training_device,
                 },
                 scheduler,
@@ -1276,55 +1214,28 @@ impl Session {
     /// far: this one when `best`, else the previous checkpoint's, linked), then points `LATEST`
     /// at it and removes the previous one.
     fn save_checkpoint(&mut self, state: &CheckpointState, best: bool) -> Result<()> {
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| GraftError::Io { path, source }
-        };
-        let name = format!("epoch-{:04}", state.epochs_done);
-        let folder = self.checkpoint.join(&name);
-        if folder.exists() {
-            // Left by a write of this epoch that did not finish: never pointed to, so incomplete.
-            std::fs::remove_dir_all(&folder).map_err(io(&folder))?;
-        }
-        std::fs::create_dir_all(&folder).map_err(io(&folder))?;
         // burn's `RunningState` (batch norms' running statistics) holds each thread's last
         // update aside until the next update or `valid()`, and a record reads the value without
         // it: sync first, or a run resumed from this checkpoint starts one batch behind (unseen
         // while every epoch validated, which syncs; a refit does not validate).
         drop(self.student.valid());
-        write_record(&folder.join("student.bpk"), self.student.clone().into_record())?;
-        let best_path = folder.join(BEST_FILE);
-        match (&self.current, best) {
-            (_, true) => write_record(&best_path, self.student.clone().into_record())?,
-            (Some(previous), false) if previous.join(BEST_FILE).is_file() => {
-                let from = previous.join(BEST_FILE);
-                if std::fs::hard_link(&from, &best_path).is_err() {
-                    std::fs::copy(&from, &best_path).map_err(io(&best_path))?;
+        let (student, optimizer) = (&self.student, &self.optimizer);
+        self.checkpoints.save(state.epochs_done, state, |folder, previous| {
+            write_record(&folder.join("student.bpk"), student.clone().into_record())?;
+            let best_path = folder.join(BEST_FILE);
+            match (previous, best) {
+                (_, true) => write_record(&best_path, student.clone().into_record())?,
+                (Some(previous), false) if previous.join(BEST_FILE).is_file() => {
+                    let from = previous.join(BEST_FILE);
+                    if std::fs::hard_link(&from, &best_path).is_err() {
+                        std::fs::copy(&from, &best_path)
+                            .map_err(|source| GraftError::Io { path: best_path.clone(), source })?;
+                    }
                 }
+                _ => {}
             }
-            _ => {}
-        }
-        let optimizer_path = folder.join("optimizer.bpk");
-        self.optimizer
-            .save(&optimizer_path)
-            .map_err(|error| GraftError::Checkpoint { path: optimizer_path.clone(), reason: format!("{error:?}") })?;
-        let json = serde_json::to_vec_pretty(state)
-            .map_err(|error| GraftError::Checkpoint { path: folder.clone(), reason: error.to_string() })?;
-        crate::fsutil::write_atomic(&folder.join("state.json"), &json)?;
-        // The switch: from here on a resume reads this folder.
-        crate::fsutil::write_atomic(&self.checkpoint.join(LATEST_FILE), name.as_bytes())?;
-        match self.current.replace(folder) {
-            Some(previous) if previous == self.checkpoint => {
-                for file in ["student.bpk", "optimizer.bpk", "state.json", BEST_FILE] {
-                    let _ = std::fs::remove_file(previous.join(file));
-                }
-            }
-            Some(previous) => {
-                let _ = std::fs::remove_dir_all(&previous);
-            }
-            None => {}
-        }
-        Ok(())
+            write_optimizer(&folder.join("optimizer.bpk"), optimizer)
+        })
     }
 }
 
@@ -1358,8 +1269,7 @@ struct SessionParts<'a> {
     class_weights: Option<&'a [f32]>,
     shard_count: usize,
     schedule: Schedule,
-    checkpoint: &'a Path,
-    current: Option<&'a Path>,
+    checkpoints: &'a Checkpoints,
     training_device: &'a Device,
 }
 
@@ -1437,14 +1347,11 @@ impl Steps for ImageSteps<'_, '_> {
     }
 
     fn stopped(&self) -> GraftError {
-        GraftError::Interrupted {
-            epochs_done: self.state.epochs_done,
-            checkpoint: self.session.current.unwrap_or(self.session.checkpoint).to_owned(),
-        }
+        self.session.checkpoints.interrupted(self.state.epochs_done)
     }
 
     fn diverged(&self, loss: f64) -> GraftError {
-        diverged("training loss", loss, self.state, self.context, self.session.current)
+        diverged("training loss", loss, self.state, self.context, self.session.checkpoints.current())
     }
 }
 
@@ -1624,19 +1531,6 @@ pub fn count_trainable<M: Module>(module: &M) -> usize {
     let mut counter = Counter(0);
     module.visit(&mut counter);
     counter.0
-}
-
-fn write_record(path: &Path, record: ModuleRecord) -> Result<()> {
-    crate::fsutil::write_atomic_with(path, |temporary| {
-        record
-            .save(temporary)
-            .map_err(|error| GraftError::Checkpoint { path: path.to_owned(), reason: format!("{error:?}") })
-    })
-}
-
-fn read_record(path: &Path) -> Result<ModuleRecord> {
-    ModuleRecord::load(path)
-        .map_err(|error| GraftError::Checkpoint { path: path.to_owned(), reason: format!("{error:?}") })
 }
 
 /// Writes `metrics.jsonl`: one line per epoch so far.

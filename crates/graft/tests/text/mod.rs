@@ -136,6 +136,7 @@ fn mid_fine_tuning_trains_only_behind_the_cut() {
         shards: 2,
         seed: 3,
         interrupt: None,
+        checkpoints: None,
     };
     let graft::text::finetune::Finetuned { net, history, .. } = finetune(
         &teacher,
@@ -158,6 +159,90 @@ fn mid_fine_tuning_trains_only_behind_the_cut() {
     let embeddings =
         |bert: &graft::text::bert::Bert| crate::common::values(bert.embeddings.word_embeddings.weight.val());
     assert_eq!(embeddings(&net.bert), embeddings(&teacher.bert), "the embeddings moved");
+}
+
+/// A fine-tune asked to stop after its first epoch keeps that epoch's checkpoint; resumed, it
+/// ends with the student an uninterrupted run gives, bit for bit. A checkpoint of another recipe
+/// is refused, naming what differs.
+#[test]
+fn a_stopped_text_fine_tune_resumes_to_the_same_student() {
+    use graft::error::GraftError;
+    use graft::interrupt::Interrupt;
+    use graft::text::finetune::{CheckpointOptions, FinetuneOptions, Finetuned, finetune};
+    let device = Device::flex();
+    let (teacher, _) =
+        TextTeacher::from_directory(None, &repo("crates/graft/tests/fixtures/tiny-bert"), &device).unwrap();
+    let texts: Vec<String> = (0..20)
+        .map(|i| if i % 2 == 0 { format!("the dog and the fox {i}") } else { format!("eating food is {i}") })
+        .collect();
+    let labels: Vec<usize> = (0..20).map(|i| i % 2).collect();
+    let encoded = teacher.tokenizer.encode(&texts.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+    let dir = crate::common::temp_dir("text-resume");
+    let options = |folder: &str, resume: bool, interrupt: Option<Interrupt>| FinetuneOptions {
+        cut: 0,
+        epochs: 3,
+        learning_rate: 0.05,
+        encoder_factor: 0.1,
+        weight_decay: 0.01,
+        batch_size: 6,
+        shards: 2,
+        seed: 5,
+        interrupt,
+        checkpoints: Some(CheckpointOptions {
+            folder: dir.join(folder),
+            resume,
+            identity: serde_json::json!({"texts": 20, "recipe": {"learning_rate": 0.05}}),
+        }),
+    };
+    let run = |options: &FinetuneOptions, reporter: &dyn graft::train::Reporter| {
+        finetune(&teacher, (&encoded, &labels), Some((&encoded, &labels)), 2, options, &device, reporter)
+    };
+    let Finetuned { net: whole, history: whole_history, validation_probabilities: whole_probabilities } =
+        run(&options("whole", false, None), &graft::train::Silent).unwrap();
+
+    /// Asks to stop once the first epoch has ended.
+    struct StopAfterFirst(Interrupt);
+    impl graft::train::Reporter for StopAfterFirst {
+        fn note(&self, message: &str) {
+            if message.starts_with("epoch 1/") {
+                self.0.request();
+            }
+        }
+    }
+    let interrupt = Interrupt::new();
+    let error = run(&options("stopped", false, Some(interrupt.clone())), &StopAfterFirst(interrupt)).err().unwrap();
+    match &error {
+        GraftError::Interrupted { epochs_done, checkpoint } => {
+            assert_eq!(*epochs_done, 1);
+            assert_eq!(checkpoint, &dir.join("stopped/epoch-0001"));
+        }
+        other => panic!("expected an interruption, got {other}"),
+    }
+    let Finetuned { net: resumed, history, validation_probabilities } =
+        run(&options("stopped", true, None), &graft::train::Silent).unwrap();
+    let values = |net: &graft::text::finetune::TextNet| {
+        let mut all = crate::common::values(net.head.weight.val());
+        all.extend(crate::common::values(net.bert.encoder.layer[0].attention.self_attention.query.weight.val()));
+        all.extend(crate::common::values(net.bert.embeddings.word_embeddings.weight.val()));
+        all
+    };
+    let (resumed_values, whole_values) = (values(&resumed), values(&whole));
+    let largest = resumed_values.iter().zip(&whole_values).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(
+        resumed_values == whole_values,
+        "the resumed student differs from the uninterrupted one by up to {largest}"
+    );
+    assert_eq!(validation_probabilities, whole_probabilities);
+    let losses = |history: &[graft::text::finetune::TextEpoch]| {
+        history.iter().map(|epoch| (epoch.epoch, epoch.train_loss, epoch.validation_accuracy)).collect::<Vec<_>>()
+    };
+    assert_eq!(losses(&history), losses(&whole_history));
+
+    let mut other = options("stopped", true, None);
+    other.checkpoints.as_mut().unwrap().identity = serde_json::json!({"texts": 20, "recipe": {"learning_rate": 0.1}});
+    let message = run(&other, &graft::train::Silent).err().unwrap().to_string();
+    assert!(message.contains("recipe.learning_rate: 0.05 vs 0.1"), "{message}");
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// Features are cached per text: a second call reads them all, a new text alone is encoded, a
