@@ -19,7 +19,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 for class in Bag Sandal Trouser; do
     mkdir -p "$work/data/$class"
-    find "$root/crates/graft-assets/data/fashion-mnist-sample/train/$class" -name '*.png' | sort | head -16 |
+    find "$root/crates/graft-assets/data/fashion-mnist-sample/train/$class" -name '*.png' | sort | awk 'NR <= 16' |
         xargs -I{} cp {} "$work/data/$class/"
 done
 export GRAFT_OFFLINE=1 GRAFT_CACHE_DIR="$work/cache"

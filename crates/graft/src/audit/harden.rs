@@ -41,7 +41,7 @@ use super::run::attacked_cut;
 use crate::backend::host_values;
 use crate::data::dataset::Dataset;
 use crate::error::{GraftError, Result};
-use crate::models::Teacher;
+use crate::models::{Preprocessing, Teacher};
 use crate::rng::SplitMix64;
 use crate::train::Reporter;
 use crate::train::epochs::{EpochPlan, EpochTotals, Epochs, Step, Steps, run_epochs};
@@ -279,27 +279,7 @@ fn harden_on_this_thread(
     let size = preprocessing.input_size;
     let data = data.clone().align_classes(&config.classes)?;
 
-    // Every readable image's pixels (8-bit, as resized: a quarter of the memory of floats) and
-    // label (no augmentation: the distance is to the teacher's representation of the same view).
-    reporter.start("reading images", data.len());
-    let mut images: Vec<Vec<u8>> = Vec::with_capacity(data.len());
-    let mut labels: Vec<usize> = Vec::with_capacity(data.len());
-    for item in &data.items {
-        match item.source.load_at_least(preprocessing.resize as u32) {
-            Ok(image) => {
-                images.push(
-                    crate::data::image::pixels(&image, &preprocessing).into_iter().map(|value| value as u8).collect(),
-                );
-                labels.push(item.label);
-            }
-            Err(error) => reporter.note(&format!("skipped {}: {error}", item.source.name())),
-        }
-        reporter.advance(1, "");
-    }
-    reporter.finish();
-    if images.len() < 2 {
-        return Err(GraftError::Invalid("hardening needs at least two readable images".into()));
-    }
+    let (mut images, mut labels) = read_images(&data, &preprocessing, reporter)?;
 
     // The teacher's representation of each image at K, computed once (of the mimicry examples
     // too, which join the training images).
@@ -307,32 +287,10 @@ fn harden_on_this_thread(
     let clean = images.len();
     let examples = match options.mimicry_examples.unwrap_or(clean) {
         0 => None,
-        count => {
-            let (crafted, sources, figures) =
-                mimicry_examples(&front, &images, &labels, count, size, options, device, reporter)?;
-            reporter.note(&format!(
-                "{} of {} mimicry examples within the DSSIM budget {} (mean DSSIM {:.4}; the teacher's distance to the target left: {:.0}%; {:.0}s)",
-                figures.used,
-                figures.crafted,
-                options.mimicry.budget,
-                figures.mean_dssim,
-                figures.mean_distance_left * 100.0,
-                figures.seconds
-            ));
-            labels.extend(sources.iter().map(|source| labels[*source]).collect::<Vec<_>>());
-            images.extend(crafted);
-            Some(figures)
-        }
+        count => Some(add_mimicry_examples(&front, &mut images, &mut labels, count, size, options, device, reporter)?),
     };
     reporter.start(&format!("the teacher's representations at `{}`", names[cut - 1]), images.len());
-    let mut teacher_rows: Vec<Vec<f32>> = Vec::with_capacity(images.len());
-    for chunk in images.chunks(options.batch_size) {
-        let representation = front.representation(pixel_tensor(&floats(chunk), size, device))?;
-        let [count, dim] = representation.dims();
-        let values = host_values::<f32>(representation.into_data())?;
-        teacher_rows.extend((0..count).map(|row| values[row * dim..(row + 1) * dim].to_vec()));
-        reporter.advance(chunk.len(), "");
-    }
+    let teacher_rows = representations(&front, &images, options.batch_size, size, device, reporter)?;
     reporter.finish();
     let dim = teacher_rows[0].len();
     let channels = front.channels(size, device)?;
@@ -344,13 +302,8 @@ fn harden_on_this_thread(
     }
     let weights = neuron_weights(&student.student.head, cut == blocks, dim)?;
     // τ's scale from the training images as they are.
-    let typical_euclidean_distance = mean_pair_distance(&teacher_rows[..clean], &weights, options.seed);
-    let standardised_teacher_rows = {
-        let all = Tensor::<2>::from_data(TensorData::new(teacher_rows[..clean].concat(), [clean, dim]), device);
-        let values = host_values::<f32>(standardise(all, channels).into_data())?;
-        values.chunks(dim).map(<[f32]>::to_vec).collect::<Vec<_>>()
-    };
-    let typical_standardised_distance = mean_pair_distance(&standardised_teacher_rows, &weights, options.seed);
+    let (typical_euclidean_distance, typical_standardised_distance) =
+        typical_distances(&teacher_rows[..clean], &weights, channels, options.seed, device)?;
     let typical_distance = match options.distance {
         Distance::Euclidean => typical_euclidean_distance,
         Distance::Standardised => typical_standardised_distance,
@@ -435,44 +388,123 @@ fn harden_on_this_thread(
         history,
         seconds: started.elapsed().as_secs_f64(),
     };
+    let hardened_config = hardened_config(config, &names, &report, count_trainable(&model));
+    Ok((hardened, hardened_config, report))
+}
+
+/// Every readable image's pixels (8-bit, as resized: a quarter of the memory of floats) and
+/// label (no augmentation: the distance is to the teacher's representation of the same view);
+/// unreadable ones are skipped and named.
+fn read_images(
+    data: &Dataset,
+    preprocessing: &Preprocessing,
+    reporter: &dyn Reporter,
+) -> Result<(Vec<Vec<u8>>, Vec<usize>)> {
+    reporter.start("reading images", data.len());
+    let mut images: Vec<Vec<u8>> = Vec::with_capacity(data.len());
+    let mut labels: Vec<usize> = Vec::with_capacity(data.len());
+    for item in &data.items {
+        match item.source.load_at_least(preprocessing.resize as u32) {
+            Ok(image) => {
+                images.push(
+                    crate::data::image::pixels(&image, preprocessing).into_iter().map(|value| value as u8).collect(),
+                );
+                labels.push(item.label);
+            }
+            Err(error) => reporter.note(&format!("skipped {}: {error}", item.source.name())),
+        }
+        reporter.advance(1, "");
+    }
+    reporter.finish();
+    if images.len() < 2 {
+        return Err(GraftError::Invalid("hardening needs at least two readable images".into()));
+    }
+    Ok((images, labels))
+}
+
+/// The teacher's representation of each image at the cut, one row each, in batches.
+fn representations(
+    front: &TeacherFront,
+    images: &[Vec<u8>],
+    batch_size: usize,
+    size: usize,
+    device: &Device,
+    reporter: &dyn Reporter,
+) -> Result<Vec<Vec<f32>>> {
+    let mut rows: Vec<Vec<f32>> = Vec::with_capacity(images.len());
+    for chunk in images.chunks(batch_size.max(1)) {
+        let representation = front.representation(pixel_tensor(&floats(chunk), size, device))?;
+        let [count, dim] = representation.dims();
+        let values = host_values::<f32>(representation.into_data())?;
+        rows.extend((0..count).map(|row| values[row * dim..(row + 1) * dim].to_vec()));
+        reporter.advance(chunk.len(), "");
+    }
+    Ok(rows)
+}
+
+/// The mean weighted distance between two training images' teacher representations, as they
+/// are and standardised per channel: τ's scale.
+fn typical_distances(
+    rows: &[Vec<f32>],
+    weights: &[f32],
+    channels: usize,
+    seed: u64,
+    device: &Device,
+) -> Result<(f64, f64)> {
+    let dim = rows[0].len();
+    let euclidean = mean_pair_distance(rows, weights, seed);
+    let standardised_rows = {
+        let all = Tensor::<2>::from_data(TensorData::new(rows.concat(), [rows.len(), dim]), device);
+        let values = host_values::<f32>(standardise(all, channels).into_data())?;
+        values.chunks(dim).map(<[f32]>::to_vec).collect::<Vec<_>>()
+    };
+    Ok((euclidean, mean_pair_distance(&standardised_rows, weights, seed)))
+}
+
+/// The hardened student's run record: every block trained, what it was hardened from and how.
+fn hardened_config(
+    config: &RunConfig,
+    names: &[String],
+    report: &HardenReport,
+    trained_parameters: usize,
+) -> RunConfig {
     let last = report.history.last().map(|epoch| epoch.train_accuracy);
-    let hardened_config = RunConfig {
+    RunConfig {
         strategy: Strategy::Full,
         strategy_reason: Some(format!(
             "hardened (`graft harden`) from the `{}` student {} against the mimicry attack at `{}`",
             config.strategy, report.from_run, report.layer
         )),
         frozen_blocks: Vec::new(),
-        trainable_blocks: names.clone(),
-        trained_parameters: count_trainable(&model),
+        trainable_blocks: names.to_vec(),
+        trained_parameters,
         // The caller knows where the images came from (the CLI names the folder).
         data: format!("{} (hardening)", report.images_trained_on()),
-        train_images: clean,
+        train_images: report.images,
         validation_images: 0,
         metrics: serde_json::json!({
             "train_accuracy": last,
             "seconds": report.seconds,
-            "harden": {"layer": report.layer, "threshold": report.final_threshold, "epochs": options.epochs, "from_run": report.from_run, "mimicry_examples": report.mimicry_examples.as_ref().map(|examples| examples.used)},
+            "harden": {"layer": report.layer, "threshold": report.final_threshold, "epochs": report.options.epochs, "from_run": report.from_run, "mimicry_examples": report.mimicry_examples.as_ref().map(|examples| examples.used)},
             "before_hardening": config.metrics,
         }),
         ..config.clone()
-    };
-    Ok((hardened, hardened_config, report))
+    }
 }
 
-/// Crafts `count` mimicry examples on the teacher alone (see [`HardenOptions::mimicry_examples`]):
-/// the pixels of those within the budget, and each one's source image.
+/// Crafts `count` mimicry examples on the teacher alone (see [`HardenOptions::mimicry_examples`])
+/// and adds those within the budget to `images`, each with its source image's label.
 #[allow(clippy::too_many_arguments)]
-fn mimicry_examples(
+fn add_mimicry_examples(
     front: &TeacherFront,
-    images: &[Vec<u8>],
-    labels: &[usize],
+    images: &mut Vec<Vec<u8>>,
+    labels: &mut Vec<usize>,
     count: usize,
     size: usize,
     options: &HardenOptions,
     device: &Device,
     reporter: &dyn Reporter,
-) -> Result<(Vec<Vec<u8>>, Vec<usize>, MimicryExamples)> {
+) -> Result<MimicryExamples> {
     let started = std::time::Instant::now();
     if labels.iter().all(|label| *label == labels[0]) {
         return Err(GraftError::Invalid("mimicry examples need training images of at least two classes".into()));
@@ -521,7 +553,18 @@ fn mimicry_examples(
         mean_distance_left: mean(left_sum),
         seconds: started.elapsed().as_secs_f64(),
     };
-    Ok((crafted, sources, figures))
+    reporter.note(&format!(
+        "{} of {} mimicry examples within the DSSIM budget {} (mean DSSIM {:.4}; the teacher's distance to the target left: {:.0}%; {:.0}s)",
+        figures.used,
+        figures.crafted,
+        options.mimicry.budget,
+        figures.mean_dssim,
+        figures.mean_distance_left * 100.0,
+        figures.seconds
+    ));
+    labels.extend(sources.iter().map(|source| labels[*source]).collect::<Vec<_>>());
+    images.extend(crafted);
+    Ok(figures)
 }
 
 /// Pairs crafted side by side (as `graft audit` crafts them).
@@ -535,7 +578,7 @@ struct HardenSteps<'a> {
     labels: &'a [usize],
     teacher_rows: &'a [Vec<f32>],
     size: usize,
-    preprocessing: &'a crate::models::Preprocessing,
+    preprocessing: &'a Preprocessing,
     cut: usize,
     blocks: usize,
     dim: usize,

@@ -172,6 +172,7 @@ impl TrainSettings {
             data: data.display().to_string(),
             interrupt: self.interrupt.clone(),
             resume: self.resume,
+            refit: self.refit,
         }
     }
 }

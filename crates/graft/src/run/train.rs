@@ -193,14 +193,19 @@ impl std::fmt::Display for RunSummary {
                 error * 100.0,
                 self.validation
             )?,
-            (None, Some(epoch)) => match self.refit.as_ref().and_then(|refit| refit["images"].as_u64()) {
-                Some(images) => write!(
-                    formatter,
-                    "validation accuracy {accuracy:.2}% (best epoch {epoch}; then refitted on all {images} images for as many epochs, the held-out figure its estimate)"
-                )?,
-                None => write!(formatter, "validation accuracy {accuracy:.2}% (best epoch {epoch})")?,
-            },
-            (None, None) => write!(formatter, "validation accuracy {accuracy:.2}% ({})", self.validation)?,
+            (None, chosen) => {
+                let noun = self.modality.noun();
+                let refit = match self.refit.as_ref().and_then(|refit| refit[noun].as_u64()) {
+                    Some(count) => format!(
+                        "; then refitted on all {count} {noun} for as many epochs, the held-out figure its estimate"
+                    ),
+                    None => String::new(),
+                };
+                match chosen {
+                    Some(epoch) => write!(formatter, "validation accuracy {accuracy:.2}% (best epoch {epoch}{refit})")?,
+                    None => write!(formatter, "validation accuracy {accuracy:.2}% ({}{refit})", self.validation)?,
+                }
+            }
         }
         if self.cache.hits + self.cache.misses > 0 {
             write!(formatter, ", cache {} hits / {} misses", self.cache.hits, self.cache.misses)?;
@@ -394,7 +399,7 @@ fn text_summary(
         depth: teacher.bert.layer_count(),
         trained_parameters: None,
         best_epoch: history.filter(|history| !history.is_empty()).map(Vec::len),
-        refit: None,
+        refit: config.metrics.get("refit").filter(|refit| !refit.is_null()).cloned(),
         augmentation: None,
         augmentation_reason: None,
         truncated: outcome.truncated,

@@ -14,10 +14,10 @@ use super::data::TextDataset;
 use super::finetune::{FinetuneOptions, finetune};
 use super::teacher::{Pooling, TextTeacher};
 use crate::error::{GraftError, Result};
-use crate::train::Strategy;
 use crate::train::metrics::{Evaluation, evaluate};
 use crate::train::probe::{self, Samples};
 use crate::train::reporter::Reporter;
+use crate::train::{Refit, Strategy};
 use crate::weights::{collect_tensors, load_into, sha256_file, transpose_2d};
 
 /// What `graft.json` holds for a text student.
@@ -87,6 +87,12 @@ pub struct TextTrainOptions {
     /// `out/checkpoint` when it is of the same run (data, teacher, recipe); `deep` fits again
     /// (seconds, from cached features).
     pub resume: bool,
+    /// `on`: a `mid` or `full` student, once trained and scored with texts held out, trains
+    /// again from the start on every text (the held-out ones, or the given validation texts,
+    /// included) for as many epochs; that is the student, the held-out scores its estimate.
+    /// `auto` and `off`: no refit. (Images refit under `auto`; for text students it is not
+    /// measured yet, so it is asked for.)
+    pub refit: Refit,
 }
 
 /// A `deep` text student with graft's text recipe ([`super::finetune`]'s constants for the
@@ -112,6 +118,7 @@ impl Default for TextTrainOptions {
             data: String::new(),
             interrupt: None,
             resume: false,
+            refit: Refit::Auto,
         }
     }
 }
@@ -387,8 +394,24 @@ pub fn train_text(
     if let Some(reason) = &reason {
         reporter.note(&format!("auto: {reason}"));
     }
-    let Trained { student, encoder, mut metrics, evaluation, examples, standard_error, truncated, cache_hits } =
+    let Trained { mut student, mut encoder, mut metrics, evaluation, examples, standard_error, truncated, cache_hits } =
         trained;
+    match (options.refit, strategy) {
+        (Refit::On, Strategy::Mid | Strategy::Full) => {
+            let (net, refit) =
+                refit_on_every_text(teacher, train_set, validation, &config, options, cut, device, reporter)?;
+            (student.weight, student.bias) = head_values(&net)?;
+            encoder = Some(net.bert);
+            metrics["refit"] = refit;
+        }
+        (Refit::On, _) if options.strategy == Strategy::Deep => {
+            return Err(GraftError::Invalid(
+                "refit `on` trains a fine-tuned text student again on every text; a `deep` student's probe already fits every text".into(),
+            ));
+        }
+        (Refit::On, _) => reporter.note("refit: `auto` kept the `deep` probe, which already fits every text"),
+        _ => {}
+    }
     metrics["validation_accuracy"] = serde_json::json!(evaluation.accuracy);
     metrics["truncated_texts"] = serde_json::json!(truncated);
     metrics["confidently_wrong"] = serde_json::to_value(&examples).unwrap_or_default();
@@ -458,53 +481,13 @@ fn fit_finetuned(
     let validation_encoded = teacher.tokenizer.encode(&validation_part.texts())?;
     let truncated = train_encoded.iter().chain(&validation_encoded).filter(|encoded| encoded.truncated).count();
     let (train_labels, validation_labels) = (train_part.labels(), validation_part.labels());
-    let digest = {
-        use sha2::Digest;
-        let mut hasher = sha2::Sha256::new();
-        for (part, name) in [(&train_part, "train"), (&validation_part, "validation")] {
-            hasher.update(name.as_bytes());
-            for (text, label) in part.texts().iter().zip(part.labels()) {
-                hasher.update((text.len() as u64).to_le_bytes());
-                hasher.update(text.as_bytes());
-                hasher.update((label as u64).to_le_bytes());
-            }
-        }
-        crate::fsutil::hex(&hasher.finalize())
-    };
-    // What a checkpoint must share with the run resuming it: everything that changes the epochs
-    // already trained (the number of epochs may change, to train longer).
-    let identity = serde_json::json!({
-        "teacher_weights_sha256": config.teacher_weights_sha256,
-        "tokenizer_sha256": config.tokenizer_sha256,
-        "max_length": config.max_length,
-        "pooling": config.pooling,
-        "cut": cut,
-        "texts_sha256": digest,
-        "train_texts": train_part.len(),
-        "validation_texts": validation_part.len(),
-        "classes": train_set.classes,
-        "seed": options.seed,
-        "recipe": {
-            "learning_rate": options.learning_rate, "encoder_factor": options.encoder_factor,
-            "weight_decay": options.weight_decay, "batch_size": options.batch_size.max(1), "shards": options.shards,
-        },
-    });
-    let finetune_options = FinetuneOptions {
-        checkpoints: Some(super::finetune::CheckpointOptions {
-            folder: options.out.join(crate::train::checkpoint::CHECKPOINT_DIR),
-            resume: options.resume,
-            identity,
-        }),
+    let finetune_options = checkpointed_options(
+        config,
+        options,
         cut,
-        epochs: options.epochs,
-        learning_rate: options.learning_rate,
-        encoder_factor: options.encoder_factor,
-        weight_decay: options.weight_decay,
-        batch_size: options.batch_size.max(1),
-        shards: options.shards,
-        seed: options.seed,
-        interrupt: options.interrupt.clone(),
-    };
+        (&train_part, &validation_part),
+        options.out.join(crate::train::checkpoint::CHECKPOINT_DIR),
+    );
     let validation_input =
         (!validation_part.is_empty()).then_some((validation_encoded.as_slice(), validation_labels.as_slice()));
     let super::finetune::Finetuned { net, history, validation_probabilities: probabilities } = finetune(
@@ -516,14 +499,7 @@ fn fit_finetuned(
         device,
         reporter,
     )?;
-    let weight = crate::backend::host_values::<f32>(net.head.weight.val().into_data())?;
-    let bias = net
-        .head
-        .bias
-        .as_ref()
-        .map(|bias| crate::backend::host_values::<f32>(bias.val().into_data()))
-        .transpose()?
-        .unwrap_or_default();
+    let (weight, bias) = head_values(&net)?;
     let student = TextStudent { config: config.clone(), weight, bias, encoder: None };
     let evaluation = evaluate(&probabilities, &validation_labels, &train_set.classes);
     let examples = confidently_wrong(&validation_part, &probabilities, 10);
@@ -548,6 +524,109 @@ fn fit_finetuned(
         truncated,
         cache_hits: 0,
     })
+}
+
+/// The fine-tuning options of `options` at `cut`, with checkpoints in `folder` that a resume
+/// accepts only from the same run: the teacher, the texts (`parts`: trained on, held out) and
+/// the recipe.
+fn checkpointed_options(
+    config: &TextRunConfig,
+    options: &TextTrainOptions,
+    cut: usize,
+    (train_part, validation_part): (&TextDataset, &TextDataset),
+    folder: PathBuf,
+) -> FinetuneOptions {
+    let digest = {
+        use sha2::Digest;
+        let mut hasher = sha2::Sha256::new();
+        for (part, name) in [(train_part, "train"), (validation_part, "validation")] {
+            hasher.update(name.as_bytes());
+            for (text, label) in part.texts().iter().zip(part.labels()) {
+                hasher.update((text.len() as u64).to_le_bytes());
+                hasher.update(text.as_bytes());
+                hasher.update((label as u64).to_le_bytes());
+            }
+        }
+        crate::fsutil::hex(&hasher.finalize())
+    };
+    // What a checkpoint must share with the run resuming it: everything that changes the epochs
+    // already trained (the number of epochs may change, to train longer).
+    let identity = serde_json::json!({
+        "teacher_weights_sha256": config.teacher_weights_sha256,
+        "tokenizer_sha256": config.tokenizer_sha256,
+        "max_length": config.max_length,
+        "pooling": config.pooling,
+        "cut": cut,
+        "texts_sha256": digest,
+        "train_texts": train_part.len(),
+        "validation_texts": validation_part.len(),
+        "classes": config.classes,
+        "seed": options.seed,
+        "recipe": {
+            "learning_rate": options.learning_rate, "encoder_factor": options.encoder_factor,
+            "weight_decay": options.weight_decay, "batch_size": options.batch_size.max(1), "shards": options.shards,
+        },
+    });
+    FinetuneOptions {
+        checkpoints: Some(super::finetune::CheckpointOptions { folder, resume: options.resume, identity }),
+        cut,
+        epochs: options.epochs,
+        learning_rate: options.learning_rate,
+        encoder_factor: options.encoder_factor,
+        weight_decay: options.weight_decay,
+        batch_size: options.batch_size.max(1),
+        shards: options.shards,
+        seed: options.seed,
+        interrupt: options.interrupt.clone(),
+    }
+}
+
+/// A trained head's weight and bias as the student keeps them.
+fn head_values(net: &super::finetune::TextNet) -> Result<(Vec<f32>, Vec<f32>)> {
+    let weight = crate::backend::host_values::<f32>(net.head.weight.val().into_data())?;
+    let bias = net
+        .head
+        .bias
+        .as_ref()
+        .map(|bias| crate::backend::host_values::<f32>(bias.val().into_data()))
+        .transpose()?
+        .unwrap_or_default();
+    Ok((weight, bias))
+}
+
+/// The refit (see [`TextTrainOptions::refit`]): a fine-tune at `cut` from the start on every text,
+/// for `options.epochs`, checkpointed in `out/refit/checkpoint`; the trained network and the
+/// record of it for `graft.json`.
+#[allow(clippy::too_many_arguments)]
+fn refit_on_every_text(
+    teacher: &TextTeacher,
+    train_set: &TextDataset,
+    validation: Option<&TextDataset>,
+    config: &TextRunConfig,
+    options: &TextTrainOptions,
+    cut: usize,
+    device: &Device,
+    reporter: &dyn Reporter,
+) -> Result<(super::finetune::TextNet, serde_json::Value)> {
+    let started = Instant::now();
+    let mut every = train_set.clone();
+    if let Some(validation) = validation {
+        every.items.extend(validation.clone().align_classes(&train_set.classes)?.items);
+    }
+    reporter.note(&format!(
+        "refitting on all {} texts (held-out ones included) for {} epochs",
+        every.len(),
+        options.epochs
+    ));
+    let encoded = teacher.tokenizer.encode(&every.texts())?;
+    let labels = every.labels();
+    let folder = options.out.join("refit").join(crate::train::checkpoint::CHECKPOINT_DIR);
+    let refit_options = checkpointed_options(config, options, cut, (&every, &TextDataset::default()), folder);
+    let super::finetune::Finetuned { net, .. } =
+        finetune(teacher, (&encoded, &labels), None, train_set.classes.len(), &refit_options, device, reporter)?;
+    let record =
+        serde_json::json!({"texts": every.len(), "epochs": options.epochs, "seconds": started.elapsed().as_secs_f64()});
+    Ok((net, record))
 }
 
 #[allow(clippy::too_many_arguments)]

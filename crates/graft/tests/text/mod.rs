@@ -245,6 +245,81 @@ fn a_stopped_text_fine_tune_resumes_to_the_same_student() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// `--refit on` for a text fine-tune: scored with texts held out, then trained again from the
+/// start on every text, exactly as a fine-tune asked for on all of them; the estimate stays the
+/// held-out run's. A `deep` student's probe already fits every text: asking it to refit is an
+/// error.
+#[test]
+fn a_text_refit_trains_again_on_every_text_and_keeps_the_held_out_estimate() {
+    use graft::text::data::{TextDataset, TextItem};
+    use graft::text::finetune::{FinetuneOptions, Finetuned, finetune};
+    use graft::text::{TextStudent, TextTrainOptions, train_text};
+    use graft::train::{Refit, Strategy};
+    let device = Device::flex();
+    let (teacher, _) =
+        TextTeacher::from_directory(None, &repo("crates/graft/tests/fixtures/tiny-bert"), &device).unwrap();
+    let dir = crate::common::temp_dir("text-refit");
+    let set = TextDataset {
+        classes: vec!["animals".into(), "food".into()],
+        items: (0..20)
+            .map(|i| TextItem {
+                text: if i % 2 == 0 { format!("the dog and the fox {i}") } else { format!("eating food is {i}") },
+                label: i % 2,
+                location: format!("row {i}"),
+            })
+            .collect(),
+        skipped: Vec::new(),
+    };
+    let options = |out: &str, strategy: Strategy, refit: Refit| TextTrainOptions {
+        strategy,
+        epochs: 2,
+        learning_rate: 0.05,
+        encoder_factor: 0.1,
+        weight_decay: 0.01,
+        batch_size: 6,
+        shards: 2,
+        seed: 5,
+        out: dir.join(out),
+        cache_dir: dir.join("cache"),
+        refit,
+        ..TextTrainOptions::default()
+    };
+    let silent = &graft::train::Silent;
+    let held_out =
+        train_text(&teacher, &set, None, &options("off", Strategy::Full, Refit::Off), &device, silent).unwrap();
+    let refitted =
+        train_text(&teacher, &set, None, &options("on", Strategy::Full, Refit::On), &device, silent).unwrap();
+    assert_eq!(refitted.accuracy, held_out.accuracy, "the estimate is the held-out run's");
+    assert_eq!(refitted.config.metrics["refit"]["texts"], 20);
+    assert_eq!(refitted.config.metrics["refit"]["epochs"], 2);
+    assert!(held_out.config.metrics.get("refit").is_none());
+
+    let encoded = teacher.tokenizer.encode(&set.texts()).unwrap();
+    let direct = FinetuneOptions {
+        cut: 0,
+        epochs: 2,
+        learning_rate: 0.05,
+        encoder_factor: 0.1,
+        weight_decay: 0.01,
+        batch_size: 6,
+        shards: 2,
+        seed: 5,
+        interrupt: None,
+        checkpoints: None,
+    };
+    let Finetuned { net, .. } =
+        finetune(&teacher, (&encoded, &set.labels()), None, 2, &direct, &device, silent).unwrap();
+    let saved = TextStudent::load(&dir.join("on")).unwrap();
+    assert!(saved.weight == crate::common::values(net.head.weight.val()), "the refit is not a fine-tune on every text");
+    let kept = TextStudent::load(&dir.join("off")).unwrap();
+    assert!(kept.weight != saved.weight, "the refit changed nothing");
+
+    let message =
+        train_text(&teacher, &set, None, &options("deep", Strategy::Deep, Refit::On), &device, silent).err().unwrap();
+    assert!(message.to_string().contains("refit `on`"), "{message}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// Features are cached per text: a second call reads them all, a new text alone is encoded, a
 /// damaged entry is recomputed, and every value is what the encoder gives.
 #[test]
