@@ -68,12 +68,22 @@ fn predict_json_puts_a_cat_first_for_chelsea_and_espresso_for_coffee() {
 
 #[test]
 fn predict_quiet_prints_a_table_and_nothing_on_stderr() {
-    let out =
-        graft(&["predict", "--quiet", "--top", "1", repo("crates/graft-assets/images/coffee.png").to_str().unwrap()]);
-    assert!(out.status.success());
-    let stdout = text(&out.stdout);
-    assert!(stdout.contains("coffee.png") && stdout.contains("espresso"), "{stdout}");
-    assert_eq!(text(&out.stderr), "");
+    let coffee = repo("crates/graft-assets/images/coffee.png");
+    let chelsea = repo("crates/graft-assets/images/chelsea.png");
+    let out = graft(&["predict", "--quiet", "--top", "2", coffee.to_str().unwrap(), chelsea.to_str().unwrap()]);
+    assert_eq!(
+        snapshot(&out),
+        "exit 0
+--- stdout
+[REPO]/crates/graft-assets/images/coffee.png
+   1. espresso                          95.36%  (class 967)
+   2. cup                                1.44%  (class 968)
+[REPO]/crates/graft-assets/images/chelsea.png
+   1. tiger cat                         38.88%  (class 282)
+   2. Egyptian cat                      36.41%  (class 285)
+--- stderr
+"
+    );
 }
 
 #[test]

@@ -13,6 +13,7 @@ pub mod device;
 pub mod error;
 pub mod fsutil;
 pub mod interrupt;
+pub mod modality;
 pub mod models;
 pub mod net;
 pub mod predict;

@@ -11,48 +11,7 @@ use crate::error::{GraftError, Result};
 use crate::predict::ClassScore;
 use crate::text::{Columns, TextDataset};
 
-/// What a teacher or student reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Modality {
-    Image,
-    Text,
-}
-
-impl Modality {
-    /// The word for its examples: `images` or `texts`.
-    pub fn noun(self) -> &'static str {
-        match self {
-            Modality::Image => "images",
-            Modality::Text => "texts",
-        }
-    }
-
-    /// What names one input in an answer: its `path`, or the `text` itself.
-    pub fn input_key(self) -> &'static str {
-        match self {
-            Modality::Image => "path",
-            Modality::Text => "text",
-        }
-    }
-
-    /// "an image" / "a text".
-    pub fn with_article(self) -> &'static str {
-        match self {
-            Modality::Image => "an image",
-            Modality::Text => "a text",
-        }
-    }
-}
-
-impl std::fmt::Display for Modality {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str(match self {
-            Modality::Image => "image",
-            Modality::Text => "text",
-        })
-    }
-}
+pub use crate::modality::Modality;
 
 /// How labelled data is opened: where image decodes are cached (IDX files are unpacked there)
 /// and which columns hold a text set's texts and labels.

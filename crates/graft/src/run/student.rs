@@ -104,9 +104,12 @@ impl Student {
     pub fn load(run: &Path, options: &StudentOptions) -> Result<Student> {
         let path = run.join(crate::train::student::CONFIG_FILE);
         let bytes = std::fs::read(&path).map_err(|source| GraftError::Io { path: path.clone(), source })?;
-        let record: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|error| GraftError::Invalid(format!("`{}` is not a graft run record: {error}", path.display())))?;
-        let held = if record["modality"] == "text" {
+        let not_a_record = |error: serde_json::Error| {
+            GraftError::Invalid(format!("`{}` is not a graft run record: {error}", path.display()))
+        };
+        let record: serde_json::Value = serde_json::from_slice(&bytes).map_err(not_a_record)?;
+        let header: crate::train::student::RunHeader = serde_json::from_value(record.clone()).map_err(not_a_record)?;
+        let held = if header.modality == Modality::Text {
             let student = TextStudent::load(run)?;
             let teacher = text_teacher(&student, options)?;
             let encoder = student.encoder(&teacher, &options.device)?;

@@ -24,8 +24,8 @@ use crate::weights::{collect_tensors, load_into, sha256_file, transpose_2d};
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TextRunConfig {
     pub graft_version: String,
-    /// Always `text` (image runs have no such field).
-    pub modality: String,
+    /// Always `text`.
+    pub modality: crate::modality::Modality,
     pub teacher: String,
     /// Where the teacher was loaded from (eval and predict load it from there unless told
     /// otherwise).
@@ -144,10 +144,7 @@ pub struct TextOutcome {
 
 /// Whether a run directory holds a text student.
 pub fn is_text_run(run: &Path) -> bool {
-    std::fs::read_to_string(run.join("graft.json"))
-        .ok()
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-        .is_some_and(|config| config["modality"] == "text")
+    crate::train::student::read_header(run).is_ok_and(|header| header.modality == crate::modality::Modality::Text)
 }
 
 impl TextStudent {
@@ -304,7 +301,7 @@ pub fn train_text(
     let mid_cut = layers - options.unfreeze.unwrap_or_else(|| layers.div_ceil(3)).clamp(1, layers);
     let mut config = TextRunConfig {
         graft_version: env!("CARGO_PKG_VERSION").to_owned(),
-        modality: "text".to_owned(),
+        modality: crate::modality::Modality::Text,
         teacher: teacher.name.clone(),
         teacher_directory: std::fs::canonicalize(&teacher.directory).unwrap_or_else(|_| teacher.directory.clone()),
         teacher_weights_sha256: teacher.weights_sha256.clone(),

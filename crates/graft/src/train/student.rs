@@ -11,6 +11,7 @@ use super::strategy::{FreezePlan, Strategy};
 use crate::backend::fused::FusedBackbone;
 use crate::data::augment::Augmentation;
 use crate::error::{GraftError, Result};
+use crate::modality::Modality;
 use crate::models::Backbone;
 use crate::models::zoo::{self, Preprocessing};
 use crate::weights::{SameKeys, collect_tensors, load_into};
@@ -277,6 +278,9 @@ impl Hyperparameters {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RunConfig {
     pub graft_version: String,
+    /// Always `image` (records from before text students have none, and read as images).
+    #[serde(default)]
+    pub modality: Modality,
     pub teacher: String,
     pub teacher_weights_sha256: String,
     pub strategy: Strategy,
@@ -306,6 +310,36 @@ impl RunConfig {
         blocks.extend(self.trainable_blocks.iter().cloned());
         FreezePlan { cut: self.frozen_blocks.len(), blocks }
     }
+}
+
+/// What every run's `graft.json` holds under the same names, an image run's ([`RunConfig`]) and a
+/// text run's ([`crate::text::TextRunConfig`]) alike: read from either by [`read_header`], for
+/// what needs to know a run without knowing its kind (which loader, which report, a listing).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunHeader {
+    pub graft_version: String,
+    #[serde(default)]
+    pub modality: Modality,
+    pub teacher: String,
+    pub teacher_weights_sha256: String,
+    pub strategy: Strategy,
+    #[serde(default)]
+    pub strategy_reason: Option<String>,
+    pub classes: Vec<String>,
+    pub seed: u64,
+    pub data: String,
+    pub metrics: serde_json::Value,
+}
+
+/// The header of the run in `run` (see [`RunHeader`]).
+///
+/// # Errors
+/// No `graft.json` there, or one that is not a run record, naming the file.
+pub fn read_header(run: &Path) -> Result<RunHeader> {
+    let path = run.join(CONFIG_FILE);
+    let bytes = std::fs::read(&path).map_err(|source| GraftError::Io { path: path.clone(), source })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|error| GraftError::Invalid(format!("`{}` is not a graft run record: {error}", path.display())))
 }
 
 pub const STUDENT_FILE: &str = "student.safetensors";

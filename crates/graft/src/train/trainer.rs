@@ -1390,6 +1390,7 @@ fn run_config(
     });
     RunConfig {
         graft_version: env!("CARGO_PKG_VERSION").to_owned(),
+        modality: crate::modality::Modality::Image,
         teacher: teacher.card.name.to_owned(),
         teacher_weights_sha256: teacher.weights_sha256.clone(),
         strategy: options.strategy,

@@ -113,30 +113,52 @@ fn a_directory_without_a_model_says_what_it_lacks() {
     assert!(message.contains("tokenizer.json"), "{message}");
 }
 
+/// The tiny BERT fixture (two layers) as a teacher.
+fn tiny_bert(device: &Device) -> TextTeacher {
+    TextTeacher::from_directory(None, &repo("crates/graft/tests/fixtures/tiny-bert"), device).unwrap().0
+}
+
+/// `count` texts of two topics a classifier can tell apart, alternating, and their labels.
+fn two_topics(count: usize) -> (Vec<String>, Vec<usize>) {
+    let texts = (0..count)
+        .map(|i| if i % 2 == 0 { format!("the dog and the fox {i}") } else { format!("eating food is {i}") })
+        .collect();
+    (texts, (0..count).map(|i| i % 2).collect())
+}
+
+/// The fine-tuning recipe of the tests below: every layer, 3 epochs, batches of 6 in 2 shards.
+fn recipe() -> graft::text::finetune::FinetuneOptions {
+    graft::text::finetune::FinetuneOptions {
+        cut: 0,
+        epochs: 3,
+        learning_rate: 0.05,
+        encoder_factor: 0.1,
+        weight_decay: 0.01,
+        batch_size: 6,
+        shards: 2,
+        seed: 5,
+        interrupt: None,
+        checkpoints: None,
+    }
+}
+
 /// Fine-tuning the last layer from cached hidden states: the frozen front is untouched, the
 /// trained layer and the head move, and the training loss falls on texts that can be told apart.
 #[test]
 fn mid_fine_tuning_trains_only_behind_the_cut() {
     use graft::text::finetune::{FinetuneOptions, finetune};
     let device = Device::flex();
-    let (teacher, _) =
-        TextTeacher::from_directory(None, &repo("crates/graft/tests/fixtures/tiny-bert"), &device).unwrap();
-    let texts: Vec<String> = (0..24)
-        .map(|i| if i % 2 == 0 { format!("the dog and the fox {i}") } else { format!("eating food is {i}") })
-        .collect();
-    let labels: Vec<usize> = (0..24).map(|i| i % 2).collect();
+    let teacher = tiny_bert(&device);
+    let (texts, labels) = two_topics(24);
     let encoded = teacher.tokenizer.encode(&texts.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
     let options = FinetuneOptions {
         cut: 1,
         epochs: 8,
         learning_rate: 0.1,
-        encoder_factor: 0.1,
         weight_decay: 0.0,
         batch_size: 8,
-        shards: 2,
         seed: 3,
-        interrupt: None,
-        checkpoints: None,
+        ..recipe()
     };
     let graft::text::finetune::Finetuned { net, history, .. } = finetune(
         &teacher,
@@ -170,29 +192,19 @@ fn a_stopped_text_fine_tune_resumes_to_the_same_student() {
     use graft::interrupt::Interrupt;
     use graft::text::finetune::{CheckpointOptions, FinetuneOptions, Finetuned, finetune};
     let device = Device::flex();
-    let (teacher, _) =
-        TextTeacher::from_directory(None, &repo("crates/graft/tests/fixtures/tiny-bert"), &device).unwrap();
-    let texts: Vec<String> = (0..20)
-        .map(|i| if i % 2 == 0 { format!("the dog and the fox {i}") } else { format!("eating food is {i}") })
-        .collect();
-    let labels: Vec<usize> = (0..20).map(|i| i % 2).collect();
+    let teacher = tiny_bert(&device);
+    let (texts, labels) = two_topics(20);
     let encoded = teacher.tokenizer.encode(&texts.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
     let dir = crate::common::temp_dir("text-resume");
     let options = |folder: &str, resume: bool, interrupt: Option<Interrupt>| FinetuneOptions {
-        cut: 0,
         epochs: 3,
-        learning_rate: 0.05,
-        encoder_factor: 0.1,
-        weight_decay: 0.01,
-        batch_size: 6,
-        shards: 2,
-        seed: 5,
         interrupt,
         checkpoints: Some(CheckpointOptions {
             folder: dir.join(folder),
             resume,
             identity: serde_json::json!({"texts": 20, "recipe": {"learning_rate": 0.05}}),
         }),
+        ..recipe()
     };
     let run = |options: &FinetuneOptions, reporter: &dyn graft::train::Reporter| {
         finetune(&teacher, (&encoded, &labels), Some((&encoded, &labels)), 2, options, &device, reporter)
@@ -256,29 +268,29 @@ fn a_text_refit_trains_again_on_every_text_and_keeps_the_held_out_estimate() {
     use graft::text::{TextStudent, TextTrainOptions, train_text};
     use graft::train::{Refit, Strategy};
     let device = Device::flex();
-    let (teacher, _) =
-        TextTeacher::from_directory(None, &repo("crates/graft/tests/fixtures/tiny-bert"), &device).unwrap();
+    let teacher = tiny_bert(&device);
     let dir = crate::common::temp_dir("text-refit");
+    let (texts, labels) = two_topics(20);
     let set = TextDataset {
         classes: vec!["animals".into(), "food".into()],
-        items: (0..20)
-            .map(|i| TextItem {
-                text: if i % 2 == 0 { format!("the dog and the fox {i}") } else { format!("eating food is {i}") },
-                label: i % 2,
-                location: format!("row {i}"),
-            })
+        items: texts
+            .into_iter()
+            .zip(labels)
+            .enumerate()
+            .map(|(row, (text, label))| TextItem { text, label, location: format!("row {row}") })
             .collect(),
         skipped: Vec::new(),
     };
+    let base = recipe();
     let options = |out: &str, strategy: Strategy, refit: Refit| TextTrainOptions {
         strategy,
         epochs: 2,
-        learning_rate: 0.05,
-        encoder_factor: 0.1,
-        weight_decay: 0.01,
-        batch_size: 6,
-        shards: 2,
-        seed: 5,
+        learning_rate: base.learning_rate,
+        encoder_factor: base.encoder_factor,
+        weight_decay: base.weight_decay,
+        batch_size: base.batch_size,
+        shards: base.shards,
+        seed: base.seed,
         out: dir.join(out),
         cache_dir: dir.join("cache"),
         refit,
@@ -295,22 +307,14 @@ fn a_text_refit_trains_again_on_every_text_and_keeps_the_held_out_estimate() {
     assert!(held_out.config.metrics.get("refit").is_none());
 
     let encoded = teacher.tokenizer.encode(&set.texts()).unwrap();
-    let direct = FinetuneOptions {
-        cut: 0,
-        epochs: 2,
-        learning_rate: 0.05,
-        encoder_factor: 0.1,
-        weight_decay: 0.01,
-        batch_size: 6,
-        shards: 2,
-        seed: 5,
-        interrupt: None,
-        checkpoints: None,
-    };
+    let direct = FinetuneOptions { epochs: 2, ..recipe() };
     let Finetuned { net, .. } =
         finetune(&teacher, (&encoded, &set.labels()), None, 2, &direct, &device, silent).unwrap();
     let saved = TextStudent::load(&dir.join("on")).unwrap();
     assert!(saved.weight == crate::common::values(net.head.weight.val()), "the refit is not a fine-tune on every text");
+    let header = graft::train::student::read_header(&dir.join("on")).unwrap();
+    assert_eq!((header.modality, header.strategy), (graft::modality::Modality::Text, Strategy::Full));
+    assert_eq!(header.metrics["refit"], refitted.config.metrics["refit"]);
     let kept = TextStudent::load(&dir.join("off")).unwrap();
     assert!(kept.weight != saved.weight, "the refit changed nothing");
 
@@ -326,8 +330,7 @@ fn a_text_refit_trains_again_on_every_text_and_keeps_the_held_out_estimate() {
 fn sentence_features_are_cached_per_text() {
     use graft::text::cache::{cache_directory, cached_features};
     let device = Device::flex();
-    let (teacher, _) =
-        TextTeacher::from_directory(None, &repo("crates/graft/tests/fixtures/tiny-bert"), &device).unwrap();
+    let teacher = tiny_bert(&device);
     let cache = std::env::temp_dir().join(format!("graft-text-cache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&cache);
     let silent = graft::train::reporter::Silent;

@@ -574,6 +574,17 @@ fn a_run_whose_config_names_other_blocks_is_refused() {
         error.contains("graft.json") && error.contains("_blocks.99") && error.contains("efficientnet_lite0"),
         "{error}"
     );
+    // The record opens with the header every run shares (a text run's too); one written before
+    // text students, without `modality`, reads as an image run.
+    let header = graft::train::student::read_header(&dir.join("run")).unwrap();
+    assert_eq!(
+        (header.modality, header.strategy, header.teacher.as_str()),
+        (graft::modality::Modality::Image, Strategy::Deep, "efficientnet_lite0")
+    );
+    let mut record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    assert_eq!(record.as_object_mut().unwrap().remove("modality"), Some(serde_json::json!("image")));
+    std::fs::write(&config_path, record.to_string()).unwrap();
+    assert_eq!(graft::train::student::read_header(&dir.join("run")).unwrap(), header);
     std::fs::remove_dir_all(dir).unwrap();
 }
 
