@@ -37,6 +37,12 @@ pub fn hex(bytes: &[u8]) -> String {
     })
 }
 
+/// The first 12 digits of a hexadecimal digest, as graft shows digests to people (all of it
+/// when shorter).
+pub fn short_digest(digest: &str) -> &str {
+    digest.get(..12).unwrap_or(digest)
+}
+
 /// Where graft keeps downloaded weights and computed features when nobody says otherwise:
 /// `$XDG_CACHE_HOME/graft`, else `~/.cache/graft`, else a folder in the temporary directory.
 pub fn default_cache_dir() -> std::path::PathBuf {

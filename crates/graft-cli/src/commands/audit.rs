@@ -154,7 +154,7 @@ fn fingerprint(loaded: &LoadedStudent, args: &AuditArgs, settings: &Settings) ->
             candidate.gini,
             candidate.top_class,
             candidate.top_probability,
-            &candidate.weights_sha256[..12.min(candidate.weights_sha256.len())]
+            graft::fsutil::short_digest(&candidate.weights_sha256)
         );
     }
     println!("{:<24} {:>8.4}", "(the starting noise)", report.noise_gini);

@@ -45,7 +45,7 @@ pub fn teacher(args: &TeacherArgs, settings: &Settings) -> anyhow::Result<Teache
     settings.log(format!(
         "teacher {}: {report} (weights sha256 {})",
         teacher.card.name,
-        &teacher.weights_sha256[..12.min(teacher.weights_sha256.len())]
+        graft::fsutil::short_digest(&teacher.weights_sha256)
     ));
     Ok(teacher)
 }

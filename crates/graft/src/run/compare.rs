@@ -87,10 +87,10 @@ pub fn compare_run(
             Some(test) => {
                 let options = StudentOptions {
                     device: device.clone(),
-                    batch_size: 32,
                     fused_plan: settings.fused_plan,
                     cache_dir: settings.cache_dir.clone(),
                     offline: true,
+                    ..StudentOptions::default()
                 };
                 let student = Student::load(&out, &options)?;
                 Some(student.evaluate(test.clone(), &settings.cache_dir, reporter)?.evaluation.accuracy)

@@ -50,15 +50,18 @@ impl AnyTeacher {
             let line = format!(
                 "teacher {}: {report} (weights sha256 {}, {} tokens at most, {:?} pooling)",
                 teacher.name,
-                short(&teacher.weights_sha256),
+                crate::fsutil::short_digest(&teacher.weights_sha256),
                 teacher.tokenizer.max_length(),
                 teacher.pooling
             );
             return Ok((AnyTeacher::Text(Box::new(teacher)), line));
         }
         let (teacher, report) = load_teacher(name, options, device)?;
-        let line =
-            format!("teacher {}: {report} (weights sha256 {})", teacher.card.name, short(&teacher.weights_sha256));
+        let line = format!(
+            "teacher {}: {report} (weights sha256 {})",
+            teacher.card.name,
+            crate::fsutil::short_digest(&teacher.weights_sha256)
+        );
         Ok((AnyTeacher::Image(Box::new(teacher)), line))
     }
 
@@ -153,8 +156,4 @@ impl AnyTeacher {
             truncated: 0,
         })
     }
-}
-
-fn short(digest: &str) -> &str {
-    &digest[..12.min(digest.len())]
 }

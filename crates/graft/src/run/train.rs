@@ -252,8 +252,9 @@ pub fn train_any(
 }
 
 /// Checks that `teacher` can train on `data` with `settings`, and makes the training and
-/// validation sets. `split` says whether an image set without validation gets one split off
-/// (a text set is split by the trainer, which cross-validates a `deep` probe instead).
+/// validation sets. A set that came without validation gets one split off here, except a text
+/// set when `text_keeps_all` (then the text trainer holds texts out for a fine-tune and
+/// cross-validates a `deep` probe over all of them; `compare` splits once for every strategy).
 pub(super) fn prepare(
     teacher: &AnyTeacher,
     data: &LabelledData,

@@ -253,10 +253,10 @@ impl TextStudent {
             return Err(GraftError::Invalid(format!(
                 "the teacher in `{}` is not the one this student was trained on (weights sha256 {}, tokenizer {}; the run expects {}, {})",
                 teacher.directory.display(),
-                &teacher.weights_sha256[..12],
-                &teacher.tokenizer_sha256[..12],
-                &self.config.teacher_weights_sha256[..12.min(self.config.teacher_weights_sha256.len())],
-                &self.config.tokenizer_sha256[..12.min(self.config.tokenizer_sha256.len())]
+                crate::fsutil::short_digest(&teacher.weights_sha256),
+                crate::fsutil::short_digest(&teacher.tokenizer_sha256),
+                crate::fsutil::short_digest(&self.config.teacher_weights_sha256),
+                crate::fsutil::short_digest(&self.config.tokenizer_sha256)
             )));
         }
         Ok(())
