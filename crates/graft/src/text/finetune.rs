@@ -241,7 +241,8 @@ pub fn finetune(
     let steps_per_epoch = encoded.len().div_ceil(options.batch_size.max(1));
     let total_steps = steps_per_epoch * options.epochs;
     let warmup_steps = ((total_steps as f64 * WARMUP_FRACTION).round() as usize).max(1);
-    let step = (steps_per_epoch * epochs_done).min(total_steps);
+    // Saturating: `epochs_done` comes from a checkpoint file, which may be damaged or forged.
+    let step = steps_per_epoch.saturating_mul(epochs_done).min(total_steps);
     let schedule = |peak: f64| WarmupCosine { peak, warmup_steps, total_steps, step };
     let mut steps = FinetuneSteps {
         train: (encoded, labels),

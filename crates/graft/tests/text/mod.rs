@@ -250,6 +250,15 @@ fn a_stopped_text_fine_tune_resumes_to_the_same_student() {
     };
     assert_eq!(losses(&history), losses(&whole_history));
 
+    // A forged checkpoint claiming more epochs than fit in a step count ends without training,
+    // not in an overflow.
+    let state_path = dir.join("stopped/epoch-0003/state.json");
+    let mut state: serde_json::Value = serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    state["epochs_done"] = serde_json::json!(u64::MAX);
+    std::fs::write(&state_path, state.to_string()).unwrap();
+    let Finetuned { history: forged, .. } = run(&options("stopped", true, None), &graft::train::Silent).unwrap();
+    assert_eq!(losses(&forged), losses(&whole_history), "the forged run trained on");
+
     let mut other = options("stopped", true, None);
     other.checkpoints.as_mut().unwrap().identity = serde_json::json!({"texts": 20, "recipe": {"learning_rate": 0.1}});
     let message = run(&other, &graft::train::Silent).err().unwrap().to_string();
