@@ -293,7 +293,9 @@ fn train_then_eval_then_predict_with_the_student() {
     assert_eq!(config["seed"], 42);
     assert_eq!(config["hyperparameters"]["head_fit"], "probe");
     assert_eq!(std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().count(), 1);
-    assert!(std::fs::read_to_string(run.join("report.html")).unwrap().contains("curves.png"));
+    let report = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert_one_report(&report, "image", &["Bag", "Sandal", "Trouser"]);
+    assert!(report.contains("curves.png") && report.contains("<th>img/s</th>"), "{report}");
 
     let out = with_cache(&["eval", run.to_str().unwrap(), "--data", test.to_str().unwrap(), "--json", "--quiet"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -889,6 +891,8 @@ fn text_students_train_eval_predict_and_embed() {
     for file in ["graft.json", "student.safetensors", "report.html", "confusion.png"] {
         assert!(run.join(file).is_file(), "{file} missing");
     }
+    let report = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert_one_report(&report, "text", &["cooking", "sports"]);
 
     let out =
         graft(&["eval", run.to_str().unwrap(), "--data", test.to_str().unwrap(), "--label-column", "topic", "--json"]);
@@ -1224,4 +1228,17 @@ fn ctrl_c_stops_every_long_verb_at_the_next_batch() {
     assert!(!stderr.contains(&format!("epoch {done}/{total}")), "the checkpoint's epoch ran again: {stderr}");
     assert!(text_run.join("student.safetensors").is_file());
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The one report every run writes, whichever the modality: the title, the per-class table with
+/// every class, the confusion matrix and the whole record.
+fn assert_one_report(report: &str, modality: &str, classes: &[&str]) {
+    assert!(report.contains(&format!("<h1>graft {modality} student: deep on ")), "{report}");
+    for section in ["<h2>Per class</h2>", "<img src=\"confusion.png\"", "<h2>Settings (graft.json)</h2>"] {
+        assert!(report.contains(section), "{section} missing from {report}");
+    }
+    for class in classes {
+        assert!(report.contains(&format!("<tr><td>{class}</td>")), "{class} missing from {report}");
+    }
+    assert!(report.contains(&format!("&quot;modality&quot;: &quot;{modality}&quot;")), "{report}");
 }

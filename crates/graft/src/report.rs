@@ -10,10 +10,11 @@ use plotters::prelude::*;
 
 use crate::error::{GraftError, Result};
 use crate::text::TextRunConfig;
+use crate::text::finetune::TextEpoch;
 use crate::text::student::WrongExample;
 use crate::train::metrics::Evaluation;
 use crate::train::reporter::EpochMetrics;
-use crate::train::student::RunConfig;
+use crate::train::student::{RunConfig, RunHeader};
 
 const FONT: &[u8] = include_bytes!("../fonts/DejaVuSans.ttf");
 
@@ -167,72 +168,203 @@ fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-/// Writes `curves.png` and `report.html` into the run directory.
-pub fn write_run_report(run: &Path, config: &RunConfig, history: &[EpochMetrics]) -> Result<()> {
-    if history.is_empty() {
-        return Ok(());
+/// What a run's `report.html` shows, whichever the modality: the header every run record has,
+/// the sentences and tables the modality adds, and the record itself.
+pub struct RunReport<'a> {
+    pub header: &'a RunHeader,
+    /// The whole run record (`graft.json`), shown at the end.
+    pub record: serde_json::Value,
+    /// The headline: the accuracy the run reports and how it was measured.
+    pub headline: String,
+    /// Sentences after the headline (plain text; the writer escapes them).
+    pub summary: Vec<String>,
+    /// The scores behind the headline, per class.
+    pub evaluation: Option<&'a Evaluation>,
+    /// One row per epoch, when the student trained by epochs: the column names, then the cells.
+    pub epochs: Option<(Vec<&'static str>, Vec<Vec<String>>)>,
+    /// The examples it got most confidently wrong, when they are known.
+    pub wrong: &'a [WrongExample],
+}
+
+impl<'a> RunReport<'a> {
+    /// An image run's report: its best epoch, what trained, and each epoch's figures.
+    pub fn image(config: &'a RunConfig, history: &[EpochMetrics], evaluation: Option<&'a Evaluation>) -> RunReport<'a> {
+        let metrics = &config.header.metrics;
+        let accuracy = metrics["validation_accuracy"].as_f64().unwrap_or(0.0);
+        let mut summary = vec![format!(
+            "{} parameters trained; {} of {} teacher blocks frozen; {} training / {} validation images; seed {}.",
+            config.trained_parameters,
+            config.frozen_blocks.len(),
+            config.frozen_blocks.len() + config.trainable_blocks.len(),
+            config.train_images,
+            config.validation_images,
+            config.header.seed,
+        )];
+        if let (Some(images), Some(epochs)) = (metrics["refit"]["images"].as_u64(), metrics["refit"]["epochs"].as_u64())
+        {
+            summary.push(format!(
+                "Then refitted: trained again from the start on all {images} images, validation ones included, for the {epochs} epochs the held-out \
+                 images chose. The student is that refit; the validation figures here are the held-out run's, the estimate of its accuracy."
+            ));
+        }
+        if let Some(choice) = &config.augmentation_choice {
+            summary.push(format!("Augmentation, measured: {}", choice.reason));
+        }
+        let rows = history
+            .iter()
+            .map(|m| {
+                vec![
+                    m.epoch.to_string(),
+                    format!("{:.4}", m.train_loss),
+                    format!("{:.3}", m.train_accuracy),
+                    format!("{:.4}", m.validation_loss),
+                    format!("{:.3}", m.validation_accuracy),
+                    format!("{:.2e}", m.learning_rate),
+                    format!("{:.0}", m.images_per_second),
+                    format!("{:.1}", m.seconds),
+                ]
+            })
+            .collect();
+        RunReport {
+            header: &config.header,
+            record: serde_json::to_value(config).unwrap_or_default(),
+            headline: format!(
+                "validation accuracy {:.2}% (best epoch {} of {})",
+                accuracy * 100.0,
+                metrics["best_epoch"],
+                history.len()
+            ),
+            summary,
+            evaluation,
+            epochs: (!history.is_empty())
+                .then_some((vec!["epoch", "train loss", "train acc", "val loss", "val acc", "lr", "img/s", "s"], rows)),
+            wrong: &[],
+        }
     }
-    plot_curves(&run.join("curves.png"), history)?;
+
+    /// A text run's report: how its accuracy was measured, the texts cut to the teacher's
+    /// length, each fine-tuning epoch's figures and the most confidently wrong texts.
+    pub fn text(config: &'a TextRunConfig, evaluation: &'a Evaluation, wrong: &'a [WrongExample]) -> RunReport<'a> {
+        let metrics = &config.header.metrics;
+        let history: Vec<TextEpoch> = serde_json::from_value(metrics["history"].clone()).unwrap_or_default();
+        let rows = history
+            .iter()
+            .map(|epoch| {
+                vec![
+                    epoch.epoch.to_string(),
+                    format!("{:.4}", epoch.train_loss),
+                    format!("{:.3}", epoch.train_accuracy),
+                    epoch.validation_accuracy.map_or_else(|| "-".to_owned(), |accuracy| format!("{accuracy:.3}")),
+                    format!("{:.1}", epoch.texts_per_second),
+                    format!("{:.1}", epoch.seconds),
+                ]
+            })
+            .collect();
+        RunReport {
+            header: &config.header,
+            record: serde_json::to_value(config).unwrap_or_default(),
+            headline: format!(
+                "accuracy {:.2}% ({})",
+                evaluation.accuracy * 100.0,
+                metrics["validation"].as_str().unwrap_or("")
+            ),
+            summary: vec![format!(
+                "{} classes: {}. {} texts were longer than the teacher's {} tokens and were cut; the first {} transformer layers stayed frozen; seed {}.",
+                config.header.classes.len(),
+                config.header.classes.join(", "),
+                metrics["truncated_texts"],
+                config.max_length,
+                config.cut,
+                config.header.seed,
+            )],
+            evaluation: Some(evaluation),
+            epochs: (!history.is_empty())
+                .then_some((vec!["epoch", "train loss", "train acc", "val acc", "texts/s", "s"], rows)),
+            wrong,
+        }
+    }
+}
+
+/// Writes `report.html` into the run directory, with the plots already there beside it
+/// (`curves.png`, `confusion.png`).
+pub fn write_run_report(run: &Path, report: &RunReport) -> Result<()> {
+    let header = report.header;
     let mut html = String::new();
-    let accuracy = config.metrics["validation_accuracy"].as_f64().unwrap_or(0.0);
     let _ = write!(
         html,
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>graft run: {teacher} {strategy}</title>\
          <style>body{{font-family:sans-serif;max-width:1040px;margin:2em auto;color:#222}}table{{border-collapse:collapse}}\
-         td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#f4f4f4}}td:first-child{{text-align:left}}</style></head><body>\
-         <h1>graft student: {strategy} on {teacher}</h1>\
-         <p><b>validation accuracy {accuracy:.2}%</b> (best epoch {best} of {epochs}); {trained} parameters trained; \
-         {frozen} of {blocks} teacher blocks frozen; {train_images} training / {validation_images} validation images; seed {seed}.</p>",
-        teacher = escape(&config.teacher),
-        strategy = config.strategy,
-        accuracy = accuracy * 100.0,
-        best = config.metrics["best_epoch"],
-        epochs = history.len(),
-        trained = config.trained_parameters,
-        frozen = config.frozen_blocks.len(),
-        blocks = config.frozen_blocks.len() + config.trainable_blocks.len(),
-        train_images = config.train_images,
-        validation_images = config.validation_images,
-        seed = config.seed,
+         td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right;vertical-align:top}}th{{background:#f4f4f4}}td:first-child{{text-align:left}}</style></head><body>\
+         <h1>graft {modality} student: {strategy} on {teacher}</h1><p><b>{headline}</b></p>",
+        teacher = escape(&header.teacher),
+        strategy = header.strategy,
+        modality = header.modality,
+        headline = escape(&report.headline),
     );
-    if let (Some(images), Some(epochs)) =
-        (config.metrics["refit"]["images"].as_u64(), config.metrics["refit"]["epochs"].as_u64())
-    {
-        let _ = write!(
-            html,
-            "<p>Then refitted: trained again from the start on all {images} images, validation ones included, for the {epochs} epochs the held-out \
-             images chose. The student is that refit; the validation figures here are the held-out run's, the estimate of its accuracy.</p>"
-        );
+    for sentence in &report.summary {
+        let _ = write!(html, "<p>{}</p>", escape(sentence));
     }
-    if let Some(reason) = &config.strategy_reason {
+    if let Some(reason) = &header.strategy_reason {
         let _ = write!(html, "<p>Why this strategy: {}</p>", escape(reason));
     }
-    if let Some(choice) = &config.augmentation_choice {
-        let _ = write!(html, "<p>Augmentation, measured: {}</p>", escape(&choice.reason));
+    if run.join("curves.png").is_file() {
+        html.push_str(
+            "<h2>Learning curves</h2><img src=\"curves.png\" alt=\"loss and accuracy per epoch\" width=\"1000\">",
+        );
     }
-    html.push_str(
-        "<h2>Learning curves</h2><img src=\"curves.png\" alt=\"loss and accuracy per epoch\" width=\"1000\">",
-    );
     if run.join("confusion.png").is_file() {
         html.push_str("<h2>Validation confusion matrix</h2><img src=\"confusion.png\" alt=\"confusion matrix\">");
     }
-    html.push_str("<h2>Epochs</h2><table><tr><th>epoch</th><th>train loss</th><th>train acc</th><th>val loss</th><th>val acc</th><th>lr</th><th>img/s</th><th>s</th></tr>");
-    for m in history {
-        let _ = write!(
-            html,
-            "<tr><td>{}</td><td>{:.4}</td><td>{:.3}</td><td>{:.4}</td><td>{:.3}</td><td>{:.2e}</td><td>{:.0}</td><td>{:.1}</td></tr>",
-            m.epoch,
-            m.train_loss,
-            m.train_accuracy,
-            m.validation_loss,
-            m.validation_accuracy,
-            m.learning_rate,
-            m.images_per_second,
-            m.seconds
+    if let Some(evaluation) = report.evaluation {
+        html.push_str(
+            "<h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>examples</th></tr>",
         );
+        for class in &evaluation.per_class {
+            let _ = write!(
+                html,
+                "<tr><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td></tr>",
+                escape(&class.class),
+                class.precision,
+                class.recall,
+                class.f1,
+                class.support
+            );
+        }
+        html.push_str("</table>");
     }
-    html.push_str("</table><h2>Settings (graft.json)</h2><pre>");
-    html.push_str(&escape(&serde_json::to_string_pretty(config).unwrap_or_default()));
+    if let Some((columns, rows)) = &report.epochs {
+        html.push_str("<h2>Epochs</h2><table><tr>");
+        for column in columns {
+            let _ = write!(html, "<th>{}</th>", escape(column));
+        }
+        html.push_str("</tr>");
+        for row in rows {
+            html.push_str("<tr>");
+            for cell in row {
+                let _ = write!(html, "<td>{}</td>", escape(cell));
+            }
+            html.push_str("</tr>");
+        }
+        html.push_str("</table>");
+    }
+    if !report.wrong.is_empty() {
+        html.push_str("<h2>Most confidently wrong</h2><table><tr><th>example</th><th>label</th><th>predicted</th><th>confidence</th></tr>");
+        for example in report.wrong {
+            let shown: String = example.text.chars().take(400).collect();
+            let _ = write!(
+                html,
+                "<tr><td>{}<br><small>{}</small></td><td>{}</td><td>{}</td><td>{:.1}%</td></tr>",
+                escape(&shown),
+                escape(&example.location),
+                escape(&example.label),
+                escape(&example.predicted),
+                example.confidence * 100.0
+            );
+        }
+        html.push_str("</table>");
+    }
+    html.push_str("<h2>Settings (graft.json)</h2><pre>");
+    html.push_str(&escape(&serde_json::to_string_pretty(&report.record).unwrap_or_default()));
     html.push_str("</pre></body></html>\n");
     crate::fsutil::write_atomic(&run.join("report.html"), html.as_bytes())
 }
@@ -311,56 +443,4 @@ pub fn write_audit(
     html.push_str(&escape(&serde_json::to_string_pretty(&report.mimicry).unwrap_or_default()));
     html.push_str("</pre></body></html>\n");
     crate::fsutil::write_atomic(&run.join("audit.html"), html.as_bytes())
-}
-
-/// Writes a text student's `report.html` (the confusion plot beside it): accuracy, per-class
-/// figures and the most confidently wrong texts.
-pub fn write_text_report(
-    run: &Path,
-    config: &TextRunConfig,
-    evaluation: &Evaluation,
-    examples: &[WrongExample],
-) -> Result<()> {
-    let escape = |text: &str| text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
-    let mut html = format!(
-        "<!doctype html><meta charset=\"utf-8\"><title>graft text student</title>\
-         <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td,th{{padding:.2em .6em;text-align:left;vertical-align:top}}</style>\
-         <h1>A {} text student of {}</h1><p>{} classes: {}. Accuracy {:.2}% ({}). {} texts were longer than the teacher's {} tokens and were cut.</p>\
-         <img src=\"confusion.png\" alt=\"confusion matrix\">",
-        escape(&config.strategy.to_string()),
-        escape(&config.teacher),
-        config.classes.len(),
-        escape(&config.classes.join(", ")),
-        evaluation.accuracy * 100.0,
-        escape(config.metrics["validation"].as_str().unwrap_or("")),
-        config.metrics["truncated_texts"],
-        config.max_length,
-    );
-    html.push_str(
-        "<h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>texts</th></tr>",
-    );
-    for class in &evaluation.per_class {
-        html.push_str(&format!(
-            "<tr><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td></tr>",
-            escape(&class.class),
-            class.precision,
-            class.recall,
-            class.f1,
-            class.support
-        ));
-    }
-    html.push_str("</table><h2>Most confidently wrong</h2><table><tr><th>text</th><th>label</th><th>predicted</th><th>confidence</th></tr>");
-    for example in examples {
-        let shown: String = example.text.chars().take(400).collect();
-        html.push_str(&format!(
-            "<tr><td>{}<br><small>{}</small></td><td>{}</td><td>{}</td><td>{:.1}%</td></tr>",
-            escape(&shown),
-            escape(&example.location),
-            escape(&example.label),
-            escape(&example.predicted),
-            example.confidence * 100.0
-        ));
-    }
-    html.push_str("</table>");
-    crate::fsutil::write_atomic(&run.join("report.html"), html.as_bytes())
 }

@@ -70,13 +70,14 @@ pub fn teacher_of(
     weights: Option<&std::path::PathBuf>,
     settings: &Settings,
 ) -> anyhow::Result<graft::models::Teacher> {
-    let teacher_args = TeacherArgs { teacher: config.teacher.clone(), weights: weights.cloned(), allow_partial: false };
+    let teacher_args =
+        TeacherArgs { teacher: config.header.teacher.clone(), weights: weights.cloned(), allow_partial: false };
     let teacher = super::teacher(&teacher_args, settings)?;
-    if teacher.weights_sha256 != config.teacher_weights_sha256 {
+    if teacher.weights_sha256 != config.header.teacher_weights_sha256 {
         anyhow::bail!(
             "the student was trained from {} weights with sha256 {}, these are {}\nhint: pass the same weight file with --weights",
-            config.teacher,
-            config.teacher_weights_sha256,
+            config.header.teacher,
+            config.header.teacher_weights_sha256,
             teacher.weights_sha256
         );
     }
@@ -105,7 +106,7 @@ fn fingerprint(loaded: &LoadedStudent, args: &AuditArgs, settings: &Settings) ->
         // it, or a student written out by `graft export`), named by its file.
         let teacher = super::teacher(
             &TeacherArgs {
-                teacher: loaded.config.teacher.clone(),
+                teacher: loaded.config.header.teacher.clone(),
                 weights: Some(weights.clone()),
                 allow_partial: false,
             },

@@ -232,7 +232,7 @@ pub fn fingerprint_teachers(
             weights_sha256: candidate.weights_sha256.clone(),
             layer: blocks[cut - 1].clone(),
             gini: gini(&probabilities),
-            top_class: config.classes.get(top).cloned().unwrap_or_default(),
+            top_class: config.header.classes.get(top).cloned().unwrap_or_default(),
             top_probability: probabilities[top],
             distance_left,
         });

@@ -49,7 +49,7 @@ use crate::train::head::Head;
 use crate::train::schedule::WarmupCosine;
 use crate::train::shards;
 use crate::train::strategy::Strategy;
-use crate::train::student::{LoadedStudent, RunConfig, Student};
+use crate::train::student::{LoadedStudent, RunConfig, RunHeader, Student};
 use crate::train::trainer::{adamw, count_trainable, on_training_thread};
 
 /// How a student is hardened.
@@ -265,10 +265,10 @@ fn harden_on_this_thread(
 ) -> Result<(Student, RunConfig, HardenReport)> {
     let started = std::time::Instant::now();
     let config = &student.config;
-    if teacher.card.name != config.teacher || teacher.weights_sha256 != config.teacher_weights_sha256 {
+    if teacher.card.name != config.header.teacher || teacher.weights_sha256 != config.header.teacher_weights_sha256 {
         return Err(GraftError::Invalid(format!(
             "the student was trained from `{}` weights {}, not `{}` weights {}",
-            config.teacher, config.teacher_weights_sha256, teacher.card.name, teacher.weights_sha256
+            config.header.teacher, config.header.teacher_weights_sha256, teacher.card.name, teacher.weights_sha256
         )));
     }
     options.check()?;
@@ -277,7 +277,7 @@ fn harden_on_this_thread(
     let cut = attacked_cut(config, teacher, options.layer.as_deref())?;
     let preprocessing = config.preprocessing.clone();
     let size = preprocessing.input_size;
-    let data = data.clone().align_classes(&config.classes)?;
+    let data = data.clone().align_classes(&config.header.classes)?;
 
     let (mut images, mut labels) = read_images(&data, &preprocessing, reporter)?;
 
@@ -375,7 +375,7 @@ fn harden_on_this_thread(
     let hardened = model.valid();
     let report = HardenReport {
         from_run: student.run.display().to_string(),
-        from_strategy: config.strategy,
+        from_strategy: config.header.strategy,
         layer: names[cut - 1].clone(),
         cut,
         images: clean,
@@ -470,24 +470,27 @@ fn hardened_config(
 ) -> RunConfig {
     let last = report.history.last().map(|epoch| epoch.train_accuracy);
     RunConfig {
-        strategy: Strategy::Full,
-        strategy_reason: Some(format!(
-            "hardened (`graft harden`) from the `{}` student {} against the mimicry attack at `{}`",
-            config.strategy, report.from_run, report.layer
-        )),
+        header: RunHeader {
+            strategy: Strategy::Full,
+            strategy_reason: Some(format!(
+                "hardened (`graft harden`) from the `{}` student {} against the mimicry attack at `{}`",
+                config.header.strategy, report.from_run, report.layer
+            )),
+            // The caller knows where the images came from (the CLI names the folder).
+            data: format!("{} (hardening)", report.images_trained_on()),
+            metrics: serde_json::json!({
+                "train_accuracy": last,
+                "seconds": report.seconds,
+                "harden": {"layer": report.layer, "threshold": report.final_threshold, "epochs": report.options.epochs, "from_run": report.from_run, "mimicry_examples": report.mimicry_examples.as_ref().map(|examples| examples.used)},
+                "before_hardening": config.header.metrics,
+            }),
+            ..config.header.clone()
+        },
         frozen_blocks: Vec::new(),
         trainable_blocks: names.to_vec(),
         trained_parameters,
-        // The caller knows where the images came from (the CLI names the folder).
-        data: format!("{} (hardening)", report.images_trained_on()),
         train_images: report.images,
         validation_images: 0,
-        metrics: serde_json::json!({
-            "train_accuracy": last,
-            "seconds": report.seconds,
-            "harden": {"layer": report.layer, "threshold": report.final_threshold, "epochs": report.options.epochs, "from_run": report.from_run, "mimicry_examples": report.mimicry_examples.as_ref().map(|examples| examples.used)},
-            "before_hardening": config.metrics,
-        }),
         ..config.clone()
     }
 }

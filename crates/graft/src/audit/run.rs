@@ -141,17 +141,17 @@ pub fn craft(
 ) -> Result<Attack> {
     let started = std::time::Instant::now();
     let config = &student.config;
-    if teacher.card.name != config.teacher {
+    if teacher.card.name != config.header.teacher {
         return Err(GraftError::Invalid(format!(
             "the student was trained from `{}`, not `{}`",
-            config.teacher, teacher.card.name
+            config.header.teacher, teacher.card.name
         )));
     }
     let names = teacher.block_names();
     let cut = attacked_cut(config, teacher, options.layer.as_deref())?;
     let preprocessing = config.preprocessing.clone();
     let size = preprocessing.input_size;
-    let data = data.align_classes(&config.classes)?;
+    let data = data.align_classes(&config.header.classes)?;
 
     // The student's predictions on every image (batched, through the feature cache where the
     // student's front is frozen); sources are drawn from those it gets right.
@@ -163,7 +163,7 @@ pub fn craft(
             "the student classifies none of these images correctly: there is no source to attack".into(),
         ));
     }
-    let classes = config.classes.len();
+    let classes = config.header.classes.len();
     let label = |index: usize| data.items[index].label;
     let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
     for index in &readable {
@@ -232,7 +232,7 @@ pub fn craft(
 /// # Errors
 /// A layer name the teacher does not have.
 pub fn attacked_cut(config: &RunConfig, teacher: &Teacher, layer: Option<&str>) -> Result<usize> {
-    match layer.or(config.metrics["harden"]["layer"].as_str()) {
+    match layer.or(config.header.metrics["harden"]["layer"].as_str()) {
         Some(layer) => teacher.cut_after(layer),
         None if config.plan().cut == 0 => Ok(teacher.block_names().len()),
         None => Ok(config.plan().cut),
@@ -334,13 +334,13 @@ pub fn score(
         let pgd_predicted = argmax(&probabilities(&model, std::slice::from_ref(&pgd), preprocessing, device)?);
         examples.push(PairResult {
             source: name(*source),
-            source_class: config.classes[label(*source)].clone(),
+            source_class: config.header.classes[label(*source)].clone(),
             target: name(*target),
-            target_class: config.classes[target_class].clone(),
+            target_class: config.header.classes[target_class].clone(),
             dssim: crafted.dssim,
             distance: crafted.distance,
             start_distance: crafted.start_distance,
-            predicted: config.classes[predicted].clone(),
+            predicted: config.header.classes[predicted].clone(),
             target_probability: scores[target_class] as f64,
             success: predicted == target_class,
             noise_success: noise_predicted == target_class,

@@ -127,7 +127,7 @@ pub fn harden_run(
         .then(|| craft(student, teacher, measuring.clone(), audit, inference, device, reporter))
         .transpose()?;
     let accuracy = |student: &LoadedStudent| -> Result<f64> {
-        let aligned = measuring.clone().align_classes(&student.config.classes)?;
+        let aligned = measuring.clone().align_classes(&student.config.header.classes)?;
         Ok(correctly_classified(student, &aligned, inference, device, reporter)?.accuracy())
     };
     let before_accuracy = match &attack {
@@ -138,7 +138,7 @@ pub fn harden_run(
         attack.as_ref().map(|attack| score(attack, student, before_accuracy, device, reporter)).transpose()?;
 
     let (hardened, mut config, report) = harden(student, teacher, &data.train, options, device, reporter)?;
-    config.data = format!("{data_description} ({}; hardening)", report.images_trained_on());
+    config.header.data = format!("{data_description} ({}; hardening)", report.images_trained_on());
     save_run(out, &hardened, &config)?;
     let hardened = LoadedStudent { student: hardened, config, run: out.to_owned() };
     let after_accuracy = accuracy(&hardened)?;

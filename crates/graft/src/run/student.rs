@@ -22,7 +22,7 @@ use crate::train::evaluate::{
 };
 use crate::train::metrics::Evaluation;
 use crate::train::reporter::Reporter;
-use crate::train::student::{LoadedStudent, load_run};
+use crate::train::student::{LoadedStudent, RunHeader, load_run};
 
 use super::modality::{LabelledSet, Modality, Predictions, skipped_inputs};
 
@@ -108,7 +108,7 @@ impl Student {
             GraftError::Invalid(format!("`{}` is not a graft run record: {error}", path.display()))
         };
         let record: serde_json::Value = serde_json::from_slice(&bytes).map_err(not_a_record)?;
-        let header: crate::train::student::RunHeader = serde_json::from_value(record.clone()).map_err(not_a_record)?;
+        let header: RunHeader = serde_json::from_value(record.clone()).map_err(not_a_record)?;
         let held = if header.modality == Modality::Text {
             let student = TextStudent::load(run)?;
             let teacher = text_teacher(&student, options)?;
@@ -140,20 +140,22 @@ impl Student {
         }
     }
 
+    /// What the run record says of every student: teacher, strategy, classes, metrics.
+    pub fn header(&self) -> &RunHeader {
+        match &self.held {
+            Held::Image { loaded, .. } => &loaded.config.header,
+            Held::Text { student, .. } => &student.config.header,
+        }
+    }
+
     /// Class names, in the order of every probability row.
     pub fn classes(&self) -> &[String] {
-        match &self.held {
-            Held::Image { loaded, .. } => &loaded.config.classes,
-            Held::Text { student, .. } => &student.config.classes,
-        }
+        &self.header().classes
     }
 
     /// The teacher's name.
     pub fn teacher(&self) -> &str {
-        match &self.held {
-            Held::Image { loaded, .. } => &loaded.config.teacher,
-            Held::Text { student, .. } => &student.config.teacher,
-        }
+        &self.header().teacher
     }
 
     /// The image student's network and record (for the audit, hardening and export), `None` for
@@ -280,7 +282,7 @@ impl Student {
             return Err(self.wrong_input("texts"));
         };
         let features = encoder.embed(texts, self.options.batch_size, &self.options.device, &|_| {}, None)?;
-        let classes = student.config.classes.len();
+        let classes = student.config.header.classes.len();
         let rows = student.probabilities(&features.features).chunks(classes).map(<[f32]>::to_vec).collect();
         Ok((rows, features.truncated))
     }
@@ -404,7 +406,7 @@ impl Student {
         images: Vec<Vec<f32>>,
         fused: Option<&FusedBackbone>,
     ) -> Result<Vec<Vec<f32>>> {
-        let classes = loaded.config.classes.len();
+        let classes = loaded.config.header.classes.len();
         let values = whole_student_probabilities(&loaded.student, images, &loaded.config, fused, &self.options.device)?;
         Ok(values.chunks(classes).map(<[f32]>::to_vec).collect())
     }
@@ -415,11 +417,11 @@ impl Student {
 fn text_teacher(student: &TextStudent, options: &StudentOptions) -> Result<TextTeacher> {
     let recorded = &student.config.teacher_directory;
     let weights = recorded.join("config.json").is_file().then(|| recorded.clone());
-    if weights.is_none() && crate::text::text_card(&student.config.teacher).is_none() {
+    if weights.is_none() && crate::text::text_card(&student.config.header.teacher).is_none() {
         return Err(GraftError::Invalid(format!(
             "the teacher directory `{}` this student was trained with is gone, and `{}` is not in graft's zoo\nhint: put the model back there",
             recorded.display(),
-            student.config.teacher
+            student.config.header.teacher
         )));
     }
     let weight_options = WeightOptions {
@@ -429,7 +431,8 @@ fn text_teacher(student: &TextStudent, options: &StudentOptions) -> Result<TextT
         allow_partial: false,
         progress: false,
     };
-    let (teacher, _) = crate::text::load_text_teacher(&student.config.teacher, &weight_options, &options.device)?;
+    let (teacher, _) =
+        crate::text::load_text_teacher(&student.config.header.teacher, &weight_options, &options.device)?;
     student.check_teacher(&teacher)?;
     Ok(teacher)
 }

@@ -11,6 +11,7 @@ use crate::data::augment::AugmentChoice;
 use crate::data::dataset::Dataset;
 use crate::error::{GraftError, Result};
 use crate::models::Teacher;
+use crate::report::RunReport;
 use crate::text::student::TextOutcome;
 use crate::text::{TextDataset, TextTeacher, TextTrainOptions, train_text};
 use crate::train::advisor;
@@ -83,7 +84,11 @@ pub fn train_run(
             }
         };
         crate::report::plot_confusion(&options.out.join("confusion.png"), &evaluation)?;
-        crate::report::write_run_report(&options.out, &outcome.config, &outcome.history)?;
+        if !outcome.history.is_empty() {
+            crate::report::plot_curves(&options.out.join("curves.png"), &outcome.history)?;
+        }
+        let report = RunReport::image(&outcome.config, &outcome.history, Some(&evaluation));
+        crate::report::write_run_report(&options.out, &report)?;
     }
     Ok(outcome)
 }
@@ -103,7 +108,8 @@ pub fn train_text_run(
 ) -> Result<TextOutcome> {
     let outcome = train_text(teacher, train_set, validation, options, device, reporter)?;
     crate::report::plot_confusion(&options.out.join("confusion.png"), &outcome.evaluation)?;
-    crate::report::write_text_report(&options.out, &outcome.config, &outcome.evaluation, &outcome.examples)?;
+    let report = RunReport::text(&outcome.config, &outcome.evaluation, &outcome.examples);
+    crate::report::write_run_report(&options.out, &report)?;
     Ok(outcome)
 }
 
@@ -340,15 +346,15 @@ pub(super) fn train_prepared(
 
 fn image_summary(outcome: &TrainOutcome, settings: &TrainSettings, examples: usize) -> RunSummary {
     let config = &outcome.config;
-    let metrics = &config.metrics;
+    let metrics = &config.header.metrics;
     let validation = metrics.get("validation").and_then(|how| how.as_str()).unwrap_or_default().to_owned();
     let cross_validated = validation.contains("cross-validation over all");
     RunSummary {
         run: settings.out.clone(),
         modality: Modality::Image,
-        teacher: config.teacher.clone(),
-        strategy: config.strategy,
-        strategy_reason: config.strategy_reason.clone(),
+        teacher: config.header.teacher.clone(),
+        strategy: config.header.strategy,
+        strategy_reason: config.header.strategy_reason.clone(),
         validation_accuracy: metrics["validation_accuracy"].as_f64().unwrap_or(0.0),
         standard_error: metrics["probe"]["cross_validation"]["standard_error"].as_f64().filter(|_| cross_validated),
         validation,
@@ -384,23 +390,23 @@ fn text_summary(
     settings: &TrainSettings,
 ) -> RunSummary {
     let config = &outcome.config;
-    let history = config.metrics.get("history").and_then(|history| history.as_array());
+    let history = config.header.metrics.get("history").and_then(|history| history.as_array());
     RunSummary {
         run: settings.out.clone(),
         modality: Modality::Text,
-        teacher: config.teacher.clone(),
-        strategy: config.strategy,
-        strategy_reason: config.strategy_reason.clone(),
+        teacher: config.header.teacher.clone(),
+        strategy: config.header.strategy,
+        strategy_reason: config.header.strategy_reason.clone(),
         validation_accuracy: outcome.accuracy,
         standard_error: outcome.standard_error,
-        validation: config.metrics["validation"].as_str().unwrap_or_default().to_owned(),
+        validation: config.header.metrics["validation"].as_str().unwrap_or_default().to_owned(),
         examples: train.len(),
         validation_examples: outcome.standard_error.is_none().then_some(outcome.evaluation.images),
         frozen: config.cut,
         depth: teacher.bert.layer_count(),
         trained_parameters: None,
         best_epoch: history.filter(|history| !history.is_empty()).map(Vec::len),
-        refit: config.metrics.get("refit").filter(|refit| !refit.is_null()).cloned(),
+        refit: config.header.metrics.get("refit").filter(|refit| !refit.is_null()).cloned(),
         augmentation: None,
         augmentation_reason: None,
         truncated: outcome.truncated,

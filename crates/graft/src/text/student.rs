@@ -17,34 +17,25 @@ use crate::error::{GraftError, Result};
 use crate::train::metrics::{Evaluation, evaluate};
 use crate::train::probe::{self, Samples};
 use crate::train::reporter::Reporter;
+use crate::train::student::RunHeader;
 use crate::train::{Refit, Strategy};
 use crate::weights::{collect_tensors, load_into, sha256_file, transpose_2d};
 
 /// What `graft.json` holds for a text student.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TextRunConfig {
-    pub graft_version: String,
-    /// Always `text`.
-    pub modality: crate::modality::Modality,
-    pub teacher: String,
+    /// What every run record holds (its `modality` is always `text`).
+    #[serde(flatten)]
+    pub header: RunHeader,
     /// Where the teacher was loaded from (eval and predict load it from there unless told
     /// otherwise).
     pub teacher_directory: PathBuf,
-    pub teacher_weights_sha256: String,
     pub tokenizer_sha256: String,
     pub max_length: usize,
     pub pooling: Pooling,
-    pub strategy: Strategy,
-    /// Why `auto` chose the strategy it did.
-    #[serde(default)]
-    pub strategy_reason: Option<String>,
     /// Transformer layers `[0, cut)` stayed frozen (all of them for `deep`, 0 for `full`).
     pub cut: usize,
-    pub classes: Vec<String>,
     pub feature_dim: usize,
-    pub seed: u64,
-    pub data: String,
-    pub metrics: serde_json::Value,
 }
 
 /// A text student loaded from its run directory: the head (burn's `Linear` layout, weight
@@ -151,7 +142,7 @@ impl TextStudent {
     /// Class probabilities of sentence features (`[rows, feature_dim]`), one row each.
     pub fn probabilities(&self, features: &[f32]) -> Vec<f32> {
         let dim = self.config.feature_dim;
-        let classes = self.config.classes.len();
+        let classes = self.config.header.classes.len();
         let mut out = Vec::with_capacity(features.len() / dim.max(1) * classes);
         for row in features.chunks(dim) {
             let mut logits = self.bias.clone();
@@ -179,7 +170,7 @@ impl TextStudent {
             .map_err(|error| GraftError::Checkpoint { path: config_path.clone(), reason: error.to_string() })?;
         let weights_path = run.join("student.safetensors");
         let tensors = graft_weights::read(&weights_path)?;
-        let (dim, classes) = (config.feature_dim, config.classes.len());
+        let (dim, classes) = (config.feature_dim, config.header.classes.len());
         if dim == 0 || classes < 2 {
             return Err(GraftError::Checkpoint {
                 path: config_path,
@@ -205,7 +196,7 @@ impl TextStudent {
         let torch_weight = take("head.weight", vec![classes, dim])?;
         let weight = transpose_2d(&torch_weight, classes, dim);
         let bias = take("head.bias", vec![classes])?;
-        let encoder = (config.strategy != Strategy::Deep).then(|| (weights_path.clone(), tensors));
+        let encoder = (config.header.strategy != Strategy::Deep).then(|| (weights_path.clone(), tensors));
         Ok(TextStudent { config, weight, bias, encoder })
     }
 
@@ -229,7 +220,7 @@ impl TextStudent {
 
     fn save(&self, run: &Path, encoder: Option<&Bert>) -> Result<()> {
         std::fs::create_dir_all(run).map_err(|source| GraftError::Io { path: run.to_owned(), source })?;
-        let (dim, classes) = (self.config.feature_dim, self.config.classes.len());
+        let (dim, classes) = (self.config.feature_dim, self.config.header.classes.len());
         let torch_weight = transpose_2d(&self.weight, dim, classes);
         let mut tensors = graft_weights::TensorMap::new();
         tensors.insert("head.weight".to_owned(), graft_weights::Tensor::from_f32(vec![classes, dim], torch_weight));
@@ -247,7 +238,7 @@ impl TextStudent {
     /// # Errors
     /// Different weights or tokenizer.
     pub fn check_teacher(&self, teacher: &TextTeacher) -> Result<()> {
-        if teacher.weights_sha256 != self.config.teacher_weights_sha256
+        if teacher.weights_sha256 != self.config.header.teacher_weights_sha256
             || teacher.tokenizer_sha256 != self.config.tokenizer_sha256
         {
             return Err(GraftError::Invalid(format!(
@@ -255,7 +246,7 @@ impl TextStudent {
                 teacher.directory.display(),
                 crate::fsutil::short_digest(&teacher.weights_sha256),
                 crate::fsutil::short_digest(&teacher.tokenizer_sha256),
-                crate::fsutil::short_digest(&self.config.teacher_weights_sha256),
+                crate::fsutil::short_digest(&self.config.header.teacher_weights_sha256),
                 crate::fsutil::short_digest(&self.config.tokenizer_sha256)
             )));
         }
@@ -300,22 +291,21 @@ pub fn train_text(
     let layers = teacher.bert.layer_count();
     let mid_cut = layers - options.unfreeze.unwrap_or_else(|| layers.div_ceil(3)).clamp(1, layers);
     let mut config = TextRunConfig {
-        graft_version: env!("CARGO_PKG_VERSION").to_owned(),
-        modality: crate::modality::Modality::Text,
-        teacher: teacher.name.clone(),
+        header: RunHeader::new(
+            crate::modality::Modality::Text,
+            teacher.name.clone(),
+            teacher.weights_sha256.clone(),
+            options.strategy,
+            train_set.classes.clone(),
+            options.seed,
+            options.data.clone(),
+        ),
         teacher_directory: std::fs::canonicalize(&teacher.directory).unwrap_or_else(|_| teacher.directory.clone()),
-        teacher_weights_sha256: teacher.weights_sha256.clone(),
         tokenizer_sha256: teacher.tokenizer_sha256.clone(),
         max_length: teacher.tokenizer.max_length(),
         pooling: teacher.pooling,
-        strategy: options.strategy,
-        strategy_reason: None,
         cut: layers,
-        classes: train_set.classes.clone(),
         feature_dim: teacher.feature_dim(),
-        seed: options.seed,
-        data: options.data.clone(),
-        metrics: serde_json::Value::Null,
     };
     let (trained, strategy, cut, reason) = match options.strategy {
         Strategy::Deep => (
@@ -412,10 +402,10 @@ pub fn train_text(
     metrics["validation_accuracy"] = serde_json::json!(evaluation.accuracy);
     metrics["truncated_texts"] = serde_json::json!(truncated);
     metrics["confidently_wrong"] = serde_json::to_value(&examples).unwrap_or_default();
-    config.strategy = strategy;
-    config.strategy_reason = reason;
+    config.header.strategy = strategy;
+    config.header.strategy_reason = reason;
     config.cut = cut;
-    config.metrics = metrics;
+    config.header.metrics = metrics;
     let student = TextStudent { config: config.clone(), ..student };
     student.save(&options.out, encoder.as_ref())?;
     Ok(TextOutcome {
@@ -549,7 +539,7 @@ fn checkpointed_options(
     // What a checkpoint must share with the run resuming it: everything that changes the epochs
     // already trained (the number of epochs may change, to train longer).
     let identity = serde_json::json!({
-        "teacher_weights_sha256": config.teacher_weights_sha256,
+        "teacher_weights_sha256": config.header.teacher_weights_sha256,
         "tokenizer_sha256": config.tokenizer_sha256,
         "max_length": config.max_length,
         "pooling": config.pooling,
@@ -557,7 +547,7 @@ fn checkpointed_options(
         "texts_sha256": digest,
         "train_texts": train_part.len(),
         "validation_texts": validation_part.len(),
-        "classes": config.classes,
+        "classes": config.header.classes,
         "seed": options.seed,
         "recipe": {
             "learning_rate": options.learning_rate, "encoder_factor": options.encoder_factor,
@@ -751,13 +741,13 @@ pub fn evaluate_encoded(
     device: &Device,
     reporter: &dyn Reporter,
 ) -> Result<(Evaluation, Vec<WrongExample>, usize)> {
-    let data = data.align_classes(&student.config.classes)?;
+    let data = data.align_classes(&student.config.header.classes)?;
     if data.is_empty() {
         return Err(GraftError::Invalid("the evaluation set holds no labelled texts".into()));
     }
     let (features, _) = cached_features(encoder, &data.texts(), cache_dir, batch_size, device, reporter)?;
     let probabilities = student.probabilities(&features.features);
-    let evaluation = evaluate(&probabilities, &data.labels(), &student.config.classes);
+    let evaluation = evaluate(&probabilities, &data.labels(), &student.config.header.classes);
     Ok((evaluation, confidently_wrong(&data, &probabilities, 10), features.truncated))
 }
 

@@ -50,7 +50,7 @@ pub fn predict_sources(
     let plan = config.plan();
     let model = loaded.student.valid();
     let fused = FusedBackbone::for_device(&model.backbone, device, options.fused_plan);
-    let classes = config.classes.len();
+    let classes = config.header.classes.len();
     let probabilities = |input: StudentInput| -> Result<Vec<f32>> {
         host_values::<f32>(softmax(model.infer(input, plan.cut, fused.as_ref())?, 1).into_data())
     };
@@ -58,14 +58,17 @@ pub fn predict_sources(
         let mut out: Probabilities = vec![None; sources.len()];
         let mut skipped = Vec::new();
         // The frozen front of the student is the teacher it was trained from: same cache keys.
-        let card = zoo::find(&config.teacher)?.clone();
-        let teacher =
-            Teacher { card, backbone: model.backbone.clone(), weights_sha256: config.teacher_weights_sha256.clone() };
+        let card = zoo::find(&config.header.teacher)?.clone();
+        let teacher = Teacher {
+            card,
+            backbone: model.backbone.clone(),
+            weights_sha256: config.header.teacher_weights_sha256.clone(),
+        };
         let spec = CacheSpec {
             preprocessing: config.preprocessing.clone(),
             augmentation: Augmentation::none(),
             cut: plan.cut,
-            seed: config.seed,
+            seed: config.header.seed,
             fused_plan: options.fused_plan,
         };
         let cache = FeatureCache::new(&options.cache_dir, &teacher, &spec, device)?;
@@ -108,7 +111,7 @@ pub fn predict_decoded(
     reporter: &dyn Reporter,
 ) -> Result<(Probabilities, Vec<Skipped>)> {
     let batch_size = batch_size.max(1);
-    let classes = config.classes.len();
+    let classes = config.header.classes.len();
     let mut out: Probabilities = vec![None; sources.len()];
     let mut skipped = Vec::new();
     reporter.start("predicting", sources.len());
@@ -175,7 +178,7 @@ pub fn evaluate_run(
     device: &Device,
     reporter: &dyn Reporter,
 ) -> Result<Evaluation> {
-    let data = data.align_classes(&loaded.config.classes)?;
+    let data = data.align_classes(&loaded.config.header.classes)?;
     if data.is_empty() {
         return Err(crate::GraftError::Invalid("the evaluation set holds no images".into()));
     }
@@ -189,7 +192,7 @@ pub fn evaluate_run(
             labels.push(item.label);
         }
     }
-    let mut evaluation = evaluate(&rows, &labels, &loaded.config.classes);
+    let mut evaluation = evaluate(&rows, &labels, &loaded.config.header.classes);
     evaluation.skipped = skipped.into_iter().map(|s| format!("{}: {}", s.name, s.reason)).collect();
     Ok(evaluation)
 }

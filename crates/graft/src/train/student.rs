@@ -277,31 +277,21 @@ impl Hyperparameters {
 /// `graft.json`: everything needed to rebuild, evaluate and trust a student.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RunConfig {
-    pub graft_version: String,
-    /// Always `image` (records from before text students have none, and read as images).
-    #[serde(default)]
-    pub modality: Modality,
-    pub teacher: String,
-    pub teacher_weights_sha256: String,
-    pub strategy: Strategy,
-    /// Why `auto` chose the strategy, when it did.
-    pub strategy_reason: Option<String>,
+    /// What every run record holds (its `modality` is always `image`; records from before text
+    /// students have none, and read as images).
+    #[serde(flatten)]
+    pub header: RunHeader,
     /// What `--augment auto` measured and chose, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub augmentation_choice: Option<super::augment_choice::Choice>,
     pub frozen_blocks: Vec<String>,
     pub trainable_blocks: Vec<String>,
-    pub classes: Vec<String>,
     pub preprocessing: Preprocessing,
     pub head: HeadKind,
     pub hyperparameters: Hyperparameters,
-    pub seed: u64,
-    pub data: String,
     pub trained_parameters: usize,
     pub train_images: usize,
     pub validation_images: usize,
-    /// Final metrics (best epoch's validation accuracy and others).
-    pub metrics: serde_json::Value,
 }
 
 impl RunConfig {
@@ -312,9 +302,11 @@ impl RunConfig {
     }
 }
 
-/// What every run's `graft.json` holds under the same names, an image run's ([`RunConfig`]) and a
-/// text run's ([`crate::text::TextRunConfig`]) alike: read from either by [`read_header`], for
-/// what needs to know a run without knowing its kind (which loader, which report, a listing).
+/// What every run's `graft.json` holds under the same names: one record, whose modality adds its
+/// own fields beside these (an image run's [`RunConfig`], a text run's
+/// [`crate::text::TextRunConfig`], each flattening this into itself). Read from either by
+/// [`read_header`], for what needs to know a run without knowing its kind (which loader, a
+/// listing), and written by one report ([`crate::report::write_run_report`]).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunHeader {
     pub graft_version: String,
@@ -329,6 +321,32 @@ pub struct RunHeader {
     pub seed: u64,
     pub data: String,
     pub metrics: serde_json::Value,
+}
+
+impl RunHeader {
+    /// A header for a run of this graft version, its metrics not measured yet.
+    pub fn new(
+        modality: Modality,
+        teacher: String,
+        teacher_weights_sha256: String,
+        strategy: Strategy,
+        classes: Vec<String>,
+        seed: u64,
+        data: String,
+    ) -> RunHeader {
+        RunHeader {
+            graft_version: env!("CARGO_PKG_VERSION").to_owned(),
+            modality,
+            teacher,
+            teacher_weights_sha256,
+            strategy,
+            strategy_reason: None,
+            classes,
+            seed,
+            data,
+            metrics: serde_json::Value::Null,
+        }
+    }
 }
 
 /// The header of the run in `run` (see [`RunHeader`]).
@@ -365,7 +383,7 @@ pub fn save_run(run: &Path, student: &Student, config: &RunConfig) -> Result<()>
 /// # Errors
 /// A teacher the zoo does not know; the file cannot be written.
 pub fn export_teacher_weights(student: &LoadedStudent, path: &Path) -> Result<usize> {
-    let card = zoo::find(&student.config.teacher)?;
+    let card = zoo::find(&student.config.header.teacher)?;
     let backbone = &student.student.backbone;
     let keys = backbone.key_map(card.source.layout, card.architecture);
     let tensors = collect_tensors(backbone, keys.as_ref())?;
@@ -390,21 +408,23 @@ pub struct LoadedStudent {
 
 pub fn load_run(run: &Path, device: &Device) -> Result<LoadedStudent> {
     let config = load_config(run)?;
-    let card = zoo::find(&config.teacher)?;
+    let card = zoo::find(&config.header.teacher)?;
     let backbone = Backbone::new(card.architecture, 1000, device);
     let expected = backbone.block_names();
     let found = config.plan().blocks;
     if found != expected {
         return Err(GraftError::BlocksMismatch {
             file: run.join(CONFIG_FILE),
-            teacher: config.teacher.clone(),
+            teacher: config.header.teacher.clone(),
             expected,
             found,
         });
     }
     // The head's initial values are replaced by the trained ones below.
-    let student =
-        Student { head: Head::new(config.head, backbone.feature_dim(), config.classes.len(), 0, device), backbone };
+    let student = Student {
+        head: Head::new(config.head, backbone.feature_dim(), config.header.classes.len(), 0, device),
+        backbone,
+    };
     let path = run.join(STUDENT_FILE);
     let tensors = graft_weights::read(&path)?;
     let (student, _) = load_into(student, &tensors, &SameKeys, &path, false)?;

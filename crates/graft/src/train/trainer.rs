@@ -29,7 +29,7 @@ use super::schedule::WarmupCosine;
 use super::shards;
 use super::strategy::{FreezePlan, Strategy};
 use super::student::{
-    BatchNormMode, HeadFit, HeadInit, Hyperparameters, LoadedStudent, Optimizer, Refit, RunConfig, Student,
+    BatchNormMode, HeadFit, HeadInit, Hyperparameters, LoadedStudent, Optimizer, Refit, RunConfig, RunHeader, Student,
     StudentInput, save_run,
 };
 use crate::backend::fused::FusedBackbone;
@@ -423,7 +423,7 @@ fn train_held_out(
         started.elapsed().as_secs_f64(),
     );
     if let Some((_, fitted)) = initial_head.as_deref() {
-        config.metrics["head_init_probe"] = serde_json::json!({"l2": fitted.l2, "iterations": fitted.iterations, "cross_validation": fitted.cross_validation});
+        config.header.metrics["head_init_probe"] = serde_json::json!({"l2": fitted.l2, "iterations": fitted.iterations, "cross_validation": fitted.cross_validation});
     }
     if !finished {
         return Ok((TrainOutcome::new(config, state.history, inputs, started, false, None), None));
@@ -515,8 +515,10 @@ fn refit_on_every_image(
         return Ok(false);
     }
     let seconds = started.elapsed().as_secs_f64();
-    config.metrics["refit"] = serde_json::json!({"images": inputs.train.len(), "epochs": epochs, "seconds": seconds});
-    config.metrics["seconds"] = serde_json::json!(config.metrics["seconds"].as_f64().unwrap_or(0.0) + seconds);
+    config.header.metrics["refit"] =
+        serde_json::json!({"images": inputs.train.len(), "epochs": epochs, "seconds": seconds});
+    config.header.metrics["seconds"] =
+        serde_json::json!(config.header.metrics["seconds"].as_f64().unwrap_or(0.0) + seconds);
     save_run(out, &session.student, config)?;
     Ok(true)
 }
@@ -756,7 +758,7 @@ fn fit_probe(
         head_parameters,
         started.elapsed().as_secs_f64(),
     );
-    config.metrics["validation"] = serde_json::json!(match cross_validation {
+    config.header.metrics["validation"] = serde_json::json!(match cross_validation {
         Some(cv) => format!(
             "{}-fold cross-validation over all {} images (validation pooled with training)",
             cv.folds,
@@ -764,7 +766,7 @@ fn fit_probe(
         ),
         None => format!("hold-out of {} images", validation_samples.len()),
     });
-    config.metrics["probe"] = serde_json::json!({
+    config.header.metrics["probe"] = serde_json::json!({
         "l2": fitted.l2,
         "iterations": fitted.iterations,
         "cross_validation": fitted.cross_validation,
@@ -1389,25 +1391,28 @@ fn run_config(
         "seconds": seconds,
     });
     RunConfig {
-        graft_version: env!("CARGO_PKG_VERSION").to_owned(),
-        modality: crate::modality::Modality::Image,
-        teacher: teacher.card.name.to_owned(),
-        teacher_weights_sha256: teacher.weights_sha256.clone(),
-        strategy: options.strategy,
-        strategy_reason: options.strategy_reason.clone(),
+        header: RunHeader {
+            strategy_reason: options.strategy_reason.clone(),
+            metrics,
+            ..RunHeader::new(
+                crate::modality::Modality::Image,
+                teacher.card.name.to_owned(),
+                teacher.weights_sha256.clone(),
+                options.strategy,
+                state.run.classes.clone(),
+                options.seed,
+                options.data.clone(),
+            )
+        },
         augmentation_choice: options.augmentation_choice.clone(),
         frozen_blocks: plan.frozen().to_vec(),
         trainable_blocks: plan.trainable().to_vec(),
-        classes: state.run.classes.clone(),
         preprocessing,
         head: options.head,
         hyperparameters: options.hyperparameters.clone(),
-        seed: options.seed,
-        data: options.data.clone(),
         trained_parameters,
         train_images: inputs.train.len(),
         validation_images: inputs.validation.len(),
-        metrics,
     }
 }
 /// AdamW as PyTorch and the paper define it. burn's default epsilon is 1e-5 where PyTorch's is

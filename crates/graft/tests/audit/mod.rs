@@ -41,7 +41,7 @@ fn the_mimicry_attack_raises_the_target_class_within_the_budget() {
     let probabilities = |images: Vec<Vec<f32>>| {
         graft::audit::pixels::student_probabilities(&model, &images, &preprocessing, &Device::flex()).unwrap()
     };
-    let classes = student.config.classes.len();
+    let classes = student.config.header.classes.len();
     let before = probabilities(sources.clone());
     let after = probabilities(crafted.iter().map(|c| c.pixels.iter().map(|v| *v as f32).collect()).collect());
     for (pair, (crafted, target)) in crafted.iter().zip([second.label, first.label]).enumerate() {
@@ -170,7 +170,7 @@ fn hardening_checks() {
     // from where the same training without it leaves it.
     let options = HardenOptions { epochs: 6, batch_size: 10, mimicry_examples: Some(0), ..HardenOptions::default() };
     let (_, config, report) = harden(&student, &teacher, &train_set, &options, &Device::flex(), &Silent).unwrap();
-    assert_eq!(config.strategy, Strategy::Full);
+    assert_eq!(config.header.strategy, Strategy::Full);
     assert!(config.frozen_blocks.is_empty());
     let distance = |report: &graft::audit::harden::HardenReport| report.history.last().unwrap().mean_distance;
     assert!(
@@ -231,7 +231,7 @@ fn hardening_checks() {
     assert_eq!(examples.crafted, train_set.len());
     assert!(examples.used > train_set.len() / 2 && examples.mean_dssim < 0.01, "{examples:?}");
     assert_eq!(adversarial_config.train_images, train_set.len(), "the examples are not counted as training images");
-    assert!(adversarial_config.data.contains("mimicry examples"), "{}", adversarial_config.data);
+    assert!(adversarial_config.header.data.contains("mimicry examples"), "{}", adversarial_config.header.data);
     let mut pulls = Vec::new();
     for (name, trained, config) in
         [("plain", plain_student, plain_config), ("adversarial", adversarial_student, adversarial_config)]

@@ -311,9 +311,9 @@ fn a_text_refit_trains_again_on_every_text_and_keeps_the_held_out_estimate() {
     let refitted =
         train_text(&teacher, &set, None, &options("on", Strategy::Full, Refit::On), &device, silent).unwrap();
     assert_eq!(refitted.accuracy, held_out.accuracy, "the estimate is the held-out run's");
-    assert_eq!(refitted.config.metrics["refit"]["texts"], 20);
-    assert_eq!(refitted.config.metrics["refit"]["epochs"], 2);
-    assert!(held_out.config.metrics.get("refit").is_none());
+    assert_eq!(refitted.config.header.metrics["refit"]["texts"], 20);
+    assert_eq!(refitted.config.header.metrics["refit"]["epochs"], 2);
+    assert!(held_out.config.header.metrics.get("refit").is_none());
 
     let encoded = teacher.tokenizer.encode(&set.texts()).unwrap();
     let direct = FinetuneOptions { epochs: 2, ..recipe() };
@@ -323,7 +323,7 @@ fn a_text_refit_trains_again_on_every_text_and_keeps_the_held_out_estimate() {
     assert!(saved.weight == crate::common::values(net.head.weight.val()), "the refit is not a fine-tune on every text");
     let header = graft::train::student::read_header(&dir.join("on")).unwrap();
     assert_eq!((header.modality, header.strategy), (graft::modality::Modality::Text, Strategy::Full));
-    assert_eq!(header.metrics["refit"], refitted.config.metrics["refit"]);
+    assert_eq!(header.metrics["refit"], refitted.config.header.metrics["refit"]);
     let kept = TextStudent::load(&dir.join("off")).unwrap();
     assert!(kept.weight != saved.weight, "the refit changed nothing");
 

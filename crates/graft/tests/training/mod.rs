@@ -152,7 +152,7 @@ fn a_deep_head_fitted_as_a_linear_probe_is_saved_and_scores_as_it_reported() {
         graft::train::HeadFit::Probe,
         "auto picks the probe for a linear head on a frozen teacher"
     );
-    let fit = &config.metrics["probe"];
+    let fit = &config.header.metrics["probe"];
     let cv = &fit["cross_validation"];
     assert_eq!(cv["folds"], 5, "{fit}");
     assert!(graft::train::probe::L2_GRID.contains(&fit["l2"].as_f64().unwrap()), "{fit}");
@@ -165,7 +165,7 @@ fn a_deep_head_fitted_as_a_linear_probe_is_saved_and_scores_as_it_reported() {
     let evaluation =
         graft::train::evaluate::evaluate_run(&loaded, validation.clone(), &inference, &Device::flex(), &Silent)
             .unwrap();
-    let reported = config.metrics["validation_accuracy"].as_f64().unwrap();
+    let reported = config.header.metrics["validation_accuracy"].as_f64().unwrap();
     assert!(
         (evaluation.accuracy - reported).abs() < 1e-9,
         "saved student {} vs reported {reported}",
@@ -203,15 +203,15 @@ fn a_probe_started_mid_run_on_stored_statistics_begins_as_the_deep_probe() {
         (graft::train::HeadInit::Probe, graft::train::BatchNormMode::Stored),
         "batch-norm auto resolves to stored for a pretrained teacher, saved resolved"
     );
-    assert_eq!(still.config.metrics["head_init_probe"]["l2"], deep.config.metrics["probe"]["l2"]);
+    assert_eq!(still.config.header.metrics["head_init_probe"]["l2"], deep.config.header.metrics["probe"]["l2"]);
     let (a, b) = (
-        deep.config.metrics["validation_accuracy"].as_f64().unwrap(),
-        still.config.metrics["validation_accuracy"].as_f64().unwrap(),
+        deep.config.header.metrics["validation_accuracy"].as_f64().unwrap(),
+        still.config.header.metrics["validation_accuracy"].as_f64().unwrap(),
     );
     assert!((a - b).abs() < 1e-9, "deep probe {a} vs the mid student it starts: {b}");
     let (a, b) = (
-        deep.config.metrics["validation_loss"].as_f64().unwrap(),
-        still.config.metrics["validation_loss"].as_f64().unwrap(),
+        deep.config.header.metrics["validation_loss"].as_f64().unwrap(),
+        still.config.header.metrics["validation_loss"].as_f64().unwrap(),
     );
     assert!((a - b).abs() < 1e-3 * a.max(1.0), "validation loss: deep probe {a} vs mid at rate 0 {b}");
 
@@ -297,9 +297,9 @@ fn auto_trains_exactly_the_strategy_it_chose() {
     let chosen =
         graft::run::train_run(&teacher, &train_set, &validation, auto, AugmentChoice::Auto, &Device::flex(), &Silent)
             .unwrap();
-    assert_ne!(chosen.config.strategy, Strategy::Auto);
-    assert!(chosen.config.strategy_reason.is_some());
-    direct.strategy = chosen.config.strategy;
+    assert_ne!(chosen.config.header.strategy, Strategy::Auto);
+    assert!(chosen.config.header.strategy_reason.is_some());
+    direct.strategy = chosen.config.header.strategy;
     direct.out = dir.join("direct");
     let again =
         graft::run::train_run(&teacher, &train_set, &validation, direct, AugmentChoice::Auto, &Device::flex(), &Silent)
@@ -309,8 +309,8 @@ fn auto_trains_exactly_the_strategy_it_chose() {
     assert!(
         student("auto") == student("direct"),
         "auto's {} student differs from {}'s own",
-        chosen.config.strategy,
-        chosen.config.strategy
+        chosen.config.header.strategy,
+        chosen.config.header.strategy
     );
     let accuracies = |outcome: &graft::train::TrainOutcome| {
         outcome.history.iter().map(|epoch| epoch.validation_accuracy).collect::<Vec<_>>()
@@ -420,7 +420,10 @@ fn resume_after_an_interruption_reaches_the_same_final_metrics() {
             a.epoch
         );
     }
-    assert_eq!(uninterrupted.config.metrics["validation_accuracy"], resumed.config.metrics["validation_accuracy"]);
+    assert_eq!(
+        uninterrupted.config.header.metrics["validation_accuracy"],
+        resumed.config.header.metrics["validation_accuracy"]
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -468,17 +471,17 @@ fn a_refit_trains_on_every_image_for_the_chosen_epochs_and_resumes_to_the_same_s
     assert_eq!(config.hyperparameters.refit, graft::train::Refit::On, "auto refits where graft made the split");
     let epochs = refit.hyperparameters.epochs as u64;
     assert_eq!(
-        config.metrics["refit"]["images"].as_u64().unwrap() as usize,
+        config.header.metrics["refit"]["images"].as_u64().unwrap() as usize,
         train_set.len() + validation.len(),
         "{}",
-        config.metrics
+        config.header.metrics
     );
-    assert_eq!(config.metrics["refit"]["epochs"].as_u64().unwrap(), epochs, "{}", config.metrics);
+    assert_eq!(config.header.metrics["refit"]["epochs"].as_u64().unwrap(), epochs, "{}", config.header.metrics);
     // The estimate is the held-out run at the epoch the refit ends on, scored as evaluated.
-    assert_eq!(config.metrics["best_epoch"].as_u64().unwrap(), epochs, "{}", config.metrics);
+    assert_eq!(config.header.metrics["best_epoch"].as_u64().unwrap(), epochs, "{}", config.header.metrics);
     let estimate = whole.validation_evaluation.as_ref().expect("the held-out student's evaluation");
     assert_eq!(estimate.accuracy, whole.history.last().unwrap().validation_accuracy);
-    assert_eq!(estimate.accuracy, config.metrics["validation_accuracy"].as_f64().unwrap());
+    assert_eq!(estimate.accuracy, config.header.metrics["validation_accuracy"].as_f64().unwrap());
 
     // The same held-out run without the refit: the same epochs, another student.
     let mut kept = refit.clone();
@@ -517,7 +520,7 @@ fn a_refit_trains_on_every_image_for_the_chosen_epochs_and_resumes_to_the_same_s
         whole_student.len(),
         &differing[..differing.len().min(5)]
     );
-    assert_eq!(resumed.config.metrics["refit"]["images"], config.metrics["refit"]["images"]);
+    assert_eq!(resumed.config.header.metrics["refit"]["images"], config.header.metrics["refit"]["images"]);
 
     // A probe fits every image already; it is not refitted by epochs.
     let mut probe = options(Strategy::Deep, &dir.join("probe"), &dir.join("cache"));
