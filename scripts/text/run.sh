@@ -17,6 +17,8 @@ GRAFT=${GRAFT:-$ROOT/target/release/graft}
 SEEDS=${SEEDS:-1}
 RUNS=${RUNS:-"rt:deep spam:deep rt1k:deep rt1k:mid rt1k:full spam1k:deep spam1k:mid spam1k:full"}
 TOOLS=${TOOLS:-"graft pytorch"}
+# Extra `graft train` flags (a setting to measure, e.g. "--dropout 0.1"); recorded with each row.
+GRAFT_FLAGS=${GRAFT_FLAGS:-}
 MODEL=${MODEL:-$ROOT/target/test-assets/all-minilm-l6-v2}
 [ -x "$GRAFT" ] || (cd "$ROOT" && cargo build --release -p graft-cli)
 [ -f "$MODEL/model.safetensors" ] || "$ROOT/scripts/fetch-test-assets.sh"
@@ -38,17 +40,17 @@ for entry in $RUNS; do
       run=$WORK/runs/$set_name-$strategy-$seed
       rm -rf "$run" "$WORK/cache"   # an empty cache: the encoder's time is counted
       /usr/bin/time -f "%e %M" -o "$run.time" "$GRAFT" -q --cache-dir "$WORK/cache" train --teacher all-minilm-l6-v2 --weights "$MODEL" \
-        --data "$WORK/sets/$set_name" --strategy "$strategy" --seed "$seed" --out "$run" --json > "$run.train.json"
+        --data "$WORK/sets/$set_name" --strategy "$strategy" --seed "$seed" --out "$run" $GRAFT_FLAGS --json > "$run.train.json"
       "$GRAFT" -q --cache-dir "$WORK/cache" eval "$run" --data "$WORK/sets/$set_name" --json > "$run.eval.json"
-      python3 - "$run" "$set_name" "$strategy" "$seed" "$commit" "$machine" >> "$RESULTS" <<'PY'
+      python3 - "$run" "$set_name" "$strategy" "$seed" "$commit" "$machine" "$GRAFT_FLAGS" >> "$RESULTS" <<'PY'
 import json, sys
-run, set_name, strategy, seed, commit, machine = sys.argv[1:]
+run, set_name, strategy, seed, commit, machine, flags = sys.argv[1:]
 train = json.load(open(run + ".train.json"))
 test = json.load(open(run + ".eval.json"))
 seconds, peak_kb = open(run + ".time").read().split()[-2:]
 print(json.dumps({"tool": "graft", "set": set_name, "strategy": strategy, "seed": int(seed), "test_accuracy": test["accuracy"],
                   "validation_accuracy": train["validation_accuracy"], "seconds": float(seconds), "peak_rss_mb": int(peak_kb) / 1024,
-                  "truncated": train["truncated"], "commit": commit, "machine": machine}))
+                  "truncated": train["truncated"], "flags": flags, "commit": commit, "machine": machine}))
 PY
     fi
     if [[ " $TOOLS " == *" pytorch "* ]]; then

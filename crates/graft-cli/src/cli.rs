@@ -290,6 +290,11 @@ pub struct TrainingArgs {
     #[arg(long, default_value_t = graft::train::Hyperparameters::default().gradual_unfreeze_epochs)]
     pub gradual_unfreeze: usize,
 
+    /// Text teachers, `mid` and `full`: the encoder's dropout probability while it fine-tunes
+    /// (BERT's places: embeddings, attention weights, each sublayer's output) [default: 0].
+    #[arg(long)]
+    pub dropout: Option<f64>,
+
     /// Fraction of each class held out for validation when the data has no validation set.
     #[arg(long, default_value_t = graft::train::Hyperparameters::default().validation_fraction)]
     pub validation_fraction: f64,
@@ -338,6 +343,7 @@ impl TrainingArgs {
             views: self.views,
             shards: self.shards,
             gradual_unfreeze: self.gradual_unfreeze,
+            dropout: self.dropout,
             validation_fraction: self.validation_fraction,
             per_class: self.per_class,
             image_size: self.image_size,

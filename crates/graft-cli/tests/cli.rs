@@ -259,6 +259,25 @@ fn train_then_eval_then_predict_with_the_student() {
             .unwrap()
     };
 
+    // Dropout is a text encoder's setting: an image student's is its architecture's.
+    let out = with_cache(&[
+        "train",
+        "--data",
+        train.to_str().unwrap(),
+        "--dropout",
+        "0.1",
+        "--out",
+        run.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(
+        snapshot(&out),
+        "exit 1
+--- stdout
+--- stderr
+error: dropout is set for a text encoder's fine-tune; an image student's dropout is its architecture's (AlexNet's dense layers, the MLP head)
+"
+    );
     let out = with_cache(&[
         "train",
         "--teacher",
@@ -867,6 +886,30 @@ fn text_students_train_eval_predict_and_embed() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("`deep`, `mid`, `full` or `auto`"), "{}", text(&out.stderr));
+    // A dropout probability outside [0, 1) is refused before any training.
+    let out = graft(&[
+        "train",
+        "--teacher",
+        "all-minilm-l6-v2",
+        "--weights",
+        teacher,
+        "--data",
+        train.to_str().unwrap(),
+        "--label-column",
+        "topic",
+        "--strategy",
+        "full",
+        "--dropout",
+        "1",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).ends_with("error: a dropout probability is at least 0 and below 1, not 1\n"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let out = graft(&[
         "train",

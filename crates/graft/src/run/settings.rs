@@ -47,6 +47,10 @@ pub struct TrainSettings {
     /// `None`: as many as pay on the device ([`crate::device::default_shards`]).
     pub shards: Option<usize>,
     pub gradual_unfreeze: usize,
+    /// A text encoder's dropout probability while it fine-tunes (`mid`, `full`); `None`: the
+    /// text default. Image students' dropout is their architecture's (AlexNet's dense layers,
+    /// the MLP head), so this is refused for image teachers.
+    pub dropout: Option<f64>,
     /// Held out of each class when the data has no validation set.
     pub validation_fraction: f64,
     /// Train on at most this many examples per class.
@@ -93,6 +97,7 @@ impl Default for TrainSettings {
             views: hyper.augmented_views,
             shards: None,
             gradual_unfreeze: hyper.gradual_unfreeze_epochs,
+            dropout: None,
             validation_fraction: hyper.validation_fraction,
             per_class: None,
             image_size: options.image_size,
@@ -164,6 +169,7 @@ impl TrainSettings {
             encoder_factor: self.backbone_lr_factor.unwrap_or(defaults.encoder_factor),
             weight_decay: self.weight_decay,
             shards: self.shards.unwrap_or_else(|| crate::device::default_shards(device)),
+            dropout: self.dropout.unwrap_or(defaults.dropout),
             validation_fraction: self.validation_fraction,
             seed: self.seed,
             cache_dir: self.cache_dir.clone(),

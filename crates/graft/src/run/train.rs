@@ -284,6 +284,19 @@ pub(super) fn prepare(
             settings.strategy
         )));
     }
+    match (settings.dropout, teacher.modality()) {
+        (Some(_), Modality::Image) => {
+            return Err(GraftError::Invalid(
+                "dropout is set for a text encoder's fine-tune; an image student's dropout is its architecture's (AlexNet's dense layers, the MLP head)".into(),
+            ));
+        }
+        (Some(probability), Modality::Text) if !(0.0..1.0).contains(&probability) => {
+            return Err(GraftError::Invalid(format!(
+                "a dropout probability is at least 0 and below 1, not {probability}"
+            )));
+        }
+        _ => {}
+    }
     let mut train = data.train.clone();
     if let Some(per_class) = settings.per_class {
         train = train.subsample(per_class, settings.seed);

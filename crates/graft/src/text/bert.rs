@@ -13,6 +13,7 @@ use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, L
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use crate::rng::SplitMix64;
 use crate::weights::KeyMap;
 
 /// The shape of a BERT encoder, as its `config.json` gives it (Hugging Face's names).
@@ -205,8 +206,95 @@ pub fn attention_bias(batch: &TokenBatch, device: &Device) -> Tensor<4> {
     Tensor::<4>::from_data(TensorData::new(bias, [batch.rows, 1, 1, batch.length]), device)
 }
 
+/// BERT's dropout while fine-tuning (Devlin et al.; Hugging Face's `hidden_dropout_prob` and
+/// `attention_probs_dropout_prob`, one probability here): on the embeddings, on the attention
+/// weights, and on each sublayer's output before its residual. Each text's masks come from a seed
+/// of its own and cover its own tokens in a fixed order, so the noise a text gets does not depend
+/// on the batch or the shard it is in, nor on the padding: a run is the same however its batches
+/// are split across threads, and a resumed run draws what the uninterrupted one drew.
+#[derive(Debug, Clone)]
+pub struct TextDropout {
+    /// The probability of dropping a value, in [0, 1).
+    pub probability: f64,
+    /// One seed per row of the batch.
+    pub row_seeds: Vec<u64>,
+    /// Real (unpadded) tokens per row.
+    pub tokens: Vec<usize>,
+}
+
+/// Where in the network a mask is drawn, so that each place gets masks of its own.
+#[derive(Debug, Clone, Copy)]
+enum Site {
+    Embeddings,
+    AttentionWeights(usize),
+    AttentionOutput(usize),
+    FeedForwardOutput(usize),
+}
+
+impl Site {
+    fn stream(self) -> u64 {
+        match self {
+            Site::Embeddings => 0,
+            Site::AttentionWeights(layer) => 1 + 3 * layer as u64,
+            Site::AttentionOutput(layer) => 2 + 3 * layer as u64,
+            Site::FeedForwardOutput(layer) => 3 + 3 * layer as u64,
+        }
+    }
+}
+
+impl TextDropout {
+    /// `[rows, length, width]` hidden states with dropout.
+    fn hidden(&self, x: Tensor<3>, site: Site) -> Tensor<3> {
+        let [rows, length, width] = x.dims();
+        let mask = self.mask([rows, length, width], site, |tokens, draw, row| {
+            for value in &mut row[..tokens * width] {
+                *value = draw();
+            }
+        });
+        let device = x.device();
+        x * Tensor::<3>::from_data(mask, &device)
+    }
+
+    /// `[rows, heads, length, length]` attention weights with dropout.
+    fn attention(&self, x: Tensor<4>, site: Site) -> Tensor<4> {
+        let [rows, heads, length, _] = x.dims();
+        let mask = self.mask([rows, heads, length, length], site, |tokens, draw, row| {
+            for head in row.chunks_mut(length * length) {
+                for query in head.chunks_mut(length).take(tokens) {
+                    for value in &mut query[..tokens] {
+                        *value = draw();
+                    }
+                }
+            }
+        });
+        let device = x.device();
+        x * Tensor::<4>::from_data(mask, &device)
+    }
+
+    /// A mask of `shape` (rows first), 1 wherever `fill` leaves it (padding: it never reaches a
+    /// real token), `fill` drawing each kept value as `1 / (1 - p)` and each dropped one as 0.
+    fn mask<const D: usize>(
+        &self,
+        shape: [usize; D],
+        site: Site,
+        fill: impl Fn(usize, &mut dyn FnMut() -> f32, &mut [f32]),
+    ) -> TensorData {
+        let per_row: usize = shape[1..].iter().product();
+        let mut values = vec![1.0f32; shape[0] * per_row];
+        // Dropped when a uniform 64-bit draw falls below p * 2^64.
+        let threshold = (self.probability * 18_446_744_073_709_551_616.0) as u64;
+        let kept = (1.0 / (1.0 - self.probability)) as f32;
+        for (row, out) in values.chunks_mut(per_row.max(1)).enumerate() {
+            let mut rng = SplitMix64::derive(self.row_seeds[row], &[site.stream()]);
+            let mut draw = || if rng.next_u64() < threshold { 0.0 } else { kept };
+            fill(self.tokens[row], &mut draw, out);
+        }
+        TensorData::new(values, shape)
+    }
+}
+
 impl SelfAttention {
-    fn forward(&self, hidden: Tensor<3>, bias: Tensor<4>) -> Tensor<3> {
+    fn forward(&self, hidden: Tensor<3>, bias: Tensor<4>, dropout: Option<(&TextDropout, usize)>) -> Tensor<3> {
         let [rows, length, width] = hidden.dims();
         let head_width = width / self.heads;
         let split = |x: Tensor<3>| x.reshape([rows, length, self.heads, head_width]).swap_dims(1, 2);
@@ -215,23 +303,32 @@ impl SelfAttention {
         let value = split(self.value.forward(hidden));
         let scores = query.matmul(key.swap_dims(2, 3)).mul_scalar(1.0 / (head_width as f64).sqrt());
         let scores = scores + bias.expand([rows, self.heads, length, length]);
-        let weights = softmax(scores, 3);
+        let mut weights = softmax(scores, 3);
+        if let Some((dropout, layer)) = dropout {
+            weights = dropout.attention(weights, Site::AttentionWeights(layer));
+        }
         weights.matmul(value).swap_dims(1, 2).reshape([rows, length, width])
     }
 }
 
 impl Projection {
-    fn forward(&self, x: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
-        self.layer_norm.forward(self.dense.forward(x) + residual)
+    fn forward(&self, x: Tensor<3>, residual: Tensor<3>, dropout: Option<(&TextDropout, Site)>) -> Tensor<3> {
+        let mut projected = self.dense.forward(x);
+        if let Some((dropout, site)) = dropout {
+            projected = dropout.hidden(projected, site);
+        }
+        self.layer_norm.forward(projected + residual)
     }
 }
 
 impl BertLayer {
-    pub fn forward(&self, hidden: Tensor<3>, bias: Tensor<4>) -> Tensor<3> {
-        let attended = self.attention.self_attention.forward(hidden.clone(), bias);
-        let attended = self.attention.output.forward(attended, hidden);
+    /// The layer's output; with `dropout`, as layer `index` (0-based) trains.
+    pub fn forward(&self, hidden: Tensor<3>, bias: Tensor<4>, dropout: Option<(&TextDropout, usize)>) -> Tensor<3> {
+        let attended = self.attention.self_attention.forward(hidden.clone(), bias, dropout);
+        let site = |site: fn(usize) -> Site| dropout.map(|(dropout, layer)| (dropout, site(layer)));
+        let attended = self.attention.output.forward(attended, hidden, site(Site::AttentionOutput));
         let inner = gelu(self.intermediate.dense.forward(attended.clone()));
-        self.output.forward(inner, attended)
+        self.output.forward(inner, attended, site(Site::FeedForwardOutput))
     }
 }
 
@@ -257,11 +354,31 @@ impl Bert {
     }
 
     /// Runs transformer layers `range` (0-based, end excluded) on hidden states.
-    pub fn forward_layers(&self, mut hidden: Tensor<3>, bias: &Tensor<4>, range: Range<usize>) -> Tensor<3> {
-        for layer in &self.encoder.layer[range] {
-            hidden = layer.forward(hidden, bias.clone());
+    pub fn forward_layers(&self, hidden: Tensor<3>, bias: &Tensor<4>, range: Range<usize>) -> Tensor<3> {
+        self.forward_layers_with(hidden, bias, range, None)
+    }
+
+    /// [`Bert::forward_layers`], with dropout as the layers train when it is given.
+    pub fn forward_layers_with(
+        &self,
+        mut hidden: Tensor<3>,
+        bias: &Tensor<4>,
+        range: Range<usize>,
+        dropout: Option<&TextDropout>,
+    ) -> Tensor<3> {
+        for index in range {
+            hidden = self.encoder.layer[index].forward(hidden, bias.clone(), dropout.map(|dropout| (dropout, index)));
         }
         hidden
+    }
+
+    /// [`Bert::embed`] with dropout on its output, as the embeddings train.
+    pub fn embed_with(&self, batch: &TokenBatch, device: &Device, dropout: Option<&TextDropout>) -> Tensor<3> {
+        let embedded = self.embed(batch, device);
+        match dropout {
+            Some(dropout) => dropout.hidden(embedded, Site::Embeddings),
+            None => embedded,
+        }
     }
 
     /// The last layer's hidden states `[rows, length, hidden]`.
@@ -306,6 +423,50 @@ impl KeyMap for BertKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Values of a `[rows, ...]` tensor, row by row.
+    fn rows<const D: usize>(tensor: Tensor<D>) -> Vec<Vec<f32>> {
+        let rows = tensor.dims()[0];
+        let values = tensor.into_data().to_vec::<f32>().unwrap();
+        values.chunks(values.len() / rows).map(<[f32]>::to_vec).collect()
+    }
+
+    /// A text's dropout masks depend on its seed alone: the same in a padded batch beside a
+    /// longer text as alone at its own length. About `p` of its values drop; the others are
+    /// scaled by `1 / (1 - p)`, so the expected value is unchanged.
+    #[test]
+    fn text_dropout_masks_are_each_texts_own() {
+        let device = Device::flex();
+        let (width, heads, p) = (8, 2, 0.25);
+        let together = TextDropout { probability: p, row_seeds: vec![11, 12], tokens: vec![3, 5] };
+        let alone = TextDropout { probability: p, row_seeds: vec![11], tokens: vec![3] };
+        let ones = |shape: [usize; 3]| Tensor::<3>::ones(shape, &device);
+        let batch = rows(together.hidden(ones([2, 5, width]), Site::AttentionOutput(1)));
+        let single = rows(alone.hidden(ones([1, 3, width]), Site::AttentionOutput(1)));
+        assert_eq!(batch[0][..3 * width], single[0][..]);
+        assert!(batch[0][3 * width..].iter().all(|&value| value == 1.0), "padding is left alone");
+        let other_site = rows(alone.hidden(ones([1, 3, width]), Site::FeedForwardOutput(1)));
+        assert_ne!(other_site, single, "every place draws masks of its own");
+
+        let weights = |dropout: &TextDropout, length| {
+            let shape = [dropout.tokens.len(), heads, length, length];
+            rows(dropout.attention(Tensor::<4>::ones(shape, &device), Site::AttentionWeights(0)))
+        };
+        let (batch, single) = (weights(&together, 5), weights(&alone, 3));
+        for head in 0..heads {
+            for query in 0..3 {
+                let padded = head * 25 + query * 5;
+                let own = head * 9 + query * 3;
+                assert_eq!(batch[0][padded..padded + 3], single[0][own..own + 3]);
+            }
+        }
+
+        let many = TextDropout { probability: p, row_seeds: vec![7], tokens: vec![500] };
+        let values = rows(many.hidden(ones([1, 500, 100]), Site::Embeddings)).remove(0);
+        let dropped = values.iter().filter(|&&value| value == 0.0).count() as f64 / values.len() as f64;
+        assert!((dropped - p).abs() < 0.01, "{dropped} dropped");
+        assert!(values.iter().all(|&value| value == 0.0 || value == (1.0 / (1.0 - p)) as f32));
+    }
 
     #[test]
     fn keys_are_hugging_faces() {

@@ -14,7 +14,7 @@ use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rayon::prelude::*;
 
-use super::bert::{Bert, TokenBatch, attention_bias};
+use super::bert::{Bert, TextDropout, TokenBatch, attention_bias};
 use super::teacher::{Pooling, TextTeacher, pool_normalised};
 use super::tokenize::Encoded;
 use crate::backend::host_values;
@@ -32,8 +32,12 @@ pub const DEFAULT_LEARNING_RATE: f64 = 1e-3;
 /// The encoder's rate as a fraction of the head's: 5e-5, within the range BERT's authors
 /// recommend for fine-tuning (2e-5 to 5e-5).
 pub const DEFAULT_ENCODER_FACTOR: f64 = 0.05;
+/// The encoder's dropout while fine-tuning unless told otherwise.
+pub const DEFAULT_DROPOUT: f64 = 0.0;
 /// The fraction of the steps the learning rate warms up over.
 pub const WARMUP_FRACTION: f64 = 0.1;
+/// Where each text's dropout seeds come from (see [`TextDropout`]).
+const DROPOUT_STREAM: u64 = 0xD809;
 
 /// The encoder and a linear head on its pooled sentence vector.
 #[derive(Module, Debug)]
@@ -54,6 +58,8 @@ pub struct FinetuneOptions {
     pub batch_size: usize,
     pub shards: usize,
     pub seed: u64,
+    /// The encoder's dropout probability while it trains (see [`TextDropout`]); 0 for none.
+    pub dropout: f64,
     /// Set (by a Ctrl-C handler, say) to stop at the next batch: with
     /// [`GraftError::Interrupted`] when checkpoints are kept, else [`GraftError::Stopped`].
     pub interrupt: Option<crate::interrupt::Interrupt>,
@@ -95,21 +101,22 @@ pub struct TextEpoch {
 
 impl TextNet {
     /// Logits of a batch entering at its token ids (`at_cut` `None`: every layer runs) or at
-    /// its hidden states at the cut (the layers behind it run).
+    /// its hidden states at the cut (the layers behind it run), with dropout where given.
     fn logits(
         &self,
         batch: &TokenBatch,
         at_cut: Option<Tensor<3>>,
         cut: usize,
         pooling: Pooling,
+        dropout: Option<&TextDropout>,
         device: &Device,
     ) -> Tensor<2> {
         let bias = attention_bias(batch, device);
         let (hidden, from) = match at_cut {
-            None => (self.bert.embed(batch, device), 0),
+            None => (self.bert.embed_with(batch, device, dropout), 0),
             Some(hidden) => (hidden, cut),
         };
-        let hidden = self.bert.forward_layers(hidden, &bias, from..self.bert.layer_count());
+        let hidden = self.bert.forward_layers_with(hidden, &bias, from..self.bert.layer_count(), dropout);
         self.head.forward(pool_normalised(hidden, batch, pooling, device))
     }
 }
@@ -324,6 +331,7 @@ impl Steps for FinetuneSteps<'_> {
         let shares: Vec<f64> = parts.iter().map(|part| part.len() as f64 / batch.len() as f64).collect();
         let (cached, width, cut, pooling, training) =
             (self.cached.as_ref(), self.width, self.cut, self.pooling, &self.training);
+        let (seed, epoch, probability) = (self.options.seed, self.epoch as u64, self.options.dropout);
         let loss_function = &self.loss_function;
         let pass = |replica: &TextNet,
                     part: Vec<usize>|
@@ -332,7 +340,18 @@ impl Steps for FinetuneSteps<'_> {
             let entry = cached.map(|cached| {
                 hidden_batch(&part.iter().map(|&index| &cached[index]).collect::<Vec<_>>(), &tokens, width, training)
             });
-            let logits = replica.logits(&tokens, entry, cut, pooling, training);
+            // Each text's seed from its index and the epoch: it is drawn once per epoch.
+            let dropout = (probability > 0.0).then(|| TextDropout {
+                probability,
+                row_seeds: part
+                    .iter()
+                    .map(|&index| {
+                        crate::rng::SplitMix64::derive(seed, &[DROPOUT_STREAM, epoch, index as u64]).next_u64()
+                    })
+                    .collect(),
+                tokens: part.iter().map(|&index| encoded[index].ids.len()).collect(),
+            });
+            let logits = replica.logits(&tokens, entry, cut, pooling, dropout.as_ref(), training);
             let targets: Vec<i64> = part.iter().map(|&index| labels[index] as i64).collect();
             let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [part.len()]), training);
             let loss = loss_function.forward(logits.clone(), targets);
@@ -439,7 +458,7 @@ pub fn probabilities(
 ) -> Result<Vec<f32>> {
     super::teacher::by_length_batches(encoded, batch_size, classes, |batch| {
         host_values::<f32>(
-            burn::tensor::activation::softmax(net.logits(batch, None, 0, pooling, device), 1).into_data(),
+            burn::tensor::activation::softmax(net.logits(batch, None, 0, pooling, None, device), 1).into_data(),
         )
     })
 }

@@ -62,6 +62,9 @@ pub struct TextTrainOptions {
     pub encoder_factor: f64,
     pub weight_decay: f64,
     pub shards: usize,
+    /// The encoder's dropout probability while it fine-tunes (0: none; see
+    /// [`super::bert::TextDropout`]).
+    pub dropout: f64,
     /// Fine-tuning without given validation texts: the stratified fraction held out to score it.
     pub validation_fraction: f64,
     pub seed: u64,
@@ -91,7 +94,7 @@ pub struct TextTrainOptions {
 /// `out`.
 impl Default for TextTrainOptions {
     fn default() -> TextTrainOptions {
-        use super::finetune::{DEFAULT_ENCODER_FACTOR, DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE};
+        use super::finetune::{DEFAULT_DROPOUT, DEFAULT_ENCODER_FACTOR, DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE};
         let image = crate::train::TrainOptions::default();
         TextTrainOptions {
             strategy: Strategy::Deep,
@@ -101,6 +104,7 @@ impl Default for TextTrainOptions {
             encoder_factor: DEFAULT_ENCODER_FACTOR,
             weight_decay: image.hyperparameters.weight_decay,
             shards: image.hyperparameters.shards,
+            dropout: DEFAULT_DROPOUT,
             validation_fraction: image.hyperparameters.validation_fraction,
             seed: image.seed,
             cache_dir: image.cache_dir,
@@ -498,6 +502,7 @@ fn fit_finetuned(
         "recipe": {
             "epochs": options.epochs, "learning_rate": options.learning_rate, "encoder_learning_rate": options.learning_rate * options.encoder_factor,
             "weight_decay": options.weight_decay, "batch_size": options.batch_size, "warmup_fraction": super::finetune::WARMUP_FRACTION,
+            "dropout": options.dropout,
             "trained_layers": layers - cut,
         },
     });
@@ -552,6 +557,7 @@ fn checkpointed_options(
         "recipe": {
             "learning_rate": options.learning_rate, "encoder_factor": options.encoder_factor,
             "weight_decay": options.weight_decay, "batch_size": options.batch_size.max(1), "shards": options.shards,
+            "dropout": options.dropout,
         },
     });
     FinetuneOptions {
@@ -564,6 +570,7 @@ fn checkpointed_options(
         batch_size: options.batch_size.max(1),
         shards: options.shards,
         seed: options.seed,
+        dropout: options.dropout,
         interrupt: options.interrupt.clone(),
     }
 }

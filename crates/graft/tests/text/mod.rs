@@ -137,6 +137,7 @@ fn recipe() -> graft::text::finetune::FinetuneOptions {
         batch_size: 6,
         shards: 2,
         seed: 5,
+        dropout: 0.0,
         interrupt: None,
         checkpoints: None,
     }
@@ -198,6 +199,8 @@ fn a_stopped_text_fine_tune_resumes_to_the_same_student() {
     let dir = crate::common::temp_dir("text-resume");
     let options = |folder: &str, resume: bool, interrupt: Option<Interrupt>| FinetuneOptions {
         epochs: 3,
+        // Dropout's masks too are drawn again as they were.
+        dropout: 0.2,
         interrupt,
         checkpoints: Some(CheckpointOptions {
             folder: dir.join(folder),
@@ -264,6 +267,29 @@ fn a_stopped_text_fine_tune_resumes_to_the_same_student() {
     let message = run(&other, &graft::train::Silent).err().unwrap().to_string();
     assert!(message.contains("recipe.learning_rate: 0.05 vs 0.1"), "{message}");
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A fine-tune with dropout: the same seed gives the same student (the masks are each text's own,
+/// whatever thread its shard runs on), and it is not the student trained without dropout.
+#[test]
+fn text_dropout_is_reproducible_and_changes_the_training() {
+    use graft::text::finetune::{FinetuneOptions, finetune};
+    let device = Device::flex();
+    let teacher = tiny_bert(&device);
+    let (texts, labels) = two_topics(12);
+    let encoded = teacher.tokenizer.encode(&texts.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+    let train = |dropout: f64| {
+        let options = FinetuneOptions { epochs: 2, dropout, ..recipe() };
+        let trained =
+            finetune(&teacher, (&encoded, &labels), None, 2, &options, &device, &graft::train::Silent).unwrap();
+        let mut values = crate::common::values(trained.net.head.weight.val());
+        values.extend(crate::common::values(trained.net.bert.encoder.layer[0].output.dense.weight.val()));
+        (values, trained.history.iter().map(|epoch| epoch.train_loss).collect::<Vec<_>>())
+    };
+    let (first, again, without) = (train(0.3), train(0.3), train(0.0));
+    assert!(first == again, "two runs with the same seed differ");
+    assert_ne!(first.0, without.0, "dropout changed nothing");
+    assert_ne!(first.1, without.1);
 }
 
 /// `--refit on` for a text fine-tune: scored with texts held out, then trained again from the
