@@ -427,7 +427,7 @@ mod tests {
     /// Values of a `[rows, ...]` tensor, row by row.
     fn rows<const D: usize>(tensor: Tensor<D>) -> Vec<Vec<f32>> {
         let rows = tensor.dims()[0];
-        let values = tensor.into_data().to_vec::<f32>().unwrap();
+        let values = tensor.into_data().try_to_vec::<f32>().unwrap();
         values.chunks(values.len() / rows).map(<[f32]>::to_vec).collect()
     }
 
