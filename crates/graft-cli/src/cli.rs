@@ -70,9 +70,11 @@ pub enum Command {
     Embed(EmbedArgs),
     /// Convert a weight file (safetensors, PyTorch zip or legacy .pth) to safetensors.
     Convert(ConvertArgs),
-    /// Write a student's network as a weight file of its teacher (safetensors, the published
-    /// checkpoint's layout): it can teach new students (`train --weights`) or stand as another
-    /// network in `audit --fingerprint --weights`.
+    /// Write a student as one ONNX file (`--format onnx`: network, head and softmax, for
+    /// onnxruntime, tract and other ONNX runtimes), or its network as a weight file of its teacher
+    /// (`--format teacher-weights`: safetensors in the published checkpoint's layout, which can
+    /// teach new students, `train --weights`, or stand as another network in `audit
+    /// --fingerprint --weights`).
     Export(ExportArgs),
     /// Measure teacher inference and training steps (images per second) on this machine.
     Bench(BenchArgs),
@@ -173,11 +175,20 @@ pub struct ConvertArgs {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// The run directory of a trained image student.
+    /// The run directory of a trained student.
     pub run: PathBuf,
-    /// The safetensors file to write.
+    /// `onnx`: the whole student (network, head, softmax) for ONNX runtimes; `teacher-weights`:
+    /// the student's network as a safetensors weight file of its teacher (the head stays in the
+    /// run), which `--weights` takes.
+    #[arg(long, value_parser = ["onnx", "teacher-weights"])]
+    pub format: String,
+    /// The file to write [default for onnx: RUN/student.onnx].
     #[arg(long)]
-    pub out: PathBuf,
+    pub out: Option<PathBuf>,
+    /// ONNX of an image student: take 0-255 RGB pixels (uint8, `[batch, size, size, 3]`) and
+    /// normalise them in the graph, instead of the preprocessed float tensor.
+    #[arg(long)]
+    pub with_preprocessing: bool,
 }
 
 /// How to train: strategy, head, optimisation, data handling.

@@ -329,6 +329,18 @@ error: dropout is set for a text encoder's fine-tune; an image student's dropout
     // clearly.
     assert!(accuracy > 0.5, "accuracy {accuracy}");
 
+    // The student as one ONNX file, beside the run (tract checks its numbers: tests/export).
+    let out = with_cache(&["export", run.to_str().unwrap(), "--format", "onnx"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let onnx = run.join("student.onnx");
+    assert!(
+        text(&out.stdout).starts_with(&format!("wrote {} (", onnx.display()))
+            && text(&out.stdout).contains("input `input`, output `probabilities`"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(std::fs::metadata(&onnx).unwrap().len() > 1_000_000, "the network's weights are in the file");
+
     let out = with_cache(&[
         "predict",
         "--student",
@@ -524,7 +536,15 @@ error: dropout is set for a text encoder's fine-tune; an image student's dropout
     // `graft export`: the hardened student's network as a teacher weight file. The fingerprint
     // takes it as a second candidate, named by its file, and a new student trains from it.
     let exported = dir.join("hardened-teacher.safetensors");
-    let out = with_cache(&["export", hardened.to_str().unwrap(), "--out", exported.to_str().unwrap(), "--quiet"]);
+    let out = with_cache(&[
+        "export",
+        hardened.to_str().unwrap(),
+        "--format",
+        "teacher-weights",
+        "--out",
+        exported.to_str().unwrap(),
+        "--quiet",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("--teacher efficientnet_lite0 --weights"), "{}", text(&out.stdout));
     let out = with_cache(&[
@@ -577,7 +597,14 @@ error: dropout is set for a text encoder's fine-tune; an image student's dropout
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(from_export.join("graft.json")).unwrap()).unwrap();
     assert_eq!(config["teacher_weights_sha256"], exported_sha, "the new student's teacher is the exported network");
-    let out = with_cache(&["export", dir.join("no-such-run").to_str().unwrap(), "--out", exported.to_str().unwrap()]);
+    let out = with_cache(&[
+        "export",
+        dir.join("no-such-run").to_str().unwrap(),
+        "--format",
+        "teacher-weights",
+        "--out",
+        exported.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("graft.json"), "{}", text(&out.stderr));
     let out = with_cache(&[&harden[..], &["--epochs", "0", "--quiet"]].concat());

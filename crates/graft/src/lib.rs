@@ -11,6 +11,7 @@ pub mod choice;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod export;
 pub mod fsutil;
 pub mod interrupt;
 pub mod modality;

@@ -3,6 +3,7 @@
 
 mod audit;
 mod common;
+mod export;
 mod kernels;
 mod student;
 mod teachers;

@@ -1,14 +1,36 @@
-//! `graft export`: a student's network as a weight file of its teacher.
+//! `graft export`: a student as an ONNX file, or its network as a weight file of its teacher.
 
+use graft::export::{ExportOptions, export_onnx};
 use graft::train::student::export_teacher_weights;
 
 use crate::cli::ExportArgs;
 use crate::settings::Settings;
 
 pub fn run(args: &ExportArgs, settings: &Settings) -> anyhow::Result<()> {
-    let loaded = super::image_student(&args.run, "`graft export` writes image students' networks", settings)?;
-    let tensors = export_teacher_weights(&loaded, &args.out)?;
-    let (teacher, out) = (&loaded.config.header.teacher, args.out.display());
+    if args.format == "onnx" {
+        let out = args.out.clone().unwrap_or_else(|| args.run.join("student.onnx"));
+        let exported = export_onnx(&args.run, &ExportOptions { out, with_preprocessing: args.with_preprocessing })?;
+        println!(
+            "wrote {} ({:.1} MB, {} nodes, {} parameters): input `{}`, output `{}`; classes and preprocessing in its metadata",
+            exported.path.display(),
+            exported.bytes as f64 / 1e6,
+            exported.nodes,
+            exported.parameters,
+            exported.input,
+            exported.output
+        );
+        return Ok(());
+    }
+    if args.with_preprocessing {
+        anyhow::bail!("`--with-preprocessing` is for `--format onnx`");
+    }
+    let Some(out) = &args.out else {
+        anyhow::bail!("`--format teacher-weights` writes a safetensors file: give its path with `--out FILE`");
+    };
+    let loaded =
+        super::image_student(&args.run, "`--format teacher-weights` writes image students' networks", settings)?;
+    let tensors = export_teacher_weights(&loaded, out)?;
+    let (teacher, out) = (&loaded.config.header.teacher, out.display());
     println!(
         "wrote {out}: the {} student's network as weights of {teacher} ({tensors} tensors, the teacher's ImageNet classifier among them; the student's head stays in the run); `--teacher {teacher} --weights {out}` takes it",
         loaded.config.header.strategy

@@ -48,6 +48,33 @@ fn values<const D: usize>(tensor: Tensor<D>) -> Option<Vec<f32>> {
     tensor.into_data().convert::<f32>().try_into_vec::<f32>().ok()
 }
 
+/// A convolution's weight (`[outputs, inputs / groups, kh, kw]`, row-major) and bias with the
+/// batch norm that follows it, if any, folded in (its stored statistics): the one convolution
+/// that computes both. `None` for a tensor that cannot be read back.
+pub(crate) fn folded(conv: &Conv2d, bn: Option<&BatchNorm>) -> Option<(Vec<f32>, Vec<f32>)> {
+    let outputs = conv.weight.val().dims()[0];
+    let mut weight = values(conv.weight.val())?;
+    let mut bias = match &conv.bias {
+        Some(bias) => values(bias.val())?,
+        None => vec![0.0; outputs],
+    };
+    if let Some(bn) = bn {
+        let gamma = values(bn.gamma.val())?;
+        let beta = values(bn.beta.val())?;
+        let mean = values(bn.running_mean.value())?;
+        let variance = values(bn.running_var.value())?;
+        let per_output = weight.len() / outputs;
+        for channel in 0..outputs {
+            let scale = gamma[channel] as f64 / (variance[channel] as f64 + bn.epsilon).sqrt();
+            for w in &mut weight[channel * per_output..(channel + 1) * per_output] {
+                *w = (*w as f64 * scale) as f32;
+            }
+            bias[channel] = ((bias[channel] as f64 - mean[channel] as f64) * scale + beta[channel] as f64) as f32;
+        }
+    }
+    Some((weight, bias))
+}
+
 impl ConvOp {
     fn fold(conv: &Conv2d, bn: Option<&BatchNorm>, activation: Activation) -> Option<ConvOp> {
         let [outputs, per_group, kernel_h, kernel_w] = conv.weight.val().dims();
@@ -60,25 +87,7 @@ impl ConvOp {
         if depthwise && !(groups == inputs && inputs == outputs) {
             return None;
         }
-        let mut weight = values(conv.weight.val())?;
-        let mut bias = match &conv.bias {
-            Some(bias) => values(bias.val())?,
-            None => vec![0.0; outputs],
-        };
-        if let Some(bn) = bn {
-            let gamma = values(bn.gamma.val())?;
-            let beta = values(bn.beta.val())?;
-            let mean = values(bn.running_mean.value())?;
-            let variance = values(bn.running_var.value())?;
-            let per_output = weight.len() / outputs;
-            for channel in 0..outputs {
-                let scale = gamma[channel] as f64 / (variance[channel] as f64 + bn.epsilon).sqrt();
-                for w in &mut weight[channel * per_output..(channel + 1) * per_output] {
-                    *w = (*w as f64 * scale) as f32;
-                }
-                bias[channel] = ((bias[channel] as f64 - mean[channel] as f64) * scale + beta[channel] as f64) as f32;
-            }
-        }
+        let (weight, bias) = folded(conv, bn)?;
         let padding = conv.padding.clone();
         Some(ConvOp {
             inputs,

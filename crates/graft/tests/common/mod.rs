@@ -39,3 +39,39 @@ pub fn temp_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// A backbone with seeded random weights and batch-norm statistics far from (0, 1), so that a
+/// folding mistake cannot hide behind an identity batch norm.
+pub fn random_backbone(
+    architecture: graft::models::zoo::Architecture,
+    seed: u64,
+    device: &burn::tensor::Device,
+) -> graft::models::Backbone {
+    use graft::weights::{SameKeys, collect_tensors, load_into};
+    device.seed(seed);
+    let backbone = graft::models::Backbone::new(architecture, 1000, device);
+    let mut tensors = collect_tensors(&backbone, &SameKeys).unwrap();
+    let mut state = seed;
+    let mut next = move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 40) as f32 / (1u64 << 24) as f32
+    };
+    let norms: Vec<String> =
+        tensors.keys().filter_map(|name| name.strip_suffix(".running_var").map(str::to_owned)).collect();
+    for (name, tensor) in tensors.iter_mut() {
+        let graft_weights::Values::F32(values) = &mut tensor.values else { continue };
+        let Some((layer, field)) = name.rsplit_once('.') else { continue };
+        if !norms.iter().any(|norm| norm == layer) {
+            continue;
+        }
+        for value in values.iter_mut() {
+            let u = next();
+            *value = match field {
+                "running_var" => 0.2 + 2.0 * u,
+                "weight" => 0.5 + u,
+                _ => u - 0.5,
+            };
+        }
+    }
+    load_into(backbone, &tensors, &SameKeys, std::path::Path::new("random"), false).unwrap().0
+}

@@ -1,44 +1,10 @@
 //! graft's own kernels against burn's: the fused CPU plan, depthwise convolutions, sharded
 //! steps and their batch-norm statistics.
 
-use std::path::Path;
-
 use burn::tensor::{Device, Tensor, TensorData};
 use graft::models::{load_teacher, zoo};
 
-use crate::common::{self, offline_options, values};
-
-/// A backbone with seeded random weights and batch-norm statistics far from (0, 1), so that a
-/// folding mistake cannot hide behind an identity batch norm.
-fn random_backbone(architecture: zoo::Architecture, seed: u64, device: &Device) -> graft::models::Backbone {
-    use graft::weights::{SameKeys, collect_tensors, load_into};
-    device.seed(seed);
-    let backbone = graft::models::Backbone::new(architecture, 1000, device);
-    let mut tensors = collect_tensors(&backbone, &SameKeys).unwrap();
-    let mut state = seed;
-    let mut next = move || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (state >> 40) as f32 / (1u64 << 24) as f32
-    };
-    let norms: Vec<String> =
-        tensors.keys().filter_map(|name| name.strip_suffix(".running_var").map(str::to_owned)).collect();
-    for (name, tensor) in tensors.iter_mut() {
-        let graft_weights::Values::F32(values) = &mut tensor.values else { continue };
-        let Some((layer, field)) = name.rsplit_once('.') else { continue };
-        if !norms.iter().any(|norm| norm == layer) {
-            continue;
-        }
-        for value in values.iter_mut() {
-            let u = next();
-            *value = match field {
-                "running_var" => 0.2 + 2.0 * u,
-                "weight" => 0.5 + u,
-                _ => u - 0.5,
-            };
-        }
-    }
-    load_into(backbone, &tensors, &SameKeys, Path::new("random"), false).unwrap().0
-}
+use crate::common::{self, offline_options, random_backbone, values};
 
 fn assert_close(got: &[f32], want: &[f32], what: &str) {
     common::assert_close_within(got, want, 1e-4, what);
