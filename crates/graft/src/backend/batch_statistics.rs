@@ -12,6 +12,7 @@ use burn::nn::BatchNorm;
 use burn::tensor::Tensor;
 
 /// One batch norm's statistics over one shard of a batch.
+#[derive(Clone)]
 pub struct BatchStatistics {
     /// The layer (a clone: its running state is shared with the model's).
     layer: BatchNorm,

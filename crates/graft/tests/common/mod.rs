@@ -47,6 +47,48 @@ pub fn random_backbone(
     seed: u64,
     device: &burn::tensor::Device,
 ) -> graft::models::Backbone {
+    random_backbone_with(architecture, seed, device, |field, u| match field {
+        "running_var" => 0.2 + 2.0 * u,
+        "weight" => 0.5 + u,
+        _ => u - 0.5,
+    })
+}
+
+/// A backbone with seeded random weights at He's scale (variance 2 / fan-in, which keeps a
+/// signal's size through ReLU layers; burn's default halves it at every layer) and batch-norm
+/// statistics near the identity's (each within about 20% of it): far enough to catch a folding
+/// mistake, near enough that an image's signal survives fifty random layers, so that different
+/// images give different outputs.
+pub fn random_backbone_near_identity(
+    architecture: graft::models::zoo::Architecture,
+    seed: u64,
+    device: &burn::tensor::Device,
+) -> graft::models::Backbone {
+    let backbone = random_backbone_with(architecture, seed, device, |field, u| match field {
+        "running_var" | "weight" => 0.8 + 0.4 * u,
+        _ => 0.2 * (u - 0.5),
+    });
+    use graft::weights::{SameKeys, collect_tensors, load_into};
+    let mut tensors = collect_tensors(&backbone, &SameKeys).unwrap();
+    for tensor in tensors.values_mut() {
+        let graft_weights::Values::F32(values) = &mut tensor.values else { continue };
+        // Convolutions `[outputs, inputs / groups, kh, kw]`: burn draws them with variance
+        // 1 / fan-in.
+        if tensor.shape.len() == 4 {
+            values.iter_mut().for_each(|value| *value *= std::f32::consts::SQRT_2);
+        }
+    }
+    load_into(backbone, &tensors, &SameKeys, std::path::Path::new("random"), false).unwrap().0
+}
+
+/// A backbone with seeded random weights and each batch norm's `field` (`running_mean`,
+/// `running_var`, `weight`, `bias`) set to `statistic(field, u)` for uniform draws `u`.
+fn random_backbone_with(
+    architecture: graft::models::zoo::Architecture,
+    seed: u64,
+    device: &burn::tensor::Device,
+    statistic: impl Fn(&str, f32) -> f32,
+) -> graft::models::Backbone {
     use graft::weights::{SameKeys, collect_tensors, load_into};
     device.seed(seed);
     let backbone = graft::models::Backbone::new(architecture, 1000, device);
@@ -66,11 +108,7 @@ pub fn random_backbone(
         }
         for value in values.iter_mut() {
             let u = next();
-            *value = match field {
-                "running_var" => 0.2 + 2.0 * u,
-                "weight" => 0.5 + u,
-                _ => u - 0.5,
-            };
+            *value = statistic(field, u);
         }
     }
     load_into(backbone, &tensors, &SameKeys, std::path::Path::new("random"), false).unwrap().0
