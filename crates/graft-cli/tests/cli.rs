@@ -875,20 +875,17 @@ fn text_students_train_eval_predict_and_embed() {
     texts_csv(&train, &rows(0..12));
     texts_csv(&test, &rows(12..16));
     let run = dir.join("run");
+    // `train` of the text teacher on `train` into `run`, with `settings` besides.
+    let train_with = |settings: &[&str]| {
+        let mut args = vec!["train", "--teacher", "all-minilm-l6-v2", "--weights", teacher];
+        args.extend(["--data", train.to_str().unwrap(), "--out", run.to_str().unwrap()]);
+        args.extend(settings);
+        graft(&args)
+    };
 
     // Without naming the columns: neither `sentence` nor `topic`... `sentence` is a default
     // text column, `topic` is no default label column.
-    let out = graft(&[
-        "train",
-        "--teacher",
-        "all-minilm-l6-v2",
-        "--weights",
-        teacher,
-        "--data",
-        train.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-    ]);
+    let out = train_with(&[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("no label column") && text(&out.stderr).contains("--label-column"),
@@ -896,41 +893,11 @@ fn text_students_train_eval_predict_and_embed() {
         text(&out.stderr)
     );
     // Image-only strategies are refused with what works instead.
-    let out = graft(&[
-        "train",
-        "--teacher",
-        "all-minilm-l6-v2",
-        "--weights",
-        teacher,
-        "--data",
-        train.to_str().unwrap(),
-        "--label-column",
-        "topic",
-        "--strategy",
-        "scratch",
-        "--out",
-        run.to_str().unwrap(),
-    ]);
+    let out = train_with(&["--label-column", "topic", "--strategy", "scratch"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("`deep`, `mid`, `full` or `auto`"), "{}", text(&out.stderr));
     // A dropout probability outside [0, 1) is refused before any training.
-    let out = graft(&[
-        "train",
-        "--teacher",
-        "all-minilm-l6-v2",
-        "--weights",
-        teacher,
-        "--data",
-        train.to_str().unwrap(),
-        "--label-column",
-        "topic",
-        "--strategy",
-        "full",
-        "--dropout",
-        "1",
-        "--out",
-        run.to_str().unwrap(),
-    ]);
+    let out = train_with(&["--label-column", "topic", "--strategy", "full", "--dropout", "1"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).ends_with("error: a dropout probability is at least 0 and below 1, not 1\n"),
@@ -938,20 +905,7 @@ fn text_students_train_eval_predict_and_embed() {
         text(&out.stderr)
     );
 
-    let out = graft(&[
-        "train",
-        "--teacher",
-        "all-minilm-l6-v2",
-        "--weights",
-        teacher,
-        "--data",
-        train.to_str().unwrap(),
-        "--label-column",
-        "topic",
-        "--out",
-        run.to_str().unwrap(),
-        "--json",
-    ]);
+    let out = train_with(&["--label-column", "topic", "--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
     assert_eq!(

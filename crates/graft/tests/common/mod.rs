@@ -47,7 +47,7 @@ pub fn random_backbone(
     seed: u64,
     device: &burn::tensor::Device,
 ) -> graft::models::Backbone {
-    random_backbone_with(architecture, seed, device, |field, u| match field {
+    random_backbone_with(architecture, seed, device, 1.0, |field, u| match field {
         "running_var" => 0.2 + 2.0 * u,
         "weight" => 0.5 + u,
         _ => u - 0.5,
@@ -64,33 +64,24 @@ pub fn random_backbone_near_identity(
     seed: u64,
     device: &burn::tensor::Device,
 ) -> graft::models::Backbone {
-    let backbone = random_backbone_with(architecture, seed, device, |field, u| match field {
+    // burn draws convolutions with variance 1 / fan-in.
+    random_backbone_with(architecture, seed, device, std::f32::consts::SQRT_2, |field, u| match field {
         "running_var" | "weight" => 0.8 + 0.4 * u,
         _ => 0.2 * (u - 0.5),
-    });
-    use graft::weights::{SameKeys, collect_tensors, load_into};
-    let mut tensors = collect_tensors(&backbone, &SameKeys).unwrap();
-    for tensor in tensors.values_mut() {
-        let graft_weights::Values::F32(values) = &mut tensor.values else { continue };
-        // Convolutions `[outputs, inputs / groups, kh, kw]`: burn draws them with variance
-        // 1 / fan-in.
-        if tensor.shape.len() == 4 {
-            values.iter_mut().for_each(|value| *value *= std::f32::consts::SQRT_2);
-        }
-    }
-    load_into(backbone, &tensors, &SameKeys, std::path::Path::new("random"), false).unwrap().0
+    })
 }
 
-/// A backbone with seeded random weights and each batch norm's `field` (`running_mean`,
+/// A backbone with seeded random weights, each convolution's (`[outputs, inputs / groups, kh,
+/// kw]`) times `convolution_scale`, and each batch norm's `field` (`running_mean`,
 /// `running_var`, `weight`, `bias`) set to `statistic(field, u)` for uniform draws `u`.
 fn random_backbone_with(
     architecture: graft::models::zoo::Architecture,
     seed: u64,
     device: &burn::tensor::Device,
+    convolution_scale: f32,
     statistic: impl Fn(&str, f32) -> f32,
 ) -> graft::models::Backbone {
     use graft::weights::{SameKeys, collect_tensors, load_into};
-    device.seed(seed);
     let backbone = graft::models::Backbone::new(architecture, 1000, device);
     let mut tensors = collect_tensors(&backbone, &SameKeys).unwrap();
     let mut state = seed;
@@ -103,12 +94,23 @@ fn random_backbone_with(
     for (name, tensor) in tensors.iter_mut() {
         let graft_weights::Values::F32(values) = &mut tensor.values else { continue };
         let Some((layer, field)) = name.rsplit_once('.') else { continue };
-        if !norms.iter().any(|norm| norm == layer) {
+        if norms.iter().any(|norm| norm == layer) {
+            for value in values.iter_mut() {
+                *value = statistic(field, next());
+            }
             continue;
         }
+        // Drawn here, not by burn: its generator is shared by every test thread, and another
+        // test's draws between the seed and these would change them. Burn's own bound, uniform
+        // within 1 / sqrt(fan-in) (weights `[outputs, inputs / groups, kh, kw]` and
+        // `[inputs, outputs]`); biases within 0.1.
+        let (bound, scale) = match tensor.shape[..] {
+            [_, inputs, kh, kw] => ((1.0 / (inputs * kh * kw) as f32).sqrt(), convolution_scale),
+            [inputs, _] => ((1.0 / inputs as f32).sqrt(), 1.0),
+            _ => (0.1, 1.0),
+        };
         for value in values.iter_mut() {
-            let u = next();
-            *value = statistic(field, u);
+            *value = (2.0 * next() - 1.0) * bound * scale;
         }
     }
     load_into(backbone, &tensors, &SameKeys, std::path::Path::new("random"), false).unwrap().0
