@@ -4,9 +4,10 @@
     GRAFT_ONNX_CHECK_DIR=target/onnx-check cargo test -p graft --test graft -- export
     python3 scripts/onnx/check_onnxruntime.py target/onnx-check
 
-Each folder under the directory holds what the export test kept: `student.onnx`, its input
-(`input.bin`, raw little-endian, shape and type in `expected.json`) and graft's own class
-probabilities for it (`expected.json`). For each, the file must pass `onnx.checker` (full
+Each folder under the directory holds what the export test kept: `student.onnx`, its inputs
+(`<name>.bin`, raw little-endian; names, shapes and types in `expected.json`: one for an image
+student, `input_ids`, `attention_mask`, `token_type_ids` for a text student) and graft's own
+class probabilities for them (`expected.json`). For each, the file must pass `onnx.checker` (full
 check, shapes inferred) and onnxruntime's probabilities must agree with graft's within 1e-4.
 Needs `pip install onnx onnxruntime numpy`.
 """
@@ -30,12 +31,15 @@ def check(folder: pathlib.Path) -> float:
     metadata = {entry.key: entry.value for entry in model.metadata_props}
     classes = json.loads(metadata["classes"])
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    [declared] = session.get_inputs()
-    if declared.name != expected["input"]:
-        raise SystemExit(f"{folder.name}: input `{declared.name}`, expected `{expected['input']}`")
-    values = np.fromfile(folder / "input.bin", dtype=np.dtype(expected["dtype"]).newbyteorder("<"))
-    values = values.reshape(expected["shape"])
-    [probabilities] = session.run(["probabilities"], {declared.name: values})
+    declared = [entry.name for entry in session.get_inputs()]
+    names = [entry["name"] for entry in expected["inputs"]]
+    if declared != names:
+        raise SystemExit(f"{folder.name}: inputs {declared}, expected {names}")
+    feed = {}
+    for entry in expected["inputs"]:
+        values = np.fromfile(folder / f"{entry['name']}.bin", dtype=np.dtype(entry["dtype"]).newbyteorder("<"))
+        feed[entry["name"]] = values.reshape(entry["shape"])
+    [probabilities] = session.run(["probabilities"], feed)
     want = np.asarray(expected["probabilities"], dtype=np.float32).reshape(probabilities.shape)
     if probabilities.shape[1] != len(classes):
         raise SystemExit(f"{folder.name}: {probabilities.shape[1]} probabilities, {len(classes)} classes")

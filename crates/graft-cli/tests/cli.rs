@@ -940,6 +940,22 @@ fn text_students_train_eval_predict_and_embed() {
     assert_eq!(predictions.as_array().map(Vec::len), Some(2));
     assert_eq!(predictions[1]["text"], "Add a pinch of salt to the boiling water.");
 
+    // The student as ONNX with its tokenizer beside it (tract and onnxruntime check the numbers:
+    // graft's tests/export); no pixel form for a text student.
+    let onnx = dir.join("onnx").join("student.onnx");
+    let out = graft(&["export", run.to_str().unwrap(), "--format", "onnx", "--out", onnx.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("inputs `input_ids`, `attention_mask`, `token_type_ids`, output `probabilities`")
+            && text(&out.stdout).contains("tokenizer.json beside it"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(onnx.is_file() && dir.join("onnx").join("tokenizer.json").is_file());
+    let out = graft(&["export", run.to_str().unwrap(), "--format", "onnx", "--with-preprocessing"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("`--with-preprocessing` is for image students"), "{}", text(&out.stderr));
+
     // Texts from a file, one per line; embed gives one unit vector per text.
     let lines = dir.join("lines.txt");
     std::fs::write(&lines, "first text\n\n   \nsecond, with ünïcödé\n").unwrap();

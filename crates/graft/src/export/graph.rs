@@ -14,13 +14,20 @@ pub struct Graph {
     names: usize,
 }
 
-/// A tensor's element type and shape as a graph input or output declares it; `None` for a
-/// dimension is the dynamic batch axis.
+/// A tensor's element type and shape as a graph input or output declares it.
 pub struct Declared<'a> {
     pub name: &'a str,
     pub element: i32,
-    pub shape: Vec<Option<usize>>,
+    pub shape: Vec<Dim>,
     pub doc: String,
+}
+
+/// One dimension of a declared tensor.
+#[derive(Debug, Clone, Copy)]
+pub enum Dim {
+    Fixed(usize),
+    /// A dynamic axis, by name (`batch`, `sequence`): the same name is the same size.
+    Dynamic(&'static str),
 }
 
 impl Graph {
@@ -38,11 +45,17 @@ impl Graph {
         name
     }
 
-    /// A 64-bit integer constant (shapes, axes).
+    /// A 1-D 64-bit integer constant (shapes, axes).
     pub fn constant_i64(&mut self, hint: &str, values: &[i64]) -> String {
+        self.constant_i64_shaped(hint, &[values.len()], values)
+    }
+
+    /// A 64-bit integer constant of `dims` (`&[]`: a scalar).
+    pub fn constant_i64_shaped(&mut self, hint: &str, dims: &[usize], values: &[i64]) -> String {
+        assert_eq!(dims.iter().product::<usize>(), values.len(), "a constant's values fill its shape");
         let name = self.fresh(hint);
         let raw: Vec<u8> = values.iter().flat_map(|value| value.to_le_bytes()).collect();
-        self.initializers.push(tensor(&name, &[values.len()], data_type::INT64, raw));
+        self.initializers.push(tensor(&name, dims, data_type::INT64, raw));
         name
     }
 
@@ -95,8 +108,8 @@ fn value_info(declared: &Declared) -> ValueInfoProto {
         .iter()
         .map(|size| Dimension {
             value: Some(match size {
-                Some(size) => DimensionValue::DimValue(*size as i64),
-                None => DimensionValue::DimParam("batch".to_owned()),
+                Dim::Fixed(size) => DimensionValue::DimValue(*size as i64),
+                Dim::Dynamic(name) => DimensionValue::DimParam((*name).to_owned()),
             }),
         })
         .collect();

@@ -4,9 +4,7 @@
 //! through the layers at the student's input size, since `same` padding and adaptive pooling
 //! depend on it; the batch axis stays dynamic.
 
-use burn::nn::PaddingConfig2d;
-
-use super::graph::{Declared, Graph, float, int, ints};
+use super::graph::{Declared, Dim, Graph, float, int, ints};
 use super::proto::data_type;
 use crate::backend::fused::folded;
 use crate::backend::ops::padding_sides;
@@ -33,8 +31,8 @@ pub enum ImageInput {
     Rgb,
 }
 
-/// The graph of `student` for `preprocessing`'s input size, ending in `probabilities`
-/// (`[batch, classes]`); returns it with the declared input and output.
+/// The graph of `student` for `preprocessing`'s input size, from its one input to
+/// `probabilities` (`[batch, classes]`).
 pub(super) fn student_graph(
     student: &Student,
     preprocessing: &Preprocessing,
@@ -73,7 +71,7 @@ pub(super) fn student_graph(
         ImageInput::Preprocessed => Declared {
             name: input_name,
             element: data_type::FLOAT,
-            shape: vec![None, Some(3), Some(size), Some(size)],
+            shape: vec![Dim::Dynamic("batch"), Dim::Fixed(3), Dim::Fixed(size), Dim::Fixed(size)],
             doc: format!(
                 "RGB images as graft preprocesses them: the shorter side resized to {}, centre-cropped to {size}x{size}, values scaled to 0-1, then (value - mean) / std per channel with mean {:?} and std {:?}; channels first",
                 preprocessing.resize, preprocessing.mean, preprocessing.std
@@ -82,7 +80,7 @@ pub(super) fn student_graph(
         ImageInput::Rgb => Declared {
             name: input_name,
             element: data_type::UINT8,
-            shape: vec![None, Some(size), Some(size), Some(3)],
+            shape: vec![Dim::Dynamic("batch"), Dim::Fixed(size), Dim::Fixed(size), Dim::Fixed(3)],
             doc: format!(
                 "RGB pixels 0-255, channels last, already at {size}x{size} (graft resizes the shorter side to {} and crops the centre); the graph normalises them",
                 preprocessing.resize
@@ -92,7 +90,7 @@ pub(super) fn student_graph(
     let output = Declared {
         name: "probabilities",
         element: data_type::FLOAT,
-        shape: vec![None, Some(classes)],
+        shape: vec![Dim::Dynamic("batch"), Dim::Fixed(classes)],
         doc: "class probabilities (softmax), in the order of the metadata's `classes`".to_owned(),
     };
     Ok(graph.finish("graft_student", &[declared_input], &[output]))
@@ -147,7 +145,6 @@ fn layer(graph: &mut Graph, layer: &Layer<'_>, x: Value) -> std::result::Result<
         }
         Layer::AvgPool(pool) => {
             let pads = padding_sides(&pool.padding, pool.kernel_size, pool.stride, height, width);
-            let include = pool.count_include_pad && !matches!(pool.padding, PaddingConfig2d::Valid);
             pool_node(
                 graph,
                 "AveragePool",
@@ -157,7 +154,7 @@ fn layer(graph: &mut Graph, layer: &Layer<'_>, x: Value) -> std::result::Result<
                 pads,
                 [1, 1],
                 pool.ceil_mode,
-                Some(include),
+                Some(pool.count_include_pad),
             )
         }
         Layer::AdaptiveAvgPool(pool) => {

@@ -6,18 +6,17 @@
 pub mod graph;
 pub mod image;
 pub mod proto;
+pub mod text;
 
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
-use burn::tensor::Device;
 use prost::Message;
 
 pub use self::image::ImageInput;
-use self::proto::{ModelProto, OperatorSetIdProto, StringStringEntryProto};
+use self::proto::{GraphProto, ModelProto, OperatorSetIdProto, StringStringEntryProto};
 use crate::error::{GraftError, Result};
-use crate::modality::Modality;
-use crate::train::student::{RunHeader, load_run, read_header};
+use crate::run::Student;
+use crate::train::student::RunHeader;
 
 /// The ONNX operator set the files use (onnxruntime 1.13 and tract read it).
 pub const OPSET: i64 = 17;
@@ -27,7 +26,7 @@ const IR_VERSION: i64 = 8;
 /// How to export.
 #[derive(Debug, Clone)]
 pub struct ExportOptions {
-    /// The file to write.
+    /// The file to write. A text student's `tokenizer.json` is written beside it.
     pub out: PathBuf,
     /// Image students: take 0-255 RGB pixels (uint8, channels last) at the teacher's size and
     /// normalise them in the graph, instead of the preprocessed float tensor.
@@ -39,49 +38,63 @@ pub struct ExportOptions {
 pub struct Exported {
     pub path: PathBuf,
     pub bytes: usize,
-    pub input: String,
+    /// The graph's inputs, in order.
+    pub inputs: Vec<String>,
     pub output: String,
     pub nodes: usize,
     pub parameters: usize,
+    /// The tokenizer written beside a text student's file.
+    pub tokenizer: Option<PathBuf>,
 }
 
-/// Writes the student in `run` as an ONNX file.
+/// Writes `student` as an ONNX file (and a text student's tokenizer beside it).
 ///
 /// # Errors
-/// A run that cannot be loaded, a layer ONNX cannot express at the student's input size, a
-/// text student (not exported yet), or a file that cannot be written.
-pub fn export_onnx(run: &Path, options: &ExportOptions) -> Result<Exported> {
-    let header = read_header(run)?;
-    if header.modality == Modality::Text {
-        return Err(GraftError::Invalid(format!(
-            "`{}` holds a text student; ONNX export covers image students so far",
-            run.display()
-        )));
-    }
-    let loaded = load_run(run, &Device::flex())?;
-    let student = loaded.student.valid();
-    let preprocessing = loaded.config.preprocessing.clone();
-    let input = if options.with_preprocessing { ImageInput::Rgb } else { ImageInput::Preprocessed };
-    let graph = image::student_graph(&student, &preprocessing, input, header.classes.len())?;
-    let mut metadata = common_metadata(&header);
-    metadata.push(("preprocessing", serde_json::to_string(&preprocessing).unwrap_or_default()));
-    metadata.push(("input", graph.input[0].doc_string.clone().unwrap_or_default()));
-    let summary = Exported {
-        path: options.out.clone(),
-        bytes: 0,
-        input: graph.input[0].name.clone().unwrap_or_default(),
-        output: graph.output[0].name.clone().unwrap_or_default(),
-        nodes: graph.node.len(),
-        parameters: graph.initializer.iter().map(|tensor| tensor.dims.iter().product::<i64>().max(1) as usize).sum(),
+/// A layer ONNX cannot express at the student's input size, `--with-preprocessing` for a text
+/// student, or a file that cannot be written.
+pub fn export_onnx(student: &Student, options: &ExportOptions) -> Result<Exported> {
+    let header = student.header();
+    let mut metadata = common_metadata(header);
+    let (graph, tokenizer) = if let Some(loaded) = student.image() {
+        let preprocessing = &loaded.config.preprocessing;
+        let input = if options.with_preprocessing { ImageInput::Rgb } else { ImageInput::Preprocessed };
+        let graph = image::student_graph(&loaded.student, preprocessing, input, header.classes.len())?;
+        metadata.push(("preprocessing", serde_json::to_string(preprocessing).unwrap_or_default()));
+        (graph, None)
+    } else {
+        let Some((text, encoder)) = student.text_parts() else {
+            unreachable!("a student is an image or a text student")
+        };
+        if options.with_preprocessing {
+            return Err(GraftError::Invalid(format!(
+                "`{}` holds a text student: `--with-preprocessing` is for image students (a text student's graph takes token ids; its tokenizer.json is written beside it)",
+                student.run_dir().display()
+            )));
+        }
+        let graph = text::student_graph(text, encoder)?;
+        let tokenizer = options.out.with_file_name("tokenizer.json");
+        encoder.tokenizer.save(&tokenizer)?;
+        metadata.push(("pooling", serde_json::to_string(&encoder.pooling).unwrap_or_default()));
+        metadata.push(("max_tokens", encoder.tokenizer.max_length().to_string()));
+        metadata.push(("tokenizer", "tokenizer.json".to_owned()));
+        (graph, Some(tokenizer))
     };
+    // Each input's description under its name (`input`, `rgb`, `input_ids`, ...).
+    let described: Vec<(String, String)> = graph
+        .input
+        .iter()
+        .map(|input| (input.name.clone().unwrap_or_default(), input.doc_string.clone().unwrap_or_default()))
+        .collect();
+    let summary = summary(&graph, options, tokenizer);
     let model = ModelProto {
         ir_version: Some(IR_VERSION),
         producer_name: Some("graft".to_owned()),
         producer_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
         model_version: Some(1),
         doc_string: Some(format!(
-            "A {} student of {} trained by graft: class probabilities for {} classes",
+            "A {} {} student of {} trained by graft: class probabilities for {} classes",
             header.strategy,
+            header.modality,
             header.teacher,
             header.classes.len()
         )),
@@ -89,13 +102,37 @@ pub fn export_onnx(run: &Path, options: &ExportOptions) -> Result<Exported> {
         opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(OPSET) }],
         metadata_props: metadata
             .into_iter()
-            .map(|(key, value)| StringStringEntryProto { key: Some(key.to_owned()), value: Some(value) })
+            .map(|(key, value)| (key.to_owned(), value))
+            .chain(described)
+            .map(|(key, value)| StringStringEntryProto { key: Some(key), value: Some(value) })
             .collect(),
         ..ModelProto::default()
     };
     let bytes = model.encode_to_vec();
     crate::fsutil::write_atomic(&options.out, &bytes)?;
     Ok(Exported { bytes: bytes.len(), ..summary })
+}
+
+/// Loads the student in `run` and exports it ([`export_onnx`]).
+///
+/// # Errors
+/// A run that cannot be loaded, or [`export_onnx`]'s.
+pub fn export_run(run: &Path, student: &crate::run::StudentOptions, options: &ExportOptions) -> Result<Exported> {
+    // The fused plan is for running; the export reads the network itself.
+    let student = Student::load(run, &crate::run::StudentOptions { fused_plan: false, ..student.clone() })?;
+    export_onnx(&student, options)
+}
+
+fn summary(graph: &GraphProto, options: &ExportOptions, tokenizer: Option<PathBuf>) -> Exported {
+    Exported {
+        path: options.out.clone(),
+        bytes: 0,
+        inputs: graph.input.iter().map(|input| input.name.clone().unwrap_or_default()).collect(),
+        output: graph.output[0].name.clone().unwrap_or_default(),
+        nodes: graph.node.len(),
+        parameters: graph.initializer.iter().map(|tensor| tensor.dims.iter().product::<i64>().max(1) as usize).sum(),
+        tokenizer,
+    }
 }
 
 /// What every exported student's metadata says, whichever the modality.

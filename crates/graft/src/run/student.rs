@@ -183,6 +183,16 @@ impl Student {
         }
     }
 
+    /// The text student's head and record with the encoder that computes its sentence features
+    /// (the teacher, with the student's trained layers where it fine-tuned them); `None` for an
+    /// image student.
+    pub fn text_parts(&self) -> Option<(&TextStudent, &TextTeacher)> {
+        match &self.held {
+            Held::Text { student, encoder } => Some((student, encoder)),
+            Held::Image { .. } => None,
+        }
+    }
+
     /// The `k` most probable classes of one probability row, most probable first.
     pub fn top_k(&self, probabilities: &[f32], k: usize) -> Vec<ClassScore> {
         top_k(probabilities, k, self.classes())

@@ -82,6 +82,19 @@ impl TextTokenizer {
         Ok(TextTokenizer { inner, max_length, file: path.to_owned() })
     }
 
+    /// Writes the tokenizer as graft runs it (padding off, truncation at [`Self::max_length`]) as
+    /// a `tokenizer.json` that Hugging Face's `tokenizers` reads.
+    ///
+    /// # Errors
+    /// A file that cannot be written.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let json = self
+            .inner
+            .to_string(true)
+            .map_err(|error| GraftError::Tokenizer { path: self.file.clone(), reason: error.to_string() })?;
+        crate::fsutil::write_atomic(path, json.as_bytes())
+    }
+
     /// The longest sequence the model takes, special tokens included.
     pub fn max_length(&self) -> usize {
         self.max_length

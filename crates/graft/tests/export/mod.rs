@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
-use graft::export::{ExportOptions, export_onnx};
+use graft::export::{ExportOptions, export_run};
 use graft::models::zoo;
 use graft::run::{Student as HeldStudent, StudentOptions};
 use graft::train::student::{RunConfig, RunHeader, Student, save_run};
@@ -153,20 +153,25 @@ fn check_run(run: &Path, name: &str, from_rgb: bool) {
     let size = preprocessing.input_size;
 
     let plain = run.join("student.onnx");
-    let exported = export_onnx(run, &ExportOptions { out: plain.clone(), with_preprocessing: false }).unwrap();
-    assert_eq!((exported.input.as_str(), exported.output.as_str()), ("input", "probabilities"));
+    let exported = export(run, &ExportOptions { out: plain.clone(), with_preprocessing: false }).unwrap();
+    assert_eq!((exported.inputs, exported.output.as_str()), (vec!["input".to_owned()], "probabilities"));
     let values: Vec<f32> =
         images.iter().flat_map(|image| graft::data::image::preprocess(image, preprocessing)).collect();
     let got = tract_probabilities(&plain, Tensor::from_shape(&[2, 3, size, size], &values).unwrap());
     let difference = largest_difference(&got, &want);
     assert!(difference <= TOLERANCE, "{name}: ONNX and graft differ by {difference}");
-    let kept = keep_for_onnxruntime(name, &plain, "input", &[2, 3, size, size], &float_bytes(&values), &want);
+    let kept = keep_for_onnxruntime(
+        name,
+        &plain,
+        &[Kept::new("input", "float32", &[2, 3, size, size], float_bytes(&values))],
+        &want,
+    );
     if !from_rgb {
         return;
     }
 
     let rgb = run.join("student-rgb.onnx");
-    export_onnx(run, &ExportOptions { out: rgb.clone(), with_preprocessing: true }).unwrap();
+    export(run, &ExportOptions { out: rgb.clone(), with_preprocessing: true }).unwrap();
     // The resized and cropped pixels, channels last, as bytes.
     let pixels: Vec<u8> = images
         .iter()
@@ -180,7 +185,12 @@ fn check_run(run: &Path, name: &str, from_rgb: bool) {
     let difference = largest_difference(&got, &want);
     assert!(difference <= TOLERANCE, "{name}, from RGB pixels: ONNX and graft differ by {difference}");
     if kept {
-        keep_for_onnxruntime(&format!("{name}-rgb"), &rgb, "rgb", &[2, size, size, 3], &pixels, &want);
+        keep_for_onnxruntime(
+            &format!("{name}-rgb"),
+            &rgb,
+            &[Kept::new("rgb", "uint8", &[2, size, size, 3], pixels)],
+            &want,
+        );
     }
 }
 
@@ -188,17 +198,43 @@ fn float_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|value| value.to_le_bytes()).collect()
 }
 
+/// Exports the student in `run` as the CLI does (offline: a text student's teacher is where it
+/// was trained from).
+fn export(run: &Path, options: &ExportOptions) -> graft::Result<graft::export::Exported> {
+    export_run(run, &StudentOptions { offline: true, ..StudentOptions::default() }, options)
+}
+
+/// One input of an exported graph as the onnxruntime check is given it.
+struct Kept {
+    name: &'static str,
+    dtype: &'static str,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl Kept {
+    fn new(name: &'static str, dtype: &'static str, shape: &[usize], bytes: Vec<u8>) -> Kept {
+        Kept { name, dtype, shape: shape.to_vec(), bytes }
+    }
+}
+
 /// With `GRAFT_ONNX_CHECK_DIR` set, moves the exported file there (`<dir>/<name>/student.onnx`)
-/// with its input (`input.bin`, raw little-endian) and graft's probabilities (`expected.json`),
-/// for `scripts/onnx/check_onnxruntime.py` to run through onnxruntime. Returns whether it did.
-fn keep_for_onnxruntime(name: &str, onnx: &Path, input: &str, shape: &[usize], bytes: &[u8], want: &[f32]) -> bool {
+/// with its inputs (`<input>.bin`, raw little-endian; names, types and shapes in
+/// `expected.json`) and graft's probabilities (`expected.json`), for
+/// `scripts/onnx/check_onnxruntime.py` to run through onnxruntime. Returns whether it did.
+fn keep_for_onnxruntime(name: &str, onnx: &Path, inputs: &[Kept], want: &[f32]) -> bool {
     let Some(root) = std::env::var_os("GRAFT_ONNX_CHECK_DIR") else { return false };
     let dir = PathBuf::from(root).join(name);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::rename(onnx, dir.join("student.onnx")).unwrap();
-    std::fs::write(dir.join("input.bin"), bytes).unwrap();
-    let element = if input == "rgb" { "uint8" } else { "float32" };
-    let expected = serde_json::json!({"input": input, "shape": shape, "dtype": element, "probabilities": want});
+    let declared: Vec<serde_json::Value> = inputs
+        .iter()
+        .map(|input| {
+            std::fs::write(dir.join(format!("{}.bin", input.name)), &input.bytes).unwrap();
+            serde_json::json!({"name": input.name, "shape": input.shape, "dtype": input.dtype})
+        })
+        .collect();
+    let expected = serde_json::json!({"inputs": declared, "probabilities": want});
     std::fs::write(dir.join("expected.json"), expected.to_string()).unwrap();
     true
 }
@@ -247,12 +283,154 @@ fn export_every_zoo_teacher() {
 fn export_errors_name_the_run() {
     let dir = temp_dir("export-errors");
     let out = ExportOptions { out: dir.join("student.onnx"), with_preprocessing: false };
-    let message = export_onnx(&dir.join("missing"), &out).unwrap_err().to_string();
+    let message = export(&dir.join("missing"), &out).unwrap_err().to_string();
     assert!(message.contains("missing/graft.json"), "{message}");
-    std::fs::create_dir_all(dir.join("text")).unwrap();
-    std::fs::write(dir.join("text/graft.json"), r#"{"graft_version": "0.1.0", "modality": "text", "teacher": "all_minilm_l6_v2", "teacher_weights_sha256": "", "strategy": "deep", "classes": ["a", "b"], "seed": 1, "data": "", "metrics": null}"#).unwrap();
-    let message = export_onnx(&dir.join("text"), &out).unwrap_err().to_string();
-    assert!(message.contains("holds a text student") && message.contains("text"), "{message}");
     assert!(!dir.join("student.onnx").exists());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Labelled texts of two topics, alternating.
+fn two_topics(count: usize) -> graft::text::TextDataset {
+    use graft::text::data::TextItem;
+    graft::text::TextDataset {
+        classes: vec!["animals".into(), "food".into()],
+        items: (0..count)
+            .map(|i| TextItem {
+                text: if i % 2 == 0 {
+                    format!("the dog chased the fox across field {i}")
+                } else {
+                    format!("we ate bread and soup at dinner {i}")
+                },
+                label: i % 2,
+                location: format!("row {i}"),
+            })
+            .collect(),
+        skipped: Vec::new(),
+    }
+}
+
+/// Trains a text student of `teacher` on two topics into `out`.
+fn train_text_student(teacher: &graft::text::TextTeacher, strategy: Strategy, out: &Path) {
+    use graft::text::{TextTrainOptions, train_text};
+    let options = TextTrainOptions {
+        strategy,
+        epochs: 2,
+        learning_rate: 0.05,
+        batch_size: 6,
+        seed: 5,
+        out: out.to_owned(),
+        cache_dir: out.with_extension("cache"),
+        ..TextTrainOptions::default()
+    };
+    train_text(teacher, &two_topics(20), None, &options, &Device::flex(), &graft::train::Silent).unwrap();
+}
+
+/// Texts of different lengths (a batch padded to the longest), one of them longer than the
+/// teacher reads (cut, as graft cuts it).
+fn probe_texts(limit: usize) -> Vec<String> {
+    vec![
+        "a fox".to_owned(),
+        "soup and bread for dinner tonight".to_owned(),
+        "the quick brown fox jumps over the lazy dog ".repeat(limit / 4),
+    ]
+}
+
+/// Exports the text student in `run` and checks it in tract against graft's predictions on
+/// [`probe_texts`], tokenized by the `tokenizer.json` written beside the file.
+fn check_text_run(run: &Path, name: &str) {
+    let held = HeldStudent::load(run, &StudentOptions { offline: true, ..StudentOptions::default() }).unwrap();
+    let (_, encoder) = held.text_parts().unwrap();
+    let texts = probe_texts(encoder.tokenizer.max_length());
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let (rows, truncated) = held.predict_texts(&refs).unwrap();
+    assert_eq!(truncated, 1, "{name}: the long text is cut");
+    let want = rows.concat();
+    assert!(largest_difference(&rows[0], &rows[1]) > 10.0 * TOLERANCE, "{name}: the texts' rows agree: {want:?}");
+
+    let path = run.join("export").join("student.onnx");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let exported = export(run, &ExportOptions { out: path.clone(), with_preprocessing: false }).unwrap();
+    assert_eq!(exported.inputs, ["input_ids", "attention_mask", "token_type_ids"]);
+    // The tokenizer beside the file tokenizes as graft does, the long text cut at graft's limit.
+    let tokenizer_path = exported.tokenizer.unwrap();
+    assert_eq!(tokenizer_path, run.join("export").join("tokenizer.json"));
+    let limit = encoder.tokenizer.max_length();
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&tokenizer_path).unwrap()).unwrap();
+    assert_eq!(
+        (json["truncation"]["max_length"].as_u64(), &json["padding"]),
+        (Some(limit as u64), &serde_json::Value::Null)
+    );
+    let written = graft::text::TextTokenizer::from_file(&tokenizer_path, limit).unwrap();
+    let encoded = written.encode(&refs).unwrap();
+    assert_eq!(encoded, encoder.tokenizer.encode(&refs).unwrap(), "{name}: the written tokenizer differs");
+    let batch = graft::text::bert::TokenBatch::pad(&encoded.iter().collect::<Vec<_>>());
+    let shape = [batch.rows, batch.length];
+    let mask: Vec<i64> = batch.mask.iter().map(|&m| m as i64).collect();
+
+    let model = tract_onnx::onnx()
+        .model_for_path(&path)
+        .unwrap_or_else(|error| panic!("tract cannot read {}: {error:?}", path.display()))
+        .into_optimized()
+        .unwrap_or_else(|error| panic!("tract cannot optimise {}: {error:?}", path.display()))
+        .into_runnable()
+        .unwrap();
+    let inputs =
+        [&batch.ids, &mask, &batch.type_ids].map(|values| Tensor::from_shape(&shape, values).unwrap().into_tvalue());
+    let outputs = model.run(inputs.into_iter().collect()).unwrap();
+    let got: Vec<f32> = outputs[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect();
+    let difference = largest_difference(&got, &want);
+    assert!(difference <= TOLERANCE, "{name}: ONNX and graft differ by {difference}");
+    let as_bytes = |values: &[i64]| values.iter().flat_map(|value| value.to_le_bytes()).collect::<Vec<u8>>();
+    keep_for_onnxruntime(
+        name,
+        &path,
+        &[
+            Kept::new("input_ids", "int64", &shape, as_bytes(&batch.ids)),
+            Kept::new("attention_mask", "int64", &shape, as_bytes(&mask)),
+            Kept::new("token_type_ids", "int64", &shape, as_bytes(&batch.type_ids)),
+        ],
+        &want,
+    );
+}
+
+/// Text students export: a fully fine-tuned tiny BERT (its trained layers in the graph, mean
+/// pooling), a `deep` one over the same BERT set to pool its `[CLS]` state, and a `deep`
+/// all-MiniLM-L6-v2 student with its real weights when they are at hand (CI fetches them).
+#[test]
+fn text_students_export_and_agree_in_tract() {
+    let device = Device::flex();
+    let dir = temp_dir("export-text");
+    let tiny = repo("crates/graft/tests/fixtures/tiny-bert");
+    let teacher = graft::text::TextTeacher::from_directory(None, &tiny, &device).unwrap().0;
+    train_text_student(&teacher, Strategy::Full, &dir.join("tiny-full"));
+    check_text_run(&dir.join("tiny-full"), "tiny-bert-full");
+
+    let cls = dir.join("tiny-bert-cls");
+    std::fs::create_dir_all(cls.join("1_Pooling")).unwrap();
+    for file in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(tiny.join(file), cls.join(file)).unwrap();
+    }
+    std::fs::write(
+        cls.join("1_Pooling/config.json"),
+        r#"{"pooling_mode_cls_token": true, "pooling_mode_mean_tokens": false, "pooling_mode_max_tokens": false}"#,
+    )
+    .unwrap();
+    let teacher = graft::text::TextTeacher::from_directory(None, &cls, &device).unwrap().0;
+    assert_eq!(teacher.pooling, graft::text::Pooling::Cls);
+    train_text_student(&teacher, Strategy::Deep, &dir.join("tiny-cls"));
+    check_text_run(&dir.join("tiny-cls"), "tiny-bert-cls-deep");
+
+    if let Some(minilm) = crate::text::minilm_directory() {
+        let teacher = graft::text::TextTeacher::from_directory(Some("all_minilm_l6_v2"), &minilm, &device).unwrap().0;
+        train_text_student(&teacher, Strategy::Deep, &dir.join("minilm"));
+        check_text_run(&dir.join("minilm"), "all-minilm-l6-v2-deep");
+    } else {
+        eprintln!("all-MiniLM-L6-v2 skipped: not at hand (scripts/fetch-test-assets.sh fetches it; CI does)");
+    }
+
+    // A text student's graph takes token ids: no pixel form.
+    let out = ExportOptions { out: dir.join("rgb.onnx"), with_preprocessing: true };
+    let message = export(&dir.join("tiny-cls"), &out).unwrap_err().to_string();
+    assert!(message.contains("text student") && message.contains("--with-preprocessing"), "{message}");
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -64,7 +64,7 @@ fn tiny_bert_matches_transformers() {
 
 /// The all-MiniLM-L6-v2 directory: `GRAFT_TEST_MINILM`, or where `scripts/fetch-test-assets.sh`
 /// puts it. It is 90 MB from PyPI, so it is not in the repository; CI fetches it.
-fn minilm_directory() -> Option<PathBuf> {
+pub(crate) fn minilm_directory() -> Option<PathBuf> {
     match std::env::var_os("GRAFT_TEST_MINILM") {
         Some(directory) => {
             let directory = PathBuf::from(directory);
