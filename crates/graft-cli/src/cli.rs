@@ -76,6 +76,8 @@ pub enum Command {
     /// teach new students, `train --weights`, or stand as another network in `audit
     /// --fingerprint --weights`).
     Export(ExportArgs),
+    /// Serve trained students over HTTP: POST /v1/predict, GET /v1/model, /healthz, /metrics.
+    Serve(ServeArgs),
     /// Measure teacher inference and training steps (images per second) on this machine.
     Bench(BenchArgs),
     /// List the teachers graft knows (with `--blocks`, each one's block names).
@@ -189,6 +191,43 @@ pub struct ExportArgs {
     /// normalise them in the graph, instead of the preprocessed float tensor.
     #[arg(long)]
     pub with_preprocessing: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The run directory of the student to serve (the default student: `/v1/predict`).
+    #[arg(required_unless_present = "student")]
+    pub run: Option<PathBuf>,
+    /// More students, as NAME=RUN, each at `/v1/students/NAME/predict` (the first is the default
+    /// when no RUN is given).
+    #[arg(long, value_name = "NAME=RUN")]
+    pub student: Vec<String>,
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Inputs per forward pass at most: requests that arrive together share one.
+    #[arg(long, default_value_t = graft_serve::ServeOptions::default().max_batch)]
+    pub max_batch: usize,
+    /// Milliseconds an idle worker waits for more requests after one arrives.
+    #[arg(long, default_value_t = graft_serve::ServeOptions::default().batch_window.as_millis() as u64)]
+    pub batch_window_ms: u64,
+    /// Prediction requests that may wait per student; more are answered 503 with Retry-After.
+    #[arg(long, default_value_t = graft_serve::ServeOptions::default().queue_capacity)]
+    pub queue: usize,
+    /// The largest request body in MiB (413 above).
+    #[arg(long, default_value_t = (graft_serve::ServeOptions::default().max_body_bytes >> 20) as u64)]
+    pub max_body_mib: u64,
+    /// Images or texts per request at most (413 above).
+    #[arg(long, default_value_t = graft_serve::ServeOptions::default().max_inputs)]
+    pub max_inputs: usize,
+    /// Open connections at most; more are answered 503.
+    #[arg(long, default_value_t = graft_serve::ServeOptions::default().max_connections)]
+    pub max_connections: usize,
+    /// Seconds a client may take to send a request's headers, and its body (408 after).
+    #[arg(long, default_value_t = graft_serve::ServeOptions::default().read_timeout.as_secs())]
+    pub read_timeout: u64,
 }
 
 /// How to train: strategy, head, optimisation, data handling.

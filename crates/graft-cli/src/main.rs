@@ -24,15 +24,18 @@ fn main() -> std::process::ExitCode {
     allocator::keep_freed_memory();
     end_quietly_on_a_closed_pipe();
     let cli = Cli::parse();
-    // A second Ctrl-C quits at once; the checkpoint on disk is whole either way.
-    let handler = ctrlc::set_handler(|| {
-        if INTERRUPT.request() {
-            std::process::exit(INTERRUPTED.into());
+    // A second Ctrl-C quits at once; the checkpoint on disk is whole either way. `serve` drains
+    // its requests on Ctrl-C and SIGTERM itself.
+    if !matches!(cli.command, Command::Serve(_)) {
+        let handler = ctrlc::set_handler(|| {
+            if INTERRUPT.request() {
+                std::process::exit(INTERRUPTED.into());
+            }
+            eprintln!("\nstopping at the next batch (Ctrl-C again to quit at once)");
+        });
+        if let Err(error) = handler {
+            eprintln!("warning: Ctrl-C will stop graft at once, not at the next batch: {error}");
         }
-        eprintln!("\nstopping at the next batch (Ctrl-C again to quit at once)");
-    });
-    if let Err(error) = handler {
-        eprintln!("warning: Ctrl-C will stop graft at once, not at the next batch: {error}");
     }
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -96,6 +99,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Embed(args) => commands::embed::run(args, &settings),
         Command::Convert(args) => commands::convert::run(args, &settings),
         Command::Export(args) => commands::export::run(args, &settings),
+        Command::Serve(args) => commands::serve::run(args, &settings),
         Command::Bench(args) => commands::bench::run(args, &settings),
         Command::Teachers(args) => commands::teachers::run(args, &settings),
         Command::Audit(args) => commands::audit::run(args, &settings),

@@ -227,6 +227,64 @@ error: none of the 1 images could be read
     );
 }
 
+/// `graft serve` as a process: it prints where it listens, answers a prediction as `predict`
+/// does, and on SIGTERM answers the request in flight and exits 0.
+fn serve_answers_then_drains_on_sigterm(run: &Path, cache: &Path, images: &Path) {
+    use graft_serve::client::{multipart, request};
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_graft"))
+        .args(["serve", run.to_str().unwrap(), "--port", "0", "--quiet"])
+        .env("GRAFT_CACHE_DIR", cache)
+        .env("GRAFT_OFFLINE", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let address: std::net::SocketAddr = line
+        .strip_prefix("listening on http://")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{line}"))
+        .parse()
+        .unwrap();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(images).unwrap().map(|entry| entry.unwrap().path()).collect();
+    files.sort();
+    let bag = std::fs::read(&files[0]).unwrap();
+    let answer = request(address, "POST", "/v1/predict?top_k=1", &[("content-type", "image/png")], &bag).unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let out = graft(&[
+        "predict",
+        "--student",
+        run.to_str().unwrap(),
+        files[0].to_str().unwrap(),
+        "--json",
+        "--top",
+        "1",
+        "--quiet",
+    ]);
+    let local: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let served = answer.json();
+    assert_eq!(served["predictions"][0]["top"][0]["label"], local[0]["top"][0]["label"]);
+    let (served, local) = (&served["predictions"][0]["top"][0]["probability"], &local[0]["top"][0]["probability"]);
+    assert!((served.as_f64().unwrap() - local.as_f64().unwrap()).abs() < 1e-5, "{served} vs {local}");
+
+    // A large request in flight when SIGTERM comes: answered, then the process exits 0.
+    let parts: Vec<(&str, &[u8])> = (0..64).map(|_| ("bag.png", bag.as_slice())).collect();
+    let (content_type, body) = multipart(&parts);
+    let in_flight = std::thread::spawn(move || {
+        request(address, "POST", "/v1/predict", &[("content-type", content_type.as_str())], &body).unwrap()
+    });
+    while !request(address, "GET", "/metrics", &[], &[]).unwrap().text().contains("graft_batch_size_count 2") {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let answer = in_flight.join().unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.json()["predictions"].as_array().unwrap().len(), 64);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
 /// A small labelled folder: `per_class` images of three classes of the bundled sample.
 fn small_data(dir: &Path, split: &str, per_class: usize) -> PathBuf {
     let root = dir.join(split);
@@ -376,6 +434,8 @@ error: dropout is set for a text encoder's fine-tune; an image student's dropout
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines[0], "path,rank,class_index,label,probability");
     assert_eq!(lines.len(), 5);
+
+    serve_answers_then_drains_on_sigterm(&run, &cache, &test.join("Bag"));
 
     let out = with_cache(&["eval", dir.join("no-such-run").to_str().unwrap(), "--data", test.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));

@@ -10,6 +10,7 @@ pub mod eval;
 pub mod export;
 pub mod harden;
 pub mod predict;
+pub mod serve;
 pub mod teachers;
 pub mod train;
 

@@ -49,10 +49,38 @@ pub fn load_rgb_at_least(path: &Path, min_side: u32) -> Result<RgbImage> {
 
 /// [`load_rgb_at_least`] on a file's bytes; `path` names it in errors.
 pub fn decode_rgb_at_least(path: &Path, bytes: &[u8], min_side: u32) -> Result<RgbImage> {
+    refuse_truncated_jpeg(path, bytes)?;
     match decode_jpeg_reduced(bytes, min_side) {
         Some(image) => Ok(image),
         None => decode_rgb(path, bytes),
     }
+}
+
+/// Whether `bytes` are a JPEG cut short: no end-of-image marker after its last start-of-scan.
+/// The JPEG decoders fill what is missing with grey and carry on (as browsers draw a partial
+/// image); graft refuses such a file, as Pillow does by default, rather than learn from or
+/// predict on an image that is part grey. Entropy-coded data cannot hold either marker (a 0xFF
+/// byte there is followed by 0x00 or a restart marker), so the last start-of-scan is the main
+/// image's last scan, after any thumbnail in its metadata.
+fn refuse_truncated_jpeg(path: &Path, bytes: &[u8]) -> Result<()> {
+    if truncated_jpeg(bytes) {
+        return Err(GraftError::Image {
+            path: path.to_owned(),
+            reason: "a truncated JPEG: its last scan has no end-of-image marker (the file was cut short)".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+fn truncated_jpeg(bytes: &[u8]) -> bool {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return false;
+    }
+    let Some(scan) = bytes.windows(2).rposition(|pair| pair == [0xFF, 0xDA]) else {
+        // No scan at all: the decoders say what is wrong.
+        return false;
+    };
+    !bytes[scan..].windows(2).any(|pair| pair == [0xFF, 0xD9])
 }
 
 /// The reduced decode of [`decode_rgb_at_least`], or `None` where it does not apply: not a
@@ -100,12 +128,20 @@ fn reduced_eighths(shorter: u32, min_side: u32) -> Option<u32> {
     [1, 2, 4].into_iter().find(|eighths| (shorter * eighths).div_ceil(8) >= min_side.max(1))
 }
 
+/// The width and height an encoded image's header declares, read without decoding the pixels;
+/// `None` where the bytes are no image graft reads or the header is damaged. A server checks an
+/// upload's size with it before queueing its decode.
+pub fn declared_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().ok()?.into_dimensions().ok()
+}
+
 /// [`load_rgb`] on a file's bytes; `path` names it in errors.
 pub fn decode_rgb(path: &Path, bytes: &[u8]) -> Result<RgbImage> {
     let bad = |reason: String| GraftError::Image { path: path.to_owned(), reason };
     if bytes.is_empty() {
         return Err(bad("the file is empty".into()));
     }
+    refuse_truncated_jpeg(path, bytes)?;
     let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes));
     reader = reader.with_guessed_format().map_err(|source| GraftError::Io { path: path.to_owned(), source })?;
     if reader.format().is_none() {
@@ -390,6 +426,24 @@ mod tests {
         match decode_rgb_at_least(Path::new("broken.jpg"), &broken, 16) {
             Err(error) => assert!(error.to_string().contains("broken.jpg"), "{error}"),
             Ok(decoded) => assert_eq!(decoded.dimensions(), (80, 40), "decoded as far as it goes, reduced"),
+        }
+    }
+
+    /// A JPEG cut short is refused by both decoders (they would fill the rest with grey); the
+    /// whole file, and one with bytes after its end marker, decode.
+    #[test]
+    fn a_truncated_jpeg_is_refused() {
+        let image = RgbImage::from_fn(64, 48, |x, y| Rgb([(x * 4) as u8, (y * 5) as u8, 90]));
+        let whole = jpeg(&image);
+        let path = Path::new("cut.jpg");
+        assert!(decode_rgb(path, &whole).is_ok() && decode_rgb_at_least(path, &whole, 16).is_ok());
+        let mut trailing = whole.clone();
+        trailing.extend_from_slice(b"camera maker's trailer");
+        assert!(decode_rgb(path, &trailing).is_ok());
+        let cut = &whole[..whole.len() * 2 / 3];
+        for result in [decode_rgb(path, cut), decode_rgb_at_least(path, cut, 16)] {
+            let message = result.unwrap_err().to_string();
+            assert!(message.contains("cut.jpg") && message.contains("truncated JPEG"), "{message}");
         }
     }
 
