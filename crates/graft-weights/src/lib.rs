@@ -79,19 +79,39 @@ pub fn write_safetensors(path: &Path, tensors: &TensorMap) -> Result<()> {
         .map_err(|source| WeightsError::Write { path: path.to_owned(), source })
 }
 
-/// Writes `path` so that a reader never sees half of it: `write` fills a temporary file with a
-/// unique name beside `path`, which then replaces `path` in one rename. On an error the
-/// temporary file is removed and whatever was at `path` stays as it was.
+/// Writes `path` so that a reader never sees half of it, even after a crash or a power cut:
+/// `write` fills a temporary file with a unique name beside `path`, which is flushed to disk and
+/// then replaces `path` in one rename, and the folder is flushed so that the rename lasts. On an
+/// error the temporary file is removed and whatever was at `path` stays as it was. The file gets
+/// the permissions any new file gets (0666 less the umask), as other tools' outputs do.
 pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> std::io::Result<()>) -> std::io::Result<()> {
     let parent = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
     std::fs::create_dir_all(parent)?;
-    let temporary = tempfile::Builder::new().prefix(".graft-").suffix(".partial").tempfile_in(parent)?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".graft-").suffix(".partial");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // The mode a file is created with passes through the umask, as `open(2)` applies it.
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let temporary = builder.tempfile_in(parent)?;
     write(temporary.path())?;
+    std::fs::File::open(temporary.path())?.sync_all()?;
     temporary.persist(path).map_err(|error| error.error)?;
+    sync_folder(parent);
     Ok(())
+}
+
+/// Flushes a folder's entries (a rename in it) to disk, where the platform can.
+pub fn sync_folder(folder: &Path) {
+    // Windows cannot open a folder as a file; there the rename's own durability is the system's.
+    if let Ok(handle) = std::fs::File::open(folder) {
+        let _ = handle.sync_all();
+    }
 }
 
 /// Converts any supported weight file into safetensors; returns the tensors written.

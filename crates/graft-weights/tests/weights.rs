@@ -98,3 +98,25 @@ fn convert_writes_safetensors_that_read_back_identically() {
     }
     std::fs::remove_dir_all(&directory).unwrap();
 }
+
+/// Files graft writes get the permissions any new file gets under the process's umask (they
+/// were 0600 whatever the umask, as temporary files are).
+#[cfg(target_os = "linux")]
+#[test]
+fn atomic_writes_honour_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let umask = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Umask:"))
+        .map(|value| u32::from_str_radix(value.trim(), 8).unwrap())
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("graft-umask-{}", std::process::id()));
+    let path = dir.join("out.bin");
+    graft_weights::write_atomic(&path, |temporary| std::fs::write(temporary, b"bytes")).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o666 & !umask, "umask {umask:o}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"bytes");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temporary file left beside it");
+    std::fs::remove_dir_all(dir).unwrap();
+}
