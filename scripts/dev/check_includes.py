@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Checks that every file a crate's code includes at build time (`include_bytes!`,
-`include_str!`) is in that crate's package (`cargo package --list`): CI packages the large crates
+"""Checks that every file the named crates' code includes at build time (`include_bytes!`,
+`include_str!`) is in that crate's package (`cargo package --list`): CI packages these crates
 without building them from the package, and this is what such a build would find missing.
 
-    python3 scripts/dev/check_includes.py
+    python3 scripts/dev/check_includes.py graft graft-serve graft-cli
 """
 
 import pathlib
@@ -18,8 +18,13 @@ def main() -> None:
     root = pathlib.Path(__file__).resolve().parents[2]
     missing = []
     checked = 0
-    for manifest in sorted(root.glob("crates/*/Cargo.toml")):
-        crate = manifest.parent
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    for name in sys.argv[1:]:
+        crate = root / "crates" / name
+        manifest = crate / "Cargo.toml"
+        if not manifest.is_file():
+            sys.exit(f"no crate `{name}` under crates/")
         listed = subprocess.run(
             ["cargo", "package", "--list", "--allow-dirty", "--manifest-path", str(manifest)],
             check=True, capture_output=True, text=True, cwd=root,
