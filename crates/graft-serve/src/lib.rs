@@ -197,10 +197,14 @@ impl Server {
         drop(listener);
         let drained = tokio::time::timeout(options.drain_timeout, graceful.shutdown()).await.is_ok();
         drop(router);
-        // The workers end once every queue handle is gone and their queues are empty.
         drop(app);
-        for worker in workers {
-            let _ = tokio::task::spawn_blocking(move || worker.join()).await;
+        if drained {
+            // The workers end once every queue handle is gone (the connections' are, with the
+            // connections) and their queues are empty. After a drain that timed out, connections
+            // still hold handles: the workers are left to the process's exit, not waited for.
+            for worker in workers {
+                let _ = tokio::task::spawn_blocking(move || worker.join()).await;
+            }
         }
         Ok(Stopped { drained })
     }
