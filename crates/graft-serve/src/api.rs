@@ -61,6 +61,16 @@ impl Failure {
     fn new(status: StatusCode, message: impl Into<String>) -> Failure {
         Failure { status, body: json!({ "error": message.into() }), retry_after: false }
     }
+
+    /// 400 for inputs that cannot be used: the message, and each such input's entry
+    /// ([`input_error`]).
+    fn bad_inputs(message: String, inputs: Vec<Value>) -> Failure {
+        Failure {
+            status: StatusCode::BAD_REQUEST,
+            body: json!({ "error": message, "inputs": inputs }),
+            retry_after: false,
+        }
+    }
 }
 
 impl IntoResponse for Failure {
@@ -236,12 +246,7 @@ async fn predict(app: &App, name: Option<&str>, query: Option<&str>, request: Re
         .collect();
     if !unreadable.is_empty() {
         let message = format!("{} of {count} inputs could not be read", unreadable.len());
-        let failure = Failure {
-            status: StatusCode::BAD_REQUEST,
-            body: json!({ "error": message, "inputs": unreadable }),
-            retry_after: false,
-        };
-        return Err(reject(Reason::BadInput, failure));
+        return Err(reject(Reason::BadInput, Failure::bad_inputs(message, unreadable)));
     }
     let classes = endpoint.student.classes().len();
     let top_k = top_k.unwrap_or(5).clamp(1, classes);
@@ -302,11 +307,7 @@ fn check_sizes(images: &[Vec<u8>], names: &[Option<String>], max_pixels: u64) ->
         return Ok(());
     }
     let message = format!("{} of {} inputs are too large to decode", refused.len(), images.len());
-    Err(Failure {
-        status: StatusCode::BAD_REQUEST,
-        body: json!({ "error": message, "inputs": refused }),
-        retry_after: false,
-    })
+    Err(Failure::bad_inputs(message, refused))
 }
 
 type Rejection = (Reason, Failure);

@@ -52,7 +52,7 @@ pub fn decode_rgb_at_least(path: &Path, bytes: &[u8], min_side: u32) -> Result<R
     refuse_truncated_jpeg(path, bytes)?;
     match decode_jpeg_reduced(bytes, min_side) {
         Some(image) => Ok(image),
-        None => decode_rgb(path, bytes),
+        None => decode_whole(path, bytes),
     }
 }
 
@@ -137,11 +137,16 @@ pub fn declared_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
 
 /// [`load_rgb`] on a file's bytes; `path` names it in errors.
 pub fn decode_rgb(path: &Path, bytes: &[u8]) -> Result<RgbImage> {
+    refuse_truncated_jpeg(path, bytes)?;
+    decode_whole(path, bytes)
+}
+
+/// [`decode_rgb`] once a JPEG is known whole.
+fn decode_whole(path: &Path, bytes: &[u8]) -> Result<RgbImage> {
     let bad = |reason: String| GraftError::Image { path: path.to_owned(), reason };
     if bytes.is_empty() {
         return Err(bad("the file is empty".into()));
     }
-    refuse_truncated_jpeg(path, bytes)?;
     let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes));
     reader = reader.with_guessed_format().map_err(|source| GraftError::Io { path: path.to_owned(), source })?;
     if reader.format().is_none() {

@@ -59,6 +59,15 @@ impl Graph {
         name
     }
 
+    /// `x W + b` on a `[batch, inputs]` tensor (`Gemm`): `weight` row-major `[inputs, outputs]`
+    /// (burn's `Linear` layout), `bias` of `outputs` values.
+    pub fn gemm(&mut self, x: &str, inputs: usize, weight: &[f32], bias: &[f32]) -> String {
+        let outputs = bias.len();
+        let weight = self.constant("weight", &[inputs, outputs], weight);
+        let bias = self.constant("bias", &[outputs], bias);
+        self.node("Gemm", &[x, &weight, &bias], vec![float("alpha", 1.0), float("beta", 1.0)])
+    }
+
     /// A node of `op` on `inputs` with one output, whose name it returns.
     pub fn node(&mut self, op: &str, inputs: &[&str], attributes: Vec<AttributeProto>) -> String {
         let output = self.fresh(&op.to_lowercase());

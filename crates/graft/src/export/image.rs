@@ -4,7 +4,7 @@
 //! through the layers at the student's input size, since `same` padding and adaptive pooling
 //! depend on it; the batch axis stays dynamic.
 
-use super::graph::{Declared, Dim, Graph, float, int, ints};
+use super::graph::{Declared, Dim, Graph, int, ints};
 use super::proto::data_type;
 use crate::backend::fused::folded;
 use crate::backend::ops::padding_sides;
@@ -286,9 +286,7 @@ fn gemm(graph: &mut Graph, linear: &burn::nn::Linear, x: &str) -> Result<String>
         Some(bias) => crate::tensor::host_values::<f32>(bias.val().into_data())?,
         None => vec![0.0; outputs],
     };
-    let weight = graph.constant("weight", &[inputs, outputs], &weight);
-    let bias = graph.constant("bias", &[outputs], &bias);
-    Ok(graph.node("Gemm", &[x, &weight, &bias], vec![float("alpha", 1.0), float("beta", 1.0)]))
+    Ok(graph.gemm(x, inputs, &weight, &bias))
 }
 
 fn pair(values: [usize; 2]) -> [i64; 2] {

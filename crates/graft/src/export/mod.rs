@@ -55,16 +55,7 @@ pub struct Exported {
 pub fn export_onnx(student: &Student, options: &ExportOptions) -> Result<Exported> {
     let header = student.header();
     let mut metadata = common_metadata(header);
-    let (graph, tokenizer) = if let Some(loaded) = student.image() {
-        let preprocessing = &loaded.config.preprocessing;
-        let input = if options.with_preprocessing { ImageInput::Rgb } else { ImageInput::Preprocessed };
-        let graph = image::student_graph(&loaded.student, preprocessing, input, header.classes.len())?;
-        metadata.push(("preprocessing", serde_json::to_string(preprocessing).unwrap_or_default()));
-        (graph, None)
-    } else {
-        let Some((text, encoder)) = student.text_parts() else {
-            unreachable!("a student is an image or a text student")
-        };
+    let (graph, tokenizer) = if let Some((text, encoder)) = student.text_parts() {
         if options.with_preprocessing {
             return Err(GraftError::Invalid(format!(
                 "`{}` holds a text student: `--with-preprocessing` is for image students (a text student's graph takes token ids; its tokenizer.json is written beside it)",
@@ -78,6 +69,13 @@ pub fn export_onnx(student: &Student, options: &ExportOptions) -> Result<Exporte
         metadata.push(("max_tokens", encoder.tokenizer.max_length().to_string()));
         metadata.push(("tokenizer", "tokenizer.json".to_owned()));
         (graph, Some(tokenizer))
+    } else {
+        let loaded = student.image().expect("a student that is not a text student is an image student");
+        let preprocessing = &loaded.config.preprocessing;
+        let input = if options.with_preprocessing { ImageInput::Rgb } else { ImageInput::Preprocessed };
+        let graph = image::student_graph(&loaded.student, preprocessing, input, header.classes.len())?;
+        metadata.push(("preprocessing", serde_json::to_string(preprocessing).unwrap_or_default()));
+        (graph, None)
     };
     // Each input's description under its name (`input`, `rgb`, `input_ids`, ...).
     let described: Vec<(String, String)> = graph

@@ -58,10 +58,8 @@ pub(super) fn student_graph(student: &TextStudent, encoder: &TextTeacher) -> Res
     let floor = graph.constant("floor", &[], &[1e-12]);
     let norm = graph.node("Max", &[&norm, &floor], vec![]);
     let features = graph.node("Div", &[&pooled, &norm], vec![]);
-    let (dim, classes) = (student.config.feature_dim, student.config.header.classes.len());
-    let weight = graph.constant("head_weight", &[dim, classes], &student.weight);
-    let head_bias = graph.constant("head_bias", &[classes], &student.bias);
-    let logits = graph.node("Gemm", &[&features, &weight, &head_bias], vec![float("alpha", 1.0), float("beta", 1.0)]);
+    let classes = student.config.header.classes.len();
+    let logits = graph.gemm(&features, student.config.feature_dim, &student.weight, &student.bias);
     graph.node_into("Softmax", &[&logits], vec![int("axis", 1)], "probabilities");
 
     let limit = encoder.tokenizer.max_length();
