@@ -27,7 +27,8 @@ pub fn run(args: &ServeArgs, settings: &Settings) -> anyhow::Result<()> {
     }
     let mut students = Vec::with_capacity(runs.len());
     for (name, run) in runs {
-        let student = Student::load(&run, &settings.student_options(32))?;
+        // A pass the worker gathers (up to `--max-batch` inputs) goes through the network whole.
+        let student = Student::load(&run, &settings.student_options(args.max_batch.max(1)))?;
         let header = student.header();
         settings.log(format!(
             "student `{name}`: a {} {} student of {} ({} classes) from {}",
