@@ -1,11 +1,14 @@
-"""Writes the three hostile checkpoints of issue #13 into a folder, as anyone could make them in a
-few lines of Python (standard library only), then times `graft convert` on each and reports its
-peak memory (GNU time). docs/RELIABILITY.md records the output.
+"""Writes hostile weight files into a folder, as anyone could make them in a few lines of Python
+(standard library only): the three of issue #13 and the work-bounding shapes of issue #36. Then
+times `graft convert` on each and reports its peak memory (GNU time). docs/RELIABILITY.md records
+the output. `--graft` may be the reader alone, built in seconds:
 
-    python3 scripts/reliability/hostile_files.py [--graft target/debug/graft] [--out /tmp/hostile]
+    cargo build --release -p graft-weights --example convert
+    python3 scripts/reliability/hostile_files.py --graft target/release/examples/convert [--out /tmp/hostile]
 """
 import argparse
 import io
+import struct
 import pathlib
 import pickle
 import re
@@ -38,6 +41,43 @@ def files():
     body = b"\x80\x02](X" + (1 << 20).to_bytes(4, "little") + b"x" * (1 << 20) + b"q\x00"
     body += b"h\x00" * ((10 << 20) // 2) + b"e."
     yield "memo.pth", legacy(body)
+    # issue #36: d_i = {'a': d_{i-1}, 'b': d_{i-1}}, 50 levels: 2^50 paths in 1.5 KB.
+    dag = b"\x80\x02}r" + struct.pack("<I", 0)
+    for level in range(1, 51):
+        dag += b"}(X\x01\x00\x00\x00aj" + struct.pack("<I", level - 1)
+        dag += b"X\x01\x00\x00\x00bj" + struct.pack("<I", level - 1) + b"ur" + struct.pack("<I", level)
+    yield "dag.pth", legacy(dag + b".")
+    # A tensor record whose shape is 100,000 ones with zero strides (400 KB).
+    def tensor(shape, strides):
+        out = b"ctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storagectorch\nFloatStorage\n"
+        out += b"X\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x01tQK\x00"
+        for dims in (shape, strides):
+            out += b"(" + b"".join(b"K" + bytes([d]) for d in dims) + b"t"
+        return out + b"\x89ccollections\nOrderedDict\n)RtR"
+    rank = b"\x80\x02}X\x01\x00\x00\x00w" + tensor([1] * 100_000, [0] * 100_000) + b"s."
+    yield "rank.pth", legacy_with_storage(rank, 1)
+    # A 400,000-item tuple memoised (0.4 MB) and handed to 200,000 REDUCEs (2 MB in all).
+    args = b"\x80\x02}(" + tensor([1], [1]) + b"N" * 400_000 + b"tr\x00\x00\x00\x000X\x01\x00\x00\x00w"
+    call = b"ctorch._utils\n_rebuild_parameter\nj\x00\x00\x00\x00R"
+    args += call + (b"0" + call) * 199_999 + b"s."
+    yield "memo-args.pth", legacy_with_storage(args, 1)
+    # 20 MB of MARKs.
+    yield "marks.pth", legacy(b"\x80\x02" + b"(" * (20 << 20) + b".")
+    # A safetensors file whose JSON header is 9 MB of zeros in one list.
+    header = b'{"__metadata__":{"x":[' + b"0," * (9 << 19) + b'0]}}'
+    yield "header.safetensors", struct.pack("<Q", len(header)) + header
+
+
+def legacy_with_storage(object_pickle: bytes, floats: int) -> bytes:
+    """`legacy`, with one float storage `'0'` of `floats` zeros after the object."""
+    out = io.BytesIO()
+    pickle.dump(MAGIC, out, protocol=2)
+    pickle.dump(1001, out, protocol=2)
+    pickle.dump({"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 4}}, out, protocol=2)
+    out.write(object_pickle)
+    pickle.dump(["0"], out, protocol=2)
+    out.write(struct.pack("<Q", floats) + b"\0" * (4 * floats))
+    return out.getvalue()
 
 
 def main():

@@ -36,6 +36,13 @@ pub enum WeightsError {
     )]
     TooLarge { path: PathBuf, what: String, limit: u64, file_bytes: u64 },
 
+    #[error(
+        "refusing to read `{}`: {what} would take more than {limit} steps of work, more than a file of {file_bytes} \
+         bytes can need (the file is damaged or was made to keep the reader busy)",
+        path.display()
+    )]
+    TooMuchWork { path: PathBuf, what: String, limit: u64, file_bytes: u64 },
+
     #[error("tensor `{key}` in `{}`: {reason}", path.display())]
     BadTensor { path: PathBuf, key: String, reason: String },
 

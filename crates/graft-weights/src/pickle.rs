@@ -18,7 +18,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 use crate::error::{Result, WeightsError};
-use crate::limits::Budget;
+use crate::limits::{Budget, MAX_TENSOR_RANK};
 use crate::tensor::DType;
 
 /// The globals a state dict needs, and nothing else.
@@ -114,10 +114,12 @@ impl Value {
         }
     }
 
-    fn items(&self) -> Option<Vec<Value>> {
+    /// Calls `f` with a tuple's or list's items, borrowed: a memoised container handed to many
+    /// opcodes is read in place each time, never copied.
+    fn with_items<R>(&self, f: impl FnOnce(&[Value]) -> R) -> Option<R> {
         match self {
-            Value::Tuple(items) => Some(items.as_ref().clone()),
-            Value::List(items) => Some(items.borrow().clone()),
+            Value::Tuple(items) => Some(f(items)),
+            Value::List(items) => items.try_borrow().ok().map(|items| f(&items)),
             _ => None,
         }
     }
@@ -319,6 +321,11 @@ impl<'a> Machine<'a> {
         self.budget.charge(bytes as u64, || format!("the pickle's values (at byte {}, {what})", self.position))
     }
 
+    /// Counts `steps` items of work (an opcode, an item moved or read) against the step budget.
+    fn work(&self, steps: usize) -> Result<()> {
+        self.budget.work(steps as u64, || format!("the pickle's program (at byte {})", self.position))
+    }
+
     fn push(&mut self, value: Value) -> Result<()> {
         self.charge(VALUE_BYTES, "a stack value")?;
         self.stack.push(Slot::Value(value));
@@ -346,6 +353,7 @@ impl<'a> Machine<'a> {
             .iter()
             .rposition(|slot| matches!(slot, Slot::Mark))
             .ok_or_else(|| self.error("no MARK on the stack"))?;
+        self.work(self.stack.len() - mark)?;
         let items = if mark < self.stack.len() - mark {
             // Fewer slots below the mark than above it (a long run of items): the items keep
             // the stack's buffer and the few slots below move to a new one, so a huge run is
@@ -377,7 +385,12 @@ impl<'a> Machine<'a> {
     }
 
     fn memo_get(&self, index: u32) -> Result<Value> {
-        self.memo.get(&index).cloned().ok_or_else(|| self.error(format!("memo entry {index} is empty")))
+        let value = self.memo.get(&index).ok_or_else(|| self.error(format!("memo entry {index} is empty")))?;
+        // Containers and strings are shared; a tensor reference is copied with its dimensions.
+        if let Value::Tensor(tensor) = value {
+            self.work(tensor.shape.len() * 2)?;
+        }
+        Ok(value.clone())
     }
 
     fn memo_put(&mut self, index: u32) -> Result<()> {
@@ -394,6 +407,7 @@ impl<'a> Machine<'a> {
         if !items.len().is_multiple_of(2) {
             return Err(self.error("SETITEMS with an odd number of items"));
         }
+        self.work(items.len())?;
         let mut entries = entries.borrow_mut();
         let mut items = items.into_iter();
         while let (Some(key), Some(value)) = (items.next(), items.next()) {
@@ -403,6 +417,7 @@ impl<'a> Machine<'a> {
     }
 
     fn append(&mut self, list: &Value, items: Vec<Value>) -> Result<()> {
+        self.work(items.len())?;
         match list {
             Value::List(entries) => {
                 let mut entries = entries.borrow_mut();
@@ -430,27 +445,35 @@ impl<'a> Machine<'a> {
         Ok(i128::from_le_bytes(buffer))
     }
 
-    /// Interprets `callable(*args)` for the allowed globals.
+    /// Interprets `callable(*args)` for the allowed globals. `args` is read in place.
     fn reduce(&self, callable: Value, args: Value) -> Result<Value> {
         let Value::Global(global) = callable else {
             return Err(self.error(format!("REDUCE on a {}, not a global", callable.kind())));
         };
-        let args = args.items().ok_or_else(|| self.error("REDUCE arguments are not a tuple"))?;
+        let Value::Tuple(args) = &args else {
+            return Err(self.error(format!("REDUCE arguments are a {}, not a tuple", args.kind())));
+        };
         match global {
             Global::OrderedDict => {
                 let entries = match args.first() {
                     None => Vec::new(),
-                    Some(pairs) => {
-                        let pairs = pairs.items().ok_or_else(|| self.error("OrderedDict argument is not a list"))?;
-                        self.charge(pairs.len().saturating_mul(3 * VALUE_BYTES), "an OrderedDict")?;
-                        pairs
-                            .into_iter()
-                            .map(|pair| match pair.items().as_deref() {
-                                Some([key, value]) => Ok((key.clone(), value.clone())),
-                                _ => Err(self.error("OrderedDict item is not a pair")),
-                            })
-                            .collect::<Result<_>>()?
-                    }
+                    Some(pairs) => pairs
+                        .with_items(|pairs| {
+                            self.work(pairs.len())?;
+                            self.charge(pairs.len().saturating_mul(3 * VALUE_BYTES), "an OrderedDict")?;
+                            pairs
+                                .iter()
+                                .map(|pair| {
+                                    pair.with_items(|pair| match pair {
+                                        [key, value] => Some((key.clone(), value.clone())),
+                                        _ => None,
+                                    })
+                                    .flatten()
+                                    .ok_or_else(|| self.error("OrderedDict item is not a pair"))
+                                })
+                                .collect::<Result<Vec<_>>>()
+                        })
+                        .ok_or_else(|| self.error("OrderedDict argument is not a list"))??,
                 };
                 Ok(Value::Dict(Rc::new(RefCell::new(entries))))
             }
@@ -463,9 +486,21 @@ impl<'a> Machine<'a> {
                 };
                 let dims = |value: &Value, what: &str| {
                     value
-                        .items()
-                        .and_then(|items| items.iter().map(Value::as_usize).collect::<Option<Vec<_>>>())
-                        .ok_or_else(|| self.error(format!("tensor {what} is not a tuple of integers")))
+                        .with_items(|items| {
+                            if items.len() > MAX_TENSOR_RANK {
+                                return Err(self.error(format!(
+                                    "tensor {what} has {} dimensions, more than the {MAX_TENSOR_RANK} graft reads",
+                                    items.len()
+                                )));
+                            }
+                            self.work(items.len())?;
+                            items
+                                .iter()
+                                .map(Value::as_usize)
+                                .collect::<Option<Vec<_>>>()
+                                .ok_or_else(|| self.error(format!("tensor {what} is not a tuple of integers")))
+                        })
+                        .ok_or_else(|| self.error(format!("tensor {what} is not a tuple of integers")))?
                 };
                 let shape = dims(shape, "size")?;
                 let strides = dims(strides, "stride")?;
@@ -482,6 +517,7 @@ impl<'a> Machine<'a> {
             Global::CodecsEncode => match args.first() {
                 // `bytes` pickled at protocol 2: the text holds one character per byte (latin-1).
                 Some(Value::Str(text)) => {
+                    self.work(text.len())?;
                     self.charge(text.len(), "a bytes object")?;
                     Ok(Value::Bytes(text.chars().map(|c| c as u32 as u8).collect()))
                 }
@@ -493,7 +529,9 @@ impl<'a> Machine<'a> {
 
     /// `('storage', storage_type, key, location, numel[, view_metadata])`.
     fn persistent_load(&self, pid: Value) -> Result<Value> {
-        let items = pid.items().ok_or_else(|| self.error("persistent id is not a tuple"))?;
+        let Value::Tuple(items) = &pid else {
+            return Err(self.error(format!("persistent id is a {}, not a tuple", pid.kind())));
+        };
         match items.as_slice() {
             [Value::Str(tag), Value::Global(Global::Storage(dtype)), key, _location, _numel, rest @ ..]
                 if &**tag == "storage" =>
@@ -505,10 +543,12 @@ impl<'a> Machine<'a> {
                 };
                 let view_offset = match rest.first() {
                     None | Some(Value::None) => 0,
-                    Some(view) => match view.items().as_deref() {
-                        Some([_view_key, offset, _size]) => {
-                            offset.as_usize().ok_or_else(|| self.error("storage view offset is not an integer"))?
-                        }
+                    Some(view) => match view.with_items(|view| match view {
+                        [_view_key, offset, _size] => Some(offset.as_usize()),
+                        _ => None,
+                    }) {
+                        Some(Some(Some(offset))) => offset,
+                        Some(Some(None)) => return Err(self.error("storage view offset is not an integer")),
                         _ => return Err(self.error("storage view metadata is not (key, offset, size)")),
                     },
                 };
@@ -520,6 +560,7 @@ impl<'a> Machine<'a> {
 
     fn run(&mut self) -> Result<Value> {
         loop {
+            self.work(1)?;
             let opcode = self.u8()?;
             match opcode {
                 0x80 => {
@@ -532,7 +573,10 @@ impl<'a> Machine<'a> {
                     self.take(8)?; // FRAME: a length hint only.
                 }
                 b'.' => return self.pop(),
-                b'(' => self.stack.push(Slot::Mark),
+                b'(' => {
+                    self.charge(VALUE_BYTES, "a MARK")?;
+                    self.stack.push(Slot::Mark);
+                }
                 b'0' => {
                     self.stack.pop().ok_or_else(|| self.error("POP on an empty stack"))?;
                 }

@@ -23,13 +23,15 @@ pub(crate) fn parse_zip(path: &Path, bytes: &[u8], budget: &Budget) -> Result<Te
         other => not_weights(format!("cannot open the zip archive ({other})")),
     })?;
     let names: Vec<String> = archive.file_names().map(str::to_owned).collect();
+    budget.work(names.len() as u64, || "its zip directory".into())?;
+    let name_set: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
     let pickle_name = names
         .iter()
         .find(|name| name.ends_with("data.pkl") && name.matches('/').count() <= 1)
         .ok_or_else(|| not_weights("a zip archive without `data.pkl` is not a PyTorch checkpoint".into()))?
         .clone();
     let prefix = pickle_name.trim_end_matches("data.pkl").to_owned();
-    if let Some(byteorder) = names.iter().find(|name| **name == format!("{prefix}byteorder")) {
+    if let Some(byteorder) = name_set.get(format!("{prefix}byteorder").as_str()) {
         let order = read_entry(path, &mut archive, byteorder, budget)?;
         if order != b"little" {
             return Err(not_weights("big-endian checkpoints are not supported".into()));
@@ -44,7 +46,7 @@ pub(crate) fn parse_zip(path: &Path, bytes: &[u8], budget: &Budget) -> Result<Te
     for (key, tensor) in &tensors {
         let name = format!("{prefix}data/{}", tensor.storage.key);
         if !storages.contains_key(&tensor.storage.key) {
-            if !names.contains(&name) {
+            if !name_set.contains(name.as_str()) {
                 return Err(WeightsError::Truncated {
                     path: path.to_owned(),
                     what: format!("storage `{name}` of tensor `{key}` is missing"),
@@ -137,30 +139,53 @@ pub(crate) fn parse_legacy(path: &Path, bytes: &[u8], budget: &Budget) -> Result
 }
 
 /// Every tensor in the object, named by its dotted path through nested dicts. Dicts nested
-/// deeper than [`MAX_DICT_DEPTH`] and dicts that contain themselves are refused; a dict reached
-/// twice by different paths is read twice, each name charged to the budget.
+/// deeper than [`MAX_DICT_DEPTH`] and dicts that contain themselves are refused. Each dict is
+/// walked once, by identity: a dict reached again by another path (`{'model': sd, 'ema': sd}`,
+/// or a chain of dicts each holding the next twice) names the tensors found the first time
+/// under the new path, each name charged to the budget, instead of walking it again, so the
+/// work is the file's containers plus the names it yields, never the number of paths.
 fn flatten(path: &Path, root: &Value, budget: &Budget) -> Result<Vec<(String, TensorRef)>> {
+    /// Where a walked dict's tensors sit in the output, and the length of the name it had.
+    struct Seen {
+        range: std::ops::Range<usize>,
+        prefix_len: usize,
+    }
     struct Walk<'a> {
         path: &'a Path,
         budget: &'a Budget<'a>,
         /// The dicts from the root down to the one being read, to detect cycles.
         open: Vec<*const ()>,
+        seen: HashMap<*const (), Seen>,
         out: Vec<(String, TensorRef)>,
     }
     impl Walk<'_> {
+        fn name(&mut self, name: String, tensor: TensorRef) -> Result<()> {
+            self.budget.work(1 + name.len() as u64 / 64, || format!("the names of its tensors (at `{name}`)"))?;
+            self.budget.charge((name.len() + std::mem::size_of::<(String, TensorRef)>()) as u64, || {
+                format!("the names of its tensors (at `{name}`)")
+            })?;
+            self.out.push((name, tensor));
+            Ok(())
+        }
+
         fn walk(&mut self, prefix: &str, value: &Value) -> Result<()> {
             match value {
-                Value::Tensor(tensor) => {
-                    self.budget.charge((prefix.len() + std::mem::size_of::<(String, TensorRef)>()) as u64, || {
-                        format!("the names of its tensors (at `{prefix}`)")
-                    })?;
-                    self.out.push((prefix.to_owned(), TensorRef::clone(tensor)));
-                }
+                Value::Tensor(tensor) => self.name(prefix.to_owned(), TensorRef::clone(tensor))?,
                 Value::Dict(entries) => {
                     let identity = std::rc::Rc::as_ptr(entries).cast::<()>();
                     let not_weights = |reason: String| WeightsError::NotWeights { path: self.path.to_owned(), reason };
                     if self.open.contains(&identity) {
                         return Err(not_weights(format!("the dict at `{prefix}` contains itself")));
+                    }
+                    if let Some(seen) = self.seen.get(&identity) {
+                        let (range, prefix_len) = (seen.range.clone(), seen.prefix_len);
+                        for index in range {
+                            let (name, tensor) = &self.out[index];
+                            let alias = format!("{prefix}{}", &name[prefix_len..]);
+                            let tensor = tensor.clone();
+                            self.name(alias, tensor)?;
+                        }
+                        return Ok(());
                     }
                     if self.open.len() >= MAX_DICT_DEPTH {
                         return Err(not_weights(format!(
@@ -168,8 +193,10 @@ fn flatten(path: &Path, root: &Value, budget: &Budget) -> Result<Vec<(String, Te
                         )));
                     }
                     self.open.push(identity);
+                    let start = self.out.len();
                     let entries =
                         entries.try_borrow().map_err(|_| not_weights(format!("the dict at `{prefix}` is in use")))?;
+                    self.budget.work(1 + entries.len() as u64, || format!("its dicts (at `{prefix}`)"))?;
                     for (key, value) in entries.iter() {
                         let key = match key {
                             Value::Str(key) => key.to_string(),
@@ -180,6 +207,7 @@ fn flatten(path: &Path, root: &Value, budget: &Budget) -> Result<Vec<(String, Te
                         self.walk(&name, value)?;
                     }
                     self.open.pop();
+                    self.seen.insert(identity, Seen { range: start..self.out.len(), prefix_len: prefix.len() });
                 }
                 // Lists, numbers and strings (epoch counters, optimizer hyper-parameters) hold no weights.
                 _ => {}
@@ -187,7 +215,7 @@ fn flatten(path: &Path, root: &Value, budget: &Budget) -> Result<Vec<(String, Te
             Ok(())
         }
     }
-    let mut walk = Walk { path, budget, open: Vec::new(), out: Vec::new() };
+    let mut walk = Walk { path, budget, open: Vec::new(), seen: HashMap::new(), out: Vec::new() };
     walk.walk("", root)?;
     if walk.out.is_empty() {
         return Err(WeightsError::NotWeights { path: path.to_owned(), reason: "it holds no tensors".into() });

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::error::{Result, WeightsError};
-use crate::limits::Budget;
+use crate::limits::{Budget, MAX_TENSOR_RANK};
 use crate::tensor::{DType, Tensor, TensorMap, Values, decode_elements};
 
 /// The largest header graft accepts: real headers are kilobytes, so anything near this is corrupt.
@@ -36,6 +36,8 @@ pub(crate) fn parse_with(path: &Path, bytes: &[u8], budget: &Budget) -> Result<T
             what: format!("header says {header_len} bytes, file has {}", bytes.len() - 8),
         });
     }
+    // Parsed JSON takes up to ~16 bytes per byte of text (`[0,0,0,...]`): charged before parsing.
+    budget.charge(header_len.saturating_mul(16), || format!("its JSON header ({header_len} bytes)"))?;
     let header: serde_json::Value = serde_json::from_slice(&bytes[8..header_end])
         .map_err(|error| not_weights(format!("header is not JSON ({error})")))?;
     let entries = header.as_object().ok_or_else(|| not_weights("header is not a JSON object".into()))?;
@@ -50,9 +52,11 @@ pub(crate) fn parse_with(path: &Path, bytes: &[u8], budget: &Budget) -> Result<T
         let dtype_name = entry["dtype"].as_str().ok_or_else(|| bad("no `dtype`".into()))?;
         let dtype =
             DType::from_safetensors_name(dtype_name).ok_or_else(|| bad(format!("unsupported dtype `{dtype_name}`")))?;
-        let shape: Vec<usize> = entry["shape"]
-            .as_array()
-            .ok_or_else(|| bad("no `shape`".into()))?
+        let shape = entry["shape"].as_array().ok_or_else(|| bad("no `shape`".into()))?;
+        if shape.len() > MAX_TENSOR_RANK {
+            return Err(bad(format!("{} dimensions, more than the {MAX_TENSOR_RANK} graft reads", shape.len())));
+        }
+        let shape: Vec<usize> = shape
             .iter()
             .map(|dim| dim.as_u64().and_then(|d| usize::try_from(d).ok()))
             .collect::<Option<_>>()

@@ -242,3 +242,120 @@ fn safetensors_entries_sharing_one_range_hit_the_budget() {
     assert!(matches!(error, WeightsError::TooLarge { .. }), "{error}");
     assert!(safetensors::parse(Path::new("shared.safetensors"), &bytes).is_err());
 }
+
+/// `BINPUT`/`BINGET` with a four-byte index.
+fn put(out: &mut Vec<u8>, index: u32) {
+    out.push(b'r');
+    out.extend(index.to_le_bytes());
+}
+
+fn get(out: &mut Vec<u8>, index: u32) {
+    out.push(b'j');
+    out.extend(index.to_le_bytes());
+}
+
+/// d0 = {leaf}; d_i = {'a': d_{i-1}, 'b': d_{i-1}}: a DAG of `levels` dicts with 2^levels paths.
+fn dict_dag(levels: u32, leaf: Option<&dyn Fn(&mut Vec<u8>)>) -> Vec<u8> {
+    let mut object = pickle::header();
+    object.push(b'}');
+    if let Some(leaf) = leaf {
+        pickle::text(&mut object, "w");
+        leaf(&mut object);
+        object.push(b's');
+    }
+    put(&mut object, 0);
+    for level in 1..=levels {
+        object.extend(b"}(");
+        for key in ["a", "b"] {
+            pickle::text(&mut object, key);
+            get(&mut object, level - 1);
+        }
+        object.push(b'u');
+        put(&mut object, level);
+    }
+    object.push(b'.');
+    object
+}
+
+#[test]
+fn a_dag_of_dicts_is_walked_once_per_dict_not_once_per_path() {
+    // 50 levels, 2^50 paths, 1.5 KB: walked per path this never ends.
+    let object = dict_dag(50, None);
+    assert!(object.len() < 2048, "{}", object.len());
+    let error = refused("dag.pth", &pickle::legacy(&object, None));
+    assert!(error.to_string().contains("holds no tensors"), "{error}");
+    // With one tensor at the bottom every path names it: the names hit a budget, not the clock.
+    let tensor = |out: &mut Vec<u8>| pickle::tensor(out, 1, &[1], &[1]);
+    let object = dict_dag(50, Some(&tensor));
+    let error = refused("dag-tensor.pth", &pickle::legacy(&object, Some(1)));
+    assert!(matches!(error, WeightsError::TooLarge { .. } | WeightsError::TooMuchWork { .. }), "{error}");
+    // A dict shared by two keys, as `torch.save({'model': sd, 'ema': sd})` writes it: both read.
+    let object = dict_dag(1, Some(&tensor));
+    let tensors = read_bytes(Path::new("shared.pth"), &pickle::legacy(&object, Some(1))).unwrap();
+    assert_eq!(tensors.keys().map(String::as_str).collect::<Vec<_>>(), ["a.w", "b.w"]);
+}
+
+#[test]
+fn a_tensor_with_thousands_of_dimensions_is_refused() {
+    // 100,000 dimensions of one element each, strides 0: one element, and a walk of 10^5 per step.
+    let ones = vec![1; 100_000];
+    let zeros = vec![0; 100_000];
+    let object = pickle::state_dict_of_one_tensor(1, &ones, &zeros);
+    let error = refused("rank.pth", &pickle::legacy(&object, Some(1)));
+    assert!(error.to_string().contains("100000 dimensions"), "{error}");
+    let mut header = serde_json::Map::new();
+    header.insert("w".into(), serde_json::json!({"dtype": "F32", "shape": ones, "data_offsets": [0, 4]}));
+    let header = serde_json::to_vec(&header).unwrap();
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(header);
+    bytes.extend([0u8; 4]);
+    let error = refused("rank.safetensors", &bytes);
+    assert!(error.to_string().contains("100000 dimensions"), "{error}");
+}
+
+#[test]
+fn a_memoised_tuple_handed_to_every_reduce_is_read_in_place() {
+    // args = (tensor, None * 400,000) memoised once (0.4 MB), then `_rebuild_parameter(*args)`
+    // called 200,000 times on it: copying the tuple each call is 8 * 10^10 copies.
+    let mut object = pickle::header();
+    object.extend(b"}(");
+    pickle::tensor(&mut object, 1, &[1], &[1]);
+    object.extend(std::iter::repeat_n(b'N', 400_000));
+    object.push(b't');
+    put(&mut object, 0);
+    object.push(b'0');
+    pickle::text(&mut object, "w");
+    for i in 0..200_000 {
+        pickle::global(&mut object, "torch._utils", "_rebuild_parameter");
+        get(&mut object, 0);
+        object.push(b'R');
+        if i > 0 {
+            object.push(b'0');
+        }
+    }
+    object.extend(b"s.");
+    let started = std::time::Instant::now();
+    let tensors = read_bytes(Path::new("memo-args.pth"), &pickle::legacy(&object, Some(1))).unwrap();
+    assert!(started.elapsed().as_secs() < 60, "took {:?}", started.elapsed());
+    assert_eq!(tensors["w"].shape, [1]);
+}
+
+#[test]
+fn marks_and_safetensors_headers_are_charged_to_the_budget() {
+    // 20 MB of MARKs: 640 MB of stack slots from a file whose budget is 416 MB.
+    let mut object = pickle::header();
+    object.extend(std::iter::repeat_n(b'(', 20 << 20));
+    object.push(b'.');
+    let error = refused("marks.pth", &pickle::legacy(&object, None));
+    assert!(matches!(error, WeightsError::TooLarge { .. }) && error.to_string().contains("MARK"), "{error}");
+    // A 64 MB JSON header of zeros parses into about a gigabyte of values.
+    let mut header = br#"{"__metadata__":{"x":["#.to_vec();
+    while header.len() < 64 << 20 {
+        header.extend(b"0,".repeat(1 << 16));
+    }
+    header.extend(br#"0]}}"#);
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(header);
+    let error = refused("header.safetensors", &bytes);
+    assert!(matches!(error, WeightsError::TooLarge { .. }) && error.to_string().contains("JSON header"), "{error}");
+}
