@@ -254,8 +254,11 @@ fn get(out: &mut Vec<u8>, index: u32) {
     out.extend(index.to_le_bytes());
 }
 
+/// Writes one pickled value.
+type WriteValue<'a> = &'a dyn Fn(&mut Vec<u8>);
+
 /// d0 = {leaf}; d_i = {'a': d_{i-1}, 'b': d_{i-1}}: a DAG of `levels` dicts with 2^levels paths.
-fn dict_dag(levels: u32, leaf: Option<&dyn Fn(&mut Vec<u8>)>) -> Vec<u8> {
+fn dict_dag(levels: u32, leaf: Option<WriteValue>) -> Vec<u8> {
     let mut object = pickle::header();
     object.push(b'}');
     if let Some(leaf) = leaf {
