@@ -1,9 +1,61 @@
 //! Writing files so that a reader never sees half of one ([`graft_weights::write_atomic`]), and
 //! the hexadecimal form of checksums.
 
+use std::io::Read;
 use std::path::Path;
 
 use crate::error::{GraftError, Result};
+
+/// The largest image file graft reads (a 16-bit TIFF scan of a large sheet fits).
+pub const MAX_IMAGE_FILE_BYTES: u64 = 256 << 20;
+/// The largest data file (a CSV or JSONL of texts, one text file, a list of texts) graft reads.
+pub const MAX_DATA_FILE_BYTES: u64 = 1 << 30;
+
+/// Checks that `path` is a regular file of at most `limit` bytes, before anything opens it: a
+/// device (`/dev/zero`), a FIFO (whose open would wait for a writer) or a folder is refused.
+pub fn check_regular(path: &Path, limit: u64, what: &str) -> Result<()> {
+    let metadata = std::fs::metadata(path).map_err(|source| GraftError::Io { path: path.to_owned(), source })?;
+    if !metadata.is_file() {
+        let kind = if metadata.is_dir() { "a folder" } else { "not a regular file (a device, FIFO or socket)" };
+        return Err(GraftError::Invalid(format!(
+            "`{}` is {kind}: graft reads {what} only from regular files",
+            path.display()
+        )));
+    }
+    if metadata.len() > limit {
+        return Err(too_big(path, metadata.len(), limit, what));
+    }
+    Ok(())
+}
+
+fn too_big(path: &Path, bytes: u64, limit: u64, what: &str) -> GraftError {
+    GraftError::Invalid(format!(
+        "`{}` is {bytes} bytes, more than the {limit} bytes graft reads as {what}",
+        path.display()
+    ))
+}
+
+/// A regular file's bytes, at most `limit` of them ([`check_regular`]); a file that grows past
+/// the limit while it is read is refused too, never read whole.
+pub fn read_limited(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
+    check_regular(path, limit, what)?;
+    let io = |source| GraftError::Io { path: path.to_owned(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_big(path, bytes.len() as u64, limit, what));
+    }
+    Ok(bytes)
+}
+
+/// [`read_limited`] as UTF-8 text.
+pub fn read_text_limited(path: &Path, limit: u64, what: &str) -> Result<String> {
+    String::from_utf8(read_limited(path, limit, what)?).map_err(|_| GraftError::Io {
+        path: path.to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "stream did not contain valid UTF-8"),
+    })
+}
 
 /// Writes `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

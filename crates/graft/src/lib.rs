@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod backend;
 pub mod bench;
+pub mod cache_entry;
 pub mod choice;
 pub mod data;
 pub mod device;

@@ -125,7 +125,7 @@ impl ItemSource {
     pub fn content(&self) -> Result<Vec<u8>> {
         match self {
             ItemSource::File(path) => {
-                std::fs::read(path).map_err(|source| GraftError::Io { path: path.clone(), source })
+                crate::fsutil::read_limited(path, crate::fsutil::MAX_IMAGE_FILE_BYTES, "an image")
             }
             ItemSource::Idx { images, index } => images.pixels(*index),
         }
@@ -384,6 +384,7 @@ pub fn open_folder(dir: &Path) -> Result<Dataset> {
 /// to the manifest's folder. Classes are the distinct labels, sorted.
 pub fn open_csv(path: &Path) -> Result<Dataset> {
     let invalid = |what: String| GraftError::Invalid(format!("`{}`: {what}", path.display()));
+    crate::fsutil::check_regular(path, crate::fsutil::MAX_DATA_FILE_BYTES, "a CSV manifest")?;
     let file = std::fs::File::open(path).map_err(|source| GraftError::Io { path: path.to_owned(), source })?;
     let mut reader =
         csv::ReaderBuilder::new().trim(csv::Trim::All).flexible(true).from_reader(std::io::BufReader::new(file));

@@ -32,7 +32,7 @@ pub const MAX_DECODED_BYTES: u64 = 512 << 20;
 /// Decodes an image file of any colour mode into 8-bit RGB (greyscale is replicated, alpha
 /// dropped, 16-bit scaled down), turned upright as its EXIF orientation tag says.
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
-    let bytes = std::fs::read(path).map_err(|source| GraftError::Io { path: path.to_owned(), source })?;
+    let bytes = crate::fsutil::read_limited(path, crate::fsutil::MAX_IMAGE_FILE_BYTES, "an image")?;
     decode_rgb(path, &bytes)
 }
 
@@ -43,7 +43,7 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
 /// teacher that resizes to 256, several times faster than whole. Other formats, and JPEGs that
 /// are not that much larger, decode whole, pixel for pixel as [`load_rgb`] does.
 pub fn load_rgb_at_least(path: &Path, min_side: u32) -> Result<RgbImage> {
-    let bytes = std::fs::read(path).map_err(|source| GraftError::Io { path: path.to_owned(), source })?;
+    let bytes = crate::fsutil::read_limited(path, crate::fsutil::MAX_IMAGE_FILE_BYTES, "an image")?;
     decode_rgb_at_least(path, &bytes, min_side)
 }
 

@@ -1,8 +1,10 @@
 //! Sentence features computed once per text, as image features are per image: an entry is one
 //! text's sentence vector (and whether the text was cut), keyed by everything that changes its
-//! numbers: the weights' and the tokenizer's SHA-256, the limit, the pooling, the cache format,
-//! and the text itself. A second run on the same texts (another seed, `eval` on the same file,
-//! a CSV with rows added) encodes only what is new.
+//! numbers: the weights', the tokenizer's and the model configuration's SHA-256, the limit, the
+//! pooling, the compute path (the device), the cache format, and the text itself. A second run
+//! on the same texts (another seed, `eval` on the same file, a CSV with rows added) encodes only
+//! what is new. Entries are sealed and checked as image entries are ([`crate::cache_entry`]):
+//! one that fails is computed again, and the run's notes name it.
 
 use std::path::{Path, PathBuf};
 
@@ -14,14 +16,16 @@ use crate::error::{GraftError, Result};
 use crate::rng::hash_str;
 use crate::train::reporter::Reporter;
 
-/// The version of the entries' layout: bumped whenever the numbers they hold would change.
-pub const TEXT_CACHE_FORMAT: u32 = 1;
+/// The version of the entries' layout: bumped whenever the numbers they hold would change
+/// (2: sealed entries, the configuration and the compute path in the key).
+pub const TEXT_CACHE_FORMAT: u32 = 2;
 
-/// Where `teacher`'s entries live under `cache_dir`.
-pub fn cache_directory(teacher: &TextTeacher, cache_dir: &Path) -> PathBuf {
+/// Where `teacher`'s entries computed on `device` live under `cache_dir`.
+pub fn cache_directory(teacher: &TextTeacher, cache_dir: &Path, device: &Device) -> PathBuf {
     let numbers = format!(
-        "format {TEXT_CACHE_FORMAT}; tokenizer {}; limit {}; pooling {:?}",
+        "format {TEXT_CACHE_FORMAT}; tokenizer {}; config {:?}; limit {}; pooling {:?}; compute {device:?}",
         teacher.tokenizer_sha256,
+        teacher.config,
         teacher.tokenizer.max_length(),
         teacher.pooling
     );
@@ -38,23 +42,35 @@ fn entry_path(directory: &Path, text: &str) -> PathBuf {
     directory.join(&hash[..2]).join(format!("{hash}.f32"))
 }
 
-/// An entry's bytes: a flag (1.0 when the text was cut), then the vector, little-endian f32.
-fn read_entry(path: &Path, width: usize) -> Option<(bool, Vec<f32>)> {
-    let bytes = std::fs::read(path).ok()?;
-    if bytes.len() != (width + 1) * 4 {
+/// What an entry is of: its cache folder's name (teacher, tokenizer, configuration, compute
+/// path) and its file's name (the text's SHA-256).
+fn entry_key(path: &Path) -> String {
+    let name = |path: Option<&Path>| path.and_then(Path::file_name).map(|name| name.to_string_lossy().into_owned());
+    format!(
+        "text features {}/{}",
+        name(path.parent().and_then(Path::parent)).unwrap_or_default(),
+        name(Some(path)).unwrap_or_default()
+    )
+}
+
+/// An entry's values: a flag (1.0 when the text was cut), then the vector; `None` when there is
+/// none, the reason when it fails its check.
+fn read_entry(path: &Path, width: usize) -> Option<Result<(bool, Vec<f32>), String>> {
+    if !path.exists() {
         return None;
     }
-    let values: Vec<f32> =
-        bytes.chunks_exact(4).map(|chunk| f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]])).collect();
-    Some((values[0] > 0.5, values[1..].to_vec()))
+    let limit = 128 + 4 * width as u64;
+    let read = crate::fsutil::read_limited(path, limit, "a text cache entry")
+        .map_err(|error| error.to_string())
+        .and_then(|bytes| crate::cache_entry::decode(&bytes, &entry_key(path), Some(&[width + 1])));
+    Some(read.map(|(_, values)| (values[0] > 0.5, values[1..].to_vec())))
 }
 
 fn write_entry(path: &Path, truncated: bool, vector: &[f32]) -> std::io::Result<()> {
-    let mut bytes = Vec::with_capacity((vector.len() + 1) * 4);
-    bytes.extend_from_slice(&(if truncated { 1.0f32 } else { 0.0 }).to_le_bytes());
-    for value in vector {
-        bytes.extend_from_slice(&value.to_le_bytes());
-    }
+    let mut values = Vec::with_capacity(vector.len() + 1);
+    values.push(if truncated { 1.0f32 } else { 0.0 });
+    values.extend_from_slice(vector);
+    let bytes = crate::cache_entry::encode(&entry_key(path), &[values.len()], &values);
     graft_weights::write_atomic(path, |temporary| std::fs::write(temporary, &bytes))
 }
 
@@ -72,20 +88,33 @@ pub fn cached_features(
     device: &Device,
     reporter: &dyn Reporter,
 ) -> Result<(Embedded, usize)> {
-    let directory = cache_directory(teacher, cache_dir);
+    let directory = cache_directory(teacher, cache_dir, device);
     let width = teacher.feature_dim();
     let paths: Vec<PathBuf> = texts.iter().map(|text| entry_path(&directory, text)).collect();
     let mut features = vec![0.0f32; texts.len() * width];
     let mut truncated = 0;
     let mut missing = Vec::new();
+    let mut damaged = Vec::new();
     for (index, path) in paths.iter().enumerate() {
         match read_entry(path, width) {
-            Some((cut, vector)) => {
+            Some(Ok((cut, vector))) => {
                 features[index * width..(index + 1) * width].copy_from_slice(&vector);
                 truncated += usize::from(cut);
             }
+            Some(Err(reason)) => {
+                damaged.push(format!("`{}` ({reason})", path.display()));
+                missing.push(index);
+            }
             None => missing.push(index),
         }
+    }
+    if !damaged.is_empty() {
+        let more = if damaged.len() > 3 { format!(" and {} more", damaged.len() - 3) } else { String::new() };
+        reporter.note(&format!(
+            "{} text cache entries failed their check and are computed again: {}{more}",
+            damaged.len(),
+            damaged[..damaged.len().min(3)].join(", ")
+        ));
     }
     let hits = texts.len() - missing.len();
     if !missing.is_empty() {

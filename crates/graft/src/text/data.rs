@@ -175,6 +175,7 @@ fn pick(header: &[String], wanted: Option<&str>, defaults: &[&str], what: &'stat
 }
 
 fn open_delimited(path: &Path, delimiter: u8, columns: &Columns) -> Result<TextDataset> {
+    crate::fsutil::check_regular(path, crate::fsutil::MAX_DATA_FILE_BYTES, "a table of texts")?;
     let file = std::fs::File::open(path).map_err(|source| GraftError::Io { path: path.to_owned(), source })?;
     let mut reader =
         csv::ReaderBuilder::new().delimiter(delimiter).flexible(true).from_reader(std::io::BufReader::new(file));
@@ -204,7 +205,7 @@ fn open_delimited(path: &Path, delimiter: u8, columns: &Columns) -> Result<TextD
 }
 
 fn open_jsonl(path: &Path, columns: &Columns) -> Result<TextDataset> {
-    let content = std::fs::read_to_string(path).map_err(|source| GraftError::Io { path: path.to_owned(), source })?;
+    let content = crate::fsutil::read_text_limited(path, crate::fsutil::MAX_DATA_FILE_BYTES, "a JSONL of texts")?;
     let (mut rows, mut skipped) = (Vec::new(), Vec::new());
     let key = |object: &serde_json::Map<String, serde_json::Value>,
                wanted: Option<&str>,
@@ -265,7 +266,7 @@ fn open_folder(dir: &Path) -> Result<TextDataset> {
             if !file.is_file() || !file.extension().is_some_and(|e| e.eq_ignore_ascii_case("txt")) {
                 continue;
             }
-            match std::fs::read(&file) {
+            match crate::fsutil::read_limited(&file, crate::fsutil::MAX_DATA_FILE_BYTES, "a text") {
                 Ok(bytes) => {
                     rows.push((String::from_utf8_lossy(&bytes).into_owned(), class.clone(), file.display().to_string()))
                 }
@@ -325,7 +326,7 @@ pub fn read_lines(path: &Path) -> Result<Vec<String>> {
     let content = if path == Path::new("-") {
         std::io::read_to_string(std::io::stdin()).map_err(|source| GraftError::Io { path: path.to_owned(), source })?
     } else {
-        std::fs::read_to_string(path).map_err(|source| GraftError::Io { path: path.to_owned(), source })?
+        crate::fsutil::read_text_limited(path, crate::fsutil::MAX_DATA_FILE_BYTES, "a list of texts")?
     };
     Ok(content.lines().filter(|line| !line.trim().is_empty()).map(str::to_owned).collect())
 }

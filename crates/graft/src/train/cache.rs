@@ -7,6 +7,10 @@
 //! (backend, fused CPU plan or not), the cache's format version, the view and the image's
 //! content hash. A second run on the same data with another head or learning rate reuses it; a
 //! changed file, teacher, backend or graft version that decodes differently misses it.
+//!
+//! An entry is checked whenever it is read ([`crate::cache_entry`]): made for this key, of the
+//! shape the teacher gives at the cut, whole by its digest. One that fails is a miss, computed
+//! again and overwritten, and the run's notes name it.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,8 +31,9 @@ use crate::rng::{SplitMix64, hash_str};
 
 /// The version of the entries' layout and of the image pipeline that makes them: bumped whenever
 /// either changes the numbers (2: EXIF orientation applied, long strips cropped before resizing;
-/// 3: large JPEGs decoded at a reduced scale).
-pub const CACHE_FORMAT: u32 = 3;
+/// 3: large JPEGs decoded at a reduced scale; 4: entries sealed with their key, shape and a
+/// digest, [`crate::cache_entry`]).
+pub const CACHE_FORMAT: u32 = 4;
 
 /// Which version of an image an entry holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -68,6 +73,8 @@ impl CacheSpec {
 pub struct CacheStats {
     pub hits: AtomicUsize,
     pub misses: AtomicUsize,
+    /// Entries that were there but failed their check (counted among the misses too).
+    pub damaged: AtomicUsize,
     /// Images the teacher's frozen part was run on.
     pub teacher_forwards: AtomicUsize,
 }
@@ -157,6 +164,10 @@ impl FeatureCache {
             .map(|(name, source)| (name, source.content_hash().map(ContentHash).map_err(|error| error.to_string())))
             .collect();
         let mut misses: Vec<(usize, PathBuf, ContentHash)> = Vec::new();
+        // The shape every entry must have, found (by one image through the teacher, for a cut
+        // inside it) only when some entry is there to check.
+        let mut expected: Option<Vec<usize>> = None;
+        let mut damaged: Vec<String> = Vec::new();
         for (index, (source, view)) in requests.iter().enumerate() {
             let name = source.name();
             let hash = match &hashes[&name] {
@@ -168,14 +179,32 @@ impl FeatureCache {
                 }
             };
             let path = self.entry_path(hash, *view, spec)?;
-            if let Some(shape) = read_shape(&path) {
-                self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                entries[index] = Some(Entry { path, shape, content: hash.0 });
-                reporter.advance(1, "cached");
-                continue;
+            if path.exists() {
+                let expected = match &expected {
+                    Some(shape) => shape,
+                    None => expected.insert(expected_shape(teacher, spec, device)?),
+                };
+                match check_entry(&path, expected) {
+                    Ok(()) => {
+                        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                        entries[index] = Some(Entry { path, shape: expected.clone(), content: hash.0 });
+                        reporter.advance(1, "cached");
+                        continue;
+                    }
+                    Err(reason) => damaged.push(format!("`{}` ({reason})", path.display())),
+                }
             }
             self.stats.misses.fetch_add(1, Ordering::Relaxed);
             misses.push((index, path, hash));
+        }
+        if !damaged.is_empty() {
+            let more = if damaged.len() > 3 { format!(" and {} more", damaged.len() - 3) } else { String::new() };
+            reporter.note(&format!(
+                "{} feature cache entries failed their check and are computed again: {}{more}",
+                damaged.len(),
+                damaged[..damaged.len().min(3)].join(", ")
+            ));
+            self.stats.damaged.fetch_add(damaged.len(), Ordering::Relaxed);
         }
         // The missing ones a batch at a time: decoded and preprocessed in parallel (at the reduced
         // size their views need), then through the teacher.
@@ -298,34 +327,41 @@ impl ContentHash {
     }
 }
 
-/// Entry file: rank (u32), dims (u32 each), then f32 values, all little-endian.
-fn write_entry(path: &Path, shape: &[usize], values: &[f32]) -> Result<()> {
-    let mut bytes = Vec::with_capacity(4 + 4 * shape.len() + 4 * values.len());
-    bytes.extend((shape.len() as u32).to_le_bytes());
-    for dim in shape {
-        bytes.extend((*dim as u32).to_le_bytes());
-    }
-    for value in values {
-        bytes.extend(value.to_le_bytes());
-    }
-    crate::fsutil::write_atomic(path, &bytes)
+/// What an entry is of: its cache folder's name (teacher, cut, preprocessing, compute path,
+/// format) and its file's name (image content, view). A copied or renamed entry fails its check.
+fn entry_key(path: &Path) -> String {
+    let name = |path: Option<&Path>| path.and_then(Path::file_name).map(|name| name.to_string_lossy().into_owned());
+    format!(
+        "image features {}/{}",
+        name(path.parent().and_then(Path::parent)).unwrap_or_default(),
+        name(Some(path)).unwrap_or_default()
+    )
 }
 
-fn read_shape(path: &Path) -> Option<Vec<usize>> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path).ok()?;
-    let mut rank = [0u8; 4];
-    file.read_exact(&mut rank).ok()?;
-    let rank = u32::from_le_bytes(rank) as usize;
-    if rank > 4 {
-        return None;
+fn write_entry(path: &Path, shape: &[usize], values: &[f32]) -> Result<()> {
+    crate::fsutil::write_atomic(path, &crate::cache_entry::encode(&entry_key(path), shape, values))
+}
+
+/// An entry's values, checked ([`crate::cache_entry::decode`]); the error says what is wrong.
+fn read_entry(path: &Path, shape: &[usize]) -> std::result::Result<Vec<f32>, String> {
+    let limit = 128 + 4 * (shape.len() as u64 + shape.iter().product::<usize>() as u64);
+    let bytes = crate::fsutil::read_limited(path, limit, "a feature cache entry").map_err(|error| error.to_string())?;
+    crate::cache_entry::decode(&bytes, &entry_key(path), Some(shape)).map(|(_, values)| values)
+}
+
+fn check_entry(path: &Path, shape: &[usize]) -> std::result::Result<(), String> {
+    read_entry(path, shape).map(drop)
+}
+
+/// The shape of one image's entry: the pooled features, or the activations at the cut (one
+/// blank image through the frozen blocks).
+fn expected_shape(teacher: &Teacher, spec: &CacheSpec, device: &Device) -> Result<Vec<usize>> {
+    if spec.cut == teacher.block_names().len() {
+        return Ok(vec![teacher.backbone.feature_dim()]);
     }
-    let mut dims = vec![0u8; 4 * rank];
-    file.read_exact(&mut dims).ok()?;
-    let shape: Vec<usize> =
-        dims.chunks(4).map(|d| u32::from_le_bytes(d.try_into().expect("4 bytes")) as usize).collect();
-    let expected = 4 + 4 * rank as u64 + 4 * shape.iter().product::<usize>() as u64;
-    (file.metadata().ok()?.len() == expected).then_some(shape)
+    let size = spec.preprocessing.input_size;
+    let blank = batch_tensor(&[vec![0.0; 3 * size * size]], size, device);
+    Ok(teacher.forward_until(blank, spec.cut)?.dims()[1..].to_vec())
 }
 
 /// Pooled features of the whole frozen teacher (`spec.cut` at the last block) for one view of
@@ -356,9 +392,13 @@ pub fn pooled_features(
 pub(crate) fn read_values(entries: &[&Entry]) -> Result<Vec<f32>> {
     let mut values = Vec::new();
     for entry in entries {
-        let bytes = std::fs::read(&entry.path).map_err(|source| GraftError::Io { path: entry.path.clone(), source })?;
-        let header = 4 + 4 * entry.shape.len();
-        values.extend(bytes[header..].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))));
+        let read = read_entry(&entry.path, &entry.shape).map_err(|reason| {
+            GraftError::Invalid(format!(
+                "feature cache entry `{}` changed while it was in use: {reason}\nhint: run again; it will be computed anew",
+                entry.path.display()
+            ))
+        })?;
+        values.extend(read);
     }
     Ok(values)
 }

@@ -31,3 +31,23 @@ pub trait Reporter: Sync {
 pub struct Silent;
 
 impl Reporter for Silent {}
+
+/// Keeps the notes and nothing else: for a caller that shows them later, or a test that checks
+/// what a run said.
+#[derive(Default)]
+pub struct Notes(std::sync::Mutex<Vec<String>>);
+
+impl Notes {
+    /// The notes so far, in order.
+    pub fn taken(&self) -> Vec<String> {
+        self.0.lock().map(|notes| notes.clone()).unwrap_or_default()
+    }
+}
+
+impl Reporter for Notes {
+    fn note(&self, message: &str) {
+        if let Ok(mut notes) = self.0.lock() {
+            notes.push(message.to_owned());
+        }
+    }
+}

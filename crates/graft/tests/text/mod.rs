@@ -382,11 +382,29 @@ fn sentence_features_are_cached_per_text() {
     let direct = teacher.embed(&["a new text"], 1, &device, &|_| {}, None).unwrap();
     assert!(max_difference(more.row(1), direct.row(0)) <= 1e-6);
     // Damage every entry: each is recomputed, to the same values.
-    for entry in walk(&cache_directory(&teacher, &cache)) {
+    for entry in walk(&cache_directory(&teacher, &cache, &device)) {
         std::fs::write(entry, b"not a vector").unwrap();
     }
     let (repaired, hits) = cached_features(&teacher, &texts, &cache, 2, &device, &silent).unwrap();
     assert_eq!((hits, &repaired.features), (0, &first.features));
+    // An entry of the right length whose values were edited: found by its digest, named,
+    // computed again.
+    // (The entry of "a new text" is still the damaged one: the texts here are the other three.)
+    let entry = walk(&cache_directory(&teacher, &cache, &device))
+        .into_iter()
+        .find(|entry| std::fs::metadata(entry).unwrap().len() > 100)
+        .unwrap();
+    let mut bytes = std::fs::read(&entry).unwrap();
+    bytes[60..64].copy_from_slice(&1e30f32.to_le_bytes());
+    std::fs::write(&entry, bytes).unwrap();
+    let notes = graft::train::reporter::Notes::default();
+    let (repaired, hits) = cached_features(&teacher, &texts, &cache, 2, &device, &notes).unwrap();
+    assert_eq!((hits, &repaired.features), (2, &first.features));
+    let notes = notes.taken();
+    assert!(
+        notes.iter().any(|note| note.contains(&entry.display().to_string()) && note.contains("digest")),
+        "{notes:?}"
+    );
     std::fs::remove_dir_all(&cache).unwrap();
 }
 

@@ -358,6 +358,7 @@ fn second_run_on_the_same_data_hits_the_cache_and_runs_no_teacher_forward() {
     assert_eq!(second.teacher_forwards, 0, "the teacher ran again");
     assert_eq!(second.cache_misses, 0);
     assert_eq!(second.cache_hits, train_set.len() + validation.len());
+    let entries = entry_files(&dir.join("cache").join("features"));
     // Another compute path (burn's modules instead of the fused CPU plan) computes its own
     // entries: its numbers differ in the last bits, and a cache never mixes them.
     let mut unfused = options(Strategy::Deep, &dir.join("c"), &dir.join("cache"));
@@ -365,7 +366,43 @@ fn second_run_on_the_same_data_hits_the_cache_and_runs_no_teacher_forward() {
     let third = train(&teacher, &train_set, &validation, &unfused, &Device::flex(), &Silent).unwrap();
     assert_eq!(third.cache_hits, 0);
     assert_eq!(third.teacher_forwards, train_set.len() + validation.len());
+    // Damaged entries of the first run's cache: one of another shape (16 bytes), one of the
+    // right shape whose values were edited (absurd, but the file looks whole). Each is a miss,
+    // computed again and named in the notes; the run ends as the second did.
+    std::fs::write(&entries[0], [1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 128, 127, 0, 0, 128, 127]).unwrap();
+    let mut bytes = std::fs::read(&entries[1]).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle..middle + 4].copy_from_slice(&1e30f32.to_le_bytes());
+    std::fs::write(&entries[1], bytes).unwrap();
+    let notes = graft::train::reporter::Notes::default();
+    let fourth = train(&teacher, &train_set, &validation, &other, &Device::flex(), &notes).unwrap();
+    assert_eq!((fourth.teacher_forwards, fourth.cache_misses), (2, 2));
+    let scores = |history: &[graft::train::EpochMetrics]| {
+        history.iter().map(|e| (e.train_loss, e.validation_loss, e.validation_accuracy)).collect::<Vec<_>>()
+    };
+    assert_eq!(scores(&fourth.history), scores(&second.history));
+    // (Named by the stage that read them: training images and validation images apart.)
+    let damaged =
+        notes.taken().into_iter().filter(|note| note.contains("failed their check")).collect::<Vec<_>>().join("\n");
+    for entry in &entries[..2] {
+        assert!(damaged.contains(&entry.display().to_string()), "{damaged}");
+    }
+    assert!(damaged.contains("digest") && damaged.contains("not a graft cache entry"), "{damaged}");
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Every file under `directory`, sorted.
+fn entry_files(directory: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![directory.to_owned()];
+    while let Some(folder) = pending.pop() {
+        for entry in std::fs::read_dir(folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() { pending.push(path) } else { files.push(path) }
+        }
+    }
+    files.sort();
+    files
 }
 
 #[test]
@@ -383,6 +420,18 @@ fn augmented_mid_caches_the_plain_view_and_the_augmented_ones() {
     let plain = options(Strategy::Mid, &dir.join("b"), &dir.join("cache"));
     let second = train(&teacher, &train_set, &validation, &plain, &Device::flex(), &Silent).unwrap();
     assert_eq!(second.teacher_forwards, 0, "the plain views were not among the cached ones");
+    // An activation entry sealed properly but of a pooled entry's shape (a cut inside the
+    // teacher checks entries against the activations' shape): a miss, computed again.
+    let entry = entry_files(&dir.join("cache").join("features"))
+        .into_iter()
+        .find(|entry| entry.to_string_lossy().ends_with("-eval.f32"))
+        .unwrap();
+    let folder = entry.parent().unwrap().parent().unwrap().file_name().unwrap().to_string_lossy().into_owned();
+    let key = format!("image features {folder}/{}", entry.file_name().unwrap().to_string_lossy());
+    std::fs::write(&entry, graft::cache_entry::encode(&key, &[4], &[0.0; 4])).unwrap();
+    let again = options(Strategy::Mid, &dir.join("c"), &dir.join("cache"));
+    let third = train(&teacher, &train_set, &validation, &again, &Device::flex(), &Silent).unwrap();
+    assert_eq!(third.teacher_forwards, 1);
     std::fs::remove_dir_all(dir).unwrap();
 }
 
