@@ -15,6 +15,55 @@ fn choice<T: Choice + Clone>() -> impl TypedValueParser<Value = T> {
     PossibleValuesParser::new(T::NAMES).try_map(|name| name.parse::<T>())
 }
 
+/// A count that must be at least one (`--batch-size 0` would divide by it, or loop for ever).
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(value) => Ok(value),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+fn at_least_one_u64(text: &str) -> Result<u64, String> {
+    at_least_one(text).map(|value| value as u64)
+}
+
+/// An image side graft trains at.
+fn image_size(text: &str) -> Result<usize, String> {
+    use graft::models::zoo::{MAX_INPUT_SIZE, MIN_INPUT_SIZE};
+    let size: usize = text.trim().parse().map_err(|error: std::num::ParseIntError| error.to_string())?;
+    if !(MIN_INPUT_SIZE..=MAX_INPUT_SIZE).contains(&size) {
+        return Err(format!("must be from {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE} pixels"));
+    }
+    Ok(size)
+}
+
+fn finite(text: &str) -> Result<f64, String> {
+    let value: f64 = text.trim().parse().map_err(|error: std::num::ParseFloatError| error.to_string())?;
+    if !value.is_finite() {
+        return Err("must be a finite number".into());
+    }
+    Ok(value)
+}
+
+/// A rate or a budget: finite and above 0.
+fn positive(text: &str) -> Result<f64, String> {
+    finite(text).and_then(|value| if value > 0.0 { Ok(value) } else { Err("must be above 0".into()) })
+}
+
+fn non_negative(text: &str) -> Result<f64, String> {
+    finite(text).and_then(|value| if value >= 0.0 { Ok(value) } else { Err("must be 0 or more".into()) })
+}
+
+/// A fraction from 0 up to, not including, 1 (a dropout, a share held out).
+fn fraction(text: &str) -> Result<f64, String> {
+    non_negative(text).and_then(|value| if value < 1.0 { Ok(value) } else { Err("must be below 1".into()) })
+}
+
+fn fraction_f32(text: &str) -> Result<f32, String> {
+    fraction(text).map(|value| value as f32)
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "graft", version, about = "Transfer learning from pretrained teachers, on a laptop CPU.")]
 pub struct Cli {
@@ -131,7 +180,7 @@ pub struct PredictArgs {
     pub file: Option<PathBuf>,
 
     /// How many classes to show per image.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = at_least_one)]
     pub top: usize,
 
     /// Print JSON: [{"path", "top": [{"class_index", "label", "probability"}]}].
@@ -139,7 +188,7 @@ pub struct PredictArgs {
     pub json: bool,
 
     /// Images per forward pass.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = at_least_one)]
     pub batch_size: usize,
 }
 
@@ -163,7 +212,7 @@ pub struct EmbedArgs {
     pub json: bool,
 
     /// Images per forward pass.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = at_least_one)]
     pub batch_size: usize,
 }
 
@@ -208,25 +257,25 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
     /// Inputs per forward pass at most: requests that arrive together share one.
-    #[arg(long, default_value_t = graft_serve::ServeOptions::default().max_batch)]
+    #[arg(long, default_value_t = graft_serve::ServeOptions::default().max_batch, value_parser = at_least_one)]
     pub max_batch: usize,
     /// Milliseconds an idle worker waits for more requests after one arrives.
     #[arg(long, default_value_t = graft_serve::ServeOptions::default().batch_window.as_millis() as u64)]
     pub batch_window_ms: u64,
     /// Prediction requests that may wait per student; more are answered 503 with Retry-After.
-    #[arg(long, default_value_t = graft_serve::ServeOptions::default().queue_capacity)]
+    #[arg(long, default_value_t = graft_serve::ServeOptions::default().queue_capacity, value_parser = at_least_one)]
     pub queue: usize,
     /// The largest request body in MiB (413 above).
-    #[arg(long, default_value_t = (graft_serve::ServeOptions::default().max_body_bytes >> 20) as u64)]
+    #[arg(long, default_value_t = (graft_serve::ServeOptions::default().max_body_bytes >> 20) as u64, value_parser = at_least_one_u64)]
     pub max_body_mib: u64,
     /// Images or texts per request at most (413 above).
-    #[arg(long, default_value_t = graft_serve::ServeOptions::default().max_inputs)]
+    #[arg(long, default_value_t = graft_serve::ServeOptions::default().max_inputs, value_parser = at_least_one)]
     pub max_inputs: usize,
     /// Open connections at most; more are answered 503.
-    #[arg(long, default_value_t = graft_serve::ServeOptions::default().max_connections)]
+    #[arg(long, default_value_t = graft_serve::ServeOptions::default().max_connections, value_parser = at_least_one)]
     pub max_connections: usize,
     /// Seconds a client may take to send a request's headers, and its body (408 after).
-    #[arg(long, default_value_t = graft_serve::ServeOptions::default().read_timeout.as_secs())]
+    #[arg(long, default_value_t = graft_serve::ServeOptions::default().read_timeout.as_secs(), value_parser = at_least_one_u64)]
     pub read_timeout: u64,
 }
 
@@ -251,7 +300,7 @@ pub struct TrainingArgs {
     pub head: HeadChoice,
 
     /// Hidden width of the `mlp` head.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = at_least_one)]
     pub hidden: usize,
 
     /// `adamw` or `sgd` (Nesterov momentum).
@@ -259,32 +308,32 @@ pub struct TrainingArgs {
     pub optimizer: Optimizer,
 
     /// Peak learning rate of the head (after warm-up; cosine decay to 0) [default: 1e-3].
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub learning_rate: Option<f64>,
 
     /// Unfrozen teacher blocks learn at this fraction of the head's rate [default: 1 for image
     /// teachers (measured against 0.1 in docs/QUALITY.md); 0.05 for a text encoder, 5e-5].
-    #[arg(long)]
+    #[arg(long, value_parser = non_negative)]
     pub backbone_lr_factor: Option<f64>,
 
-    #[arg(long, default_value_t = graft::train::Hyperparameters::default().weight_decay)]
+    #[arg(long, default_value_t = graft::train::Hyperparameters::default().weight_decay, value_parser = non_negative)]
     pub weight_decay: f64,
 
     /// SGD momentum.
-    #[arg(long, default_value_t = graft::train::Hyperparameters::default().momentum)]
+    #[arg(long, default_value_t = graft::train::Hyperparameters::default().momentum, value_parser = fraction)]
     pub momentum: f64,
 
     /// Training epochs [default: 10; 3 for a text student's fine-tuning].
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub epochs: Option<usize>,
 
-    #[arg(long, default_value_t = graft::train::Hyperparameters::default().batch_size)]
+    #[arg(long, default_value_t = graft::train::Hyperparameters::default().batch_size, value_parser = at_least_one)]
     pub batch_size: usize,
 
     #[arg(long, default_value_t = graft::train::Hyperparameters::default().warmup_epochs)]
     pub warmup_epochs: usize,
 
-    #[arg(long, default_value_t = graft::train::Hyperparameters::default().label_smoothing)]
+    #[arg(long, default_value_t = graft::train::Hyperparameters::default().label_smoothing, value_parser = fraction_f32)]
     pub label_smoothing: f32,
 
     /// Weight the loss by inverse class frequency (for unbalanced data).
@@ -333,7 +382,7 @@ pub struct TrainingArgs {
     /// trained at the same time on their own threads (batch norm normalizes each shard on its own,
     /// as in PyTorch's DistributedDataParallel); 1 trains the whole batch at once. Default: 2 on
     /// the CPU (flex, libtorch), 1 on a GPU. Not used with dropout (the MLP head, AlexNet).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub shards: Option<usize>,
 
     /// Train only the head for this many epochs first, then the unfrozen blocks too.
@@ -342,19 +391,19 @@ pub struct TrainingArgs {
 
     /// Text teachers, `mid` and `full`: the encoder's dropout probability while it fine-tunes
     /// (BERT's places: embeddings, attention weights, each sublayer's output) [default: 0].
-    #[arg(long)]
+    #[arg(long, value_parser = fraction)]
     pub dropout: Option<f64>,
 
     /// Fraction of each class held out for validation when the data has no validation set.
-    #[arg(long, default_value_t = graft::train::Hyperparameters::default().validation_fraction)]
+    #[arg(long, default_value_t = graft::train::Hyperparameters::default().validation_fraction, value_parser = fraction)]
     pub validation_fraction: f64,
 
     /// Use at most this many training images per class.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub per_class: Option<usize>,
 
     /// Input size for the teacher (default: the teacher's own); smaller is faster for small images.
-    #[arg(long)]
+    #[arg(long, value_parser = image_size)]
     pub image_size: Option<usize>,
 
     #[arg(long, default_value_t = graft::train::TrainOptions::default().seed)]
@@ -448,7 +497,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub json: bool,
 
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
     pub batch_size: usize,
 
     #[command(flatten)]
@@ -485,11 +534,11 @@ pub struct AuditArgs {
     pub data: PathBuf,
 
     /// (source, target class) pairs to attack.
-    #[arg(long, default_value_t = graft::audit::run::AuditOptions::default().pairs)]
+    #[arg(long, default_value_t = graft::audit::run::AuditOptions::default().pairs, value_parser = at_least_one)]
     pub pairs: usize,
 
     /// The DSSIM budget of a crafted image.
-    #[arg(long, default_value_t = graft::audit::run::AuditOptions::default().mimicry.budget)]
+    #[arg(long, default_value_t = graft::audit::run::AuditOptions::default().mimicry.budget, value_parser = positive)]
     pub budget: f64,
 
     /// The teacher block whose output the attack mimics (default: the student's last frozen
@@ -499,7 +548,7 @@ pub struct AuditArgs {
     pub layer: Option<String>,
 
     /// Attack iterations per pair (the reference runs 2,000 of Adadelta).
-    #[arg(long, default_value_t = graft::audit::run::AuditOptions::default().mimicry.iterations)]
+    #[arg(long, default_value_t = graft::audit::run::AuditOptions::default().mimicry.iterations, value_parser = at_least_one)]
     pub iterations: usize,
 
     /// `adam` or `adadelta` (the reference's, at rate 1).
@@ -507,11 +556,11 @@ pub struct AuditArgs {
     pub optimizer: graft::audit::mimicry::AttackOptimizer,
 
     /// The optimizer's rate, in tanh space.
-    #[arg(long, default_value_t = graft::audit::run::AuditOptions::default().mimicry.learning_rate)]
+    #[arg(long, default_value_t = graft::audit::run::AuditOptions::default().mimicry.learning_rate, value_parser = positive)]
     pub learning_rate: f64,
 
     /// Pairs attacked at once.
-    #[arg(long, default_value_t = graft::audit::run::AuditOptions::default().batch_size)]
+    #[arg(long, default_value_t = graft::audit::run::AuditOptions::default().batch_size, value_parser = at_least_one)]
     pub batch_size: usize,
 
     /// Instead of the attack: which public teacher the student was built on. Every zoo teacher
@@ -565,24 +614,24 @@ pub struct HardenArgs {
     #[arg(long)]
     pub layer: Option<String>,
 
-    #[arg(long, default_value_t = graft::audit::harden::HardenOptions::default().epochs)]
+    #[arg(long, default_value_t = graft::audit::harden::HardenOptions::default().epochs, value_parser = at_least_one)]
     pub epochs: usize,
 
     /// AdamW's peak rate for every layer (cosine decay; 1e-3 wrecks a trained student).
-    #[arg(long, default_value_t = graft::audit::harden::HardenOptions::default().learning_rate)]
+    #[arg(long, default_value_t = graft::audit::harden::HardenOptions::default().learning_rate, value_parser = positive)]
     pub learning_rate: f64,
 
-    #[arg(long, default_value_t = graft::audit::harden::HardenOptions::default().batch_size)]
+    #[arg(long, default_value_t = graft::audit::harden::HardenOptions::default().batch_size, value_parser = at_least_one)]
     pub batch_size: usize,
 
     /// The distance the student's representation must keep from the teacher's, as a multiple of
     /// the mean distance between two training images' teacher representations (ramped up over
     /// the first half of the epochs).
-    #[arg(long, default_value_t = graft::audit::harden::HardenOptions::default().threshold)]
+    #[arg(long, default_value_t = graft::audit::harden::HardenOptions::default().threshold, value_parser = finite)]
     pub threshold: f64,
 
     /// What a representation still on the teacher's costs, in nats of cross-entropy.
-    #[arg(long, default_value_t = graft::audit::harden::HardenOptions::default().penalty)]
+    #[arg(long, default_value_t = graft::audit::harden::HardenOptions::default().penalty, value_parser = non_negative)]
     pub penalty: f64,
 
     /// How the distance to the teacher's representation is measured: `euclidean` (the
@@ -596,24 +645,24 @@ pub struct HardenArgs {
     /// labelled as their source: adversarial training against the attack. Default: one per
     /// training image (crafting costs a few seconds an image on a laptop CPU); 0: none, the
     /// distance penalty alone.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub mimicry_examples: Option<usize>,
 
     /// Iterations of the attack crafting each mimicry example (Adam at 0.01).
-    #[arg(long, default_value_t = graft::audit::harden::HardenOptions::default().mimicry.iterations)]
+    #[arg(long, default_value_t = graft::audit::harden::HardenOptions::default().mimicry.iterations, value_parser = at_least_one)]
     pub mimicry_example_iterations: usize,
 
     /// Attacked pairs before and after (0: accuracy only). The same crafted images score both
     /// students: the attack never sees the student.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = at_least_one)]
     pub pairs: usize,
 
     /// The attack's DSSIM budget.
-    #[arg(long, default_value_t = graft::audit::run::AuditOptions::default().mimicry.budget)]
+    #[arg(long, default_value_t = graft::audit::run::AuditOptions::default().mimicry.budget, value_parser = positive)]
     pub budget: f64,
 
     /// The attack's iterations per pair (Adam at 0.01, as `graft audit`).
-    #[arg(long, default_value_t = graft::audit::run::AuditOptions::default().mimicry.iterations)]
+    #[arg(long, default_value_t = graft::audit::run::AuditOptions::default().mimicry.iterations, value_parser = at_least_one)]
     pub iterations: usize,
 
     #[arg(long, default_value_t = graft::audit::harden::HardenOptions::default().seed)]
@@ -684,10 +733,10 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "resnet18,resnet50,efficientnet_lite0")]
     pub teachers: Vec<String>,
 
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
     pub batch_size: usize,
 
     /// Timed iterations per operation (after one untimed warm-up).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = at_least_one)]
     pub iterations: usize,
 }

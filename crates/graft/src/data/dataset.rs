@@ -517,18 +517,38 @@ fn open_idx_file(path: &Path, cache_dir: &Path) -> Result<IdxImages> {
     Ok(IdxImages { path: path.to_owned(), file, layout })
 }
 
+/// How many times its compressed size a gzipped IDX file may declare. Real image sets compress
+/// 3-10x (MNIST 4.8x, Fashion-MNIST 2.5x); deflate's own limit is about 1,030x, which is what a
+/// crafted header of zeros reaches (1 MB declaring 1 GiB).
+pub const MAX_IDX_GZIP_RATIO: u64 = 100;
+
 /// Decompresses a gzipped IDX image file into `target`, streaming, and stops at the size its
 /// header declares: a file that holds less is truncated, and one that would inflate to more
-/// (a gzip bomb) is never written past that.
+/// (a gzip bomb) is never written past that. A header that declares more than
+/// [`MAX_IDX_GZIP_RATIO`] times the compressed size is refused before anything is written.
 fn gunzip_idx(path: &Path, target: &Path) -> Result<()> {
     let io = |source| GraftError::Io { path: path.to_owned(), source };
+    crate::fsutil::check_regular(path, u64::MAX, "an IDX file")?;
+    let compressed = std::fs::metadata(path).map_err(io)?.len();
     let mut reader = flate2::read::GzDecoder::new(std::io::BufReader::new(File::open(path).map_err(io)?));
     let mut header = [0u8; IdxLayout::HEADER_BYTES];
     reader
         .read_exact(&mut header)
         .map_err(|_| GraftError::Invalid(format!("`{}` is too short (or not gzip) for an IDX file", path.display())))?;
     let layout = IdxLayout::parse(path, &header, u64::MAX)?;
-    let body = (layout.file_bytes() - IdxLayout::HEADER_BYTES) as u64;
+    let declared = layout.file_bytes() as u64;
+    if declared > compressed.saturating_mul(MAX_IDX_GZIP_RATIO) {
+        return Err(GraftError::Invalid(format!(
+            "`{}` declares {} images of {}x{} ({declared} bytes) in {compressed} bytes of gzip, more than {MAX_IDX_GZIP_RATIO} \
+             times its size: real images do not compress that far (damaged, or made to fill the disk)\n\
+             hint: if it is real, decompress it yourself (`gunzip -k`) and give graft the plain file",
+            path.display(),
+            layout.count,
+            layout.rows,
+            layout.columns
+        )));
+    }
+    let body = declared - IdxLayout::HEADER_BYTES as u64;
     crate::fsutil::write_atomic_with(target, |temporary| {
         let mut out = std::io::BufWriter::new(
             File::create(temporary).map_err(|source| GraftError::Io { path: temporary.to_owned(), source })?,

@@ -18,7 +18,34 @@ pub struct Preprocessing {
 const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
+/// The smallest and largest side, in pixels, graft trains or predicts at.
+pub const MIN_INPUT_SIZE: usize = 16;
+pub const MAX_INPUT_SIZE: usize = 2048;
+
 impl Preprocessing {
+    /// Whether these numbers can be used as they are: a size within
+    /// [`MIN_INPUT_SIZE`]..=[`MAX_INPUT_SIZE`], a resize from it up to four times it, finite
+    /// means and positive finite deviations. A run record read from disk is checked before any
+    /// buffer is sized from it. The error says which number is wrong.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if !(MIN_INPUT_SIZE..=MAX_INPUT_SIZE).contains(&self.input_size) {
+            return Err(format!(
+                "an input size of {} pixels (graft works at {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE})",
+                self.input_size
+            ));
+        }
+        if self.resize < self.input_size || self.resize > 4 * self.input_size {
+            return Err(format!(
+                "a resize to {} pixels for an input of {} (it must be from the input size to four times it)",
+                self.resize, self.input_size
+            ));
+        }
+        if self.mean.iter().any(|m| !m.is_finite()) || self.std.iter().any(|s| !s.is_finite() || *s <= 0.0) {
+            return Err(format!("mean {:?} and std {:?} (finite, std above 0)", self.mean, self.std));
+        }
+        Ok(())
+    }
+
     fn imagenet(input_size: usize, resize: usize) -> Self {
         Preprocessing { input_size, resize, mean: IMAGENET_MEAN, std: IMAGENET_STD }
     }

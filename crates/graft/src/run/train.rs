@@ -49,7 +49,7 @@ pub fn train_run(
         // Fine-tuning a pretrained teacher: measure which augmentations suit this data.
         (AugmentChoice::Auto, Strategy::Mid | Strategy::Full) => {
             let preprocessing =
-                crate::train::trainer::preprocessing_at(&teacher.card.preprocessing, options.image_size);
+                crate::train::trainer::preprocessing_at(&teacher.card.preprocessing, options.image_size)?;
             let context = MeasureContext {
                 teacher,
                 preprocessing: &preprocessing,

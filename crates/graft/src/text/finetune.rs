@@ -231,9 +231,10 @@ pub fn finetune(
         && let Some(current) = checkpoints.current()
     {
         let path = current.join("student.bpk");
-        model = model
-            .try_load_record(read_record(&path)?)
-            .map_err(|error| GraftError::Checkpoint { path, reason: format!("{error:?}") })?;
+        model = model.try_load_record(read_record(&path)?).map_err(|error| GraftError::Checkpoint {
+            path,
+            reason: format!("it does not fit this run's student ({error:?})"),
+        })?;
         optimizer = read_optimizer(&current.join("optimizer.bpk"), optimizer)?;
         reporter.note(&format!("resuming after epoch {}", saved.epochs_done));
     }

@@ -168,13 +168,18 @@ impl TextStudent {
     /// A directory that is not a text run, or a damaged head.
     pub fn load(run: &Path) -> Result<TextStudent> {
         let config_path = run.join("graft.json");
-        let text = std::fs::read_to_string(&config_path)
-            .map_err(|source| GraftError::Io { path: config_path.clone(), source })?;
+        let text = crate::fsutil::read_text_limited(&config_path, 64 << 20, "a run record")?;
         let config: TextRunConfig = serde_json::from_str(&text)
             .map_err(|error| GraftError::Checkpoint { path: config_path.clone(), reason: error.to_string() })?;
         let weights_path = run.join("student.safetensors");
         let tensors = graft_weights::read(&weights_path)?;
         let (dim, classes) = (config.feature_dim, config.header.classes.len());
+        if config.max_length == 0 || config.max_length > 1 << 16 {
+            return Err(GraftError::Checkpoint {
+                path: config_path,
+                reason: format!("a limit of {} tokens is out of bounds (1 to 65536)", config.max_length),
+            });
+        }
         if dim == 0 || classes < 2 {
             return Err(GraftError::Checkpoint {
                 path: config_path,

@@ -51,7 +51,7 @@ pub fn advise(
     let mut sorted = counts.clone();
     sorted.sort();
     let examples_per_class = sorted[sorted.len() / 2];
-    let preprocessing = super::trainer::preprocessing_at(&teacher.card.preprocessing, image_size);
+    let preprocessing = super::trainer::preprocessing_at(&teacher.card.preprocessing, image_size)?;
     let blocks = teacher.block_names();
     let depths: Vec<usize> =
         [0.4, 0.7, 1.0].iter().map(|f| ((blocks.len() as f64 * f).ceil() as usize).clamp(1, blocks.len())).collect();

@@ -238,6 +238,46 @@ fn one() -> usize {
 /// graft's recipe for a new run (each choice measured in docs/QUALITY.md). The settings enums'
 /// own `Default`s are something else: the value a run saved before that setting existed is read
 /// back with.
+impl Hyperparameters {
+    /// Whether these numbers can train: counts of at least one, finite rates (a learning rate
+    /// above 0), fractions below 1. A library caller gets the message a flag would.
+    ///
+    /// # Errors
+    /// The first number out of bounds, named.
+    pub fn check(&self) -> Result<()> {
+        let bad = |what: &str, value: String, bound: &str| {
+            Err(GraftError::Invalid(format!("{what} of {value} cannot train: it {bound}")))
+        };
+        if self.epochs == 0 {
+            return bad("epochs", "0".into(), "must be at least 1");
+        }
+        if self.batch_size == 0 {
+            return bad("a batch size", "0".into(), "must be at least 1");
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return bad("a learning rate", self.learning_rate.to_string(), "must be finite and above 0");
+        }
+        for (what, value) in [
+            ("a weight decay", self.weight_decay),
+            ("a backbone learning-rate factor", self.backbone_learning_rate_factor),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                return bad(what, value.to_string(), "must be finite and 0 or more");
+            }
+        }
+        for (what, value) in [
+            ("a momentum", self.momentum),
+            ("a label smoothing", self.label_smoothing as f64),
+            ("a validation fraction", self.validation_fraction),
+        ] {
+            if !(0.0..1.0).contains(&value) {
+                return bad(what, value.to_string(), "must be from 0 up to (not including) 1");
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for Hyperparameters {
     fn default() -> Hyperparameters {
         Hyperparameters {
@@ -355,7 +395,7 @@ impl RunHeader {
 /// No `graft.json` there, or one that is not a run record, naming the file.
 pub fn read_header(run: &Path) -> Result<RunHeader> {
     let path = run.join(CONFIG_FILE);
-    let bytes = std::fs::read(&path).map_err(|source| GraftError::Io { path: path.clone(), source })?;
+    let bytes = crate::fsutil::read_limited(&path, MAX_RECORD_BYTES, "a run record")?;
     serde_json::from_slice(&bytes)
         .map_err(|error| GraftError::Invalid(format!("`{}` is not a graft run record: {error}", path.display())))
 }
@@ -391,12 +431,35 @@ pub fn export_teacher_weights(student: &LoadedStudent, path: &Path) -> Result<us
     Ok(tensors.len())
 }
 
-/// Reads a run's config.
+/// The most classes a run record may name.
+pub const MAX_CLASSES: usize = 100_000;
+/// The widest MLP head a run record may ask for.
+pub const MAX_HIDDEN: usize = 1 << 16;
+/// The largest run record graft reads.
+const MAX_RECORD_BYTES: u64 = 64 << 20;
+
+/// Reads a run's config, checked against graft's limits before anything is sized from it (a
+/// record is a file anyone can edit: an input size of 70,000 would ask for 15 GB per image).
+///
+/// # Errors
+/// No record, one that is not a run config, or one whose numbers are out of bounds (named).
 pub fn load_config(run: &Path) -> Result<RunConfig> {
     let path = run.join(CONFIG_FILE);
-    let text = std::fs::read(&path).map_err(|source| GraftError::Io { path: path.clone(), source })?;
-    serde_json::from_slice(&text)
-        .map_err(|error| GraftError::Invalid(format!("`{}` is not a graft run config: {error}", path.display())))
+    let text = crate::fsutil::read_limited(&path, MAX_RECORD_BYTES, "a run record")?;
+    let config: RunConfig = serde_json::from_slice(&text)
+        .map_err(|error| GraftError::Invalid(format!("`{}` is not a graft run config: {error}", path.display())))?;
+    let out_of_bounds = |what: String| GraftError::Invalid(format!("`{}` asks for {what}", path.display()));
+    config.preprocessing.check().map_err(out_of_bounds)?;
+    let classes = config.header.classes.len();
+    if !(1..=MAX_CLASSES).contains(&classes) {
+        return Err(out_of_bounds(format!("{classes} classes (graft reads 1 to {MAX_CLASSES})")));
+    }
+    if let HeadKind::Mlp { hidden } = config.head
+        && !(1..=MAX_HIDDEN).contains(&hidden)
+    {
+        return Err(out_of_bounds(format!("an MLP head {hidden} wide (graft reads 1 to {MAX_HIDDEN})")));
+    }
+    Ok(config)
 }
 
 /// A trained student loaded from its run directory, ready for inference on `device`.

@@ -151,15 +151,20 @@ impl TrainOutcome {
 }
 
 /// The preprocessing at an optional input size, keeping the card's resize-to-crop ratio.
-pub fn preprocessing_at(card: &Preprocessing, size: Option<usize>) -> Preprocessing {
-    match size {
+///
+/// # Errors
+/// A size outside [`crate::models::zoo::MIN_INPUT_SIZE`]..=[`crate::models::zoo::MAX_INPUT_SIZE`].
+pub fn preprocessing_at(card: &Preprocessing, size: Option<usize>) -> Result<Preprocessing> {
+    let preprocessing = match size {
         None => card.clone(),
         Some(size) => Preprocessing {
             input_size: size,
             resize: (size as f64 * card.resize as f64 / card.input_size as f64).round() as usize,
             ..card.clone()
         },
-    }
+    };
+    preprocessing.check().map_err(|reason| GraftError::Invalid(format!("cannot train at {reason}")))?;
+    Ok(preprocessing)
 }
 
 /// One training example as the trainable part sees it.
@@ -329,13 +334,14 @@ fn train_held_out(
     reporter: &dyn Reporter,
 ) -> Result<(TrainOutcome, Option<RefitPlan>)> {
     let started = Instant::now();
+    options.hyperparameters.check()?;
     train.check_trainable("the training set")?;
     if validation.is_empty() {
         return Err(GraftError::Invalid("the validation set is empty; give more images or a validation folder".into()));
     }
     let plan =
         FreezePlan::new(options.strategy, teacher.block_names(), options.unfreeze, options.unfreeze_from.as_deref())?;
-    let preprocessing = preprocessing_at(&teacher.card.preprocessing, options.image_size);
+    let preprocessing = preprocessing_at(&teacher.card.preprocessing, options.image_size)?;
     let inputs = prepare_inputs(teacher, train, validation, &plan, &preprocessing, options, device, reporter)?;
     let head_fit = resolve_head_fit(options, &plan, inputs.train.len())?;
     let head_init = resolve_head_init(options, &plan)?;
@@ -410,7 +416,10 @@ fn train_held_out(
     }
     // The best epoch's weights become the student.
     if let (true, false, Some(current)) = (state.best_epoch > 0, keep_last, session.checkpoints.current()) {
-        session.student = session.student.load_record(read_record(&current.join(BEST_FILE))?);
+        let path = current.join(BEST_FILE);
+        session.student = session.student.try_load_record(read_record(&path)?).map_err(|error| {
+            GraftError::Checkpoint { path, reason: format!("it does not fit this run's student ({error:?})") }
+        })?;
     }
     let mut config = run_config(
         teacher,
@@ -1020,7 +1029,11 @@ impl Session {
             if !differences.is_empty() {
                 return Err(GraftError::CheckpointMismatch { path: checkpoints.root().to_owned(), differences });
             }
-            student = student.load_record(read_record(&current.join("student.bpk"))?);
+            let path = current.join("student.bpk");
+            student = student.try_load_record(read_record(&path)?).map_err(|error| GraftError::Checkpoint {
+                path,
+                reason: format!("it does not fit this run's student ({error:?})"),
+            })?;
             optimizer = read_optimizer(&current.join("optimizer.bpk"), optimizer)?;
             reporter.note(&format!("resuming after epoch {}", saved.epochs_done));
             saved

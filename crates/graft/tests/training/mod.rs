@@ -243,7 +243,7 @@ fn auto_augmentation_measures_each_candidate_and_keeps_those_that_help() {
     let dir = temp_dir("augment-choice");
     let teacher = teacher();
     let (train_set, _) = sample(10);
-    let preprocessing = graft::train::trainer::preprocessing_at(&teacher.card.preprocessing, Some(64));
+    let preprocessing = graft::train::trainer::preprocessing_at(&teacher.card.preprocessing, Some(64)).unwrap();
     let context = graft::train::augment_choice::MeasureContext {
         teacher: &teacher,
         preprocessing: &preprocessing,
@@ -388,6 +388,14 @@ fn second_run_on_the_same_data_hits_the_cache_and_runs_no_teacher_forward() {
         assert!(damaged.contains(&entry.display().to_string()), "{damaged}");
     }
     assert!(damaged.contains("digest") && damaged.contains("not a graft cache entry"), "{damaged}");
+    // A run record edited to ask for 70,000-pixel inputs (15 GB an image) is refused on load.
+    let record = dir.join("a").join("graft.json");
+    let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    config["preprocessing"]["input_size"] = 70_000.into();
+    std::fs::write(&record, serde_json::to_vec(&config).unwrap()).unwrap();
+    let options = graft::run::StudentOptions::default();
+    let error = graft::run::Student::load(&dir.join("a"), &options).err().expect("refused").to_string();
+    assert!(error.contains("graft.json") && error.contains("70000 pixels"), "{error}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -473,6 +481,33 @@ fn resume_after_an_interruption_reaches_the_same_final_metrics() {
         uninterrupted.config.header.metrics["validation_accuracy"],
         resumed.config.header.metrics["validation_accuracy"]
     );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn resuming_from_a_checkpoint_of_another_student_is_an_error_not_a_panic() {
+    let dir = temp_dir("resume-other");
+    let teacher = teacher();
+    let (train_set, validation) = sample(4);
+    let interrupted = |name: &str, head: HeadKind| {
+        let mut options = options(Strategy::Deep, &dir.join(name), &dir.join("cache"));
+        options.hyperparameters.epochs = 3;
+        options.head = head;
+        options.stop_after = Some(1);
+        train(&teacher, &train_set, &validation, &options, &Device::flex(), &Silent).unwrap();
+        options
+    };
+    let mut linear = interrupted("linear", HeadKind::Linear);
+    interrupted("mlp", HeadKind::Mlp { hidden: 32 });
+    // The linear run's checkpoint now holds the MLP run's student (its state still says linear).
+    let checkpoint = |name: &str| dir.join(name).join("checkpoint").join("epoch-0001").join("student.bpk");
+    std::fs::copy(checkpoint("mlp"), checkpoint("linear")).unwrap();
+    linear.stop_after = None;
+    linear.resume = true;
+    let error = train(&teacher, &train_set, &validation, &linear, &Device::flex(), &Silent).unwrap_err();
+    assert!(matches!(error, graft::GraftError::Checkpoint { .. }), "{error}");
+    let message = error.to_string();
+    assert!(message.contains("does not fit this run's student") && message.contains("student.bpk"), "{message}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -747,6 +782,65 @@ fn idx_files_gzipped_with_class_names_read_item_by_item() {
     std::fs::write(dir.join("huge-images-idx3-ubyte"), &huge).unwrap();
     let error = dataset::open(&dir.join("huge-images-idx3-ubyte"), &dir.join("cache")).unwrap_err().to_string();
     assert!(error.contains("not plausible"), "{error}");
+    // 8 MB of zeros under a true header gzip to 8 KB: over 100 times its size, refused before
+    // anything is written to the cache.
+    let mut bomb = vec![0, 0, 8, 3, 0, 0, 0x27, 0x10, 0, 0, 0, 28, 0, 0, 0, 28];
+    bomb.resize(16 + 10_000 * 28 * 28, 0);
+    gz("train-images-idx3-ubyte.gz", &bomb);
+    gz("train-labels-idx1-ubyte.gz", &[[0u8, 0, 8, 1, 0, 0, 0x27, 0x10].as_slice(), &[0; 10_000]].concat());
+    let before = std::fs::read_dir(dir.join("cache/idx")).unwrap().count();
+    let error = dataset::open(&dir, &dir.join("cache")).unwrap_err().to_string();
+    assert!(error.contains("train-images-idx3-ubyte.gz") && error.contains("more than 100 times"), "{error}");
+    assert!(error.contains("gunzip -k"), "{error}");
+    assert_eq!(std::fs::read_dir(dir.join("cache/idx")).unwrap().count(), before);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn data_files_that_are_not_regular_files_or_too_large_are_refused() {
+    // A manifest whose rows name a device and a FIFO beside a real image: the real one reads,
+    // the others are refused by what they are, never opened (a FIFO's open would wait for ever,
+    // /dev/zero would be read until memory ran out).
+    let dir = temp_dir("special-files");
+    let image = repo("crates/graft-assets/data/fashion-mnist-sample/train/Bag")
+        .read_dir()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let fifo = dir.join("fifo.png");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let manifest = dir.join("data.csv");
+    std::fs::write(
+        &manifest,
+        format!("path,label\n{},bag\n/dev/zero,zero\n{},fifo\n", image.display(), fifo.display()),
+    )
+    .unwrap();
+    let data = dataset::open_csv(&manifest).unwrap();
+    let by_label = |label: &str| {
+        let class = data.classes.iter().position(|c| c == label).unwrap();
+        data.items.iter().find(|item| item.label == class).unwrap().source.clone()
+    };
+    assert!(by_label("bag").load().is_ok());
+    for (label, name) in [("zero", "/dev/zero"), ("fifo", "fifo.png")] {
+        let error = by_label(label).content_hash().unwrap_err().to_string();
+        assert!(error.contains(name) && error.contains("not a regular file"), "{error}");
+        let error = by_label(label).load().unwrap_err().to_string();
+        assert!(error.contains("not a regular file"), "{error}");
+    }
+    // The manifest itself, and a text data file, must be regular files too.
+    let error = dataset::open_csv(Path::new("/dev/zero")).unwrap_err().to_string();
+    assert!(error.contains("not a regular file"), "{error}");
+    let texts = dir.join("texts.csv");
+    assert!(std::process::Command::new("mkfifo").arg(&texts).status().unwrap().success());
+    let error = graft::text::data::open(&texts, &Default::default()).unwrap_err().to_string();
+    assert!(error.contains("texts.csv") && error.contains("not a regular file"), "{error}");
+    // An image file past the size limit is refused by its size, before it is read.
+    let big = dir.join("big.png");
+    std::fs::File::create(&big).unwrap().set_len(graft::fsutil::MAX_IMAGE_FILE_BYTES + 1).unwrap();
+    let error = graft::data::image::load_rgb(&big).unwrap_err().to_string();
+    assert!(error.contains("big.png") && error.contains("more than the"), "{error}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 
