@@ -102,13 +102,43 @@ fn draw_curves(root: DrawingArea<BitMapBackend, plotters::coord::Shift>, history
     root.present().map_err(plot_error)
 }
 
-/// A confusion matrix as a heat map, counts in the cells, rows = true class.
-pub fn plot_confusion(path: &Path, evaluation: &Evaluation) -> Result<()> {
+/// The most classes drawn as a confusion heat map. Past it a map is unreadable (and 2,000
+/// classes would be a 7 GB bitmap): `report.html` lists the most frequent confusions instead.
+pub const MAX_PLOTTED_CLASSES: usize = 50;
+/// How many confusions that list shows.
+const LISTED_CONFUSIONS: usize = 30;
+
+/// A confusion matrix as a heat map, counts in the cells, rows = true class. Returns whether it
+/// drew one: with more than [`MAX_PLOTTED_CLASSES`] classes it draws nothing (and removes a map
+/// an earlier run left at `path`).
+pub fn plot_confusion(path: &Path, evaluation: &Evaluation) -> Result<bool> {
     let count = evaluation.classes.len();
+    if count > MAX_PLOTTED_CLASSES {
+        let _ = std::fs::remove_file(path);
+        return Ok(false);
+    }
     let cell = (560 / count.max(1)).clamp(24, 80) as i32;
     let label_width = 170;
     let size = (label_width + cell * count as i32 + 20, 60 + cell * count as i32 + 130);
-    save_png(path, (size.0 as u32, size.1 as u32), |root| draw_confusion(root, evaluation, cell, label_width))
+    save_png(path, (size.0 as u32, size.1 as u32), |root| draw_confusion(root, evaluation, cell, label_width))?;
+    Ok(true)
+}
+
+/// The off-diagonal cells of a confusion matrix, most frequent first: (true, predicted, count).
+pub fn top_confusions(evaluation: &Evaluation, limit: usize) -> Vec<(usize, usize, usize)> {
+    let mut cells: Vec<(usize, usize, usize)> = evaluation
+        .confusion
+        .iter()
+        .enumerate()
+        .flat_map(|(row, counts)| {
+            counts.iter().enumerate().filter(move |(column, count)| *column != row && **count > 0).map(
+                move |(column, count)| (row, column, *count),
+            )
+        })
+        .collect();
+    cells.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)).then(a.1.cmp(&b.1)));
+    cells.truncate(limit);
+    cells
 }
 
 fn draw_confusion(
@@ -312,8 +342,31 @@ pub fn write_run_report(run: &Path, report: &RunReport) -> Result<()> {
             "<h2>Learning curves</h2><img src=\"curves.png\" alt=\"loss and accuracy per epoch\" width=\"1000\">",
         );
     }
-    if run.join("confusion.png").is_file() {
-        html.push_str("<h2>Validation confusion matrix</h2><img src=\"confusion.png\" alt=\"confusion matrix\">");
+    match report.evaluation {
+        Some(evaluation) if evaluation.classes.len() > MAX_PLOTTED_CLASSES => {
+            let _ = write!(
+                html,
+                "<h2>Most frequent confusions</h2><p>{} classes are too many to draw as a matrix; the {LISTED_CONFUSIONS} \
+                 most frequent mistakes on the validation set:</p><table><tr><th>true class</th><th>predicted</th>\
+                 <th>count</th><th>share of the true class</th></tr>",
+                evaluation.classes.len()
+            );
+            for (row, column, count) in top_confusions(evaluation, LISTED_CONFUSIONS) {
+                let total: usize = evaluation.confusion[row].iter().sum();
+                let _ = write!(
+                    html,
+                    "<tr><td>{}</td><td>{}</td><td>{count}</td><td>{:.1}%</td></tr>",
+                    escape(&evaluation.classes[row]),
+                    escape(&evaluation.classes[column]),
+                    100.0 * count as f64 / total.max(1) as f64
+                );
+            }
+            html.push_str("</table>");
+        }
+        _ if run.join("confusion.png").is_file() => html.push_str(
+            "<h2>Validation confusion matrix</h2><img src=\"confusion.png\" alt=\"confusion matrix\">",
+        ),
+        _ => {}
     }
     if let Some(evaluation) = report.evaluation {
         html.push_str(
@@ -443,4 +496,63 @@ pub fn write_audit(
     html.push_str(&escape(&serde_json::to_string_pretty(&report.mimicry).unwrap_or_default()));
     html.push_str("</pre></body></html>\n");
     crate::fsutil::write_atomic(&run.join("audit.html"), html.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::modality::Modality;
+    use crate::train::metrics::evaluate;
+
+    /// 2,000 classes, each image predicted as the next class half of the time: no heat map (it
+    /// would be a 7 GB bitmap), the report lists the most frequent confusions instead.
+    #[test]
+    fn thousands_of_classes_are_listed_not_drawn() {
+        let classes: Vec<String> = (0..2000).map(|i| format!("class {i}")).collect();
+        let (mut probabilities, mut labels) = (Vec::new(), Vec::new());
+        for image in 0..4000 {
+            let label = image % 2000;
+            let predicted = if image % 2 == 0 { label } else { (label + 1) % 2000 };
+            let mut row = vec![0.0f32; 2000];
+            row[predicted] = 1.0;
+            probabilities.extend(row);
+            labels.push(label);
+        }
+        let evaluation = evaluate(&probabilities, &labels, &classes);
+        let dir = std::env::temp_dir().join(format!("graft-report-many-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("confusion.png"), b"an earlier run's map").unwrap();
+        assert!(!plot_confusion(&dir.join("confusion.png"), &evaluation).unwrap());
+        assert!(!dir.join("confusion.png").exists(), "a stale map would be shown as this run's");
+        let top = top_confusions(&evaluation, 3);
+        assert_eq!(top.len(), 3);
+        assert!(top.iter().all(|(row, column, count)| *column == (row + 1) % 2000 && *count >= 1));
+        let header = RunHeader::new(
+            Modality::Image,
+            "teacher".into(),
+            String::new(),
+            crate::train::Strategy::Deep,
+            classes.clone(),
+            0,
+            "data".into(),
+        );
+        let report = RunReport {
+            header: &header,
+            record: serde_json::Value::Null,
+            headline: "headline".into(),
+            summary: Vec::new(),
+            evaluation: Some(&evaluation),
+            epochs: None,
+            wrong: &[],
+        };
+        write_run_report(&dir, &report).unwrap();
+        let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+        assert!(html.contains("Most frequent confusions") && html.contains("2000 classes are too many"), "report");
+        assert!(!html.contains("confusion.png"));
+        // A few classes are still drawn.
+        let few = evaluate(&[0.9, 0.1, 0.2, 0.8], &[0, 1], &classes[..2]);
+        assert!(plot_confusion(&dir.join("confusion.png"), &few).unwrap());
+        assert!(dir.join("confusion.png").is_file());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

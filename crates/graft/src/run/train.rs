@@ -69,28 +69,42 @@ pub fn train_run(
     };
     let outcome = train(teacher, train_set, validation, &options, device, reporter)?;
     if outcome.finished {
-        // The validation confusion matrix (cached features make this cheap).
-        let evaluation = match &outcome.validation_evaluation {
-            // A pooled probe was fitted to the validation images: its out-of-fold predictions.
-            Some(evaluation) => evaluation.clone(),
-            None => {
-                let loaded = load_run(&options.out, device)?;
-                let inference = InferenceOptions {
-                    batch_size: options.hyperparameters.batch_size,
-                    cache_dir: options.cache_dir.clone(),
-                    fused_plan: options.fused_plan,
-                };
-                evaluate_run(&loaded, validation.clone(), &inference, device, reporter)?
+        // The student is saved: a report that cannot be made is noted, never the run's failure.
+        let report = || -> Result<()> {
+            // The validation confusion matrix (cached features make this cheap).
+            let evaluation = match &outcome.validation_evaluation {
+                // A pooled probe was fitted to the validation images: its out-of-fold predictions.
+                Some(evaluation) => evaluation.clone(),
+                None => {
+                    let loaded = load_run(&options.out, device)?;
+                    let inference = InferenceOptions {
+                        batch_size: options.hyperparameters.batch_size,
+                        cache_dir: options.cache_dir.clone(),
+                        fused_plan: options.fused_plan,
+                    };
+                    evaluate_run(&loaded, validation.clone(), &inference, device, reporter)?
+                }
+            };
+            crate::report::plot_confusion(&options.out.join("confusion.png"), &evaluation)?;
+            if !outcome.history.is_empty() {
+                crate::report::plot_curves(&options.out.join("curves.png"), &outcome.history)?;
             }
+            let report = RunReport::image(&outcome.config, &outcome.history, Some(&evaluation));
+            crate::report::write_run_report(&options.out, &report)
         };
-        crate::report::plot_confusion(&options.out.join("confusion.png"), &evaluation)?;
-        if !outcome.history.is_empty() {
-            crate::report::plot_curves(&options.out.join("curves.png"), &outcome.history)?;
-        }
-        let report = RunReport::image(&outcome.config, &outcome.history, Some(&evaluation));
-        crate::report::write_run_report(&options.out, &report)?;
+        note_report_failure(report(), &options.out, reporter);
     }
     Ok(outcome)
+}
+
+/// Says that a trained and saved student's report could not be written, and why.
+fn note_report_failure(outcome: Result<()>, run: &Path, reporter: &dyn Reporter) {
+    if let Err(error) = outcome {
+        reporter.note(&format!(
+            "the student is saved in `{}`, but its report could not be written: {error}",
+            run.display()
+        ));
+    }
 }
 
 /// Trains a text student of `teacher` ([`train_text`]) and writes its whole run directory:
@@ -107,9 +121,12 @@ pub fn train_text_run(
     reporter: &dyn Reporter,
 ) -> Result<TextOutcome> {
     let outcome = train_text(teacher, train_set, validation, options, device, reporter)?;
-    crate::report::plot_confusion(&options.out.join("confusion.png"), &outcome.evaluation)?;
-    let report = RunReport::text(&outcome.config, &outcome.evaluation, &outcome.examples);
-    crate::report::write_run_report(&options.out, &report)?;
+    let report = || -> Result<()> {
+        crate::report::plot_confusion(&options.out.join("confusion.png"), &outcome.evaluation)?;
+        let report = RunReport::text(&outcome.config, &outcome.evaluation, &outcome.examples);
+        crate::report::write_run_report(&options.out, &report)
+    };
+    note_report_failure(report(), &options.out, reporter);
     Ok(outcome)
 }
 
