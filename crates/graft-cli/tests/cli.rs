@@ -730,6 +730,30 @@ fn a_misspelt_setting_fails_before_any_work_with_the_accepted_names() {
 }
 
 #[test]
+fn numeric_flags_out_of_bounds_are_refused_before_any_work() {
+    for (flag, value, says) in [
+        ("--image-size", "0", "from 16 to 2048 pixels"),
+        ("--image-size", "70000", "from 16 to 2048 pixels"),
+        ("--batch-size", "0", "at least 1"),
+        ("--epochs", "0", "at least 1"),
+        ("--learning-rate", "nan", "finite"),
+        ("--learning-rate", "-1", "above 0"),
+        ("--dropout", "1.5", "below 1"),
+        ("--weight-decay", "-0.1", "0 or more"),
+    ] {
+        let setting = format!("{flag}={value}");
+        let out = graft(&["train", "--data", "no-such-data", "--out", "no-such-run", &setting]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag) && stderr.contains(says), "{flag} {value}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let out = graft(&["serve", "no-such-run", "--max-batch", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("at least 1"), "{}", text(&out.stderr));
+}
+
+#[test]
 fn show_settings_lists_the_fused_plan_from_the_environment() {
     let out = Command::new(env!("CARGO_BIN_EXE_graft"))
         .args(["--show-settings", "teachers"])

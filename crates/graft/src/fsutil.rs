@@ -107,3 +107,51 @@ pub fn default_cache_dir() -> std::path::PathBuf {
         None => std::env::temp_dir().join("graft-cache"),
     }
 }
+
+/// An exclusive lock on a file beside the thing it guards (`<path>.lock`), held until dropped.
+/// Advisory: every graft process takes it before writing what it guards, so two of them never
+/// write one run folder or one download at once. The lock file stays (it is empty); the lock
+/// goes with the process, however it ends.
+#[derive(Debug)]
+pub struct Lock {
+    _file: std::fs::File,
+}
+
+impl Lock {
+    fn open(path: &Path) -> std::io::Result<std::fs::File> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path)
+    }
+
+    /// Takes the lock `path`, or `None` when another process holds it.
+    ///
+    /// # Errors
+    /// A lock file that cannot be created.
+    pub fn try_take(path: &Path) -> Result<Option<Lock>> {
+        let file = Lock::open(path).map_err(|source| GraftError::Io { path: path.to_owned(), source })?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Lock { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(source)) => Err(GraftError::Io { path: path.to_owned(), source }),
+        }
+    }
+
+    /// Takes the lock `path`, waiting for another process to let it go.
+    ///
+    /// # Errors
+    /// A lock file that cannot be created or locked.
+    pub fn wait(path: &Path) -> std::io::Result<Lock> {
+        let file = Lock::open(path)?;
+        file.lock()?;
+        Ok(Lock { _file: file })
+    }
+}
+
+/// `<path>.lock`.
+pub fn lock_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".lock");
+    path.with_file_name(name)
+}

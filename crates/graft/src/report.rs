@@ -131,9 +131,11 @@ pub fn top_confusions(evaluation: &Evaluation, limit: usize) -> Vec<(usize, usiz
         .iter()
         .enumerate()
         .flat_map(|(row, counts)| {
-            counts.iter().enumerate().filter(move |(column, count)| *column != row && **count > 0).map(
-                move |(column, count)| (row, column, *count),
-            )
+            counts
+                .iter()
+                .enumerate()
+                .filter(move |(column, count)| *column != row && **count > 0)
+                .map(move |(column, count)| (row, column, *count))
         })
         .collect();
     cells.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)).then(a.1.cmp(&b.1)));
@@ -363,9 +365,9 @@ pub fn write_run_report(run: &Path, report: &RunReport) -> Result<()> {
             }
             html.push_str("</table>");
         }
-        _ if run.join("confusion.png").is_file() => html.push_str(
-            "<h2>Validation confusion matrix</h2><img src=\"confusion.png\" alt=\"confusion matrix\">",
-        ),
+        _ if run.join("confusion.png").is_file() => {
+            html.push_str("<h2>Validation confusion matrix</h2><img src=\"confusion.png\" alt=\"confusion matrix\">")
+        }
         _ => {}
     }
     if let Some(evaluation) = report.evaluation {

@@ -76,6 +76,13 @@ pub fn download(
     if let Some(parent) = destination.parent() {
         std::fs::create_dir_all(parent).map_err(|error| format!("cannot create `{}`: {error}", parent.display()))?;
     }
+    // One download of a file at a time: a second process waits, then finds the file in place.
+    let lock = crate::fsutil::lock_path(destination);
+    let _lock =
+        crate::fsutil::Lock::wait(&lock).map_err(|error| format!("cannot lock `{}`: {error}", lock.display()))?;
+    if destination.is_file() && check_file(destination, expected).is_ok() {
+        return Ok(());
+    }
     let part = partial_path(destination);
     let agent = ureq::AgentBuilder::new()
         .timeout_connect(policy.connect_timeout)
@@ -241,6 +248,9 @@ pub fn extract_member(archive: &Path, member: &str, destination: &Path, expected
             entry.size()
         ));
     }
+    let lock = crate::fsutil::lock_path(destination);
+    let _lock =
+        crate::fsutil::Lock::wait(&lock).map_err(|error| format!("cannot lock `{}`: {error}", lock.display()))?;
     let part = partial_path(destination);
     let outcome = (|| {
         let mut out = File::create(&part).map_err(|error| format!("cannot write `{}`: {error}", part.display()))?;

