@@ -11,6 +11,8 @@ pub fn run(args: &TeachersArgs, settings: &Settings) -> anyhow::Result<()> {
         let cached = settings.cache_dir.join("weights").join(card.source.file_name).is_file();
         let status = if card.bundled {
             "bundled"
+        } else if matches!(card.source.fetch, graft::models::zoo::Fetch::Manual { .. }) {
+            "--weights"
         } else if cached {
             "cached"
         } else {
