@@ -83,7 +83,7 @@ mod tests {
         assert!(decode(&bytes, "key", Some(&[6])).unwrap_err().contains("shape [2, 3] where [6]"));
         assert!(decode(&bytes[..bytes.len() - 1], "key", None).unwrap_err().contains("bytes where"));
         let mut edited = bytes.clone();
-        edited[45] ^= 1;
+        edited[50] ^= 1;
         assert!(decode(&edited, "key", None).unwrap_err().contains("digest"));
         assert!(decode(&[0; 16], "key", None).unwrap_err().contains("not a graft cache entry"));
         let mut huge = encode("key", &[], &[1.0]);
