@@ -645,7 +645,7 @@ pub struct HardenArgs {
     /// labelled as their source: adversarial training against the attack. Default: one per
     /// training image (crafting costs a few seconds an image on a laptop CPU); 0: none, the
     /// distance penalty alone.
-    #[arg(long, value_parser = at_least_one)]
+    #[arg(long)]
     pub mimicry_examples: Option<usize>,
 
     /// Iterations of the attack crafting each mimicry example (Adam at 0.01).
@@ -654,7 +654,7 @@ pub struct HardenArgs {
 
     /// Attacked pairs before and after (0: accuracy only). The same crafted images score both
     /// students: the attack never sees the student.
-    #[arg(long, default_value_t = 10, value_parser = at_least_one)]
+    #[arg(long, default_value_t = 10)]
     pub pairs: usize,
 
     /// The attack's DSSIM budget.

@@ -353,15 +353,17 @@ fn check_entry(path: &Path, shape: &[usize]) -> std::result::Result<(), String> 
     read_entry(path, shape).map(drop)
 }
 
-/// The shape of one image's entry: the pooled features, or the activations at the cut (one
-/// blank image through the frozen blocks).
+/// The shape of one image's entry: one blank image through the frozen blocks, pooled when the
+/// whole teacher is frozen (the network's own answer, whatever its architecture).
 fn expected_shape(teacher: &Teacher, spec: &CacheSpec, device: &Device) -> Result<Vec<usize>> {
-    if spec.cut == teacher.block_names().len() {
-        return Ok(vec![teacher.backbone.feature_dim()]);
-    }
     let size = spec.preprocessing.input_size;
     let blank = batch_tensor(&[vec![0.0; 3 * size * size]], size, device);
-    Ok(teacher.forward_until(blank, spec.cut)?.dims()[1..].to_vec())
+    let activations = teacher.forward_until(blank, spec.cut)?;
+    Ok(if spec.cut == teacher.block_names().len() {
+        teacher.backbone.features(activations).dims()[1..].to_vec()
+    } else {
+        activations.dims()[1..].to_vec()
+    })
 }
 
 /// Pooled features of the whole frozen teacher (`spec.cut` at the last block) for one view of

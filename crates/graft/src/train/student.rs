@@ -239,8 +239,8 @@ fn one() -> usize {
 /// own `Default`s are something else: the value a run saved before that setting existed is read
 /// back with.
 impl Hyperparameters {
-    /// Whether these numbers can train: counts of at least one, finite rates (a learning rate
-    /// above 0), fractions below 1. A library caller gets the message a flag would.
+    /// Whether these numbers can train: counts of at least one, finite rates of 0 or more (a
+    /// rate of 0 trains nothing, which a diagnostic may want), fractions below 1. A library caller gets the message a flag would.
     ///
     /// # Errors
     /// The first number out of bounds, named.
@@ -254,10 +254,8 @@ impl Hyperparameters {
         if self.batch_size == 0 {
             return bad("a batch size", "0".into(), "must be at least 1");
         }
-        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
-            return bad("a learning rate", self.learning_rate.to_string(), "must be finite and above 0");
-        }
         for (what, value) in [
+            ("a learning rate", self.learning_rate),
             ("a weight decay", self.weight_decay),
             ("a backbone learning-rate factor", self.backbone_learning_rate_factor),
         ] {
