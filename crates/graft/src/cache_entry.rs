@@ -7,6 +7,8 @@
 //! of: the cache's identity and the input's), the rank (u32) and each dimension (u32), the
 //! values (f32), then the SHA-256 of every byte before it.
 
+use std::path::Path;
+
 use sha2::{Digest, Sha256};
 
 const MAGIC: &[u8; 4] = b"GRFE";
@@ -69,6 +71,43 @@ pub fn decode(bytes: &[u8], key: &str, expected: Option<&[usize]>) -> Result<(Ve
     }
     let values = body[start..].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect();
     Ok((shape, values))
+}
+
+/// What the entry file at `path` is of: `kind`, its cache folder's name (which holds the
+/// cache's identity: teacher, cut or tokenizer, preprocessing, compute path, format) and its
+/// file's name (the input's content and view). A copied or renamed entry fails its check.
+pub fn key(kind: &str, path: &Path) -> String {
+    let name = |path: Option<&Path>| path.and_then(Path::file_name).map(|name| name.to_string_lossy().into_owned());
+    format!(
+        "{kind} {}/{}",
+        name(path.parent().and_then(Path::parent)).unwrap_or_default(),
+        name(Some(path)).unwrap_or_default()
+    )
+}
+
+/// Writes the `kind` entry at `path` atomically.
+pub fn write(kind: &str, path: &Path, shape: &[usize], values: &[f32]) -> std::io::Result<()> {
+    let bytes = encode(&key(kind, path), shape, values);
+    graft_weights::write_atomic(path, |temporary| std::fs::write(temporary, &bytes))
+}
+
+/// The values of the `kind` entry at `path`, read (never more than its shape needs) and checked
+/// ([`decode`]); the error says what is wrong with it.
+pub fn read(kind: &str, path: &Path, shape: &[usize]) -> Result<Vec<f32>, String> {
+    let limit = 128 + 4 * (shape.len() as u64 + shape.iter().product::<usize>() as u64);
+    let bytes = crate::fsutil::read_limited(path, limit, "a cache entry").map_err(|error| error.to_string())?;
+    decode(&bytes, &key(kind, path), Some(shape)).map(|(_, values)| values)
+}
+
+/// The note that names entries which failed their check (`damaged`: "`path` (reason)"), the
+/// first three and how many more.
+pub fn damaged_note(what: &str, damaged: &[String]) -> String {
+    let more = if damaged.len() > 3 { format!(" and {} more", damaged.len() - 3) } else { String::new() };
+    format!(
+        "{} {what} cache entries failed their check and are computed again: {}{more}",
+        damaged.len(),
+        damaged[..damaged.len().min(3)].join(", ")
+    )
 }
 
 #[cfg(test)]

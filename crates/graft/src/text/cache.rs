@@ -42,16 +42,8 @@ fn entry_path(directory: &Path, text: &str) -> PathBuf {
     directory.join(&hash[..2]).join(format!("{hash}.f32"))
 }
 
-/// What an entry is of: its cache folder's name (teacher, tokenizer, configuration, compute
-/// path) and its file's name (the text's SHA-256).
-fn entry_key(path: &Path) -> String {
-    let name = |path: Option<&Path>| path.and_then(Path::file_name).map(|name| name.to_string_lossy().into_owned());
-    format!(
-        "text features {}/{}",
-        name(path.parent().and_then(Path::parent)).unwrap_or_default(),
-        name(Some(path)).unwrap_or_default()
-    )
-}
+/// The kind of entry this cache holds ([`crate::cache_entry::key`]).
+const KIND: &str = "text features";
 
 /// An entry's values: a flag (1.0 when the text was cut), then the vector; `None` when there is
 /// none, the reason when it fails its check.
@@ -59,19 +51,15 @@ fn read_entry(path: &Path, width: usize) -> Option<Result<(bool, Vec<f32>), Stri
     if !path.exists() {
         return None;
     }
-    let limit = 128 + 4 * width as u64;
-    let read = crate::fsutil::read_limited(path, limit, "a text cache entry")
-        .map_err(|error| error.to_string())
-        .and_then(|bytes| crate::cache_entry::decode(&bytes, &entry_key(path), Some(&[width + 1])));
-    Some(read.map(|(_, values)| (values[0] > 0.5, values[1..].to_vec())))
+    let read = crate::cache_entry::read(KIND, path, &[width + 1]);
+    Some(read.map(|values| (values[0] > 0.5, values[1..].to_vec())))
 }
 
 fn write_entry(path: &Path, truncated: bool, vector: &[f32]) -> std::io::Result<()> {
     let mut values = Vec::with_capacity(vector.len() + 1);
     values.push(if truncated { 1.0f32 } else { 0.0 });
     values.extend_from_slice(vector);
-    let bytes = crate::cache_entry::encode(&entry_key(path), &[values.len()], &values);
-    graft_weights::write_atomic(path, |temporary| std::fs::write(temporary, &bytes))
+    crate::cache_entry::write(KIND, path, &[values.len()], &values)
 }
 
 /// `texts`' sentence features: each from the cache when it is there, the rest computed (with a
@@ -109,12 +97,7 @@ pub fn cached_features(
         }
     }
     if !damaged.is_empty() {
-        let more = if damaged.len() > 3 { format!(" and {} more", damaged.len() - 3) } else { String::new() };
-        reporter.note(&format!(
-            "{} text cache entries failed their check and are computed again: {}{more}",
-            damaged.len(),
-            damaged[..damaged.len().min(3)].join(", ")
-        ));
+        reporter.note(&crate::cache_entry::damaged_note("text", &damaged));
     }
     let hits = texts.len() - missing.len();
     if !missing.is_empty() {

@@ -184,8 +184,8 @@ impl FeatureCache {
                     Some(shape) => shape,
                     None => expected.insert(expected_shape(teacher, spec, device)?),
                 };
-                match check_entry(&path, expected) {
-                    Ok(()) => {
+                match read_entry(&path, expected) {
+                    Ok(_) => {
                         self.stats.hits.fetch_add(1, Ordering::Relaxed);
                         entries[index] = Some(Entry { path, shape: expected.clone(), content: hash.0 });
                         reporter.advance(1, "cached");
@@ -198,12 +198,7 @@ impl FeatureCache {
             misses.push((index, path, hash));
         }
         if !damaged.is_empty() {
-            let more = if damaged.len() > 3 { format!(" and {} more", damaged.len() - 3) } else { String::new() };
-            reporter.note(&format!(
-                "{} feature cache entries failed their check and are computed again: {}{more}",
-                damaged.len(),
-                damaged[..damaged.len().min(3)].join(", ")
-            ));
+            reporter.note(&crate::cache_entry::damaged_note("feature", &damaged));
             self.stats.damaged.fetch_add(damaged.len(), Ordering::Relaxed);
         }
         // The missing ones a batch at a time: decoded and preprocessed in parallel (at the reduced
@@ -327,30 +322,16 @@ impl ContentHash {
     }
 }
 
-/// What an entry is of: its cache folder's name (teacher, cut, preprocessing, compute path,
-/// format) and its file's name (image content, view). A copied or renamed entry fails its check.
-fn entry_key(path: &Path) -> String {
-    let name = |path: Option<&Path>| path.and_then(Path::file_name).map(|name| name.to_string_lossy().into_owned());
-    format!(
-        "image features {}/{}",
-        name(path.parent().and_then(Path::parent)).unwrap_or_default(),
-        name(Some(path)).unwrap_or_default()
-    )
-}
+/// The kind of entry this cache holds ([`crate::cache_entry::key`]).
+const KIND: &str = "image features";
 
 fn write_entry(path: &Path, shape: &[usize], values: &[f32]) -> Result<()> {
-    crate::fsutil::write_atomic(path, &crate::cache_entry::encode(&entry_key(path), shape, values))
+    crate::cache_entry::write(KIND, path, shape, values)
+        .map_err(|source| GraftError::Io { path: path.to_owned(), source })
 }
 
-/// An entry's values, checked ([`crate::cache_entry::decode`]); the error says what is wrong.
 fn read_entry(path: &Path, shape: &[usize]) -> std::result::Result<Vec<f32>, String> {
-    let limit = 128 + 4 * (shape.len() as u64 + shape.iter().product::<usize>() as u64);
-    let bytes = crate::fsutil::read_limited(path, limit, "a feature cache entry").map_err(|error| error.to_string())?;
-    crate::cache_entry::decode(&bytes, &entry_key(path), Some(shape)).map(|(_, values)| values)
-}
-
-fn check_entry(path: &Path, shape: &[usize]) -> std::result::Result<(), String> {
-    read_entry(path, shape).map(drop)
+    crate::cache_entry::read(KIND, path, shape)
 }
 
 /// The shape of one image's entry: one blank image through the frozen blocks, pooled when the
