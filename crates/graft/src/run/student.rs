@@ -103,7 +103,7 @@ impl Student {
     /// teacher that cannot be found or is not the one the student was trained on.
     pub fn load(run: &Path, options: &StudentOptions) -> Result<Student> {
         let path = run.join(crate::train::student::CONFIG_FILE);
-        let bytes = crate::fsutil::read_limited(&path, 64 << 20, "a run record")?;
+        let bytes = crate::fsutil::read_limited(&path, crate::train::student::MAX_RECORD_BYTES, "a run record")?;
         let not_a_record = |error: serde_json::Error| {
             GraftError::Invalid(format!("`{}` is not a graft run record: {error}", path.display()))
         };

@@ -168,7 +168,8 @@ impl TextStudent {
     /// A directory that is not a text run, or a damaged head.
     pub fn load(run: &Path) -> Result<TextStudent> {
         let config_path = run.join("graft.json");
-        let text = crate::fsutil::read_text_limited(&config_path, 64 << 20, "a run record")?;
+        let text =
+            crate::fsutil::read_text_limited(&config_path, crate::train::student::MAX_RECORD_BYTES, "a run record")?;
         let config: TextRunConfig = serde_json::from_str(&text)
             .map_err(|error| GraftError::Checkpoint { path: config_path.clone(), reason: error.to_string() })?;
         let weights_path = run.join("student.safetensors");

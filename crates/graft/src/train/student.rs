@@ -434,7 +434,7 @@ pub const MAX_CLASSES: usize = 100_000;
 /// The widest MLP head a run record may ask for.
 pub const MAX_HIDDEN: usize = 1 << 16;
 /// The largest run record graft reads.
-const MAX_RECORD_BYTES: u64 = 64 << 20;
+pub const MAX_RECORD_BYTES: u64 = 64 << 20;
 
 /// Reads a run's config, checked against graft's limits before anything is sized from it (a
 /// record is a file anyone can edit: an input size of 70,000 would ask for 15 GB per image).
