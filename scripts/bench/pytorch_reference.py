@@ -23,8 +23,10 @@ import argparse
 import copy
 import json
 import math
+import os
 import pathlib
 import resource
+import statistics
 import sys
 import time
 
@@ -34,6 +36,8 @@ import torch.nn.functional as F
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 LITE0 = ROOT / "crates/graft-assets/weights/efficientnet-lite0-57934424.pth"
+# Real images for the kernel rows: the bundled Fashion-MNIST sample (what `graft bench` uses too).
+SAMPLE = ROOT / "crates/graft-assets/data/fashion-mnist-sample"
 STAGES = [(1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
           (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)]
 
@@ -135,22 +139,50 @@ def image_transforms(size):
     return evaluate, augment
 
 
+def decoded(folder, size):
+    """Every image of a class-folder tree, decoded and normalised once (the evaluation view), as
+    one tensor, with its labels: what a plain script does when the data fits in memory."""
+    from torchvision import datasets
+    evaluate, _ = image_transforms(size)
+    images = datasets.ImageFolder(folder, evaluate)
+    pairs = [images[i] for i in range(len(images))]
+    return torch.stack([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
+
+
 def train(args):
     from torchvision import datasets
     torch.manual_seed(args.seed)
     size = args.image_size
     evaluate, augment = image_transforms(size)
     data = pathlib.Path(args.data)
-    # As graft's `--augment auto`: augmentation on when teacher blocks train.
-    augmented = args.augment == "on" or (args.augment == "auto" and args.strategy != "deep")
-    train_set = datasets.ImageFolder(data / "train", augment if augmented else evaluate)
-    loaders = {
-        "train": torch.utils.data.DataLoader(train_set, batch_size=args.batch_size, shuffle=True, num_workers=args.workers),
-        "val": torch.utils.data.DataLoader(datasets.ImageFolder(data / "val", evaluate), batch_size=args.batch_size, num_workers=args.workers),
-        "test": torch.utils.data.DataLoader(datasets.ImageFolder(data / "test", evaluate), batch_size=args.batch_size, num_workers=args.workers),
-    }
+    classes = datasets.ImageFolder(data / "train").classes
+    if args.input == "decoded":
+        # Each image decoded and normalised once, held as one tensor; each epoch a new order.
+        if args.augment == "on":
+            sys.exit("--input decoded decodes each image once: it cannot augment (use --input loader)")
+        augmented = False
+        tensors = {part: decoded(data / part, size) for part in ("train", "val", "test")}
+        def batches(part, shuffle):
+            x, y = tensors[part]
+            order = torch.randperm(len(y)) if shuffle else torch.arange(len(y))
+            return [(x[b], y[b]) for b in order.split(args.batch_size)]
+        loaders = {part: (lambda part=part: batches(part, part == "train")) for part in tensors}
+        train_images = len(tensors["train"][1])
+    else:
+        # torchvision's tutorial: an ImageFolder and a DataLoader that decodes every epoch.
+        # As graft's `--augment auto`: augmentation on when teacher blocks train.
+        augmented = args.augment == "on" or (args.augment == "auto" and args.strategy != "deep")
+        train_set = datasets.ImageFolder(data / "train", augment if augmented else evaluate)
+        made = {
+            "train": torch.utils.data.DataLoader(train_set, batch_size=args.batch_size, shuffle=True, num_workers=args.workers),
+            "val": torch.utils.data.DataLoader(datasets.ImageFolder(data / "val", evaluate), batch_size=args.batch_size, num_workers=args.workers),
+            "test": torch.utils.data.DataLoader(datasets.ImageFolder(data / "test", evaluate), batch_size=args.batch_size, num_workers=args.workers),
+        }
+        loaders = {part: (lambda part=part: made[part]) for part in made}
+        train_images = len(train_set)
+    steps_per_epoch = math.ceil(train_images / args.batch_size)
     model = lite0()
-    model._fc = nn.Linear(1280, len(train_set.classes))
+    model._fc = nn.Linear(1280, len(classes))
     stages = model.stages()
     cut = {"deep": len(stages), "mid": len(stages) - 3, "full": 0}[args.strategy]
     frozen = nn.ModuleList(stages[:cut])
@@ -163,8 +195,8 @@ def train(args):
     if trainable_teacher:
         groups.append({"params": trainable_teacher, "lr": args.learning_rate * 0.1})
     optimizer = torch.optim.AdamW(groups, weight_decay=1e-4)
-    steps = len(loaders["train"]) * args.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, len(loaders["train"]), steps))
+    steps = steps_per_epoch * args.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, steps_per_epoch, steps))
     criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
 
     started = time.perf_counter()
@@ -173,7 +205,7 @@ def train(args):
         model.train()
         frozen.eval()  # frozen batch norms on their stored statistics, as in graft
         epoch_started = time.perf_counter()
-        for images, labels in loaders["train"]:
+        for images, labels in loaders["train"]():
             optimizer.zero_grad()
             loss = criterion(model(images), labels)
             loss.backward()
@@ -181,15 +213,16 @@ def train(args):
             scheduler.step()
             trained_images += len(labels)
         train_seconds += time.perf_counter() - epoch_started
-        accuracy = accuracy_of(model, loaders["val"])
+        accuracy = accuracy_of(model, loaders["val"]())
         print(f"epoch {epoch + 1} val_acc {accuracy:.4f} {time.perf_counter() - epoch_started:.1f}s", file=sys.stderr, flush=True)
         if accuracy > best:
             best, best_state = accuracy, copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
-    test_accuracy = accuracy_of(model, loaders["test"])
+    test_accuracy = accuracy_of(model, loaders["test"]())
     print(json.dumps({
         "implementation": "pytorch", "strategy": args.strategy, "epochs": args.epochs, "image_size": size,
-        "train_images": len(train_set), "validation_accuracy": best, "test_accuracy": test_accuracy,
+        "train_images": train_images, "input": args.input, "workers": args.workers if args.input == "loader" else 0,
+        "augmented": augmented, "validation_accuracy": best, "test_accuracy": test_accuracy,
         "seconds": time.perf_counter() - started, "train_images_per_second": trained_images / train_seconds,
         "peak_rss_mib": peak_rss_mib(), "torch": torch.__version__, "threads": torch.get_num_threads(),
     }))
@@ -210,8 +243,10 @@ def kernel_models():
     def torchvision_stages(model):
         stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
         return [stem, model.layer1, model.layer2, model.layer3, model.layer4]
+    # ResNet: torchvision's initialisation (its published weights are not reachable from these
+    # machines); EfficientNet-Lite0: the published ImageNet weights bundled with graft.
     resnet18, resnet50 = torchvision.models.resnet18(), torchvision.models.resnet50()
-    efficientnet = lite0(pretrained=False)
+    efficientnet = lite0(pretrained=True)
     return {
         "resnet18": (resnet18, torchvision_stages(resnet18), 512),
         "resnet50": (resnet50, torchvision_stages(resnet50), 2048),
@@ -220,16 +255,27 @@ def kernel_models():
 
 
 def timed(work, warmup, iterations, device="cpu"):
-    """Mean seconds per call of `work`; on a GPU, waits for its queued work before reading the clock."""
+    """Median seconds per call of `work` after `warmup` untimed calls (as `graft bench` times);
+    on a GPU, waits for its queued work before reading the clock."""
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     for _ in range(warmup):
         work()
-    sync()
-    started = time.perf_counter()
+    seconds = []
     for _ in range(iterations):
+        sync()
+        started = time.perf_counter()
         work()
-    sync()
-    return (time.perf_counter() - started) / iterations
+        sync()
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds)
+
+
+def sample_batch(batch_size):
+    """`batch_size` real images at 224 px: the bundled sample's test images in a fixed shuffled
+    order (every class present), as `graft bench` takes them."""
+    x, _ = decoded(SAMPLE / "test", 224)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    return x[order[:batch_size]].contiguous()
 
 
 def kernels(args):
@@ -257,7 +303,10 @@ def kernels(args):
         if name not in args.teachers.split(","):
             continue
         model.to(device)
-        images = torch.randn(args.batch_size, 3, 224, 224, device=device)
+        if args.inputs == "random":
+            images = torch.randn(args.batch_size, 3, 224, 224, device=device)
+        else:
+            images = sample_batch(args.batch_size).to(device)
         model.eval()
         with FlopCounterMode(display=False) as counter:
             with torch.no_grad():
@@ -267,11 +316,14 @@ def kernels(args):
             print(json.dumps({
                 "implementation": "pytorch", "device": device, "teacher": name, "operation": operation,
                 "batch_size": args.batch_size, "images_per_second": args.batch_size / seconds,
+                "weights": "published" if name == "efficientnet_lite0" else "random", "inputs": args.inputs,
+                "threads": torch.get_num_threads(), "torch": torch.__version__,
+                "malloc": "graft's settings" if "MALLOC_MMAP_THRESHOLD_" in os.environ else "glibc defaults",
                 "forward_gflops_per_image": flops / 1e9,
                 "gflops_per_second": flops_per_image * args.batch_size / seconds / 1e9,
             }), flush=True)
         with torch.no_grad():
-            result("inference", timed(lambda: model(images), 1, args.iterations, device), flops)
+            result("inference", timed(lambda: model(images), args.warmup, args.iterations, device), flops)
         head = nn.Linear(width, 10).to(device)
         labels = torch.arange(args.batch_size, device=device) % 10
         for operation, cut in [("train_full", 0), ("train_last_block", len(stages) - 1)]:
@@ -291,7 +343,7 @@ def kernels(args):
                 loss.backward()
                 optimizer.step()
             # Training costs about three forwards (forward, two for backward) of the trained part.
-            result(operation, timed(step, 1, args.iterations, device), flops * 3 if cut == 0 else flops)
+            result(operation, timed(step, args.warmup, args.iterations, device), flops * 3 if cut == 0 else flops)
 
 
 def main():
@@ -304,13 +356,18 @@ def main():
     t.add_argument("--image-size", type=int, default=112)
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--learning-rate", type=float, default=1e-3)
-    t.add_argument("--workers", type=int, default=1)
+    t.add_argument("--workers", type=int, default=1, help="DataLoader workers (--input loader)")
+    t.add_argument("--input", choices=["loader", "decoded"], default="loader",
+                   help="loader: decode (and augment) every epoch in DataLoader workers; decoded: decode once into a tensor")
     t.add_argument("--seed", type=int, default=42)
     t.add_argument("--augment", choices=["auto", "on", "off"], default="auto")
     k = commands.add_parser("kernels")
     k.add_argument("--teachers", default="resnet18,resnet50,efficientnet_lite0")
     k.add_argument("--batch-size", type=int, default=32)
-    k.add_argument("--iterations", type=int, default=3)
+    k.add_argument("--iterations", type=int, default=5, help="timed iterations (the median is reported)")
+    k.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
+    k.add_argument("--inputs", choices=["images", "random"], default="images",
+                   help="images: real photos (the bundled sample); random: normal noise")
     k.add_argument("--device", default="cpu", help="cpu, or cuda for an NVIDIA GPU")
     args = parser.parse_args()
     {"train": train, "kernels": kernels}[args.command](args)

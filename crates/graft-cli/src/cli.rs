@@ -729,14 +729,23 @@ pub struct CompareArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Teachers to measure (architecture only: random weights).
+    /// Teachers to measure (the published weights where graft bundles them, EfficientNet-Lite0;
+    /// random weights for the others).
     #[arg(long, value_delimiter = ',', default_value = "resnet18,resnet50,efficientnet_lite0")]
     pub teachers: Vec<String>,
 
     #[arg(long, default_value_t = 32, value_parser = at_least_one)]
     pub batch_size: usize,
 
-    /// Timed iterations per operation (after one untimed warm-up).
-    #[arg(long, default_value_t = 3, value_parser = at_least_one)]
+    /// Timed iterations per operation (the median is reported).
+    #[arg(long, default_value_t = 5, value_parser = at_least_one)]
     pub iterations: usize,
+
+    /// Untimed iterations before the timed ones.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+
+    /// `images`: real photos (the bundled Fashion-MNIST sample); `random`: normal noise.
+    #[arg(long, default_value = "images", value_parser = ["images", "random"])]
+    pub inputs: String,
 }

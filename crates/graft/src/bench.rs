@@ -1,13 +1,19 @@
 //! Kernel benchmarks: teacher inference and single training steps, in images per second.
 //!
-//! Weights do not change the work, so the networks are randomly initialised; inputs are random.
+//! Weights and inputs as a user's: the published weights where graft bundles them
+//! (EfficientNet-Lite0; other teachers randomly initialised, their weights being a download away)
+//! and real photos ([`Inputs::Images`], the bundled Fashion-MNIST sample) unless random inputs are
+//! asked for. Weights can change the work: random ones on random inputs make denormal numbers in
+//! the backward pass that real ones do not (docs/BENCHMARKS.md).
 //! A training step includes the forward pass of the frozen blocks in front of the cut, run the way
 //! graft runs frozen blocks (on `flex`, the BN-folded plan of `backend::fused`).
 //! A training step splits its batch into shards on their own threads as graft's trainer does on
 //! that device (`train::shards`; the `shards` field says how many).
-//! Each measurement runs `warmup` untimed iterations, then `iterations` timed ones, and reads the
-//! result back to the host so lazy backends finish their work inside the timing.
+//! Each measurement runs `warmup` untimed iterations, then `iterations` timed ones, and reports
+//! the median; each iteration reads its result back to the host so lazy backends finish their
+//! work inside the timing.
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
@@ -37,6 +43,68 @@ pub struct KernelResult {
     pub images_per_second: f64,
     /// Shards a training step's batch is split into (1 for inference).
     pub shards: usize,
+    /// `published` (the teacher's real weights) or `random`.
+    pub weights: String,
+    /// `images` (real photos) or `random` (normal noise).
+    pub inputs: String,
+}
+
+/// What a benchmark's batch holds.
+#[derive(Debug, Clone)]
+pub enum Inputs {
+    /// Real photos: the first images of each class folder under this folder (`<class>/<file>`),
+    /// taken in turn from each class, preprocessed as the teacher's card says.
+    Images(PathBuf),
+    /// Values drawn from a standard normal distribution.
+    Random,
+}
+
+/// `count` images from the class folders under `folder`, one class after another in name order
+/// (files in name order within a class), preprocessed for `preprocessing`: `[count, 3, size,
+/// size]` values.
+///
+/// # Errors
+/// A folder without images, or an image that cannot be read or decoded (named).
+pub fn sample_images(
+    folder: &Path,
+    preprocessing: &crate::models::zoo::Preprocessing,
+    count: usize,
+) -> Result<Vec<f32>> {
+    let listing = |dir: &Path| -> Result<Vec<PathBuf>> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|source| crate::error::GraftError::Io { path: dir.to_owned(), source })?
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .collect();
+        paths.sort();
+        Ok(paths)
+    };
+    let mut classes: Vec<std::vec::IntoIter<PathBuf>> = Vec::new();
+    for class in listing(folder)?.into_iter().filter(|path| path.is_dir()) {
+        classes.push(listing(&class)?.into_iter().filter(|path| path.is_file()).collect::<Vec<_>>().into_iter());
+    }
+    let mut values = Vec::new();
+    let mut taken = 0;
+    while taken < count {
+        let before = taken;
+        for files in &mut classes {
+            if taken == count {
+                break;
+            }
+            if let Some(path) = files.next() {
+                let bytes = crate::fsutil::read_limited(&path, crate::fsutil::MAX_IMAGE_FILE_BYTES, "image")?;
+                let image = crate::data::image::decode_rgb(&path, &bytes)?;
+                values.extend(crate::data::image::preprocess(&image, preprocessing));
+                taken += 1;
+            }
+        }
+        if taken == before {
+            return Err(crate::error::GraftError::Invalid(format!(
+                "{}: {taken} images in its class folders, the benchmark's batch needs {count}",
+                folder.display()
+            )));
+        }
+    }
+    Ok(values)
 }
 
 /// Measures inference and both training steps for a teacher architecture; frozen blocks run
@@ -50,10 +118,34 @@ pub fn kernels(
     iterations: usize,
     warmup: usize,
     fused_plan: bool,
+    inputs: &Inputs,
     interrupt: Option<&Interrupt>,
 ) -> Result<Vec<KernelResult>> {
     let card = zoo::find(teacher)?;
     let size = card.preprocessing.input_size;
+    device.seed(1);
+    // The published weights where graft has them without a download.
+    let published = card.bundled && crate::models::hub::BUNDLED_LITE0.is_some();
+    let backbone = if published {
+        let options = crate::models::hub::WeightOptions {
+            weights: None,
+            cache_dir: std::env::temp_dir(),
+            offline: true,
+            allow_partial: false,
+            progress: false,
+        };
+        crate::models::hub::load_teacher(card.name, &options, device)?.0.backbone
+    } else {
+        Backbone::new(card.architecture, 1000, device)
+    };
+    let shape = [batch_size, 3, size, size];
+    let images = match inputs {
+        Inputs::Images(folder) => {
+            let values = sample_images(folder, &card.preprocessing, batch_size)?;
+            Tensor::<4>::from_data(TensorData::new(values, shape), device)
+        }
+        Inputs::Random => Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device),
+    };
     let result = |operation: &str, seconds: f64| KernelResult {
         teacher: card.name.to_owned(),
         device: device_name.to_owned(),
@@ -64,17 +156,19 @@ pub fn kernels(
         seconds_per_batch: seconds,
         images_per_second: batch_size as f64 / seconds,
         shards: 1,
+        weights: if published { "published" } else { "random" }.to_owned(),
+        inputs: match inputs {
+            Inputs::Images(_) => "images",
+            Inputs::Random => "random",
+        }
+        .to_owned(),
     };
     let mut results = Vec::new();
 
-    device.seed(1);
-    let backbone = Backbone::new(card.architecture, 1000, device);
-    let images = Tensor::<4>::random([batch_size, 3, size, size], Distribution::Normal(0.0, 1.0), device);
     // What graft runs for a frozen teacher: the BN-folded CPU plan on `flex`, burn elsewhere.
     let fused = FusedBackbone::for_device(&backbone, device, fused_plan);
     let blocks = backbone.block_names().len();
     let pixels = host_values::<f32>(images.clone().into_data())?;
-    let shape = [batch_size, 3, size, size];
     // The frozen blocks `[0, cut)` as graft runs them, back on `device` as a tensor.
     let frozen = |cut: usize| -> Result<Tensor<4>> {
         match &fused {
@@ -145,7 +239,8 @@ pub fn kernels(
     Ok(results)
 }
 
-/// Mean seconds per call of `work` over `iterations`, after `warmup` untimed calls.
+/// Median seconds per call of `work` over `iterations`, after `warmup` untimed calls (the
+/// PyTorch reference times the same way: `scripts/bench/pytorch_reference.py`).
 fn time(
     warmup: usize,
     iterations: usize,
@@ -156,10 +251,19 @@ fn time(
         crate::interrupt::check(interrupt, "the benchmark")?;
         work()?;
     }
-    let started = Instant::now();
+    let mut seconds = Vec::with_capacity(iterations.max(1));
     for _ in 0..iterations.max(1) {
         crate::interrupt::check(interrupt, "the benchmark")?;
+        let started = Instant::now();
         work()?;
+        seconds.push(started.elapsed().as_secs_f64());
     }
-    Ok(started.elapsed().as_secs_f64() / iterations.max(1) as f64)
+    Ok(median(&mut seconds))
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    if values.len() % 2 == 1 { values[middle] } else { (values[middle - 1] + values[middle]) / 2.0 }
 }

@@ -4,10 +4,14 @@ use crate::cli::BenchArgs;
 use crate::settings::Settings;
 
 pub fn run(args: &BenchArgs, settings: &Settings) -> anyhow::Result<()> {
+    let inputs = match args.inputs.as_str() {
+        "random" => graft::bench::Inputs::Random,
+        _ => graft::bench::Inputs::Images(graft_assets::demo_data().join("test")),
+    };
     for teacher in &args.teachers {
         settings.log(format!(
-            "benchmarking {teacher} on {}: batches of {}, {} timed iterations after one warm-up",
-            settings.device_name, args.batch_size, args.iterations
+            "benchmarking {teacher} on {}: batches of {}, the median of {} timed iterations after {} warm-up",
+            settings.device_name, args.batch_size, args.iterations, args.warmup
         ));
         for result in graft::bench::kernels(
             teacher,
@@ -15,8 +19,9 @@ pub fn run(args: &BenchArgs, settings: &Settings) -> anyhow::Result<()> {
             &settings.device_name,
             args.batch_size,
             args.iterations,
-            1,
+            args.warmup,
             settings.fused_plan,
+            &inputs,
             Some(&crate::INTERRUPT),
         )? {
             settings.log(format!(
