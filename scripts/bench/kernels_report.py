@@ -75,6 +75,43 @@ def section(rows, path):
     return out
 
 
+def accuracy_section(rows, path):
+    """The markdown lines of the time-to-accuracy table (scripts/bench/time_to_accuracy.sh)."""
+    run = next((r["run"] for r in rows if "run" in r), {})
+    table = {(r["strategy"], r["accuracy_row"]): r for r in rows if "accuracy_row" in r}
+    out = []
+    say = out.append
+    say(f"## Time to accuracy: graft's defaults against a plain script ({run.get('date', '?')})\n")
+    say(f"`TORCH_PYTHON=/work/torchenv/bin/python scripts/bench/time_to_accuracy.sh` at graft {run.get('graft_commit', '?')} "
+        f"(raw lines: `{path}`). Fashion-MNIST at 224x224, EfficientNet-Lite0: 300 training images (30 of each class, no "
+        f"validation folder) and 500 test images (50 of each class); 10 epochs for deep and mid, 5 for full, in both. Each "
+        f"row is whole processes, start to end: training, then the test set. graft's defaults split 20% of each class off "
+        f"for validation, choose the epoch count on it and train again on all 300 images (`--refit auto`), augment when "
+        f"teacher blocks train, fit a `deep` head by L-BFGS and keep the teacher's batch-norm statistics. The plain script "
+        f"(`pytorch_reference.py train --input decoded`) decodes the images once into a tensor (faster here than a "
+        f"DataLoader, which decodes every epoch), trains every epoch on all 300 images with the same optimizer, learning "
+        f"rates, schedule and label smoothing, batch norm in training mode, and keeps the last epoch.\n")
+    say("| strategy | run | seconds | test accuracy | seconds against the plain script |")
+    say("|---|---|---|---|---|")
+    for strategy in ["deep", "mid", "full"]:
+        plain = table.get((strategy, "plain script"))
+        for name in ["default", "refit-off", "plain script"]:
+            r = table.get((strategy, name))
+            if not r:
+                continue
+            label = {"default": "graft, defaults", "refit-off": "graft, `--refit off`", "plain script": "plain PyTorch script"}[name]
+            against = f"{r['seconds'] / plain['seconds']:.2f}x" if plain and r is not plain else "–"
+            say(f"| {strategy} | {label} | {r['seconds']:.0f} | {r['test_accuracy'] * 100:.1f}% | {against} |")
+    say("")
+    return out
+
+
+def read(path):
+    return [json.loads(line) for line in open(path) if line.strip()]
+
+
 if __name__ == "__main__":
-    path = sys.argv[1]
-    print("\n".join(section([json.loads(line) for line in open(path) if line.strip()], path)))
+    # kernels_report.py KERNELS_JSONL [ACCURACY_JSONL]
+    print("\n".join(section(read(sys.argv[1]), sys.argv[1])))
+    if len(sys.argv) > 2:
+        print("\n".join(accuracy_section(read(sys.argv[2]), sys.argv[2])))

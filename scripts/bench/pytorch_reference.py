@@ -150,7 +150,10 @@ def decoded(folder, size):
 
 
 def train(args):
+    """Trains and tests one student; `seconds` counts from the start (decoding included). Without
+    a `val` folder, trains on `train` for the epochs and keeps the last weights."""
     from torchvision import datasets
+    started = time.perf_counter()
     torch.manual_seed(args.seed)
     size = args.image_size
     evaluate, augment = image_transforms(size)
@@ -161,7 +164,7 @@ def train(args):
         if args.augment == "on":
             sys.exit("--input decoded decodes each image once: it cannot augment (use --input loader)")
         augmented = False
-        tensors = {part: decoded(data / part, size) for part in ("train", "val", "test")}
+        tensors = {part: decoded(data / part, size) for part in ("train", "val", "test") if (data / part).is_dir()}
         def batches(part, shuffle):
             x, y = tensors[part]
             order = torch.randperm(len(y)) if shuffle else torch.arange(len(y))
@@ -173,11 +176,11 @@ def train(args):
         # As graft's `--augment auto`: augmentation on when teacher blocks train.
         augmented = args.augment == "on" or (args.augment == "auto" and args.strategy != "deep")
         train_set = datasets.ImageFolder(data / "train", augment if augmented else evaluate)
-        made = {
-            "train": torch.utils.data.DataLoader(train_set, batch_size=args.batch_size, shuffle=True, num_workers=args.workers),
-            "val": torch.utils.data.DataLoader(datasets.ImageFolder(data / "val", evaluate), batch_size=args.batch_size, num_workers=args.workers),
-            "test": torch.utils.data.DataLoader(datasets.ImageFolder(data / "test", evaluate), batch_size=args.batch_size, num_workers=args.workers),
-        }
+        made = {"train": torch.utils.data.DataLoader(train_set, batch_size=args.batch_size, shuffle=True, num_workers=args.workers)}
+        for part in ("val", "test"):
+            if (data / part).is_dir():
+                made[part] = torch.utils.data.DataLoader(datasets.ImageFolder(data / part, evaluate), batch_size=args.batch_size,
+                                                         num_workers=args.workers)
         loaders = {part: (lambda part=part: made[part]) for part in made}
         train_images = len(train_set)
     steps_per_epoch = math.ceil(train_images / args.batch_size)
@@ -199,7 +202,7 @@ def train(args):
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, steps_per_epoch, steps))
     criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
 
-    started = time.perf_counter()
+    validated = (data / "val").is_dir()
     best, best_state, trained_images, train_seconds = -1.0, None, 0, 0.0
     for epoch in range(args.epochs):
         model.train()
@@ -213,16 +216,21 @@ def train(args):
             scheduler.step()
             trained_images += len(labels)
         train_seconds += time.perf_counter() - epoch_started
+        if not validated:
+            # No validation folder: a plain script trains its epochs and keeps the last weights.
+            print(f"epoch {epoch + 1} {time.perf_counter() - epoch_started:.1f}s", file=sys.stderr, flush=True)
+            continue
         accuracy = accuracy_of(model, loaders["val"]())
         print(f"epoch {epoch + 1} val_acc {accuracy:.4f} {time.perf_counter() - epoch_started:.1f}s", file=sys.stderr, flush=True)
         if accuracy > best:
             best, best_state = accuracy, copy.deepcopy(model.state_dict())
-    model.load_state_dict(best_state)
+    if validated:
+        model.load_state_dict(best_state)
     test_accuracy = accuracy_of(model, loaders["test"]())
     print(json.dumps({
         "implementation": "pytorch", "strategy": args.strategy, "epochs": args.epochs, "image_size": size,
         "train_images": train_images, "input": args.input, "workers": args.workers if args.input == "loader" else 0,
-        "augmented": augmented, "validation_accuracy": best, "test_accuracy": test_accuracy,
+        "augmented": augmented, "validation_accuracy": best if validated else None, "test_accuracy": test_accuracy,
         "seconds": time.perf_counter() - started, "train_images_per_second": trained_images / train_seconds,
         "peak_rss_mib": peak_rss_mib(), "torch": torch.__version__, "threads": torch.get_num_threads(),
     }))

@@ -57,6 +57,14 @@ def main():
         f"PyTorch reference {torch_version}, 2 threads. Run {date}.")
     say("Raw results: one JSON object per line in `$OUT/results.jsonl` (default `/tmp/graft-bench`).\n")
 
+    # The side-by-side kernel table and the time-to-accuracy table (#37), from their own scripts'
+    # results when those are recorded under docs/.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import kernels_report
+    for name, make in [("docs/kernels-results.jsonl", kernels_report.section), ("docs/accuracy-results.jsonl", kernels_report.accuracy_section)]:
+        if os.path.exists(os.path.join(ROOT, name)):
+            out.extend(make(kernels_report.read(os.path.join(ROOT, name)), name))
+
     say("## End to end: Fashion-MNIST, EfficientNet-Lite0 teacher\n")
     say("2,000 training images (1,600 train + 400 validation, the first 160 + 40 of each class of the training set), "
         "scored on 2,000 test images (the first 200 of each class of the test set), 28x28 greyscale upscaled to 112x112; "
@@ -127,7 +135,9 @@ def main():
         say("")
 
     shard_counts = {d: r["shards"] for (i, d, _, o), r in sorted(kernels.items()) if i == "graft" and o.startswith("train") and "shards" in r}
-    say("## Kernels: images per second (batch 32, 224x224, random weights)\n")
+    say("## Kernels: images per second (batch 32, 224x224, random weights): the older reference\n")
+    say("Kept as history: random weights on random inputs, PyTorch timed as the mean of 3 steps after one warm-up under "
+        "glibc's default allocator settings. The side-by-side table above replaces it.\n")
     say("`inference` is a frozen teacher as graft runs it: on `flex`, graft's own BN-folded CPU plan "
         "(`crates/graft/src/backend/fused.rs`); `inference_burn` is the same network through burn's modules, "
         "compared with the same PyTorch figure. A training step includes the forward pass of the frozen blocks "

@@ -748,4 +748,9 @@ pub struct BenchArgs {
     /// `images`: real photos (the bundled Fashion-MNIST sample); `random`: normal noise.
     #[arg(long, default_value = "images", value_parser = ["images", "random"])]
     pub inputs: String,
+
+    /// Only these operations (inference, inference_burn, train_full, train_last_block); all
+    /// when left out.
+    #[arg(long, value_delimiter = ',', value_parser = ["inference", "inference_burn", "train_full", "train_last_block"])]
+    pub operations: Vec<String>,
 }

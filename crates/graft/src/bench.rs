@@ -119,8 +119,11 @@ pub fn kernels(
     warmup: usize,
     fused_plan: bool,
     inputs: &Inputs,
+    operations: &[String],
     interrupt: Option<&Interrupt>,
 ) -> Result<Vec<KernelResult>> {
+    // Every operation when none is named (profiling one at a time names one).
+    let wanted = |operation: &str| operations.is_empty() || operations.iter().any(|name| name == operation);
     let card = zoo::find(teacher)?;
     let size = card.preprocessing.input_size;
     device.seed(1);
@@ -179,19 +182,21 @@ pub fn kernels(
             _ => backbone.forward_blocks(images.clone(), 0..cut),
         }
     };
-    let inference = time(warmup, iterations, interrupt, || {
-        let features = match &fused {
-            Some(fused) => {
-                let (values, shape) = fused.forward(&pixels, shape, blocks, true)?;
-                Tensor::from_data(TensorData::new(values, shape), device)
-            }
-            None => backbone.features(frozen(blocks)?),
-        };
-        let _ = backbone.classify(features).into_data();
-        Ok(())
-    })?;
-    results.push(result("inference", inference));
-    if fused.is_some() {
+    if wanted("inference") {
+        let inference = time(warmup, iterations, interrupt, || {
+            let features = match &fused {
+                Some(fused) => {
+                    let (values, shape) = fused.forward(&pixels, shape, blocks, true)?;
+                    Tensor::from_data(TensorData::new(values, shape), device)
+                }
+                None => backbone.features(frozen(blocks)?),
+            };
+            let _ = backbone.classify(features).into_data();
+            Ok(())
+        })?;
+        results.push(result("inference", inference));
+    }
+    if fused.is_some() && wanted("inference_burn") {
         // The same network through burn's modules, for comparison.
         let inference = time(warmup, iterations, interrupt, || {
             let x = backbone.forward_blocks(images.clone(), 0..blocks)?;
@@ -206,6 +211,9 @@ pub fn kernels(
     // graft's default split of a training batch on this device (`train::shards`).
     let shard_count = crate::device::default_shards(device).min(batch_size);
     for (operation, cut) in [("train_full", 0), ("train_last_block", blocks.len() - 1)] {
+        if !wanted(operation) {
+            continue;
+        }
         let plan = FreezePlan { blocks: blocks.clone(), cut };
         let mut student = Student::new(backbone.clone(), &plan, HeadKind::Linear, 10, 1, &training)?;
         let mut optimizer: burn::optim::ModuleOptimizer = crate::train::trainer::adamw(1e-4).init();

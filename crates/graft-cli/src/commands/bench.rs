@@ -22,6 +22,7 @@ pub fn run(args: &BenchArgs, settings: &Settings) -> anyhow::Result<()> {
             args.warmup,
             settings.fused_plan,
             &inputs,
+            &args.operations,
             Some(&crate::INTERRUPT),
         )? {
             settings.log(format!(
