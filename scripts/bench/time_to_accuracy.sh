@@ -9,9 +9,10 @@
 # - graft with its defaults (`graft train` + `graft eval`, cold feature cache);
 # - graft with `--refit off` (what the refit costs and buys);
 # - the plain script: pytorch_reference.py `train --input decoded` (images decoded once into a
-#   tensor, no augmentation, the same learning rates, schedule and label smoothing as graft,
-#   every epoch on all 300 images, the last epoch's weights; batch norm in training mode in the
-#   blocks that train, as `model.train()` gives), under glibc's default allocator settings.
+#   tensor, no augmentation, so the frozen blocks' output is computed once; the same learning
+#   rates, schedule and label smoothing as graft, every epoch on all 300 images, the last
+#   epoch's weights; batch norm in training mode in the blocks that train, as `model.train()`
+#   gives), under glibc's default allocator settings.
 # Epochs: 10 for deep and mid (graft's default), 5 for full (both sides).
 #
 #   TORCH_PYTHON=/work/torchenv/bin/python scripts/bench/time_to_accuracy.sh
@@ -69,10 +70,14 @@ print(json.dumps(row))
 PY
 }
 
+# STRATEGIES and ROWS (default: all) rerun a part, e.g. STRATEGIES=deep ROWS=plain.
+strategies=" ${STRATEGIES:-deep mid full} "
+rows=" ${ROWS:-default refit-off plain} "
 for spec in "deep 10" "mid 10" "full 5"; do
     set -- $spec
-    graft_row default "$1" "$2"
-    [ "$1" = deep ] || graft_row refit-off "$1" "$2" --refit off
-    plain_row "$1" "$2"
+    [[ "$strategies" == *" $1 "* ]] || continue
+    [[ "$rows" != *" default "* ]] || graft_row default "$1" "$2"
+    [[ "$1" == deep || "$rows" != *" refit-off "* ]] || graft_row refit-off "$1" "$2" --refit off
+    [[ "$rows" != *" plain "* ]] || plain_row "$1" "$2"
 done
 echo "raw results in $results" >&2

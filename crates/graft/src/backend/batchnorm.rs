@@ -103,14 +103,44 @@ fn statistics(x: &[f32], shape: &Shape) -> (Vec<f32>, Vec<f32>) {
     let pairs: Vec<(f32, f32)> = (0..shape.channels)
         .into_par_iter()
         .map(|c| {
-            let sum: f64 = shape.planes(x, c).map(|plane| plane.iter().map(|&v| v as f64).sum::<f64>()).sum();
+            let sum: f64 = shape.planes(x, c).map(sum_f64).sum();
             let mean = sum / count;
-            let squares: f64 =
-                shape.planes(x, c).map(|plane| plane.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>()).sum();
+            let squares: f64 = shape.planes(x, c).map(|plane| squares_f64(plane, mean)).sum();
             (mean as f32, (squares / count) as f32)
         })
         .collect();
     pairs.into_iter().unzip()
+}
+
+/// Lanes of the sums below: independent accumulators the compiler keeps in vector registers (one
+/// accumulator would make every addition wait for the one before it).
+const LANES: usize = 8;
+
+/// The sum of `values` in double precision.
+fn sum_f64(values: &[f32]) -> f64 {
+    let mut lanes = [0.0f64; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let tail: f64 = chunks.remainder().iter().map(|&v| v as f64).sum();
+    for chunk in chunks {
+        for lane in 0..LANES {
+            lanes[lane] += chunk[lane] as f64;
+        }
+    }
+    lanes.iter().sum::<f64>() + tail
+}
+
+/// The sum of `(value - mean)^2` over `values` in double precision.
+fn squares_f64(values: &[f32], mean: f64) -> f64 {
+    let mut lanes = [0.0f64; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let tail: f64 = chunks.remainder().iter().map(|&v| (v as f64 - mean).powi(2)).sum();
+    for chunk in chunks {
+        for lane in 0..LANES {
+            let d = chunk[lane] as f64 - mean;
+            lanes[lane] += d * d;
+        }
+    }
+    lanes.iter().sum::<f64>() + tail
 }
 
 fn inverse_std(variance: &[f32], epsilon: f64) -> Vec<f32> {
@@ -161,25 +191,86 @@ struct NormState {
 }
 
 /// The output gradient with the activation's backward applied: zero where it clamped (read
-/// from the output: ReLU passes where it is above 0, ReLU6 strictly between 0 and 6).
-fn passed(activation: Activation, output: f32, grad: f32) -> f32 {
-    match activation {
-        Activation::Identity => grad,
-        Activation::Relu => {
-            if output > 0.0 {
-                grad
-            } else {
-                0.0
+/// from the output: ReLU passes where it is above 0, ReLU6 strictly between 0 and 6). Each is a
+/// function of its own so the loops below are compiled once per activation, branch-free.
+fn pass_identity(_output: f32, grad: f32) -> f32 {
+    grad
+}
+
+fn pass_relu(output: f32, grad: f32) -> f32 {
+    if output > 0.0 { grad } else { 0.0 }
+}
+
+fn pass_relu6(output: f32, grad: f32) -> f32 {
+    if output > 0.0 && output < 6.0 { grad } else { 0.0 }
+}
+
+/// The backward's two passes for one activation's `pass`: per channel the sum of the passed
+/// gradient and of it times the normalised input (beta's and gamma's gradients), then, when
+/// `input` is asked for, the input's gradient
+/// `gamma / std * (g - mean(g) - xhat * mean(g * xhat))`, one plane per task.
+#[allow(clippy::too_many_arguments)]
+fn backward_values(
+    pass: impl Fn(f32, f32) -> f32 + Sync + Copy,
+    gy: &[f32],
+    x: &[f32],
+    y: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    inverse: &[f32],
+    shape: Shape,
+    input: bool,
+) -> (Vec<(f64, f64)>, Option<Vec<f32>>) {
+    let sums: Vec<(f64, f64)> = (0..shape.channels)
+        .into_par_iter()
+        .map(|c| {
+            let (mut sum, mut dot) = (0.0f64, 0.0f64);
+            let center = mean[c];
+            for ((g, x), y) in shape.planes(gy, c).zip(shape.planes(x, c)).zip(shape.planes(y, c)) {
+                let (mut s, mut d) = ([0.0f32; LANES], [0.0f32; LANES]);
+                let whole = g.len() / LANES * LANES;
+                for ((g, x), y) in g[..whole]
+                    .chunks_exact(LANES)
+                    .zip(x[..whole].chunks_exact(LANES))
+                    .zip(y[..whole].chunks_exact(LANES))
+                {
+                    for lane in 0..LANES {
+                        let g = pass(y[lane], g[lane]);
+                        s[lane] += g;
+                        d[lane] += g * (x[lane] - center);
+                    }
+                }
+                for ((&g, &x), &y) in g[whole..].iter().zip(&x[whole..]).zip(&y[whole..]) {
+                    let g = pass(y, g);
+                    s[0] += g;
+                    d[0] += g * (x - center);
+                }
+                sum += s.iter().map(|&v| v as f64).sum::<f64>();
+                dot += d.iter().map(|&v| v as f64).sum::<f64>();
             }
-        }
-        Activation::Relu6 => {
-            if output > 0.0 && output < 6.0 {
-                grad
-            } else {
-                0.0
-            }
-        }
+            (sum, dot * inverse[c] as f64)
+        })
+        .collect();
+    if !input {
+        return (sums, None);
     }
+    let count = shape.count().max(1) as f64;
+    let mut gx = vec![0.0f32; x.len()];
+    let plane_len = shape.plane.max(1);
+    gx.par_chunks_mut(plane_len).enumerate().for_each(|(plane, out)| {
+        let c = plane % shape.channels;
+        let at = plane * plane_len;
+        let (g, x, y) = (&gy[at..at + plane_len], &x[at..at + plane_len], &y[at..at + plane_len]);
+        let scale = gamma[c] * inverse[c];
+        let (center, inverse) = (mean[c], inverse[c]);
+        let mean_g = (sums[c].0 / count) as f32;
+        let mean_gx = (sums[c].1 / count) as f32;
+        for (((o, &g), &x), &y) in out.iter_mut().zip(g).zip(x).zip(y) {
+            let xhat = (x - center) * inverse;
+            *o = scale * (pass(y, g) - mean_g - xhat * mean_gx);
+        }
+    });
+    (sums, Some(gx))
 }
 
 #[derive(Debug)]
@@ -194,26 +285,13 @@ impl Backward<Flex, 3> for NormBackward {
         let shape = state.shape;
         let (gy, x, y, gamma) = (values(&grad), values(&state.x), values(&state.output), values(&state.gamma));
         let (mean, inverse) = (&state.mean, &state.inverse_std);
-        // Per channel: the sum of the gradient after the activation (beta's gradient) and of it
-        // times the normalised input (gamma's gradient).
-        let sums: Vec<(f64, f64)> = (0..shape.channels)
-            .into_par_iter()
-            .map(|c| {
-                let (mut sum, mut dot) = (0.0f64, 0.0f64);
-                for ((g, x), y) in shape.planes(&gy, c).zip(shape.planes(&x, c)).zip(shape.planes(&y, c)) {
-                    let (mut s, mut d) = (0.0f32, 0.0f32);
-                    for ((&g, &x), &y) in g.iter().zip(x).zip(y) {
-                        let g = passed(state.activation, y, g);
-                        s += g;
-                        d += g * (x - mean[c]);
-                    }
-                    sum += s as f64;
-                    dot += d as f64;
-                }
-                (sum, dot * inverse[c] as f64)
-            })
-            .collect();
         let [x_node, gamma_node, beta_node] = ops.parents;
+        let input = x_node.is_some();
+        let (sums, gx) = match state.activation {
+            Activation::Identity => backward_values(pass_identity, &gy, &x, &y, &gamma, mean, inverse, shape, input),
+            Activation::Relu => backward_values(pass_relu, &gy, &x, &y, &gamma, mean, inverse, shape, input),
+            Activation::Relu6 => backward_values(pass_relu6, &gy, &x, &y, &gamma, mean, inverse, shape, input),
+        };
         let channels = shape.channels;
         let per_channel = |values: Vec<f32>| flex_tensor(values, [channels]);
         if let Some(node) = gamma_node {
@@ -222,23 +300,7 @@ impl Backward<Flex, 3> for NormBackward {
         if let Some(node) = beta_node {
             grads.register::<Flex>(node.id, per_channel(sums.iter().map(|(sum, _)| *sum as f32).collect()));
         }
-        if let Some(node) = x_node {
-            // dx = gamma / std * (g - mean(g) - xhat * mean(g * xhat)), one plane per task.
-            let count = shape.count().max(1) as f64;
-            let mut gx = vec![0.0f32; x.len()];
-            let plane_len = shape.plane.max(1);
-            gx.par_chunks_mut(plane_len).enumerate().for_each(|(plane, out)| {
-                let c = plane % channels;
-                let at = plane * plane_len;
-                let (g, x, y) = (&gy[at..at + plane_len], &x[at..at + plane_len], &y[at..at + plane_len]);
-                let scale = gamma[c] * inverse[c];
-                let mean_g = (sums[c].0 / count) as f32;
-                let mean_gx = (sums[c].1 / count) as f32;
-                for (((o, &g), &x), &y) in out.iter_mut().zip(g).zip(x).zip(y) {
-                    let xhat = (x - mean[c]) * inverse[c];
-                    *o = scale * (passed(state.activation, y, g) - mean_g - xhat * mean_gx);
-                }
-            });
+        if let (Some(node), Some(gx)) = (x_node, gx) {
             grads.register::<Flex>(node.id, flex_tensor(gx, state.dims));
         }
     }

@@ -14,6 +14,8 @@
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
+use super::simd::multiversion;
+
 /// The shape of one depthwise convolution: input `[batch, channels, height, width]`, filter
 /// `[channels, 1, kernel_h, kernel_w]`, padding (top, left; bottom and right follow from the
 /// output size), output `[batch, channels, out_h, out_w]`.
@@ -116,9 +118,10 @@ pub fn forward_values(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
     y
 }
 
+multiversion! {
 /// One output plane of [`forward_values`].
 #[inline(never)]
-fn forward_plane(x: &[f32], w: &[f32], g: &Geometry, plane: usize, out: &mut [f32]) {
+fn forward_plane(x: &[f32], w: &[f32], g: &Geometry, plane: usize, out: &mut [f32]) [fma] {
     let [out_h, out_w] = g.output();
     let [kernel_h, kernel_w] = g.kernel;
     let (plane_in, taps) = (g.height * g.width, kernel_h * kernel_w);
@@ -135,7 +138,7 @@ fn forward_plane(x: &[f32], w: &[f32], g: &Geometry, plane: usize, out: &mut [f3
                 for kx in 0..kernel_w {
                     let weight = filter[ky * kernel_w + kx];
                     for (o, i) in out_row.iter_mut().zip(phased.tap(kx)) {
-                        *o += weight * i;
+                        *o = fma(weight, *i, *o);
                     }
                 }
             }
@@ -156,11 +159,12 @@ fn forward_plane(x: &[f32], w: &[f32], g: &Geometry, plane: usize, out: &mut [f3
                 let start = (columns.start as isize + kx as isize - g.padding[1] as isize) as usize;
                 let source = &in_row[start..start + columns.len()];
                 for (o, i) in out_row[columns].iter_mut().zip(source) {
-                    *o += weight * i;
+                    *o = fma(weight, *i, *o);
                 }
             }
         }
     }
+}
 }
 
 /// The gradient of the input for an output gradient `gy`: each output pixel's gradient spread
@@ -172,9 +176,10 @@ pub fn input_gradient(gy: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
     gx
 }
 
+multiversion! {
 /// One input plane of [`input_gradient`].
 #[inline(never)]
-fn input_gradient_plane(gy: &[f32], w: &[f32], g: &Geometry, plane: usize, grad_in: &mut [f32]) {
+fn input_gradient_plane(gy: &[f32], w: &[f32], g: &Geometry, plane: usize, grad_in: &mut [f32]) [fma] {
     let [out_h, out_w] = g.output();
     let [kernel_h, kernel_w] = g.kernel;
     let (plane_out, taps) = (out_h * out_w, kernel_h * kernel_w);
@@ -191,7 +196,7 @@ fn input_gradient_plane(gy: &[f32], w: &[f32], g: &Geometry, plane: usize, grad_
                 for kx in 0..kernel_w {
                     let weight = filter[ky * kernel_w + kx];
                     for (i, o) in phased.tap_mut(kx).iter_mut().zip(go_row) {
-                        *i += weight * o;
+                        *i = fma(weight, *o, *i);
                     }
                 }
                 phased.add_to(&mut grad_in[iy * g.width..(iy + 1) * g.width]);
@@ -213,11 +218,12 @@ fn input_gradient_plane(gy: &[f32], w: &[f32], g: &Geometry, plane: usize, grad_
                 let start = (columns.start as isize + kx as isize - g.padding[1] as isize) as usize;
                 let target = &mut gi_row[start..start + columns.len()];
                 for (i, o) in target.iter_mut().zip(&go_row[columns]) {
-                    *i += weight * o;
+                    *i = fma(weight, *o, *i);
                 }
             }
         }
     }
+}
 }
 
 /// The gradient of the filter for an output gradient `gy`: per channel, each tap's sum over the
@@ -229,9 +235,10 @@ pub fn filter_gradient(gy: &[f32], x: &[f32], g: &Geometry) -> Vec<f32> {
     gw
 }
 
+multiversion! {
 /// One channel of [`filter_gradient`].
 #[inline(never)]
-fn filter_gradient_channel(gy: &[f32], x: &[f32], g: &Geometry, c: usize, grad_filter: &mut [f32]) {
+fn filter_gradient_channel(gy: &[f32], x: &[f32], g: &Geometry, c: usize, grad_filter: &mut [f32]) [fma] {
     let [out_h, out_w] = g.output();
     let [kernel_h, kernel_w] = g.kernel;
     let (plane_in, plane_out, taps) = (g.height * g.width, out_h * out_w, kernel_h * kernel_w);
@@ -248,7 +255,7 @@ fn filter_gradient_channel(gy: &[f32], x: &[f32], g: &Geometry, c: usize, grad_f
                     let Some(iy) = g.row(oy, ky) else { continue };
                     phased.fill(&input[iy * g.width..(iy + 1) * g.width]);
                     for kx in 0..kernel_w {
-                        sums[ky * kernel_w + kx] += dot(go_row, phased.tap(kx)) as f64;
+                        sums[ky * kernel_w + kx] += dot(fma, go_row, phased.tap(kx)) as f64;
                     }
                 }
             }
@@ -266,7 +273,7 @@ fn filter_gradient_channel(gy: &[f32], x: &[f32], g: &Geometry, c: usize, grad_f
                     }
                     let start = (columns.start as isize + kx as isize - g.padding[1] as isize) as usize;
                     sums[ky * kernel_w + kx] +=
-                        dot(&go_row[columns.clone()], &in_row[start..start + columns.len()]) as f64;
+                        dot(fma, &go_row[columns.clone()], &in_row[start..start + columns.len()]) as f64;
                 }
             }
         }
@@ -275,14 +282,17 @@ fn filter_gradient_channel(gy: &[f32], x: &[f32], g: &Geometry, c: usize, grad_f
         *out = sum as f32;
     }
 }
+}
 
-/// A dot product in eight lanes (so the compiler vectorises it without reassociating a single sum).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+/// A dot product in eight lanes (so the compiler vectorises it without reassociating a single
+/// sum), multiplying and adding by `fma`.
+#[inline(always)]
+fn dot(fma: impl Fn(f32, f32, f32) -> f32, a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 8];
     let chunks = a.len() / 8;
     for (ca, cb) in a[..chunks * 8].chunks_exact(8).zip(b[..chunks * 8].chunks_exact(8)) {
         for lane in 0..8 {
-            lanes[lane] += ca[lane] * cb[lane];
+            lanes[lane] = fma(ca[lane], cb[lane], lanes[lane]);
         }
     }
     let tail: f32 = a[chunks * 8..].iter().zip(&b[chunks * 8..]).map(|(x, y)| x * y).sum();

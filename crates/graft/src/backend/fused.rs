@@ -411,70 +411,11 @@ fn depthwise(
 /// chosen once at run time from what the processor has.
 mod kernels {
     use super::Activation;
-    use std::sync::OnceLock;
-
-    #[derive(Clone, Copy, PartialEq, Eq)]
-    enum Level {
-        Baseline,
-        #[cfg(target_arch = "x86_64")]
-        Avx2,
-        #[cfg(target_arch = "x86_64")]
-        Avx512,
-    }
-
-    fn level() -> Level {
-        static LEVEL: OnceLock<Level> = OnceLock::new();
-        *LEVEL.get_or_init(|| {
-            #[cfg(target_arch = "x86_64")]
-            {
-                if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
-                    return Level::Avx512;
-                }
-                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                    return Level::Avx2;
-                }
-            }
-            Level::Baseline
-        })
-    }
-
-    /// Defines `$name` dispatching to copies of `$body` compiled for each level. `$fma` is how
-    /// the body multiplies and adds (the name in brackets): fused where the level has FMA (a separate multiply and add
-    /// would otherwise call a slow software `fmaf`).
-    macro_rules! multiversion {
-        ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),*) [$fma:ident] $body:block) => {
-            $(#[$meta])*
-            pub fn $name($($arg: $ty),*) {
-                #[inline(always)]
-                fn body<F: Fn(f32, f32, f32) -> f32>($fma: F, $($arg: $ty),*) {
-                    let _ = &$fma;
-                    $body
-                }
-                #[cfg(target_arch = "x86_64")]
-                #[target_feature(enable = "avx512f,avx2,fma")]
-                unsafe fn avx512($($arg: $ty),*) {
-                    body(|a: f32, b: f32, c: f32| a.mul_add(b, c), $($arg),*)
-                }
-                #[cfg(target_arch = "x86_64")]
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) {
-                    body(|a: f32, b: f32, c: f32| a.mul_add(b, c), $($arg),*)
-                }
-                match level() {
-                    // SAFETY: the level was detected on this processor.
-                    #[cfg(target_arch = "x86_64")]
-                    Level::Avx512 => unsafe { avx512($($arg),*) },
-                    #[cfg(target_arch = "x86_64")]
-                    Level::Avx2 => unsafe { avx2($($arg),*) },
-                    Level::Baseline => body(|a: f32, b: f32, c: f32| a * b + c, $($arg),*),
-                }
-            }
-        };
-    }
+    use crate::backend::simd::multiversion;
 
     multiversion! {
         /// `acc += w * source`.
-        fn axpy(acc: &mut [f32], source: &[f32], w: f32) [fma] {
+        pub fn axpy(acc: &mut [f32], source: &[f32], w: f32) [fma] {
             for (a, s) in acc.iter_mut().zip(source) {
                 *a = fma(*s, w, *a);
             }
@@ -483,7 +424,7 @@ mod kernels {
 
     multiversion! {
         /// `target = activation(source)`.
-        fn activate_into(target: &mut [f32], source: &[f32], activation: Activation) [fma] {
+        pub fn activate_into(target: &mut [f32], source: &[f32], activation: Activation) [fma] {
             match activation {
                 Activation::Identity => target.copy_from_slice(source),
                 Activation::Relu => target.iter_mut().zip(source).for_each(|(t, s)| *t = s.max(0.0)),
@@ -494,7 +435,7 @@ mod kernels {
 
     multiversion! {
         /// `values = activation(values + bias)`.
-        fn bias_activate(values: &mut [f32], bias: f32, activation: Activation) [fma] {
+        pub fn bias_activate(values: &mut [f32], bias: f32, activation: Activation) [fma] {
             match activation {
                 Activation::Identity => values.iter_mut().for_each(|v| *v += bias),
                 Activation::Relu => values.iter_mut().for_each(|v| *v = (*v + bias).max(0.0)),
@@ -505,7 +446,7 @@ mod kernels {
 
     multiversion! {
         /// `values = activation(values + other)`.
-        fn add_activate(values: &mut [f32], other: &[f32], activation: Activation) [fma] {
+        pub fn add_activate(values: &mut [f32], other: &[f32], activation: Activation) [fma] {
             match activation {
                 Activation::Identity => values.iter_mut().zip(other).for_each(|(v, o)| *v += o),
                 Activation::Relu => values.iter_mut().zip(other).for_each(|(v, o)| *v = (*v + o).max(0.0)),

@@ -14,6 +14,7 @@ pub mod fused;
 #[cfg(feature = "tch")]
 pub mod libtorch;
 pub mod ops;
+pub(crate) mod simd;
 
 use burn::tensor::TensorData;
 
