@@ -88,8 +88,9 @@ def accuracy_section(rows, path):
         f"row is whole processes, start to end: training, then the test set. graft's defaults split 20% of each class off "
         f"for validation, choose the epoch count on it and train again on all 300 images (`--refit auto`), augment when "
         f"teacher blocks train, fit a `deep` head by L-BFGS and keep the teacher's batch-norm statistics. The plain script "
-        f"(`pytorch_reference.py train --input decoded`) decodes the images once into a tensor (faster here than a "
-        f"DataLoader, which decodes every epoch), trains every epoch on all 300 images with the same optimizer, learning "
+        f"(`pytorch_reference.py train --input decoded`) decodes the images once into a tensor and computes the frozen "
+        f"blocks once (a DataLoader with a worker per core, decoding every epoch, was not timed: on 2 cores its workers "
+        f"would take the cores the step runs on), trains every epoch on all 300 images with the same optimizer, learning "
         f"rates, schedule and label smoothing, batch norm in training mode, and keeps the last epoch.\n")
     say("| strategy | run | seconds | test accuracy | seconds against the plain script |")
     say("|---|---|---|---|---|")
