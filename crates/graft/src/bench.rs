@@ -3,8 +3,7 @@
 //! Weights and inputs as a user's: the published weights where graft bundles them
 //! (EfficientNet-Lite0; other teachers randomly initialised, their weights being a download away)
 //! and real photos ([`Inputs::Images`], the bundled Fashion-MNIST sample) unless random inputs are
-//! asked for. Weights can change the work: random ones on random inputs make denormal numbers in
-//! the backward pass that real ones do not (docs/BENCHMARKS.md).
+//! asked for, as the PyTorch reference runs (docs/BENCHMARKS.md).
 //! A training step includes the forward pass of the frozen blocks in front of the cut, run the way
 //! graft runs frozen blocks (on `flex`, the BN-folded plan of `backend::fused`).
 //! A training step splits its batch into shards on their own threads as graft's trainer does on
@@ -20,6 +19,7 @@ use burn::tensor::{Device, Distribution, Tensor, TensorData};
 
 use crate::backend::fused::FusedBackbone;
 use crate::backend::host_values;
+use crate::data::dataset::{ItemSource, open_folder};
 use crate::error::Result;
 use crate::interrupt::Interrupt;
 use crate::models::{Backbone, zoo};
@@ -59,50 +59,39 @@ pub enum Inputs {
     Random,
 }
 
-/// `count` images from the class folders under `folder`, one class after another in name order
-/// (files in name order within a class), preprocessed for `preprocessing`: `[count, 3, size,
-/// size]` values.
+/// `count` images from the class folders under `folder` (read as [`open_folder`] reads a data
+/// set), taken in turn from each class (the first of every class, then the second, ...),
+/// preprocessed for `preprocessing`: `[count, 3, size, size]` values.
 ///
 /// # Errors
-/// A folder without images, or an image that cannot be read or decoded (named).
+/// A folder with fewer than `count` images, or an image that cannot be read or decoded (named).
 pub fn sample_images(
     folder: &Path,
     preprocessing: &crate::models::zoo::Preprocessing,
     count: usize,
 ) -> Result<Vec<f32>> {
-    let listing = |dir: &Path| -> Result<Vec<PathBuf>> {
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|source| crate::error::GraftError::Io { path: dir.to_owned(), source })?
-            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-            .collect();
-        paths.sort();
-        Ok(paths)
-    };
-    let mut classes: Vec<std::vec::IntoIter<PathBuf>> = Vec::new();
-    for class in listing(folder)?.into_iter().filter(|path| path.is_dir()) {
-        classes.push(listing(&class)?.into_iter().filter(|path| path.is_file()).collect::<Vec<_>>().into_iter());
+    let dataset = open_folder(folder)?;
+    // Each image's place within its class; the items come class by class, files in name order.
+    let mut seen = vec![0usize; dataset.classes.len()];
+    let mut order: Vec<(usize, usize, &ItemSource)> = dataset
+        .items
+        .iter()
+        .map(|item| {
+            seen[item.label] += 1;
+            (seen[item.label], item.label, &item.source)
+        })
+        .collect();
+    if order.len() < count {
+        return Err(crate::error::GraftError::Invalid(format!(
+            "{}: {} images in its class folders, the benchmark's batch needs {count}",
+            folder.display(),
+            order.len()
+        )));
     }
-    let mut values = Vec::new();
-    let mut taken = 0;
-    while taken < count {
-        let before = taken;
-        for files in &mut classes {
-            if taken == count {
-                break;
-            }
-            if let Some(path) = files.next() {
-                let bytes = crate::fsutil::read_limited(&path, crate::fsutil::MAX_IMAGE_FILE_BYTES, "image")?;
-                let image = crate::data::image::decode_rgb(&path, &bytes)?;
-                values.extend(crate::data::image::preprocess(&image, preprocessing));
-                taken += 1;
-            }
-        }
-        if taken == before {
-            return Err(crate::error::GraftError::Invalid(format!(
-                "{}: {taken} images in its class folders, the benchmark's batch needs {count}",
-                folder.display()
-            )));
-        }
+    order.sort_by_key(|&(place, label, _)| (place, label));
+    let mut values = Vec::with_capacity(count * 3 * preprocessing.input_size * preprocessing.input_size);
+    for (_, _, source) in order.into_iter().take(count) {
+        values.extend(crate::data::image::preprocess(&source.load()?, preprocessing));
     }
     Ok(values)
 }
@@ -274,4 +263,36 @@ fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     let middle = values.len() / 2;
     if values.len() % 2 == 1 { values[middle] } else { (values[middle - 1] + values[middle]) / 2.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The batch takes each class's first image, then each class's second, ...; too few images
+    /// is an error that names the folder.
+    #[test]
+    fn sample_images_take_classes_in_turn() {
+        let dir = std::env::temp_dir().join(format!("graft-bench-sample-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for (class, shades) in [("a", [10u8, 20]), ("b", [30, 40])] {
+            std::fs::create_dir_all(dir.join(class)).unwrap();
+            for (index, shade) in shades.into_iter().enumerate() {
+                let path = dir.join(class).join(format!("{index}.png"));
+                image::RgbImage::from_pixel(4, 4, image::Rgb([shade; 3])).save(path).unwrap();
+            }
+        }
+        let preprocessing = zoo::find("efficientnet_lite0").unwrap().preprocessing.clone();
+        let values = sample_images(&dir, &preprocessing, 3).unwrap();
+        let per_image = 3 * preprocessing.input_size * preprocessing.input_size;
+        let shade = |image: usize| {
+            let normalised = values[image * per_image];
+            ((normalised * preprocessing.std[0] + preprocessing.mean[0]) * 255.0).round() as u8
+        };
+        assert_eq!(values.len(), 3 * per_image);
+        assert_eq!([shade(0), shade(1), shade(2)], [10, 30, 20]);
+        let error = sample_images(&dir, &preprocessing, 5).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(error.contains("4 images") && error.contains("needs 5"), "{error}");
+    }
 }

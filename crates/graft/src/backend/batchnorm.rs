@@ -116,31 +116,28 @@ fn statistics(x: &[f32], shape: &Shape) -> (Vec<f32>, Vec<f32>) {
 /// accumulator would make every addition wait for the one before it).
 const LANES: usize = 8;
 
-/// The sum of `values` in double precision.
-fn sum_f64(values: &[f32]) -> f64 {
+/// The sum of `term(value)` over `values` in double precision, in [`LANES`] lanes.
+#[inline(always)]
+fn lane_sum(values: &[f32], term: impl Fn(f32) -> f64) -> f64 {
     let mut lanes = [0.0f64; LANES];
     let chunks = values.chunks_exact(LANES);
-    let tail: f64 = chunks.remainder().iter().map(|&v| v as f64).sum();
+    let tail: f64 = chunks.remainder().iter().map(|&v| term(v)).sum();
     for chunk in chunks {
         for lane in 0..LANES {
-            lanes[lane] += chunk[lane] as f64;
+            lanes[lane] += term(chunk[lane]);
         }
     }
     lanes.iter().sum::<f64>() + tail
 }
 
+/// The sum of `values` in double precision.
+fn sum_f64(values: &[f32]) -> f64 {
+    lane_sum(values, |v| v as f64)
+}
+
 /// The sum of `(value - mean)^2` over `values` in double precision.
 fn squares_f64(values: &[f32], mean: f64) -> f64 {
-    let mut lanes = [0.0f64; LANES];
-    let chunks = values.chunks_exact(LANES);
-    let tail: f64 = chunks.remainder().iter().map(|&v| (v as f64 - mean).powi(2)).sum();
-    for chunk in chunks {
-        for lane in 0..LANES {
-            let d = chunk[lane] as f64 - mean;
-            lanes[lane] += d * d;
-        }
-    }
-    lanes.iter().sum::<f64>() + tail
+    lane_sum(values, |v| (v as f64 - mean).powi(2))
 }
 
 fn inverse_std(variance: &[f32], epsilon: f64) -> Vec<f32> {
